@@ -1,0 +1,166 @@
+import Foundation
+import NIOCore
+
+extension Journal {
+    func maintenanceLoop() {
+        while true {
+            _ = maintenanceSignal.wait(timeout: configuration.maintenanceInterval)
+            if core.withLock({ $0.closing }) { break }
+            do {
+                try runMaintenance()
+            } catch {
+                logger.error("journal maintenance failed", metadata: ["error": "\(error)"])
+            }
+        }
+        maintenanceDone.signal()
+    }
+
+    /// Makes the index durable up to the WAL position that is synced and indexed, so a restart
+    /// replays only the WAL after it.
+    public func checkpoint() throws(JournalError) {
+        let through = core.withLock { $0.syncedThrough }
+        try db.put(StorageKeys.checkpoint, through.encoded, durable: false)
+        try db.flush()
+    }
+
+    /// One round of upkeep: retention, index checkpoint, removal of dead segments, compaction of
+    /// sparse ones. Runs on the maintenance thread every `maintenanceInterval`; blocking.
+    public func runMaintenance() throws {
+        try maintenanceLock.withLock { _ in
+            try applyRetention()
+            try checkpoint()
+            try reclaimSegments()
+        }
+    }
+
+    // MARK: Retention
+
+    private func applyRetention() throws {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let shards = core.withLock { core in
+            core.shards.values.filter { $0.config.retentionBytes != nil || $0.config.retentionMilliseconds != nil }
+                .map { ($0.id, $0.name, $0.config, $0.storedBytes, $0.endOffset) }
+        }
+        for (id, name, config, storedBytes, end) in shards {
+            var remaining = storedBytes
+            var newStart: UInt64?
+            var freed: [UInt64: Int64] = [:]
+            let batch = RocksDB.WriteBatch()
+            db.scan(prefix: StorageKeys.indexPrefix(id)) { key, value in
+                guard let entry = IndexEntry(value), entry.lastOffset < end else { return false }
+                let length = Int64(entry.frameLength) - Int64(WALFormat.frameHeaderSize)
+                let tooOld = config.retentionMilliseconds.map { entry.maxTimestamp < now - $0 } ?? false
+                let tooBig = config.retentionBytes.map { remaining > $0 } ?? false
+                guard tooOld || tooBig else { return false }
+                batch.delete(Array(key))
+                remaining -= length
+                freed[entry.segment, default: 0] += Int64(entry.frameLength)
+                newStart = entry.lastOffset + 1
+                return true
+            }
+            guard let newStart else { continue }
+            db.scan(prefix: StorageKeys.timePrefix(id)) { key, value in
+                guard UInt64(bigEndianBytes: value) < newStart else { return false }
+                batch.delete(Array(key))
+                return true
+            }
+            // The floor is synced first: offsets never go back, even if the deletions are lost.
+            try db.put(StorageKeys.startFloor(id), newStart.bigEndianBytes, durable: true)
+            try db.write(batch, durable: false)
+            core.withLock { core in
+                guard let shard = core.shards[id] else { return }
+                shard.startOffset = max(shard.startOffset, newStart)
+                shard.storedBytes -= storedBytes - remaining
+                shard.dropTail(below: newStart)
+                for (segment, bytes) in freed { core.segmentLive[segment, default: 0] -= bytes }
+            }
+            logger.debug(
+                "retention applied",
+                metadata: ["journal.shard": "\(name)", "journal.start": "\(newStart)", "journal.freed": "\(storedBytes - remaining)"])
+        }
+    }
+
+    // MARK: Segments
+
+    /// Deletes sealed segments with no live batch and compacts those below the threshold.
+    private func reclaimSegments() throws {
+        let (dead, sparse) = core.withLock { core -> ([UInt64], [UInt64]) in
+            var dead: [UInt64] = []
+            var sparse: [UInt64] = []
+            for (segment, total) in core.segmentTotal where segment < core.syncedThrough.segment {
+                let live = core.segmentLive[segment] ?? 0
+                if live <= 0 {
+                    dead.append(segment)
+                } else if Double(live) < Double(total) * configuration.compactionThreshold {
+                    sparse.append(segment)
+                }
+            }
+            return (dead.sorted(), sparse.sorted())
+        }
+        for segment in dead { removeSegment(segment) }
+        for segment in sparse { try compact(segment: segment) }
+    }
+
+    private func removeSegment(_ segment: UInt64) {
+        core.withLock { core in
+            core.segmentTotal[segment] = nil
+            core.segmentLive[segment] = nil
+        }
+        segments.remove(segment)
+        FileDescriptor.syncDirectory(walDirectory)
+        logger.debug("segment removed", metadata: ["journal.segment": "\(segment)"])
+    }
+
+    /// Copies the live batches of `segment` forward into the WAL, makes the index point at the
+    /// copies, checkpoints, then deletes the segment.
+    func compact(segment: UInt64) throws {
+        let file = try segments.reader(segment)
+        let size = Int(file.size)
+        var buffer = allocator.buffer(capacity: size)
+        try file.read(count: size, at: 0, into: &buffer)
+        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+        var position = WALFormat.segmentHeaderSize
+        var completions: [Completion] = []
+        var entries: [PendingEntry] = []
+        scan: while position < size {
+            switch WALFormat.checkFrame(buffer, at: position, maxFrame: maxFrame) {
+            case .frame(let shardID, let header, let length):
+                let key = StorageKeys.index(shardID, UInt64(header.baseOffset))
+                if let entry = try db.get(key).flatMap(IndexEntry.init), entry.segment == segment,
+                    entry.position == UInt64(position)
+                {
+                    let completion = Completion()
+                    completions.append(completion)
+                    entries.append(
+                        PendingEntry(
+                            shardID: shardID, frame: buffer.getSlice(at: position, length: length)!,
+                            baseOffset: UInt64(header.baseOffset), lastOffset: UInt64(header.lastOffset),
+                            maxTimestamp: header.maxTimestamp, durability: .fsync, addsTimeIndex: false,
+                            kind: .relocation(from: WALPosition(segment: segment, position: UInt64(position)), completion: completion)))
+                }
+                position += length
+            case .end:
+                break scan
+            case .corrupt(let reason):
+                throw JournalError(.corruptData, "\(file.path) position \(position): \(reason)")
+            }
+        }
+        let wake = core.withLock { core -> Bool in
+            for entry in entries {
+                core.pending.append(entry)
+                core.pendingBytes += entry.frameLength
+            }
+            defer { core.writerIdle = false }
+            return core.writerIdle
+        }
+        if wake { writerSignal.signal() }
+        for completion in completions {
+            if case .failure(let error) = completion.wait() { throw error }
+        }
+        try checkpoint()
+        removeSegment(segment)
+        logger.info(
+            "segment compacted",
+            metadata: ["journal.segment": "\(segment)", "journal.batches": "\(entries.count)"])
+    }
+}

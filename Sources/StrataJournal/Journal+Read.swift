@@ -1,0 +1,204 @@
+import NIOCore
+
+extension Journal {
+    private enum ReadPlan {
+        case empty(start: UInt64, end: UInt64)
+        case memory(ReadResult)
+        case disk(shardID: UInt64, start: UInt64, end: UInt64)
+    }
+
+    /// Reads batches from `offset` on, at most about `maxBytes` (always at least one batch when
+    /// there is data). With `maxWait` > 0 an empty read waits for an append up to that long.
+    public func read(shard name: String, from offset: UInt64, maxBytes: Int, maxWait: Duration = .zero) async throws
+        -> ReadResult
+    {
+        var waited = false
+        while true {
+            let plan = try core.withLock { core throws(JournalError) -> ReadPlan in
+                guard let id = core.idsByName[name], let shard = core.shards[id] else {
+                    throw JournalError(.unknownShard, "no shard named \(name)")
+                }
+                guard offset >= shard.startOffset, offset <= shard.endOffset else {
+                    throw JournalError(
+                        .offsetOutOfRange,
+                        "offset \(offset) is outside \(name)'s range \(shard.startOffset)..<\(shard.endOffset)")
+                }
+                if offset == shard.endOffset { return .empty(start: shard.startOffset, end: shard.endOffset) }
+                if let first = shard.tail.first, first.baseOffset <= offset {
+                    var batches: [ByteBuffer] = []
+                    var bytes = 0
+                    var next = offset
+                    for tail in shard.tail where tail.lastOffset >= offset {
+                        if !batches.isEmpty && bytes + tail.batch.readableBytes > maxBytes { break }
+                        batches.append(tail.batch)
+                        bytes += tail.batch.readableBytes
+                        next = tail.lastOffset + 1
+                    }
+                    return .memory(
+                        ReadResult(batches: batches, nextOffset: next, startOffset: shard.startOffset, endOffset: shard.endOffset))
+                }
+                return .disk(shardID: id, start: shard.startOffset, end: shard.endOffset)
+            }
+            switch plan {
+            case .memory(let result):
+                return result
+            case .disk(let id, let start, let end):
+                return try await blocking { [self] in
+                    try readFromDisk(shardID: id, from: offset, maxBytes: maxBytes, start: start, end: end)
+                }
+            case .empty(let start, let end):
+                if waited || maxWait <= .zero {
+                    return ReadResult(batches: [], nextOffset: offset, startOffset: start, endOffset: end)
+                }
+                waited = true
+                try await waitForData(shard: name, beyond: offset, timeout: maxWait)
+            }
+        }
+    }
+
+    /// Reads indexed batches from the segment files (blocking; runs on the pool).
+    func readFromDisk(shardID: UInt64, from offset: UInt64, maxBytes: Int, start: UInt64, end: UInt64) throws(JournalError)
+        -> ReadResult
+    {
+        let prefix = StorageKeys.indexPrefix(shardID)
+        let iterator = db.makeIterator()
+        iterator.seekForPrev(StorageKeys.index(shardID, offset))
+        if !iterator.isValid || !iterator.key.starts(with: prefix) {
+            iterator.seek(StorageKeys.index(shardID, offset))
+        }
+        var batches: [ByteBuffer] = []
+        var bytes = 0
+        var next = offset
+        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+        while iterator.isValid {
+            let key = iterator.key
+            guard key.starts(with: prefix), let entry = IndexEntry(iterator.value) else { break }
+            let base = UInt64(bigEndianBytes: key[9..<17])
+            if base >= end { break }
+            if entry.lastOffset >= offset {
+                let length = Int(entry.frameLength) - WALFormat.frameHeaderSize
+                if !batches.isEmpty && bytes + length > maxBytes { break }
+                batches.append(try segments.readBatch(entry, maxFrame: maxFrame, allocator: allocator))
+                bytes += length
+                next = entry.lastOffset + 1
+            }
+            iterator.next()
+        }
+        if batches.isEmpty && offset < end {
+            throw JournalError(.corruptData, "the index has no batch for offset \(offset) of shard id \(shardID)")
+        }
+        return ReadResult(batches: batches, nextOffset: next, startOffset: start, endOffset: end)
+    }
+
+    /// The offset of the first record whose timestamp is at or after `timestamp`, or nil when
+    /// every record is older.
+    public func offset(shard name: String, atOrAfter timestamp: Int64) async throws -> UInt64? {
+        let (id, start, end) = try core.withLock { core throws(JournalError) in
+            guard let id = core.idsByName[name], let shard = core.shards[id] else {
+                throw JournalError(.unknownShard, "no shard named \(name)")
+            }
+            return (id, shard.startOffset, shard.endOffset)
+        }
+        return try await blocking { [self] () throws(JournalError) -> UInt64? in
+            // The time index holds one key per batch that raised the shard's max timestamp, so the
+            // first key at or after `timestamp` is the first batch that can hold such a record.
+            var base: UInt64?
+            db.scan(prefix: StorageKeys.timePrefix(id), from: StorageKeys.time(id, timestamp)) { _, value in
+                base = UInt64(bigEndianBytes: value)
+                return false
+            }
+            guard var candidate = base.map({ max($0, start) }), candidate < end else { return nil }
+            // Walk batches from there to the exact record (uncompressed batches are decoded;
+            // a compressed batch answers with its base offset).
+            while candidate < end {
+                let result = try readFromDisk(shardID: id, from: candidate, maxBytes: 1, start: start, end: end)
+                guard let batch = result.batches.first, let header = RecordBatch.Header.peek(batch, at: batch.readerIndex)
+                else { return nil }
+                if header.maxTimestamp >= timestamp {
+                    if header.compression != RecordBatch.Compression.none { return max(UInt64(header.baseOffset), candidate) }
+                    let records = try RecordBatch.decode(batch)
+                    if let hit = records.first(where: { $0.timestamp >= timestamp && $0.offset! >= candidate }) {
+                        return hit.offset
+                    }
+                }
+                candidate = result.nextOffset
+            }
+            return nil
+        }
+    }
+
+    /// Waits until `shard` has data past `offset`, the timeout passes, or the task is cancelled.
+    func waitForData(shard name: String, beyond offset: UInt64, timeout: Duration) async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.waitUntilAvailable(shard: name, beyond: offset) }
+            group.addTask { try? await Task.sleep(for: timeout) }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func waitUntilAvailable(shard name: String, beyond offset: UInt64) async {
+        let waiterID = core.withLock { core in
+            core.nextWaiterID += 1
+            return core.nextWaiterID
+        }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let parked = core.withLock { core -> Bool in
+                    if core.cancelledWaiters.remove(waiterID) != nil { return false }
+                    guard !core.closing, let id = core.idsByName[name], let shard = core.shards[id],
+                        shard.endOffset <= offset
+                    else { return false }
+                    shard.waiters[waiterID] = continuation
+                    return true
+                }
+                if !parked { continuation.resume() }
+            }
+        } onCancel: {
+            let continuation = core.withLock { core -> CheckedContinuation<Void, Never>? in
+                for shard in core.shards.values {
+                    if let continuation = shard.waiters.removeValue(forKey: waiterID) { return continuation }
+                }
+                core.cancelledWaiters.insert(waiterID)
+                return nil
+            }
+            continuation?.resume()
+        }
+    }
+
+    /// Batches of `shard` from `offset` on, as they are appended: each element is one non-empty
+    /// read. Wakes on append; ends when the task is cancelled.
+    public func subscribe(shard name: String, from offset: UInt64, maxBytes: Int = 1 << 20) -> JournalSubscription {
+        JournalSubscription(journal: self, shard: name, offset: offset, maxBytes: maxBytes)
+    }
+}
+
+public struct JournalSubscription: AsyncSequence, Sendable {
+    public typealias Element = ReadResult
+    let journal: Journal
+    let shard: String
+    let offset: UInt64
+    let maxBytes: Int
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        let journal: Journal
+        let shard: String
+        var offset: UInt64
+        let maxBytes: Int
+
+        public mutating func next() async throws -> ReadResult? {
+            while !Task.isCancelled {
+                let result = try await journal.read(shard: shard, from: offset, maxBytes: maxBytes, maxWait: .seconds(3600))
+                if !result.batches.isEmpty {
+                    offset = result.nextOffset
+                    return result
+                }
+            }
+            return nil
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(journal: journal, shard: shard, offset: offset, maxBytes: maxBytes)
+    }
+}

@@ -1,0 +1,276 @@
+import Foundation
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Journal {
+    /// The WAL writer thread: takes every queued entry that fits the active segment, writes the
+    /// group with one call, syncs it when any entry needs it (or the async flush interval ran
+    /// out), indexes it, publishes it to readers and acknowledges it.
+    func writerLoop() {
+        var lastSync = ContinuousClock.now
+        let interval = configuration.asyncFlushInterval
+        while true {
+            let (group, closing) = takeGroup()
+            if group.isEmpty {
+                let unsynced = active.withLock { $0.unsynced }
+                if closing {
+                    if unsynced { syncActive() }
+                    writerDone.signal()
+                    return
+                }
+                if unsynced {
+                    let due = lastSync + interval
+                    if ContinuousClock.now >= due {
+                        syncActive()
+                        lastSync = .now
+                    } else {
+                        _ = writerSignal.wait(timeout: due - ContinuousClock.now)
+                    }
+                } else {
+                    writerSignal.wait()
+                }
+                continue
+            }
+            let mustSync =
+                group.contains {
+                    if case .relocation = $0.kind { return true }
+                    return $0.durability == .fsync
+                } || ContinuousClock.now - lastSync >= interval
+            writeGroup(group, sync: mustSync)
+            if mustSync { lastSync = .now }
+        }
+    }
+
+    /// Takes the entries that fit in the active segment (at least one), rolling to a new segment
+    /// first when the next entry does not fit.
+    private func takeGroup() -> ([PendingEntry], Bool) {
+        let (room, isEmptySegment) = active.withLock {
+            (Int(configuration.segmentBytes) - Int($0.position), $0.position == UInt64(WALFormat.segmentHeaderSize))
+        }
+        let (group, closing, needsRoll) = core.withLock { core -> ([PendingEntry], Bool, Bool) in
+            guard let first = core.pending.first else {
+                core.writerIdle = true
+                return ([], core.closing, false)
+            }
+            if first.frameLength > room && !isEmptySegment { return ([], core.closing, true) }
+            var taken: [PendingEntry] = []
+            var bytes = 0
+            while let next = core.pending.first, taken.isEmpty || bytes + next.frameLength <= room,
+                bytes < 64 << 20
+            {
+                bytes += next.frameLength
+                taken.append(core.pending.removeFirst())
+            }
+            core.pendingBytes -= bytes
+            return (taken, core.closing, false)
+        }
+        if needsRoll {
+            do {
+                try rollSegment()
+            } catch {
+                failPending(error)
+            }
+            return takeGroup()
+        }
+        return (group, closing)
+    }
+
+    /// Seals the active segment (synced) and starts the next one.
+    func rollSegment() throws(JournalError) {
+        try active.withLock { (active: inout ActiveSegment) throws(JournalError) in
+            if active.unsynced {
+                do throws(WALIOError) { try io.sync(fd: active.file.fd) } catch { throw error.journalError }
+                active.unsynced = false
+            }
+            let next = try Self.createSegment(id: active.id + 1, directory: walDirectory)
+            logger.debug("segment rolled", metadata: ["journal.segment": "\(next.id)"])
+            let sealed = active.id
+            active = ActiveSegment(id: next.id, file: next.file, position: UInt64(WALFormat.segmentHeaderSize))
+            core.withLock { core in
+                core.activeSegment = next.id
+                core.segmentTotal[next.id] = 0
+                core.segmentLive[next.id] = core.segmentLive[next.id] ?? 0
+                if core.syncedThrough.segment == sealed {
+                    core.syncedThrough = WALPosition(segment: next.id, position: UInt64(WALFormat.segmentHeaderSize))
+                }
+            }
+        }
+    }
+
+    /// Creates a segment file with its header, synced along with its directory entry.
+    static func createSegment(id: UInt64, directory: String) throws(JournalError) -> (id: UInt64, file: FileDescriptor) {
+        let path = directory + "/" + WALFormat.segmentFileName(id)
+        let file = try FileDescriptor(path: path, flags: O_RDWR | O_CREAT | O_TRUNC)
+        let header = WALFormat.segmentHeader(id: id, createdMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+        do throws(WALIOError) {
+            var failure: WALIOError?
+            header.withUnsafeBytes { raw in
+                do throws(WALIOError) {
+                    try PwriteIO.pwriteAll(fd: file.fd, raw.baseAddress!, count: raw.count, offset: 0)
+                } catch {
+                    failure = error
+                }
+            }
+            if let failure { throw failure }
+            try PwriteIO().sync(fd: file.fd)
+        } catch {
+            unlink(path)
+            throw error.journalError
+        }
+        FileDescriptor.syncDirectory(directory)
+        return (id, file)
+    }
+
+    private func syncActive() {
+        do {
+            try active.withLock { (active: inout ActiveSegment) throws(WALIOError) in
+                try io.sync(fd: active.file.fd)
+                active.unsynced = false
+                let through = WALPosition(segment: active.id, position: active.position)
+                core.withLock { core in
+                    core.syncedThrough = through
+                    core.statistics.walSyncs += 1
+                }
+            }
+        } catch {
+            logger.error("WAL sync failed", metadata: ["error": "\(error.journalError)"])
+        }
+    }
+
+    private func writeGroup(_ group: [PendingEntry], sync: Bool) {
+        var positions: [UInt64] = []
+        positions.reserveCapacity(group.count)
+        let outcome: Result<(segment: UInt64, end: UInt64), JournalError> = active.withLock { active in
+            let start = active.position
+            active.buffer.count = 0
+            var position = start
+            for entry in group {
+                positions.append(position)
+                active.buffer.append(entry.frame)
+                position += UInt64(entry.frameLength)
+            }
+            do throws(WALIOError) {
+                try io.write(
+                    fd: active.file.fd, active.buffer.pointer, count: active.buffer.count, offset: Int64(start), sync: sync)
+            } catch {
+                // Nothing of this group is acknowledged: cut it off the file so recovery never sees it.
+                if ftruncate(active.file.fd, off_t(start)) != 0 {
+                    logger.critical("cannot truncate failed WAL write", metadata: ["errno": "\(errno)"])
+                }
+                _ = try? io.sync(fd: active.file.fd)
+                return .failure(error.journalError)
+            }
+            active.position = position
+            active.unsynced = !sync
+            return .success((active.id, position))
+        }
+        let segment: UInt64
+        let end: UInt64
+        switch outcome {
+        case .failure(let error):
+            logger.error("WAL write failed", metadata: ["error": "\(error)"])
+            failPending(error, group: group)
+            return
+        case .success(let written):
+            segment = written.segment
+            end = written.end
+        }
+
+        // Index the group (no RocksDB WAL: the index is rebuilt from the segments past the checkpoint).
+        let index = RocksDB.WriteBatch()
+        let relocationsStillLive: [Bool] = core.withLock { core in
+            group.map { entry in
+                guard case .relocation = entry.kind, let shard = core.shards[entry.shardID] else { return true }
+                return entry.lastOffset >= shard.startOffset
+            }
+        }
+        for (i, entry) in group.enumerated() {
+            if case .append = entry.kind, core.withLock({ $0.shards[entry.shardID] == nil }) { continue }
+            guard relocationsStillLive[i] else { continue }
+            let location = IndexEntry(
+                segment: segment, position: positions[i], frameLength: UInt32(entry.frameLength),
+                lastOffset: entry.lastOffset, maxTimestamp: entry.maxTimestamp)
+            index.put(StorageKeys.index(entry.shardID, entry.baseOffset), location.encoded)
+            if entry.addsTimeIndex {
+                index.put(StorageKeys.time(entry.shardID, entry.maxTimestamp), entry.baseOffset.bigEndianBytes)
+            }
+        }
+        do {
+            try db.write(index, durable: false)
+        } catch {
+            // The data is in the WAL and will be re-indexed on the next open; readers of these
+            // offsets get errors until then.
+            logger.critical("index write failed", metadata: ["error": "\(error)"])
+        }
+
+        // Publish to readers and collect acknowledgements.
+        var acknowledgements: [(CheckedContinuation<AppendResult, any Error>, Result<AppendResult, JournalError>)] = []
+        var completions: [Completion] = []
+        let waiters = core.withLock { core -> [CheckedContinuation<Void, Never>] in
+            var waiters: [CheckedContinuation<Void, Never>] = []
+            core.statistics.walBytesWritten += Int64(end - positions[0])
+            core.statistics.walWrites += 1
+            if sync {
+                core.statistics.walSyncs += 1
+                core.syncedThrough = WALPosition(segment: segment, position: end)
+            }
+            core.segmentTotal[segment, default: 0] += Int64(end - positions[0])
+            for (i, entry) in group.enumerated() {
+                switch entry.kind {
+                case .append(let continuation):
+                    guard let shard = core.shards[entry.shardID] else {
+                        acknowledgements.append((continuation, .failure(JournalError(.unknownShard, "the shard was deleted"))))
+                        continue
+                    }
+                    core.segmentLive[segment, default: 0] += Int64(entry.frameLength)
+                    shard.storedBytes += Int64(entry.batchLength)
+                    shard.endOffset = entry.lastOffset + 1
+                    if entry.addsTimeIndex { shard.indexedMaxTimestamp = entry.maxTimestamp }
+                    let batch = entry.frame.getSlice(
+                        at: entry.frame.readerIndex + WALFormat.frameHeaderSize, length: entry.batchLength)!
+                    shard.addToTail(
+                        TailBatch(baseOffset: entry.baseOffset, lastOffset: entry.lastOffset, batch: batch),
+                        limit: configuration.tailBytesPerShard)
+                    waiters += shard.takeWaiters()
+                    acknowledgements.append(
+                        (continuation, .success(AppendResult(baseOffset: entry.baseOffset, lastOffset: entry.lastOffset))))
+                case .relocation(let from, let completion):
+                    if relocationsStillLive[i], core.shards[entry.shardID] != nil {
+                        core.segmentLive[from.segment, default: 0] -= Int64(entry.frameLength)
+                        core.segmentLive[segment, default: 0] += Int64(entry.frameLength)
+                    }
+                    core.statistics.compactedBytes += Int64(entry.frameLength)
+                    completions.append(completion)
+                }
+            }
+            return waiters
+        }
+        for (continuation, result) in acknowledgements { continuation.resume(with: result) }
+        for completion in completions { completion.complete(.success(())) }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Fails `group` and everything still queued: their offsets were assigned after the last
+    /// written batch, so each shard's next offset goes back to its end and offsets stay dense.
+    func failPending(_ error: JournalError, group: [PendingEntry] = []) {
+        let failed = core.withLock { core -> [PendingEntry] in
+            let failed = group + core.pending
+            core.pending.removeAll()
+            core.pendingBytes = 0
+            for shard in core.shards.values {
+                shard.nextOffset = shard.endOffset
+                shard.queuedMaxTimestamp = shard.indexedMaxTimestamp
+            }
+            return failed
+        }
+        for entry in failed {
+            switch entry.kind {
+            case .append(let continuation): continuation.resume(throwing: error)
+            case .relocation(_, let completion): completion.complete(.failure(error))
+            }
+        }
+    }
+}

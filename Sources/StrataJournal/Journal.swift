@@ -1,0 +1,320 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// The tiered journal engine: named shards of RecordBatch v2 batches with dense offsets, one
+/// node-wide WAL with group commit, a RocksDB index and catalog, memory tails for live readers.
+///
+/// Threads: appenders only take the core lock to assign offsets and queue; one writer thread
+/// writes and syncs groups; a small thread pool serves disk reads and RocksDB calls; one
+/// maintenance thread checkpoints the index, applies retention and compacts segments.
+public final class Journal: Sendable {
+    public let configuration: JournalConfiguration
+    let logger: Logger
+    let db: RocksDB
+    let core: Mutex<JournalCore>
+    let io: any WALIO & Sendable
+    let writerSignal = DispatchSemaphoreBox()
+    let writerDone = DispatchSemaphoreBox()
+    let maintenanceSignal = DispatchSemaphoreBox()
+    let maintenanceDone = DispatchSemaphoreBox()
+    let maintenanceLock = Mutex<Void>(())
+    let pool: NIOThreadPool
+    let segments: SegmentFiles
+    /// The segment being appended to; only the writer thread touches it after open.
+    let active: Mutex<ActiveSegment>
+    let allocator = ByteBufferAllocator()
+
+    var walDirectory: String { configuration.dataDirectory + "/wal" }
+
+    /// Opens (creating if needed) the journal in `configuration.dataDirectory` and recovers it.
+    public init(configuration: JournalConfiguration, logger: Logger = Logger(label: "strata.journal")) throws {
+        guard configuration.segmentBytes >= 1 << 16, configuration.maxBatchBytes >= RecordBatch.headerSize,
+            configuration.maxBatchBytes + WALFormat.frameHeaderSize + WALFormat.segmentHeaderSize
+                <= configuration.segmentBytes
+        else {
+            throw JournalError(
+                .invalidArgument, "segmentBytes must be at least 64 KiB and hold one batch of maxBatchBytes")
+        }
+        self.configuration = configuration
+        self.logger = logger
+        let fileManager = FileManager.default
+        do {
+            try fileManager.createDirectory(atPath: configuration.dataDirectory + "/wal", withIntermediateDirectories: true)
+            try fileManager.createDirectory(atPath: configuration.dataDirectory + "/index", withIntermediateDirectories: true)
+        } catch {
+            throw JournalError(.ioError, "cannot create \(configuration.dataDirectory): \(error)")
+        }
+        db = try RocksDB(path: configuration.dataDirectory + "/index")
+        io = try Self.makeIO(configuration.walIO, logger: logger)
+        segments = SegmentFiles(directory: configuration.dataDirectory + "/wal")
+        let recovered = try Recovery(
+            db: db, segments: segments, configuration: configuration, logger: logger, allocator: allocator
+        ).run()
+        core = Mutex(recovered.core)
+        active = Mutex(recovered.active)
+        pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        core.withLock { $0.statistics.ioBackend = io.name }
+        logger.info(
+            "journal open",
+            metadata: [
+                "journal.dir": "\(configuration.dataDirectory)", "journal.shards": "\(recovered.core.shards.count)",
+                "journal.wal_io": "\(io.name)", "journal.segment": "\(recovered.active.id)",
+            ])
+        let writer = Thread { [self] in writerLoop() }
+        writer.name = "strata-wal-writer"
+        writer.start()
+        if configuration.backgroundMaintenance {
+            let maintenance = Thread { [self] in maintenanceLoop() }
+            maintenance.name = "strata-maintenance"
+            maintenance.start()
+        } else {
+            maintenanceDone.signal()
+        }
+    }
+
+    private static func makeIO(_ mode: WALIOMode, logger: Logger) throws(JournalError) -> any WALIO & Sendable {
+        switch mode {
+        case .pwrite:
+            return PwriteIO()
+        case .uring:
+            do throws(WALIOError) { return try URingIO() } catch { throw error.journalError }
+        case .auto:
+            do throws(WALIOError) {
+                return try URingIO()
+            } catch {
+                logger.notice("io_uring unavailable, using pwrite + fdatasync", metadata: ["error": "\(error.journalError)"])
+                return PwriteIO()
+            }
+        }
+    }
+
+    /// Stops accepting work, writes and syncs everything queued, checkpoints the index.
+    public func close() {
+        let alreadyClosing = core.withLock { core in
+            defer { core.closing = true }
+            return core.closing
+        }
+        if alreadyClosing { return }
+        writerSignal.signal()
+        writerDone.wait()
+        maintenanceSignal.signal()
+        maintenanceDone.wait()
+        do {
+            try checkpoint()
+        } catch {
+            logger.error("final index checkpoint failed", metadata: ["error": "\(error)"])
+        }
+        let waiters = core.withLock { core in core.shards.values.flatMap { $0.takeWaiters() } }
+        waiters.forEach { $0.resume() }
+        try? pool.syncShutdownGracefully()
+    }
+
+    public var statistics: JournalStatistics { core.withLock { $0.statistics } }
+
+    /// Runs a blocking closure on the journal's thread pool, off any event loop.
+    func blocking<T: Sendable>(_ body: @Sendable @escaping () throws -> T) async throws -> T {
+        do {
+            return try await pool.runIfActive(body)
+        } catch let error as JournalError {
+            throw error
+        } catch is NIOThreadPoolError.ThreadPoolInactive {
+            throw JournalError(.closed, "the journal is closed")
+        }
+    }
+
+    // MARK: Shards
+
+    public func createShard(_ name: String, config: ShardConfig = ShardConfig()) async throws -> ShardInfo {
+        try await createShards([(name, config)])[0]
+    }
+
+    /// Creates several shards with one synced catalog write.
+    public func createShards(_ specs: [(name: String, config: ShardConfig)]) async throws -> [ShardInfo] {
+        for spec in specs {
+            guard !spec.name.isEmpty, spec.name.utf8.count <= 1024, !spec.name.utf8.contains(0) else {
+                throw JournalError(.invalidArgument, "shard names are 1 to 1024 bytes of UTF-8 without NUL")
+            }
+        }
+        return try await blocking { [self] in
+            try maintenanceLock.withLock { _ in
+                let first = try db.get(StorageKeys.nextShardID).map { UInt64(bigEndianBytes: $0) } ?? 1
+                let existing = core.withLock { core in specs.first { core.idsByName[$0.name] != nil }?.name }
+                if let existing { throw JournalError(.shardExists, "shard \(existing) exists already") }
+                var seen = Set<String>()
+                for spec in specs where !seen.insert(spec.name).inserted {
+                    throw JournalError(.shardExists, "shard \(spec.name) is named twice")
+                }
+                let batch = RocksDB.WriteBatch()
+                var runtimes: [ShardRuntime] = []
+                for (i, spec) in specs.enumerated() {
+                    let id = first + UInt64(i)
+                    let record = ShardRecord(id: id, name: spec.name, config: spec.config)
+                    batch.put(StorageKeys.shard(spec.name), try record.encoded())
+                    runtimes.append(ShardRuntime(id: id, name: spec.name, config: spec.config))
+                }
+                batch.put(StorageKeys.nextShardID, (first + UInt64(specs.count)).bigEndianBytes)
+                try db.write(batch, durable: true)
+                return core.withLock { core in
+                    runtimes.map { shard in
+                        core.shards[shard.id] = shard
+                        core.idsByName[shard.name] = shard.id
+                        return shard.info
+                    }
+                }
+            }
+        }
+    }
+
+    public func deleteShard(_ name: String) async throws {
+        try await blocking { [self] in
+            try maintenanceLock.withLock { _ in
+                guard let shard = core.withLock({ core in core.idsByName[name].flatMap { core.shards[$0] } }) else {
+                    throw JournalError(.unknownShard, "no shard named \(name)")
+                }
+                var bytesBySegment: [UInt64: Int64] = [:]
+                db.scan(prefix: StorageKeys.indexPrefix(shard.id)) { _, value in
+                    if let entry = IndexEntry(value) { bytesBySegment[entry.segment, default: 0] += Int64(entry.frameLength) }
+                    return true
+                }
+                let batch = RocksDB.WriteBatch()
+                batch.delete(StorageKeys.shard(name))
+                batch.delete(StorageKeys.startFloor(shard.id))
+                batch.deleteRange(StorageKeys.indexPrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.indexPrefix(shard.id)))
+                batch.deleteRange(StorageKeys.timePrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.timePrefix(shard.id)))
+                try db.write(batch, durable: true)
+                let waiters = core.withLock { core in
+                    core.shards[shard.id] = nil
+                    core.idsByName[name] = nil
+                    for (segment, bytes) in bytesBySegment { core.segmentLive[segment, default: 0] -= bytes }
+                    return shard.takeWaiters()
+                }
+                waiters.forEach { $0.resume() }
+            }
+        }
+    }
+
+    public func listShards() -> [ShardInfo] {
+        core.withLock { core in core.shards.values.map(\.info) }.sorted { $0.name < $1.name }
+    }
+
+    public func describeShard(_ name: String) throws(JournalError) -> ShardInfo {
+        let info = core.withLock { core in core.idsByName[name].flatMap { core.shards[$0]?.info } }
+        guard let info else { throw JournalError(.unknownShard, "no shard named \(name)") }
+        return info
+    }
+
+    // MARK: Append
+
+    /// Appends one RecordBatch v2 (the readable bytes of `batch`) and returns its assigned
+    /// offsets once the shard's durability policy is met. The batch's CRC-32C is checked.
+    public func append(shard name: String, batch: ByteBuffer) async throws -> AppendResult {
+        let header = try RecordBatch.validate(batch, maxBytes: configuration.maxBatchBytes)
+        var frame = WALFormat.frame(shardID: 0, batch: batch, allocator: allocator)
+        return try await withCheckedThrowingContinuation { continuation in
+            let (failure, wake) = core.withLock { core -> (JournalError?, Bool) in
+                guard !core.closing else { return (JournalError(.closed, "the journal is closed"), false) }
+                guard let id = core.idsByName[name], let shard = core.shards[id] else {
+                    return (JournalError(.unknownShard, "no shard named \(name)"), false)
+                }
+                let base = shard.nextOffset
+                let last = base + UInt64(header.lastOffsetDelta)
+                shard.nextOffset = last + 1
+                frame.setInteger(id, at: frame.readerIndex + 8)
+                frame.setInteger(Int64(base), at: frame.readerIndex + WALFormat.frameHeaderSize)
+                frame.setInteger(Int32(0), at: frame.readerIndex + WALFormat.frameHeaderSize + 12)
+                WALFormat.sealFrame(&frame)
+                let raisesTime = header.maxTimestamp > shard.queuedMaxTimestamp
+                if raisesTime { shard.queuedMaxTimestamp = header.maxTimestamp }
+                core.pending.append(
+                    PendingEntry(
+                        shardID: id, frame: frame, baseOffset: base, lastOffset: last,
+                        maxTimestamp: header.maxTimestamp, durability: shard.config.durability,
+                        addsTimeIndex: raisesTime, kind: .append(continuation)))
+                core.pendingBytes += frame.readableBytes
+                core.statistics.appendedBytes += Int64(batch.readableBytes)
+                core.statistics.appendedBatches += 1
+                let wake = core.writerIdle
+                core.writerIdle = false
+                return (nil, wake)
+            }
+            if let failure { continuation.resume(throwing: failure) }
+            if wake { writerSignal.signal() }
+        }
+    }
+
+    // MARK: Consumer offsets and gateway key-value state
+
+    public func commitOffset(group: String, shard: String, offset: UInt64) async throws {
+        try await blocking { [db] in try db.put(StorageKeys.consumerOffset(group: group, shard: shard), offset.bigEndianBytes, durable: true) }
+    }
+
+    public func committedOffset(group: String, shard: String) async throws -> UInt64? {
+        try await blocking { [db] in
+            try db.get(StorageKeys.consumerOffset(group: group, shard: shard)).map { UInt64(bigEndianBytes: $0) }
+        }
+    }
+
+    public func put(namespace: String, key: [UInt8], value: [UInt8]) async throws {
+        try Self.checkNamespace(namespace)
+        try await blocking { [db] in try db.put(StorageKeys.kv(namespace: namespace, key: key), value, durable: true) }
+    }
+
+    public func get(namespace: String, key: [UInt8]) async throws -> [UInt8]? {
+        try Self.checkNamespace(namespace)
+        return try await blocking { [db] in try db.get(StorageKeys.kv(namespace: namespace, key: key)) }
+    }
+
+    public func delete(namespace: String, key: [UInt8]) async throws {
+        try Self.checkNamespace(namespace)
+        try await blocking { [db] in try db.delete(StorageKeys.kv(namespace: namespace, key: key), durable: true) }
+    }
+
+    /// Key-value pairs of `namespace` whose key starts with `prefix`, in key order, at most `limit`.
+    public func scan(namespace: String, prefix: [UInt8] = [], limit: Int = .max) async throws -> [KeyValue] {
+        try Self.checkNamespace(namespace)
+        return try await blocking { [db] in
+            let namespacePrefix = StorageKeys.kv(namespace: namespace, key: [])
+            var result: [KeyValue] = []
+            db.scan(prefix: namespacePrefix + prefix) { key, value in
+                result.append(KeyValue(key: Array(key.dropFirst(namespacePrefix.count)), value: value))
+                return result.count < limit
+            }
+            return result
+        }
+    }
+
+    private static func checkNamespace(_ namespace: String) throws(JournalError) {
+        guard !namespace.isEmpty, !namespace.utf8.contains(0) else {
+            throw JournalError(.invalidArgument, "a key-value namespace is non-empty UTF-8 without NUL")
+        }
+    }
+}
+
+/// The catalog record of one shard.
+struct ShardRecord: Codable {
+    var id: UInt64
+    var name: String
+    var config: ShardConfig
+
+    func encoded() throws(JournalError) -> [UInt8] {
+        do { return Array(try JSONEncoder().encode(self)) } catch {
+            throw JournalError(.invalidArgument, "cannot encode shard record: \(error)")
+        }
+    }
+
+    init(id: UInt64, name: String, config: ShardConfig) {
+        self.id = id
+        self.name = name
+        self.config = config
+    }
+
+    init(_ bytes: [UInt8]) throws(JournalError) {
+        do { self = try JSONDecoder().decode(ShardRecord.self, from: Data(bytes)) } catch {
+            throw JournalError(.corruptData, "unreadable shard record in the catalog: \(error)")
+        }
+    }
+}

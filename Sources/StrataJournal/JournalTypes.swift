@@ -1,0 +1,97 @@
+import NIOCore
+
+/// When an append is acknowledged.
+public enum Durability: String, Sendable, Codable, Hashable, CaseIterable {
+    /// After the WAL write is on disk (fdatasync, group commit across shards and writers).
+    case fsync
+    /// After the WAL write reached the operating system (survives a process kill, not a power
+    /// cut); the WAL is synced every `asyncFlushInterval`.
+    case async
+}
+
+/// Per-shard configuration, kept in the catalog.
+public struct ShardConfig: Sendable, Codable, Hashable {
+    public var durability: Durability
+    /// Batches whose newest record is older than this are deleted (nil: keep forever).
+    public var retentionMilliseconds: Int64?
+    /// Oldest batches are deleted while the shard holds more than this (nil: no limit).
+    public var retentionBytes: Int64?
+
+    public init(durability: Durability = .fsync, retentionMilliseconds: Int64? = nil, retentionBytes: Int64? = nil) {
+        self.durability = durability
+        self.retentionMilliseconds = retentionMilliseconds
+        self.retentionBytes = retentionBytes
+    }
+}
+
+/// What `describeShard` and `listShards` report.
+public struct ShardInfo: Sendable, Hashable {
+    public var name: String
+    public var id: UInt64
+    public var config: ShardConfig
+    /// First offset still stored (retention moves it up).
+    public var startOffset: UInt64
+    /// One past the last readable offset (the high watermark).
+    public var endOffset: UInt64
+    /// Bytes of batches stored for this shard.
+    public var storedBytes: Int64
+    /// Bytes of recent batches held in memory for live readers.
+    public var memoryBytes: Int
+}
+
+public struct AppendResult: Sendable, Hashable {
+    public var baseOffset: UInt64
+    public var lastOffset: UInt64
+}
+
+/// Batches returned by a read, in offset order. The first batch may start before the offset
+/// asked for (batches are never split); readers skip records below it.
+public struct ReadResult: Sendable {
+    public var batches: [ByteBuffer]
+    /// The offset to read from next.
+    public var nextOffset: UInt64
+    public var startOffset: UInt64
+    /// The high watermark when the read was served.
+    public var endOffset: UInt64
+}
+
+public struct KeyValue: Sendable, Hashable {
+    public var key: [UInt8]
+    public var value: [UInt8]
+}
+
+/// Counters for benchmarks and metrics.
+public struct JournalStatistics: Sendable, Hashable {
+    /// Bytes of batches accepted by `append`.
+    public var appendedBytes: Int64 = 0
+    public var appendedBatches: Int64 = 0
+    /// Bytes written to WAL segments (frames, headers, compaction copies).
+    public var walBytesWritten: Int64 = 0
+    public var walSyncs: Int64 = 0
+    public var walWrites: Int64 = 0
+    public var compactedBytes: Int64 = 0
+    public var ioBackend: String = ""
+}
+
+public struct JournalConfiguration: Sendable {
+    public var dataDirectory: String
+    /// A segment is sealed and a new one started past this size.
+    public var segmentBytes: Int = 256 << 20
+    /// Largest batch accepted.
+    public var maxBatchBytes: Int = 16 << 20
+    /// How often `async` shards' WAL writes are synced.
+    public var asyncFlushInterval: Duration = .milliseconds(50)
+    public var walIO: WALIOMode = .auto
+    /// Recent batches kept in memory per shard for live readers.
+    public var tailBytesPerShard: Int = 1 << 20
+    /// How often the background maintenance (index checkpoint, retention, compaction) runs.
+    public var maintenanceInterval: Duration = .seconds(5)
+    /// Run maintenance on a background thread (tests call `runMaintenance()` themselves).
+    public var backgroundMaintenance: Bool = true
+    /// A sealed segment whose live bytes fall below this fraction is compacted.
+    public var compactionThreshold: Double = 0.5
+
+    public init(dataDirectory: String) {
+        self.dataDirectory = dataDirectory
+    }
+}

@@ -1,0 +1,229 @@
+import Logging
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Opening a journal: load the catalog, account the index, replay the WAL past the last index
+/// checkpoint (verifying every frame), cut a torn tail, re-index, rebuild memory tails.
+struct Recovery {
+    let db: RocksDB
+    let segments: SegmentFiles
+    let configuration: JournalConfiguration
+    let logger: Logger
+    let allocator: ByteBufferAllocator
+
+    struct Outcome {
+        var core: JournalCore
+        var active: ActiveSegment
+    }
+
+    func run() throws(JournalError) -> Outcome {
+        var core = JournalCore()
+
+        // 1. Catalog.
+        var records: [ShardRecord] = []
+        var catalogError: JournalError?
+        db.scan(prefix: StorageKeys.shardPrefix) { _, value in
+            do throws(JournalError) { records.append(try ShardRecord(value)) } catch {
+                catalogError = error
+                return false
+            }
+            return true
+        }
+        if let catalogError { throw catalogError }
+        for record in records {
+            let shard = ShardRuntime(id: record.id, name: record.name, config: record.config)
+            if let floor = try db.get(StorageKeys.startFloor(record.id)) {
+                shard.startOffset = UInt64(bigEndianBytes: floor)
+                shard.nextOffset = shard.startOffset
+            }
+            core.shards[record.id] = shard
+            core.idsByName[record.name] = record.id
+        }
+
+        // 2. What the index already holds: per shard first/last offsets and bytes, per segment live bytes.
+        var firstIndexed: [UInt64: UInt64] = [:]
+        let orphanIndex = RocksDB.WriteBatch()
+        db.scan(prefix: StorageKeys.indexTag) { key, value in
+            let id = UInt64(bigEndianBytes: key[1..<9])
+            let base = UInt64(bigEndianBytes: key[9..<17])
+            guard let shard = core.shards[id], let entry = IndexEntry(value) else {
+                orphanIndex.delete(Array(key))
+                return true
+            }
+            if firstIndexed[id] == nil { firstIndexed[id] = base }
+            shard.nextOffset = max(shard.nextOffset, entry.lastOffset + 1)
+            shard.storedBytes += Int64(entry.frameLength) - Int64(WALFormat.frameHeaderSize)
+            shard.indexedMaxTimestamp = max(shard.indexedMaxTimestamp, entry.maxTimestamp)
+            core.segmentLive[entry.segment, default: 0] += Int64(entry.frameLength)
+            return true
+        }
+        if orphanIndex.count > 0 { try db.write(orphanIndex, durable: false) }
+
+        // 3. Replay the WAL past the checkpoint.
+        let ids = segments.list()
+        let checkpoint = try db.get(StorageKeys.checkpoint).flatMap(WALPosition.init)
+        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+        var validEnd: WALPosition?
+        var replayed = 0
+        for (n, id) in ids.enumerated() {
+            let isLast = n == ids.count - 1
+            let path = segments.path(id)
+            let file = try FileDescriptor(path: path, flags: O_RDWR)
+            let size = file.size
+            let headerSize = Int64(WALFormat.segmentHeaderSize)
+            if size < headerSize {
+                // A segment whose creation never finished holds nothing.
+                guard isLast else { throw JournalError(.corruptData, "\(path) position 0: segment header is truncated") }
+                logger.warning("removing a segment with a torn header", metadata: ["journal.file": "\(path)"])
+                segments.remove(id)
+                continue
+            }
+            var buffer = allocator.buffer(capacity: Int(size))
+            try file.read(count: Int(size), at: 0, into: &buffer)
+            guard buffer.getBytes(at: 0, length: 8) == WALFormat.magic, buffer.getInteger(at: 16, as: UInt64.self) == id
+            else {
+                throw JournalError(.corruptData, "\(path) position 0: not a Strata WAL segment (or wrong segment id)")
+            }
+            var position = Int(headerSize)
+            if let checkpoint {
+                if id < checkpoint.segment {
+                    core.segmentTotal[id] = size - headerSize
+                    validEnd = WALPosition(segment: id, position: UInt64(size))
+                    continue
+                }
+                if id == checkpoint.segment { position = Int(checkpoint.position) }
+            }
+            let index = RocksDB.WriteBatch()
+            scan: while true {
+                switch WALFormat.checkFrame(buffer, at: position, maxFrame: maxFrame) {
+                case .frame(let shardID, let header, let length):
+                    try replay(
+                        shardID: shardID, header: header, frame: buffer, at: position, length: length,
+                        segment: id, core: &core, index: index, firstIndexed: &firstIndexed)
+                    position += length
+                    replayed += 1
+                case .end where position == Int(size) || isLast:
+                    break scan
+                case .end:
+                    throw JournalError(.corruptData, "\(path) position \(position): sealed segment ends inside a frame")
+                case .corrupt(let reason):
+                    guard isLast else { throw JournalError(.corruptData, "\(path) position \(position): \(reason)") }
+                    break scan
+                }
+            }
+            if Int64(position) < size {
+                // Only the segment being written when the node stopped can end in a torn write.
+                logger.warning(
+                    "cutting torn WAL tail",
+                    metadata: ["journal.file": "\(path)", "journal.position": "\(position)", "journal.bytes": "\(size - Int64(position))"])
+                guard ftruncate(file.fd, off_t(position)) == 0, fdatasync(file.fd) == 0 else {
+                    throw JournalError(.ioError, "cannot cut the torn tail of \(path): \(String(cString: strerror(errno)))")
+                }
+            }
+            if index.count > 0 { try db.write(index, durable: false) }
+            core.segmentTotal[id] = Int64(position) - headerSize
+            validEnd = WALPosition(segment: id, position: UInt64(position))
+        }
+
+        // 4. Index entries that point past the end of the WAL (written before a crash that lost
+        //    their unsynced frames) are dropped.
+        let end = validEnd ?? WALPosition(segment: 0, position: 0)
+        let stale = RocksDB.WriteBatch()
+        for shard in core.shards.values {
+            let iterator = db.makeIterator()
+            iterator.seekForPrev(StorageKeys.index(shard.id, .max))
+            while iterator.isValid, iterator.key.starts(with: StorageKeys.indexPrefix(shard.id)),
+                let entry = IndexEntry(iterator.value),
+                WALPosition(segment: entry.segment, position: entry.position) >= end
+            {
+                let base = UInt64(bigEndianBytes: iterator.key[9..<17])
+                logger.warning("dropping index entry past the WAL end", metadata: ["journal.shard": "\(shard.name)", "journal.offset": "\(base)"])
+                stale.delete(iterator.key)
+                shard.nextOffset = min(shard.nextOffset, base)
+                shard.storedBytes -= Int64(entry.frameLength) - Int64(WALFormat.frameHeaderSize)
+                core.segmentLive[entry.segment, default: 0] -= Int64(entry.frameLength)
+                iterator.previous()
+            }
+        }
+        if stale.count > 0 { try db.write(stale, durable: false) }
+
+        for shard in core.shards.values {
+            shard.startOffset = max(shard.startOffset, min(firstIndexed[shard.id] ?? shard.nextOffset, shard.nextOffset))
+            shard.endOffset = shard.nextOffset
+            shard.queuedMaxTimestamp = shard.indexedMaxTimestamp
+            shard.tail.removeAll { $0.lastOffset >= shard.nextOffset }
+            shard.tailBytes = shard.tail.reduce(0) { $0 + $1.batch.readableBytes }
+        }
+
+        // 5. The active segment: the last one if it has room, else a new one.
+        let active: ActiveSegment
+        if let last = validEnd, last.position + UInt64(maxFrame) <= UInt64(configuration.segmentBytes) {
+            let file = try FileDescriptor(path: segments.path(last.segment), flags: O_RDWR)
+            active = ActiveSegment(id: last.segment, file: file, position: last.position)
+        } else {
+            let id = (validEnd?.segment ?? 0) + 1
+            let created = try Journal.createSegment(id: id, directory: segments.directory)
+            active = ActiveSegment(id: id, file: created.file, position: UInt64(WALFormat.segmentHeaderSize))
+            core.segmentTotal[id] = 0
+        }
+        core.activeSegment = active.id
+        core.syncedThrough = WALPosition(segment: active.id, position: active.position)
+
+        // 6. Checkpoint what was just re-indexed.
+        try db.put(StorageKeys.checkpoint, core.syncedThrough.encoded, durable: false)
+        try db.flush()
+        logger.info(
+            "journal recovered",
+            metadata: [
+                "journal.segments": "\(ids.count)", "journal.replayed_batches": "\(replayed)",
+                "journal.checkpoint": "\(checkpoint.map { "\($0.segment):\($0.position)" } ?? "none")",
+            ])
+        return Outcome(core: core, active: active)
+    }
+
+    /// Re-indexes one frame found in the WAL.
+    private func replay(
+        shardID: UInt64, header: RecordBatch.Header, frame buffer: ByteBuffer, at position: Int, length: Int,
+        segment: UInt64, core: inout JournalCore, index: RocksDB.WriteBatch, firstIndexed: inout [UInt64: UInt64]
+    ) throws(JournalError) {
+        guard let shard = core.shards[shardID] else { return }  // the shard was deleted
+        let base = UInt64(header.baseOffset)
+        let last = UInt64(header.lastOffset)
+        let location = IndexEntry(
+            segment: segment, position: UInt64(position), frameLength: UInt32(length), lastOffset: last,
+            maxTimestamp: header.maxTimestamp)
+        if base >= shard.nextOffset {
+            if base > shard.nextOffset {
+                logger.error(
+                    "offset gap in the WAL",
+                    metadata: ["journal.shard": "\(shard.name)", "journal.expected": "\(shard.nextOffset)", "journal.found": "\(base)"])
+            }
+            if firstIndexed[shardID] == nil { firstIndexed[shardID] = base }
+            index.put(StorageKeys.index(shardID, base), location.encoded)
+            if header.maxTimestamp > shard.indexedMaxTimestamp {
+                index.put(StorageKeys.time(shardID, header.maxTimestamp), base.bigEndianBytes)
+                shard.indexedMaxTimestamp = header.maxTimestamp
+            }
+            shard.nextOffset = last + 1
+            shard.storedBytes += Int64(length - WALFormat.frameHeaderSize)
+            core.segmentLive[segment, default: 0] += Int64(length)
+            var copy = allocator.buffer(capacity: length - WALFormat.frameHeaderSize)
+            copy.writeImmutableBuffer(
+                buffer.getSlice(at: position + WALFormat.frameHeaderSize, length: length - WALFormat.frameHeaderSize)!)
+            shard.addToTail(TailBatch(baseOffset: base, lastOffset: last, batch: copy), limit: configuration.tailBytesPerShard)
+            return
+        }
+        // An offset the index knows: either the same frame, or a compaction copy written later.
+        guard let existing = try db.get(StorageKeys.index(shardID, base)).flatMap(IndexEntry.init) else { return }
+        let here = WALPosition(segment: segment, position: UInt64(position))
+        let there = WALPosition(segment: existing.segment, position: existing.position)
+        if here > there {
+            index.put(StorageKeys.index(shardID, base), location.encoded)
+            core.segmentLive[existing.segment, default: 0] -= Int64(existing.frameLength)
+            core.segmentLive[segment, default: 0] += Int64(length)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+import NIOCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Read handles of WAL segment files, opened on first use and shared by readers.
+final class SegmentFiles: Sendable {
+    let directory: String
+    private let open = Mutex<[UInt64: FileDescriptor]>([:])
+
+    init(directory: String) {
+        self.directory = directory
+    }
+
+    func path(_ id: UInt64) -> String { directory + "/" + WALFormat.segmentFileName(id) }
+
+    func reader(_ id: UInt64) throws(JournalError) -> FileDescriptor {
+        if let file = open.withLock({ $0[id] }) { return file }
+        let file = try FileDescriptor(path: path(id), flags: O_RDONLY)
+        return open.withLock { files in
+            if let existing = files[id] { return existing }
+            files[id] = file
+            return file
+        }
+    }
+
+    /// Reads and checks the frame of `entry`; returns the batch. Corruption names file and position.
+    func readBatch(_ entry: IndexEntry, maxFrame: Int, allocator: ByteBufferAllocator) throws(JournalError) -> ByteBuffer {
+        let file = try reader(entry.segment)
+        var buffer = allocator.buffer(capacity: Int(entry.frameLength))
+        try file.read(count: Int(entry.frameLength), at: Int64(entry.position), into: &buffer)
+        switch WALFormat.checkFrame(buffer, at: buffer.readerIndex, maxFrame: maxFrame) {
+        case .frame(_, _, let length) where length == Int(entry.frameLength):
+            buffer.moveReaderIndex(forwardBy: WALFormat.frameHeaderSize)
+            return buffer
+        case .frame, .end:
+            throw JournalError(.corruptData, "\(file.path) position \(entry.position): frame does not match the index")
+        case .corrupt(let reason):
+            throw JournalError(.corruptData, "\(file.path) position \(entry.position): \(reason)")
+        }
+    }
+
+    /// Forgets and unlinks a segment file.
+    func remove(_ id: UInt64) {
+        _ = open.withLock { $0.removeValue(forKey: id) }
+        unlink(path(id))
+    }
+
+    /// Segment ids present in the directory, ascending.
+    func list() -> [UInt64] {
+        guard let names = try? FileManagerShim.contents(of: directory) else { return [] }
+        return names.compactMap(WALFormat.segmentID(fileName:)).sorted()
+    }
+}
+
+enum FileManagerShim {
+    static func contents(of directory: String) throws -> [String] {
+        guard let dir = opendir(directory) else { throw JournalError(.ioError, "cannot list \(directory)") }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafePointer(to: entry.pointee.d_name) {
+                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+}
+
+/// The segment the writer appends to, and the writer's reusable gather buffer.
+struct ActiveSegment {
+    var id: UInt64
+    var file: FileDescriptor
+    var position: UInt64
+    /// Bytes written since the last sync.
+    var unsynced = false
+    var buffer = GatherBuffer()
+}
+
+/// A page-aligned buffer the writer copies a group's frames into for one write call.
+final class GatherBuffer: @unchecked Sendable {  // Used by the WAL writer thread only.
+    private(set) var pointer: UnsafeMutableRawPointer
+    private(set) var capacity: Int
+    var count = 0
+
+    init(capacity: Int = 1 << 20) {
+        self.capacity = capacity
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+    }
+
+    deinit { pointer.deallocate() }
+
+    func append(_ bytes: ByteBuffer) {
+        let needed = count + bytes.readableBytes
+        if needed > capacity {
+            var grown = capacity
+            while grown < needed { grown *= 2 }
+            let new = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 4096)
+            new.copyMemory(from: pointer, byteCount: count)
+            pointer.deallocate()
+            pointer = new
+            capacity = grown
+        }
+        bytes.withUnsafeReadableBytes { raw in
+            (pointer + count).copyMemory(from: raw.baseAddress!, byteCount: raw.count)
+        }
+        count = needed
+    }
+}

@@ -1,0 +1,98 @@
+import NIOCore
+
+/// The on-disk layout of WAL segment files.
+///
+/// A segment starts with a 32-byte header:
+///
+///     "STRATAWL" (8) | version u32 = 1 | reserved u32 | segment id u64 | created ms i64
+///
+/// followed by frames, one per batch, back to back:
+///
+///     frameLength u32   whole frame, header included
+///     frameCRC    u32   CRC-32C of frameLength, shard id and the batch's first 21 bytes
+///     shard id    u64
+///     batch             RecordBatch v2, its own CRC-32C covering the rest
+///
+/// Together the two checksums cover every byte of the frame.
+enum WALFormat {
+    static let magic: [UInt8] = Array("STRATAWL".utf8)
+    static let version: UInt32 = 1
+    static let segmentHeaderSize = 32
+    static let frameHeaderSize = 16
+
+    static func segmentHeader(id: UInt64, createdMilliseconds: Int64) -> [UInt8] {
+        magic + version.bigEndianBytes + UInt32(0).bigEndianBytes + id.bigEndianBytes
+            + UInt64(bitPattern: createdMilliseconds).bigEndianBytes
+    }
+
+    static func segmentFileName(_ id: UInt64) -> String {
+        let digits = String(id)
+        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits + ".wal"
+    }
+
+    static func segmentID(fileName: String) -> UInt64? {
+        guard fileName.hasSuffix(".wal") else { return nil }
+        return UInt64(fileName.dropLast(4))
+    }
+
+    /// Builds the frame for `batch` (whose base offset is already final).
+    static func frame(shardID: UInt64, batch: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var frame = allocator.buffer(capacity: frameHeaderSize + batch.readableBytes)
+        frame.writeInteger(UInt32(frameHeaderSize + batch.readableBytes))
+        frame.writeInteger(UInt32(0))
+        frame.writeInteger(shardID)
+        frame.writeImmutableBuffer(batch)
+        sealFrame(&frame)
+        return frame
+    }
+
+    /// Recomputes the frame checksum of a frame at the buffer's reader index (after the batch's
+    /// base offset was rewritten).
+    static func sealFrame(_ frame: inout ByteBuffer) {
+        frame.setInteger(frameChecksum(frame, at: frame.readerIndex), at: frame.readerIndex + 4)
+    }
+
+    static func frameChecksum(_ buffer: ByteBuffer, at index: Int) -> UInt32 {
+        let offset = index - buffer.readerIndex
+        let lengthCRC = CRC32C.checksum(buffer, offset: offset, length: 4)
+        return CRC32C.checksum(buffer, offset: offset + 8, length: 8 + RecordBatch.attributesOffset)
+            ^ lengthCRC &* 0x9E37_79B1
+    }
+
+    enum FrameCheck {
+        case frame(shardID: UInt64, header: RecordBatch.Header, length: Int)
+        /// Not enough bytes for a whole frame (or zeros): the end of written data.
+        case end
+        /// Bytes that are not a valid frame.
+        case corrupt(String)
+    }
+
+    /// Checks the frame at absolute index `index` of `buffer`, both checksums included.
+    static func checkFrame(_ buffer: ByteBuffer, at index: Int, maxFrame: Int) -> FrameCheck {
+        let available = buffer.writerIndex - index
+        guard available >= frameHeaderSize, let length: UInt32 = buffer.getInteger(at: index) else { return .end }
+        if length == 0 { return .end }
+        guard length >= UInt32(frameHeaderSize + RecordBatch.headerSize), length <= UInt32(maxFrame) else {
+            return .corrupt("frame length \(length) is out of range")
+        }
+        guard Int(length) <= available else { return .end }
+        let stored: UInt32 = buffer.getInteger(at: index + 4)!
+        guard stored == frameChecksum(buffer, at: index) else {
+            return .corrupt("frame checksum mismatch")
+        }
+        let shardID: UInt64 = buffer.getInteger(at: index + 8)!
+        let batchIndex = index + frameHeaderSize
+        guard let header = RecordBatch.Header.peek(buffer, at: batchIndex),
+            header.totalSize == Int(length) - frameHeaderSize, header.magic == 2
+        else {
+            return .corrupt("frame does not hold one RecordBatch v2")
+        }
+        let crc = CRC32C.checksum(
+            buffer, offset: batchIndex - buffer.readerIndex + RecordBatch.attributesOffset,
+            length: header.totalSize - RecordBatch.attributesOffset)
+        guard crc == header.crc else {
+            return .corrupt("batch CRC-32C mismatch (batch at offset \(header.baseOffset))")
+        }
+        return .frame(shardID: shardID, header: header, length: Int(length))
+    }
+}
