@@ -67,6 +67,7 @@ let package = Package(
             dependencies: [
                 "StrataJournal",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
     ]

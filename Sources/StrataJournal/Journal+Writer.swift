@@ -80,6 +80,7 @@ extension Journal {
 
     /// Seals the active segment (synced) and starts the next one.
     func rollSegment() throws(JournalError) {
+        try checkFreeSpace(for: WALFormat.segmentHeaderSize)
         try active.withLock { (active: inout ActiveSegment) throws(JournalError) in
             if active.unsynced {
                 do throws(WALIOError) { try io.sync(fd: active.file.fd) } catch { throw error.journalError }
@@ -140,7 +141,32 @@ extension Journal {
         }
     }
 
+    /// Free bytes on the data directory's filesystem (nil when statvfs fails).
+    func freeDiskBytes() -> Int64? {
+        var info = statvfs()
+        guard statvfs(configuration.dataDirectory, &info) == 0 else { return nil }
+        return Int64(info.f_bavail) * Int64(info.f_frsize)
+    }
+
+    /// Refuses a write of `bytes` that would leave less than the configured reserve free.
+    func checkFreeSpace(for bytes: Int) throws(JournalError) {
+        guard configuration.minFreeDiskBytes > 0, let free = freeDiskBytes() else { return }
+        if free - Int64(bytes) < configuration.minFreeDiskBytes {
+            throw JournalError(
+                .diskFull,
+                "only \(free) bytes free in \(configuration.dataDirectory), below the reserve of "
+                    + "\(configuration.minFreeDiskBytes); nothing was acknowledged, retry when space returns")
+        }
+    }
+
     private func writeGroup(_ group: [PendingEntry], sync: Bool) {
+        do {
+            try checkFreeSpace(for: group.reduce(0) { $0 + $1.frameLength })
+        } catch {
+            logger.error("WAL write refused", metadata: ["error": "\(error)"])
+            failPending(error, group: group)
+            return
+        }
         var positions: [UInt64] = []
         positions.reserveCapacity(group.count)
         let outcome: Result<(segment: UInt64, end: UInt64), JournalError> = active.withLock { active in

@@ -111,6 +111,7 @@ public final class Journal: Sendable {
         let waiters = core.withLock { core in core.shards.values.flatMap { $0.takeWaiters() } }
         waiters.forEach { $0.resume() }
         try? pool.syncShutdownGracefully()
+        db.close()
     }
 
     public var statistics: JournalStatistics { core.withLock { $0.statistics } }
@@ -141,6 +142,7 @@ public final class Journal: Sendable {
         }
         return try await blocking { [self] in
             try maintenanceLock.withLock { _ in
+                try checkMetadataSpace()
                 let first = try db.get(StorageKeys.nextShardID).map { UInt64(bigEndianBytes: $0) } ?? 1
                 let existing = core.withLock { core in specs.first { core.idsByName[$0.name] != nil }?.name }
                 if let existing { throw JournalError(.shardExists, "shard \(existing) exists already") }
@@ -249,7 +251,10 @@ public final class Journal: Sendable {
     // MARK: Consumer offsets and gateway key-value state
 
     public func commitOffset(group: String, shard: String, offset: UInt64) async throws {
-        try await blocking { [db] in try db.put(StorageKeys.consumerOffset(group: group, shard: shard), offset.bigEndianBytes, durable: true) }
+        try await blocking { [self] in
+            try checkMetadataSpace()
+            try db.put(StorageKeys.consumerOffset(group: group, shard: shard), offset.bigEndianBytes, durable: true)
+        }
     }
 
     public func committedOffset(group: String, shard: String) async throws -> UInt64? {
@@ -260,7 +265,10 @@ public final class Journal: Sendable {
 
     public func put(namespace: String, key: [UInt8], value: [UInt8]) async throws {
         try Self.checkNamespace(namespace)
-        try await blocking { [db] in try db.put(StorageKeys.kv(namespace: namespace, key: key), value, durable: true) }
+        try await blocking { [self] in
+            try checkMetadataSpace()
+            try db.put(StorageKeys.kv(namespace: namespace, key: key), value, durable: true)
+        }
     }
 
     public func get(namespace: String, key: [UInt8]) async throws -> [UInt8]? {
@@ -284,6 +292,15 @@ public final class Journal: Sendable {
                 return result.count < limit
             }
             return result
+        }
+    }
+
+    /// Catalog and key-value writes are small; they go on until a quarter of the reserve is left,
+    /// after appends stopped, so the index database never meets a full disk.
+    private func checkMetadataSpace() throws(JournalError) {
+        guard configuration.minFreeDiskBytes > 0, let free = freeDiskBytes() else { return }
+        if free < configuration.minFreeDiskBytes / 4 {
+            throw JournalError(.diskFull, "only \(free) bytes free in \(configuration.dataDirectory)")
         }
     }
 

@@ -91,6 +91,11 @@ public struct JournalConfiguration: Sendable {
     /// A sealed segment whose live bytes fall below this fraction is compacted.
     public var compactionThreshold: Double = 0.5
 
+    /// Appends are refused with `diskFull` while the data directory's filesystem has less free
+    /// space than this, so that the index database always has room to write (it must never
+    /// meet a full disk itself).
+    public var minFreeDiskBytes: Int64 = 128 << 20
+
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
     }

@@ -67,6 +67,8 @@ struct Recovery {
         let checkpoint = try db.get(StorageKeys.checkpoint).flatMap(WALPosition.init)
         let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
         var validEnd: WALPosition?
+        /// Index locations replayed for offsets below a shard's end (compaction copies), not yet in RocksDB.
+        var relocated: [[UInt8]: IndexEntry] = [:]
         var replayed = 0
         for (n, id) in ids.enumerated() {
             let isLast = n == ids.count - 1
@@ -102,7 +104,7 @@ struct Recovery {
                 case .frame(let shardID, let header, let length):
                     try replay(
                         shardID: shardID, header: header, frame: buffer, at: position, length: length,
-                        segment: id, core: &core, index: index, firstIndexed: &firstIndexed)
+                        segment: id, core: &core, index: index, firstIndexed: &firstIndexed, relocated: &relocated)
                     position += length
                     replayed += 1
                 case .end where position == Int(size) || isLast:
@@ -187,7 +189,8 @@ struct Recovery {
     /// Re-indexes one frame found in the WAL.
     private func replay(
         shardID: UInt64, header: RecordBatch.Header, frame buffer: ByteBuffer, at position: Int, length: Int,
-        segment: UInt64, core: inout JournalCore, index: RocksDB.WriteBatch, firstIndexed: inout [UInt64: UInt64]
+        segment: UInt64, core: inout JournalCore, index: RocksDB.WriteBatch, firstIndexed: inout [UInt64: UInt64],
+        relocated: inout [[UInt8]: IndexEntry]
     ) throws(JournalError) {
         guard let shard = core.shards[shardID] else { return }  // the shard was deleted
         let base = UInt64(header.baseOffset)
@@ -216,11 +219,23 @@ struct Recovery {
             shard.addToTail(TailBatch(baseOffset: base, lastOffset: last, batch: copy), limit: configuration.tailBytesPerShard)
             return
         }
-        // An offset the index knows: either the same frame, or a compaction copy written later.
-        guard let existing = try db.get(StorageKeys.index(shardID, base)).flatMap(IndexEntry.init) else { return }
+        // An offset below the shard's end: a compaction copy of an older batch (written later in
+        // WAL order), or a frame the index has already.
+        guard base >= shard.startOffset else { return }  // removed by retention
+        let key = StorageKeys.index(shardID, base)
+        let stored = try db.get(key).flatMap(IndexEntry.init)
+        guard let existing = relocated[key] ?? stored else {
+            relocated[key] = location
+            firstIndexed[shardID] = min(firstIndexed[shardID] ?? base, base)
+            index.put(StorageKeys.index(shardID, base), location.encoded)
+            shard.storedBytes += Int64(length - WALFormat.frameHeaderSize)
+            core.segmentLive[segment, default: 0] += Int64(length)
+            return
+        }
         let here = WALPosition(segment: segment, position: UInt64(position))
         let there = WALPosition(segment: existing.segment, position: existing.position)
         if here > there {
+            relocated[key] = location
             index.put(StorageKeys.index(shardID, base), location.encoded)
             core.segmentLive[existing.segment, default: 0] -= Int64(existing.frameLength)
             core.segmentLive[segment, default: 0] += Int64(length)

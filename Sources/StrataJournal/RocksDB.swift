@@ -1,4 +1,5 @@
 import CRocksDB
+import Synchronization
 
 /// The one owner of a RocksDB handle and its option objects. RocksDB's C API is thread-safe
 /// for concurrent reads and writes on one handle, which is what makes this Sendable.
@@ -9,6 +10,7 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
     private let unsyncedWrite: OpaquePointer
     private let readOptions: OpaquePointer
     let path: String
+    private let closed = Mutex(false)
 
     init(path: String) throws(JournalError) {
         let options = rocksdb_options_create()!
@@ -16,6 +18,7 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
         rocksdb_options_increase_parallelism(options, 2)
         rocksdb_options_set_compression(options, Int32(rocksdb_lz4_compression))
         rocksdb_options_set_max_open_files(options, 512)
+        rocksdb_options_set_write_buffer_size(options, 16 << 20)
         var error: UnsafeMutablePointer<CChar>?
         let handle = rocksdb_open(options, path, &error)
         guard let handle, error == nil else {
@@ -34,8 +37,17 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
         readOptions = rocksdb_readoptions_create()!
     }
 
+    /// Closes the database (releasing its lock file) once every user has stopped.
+    func close() {
+        let wasClosed = closed.withLock { closed in
+            defer { closed = true }
+            return closed
+        }
+        if !wasClosed { rocksdb_close(db) }
+    }
+
     deinit {
-        rocksdb_close(db)
+        close()
         rocksdb_readoptions_destroy(readOptions)
         rocksdb_writeoptions_destroy(syncWrite)
         rocksdb_writeoptions_destroy(unsyncedWrite)
@@ -54,7 +66,12 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
         }
     }
 
+    private func checkOpen() throws(JournalError) {
+        if closed.withLock({ $0 }) { throw JournalError(.closed, "the index database is closed") }
+    }
+
     func get(_ key: [UInt8]) throws(JournalError) -> [UInt8]? {
+        try checkOpen()
         var length = 0
         var error: UnsafeMutablePointer<CChar>?
         let value = key.withUnsafeBufferPointer { key in
@@ -70,6 +87,7 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
 
     /// Writes `batch` atomically; `durable` syncs RocksDB's own WAL before returning.
     func write(_ batch: WriteBatch, durable: Bool) throws(JournalError) {
+        try checkOpen()
         var error: UnsafeMutablePointer<CChar>?
         rocksdb_write(db, durable ? syncWrite : unsyncedWrite, batch.handle, &error)
         try check(error, "write")
@@ -90,6 +108,7 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
     /// Flushes the memtables to SST files and waits: everything written so far, with or without
     /// RocksDB's WAL, is then on disk.
     func flush() throws(JournalError) {
+        try checkOpen()
         let flushOptions = rocksdb_flushoptions_create()!
         defer { rocksdb_flushoptions_destroy(flushOptions) }
         rocksdb_flushoptions_set_wait(flushOptions, 1)

@@ -1,0 +1,123 @@
+import Foundation
+import NIOCore
+import Testing
+
+@testable import StrataJournal
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A real full filesystem: a small tmpfs mounted for the test (needs root, as in CI).
+@Suite(.serialized) struct DiskFullTests {
+    /// No reserve: the WAL meets the filesystem's own ENOSPC.
+    @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root"))
+    func enospcRefusesAppendsLosesNothingAndRecovers() async throws {
+        try await withTemporaryDirectory { dir in
+            let mount = dir + "/small"
+            try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+            #expect(run("/bin/mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", mount]) == 0)
+            defer { _ = run("/bin/umount", [mount]) }
+
+            var configuration = testConfiguration(mount + "/journal", segmentBytes: 16 << 20)
+            configuration.walIO = .pwrite
+            configuration.minFreeDiskBytes = 0
+            let journal = try Journal(configuration: configuration, logger: quietLogger)
+            _ = try await journal.createShard("s")
+            let filler = mount + "/filler"
+            #expect(FileManager.default.createFile(atPath: filler, contents: Data(count: 1 << 20)))
+            var acknowledged: [String] = []
+            var refusal: JournalError?
+            for n in 0..<4000 {
+                do {
+                    _ = try await journal.append(shard: "s", batch: makeBatch("b\(n)", count: 1, size: 4000))
+                    acknowledged.append("b\(n)-0")
+                } catch let error as JournalError {
+                    refusal = error
+                    break
+                }
+            }
+            let error = try #require(refusal, "the disk never filled")
+            #expect(error.code == .diskFull)
+            #expect(error.message.contains("No space left"))
+            #expect(acknowledged.count > 100)
+            // Still full: refused again, offsets unchanged.
+            await #expect(throws: JournalError.self) {
+                try await journal.append(shard: "s", batch: makeBatch("again", count: 1, size: 4000))
+            }
+            #expect(try journal.describeShard("s").endOffset == UInt64(acknowledged.count))
+            let whileFull = try await readAll(journal, "s").map(\.1)
+            #expect(whileFull == acknowledged, "\(whileFull.count) \(acknowledged.count) \(whileFull.suffix(2)) \(acknowledged.suffix(2))")
+
+            // Space returns: appends resume at the next dense offset.
+            try FileManager.default.removeItem(atPath: filler)
+            let next = try await journal.append(shard: "s", batch: makeBatch("after", count: 1, size: 4000))
+            #expect(next.baseOffset == UInt64(acknowledged.count))
+            acknowledged.append("after-0")
+            journal.close()
+            let reopened = try Journal(configuration: configuration, logger: quietLogger)
+            #expect(try await readAll(reopened, "s").map(\.1) == acknowledged)
+            reopened.close()
+        }
+    }
+
+    @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root"))
+    func appendsResumeWhenSpaceIsFreedElsewhere() async throws {
+        try await withTemporaryDirectory { dir in
+            let mount = dir + "/small"
+            try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+            #expect(run("/bin/mount", ["-t", "tmpfs", "-o", "size=32m", "tmpfs", mount]) == 0)
+            defer { _ = run("/bin/umount", [mount]) }
+
+            var configuration = testConfiguration(mount + "/journal", segmentBytes: 8 << 20)
+            configuration.walIO = .auto
+            configuration.minFreeDiskBytes = 4 << 20
+            let journal = try Journal(configuration: configuration, logger: quietLogger)
+            _ = try await journal.createShard("s")
+            // Fill most of the disk with a file that is not the journal's.
+            let filler = mount + "/filler"
+            var info = statvfs()
+            #expect(statvfs(mount, &info) == 0)
+            let free = Int(info.f_bavail) * Int(info.f_frsize)
+            #expect(FileManager.default.createFile(atPath: filler, contents: Data(count: free - (6 << 20))))
+            var acknowledged: [String] = []
+            var sawFull = false
+            for n in 0..<1000 {
+                do {
+                    _ = try await journal.append(shard: "s", batch: makeBatch("b\(n)", count: 1, size: 4000))
+                    acknowledged.append("b\(n)-0")
+                } catch let error as JournalError {
+                    #expect(error.code == .diskFull)
+                    #expect(error.message.contains("below the reserve"))
+                    sawFull = true
+                    break
+                }
+            }
+            #expect(sawFull)
+            try FileManager.default.removeItem(atPath: filler)
+            for n in 0..<10 {
+                _ = try await journal.append(shard: "s", batch: makeBatch("after\(n)", count: 1, size: 4000))
+                acknowledged.append("after\(n)-0")
+            }
+            #expect(try await readAll(journal, "s").map(\.1) == acknowledged)
+            journal.close()
+            let reopened = try Journal(configuration: configuration, logger: quietLogger)
+            #expect(try await readAll(reopened, "s").map(\.1) == acknowledged)
+            reopened.close()
+        }
+    }
+}
+
+@discardableResult
+func run(_ executable: String, _ arguments: [String]) -> Int32 {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    do {
+        try process.run()
+        process.waitUntilExit()
+        return process.terminationStatus
+    } catch {
+        return -1
+    }
+}
