@@ -1,0 +1,52 @@
+# Strata: the two commands.
+#   make test   install what is missing, build, run every test
+#   make run    install what is missing, build, start Strata on ./data
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev libcurl4-openssl-dev
+VENV := .venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DATA ?= ./data
+SWIFT_TEST_FLAGS ?=
+
+.PHONY: deps apt venv build build-release test run bench clean
+
+deps: apt venv
+
+# Debian's -dev packages for RocksDB, liburing, zstd and libcurl.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# A Python venv inside the project for the third-party test clients.
+venv: $(VENV)/.installed
+$(VENV)/.installed: Tests/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r Tests/requirements.txt
+	touch $@
+
+build: apt
+	swift build --build-tests
+
+build-release: apt
+	swift build -c release --product storage-bench
+
+test: deps build
+	STRATA_BIN_DIR="$$(swift build --show-bin-path)" swift test --skip-build $(SWIFT_TEST_FLAGS)
+
+# Until journal-node exists (issue 3) the engine runs in-process: measure the disk, then the
+# journal on it, with data under $(DATA).
+run: deps build-release
+	mkdir -p $(DATA)
+	"$$(swift build -c release --show-bin-path)/storage-bench" limit --data-dir $(DATA) --seconds 2
+	"$$(swift build -c release --show-bin-path)/storage-bench" append --data-dir $(DATA) --no-limit --seconds 10
+
+bench: build-release
+	"$$(swift build -c release --show-bin-path)/storage-bench" append --seconds 10
+
+clean:
+	rm -rf .build $(VENV) $(DATA)
