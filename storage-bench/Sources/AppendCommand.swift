@@ -1,0 +1,71 @@
+import ArgumentParser
+import StrataJournal
+
+/// `storage-bench append`: writers append prebuilt batches for a fixed time; reports throughput,
+/// ack latency, write amplification and CPU cost against the disk's limit.
+struct AppendCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "append",
+        abstract: "Measures append throughput and ack latency against the disk's limit.")
+
+    @OptionGroup var options: CommonOptions
+
+    @Option(help: "When an append is acknowledged.")
+    var durability: DurabilityChoice = .fsync
+
+    @Option(help: "Appends each writer keeps outstanding.")
+    var inflight = 1
+
+    func validate() throws {
+        guard inflight >= 1 else { throw ValidationError("--inflight must be at least 1") }
+    }
+
+    func run() async throws {
+        let options = self.options
+        let durability = self.durability.durability
+        let directory = try BenchDirectory(requested: options.dataDir)
+        defer { directory.removeIfTemporary() }
+
+        var limit: Double = 0
+        if !options.noLimit {
+            let measured = try DiskLimit.measureWrites(in: directory.path, secondsPerTest: 2)
+            measured.printReport(json: options.json)
+            limit = measured.mbPerSec(durability == .fsync ? DiskLimit.durableName : DiskLimit.asyncName)
+        }
+
+        let names = options.shardNames
+        let journal = try await BenchJournal.openNew(
+            in: directory.journalPath, walIO: options.walIO.mode, shards: names, durability: durability)
+        defer { journal.close() }
+        let workload = AppendWorkload(
+            journal: journal, shardNames: names,
+            batches: (0..<options.writers).map { _ in
+                BatchFactory.randomBatch(records: options.batch, valueSize: options.recordSize)
+            },
+            recordsPerBatch: options.batch, inflight: inflight)
+
+        // The window ends when the last append is acknowledged; /proc/self/io is read right then,
+        // before close() writes its index checkpoint.
+        let meter = ProgressMeter(label: "append")
+        let before = ProcessStats.current(journal: journal)
+        let start = ContinuousClock.now
+        let (outcome, end, after) = try await meter.reporting {
+            let appended = try await workload.run(
+                until: .deadline(start.advanced(by: .seconds(options.seconds))), meter: meter)
+            return (appended, ContinuousClock.now, ProcessStats.current(journal: journal))
+        }
+
+        let written = after.bytesWritten(since: before)
+        let label = durability == .fsync
+            ? "durable limit (best sequential write with fdatasync after each)"
+            : "async limit (buffered sequential 1 MiB writes and one final fdatasync)"
+        let result = BenchResult(
+            mode: .append, shape: options.shape(durability: durability, inflight: inflight),
+            seconds: start.duration(to: end).inSeconds, records: outcome.records, bytes: outcome.bytes,
+            latency: outcome.latency, limitMBPerSec: limit, limitLabel: label,
+            writeAmplification: outcome.bytes > 0 ? Double(written.bytes) / Double(outcome.bytes) : 0,
+            writeBytesSource: written.source, cpuSeconds: after.cpuSecondsUsed(since: before),
+            walIO: after.journal.ioBackend, walSyncs: after.walSyncs(since: before))
+        result.printReport(json: options.json)
+    }
+}
