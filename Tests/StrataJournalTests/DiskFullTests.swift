@@ -13,11 +13,7 @@ import Glibc
     /// No reserve: the WAL meets the filesystem's own ENOSPC.
     @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root"))
     func enospcRefusesAppendsLosesNothingAndRecovers() async throws {
-        try await withTemporaryDirectory { dir in
-            let mount = dir + "/small"
-            try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-            #expect(run("/bin/mount", ["-t", "tmpfs", "-o", "size=8m", "tmpfs", mount]) == 0)
-            defer { _ = run("/bin/umount", [mount]) }
+        try await withTmpfs(size: "8m") { mount in
 
             var configuration = testConfiguration(mount + "/journal", segmentBytes: 16 << 20)
             configuration.walIO = .pwrite
@@ -63,11 +59,7 @@ import Glibc
 
     @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root"))
     func appendsResumeWhenSpaceIsFreedElsewhere() async throws {
-        try await withTemporaryDirectory { dir in
-            let mount = dir + "/small"
-            try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
-            #expect(run("/bin/mount", ["-t", "tmpfs", "-o", "size=32m", "tmpfs", mount]) == 0)
-            defer { _ = run("/bin/umount", [mount]) }
+        try await withTmpfs(size: "32m") { mount in
 
             var configuration = testConfiguration(mount + "/journal", segmentBytes: 8 << 20)
             configuration.walIO = .auto
@@ -105,6 +97,17 @@ import Glibc
             #expect(try await readAll(reopened, "s").map(\.1) == acknowledged)
             reopened.close()
         }
+    }
+}
+
+/// A tmpfs of `size` mounted on a fresh directory for the duration of `body`.
+func withTmpfs(size: String, _ body: (String) async throws -> Void) async throws {
+    try await withTemporaryDirectory { dir in
+        let mount = dir + "/small"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        try #require(run("/bin/mount", ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", mount]) == 0)
+        defer { _ = run("/bin/umount", [mount]) }
+        try await body(mount)
     }
 }
 

@@ -16,6 +16,16 @@ import Testing
         return (path, size)
     }
 
+    /// Writes 60 batches of 4 records of 500 bytes to shard "s" in 64 KiB segments.
+    private func writeSixtyBatches(_ dir: String) async throws -> JournalConfiguration {
+        let configuration = testConfiguration(dir, segmentBytes: 1 << 16)
+        let journal = try Journal(configuration: configuration, logger: quietLogger)
+        _ = try await journal.createShard("s")
+        for n in 0..<60 { _ = try await journal.append(shard: "s", batch: makeBatch("b\(n)", count: 4, size: 500)) }
+        journal.close()
+        return configuration
+    }
+
     /// Any cut inside the last frame loses exactly that frame; the rest reads back and offsets continue densely.
     @Test(arguments: [1, 5, 16, 40, 80])
     func tornTailIsCut(bytesLost: Int) async throws {
@@ -55,11 +65,7 @@ import Testing
     /// A flipped byte inside a sealed, checkpointed segment is reported with file and position on read.
     @Test func corruptSealedSegmentIsReportedWithFileAndPosition() async throws {
         try await withTemporaryDirectory { dir in
-            let configuration = testConfiguration(dir, segmentBytes: 1 << 16)
-            let journal = try Journal(configuration: configuration, logger: quietLogger)
-            _ = try await journal.createShard("s")
-            for n in 0..<60 { _ = try await journal.append(shard: "s", batch: makeBatch("b\(n)", count: 4, size: 500)) }
-            journal.close()
+            let configuration = try await writeSixtyBatches(dir)
             let files = try segmentFiles(dir)
             #expect(files.count >= 2)
             // Damage a byte of the second frame of the first segment (inside the record data).
@@ -95,11 +101,7 @@ import Testing
     /// Corruption inside a sealed segment that recovery must replay stops the open with file and position.
     @Test func corruptSealedSegmentDuringReplayFailsTheOpen() async throws {
         try await withTemporaryDirectory { dir in
-            let configuration = testConfiguration(dir, segmentBytes: 1 << 16)
-            let journal = try Journal(configuration: configuration, logger: quietLogger)
-            _ = try await journal.createShard("s")
-            for n in 0..<60 { _ = try await journal.append(shard: "s", batch: makeBatch("b\(n)", count: 4, size: 500)) }
-            journal.close()
+            let configuration = try await writeSixtyBatches(dir)
             try resetCheckpoint(dir)
             let files = try segmentFiles(dir)
             let handle = try #require(FileHandle(forUpdatingAtPath: files[0]))

@@ -26,11 +26,14 @@ struct AppendCommand: AsyncParsableCommand {
         let directory = try BenchDirectory(requested: options.dataDir)
         defer { directory.removeIfTemporary() }
 
-        var limit: Double = 0
+        // The disk's limit is measured before and after the run (this machine's disk varies by
+        // tens of percent from one minute to the next); the figure compared with is their mean.
+        let limitName = durability == .fsync ? DiskLimit.durableName : DiskLimit.asyncName
+        var limitBefore: Double = 0
         if !options.noLimit {
             let measured = try DiskLimit.measureWrites(in: directory.path, secondsPerTest: 2)
             measured.printReport(json: options.json)
-            limit = measured.mbPerSec(durability == .fsync ? DiskLimit.durableName : DiskLimit.asyncName)
+            limitBefore = measured.mbPerSec(limitName)
         }
 
         let names = options.shardNames
@@ -55,10 +58,18 @@ struct AppendCommand: AsyncParsableCommand {
             return (appended, ContinuousClock.now, ProcessStats.current(journal: journal))
         }
 
+        journal.close()
+        var limit: Double = 0
+        if !options.noLimit {
+            let measured = try DiskLimit.measureWrites(in: directory.path, secondsPerTest: 2)
+            measured.printReport(json: options.json)
+            limit = (limitBefore + measured.mbPerSec(limitName)) / 2
+        }
+
         let written = after.bytesWritten(since: before)
         let label = durability == .fsync
-            ? "durable limit (best sequential write with fdatasync after each)"
-            : "async limit (buffered sequential 1 MiB writes and one final fdatasync)"
+            ? "durable limit (best sequential write with fdatasync after each; mean of before and after the run)"
+            : "async limit (buffered sequential 1 MiB writes and one final fdatasync; mean of before and after)"
         let result = BenchResult(
             mode: .append, shape: options.shape(durability: durability, inflight: inflight),
             seconds: start.duration(to: end).inSeconds, records: outcome.records, bytes: outcome.bytes,
