@@ -12,6 +12,11 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "StrataJournal", targets: ["StrataJournal"]),
+        .library(name: "StrataWire", targets: ["StrataWire"]),
+        .library(name: "StrataClient", targets: ["StrataClient"]),
+        .library(name: "StrataNode", targets: ["StrataNode"]),
+        .executable(name: "journal-node", targets: ["JournalNodeMain"]),
+        .executable(name: "strata", targets: ["StrataCLI"]),
         .executable(name: "storage-bench", targets: ["StorageBench"]),
     ],
     dependencies: [
@@ -20,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries from Debian's -dev packages.
@@ -48,6 +55,58 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
             ],
+            swiftSettings: swiftSettings),
+
+        // The journal protocol: frames, codec, typed requests and answers.
+        .target(
+            name: "StrataWire",
+            dependencies: ["StrataJournal", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings),
+
+        // JournalClient: one API, remote (the protocol) and in-process (the engine).
+        .target(
+            name: "StrataClient",
+            dependencies: [
+                "StrataJournal", "StrataWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+
+        // journal-node as a library: protocol server, HTTP, metrics, config, service group.
+        .target(
+            name: "StrataNode",
+            dependencies: [
+                "StrataJournal", "StrataWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings),
+
+        .executableTarget(
+            name: "JournalNodeMain",
+            dependencies: [
+                "StrataNode", "StrataJournal",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/journal-node",
+            swiftSettings: swiftSettings),
+
+        .executableTarget(
+            name: "StrataCLI",
+            dependencies: [
+                "StrataClient", "StrataJournal", "StrataWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Sources/strata",
             swiftSettings: swiftSettings),
 
         .executableTarget(

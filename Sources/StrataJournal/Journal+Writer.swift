@@ -233,7 +233,7 @@ extension Journal {
         }
 
         // Publish to readers and collect acknowledgements.
-        var acknowledgements: [(CheckedContinuation<AppendResult, any Error>, Result<AppendResult, JournalError>)] = []
+        var acknowledgements: [(AppendCompletion, Result<AppendResult, JournalError>)] = []
         var completions: [Completion] = []
         let waiters = core.withLock { core -> [CheckedContinuation<Void, Never>] in
             var waiters: [CheckedContinuation<Void, Never>] = []
@@ -246,9 +246,9 @@ extension Journal {
             core.segmentTotal[segment, default: 0] += Int64(end - positions[0])
             for (i, entry) in group.enumerated() {
                 switch entry.kind {
-                case .append(let continuation):
+                case .append(let completion):
                     guard let shard = core.shards[entry.shardID] else {
-                        acknowledgements.append((continuation, .failure(JournalError(.unknownShard, "the shard was deleted"))))
+                        acknowledgements.append((completion, .failure(JournalError(.unknownShard, "the shard was deleted"))))
                         continue
                     }
                     core.segmentLive[segment, default: 0] += Int64(entry.frameLength)
@@ -262,7 +262,7 @@ extension Journal {
                         limit: configuration.tailBytesPerShard)
                     waiters += shard.takeWaiters()
                     acknowledgements.append(
-                        (continuation, .success(AppendResult(baseOffset: entry.baseOffset, lastOffset: entry.lastOffset))))
+                        (completion, .success(AppendResult(baseOffset: entry.baseOffset, lastOffset: entry.lastOffset))))
                 case .relocation(let from, let completion):
                     if relocationsStillLive[i], core.shards[entry.shardID] != nil {
                         core.segmentLive[from.segment, default: 0] -= Int64(entry.frameLength)
@@ -274,7 +274,7 @@ extension Journal {
             }
             return waiters
         }
-        for (continuation, result) in acknowledgements { continuation.resume(with: result) }
+        for (completion, result) in acknowledgements { completion(result) }
         for completion in completions { completion.complete(.success(())) }
         for waiter in waiters { waiter.resume() }
     }
@@ -294,7 +294,7 @@ extension Journal {
         }
         for entry in failed {
             switch entry.kind {
-            case .append(let continuation): continuation.resume(throwing: error)
+            case .append(let completion): completion(.failure(error))
             case .relocation(_, let completion): completion.complete(.failure(error))
             }
         }

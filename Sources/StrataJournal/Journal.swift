@@ -116,6 +116,17 @@ public final class Journal: Sendable {
 
     public var statistics: JournalStatistics { core.withLock { $0.statistics } }
 
+    /// The WAL segments on disk, oldest first.
+    public func segmentInfos() -> [SegmentInfo] {
+        core.withLock { core in
+            core.segmentTotal.keys.sorted().map { id in
+                SegmentInfo(
+                    id: id, bytes: core.segmentTotal[id] ?? 0, liveBytes: core.segmentLive[id] ?? 0,
+                    active: id == core.activeSegment)
+            }
+        }
+    }
+
     /// Runs a blocking closure on the journal's thread pool, off any event loop.
     func blocking<T: Sendable>(_ body: @Sendable @escaping () throws -> T) async throws -> T {
         do {
@@ -214,38 +225,51 @@ public final class Journal: Sendable {
     /// Appends one RecordBatch v2 (the readable bytes of `batch`) and returns its assigned
     /// offsets once the shard's durability policy is met. The batch's CRC-32C is checked.
     public func append(shard name: String, batch: ByteBuffer) async throws -> AppendResult {
-        let header = try RecordBatch.validate(batch, maxBytes: configuration.maxBatchBytes)
-        var frame = WALFormat.frame(shardID: 0, batch: batch, allocator: allocator)
-        return try await withCheckedThrowingContinuation { continuation in
-            let (failure, wake) = core.withLock { core -> (JournalError?, Bool) in
-                guard !core.closing else { return (JournalError(.closed, "the journal is closed"), false) }
-                guard let id = core.idsByName[name], let shard = core.shards[id] else {
-                    return (JournalError(.unknownShard, "no shard named \(name)"), false)
-                }
-                let base = shard.nextOffset
-                let last = base + UInt64(header.lastOffsetDelta)
-                shard.nextOffset = last + 1
-                frame.setInteger(id, at: frame.readerIndex + 8)
-                frame.setInteger(Int64(base), at: frame.readerIndex + WALFormat.frameHeaderSize)
-                frame.setInteger(Int32(0), at: frame.readerIndex + WALFormat.frameHeaderSize + 12)
-                WALFormat.sealFrame(&frame)
-                let raisesTime = header.maxTimestamp > shard.queuedMaxTimestamp
-                if raisesTime { shard.queuedMaxTimestamp = header.maxTimestamp }
-                core.pending.append(
-                    PendingEntry(
-                        shardID: id, frame: frame, baseOffset: base, lastOffset: last,
-                        maxTimestamp: header.maxTimestamp, durability: shard.config.durability,
-                        addsTimeIndex: raisesTime, kind: .append(continuation)))
-                core.pendingBytes += frame.readableBytes
-                core.statistics.appendedBytes += Int64(batch.readableBytes)
-                core.statistics.appendedBatches += 1
-                let wake = core.writerIdle
-                core.writerIdle = false
-                return (nil, wake)
-            }
-            if let failure { continuation.resume(throwing: failure) }
-            if wake { writerSignal.signal() }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AppendResult, any Error>) in
+            enqueueAppend(shard: name, batch: batch) { continuation.resume(with: $0.mapError { $0 }) }
         }
+    }
+
+    /// Validates `batch`, assigns its offsets and queues it for the WAL before returning, so
+    /// appends enqueued one after another by one caller get offsets in that order. `completion`
+    /// runs once (on the WAL writer thread, or right here when the append is refused).
+    public func enqueueAppend(shard name: String, batch: ByteBuffer, completion: @escaping AppendCompletion) {
+        let header: RecordBatch.Header
+        do {
+            header = try RecordBatch.validate(batch, maxBytes: configuration.maxBatchBytes)
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        var frame = WALFormat.frame(shardID: 0, batch: batch, allocator: allocator)
+        let (failure, wake) = core.withLock { core -> (JournalError?, Bool) in
+            guard !core.closing else { return (JournalError(.closed, "the journal is closed"), false) }
+            guard let id = core.idsByName[name], let shard = core.shards[id] else {
+                return (JournalError(.unknownShard, "no shard named \(name)"), false)
+            }
+            let base = shard.nextOffset
+            let last = base + UInt64(header.lastOffsetDelta)
+            shard.nextOffset = last + 1
+            frame.setInteger(id, at: frame.readerIndex + 8)
+            frame.setInteger(Int64(base), at: frame.readerIndex + WALFormat.frameHeaderSize)
+            frame.setInteger(Int32(0), at: frame.readerIndex + WALFormat.frameHeaderSize + 12)
+            WALFormat.sealFrame(&frame)
+            let raisesTime = header.maxTimestamp > shard.queuedMaxTimestamp
+            if raisesTime { shard.queuedMaxTimestamp = header.maxTimestamp }
+            core.pending.append(
+                PendingEntry(
+                    shardID: id, frame: frame, baseOffset: base, lastOffset: last,
+                    maxTimestamp: header.maxTimestamp, durability: shard.config.durability,
+                    addsTimeIndex: raisesTime, kind: .append(completion)))
+            core.pendingBytes += frame.readableBytes
+            core.statistics.appendedBytes += Int64(batch.readableBytes)
+            core.statistics.appendedBatches += 1
+            let wake = core.writerIdle
+            core.writerIdle = false
+            return (nil, wake)
+        }
+        if let failure { completion(.failure(failure)) }
+        if wake { writerSignal.signal() }
     }
 
     // MARK: Consumer offsets and gateway key-value state

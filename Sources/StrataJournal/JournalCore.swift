@@ -100,11 +100,15 @@ final class Completion: @unchecked Sendable {  // `result` is written once befor
     }
 }
 
+/// Called on the WAL writer thread when an append is durable by its shard's policy, or failed.
+/// It must return quickly (resume a continuation, queue a response).
+public typealias AppendCompletion = @Sendable (Result<AppendResult, JournalError>) -> Void
+
 /// One entry waiting for the WAL writer.
 struct PendingEntry {
     enum Kind {
-        /// A new batch; the continuation is resumed with its offsets once durable by policy.
-        case append(CheckedContinuation<AppendResult, any Error>)
+        /// A new batch; the completion gets its offsets once durable by policy (or the failure).
+        case append(AppendCompletion)
         /// A live batch copied forward out of a segment being compacted.
         case relocation(from: WALPosition, completion: Completion)
     }

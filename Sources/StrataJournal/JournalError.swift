@@ -24,6 +24,25 @@ public struct JournalError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let closed = Code("closed")
         /// An argument is out of range (empty name, bad config value).
         public static let invalidArgument = Code("invalid_argument")
+        /// A peer broke the wire protocol (malformed or oversize frame, unexpected message).
+        public static let protocolError = Code("protocol_error")
+        /// The peer does not support the request or protocol version.
+        public static let unsupported = Code("unsupported")
+        /// No answer within the deadline.
+        public static let timeout = Code("timeout")
+        /// The node cannot be reached.
+        public static let unavailable = Code("unavailable")
+
+        /// Every code, for mapping to and from wire numbers.
+        public static let all: [Code] = [
+            .unknownShard, .shardExists, .invalidBatch, .batchTooLarge, .offsetOutOfRange, .corruptData, .diskFull,
+            .ioError, .closed, .invalidArgument, .protocolError, .unsupported, .timeout, .unavailable,
+        ]
+
+        /// Looks a code up by its name (unknown names map to `ioError`).
+        public init(named name: String) {
+            self = Code.all.first { $0.name == name } ?? .ioError
+        }
 
         public var description: String { name }
     }

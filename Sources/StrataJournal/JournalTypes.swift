@@ -25,7 +25,7 @@ public struct ShardConfig: Sendable, Codable, Hashable {
 }
 
 /// What `describeShard` and `listShards` report.
-public struct ShardInfo: Sendable, Hashable {
+public struct ShardInfo: Sendable, Hashable, Codable {
     public var name: String
     public var id: UInt64
     public var config: ShardConfig
@@ -37,11 +37,29 @@ public struct ShardInfo: Sendable, Hashable {
     public var storedBytes: Int64
     /// Bytes of recent batches held in memory for live readers.
     public var memoryBytes: Int
+
+    public init(
+        name: String, id: UInt64, config: ShardConfig, startOffset: UInt64, endOffset: UInt64, storedBytes: Int64,
+        memoryBytes: Int
+    ) {
+        self.name = name
+        self.id = id
+        self.config = config
+        self.startOffset = startOffset
+        self.endOffset = endOffset
+        self.storedBytes = storedBytes
+        self.memoryBytes = memoryBytes
+    }
 }
 
 public struct AppendResult: Sendable, Hashable {
     public var baseOffset: UInt64
     public var lastOffset: UInt64
+
+    public init(baseOffset: UInt64, lastOffset: UInt64) {
+        self.baseOffset = baseOffset
+        self.lastOffset = lastOffset
+    }
 }
 
 /// Batches returned by a read, in offset order. The first batch may start before the offset
@@ -53,11 +71,23 @@ public struct ReadResult: Sendable {
     public var startOffset: UInt64
     /// The high watermark when the read was served.
     public var endOffset: UInt64
+
+    public init(batches: [ByteBuffer], nextOffset: UInt64, startOffset: UInt64, endOffset: UInt64) {
+        self.batches = batches
+        self.nextOffset = nextOffset
+        self.startOffset = startOffset
+        self.endOffset = endOffset
+    }
 }
 
 public struct KeyValue: Sendable, Hashable {
     public var key: [UInt8]
     public var value: [UInt8]
+
+    public init(key: [UInt8], value: [UInt8]) {
+        self.key = key
+        self.value = value
+    }
 }
 
 /// Counters for benchmarks and metrics.
@@ -71,6 +101,8 @@ public struct JournalStatistics: Sendable, Hashable {
     public var walWrites: Int64 = 0
     public var compactedBytes: Int64 = 0
     public var ioBackend: String = ""
+
+    public init() {}
 }
 
 public struct JournalConfiguration: Sendable {
@@ -99,4 +131,15 @@ public struct JournalConfiguration: Sendable {
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
     }
+}
+
+/// One WAL segment as the admin API shows it.
+public struct SegmentInfo: Sendable, Hashable, Codable {
+    public var id: UInt64
+    /// Frame bytes written to it.
+    public var bytes: Int64
+    /// Frame bytes the index still points at.
+    public var liveBytes: Int64
+    /// The segment being appended to.
+    public var active: Bool
 }

@@ -1,0 +1,77 @@
+import NIOCore
+import StrataJournal
+import StrataWire
+
+/// The journal in this process: every call goes straight to the engine.
+public struct InProcessJournalClient: JournalClient {
+    public let journal: Journal
+    public let node: String
+    private let started = ContinuousClock.now
+
+    public init(journal: Journal, node: String = "in-process") {
+        self.journal = journal
+        self.node = node
+    }
+
+    public func createShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
+        try await journal.createShard(name, config: config)
+    }
+
+    public func deleteShard(_ name: String) async throws { try await journal.deleteShard(name) }
+    public func describeShard(_ name: String) async throws -> ShardInfo { try journal.describeShard(name) }
+    public func listShards() async throws -> [ShardInfo] { journal.listShards() }
+
+    public func append(shard: String, batch: ByteBuffer) async throws -> AppendResult {
+        try await journal.append(shard: shard, batch: batch)
+    }
+
+    public func read(shard: String, from offset: UInt64, maxBytes: Int, maxWait: Duration) async throws -> ReadResult {
+        try await journal.read(shard: shard, from: offset, maxBytes: maxBytes, maxWait: maxWait)
+    }
+
+    public func offset(shard: String, atOrAfter timestamp: Int64) async throws -> UInt64? {
+        try await journal.offset(shard: shard, atOrAfter: timestamp)
+    }
+
+    public func subscribe(shard: String, from offset: UInt64, maxBytes: Int) async throws -> RecordSubscription {
+        _ = try journal.describeShard(shard)
+        return RecordSubscription(source: .local(journal.subscribe(shard: shard, from: offset, maxBytes: maxBytes)))
+    }
+
+    public func commitOffset(group: String, shard: String, offset: UInt64) async throws {
+        try await journal.commitOffset(group: group, shard: shard, offset: offset)
+    }
+
+    public func committedOffset(group: String, shard: String) async throws -> UInt64? {
+        try await journal.committedOffset(group: group, shard: shard)
+    }
+
+    public func get(namespace: String, key: [UInt8]) async throws -> [UInt8]? {
+        try await journal.get(namespace: namespace, key: key)
+    }
+
+    public func put(namespace: String, key: [UInt8], value: [UInt8]) async throws {
+        try await journal.put(namespace: namespace, key: key, value: value)
+    }
+
+    public func delete(namespace: String, key: [UInt8]) async throws {
+        try await journal.delete(namespace: namespace, key: key)
+    }
+
+    public func scan(namespace: String, prefix: [UInt8], limit: Int) async throws -> [KeyValue] {
+        try await journal.scan(namespace: namespace, prefix: prefix, limit: limit)
+    }
+
+    public func status() async throws -> NodeStatus {
+        NodeStatus(
+            node: node, version: StrataVersion.current, uptimeSeconds: (ContinuousClock.now - started).seconds,
+            shards: journal.listShards().count, connections: 0, statistics: journal.statistics)
+    }
+}
+
+extension Duration {
+    /// The duration in seconds as a Double.
+    public var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,86 @@
+import NIOCore
+import StrataJournal
+import StrataWire
+
+/// The one API gateways and tools use to reach the journal, whether the node is another
+/// process (`RemoteJournalClient`) or this one (`InProcessJournalClient`).
+public protocol JournalClient: Sendable {
+    func createShard(_ name: String, config: ShardConfig) async throws -> ShardInfo
+    func deleteShard(_ name: String) async throws
+    func describeShard(_ name: String) async throws -> ShardInfo
+    func listShards() async throws -> [ShardInfo]
+
+    /// Appends one RecordBatch v2; returns once durable by the shard's policy. Appends issued
+    /// one after another by one task get offsets in that order.
+    func append(shard: String, batch: ByteBuffer) async throws -> AppendResult
+    /// Batches from `offset` on (whole batches, at least one when there is data); waits up to
+    /// `maxWait` for an append when there is nothing to read.
+    func read(shard: String, from offset: UInt64, maxBytes: Int, maxWait: Duration) async throws -> ReadResult
+    /// The first offset whose record timestamp is at or after `timestamp` (nil: none).
+    func offset(shard: String, atOrAfter timestamp: Int64) async throws -> UInt64?
+    /// Non-empty reads from `offset` on, pushed as records are appended.
+    func subscribe(shard: String, from offset: UInt64, maxBytes: Int) async throws -> RecordSubscription
+
+    func commitOffset(group: String, shard: String, offset: UInt64) async throws
+    func committedOffset(group: String, shard: String) async throws -> UInt64?
+
+    func get(namespace: String, key: [UInt8]) async throws -> [UInt8]?
+    func put(namespace: String, key: [UInt8], value: [UInt8]) async throws
+    func delete(namespace: String, key: [UInt8]) async throws
+    func scan(namespace: String, prefix: [UInt8], limit: Int) async throws -> [KeyValue]
+
+    func status() async throws -> NodeStatus
+}
+
+/// A subscription's reads, from either client. Iterating it keeps the subscription alive;
+/// dropping the iterator (or cancelling the task) ends it.
+public struct RecordSubscription: AsyncSequence, Sendable {
+    public typealias Element = ReadResult
+
+    enum Source: Sendable {
+        case local(JournalSubscription)
+        case remote(AsyncThrowingStream<ReadResult, any Error>, consumed: @Sendable () -> Void)
+    }
+
+    let source: Source
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var local: JournalSubscription.AsyncIterator?
+        var remote: AsyncThrowingStream<ReadResult, any Error>.AsyncIterator?
+        let consumed: (@Sendable () -> Void)?
+
+        public mutating func next() async throws -> ReadResult? {
+            if local != nil { return try await local!.next() }
+            let result = try await remote!.next()
+            if result != nil { consumed?() }
+            return result
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        switch source {
+        case .local(let subscription):
+            AsyncIterator(local: subscription.makeAsyncIterator(), remote: nil, consumed: nil)
+        case .remote(let stream, let consumed):
+            AsyncIterator(local: nil, remote: stream.makeAsyncIterator(), consumed: consumed)
+        }
+    }
+}
+
+extension JournalClient {
+    public func createShard(_ name: String) async throws -> ShardInfo {
+        try await createShard(name, config: ShardConfig())
+    }
+
+    public func read(shard: String, from offset: UInt64, maxBytes: Int) async throws -> ReadResult {
+        try await read(shard: shard, from: offset, maxBytes: maxBytes, maxWait: .zero)
+    }
+
+    public func subscribe(shard: String, from offset: UInt64) async throws -> RecordSubscription {
+        try await subscribe(shard: shard, from: offset, maxBytes: 1 << 20)
+    }
+
+    public func scan(namespace: String, prefix: [UInt8] = []) async throws -> [KeyValue] {
+        try await scan(namespace: namespace, prefix: prefix, limit: .max)
+    }
+}

@@ -1,0 +1,286 @@
+import Logging
+import NIOCore
+import NIOPosix
+import StrataJournal
+import StrataWire
+import Synchronization
+
+/// The journal on a `journal-node` reached over TCP: one connection, pipelined requests
+/// answered in any order, reconnect with backoff, a deadline on every request.
+public final class RemoteJournalClient: JournalClient {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// Deadline of a request (a read's `maxWait` is added to it).
+        public var requestTimeout: Duration = .seconds(30)
+        /// How long a request keeps trying to (re)connect before it fails with `unavailable`.
+        public var connectTimeout: Duration = .seconds(10)
+        public var maxFrameBytes = JournalFrame.defaultMaxFrameBytes
+        public var clientName = "strata-swift"
+        /// Records frames a subscription lets the node send ahead of the consumer.
+        public var subscriptionCredits: UInt32 = 8
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public let configuration: Configuration
+    private let connections: ConnectionManager
+
+    public init(
+        configuration: Configuration, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "strata.client")
+    ) {
+        self.configuration = configuration
+        connections = ConnectionManager(configuration: configuration, group: eventLoopGroup, logger: logger)
+    }
+
+    /// Closes the connection; later calls fail with `closed`.
+    public func close() async {
+        await connections.close()
+    }
+
+    // MARK: Requests
+
+    /// Sends `request` and returns the payload of its `ok` answer (or throws its error).
+    func call(_ request: JournalRequest, extraTime: Duration = .zero) async throws -> ByteBuffer {
+        let channel = try await connections.channel()
+        return try await Self.call(request, on: channel, timeout: configuration.requestTimeout + extraTime)
+    }
+
+    static func call(_ request: JournalRequest, on channel: any Channel, timeout: Duration) async throws -> ByteBuffer {
+        let promise = channel.eventLoop.makePromise(of: JournalFrame.self)
+        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
+            promise.fail(JournalError(.timeout, "no answer to \(request.type) within \(timeout)"))
+        }
+        defer { deadline.cancel() }
+        channel.writeAndFlush(ClientOutbound.call(request, promise)).whenFailure { promise.fail($0) }
+        let frame = try await promise.futureResult.get()
+        if frame.type == .error { throw JournalResponse.decodeError(frame) }
+        return frame.payload
+    }
+
+    public func createShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
+        var payload = try await call(.createShard(name: name, config: config))
+        return try payload.readShardInfo()
+    }
+
+    public func deleteShard(_ name: String) async throws {
+        _ = try await call(.deleteShard(name: name))
+    }
+
+    public func describeShard(_ name: String) async throws -> ShardInfo {
+        var payload = try await call(.describeShard(name: name))
+        return try payload.readShardInfo()
+    }
+
+    public func listShards() async throws -> [ShardInfo] {
+        var payload = try await call(.listShards)
+        let count: UInt32 = try payload.readWireInteger()
+        return try (0..<count).map { _ throws(JournalError) in try payload.readShardInfo() }
+    }
+
+    public func append(shard: String, batch: ByteBuffer) async throws -> AppendResult {
+        var payload = try await call(.append(shard: shard, batch: batch))
+        return AppendResult(baseOffset: try payload.readWireInteger(), lastOffset: try payload.readWireInteger())
+    }
+
+    public func read(shard: String, from offset: UInt64, maxBytes: Int, maxWait: Duration) async throws -> ReadResult {
+        let wait = UInt32(clamping: maxWait.nanoseconds / 1_000_000)
+        var payload = try await call(
+            .read(shard: shard, offset: offset, maxBytes: UInt32(clamping: maxBytes), maxWaitMilliseconds: wait),
+            extraTime: maxWait)
+        return try payload.readReadResult()
+    }
+
+    public func offset(shard: String, atOrAfter timestamp: Int64) async throws -> UInt64? {
+        var payload = try await call(.offsetForTimestamp(shard: shard, timestamp: timestamp))
+        return try payload.readOptionalOffset()
+    }
+
+    public func subscribe(shard: String, from offset: UInt64, maxBytes: Int) async throws -> RecordSubscription {
+        let channel = try await connections.channel()
+        let (stream, continuation) = AsyncThrowingStream<ReadResult, any Error>.makeStream()
+        let subscriptionID = channel.eventLoop.makePromise(of: UInt32.self)
+        let credits = configuration.subscriptionCredits
+        let request = JournalRequest.subscribe(
+            shard: shard, offset: offset, maxBytes: UInt32(clamping: maxBytes), credits: credits)
+        try await channel.writeAndFlush(ClientOutbound.subscribe(request, continuation, subscriptionID))
+        let id = try await subscriptionID.futureResult.get()
+        continuation.onTermination = { _ in
+            channel.writeAndFlush(ClientOutbound.forget(id), promise: nil)
+            channel.writeAndFlush(ClientOutbound.send(.unsubscribe(subscription: id)), promise: nil)
+        }
+        // Credits go back in halves as the consumer takes reads.
+        let consumed = Mutex<UInt32>(0)
+        let grant = max(1, credits / 2)
+        return RecordSubscription(
+            source: .remote(
+                stream,
+                consumed: {
+                    let send = consumed.withLock { count -> Bool in
+                        count += 1
+                        guard count >= grant else { return false }
+                        count = 0
+                        return true
+                    }
+                    if send {
+                        channel.writeAndFlush(
+                            ClientOutbound.send(.credit(subscription: id, credits: grant)), promise: nil)
+                    }
+                }))
+    }
+
+    public func commitOffset(group: String, shard: String, offset: UInt64) async throws {
+        _ = try await call(.commitOffset(group: group, shard: shard, offset: offset))
+    }
+
+    public func committedOffset(group: String, shard: String) async throws -> UInt64? {
+        var payload = try await call(.fetchOffset(group: group, shard: shard))
+        return try payload.readOptionalOffset()
+    }
+
+    public func get(namespace: String, key: [UInt8]) async throws -> [UInt8]? {
+        var payload = try await call(.kvGet(namespace: namespace, key: key))
+        let present: UInt8 = try payload.readWireInteger()
+        let value = try payload.readWireBytes()
+        return present == 0 ? nil : value
+    }
+
+    public func put(namespace: String, key: [UInt8], value: [UInt8]) async throws {
+        _ = try await call(.kvPut(namespace: namespace, key: key, value: value))
+    }
+
+    public func delete(namespace: String, key: [UInt8]) async throws {
+        _ = try await call(.kvDelete(namespace: namespace, key: key))
+    }
+
+    public func scan(namespace: String, prefix: [UInt8], limit: Int) async throws -> [KeyValue] {
+        var payload = try await call(.kvScan(namespace: namespace, prefix: prefix, limit: UInt32(clamping: limit)))
+        let count: UInt32 = try payload.readWireInteger()
+        return try (0..<count).map { _ throws(JournalError) in
+            KeyValue(key: try payload.readWireBytes(), value: try payload.readWireBytes())
+        }
+    }
+
+    public func status() async throws -> NodeStatus {
+        var payload = try await call(.status)
+        return try payload.readNodeStatus()
+    }
+}
+
+/// Owns the connection: connects on first use (one attempt at a time, shared by every caller),
+/// says hello, and reconnects with exponential backoff after the connection is lost.
+actor ConnectionManager {
+    private enum State {
+        case idle
+        case connecting(EventLoopFuture<any Channel>)
+        case connected(any Channel)
+        case closed
+    }
+
+    private let configuration: RemoteJournalClient.Configuration
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private var state = State.idle
+    private var backoff: Duration = .zero
+
+    init(configuration: RemoteJournalClient.Configuration, group: any EventLoopGroup, logger: Logger) {
+        self.configuration = configuration
+        self.group = group
+        self.logger = logger
+    }
+
+    private var peer: String { "\(configuration.host):\(configuration.port)" }
+
+    func channel() async throws -> any Channel {
+        let deadline = ContinuousClock.now + configuration.connectTimeout
+        var lastError: (any Error)?
+        while true {
+            switch state {
+            case .closed:
+                throw JournalError(.closed, "the client is closed")
+            case .connected(let channel) where channel.isActive:
+                return channel
+            case .connecting(let future):
+                do { return try await future.get() } catch { lastError = error }
+            case .connected, .idle:
+                let promise = group.next().makePromise(of: (any Channel).self)
+                state = .connecting(promise.futureResult)
+                do {
+                    if backoff > .zero { try await Task.sleep(for: backoff) }
+                    let channel = try await connect()
+                    if case .closed = state {
+                        try? await channel.close()
+                        promise.fail(JournalError(.closed, "the client is closed"))
+                        throw JournalError(.closed, "the client is closed")
+                    }
+                    state = .connected(channel)
+                    backoff = .zero
+                    promise.succeed(channel)
+                    return channel
+                } catch {
+                    if case .connecting = state { state = .idle }
+                    promise.fail(error)
+                    lastError = error
+                    backoff = backoff == .zero ? .milliseconds(50) : min(backoff * 2, .seconds(2))
+                    logger.debug("connect failed", metadata: ["journal.peer": "\(peer)", "error": "\(error)"])
+                }
+            }
+            if let error = lastError as? JournalError, error.code == .closed || error.code == .unsupported { throw error }
+            if ContinuousClock.now + backoff >= deadline {
+                throw JournalError(.unavailable, "cannot reach journal-node at \(peer): \(lastError.map { "\($0)" } ?? "timed out")")
+            }
+        }
+    }
+
+    private func connect() async throws -> any Channel {
+        let maxFrameBytes = configuration.maxFrameBytes
+        let peer = self.peer
+        let logger = self.logger
+        let channel = try await ClientBootstrap(group: group)
+            .connectTimeout(.seconds(5))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(JournalFrameDecoder(maxFrameBytes: maxFrameBytes)),
+                        MessageToByteHandler(JournalFrameEncoder()),
+                        ClientHandler(peer: peer, logger: logger),
+                    ])
+                }
+            }
+            .connect(host: configuration.host, port: configuration.port).get()
+        do {
+            var payload = try await RemoteJournalClient.call(
+                .hello(
+                    minVersion: StrataVersion.protocolVersions.lowerBound,
+                    maxVersion: StrataVersion.protocolVersions.upperBound, client: configuration.clientName),
+                on: channel, timeout: configuration.requestTimeout)
+            let version: UInt16 = try payload.readWireInteger()
+            guard StrataVersion.protocolVersions.contains(version) else {
+                throw JournalError(.unsupported, "journal-node chose protocol version \(version)")
+            }
+            return channel
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    func close() async {
+        let current = state
+        state = .closed
+        if case .connected(let channel) = current { try? await channel.close() }
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds.multipliedReportingOverflow(by: 1_000_000_000).overflow
+            ? .max : seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

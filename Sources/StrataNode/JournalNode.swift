@@ -1,0 +1,51 @@
+import Logging
+import NIOCore
+import ServiceLifecycle
+import StrataJournal
+import StrataWire
+
+/// A whole node: the journal, the journal protocol server, the HTTP server (and, as they come,
+/// in-process gateways), run as one ServiceGroup that SIGTERM and SIGINT shut down gracefully.
+public enum JournalNode {
+    /// Runs until a shutdown signal. `announce` receives one line per listener once it is bound
+    /// (`journal LISTEN-ADDRESS`, `http ADDRESS`), which `make run` and the tests read.
+    public static func run(
+        configuration: NodeConfiguration, logger: Logger, announce: @escaping @Sendable (String) -> Void
+    ) async throws {
+        _ = try configuration.resolvedGateways()
+        let journal = try Journal(configuration: configuration.journalConfiguration, logger: logger)
+        let metrics = NodeMetrics()
+        var serverConfiguration = JournalServer.Configuration(
+            host: configuration.listen.host, port: configuration.listen.port)
+        serverConfiguration.maxFrameBytes = configuration.maxFrameBytes
+        serverConfiguration.nodeName = configuration.nodeName
+        let server = JournalServer(
+            configuration: serverConfiguration, journal: journal, metrics: metrics, logger: logger,
+            onBound: { announce("journal \(Self.display($0))") })
+        let routes = NodeHTTPRoutes(
+            journal: journal, metrics: metrics, status: { server.status() }, config: { configuration.summary })
+        let http = NodeHTTPServer(
+            host: configuration.http.host, port: configuration.http.port, routes: routes, logger: logger,
+            onBound: { announce("http \(Self.display($0))") })
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: JournalService(journal: journal)),
+                    .init(service: server),
+                    .init(service: http),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            journal.close()
+            throw error
+        }
+    }
+
+    static func display(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+}

@@ -1,0 +1,110 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import StrataJournal
+import StrataWire
+import Synchronization
+
+/// Serves the journal protocol over TCP. On graceful shutdown it stops accepting, closes the
+/// connections (appends already queued still become durable: the journal drains its queue
+/// when it closes after this service).
+public final class JournalServer: Service {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        public var maxFrameBytes = JournalFrame.defaultMaxFrameBytes
+        /// Requests one connection may have in flight before the node stops reading from it.
+        public var maxInflightPerConnection = 1024
+        public var nodeName = "strata"
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    let configuration: Configuration
+    let journal: Journal
+    let metrics: NodeMetrics
+    let logger: Logger
+    let group: any EventLoopGroup
+    private let onBound: @Sendable (SocketAddress) -> Void
+    private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+    let started = ContinuousClock.now
+
+    public init(
+        configuration: Configuration, journal: Journal, metrics: NodeMetrics,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger,
+        onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.journal = journal
+        self.metrics = metrics
+        self.group = eventLoopGroup
+        self.logger = logger
+        self.onBound = onBound
+    }
+
+    var connectionCount: Int { connections.withLock { $0.count } }
+
+    public func run() async throws {
+        let maxFrameBytes = configuration.maxFrameBytes
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(JournalFrameDecoder(maxFrameBytes: maxFrameBytes)))
+                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(JournalFrameEncoder()))
+                    return try NIOAsyncChannel<JournalFrame, JournalFrame>(wrappingChannelSynchronously: channel)
+                }
+            }
+        if let address = server.channel.localAddress { onBound(address) }
+        logger.info("journal protocol listening", metadata: ["node.listen": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        group.addTask { await self.serve(connection) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+            let open = self.connections.withLock { Array($0.values) }
+            for channel in open { channel.close(promise: nil) }
+        }
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<JournalFrame, JournalFrame>) async {
+        let channel = connection.channel
+        let key = ObjectIdentifier(channel)
+        connections.withLock { $0[key] = channel }
+        metrics.connections.increment()
+        defer {
+            connections.withLock { $0[key] = nil }
+            metrics.connections.decrement()
+        }
+        let peer = channel.remoteAddress.map { "\($0)" } ?? "?"
+        var logger = self.logger
+        logger[metadataKey: "journal.peer"] = "\(peer)"
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                let session = JournalConnection(server: self, logger: logger)
+                try await session.run(inbound: inbound, outbound: outbound)
+            }
+        } catch {
+            logger.debug("connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    func status() -> NodeStatus {
+        NodeStatus(
+            node: configuration.nodeName, version: StrataVersion.current,
+            uptimeSeconds: Double((ContinuousClock.now - started).components.seconds),
+            shards: journal.listShards().count, connections: connectionCount, statistics: journal.statistics)
+    }
+}

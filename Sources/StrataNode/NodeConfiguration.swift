@@ -1,0 +1,119 @@
+import StrataJournal
+
+/// Everything `journal-node` needs, from its TOML file (see docs/operations.md) with command-line
+/// flags laid over it.
+public struct NodeConfiguration: Sendable {
+    public var dataDirectory = "./data"
+    public var listen = HostPort(host: "127.0.0.1", port: 7450)
+    public var http = HostPort(host: "127.0.0.1", port: 7451)
+    public var nodeName = "strata"
+    /// Gateways hosted in this process (`all` = every gateway that exists).
+    public var gateways: [String] = []
+    public var walIO: WALIOMode = .auto
+    public var segmentBytes: Int?
+    public var minFreeDiskBytes: Int64?
+    public var maxFrameBytes = 64 << 20
+
+    /// Gateways this build can host in-process.
+    public static let availableGateways: [String] = []
+
+    public init() {}
+
+    public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        /// Parses `HOST:PORT` (IPv6 as `[::1]:PORT`).
+        public init(parsing text: String) throws(JournalError) {
+            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+                (0...65535).contains(port)
+            else {
+                throw JournalError(.invalidArgument, "\(text) is not HOST:PORT")
+            }
+            var host = String(text[..<colon])
+            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            guard !host.isEmpty else { throw JournalError(.invalidArgument, "\(text) has no host") }
+            self.host = host
+            self.port = port
+        }
+
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    /// Applies a TOML config file's settings.
+    public mutating func apply(toml text: String) throws(JournalError) {
+        let values: [String: TOMLSubset.Value]
+        do {
+            values = try TOMLSubset.parse(text)
+        } catch {
+            throw JournalError(.invalidArgument, "config file \(error)")
+        }
+        for (key, value) in values {
+            switch (key, value) {
+            case ("data_dir", .string(let v)): dataDirectory = v
+            case ("listen", .string(let v)): listen = try HostPort(parsing: v)
+            case ("http", .string(let v)): http = try HostPort(parsing: v)
+            case ("node_name", .string(let v)): nodeName = v
+            case ("gateways", .array(let items)):
+                gateways = try items.map { item throws(JournalError) in
+                    guard case .string(let name) = item else {
+                        throw JournalError(.invalidArgument, "config file: gateways holds strings")
+                    }
+                    return name
+                }
+            case ("journal.wal_io", .string(let v)):
+                guard let mode = WALIOMode(rawValue: v) else {
+                    throw JournalError(.invalidArgument, "config file: journal.wal_io is auto, uring or pwrite")
+                }
+                walIO = mode
+            case ("journal.segment_bytes", .integer(let v)): segmentBytes = Int(v)
+            case ("journal.min_free_disk_bytes", .integer(let v)): minFreeDiskBytes = v
+            case ("journal.max_frame_bytes", .integer(let v)): maxFrameBytes = Int(v)
+            default:
+                throw JournalError(.invalidArgument, "config file: unknown setting or wrong type for \(key)")
+            }
+        }
+    }
+
+    /// The gateways to start, with `all` expanded; unknown names are an error.
+    public func resolvedGateways() throws(JournalError) -> [String] {
+        var result: [String] = []
+        for name in gateways {
+            if name == "all" {
+                result += Self.availableGateways
+            } else if name == "none" {
+                continue
+            } else if Self.availableGateways.contains(name) {
+                result.append(name)
+            } else {
+                let known = Self.availableGateways.isEmpty ? "none exist yet" : Self.availableGateways.joined(separator: ", ")
+                throw JournalError(.invalidArgument, "unknown gateway \(name) (gateways: \(known))")
+            }
+        }
+        return result
+    }
+
+    public var journalConfiguration: JournalConfiguration {
+        var configuration = JournalConfiguration(dataDirectory: dataDirectory)
+        configuration.walIO = walIO
+        if let segmentBytes { configuration.segmentBytes = segmentBytes }
+        if let minFreeDiskBytes { configuration.minFreeDiskBytes = minFreeDiskBytes }
+        return configuration
+    }
+
+    /// The settings as the admin API shows them.
+    public var summary: [String: String] {
+        [
+            "data_dir": dataDirectory, "listen": listen.description, "http": http.description, "node_name": nodeName,
+            "gateways": gateways.joined(separator: ","), "journal.wal_io": walIO.rawValue,
+            "journal.segment_bytes": "\(journalConfiguration.segmentBytes)",
+            "journal.min_free_disk_bytes": "\(journalConfiguration.minFreeDiskBytes)",
+            "journal.max_frame_bytes": "\(maxFrameBytes)",
+        ]
+    }
+}

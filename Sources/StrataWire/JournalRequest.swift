@@ -1,0 +1,153 @@
+import NIOCore
+import StrataJournal
+
+/// A client request: the typed payload of a request frame.
+public enum JournalRequest: Sendable {
+    case hello(minVersion: UInt16, maxVersion: UInt16, client: String)
+    case createShard(name: String, config: ShardConfig)
+    case deleteShard(name: String)
+    case describeShard(name: String)
+    case listShards
+    case append(shard: String, batch: ByteBuffer)
+    case read(shard: String, offset: UInt64, maxBytes: UInt32, maxWaitMilliseconds: UInt32)
+    case offsetForTimestamp(shard: String, timestamp: Int64)
+    /// Records are pushed in `records` frames carrying this request's correlation id, one per credit.
+    case subscribe(shard: String, offset: UInt64, maxBytes: UInt32, credits: UInt32)
+    case unsubscribe(subscription: UInt32)
+    case credit(subscription: UInt32, credits: UInt32)
+    case commitOffset(group: String, shard: String, offset: UInt64)
+    case fetchOffset(group: String, shard: String)
+    case kvGet(namespace: String, key: [UInt8])
+    case kvPut(namespace: String, key: [UInt8], value: [UInt8])
+    case kvDelete(namespace: String, key: [UInt8])
+    case kvScan(namespace: String, prefix: [UInt8], limit: UInt32)
+    case status
+
+    public static let magic: UInt32 = 0x5354_524A  // "STRJ"
+
+    public var type: JournalMessageType {
+        switch self {
+        case .hello: .hello
+        case .createShard: .createShard
+        case .deleteShard: .deleteShard
+        case .describeShard: .describeShard
+        case .listShards: .listShards
+        case .append: .append
+        case .read: .read
+        case .offsetForTimestamp: .offsetForTimestamp
+        case .subscribe: .subscribe
+        case .unsubscribe: .unsubscribe
+        case .credit: .credit
+        case .commitOffset: .commitOffset
+        case .fetchOffset: .fetchOffset
+        case .kvGet: .kvGet
+        case .kvPut: .kvPut
+        case .kvDelete: .kvDelete
+        case .kvScan: .kvScan
+        case .status: .status
+        }
+    }
+
+    public func frame(correlationID: UInt32, allocator: ByteBufferAllocator = ByteBufferAllocator()) -> JournalFrame {
+        var payload = allocator.buffer(capacity: 64)
+        switch self {
+        case .hello(let minVersion, let maxVersion, let client):
+            payload.writeInteger(Self.magic)
+            payload.writeInteger(minVersion)
+            payload.writeInteger(maxVersion)
+            payload.writeWireString(client)
+        case .createShard(let name, let config):
+            payload.writeWireString(name)
+            payload.writeShardConfig(config)
+        case .deleteShard(let name), .describeShard(let name):
+            payload.writeWireString(name)
+        case .listShards, .status:
+            break
+        case .append(let shard, let batch):
+            payload.writeWireString(shard)
+            payload.writeWireBuffer(batch)
+        case .read(let shard, let offset, let maxBytes, let maxWait):
+            payload.writeWireString(shard)
+            payload.writeInteger(offset)
+            payload.writeInteger(maxBytes)
+            payload.writeInteger(maxWait)
+        case .offsetForTimestamp(let shard, let timestamp):
+            payload.writeWireString(shard)
+            payload.writeInteger(timestamp)
+        case .subscribe(let shard, let offset, let maxBytes, let credits):
+            payload.writeWireString(shard)
+            payload.writeInteger(offset)
+            payload.writeInteger(maxBytes)
+            payload.writeInteger(credits)
+        case .unsubscribe(let subscription):
+            payload.writeInteger(subscription)
+        case .credit(let subscription, let credits):
+            payload.writeInteger(subscription)
+            payload.writeInteger(credits)
+        case .commitOffset(let group, let shard, let offset):
+            payload.writeWireString(group)
+            payload.writeWireString(shard)
+            payload.writeInteger(offset)
+        case .fetchOffset(let group, let shard):
+            payload.writeWireString(group)
+            payload.writeWireString(shard)
+        case .kvGet(let namespace, let key), .kvDelete(let namespace, let key):
+            payload.writeWireString(namespace)
+            payload.writeWireBytes(key)
+        case .kvPut(let namespace, let key, let value):
+            payload.writeWireString(namespace)
+            payload.writeWireBytes(key)
+            payload.writeWireBytes(value)
+        case .kvScan(let namespace, let prefix, let limit):
+            payload.writeWireString(namespace)
+            payload.writeWireBytes(prefix)
+            payload.writeInteger(limit)
+        }
+        return JournalFrame(type: type, correlationID: correlationID, payload: payload)
+    }
+
+    /// Decodes a request frame; anything malformed is a protocol error.
+    public static func decode(_ frame: JournalFrame) throws(JournalError) -> JournalRequest {
+        var p = frame.payload
+        let request: JournalRequest
+        switch frame.type {
+        case .hello:
+            guard try p.readWireInteger(as: UInt32.self) == magic else {
+                throw JournalError(.protocolError, "hello does not start with the STRJ magic")
+            }
+            request = .hello(minVersion: try p.readWireInteger(), maxVersion: try p.readWireInteger(), client: try p.readWireString())
+        case .createShard:
+            request = .createShard(name: try p.readWireString(), config: try p.readShardConfig())
+        case .deleteShard: request = .deleteShard(name: try p.readWireString())
+        case .describeShard: request = .describeShard(name: try p.readWireString())
+        case .listShards: request = .listShards
+        case .status: request = .status
+        case .append: request = .append(shard: try p.readWireString(), batch: try p.readWireBuffer())
+        case .read:
+            request = .read(
+                shard: try p.readWireString(), offset: try p.readWireInteger(), maxBytes: try p.readWireInteger(),
+                maxWaitMilliseconds: try p.readWireInteger())
+        case .offsetForTimestamp:
+            request = .offsetForTimestamp(shard: try p.readWireString(), timestamp: try p.readWireInteger())
+        case .subscribe:
+            request = .subscribe(
+                shard: try p.readWireString(), offset: try p.readWireInteger(), maxBytes: try p.readWireInteger(),
+                credits: try p.readWireInteger())
+        case .unsubscribe: request = .unsubscribe(subscription: try p.readWireInteger())
+        case .credit: request = .credit(subscription: try p.readWireInteger(), credits: try p.readWireInteger())
+        case .commitOffset:
+            request = .commitOffset(group: try p.readWireString(), shard: try p.readWireString(), offset: try p.readWireInteger())
+        case .fetchOffset: request = .fetchOffset(group: try p.readWireString(), shard: try p.readWireString())
+        case .kvGet: request = .kvGet(namespace: try p.readWireString(), key: try p.readWireBytes())
+        case .kvDelete: request = .kvDelete(namespace: try p.readWireString(), key: try p.readWireBytes())
+        case .kvPut:
+            request = .kvPut(namespace: try p.readWireString(), key: try p.readWireBytes(), value: try p.readWireBytes())
+        case .kvScan:
+            request = .kvScan(namespace: try p.readWireString(), prefix: try p.readWireBytes(), limit: try p.readWireInteger())
+        case .ok, .error, .records, .subscriptionEnd:
+            throw JournalError(.protocolError, "a client sent a \(frame.type) frame")
+        }
+        try p.expectFullyRead("a \(frame.type) request")
+        return request
+    }
+}

@@ -1,0 +1,177 @@
+import NIOCore
+import StrataJournal
+
+/// What `status` reports about a node.
+public struct NodeStatus: Sendable, Hashable, Codable {
+    public var node: String
+    public var version: String
+    public var uptimeSeconds: Double
+    public var shards: Int
+    public var connections: Int
+    public var appendedBytes: Int64
+    public var appendedBatches: Int64
+    public var walBytesWritten: Int64
+    public var walSyncs: Int64
+    public var walIO: String
+
+    public init(
+        node: String, version: String, uptimeSeconds: Double, shards: Int, connections: Int,
+        statistics: JournalStatistics
+    ) {
+        self.node = node
+        self.version = version
+        self.uptimeSeconds = uptimeSeconds
+        self.shards = shards
+        self.connections = connections
+        appendedBytes = statistics.appendedBytes
+        appendedBatches = statistics.appendedBatches
+        walBytesWritten = statistics.walBytesWritten
+        walSyncs = statistics.walSyncs
+        walIO = statistics.ioBackend
+    }
+}
+
+/// Payload encodings of the node's answers. A response frame (`ok`) carries the correlation id
+/// of its request; its payload depends on the request type, so each side knows how to read it.
+public enum JournalResponse {
+    public static func ok(_ correlationID: UInt32, _ write: (inout ByteBuffer) -> Void = { _ in }) -> JournalFrame {
+        var payload = ByteBuffer()
+        write(&payload)
+        return JournalFrame(type: .ok, correlationID: correlationID, payload: payload)
+    }
+
+    public static func error(_ correlationID: UInt32, _ error: JournalError) -> JournalFrame {
+        var payload = ByteBuffer()
+        payload.writeInteger(WireErrorCode.number(of: error.code))
+        payload.writeWireString(error.message)
+        return JournalFrame(type: .error, correlationID: correlationID, payload: payload)
+    }
+
+    public static func decodeError(_ frame: JournalFrame) -> JournalError {
+        var p = frame.payload
+        guard let number: UInt16 = try? p.readWireInteger(), let message = try? p.readWireString() else {
+            return JournalError(.protocolError, "malformed error frame")
+        }
+        return JournalError(WireErrorCode.code(of: number), message)
+    }
+
+    public static func subscriptionEnd(_ subscription: UInt32, _ error: JournalError) -> JournalFrame {
+        var frame = self.error(subscription, error)
+        frame.type = .subscriptionEnd
+        return frame
+    }
+}
+
+/// Error codes on the wire (docs/journal-protocol.md lists them).
+public enum WireErrorCode {
+    static let table: [(UInt16, JournalError.Code)] = [
+        (1, .unknownShard), (2, .shardExists), (3, .invalidBatch), (4, .batchTooLarge), (5, .offsetOutOfRange),
+        (6, .corruptData), (7, .diskFull), (8, .ioError), (9, .closed), (10, .invalidArgument), (11, .protocolError),
+        (12, .unsupported), (13, .timeout), (14, .unavailable),
+    ]
+
+    public static func number(of code: JournalError.Code) -> UInt16 {
+        table.first { $0.1 == code }?.0 ?? 8
+    }
+
+    public static func code(of number: UInt16) -> JournalError.Code {
+        table.first { $0.0 == number }?.1 ?? .ioError
+    }
+}
+
+extension ByteBuffer {
+    public mutating func writeShardConfig(_ config: ShardConfig) {
+        writeInteger(config.durability == .fsync ? UInt8(0) : UInt8(1))
+        writeInteger(config.retentionMilliseconds ?? -1)
+        writeInteger(config.retentionBytes ?? -1)
+    }
+
+    public mutating func readShardConfig() throws(JournalError) -> ShardConfig {
+        let durability: UInt8 = try readWireInteger()
+        guard durability <= 1 else { throw JournalError(.protocolError, "durability \(durability) is not 0 or 1") }
+        let retentionMilliseconds: Int64 = try readWireInteger()
+        let retentionBytes: Int64 = try readWireInteger()
+        return ShardConfig(
+            durability: durability == 0 ? .fsync : .async,
+            retentionMilliseconds: retentionMilliseconds < 0 ? nil : retentionMilliseconds,
+            retentionBytes: retentionBytes < 0 ? nil : retentionBytes)
+    }
+
+    public mutating func writeShardInfo(_ info: ShardInfo) {
+        writeWireString(info.name)
+        writeInteger(info.id)
+        writeShardConfig(info.config)
+        writeInteger(info.startOffset)
+        writeInteger(info.endOffset)
+        writeInteger(info.storedBytes)
+        writeInteger(Int64(info.memoryBytes))
+    }
+
+    public mutating func readShardInfo() throws(JournalError) -> ShardInfo {
+        ShardInfo(
+            name: try readWireString(), id: try readWireInteger(), config: try readShardConfig(),
+            startOffset: try readWireInteger(), endOffset: try readWireInteger(), storedBytes: try readWireInteger(),
+            memoryBytes: Int(try readWireInteger(as: Int64.self)))
+    }
+
+    public mutating func writeReadResult(_ result: ReadResult) {
+        writeInteger(result.startOffset)
+        writeInteger(result.endOffset)
+        writeInteger(result.nextOffset)
+        writeInteger(UInt32(result.batches.count))
+        for batch in result.batches { writeWireBuffer(batch) }
+    }
+
+    public mutating func readReadResult() throws(JournalError) -> ReadResult {
+        let start: UInt64 = try readWireInteger()
+        let end: UInt64 = try readWireInteger()
+        let next: UInt64 = try readWireInteger()
+        let count: UInt32 = try readWireInteger()
+        guard Int(count) <= readableBytes / 4 else { throw JournalError(.protocolError, "batch count \(count) is too large") }
+        var batches: [ByteBuffer] = []
+        batches.reserveCapacity(Int(count))
+        for _ in 0..<count { batches.append(try readWireBuffer()) }
+        return ReadResult(batches: batches, nextOffset: next, startOffset: start, endOffset: end)
+    }
+
+    public mutating func writeOptionalOffset(_ offset: UInt64?) {
+        writeInteger(offset == nil ? UInt8(0) : UInt8(1))
+        writeInteger(offset ?? 0)
+    }
+
+    public mutating func readOptionalOffset() throws(JournalError) -> UInt64? {
+        let present: UInt8 = try readWireInteger()
+        let offset: UInt64 = try readWireInteger()
+        return present == 0 ? nil : offset
+    }
+
+    public mutating func writeNodeStatus(_ status: NodeStatus) {
+        writeWireString(status.node)
+        writeWireString(status.version)
+        writeInteger(UInt64(status.uptimeSeconds * 1000))
+        writeInteger(UInt32(status.shards))
+        writeInteger(UInt32(status.connections))
+        writeInteger(status.appendedBytes)
+        writeInteger(status.appendedBatches)
+        writeInteger(status.walBytesWritten)
+        writeInteger(status.walSyncs)
+        writeWireString(status.walIO)
+    }
+
+    public mutating func readNodeStatus() throws(JournalError) -> NodeStatus {
+        let node = try readWireString()
+        let version = try readWireString()
+        let uptime: UInt64 = try readWireInteger()
+        let shards: UInt32 = try readWireInteger()
+        let connections: UInt32 = try readWireInteger()
+        var statistics = JournalStatistics()
+        statistics.appendedBytes = try readWireInteger()
+        statistics.appendedBatches = try readWireInteger()
+        statistics.walBytesWritten = try readWireInteger()
+        statistics.walSyncs = try readWireInteger()
+        statistics.ioBackend = try readWireString()
+        return NodeStatus(
+            node: node, version: version, uptimeSeconds: Double(uptime) / 1000, shards: Int(shards),
+            connections: Int(connections), statistics: statistics)
+    }
+}

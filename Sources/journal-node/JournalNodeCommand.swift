@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import Logging
+import StrataJournal
+import StrataNode
+
+/// `journal-node`: the journal engine on the network.
+@main
+struct JournalNodeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "journal-node",
+        abstract: "Serves the Strata journal over TCP (journal protocol) and HTTP (/metrics, /health, /admin).")
+
+    @Option(help: "TOML config file; flags override its settings.")
+    var config: String?
+
+    @Option(help: "Data directory (WAL segments and index).")
+    var dataDir: String?
+
+    @Option(help: "Journal protocol listener, HOST:PORT (port 0 picks a free one).")
+    var listen: String?
+
+    @Option(help: "HTTP listener for /metrics, /health and /admin, HOST:PORT.")
+    var http: String?
+
+    @Option(help: "Gateways to host in-process, comma-separated (all, none, or names).")
+    var gateways: String?
+
+    @Option(help: "Name this node reports.")
+    var nodeName: String?
+
+    @Option(help: "WAL I/O: auto, uring or pwrite.")
+    var walIO: String?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        var settings = NodeConfiguration()
+        do {
+            if let config {
+                let text: String
+                do { text = try String(contentsOfFile: config, encoding: .utf8) } catch {
+                    throw JournalError(.invalidArgument, "cannot read config file \(config): \(error.localizedDescription)")
+                }
+                try settings.apply(toml: text)
+            }
+            if let dataDir { settings.dataDirectory = dataDir }
+            if let listen { settings.listen = try .init(parsing: listen) }
+            if let http { settings.http = try .init(parsing: http) }
+            if let gateways { settings.gateways = gateways.split(separator: ",").map(String.init) }
+            if let nodeName { settings.nodeName = nodeName }
+            if let walIO {
+                guard let mode = WALIOMode(rawValue: walIO) else {
+                    throw JournalError(.invalidArgument, "--wal-io is auto, uring or pwrite")
+                }
+                settings.walIO = mode
+            }
+            _ = try settings.resolvedGateways()
+        } catch let error as JournalError {
+            throw ValidationError(error.message)
+        }
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "strata.node")
+        try await JournalNode.run(configuration: settings, logger: logger) { line in
+            // One line per listener on stdout, for `make run` and the tests.
+            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        }
+    }
+}
