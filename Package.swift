@@ -121,10 +121,31 @@ let package = Package(
             path: "storage-bench/Sources",
             swiftSettings: swiftSettings),
 
+        .target(
+            name: "StrataTestSupport",
+            dependencies: [
+                "StrataJournal",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/StrataTestSupport",
+            swiftSettings: swiftSettings),
+
+        .testTarget(
+            name: "StrataNodeTests",
+            dependencies: [
+                "StrataJournal", "StrataWire", "StrataClient", "StrataNode", "StrataTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+
         .testTarget(
             name: "StrataJournalTests",
             dependencies: [
-                "StrataJournal",
+                "StrataJournal", "StrataTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import StrataTestSupport
 import Testing
 
 @testable import StrataJournal
@@ -7,14 +8,6 @@ import Testing
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// The directory holding the package's built executables (next to the test bundle).
-func productsDirectory() -> URL {
-    if let override = ProcessInfo.processInfo.environment["STRATA_BIN_DIR"] {
-        return URL(fileURLWithPath: override)
-    }
-    return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-}
 
 /// A child process appends under `fsync` and prints each acknowledgement; it is killed with
 /// SIGKILL at random moments, over and over. After each kill the journal is reopened here and

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import StrataTestSupport
 import Testing
 
 @testable import StrataJournal
@@ -111,16 +112,3 @@ func withTmpfs(size: String, _ body: (String) async throws -> Void) async throws
     }
 }
 
-@discardableResult
-func run(_ executable: String, _ arguments: [String]) -> Int32 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    do {
-        try process.run()
-        process.waitUntilExit()
-        return process.terminationStatus
-    } catch {
-        return -1
-    }
-}

@@ -1,4 +1,5 @@
 import NIOCore
+import StrataTestSupport
 import Testing
 
 @testable import StrataJournal

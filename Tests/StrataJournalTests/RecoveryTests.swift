@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import StrataTestSupport
 import Testing
 
 @testable import StrataJournal

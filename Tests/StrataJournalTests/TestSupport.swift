@@ -1,15 +1,8 @@
 import Foundation
 import Logging
+import StrataTestSupport
 import NIOCore
 import StrataJournal
-
-/// A fresh directory under /tmp, removed when `body` returns.
-func withTemporaryDirectory<T>(_ body: (String) async throws -> T) async throws -> T {
-    let path = NSTemporaryDirectory() + "strata-test-" + UUID().uuidString
-    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(atPath: path) }
-    return try await body(path)
-}
 
 func testConfiguration(_ directory: String, segmentBytes: Int = 256 << 20) -> JournalConfiguration {
     var configuration = JournalConfiguration(dataDirectory: directory)
@@ -17,18 +10,6 @@ func testConfiguration(_ directory: String, segmentBytes: Int = 256 << 20) -> Jo
     configuration.maxBatchBytes = min(configuration.maxBatchBytes, segmentBytes / 4)
     configuration.backgroundMaintenance = false
     return configuration
-}
-
-func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
-
-/// A batch of `count` records whose values are "prefix-i".
-func makeBatch(_ prefix: String, count: Int = 3, timestamp: Int64 = nowMilliseconds(), size: Int = 0) -> ByteBuffer {
-    let records = (0..<count).map { i in
-        var value = Array("\(prefix)-\(i)".utf8)
-        if value.count < size { value += [UInt8](repeating: UInt8(ascii: "."), count: size - value.count) }
-        return Record(timestamp: timestamp + Int64(i), key: Array("k\(i)".utf8), value: value)
-    }
-    return RecordBatch.encode(records)
 }
 
 /// All record values of `shard` from `offset` to its end (without makeBatch's padding), with their offsets.
@@ -54,9 +35,3 @@ func segmentFiles(_ directory: String) throws -> [String] {
         .map { directory + "/wal/" + $0 }
 }
 
-/// Tests log warnings and errors only.
-let quietLogger: Logger = {
-    var logger = Logger(label: "strata.test")
-    logger.logLevel = .warning
-    return logger
-}()
