@@ -24,16 +24,22 @@ final class JournalConnection: Sendable {
         inbound: NIOAsyncChannelInboundStream<JournalFrame>, outbound: NIOAsyncChannelOutboundWriter<JournalFrame>
     ) async throws {
         let (answers, sink) = AsyncStream<JournalFrame>.makeStream()
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        try await withThrowingTaskGroup(of: Bool.self) { group in
+            // The writer drains every answer, the last error frame included, then ends.
             group.addTask {
                 for await frame in answers { try await outbound.write(frame) }
+                return true
             }
             group.addTask {
                 defer { sink.finish() }
                 await self.readRequests(inbound, sink: sink)
+                return false
             }
-            // The writer ends when the reader finished the answers; either ending ends the connection.
-            try await group.next()
+            // The connection is over when the writer is: after the reader finished the answers,
+            // or when writing failed (then the reader is cancelled).
+            while let writerDone = try await group.next() {
+                if writerDone { break }
+            }
             group.cancelAll()
         }
     }

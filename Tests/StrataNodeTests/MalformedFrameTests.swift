@@ -1,0 +1,147 @@
+import Foundation
+import NIOCore
+import StrataClient
+import StrataJournal
+import StrataTestSupport
+import StrataWire
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Bad bytes from a raw socket: the node answers with an error frame and closes that
+/// connection, and keeps serving everyone else.
+@Suite struct MalformedFrameTests {
+    static func helloBytes() -> [UInt8] {
+        bytes(JournalRequest.hello(minVersion: 1, maxVersion: 1, client: "raw").frame(correlationID: 1))
+    }
+
+    static func bytes(_ frame: JournalFrame) -> [UInt8] {
+        var buffer = ByteBuffer()
+        JournalFrameEncoder().encode(data: frame, out: &buffer)
+        return Array(buffer.readableBytesView)
+    }
+
+    /// The frames the node sent back, and whether it closed the connection.
+    static func exchange(port: Int, _ chunks: [[UInt8]]) async throws -> (frames: [JournalFrame], closed: Bool) {
+        let (received, closed) = await withCheckedContinuation { (continuation: CheckedContinuation<([UInt8], Bool), Never>) in
+            Thread { continuation.resume(returning: rawExchange(port: port, chunks)) }.start()
+        }
+        var buffer = ByteBuffer(bytes: received)
+        var decoder = JournalFrameDecoder()
+        var frames: [JournalFrame] = []
+        while let frame = try decoder.decode(buffer: &buffer) { frames.append(frame) }
+        return (frames, closed)
+    }
+
+    @Test func oversizeLengthAfterHelloGetsAnErrorAndAClose() async throws {
+        try await withServedJournal { port, client in
+            let (frames, closed) = try await Self.exchange(port: port, [Self.helloBytes(), [0xff, 0xff, 0xff, 0xf0, 0x20]])
+            #expect(frames.map(\.type) == [.ok, .error])
+            #expect(frames.last?.correlationID == 0)
+            let error = JournalResponse.decodeError(try #require(frames.last))
+            #expect(error.code == .protocolError && error.message.contains("exceeds the limit"))
+            #expect(closed)
+            // Everyone else is still served.
+            _ = try await client.createShard("still-here")
+        }
+    }
+
+    @Test func requestBeforeHelloIsRefused() async throws {
+        try await withServedJournal { port, client in
+            let (frames, closed) = try await Self.exchange(port: port, [Self.bytes(JournalRequest.status.frame(correlationID: 5))])
+            #expect(frames.map(\.type) == [.error])
+            #expect(JournalResponse.decodeError(try #require(frames.first)).message.contains("hello"))
+            #expect(closed)
+            _ = try await client.status()
+        }
+    }
+
+    @Test func unknownFrameTypeIsRefused() async throws {
+        try await withServedJournal { port, client in
+            let (frames, closed) = try await Self.exchange(port: port, [Self.helloBytes(), [0, 0, 0, 5, 0x7f, 0, 0, 0, 9]])
+            #expect(frames.map(\.type) == [.ok, .error])
+            #expect(JournalResponse.decodeError(try #require(frames.last)).message.contains("unknown frame type"))
+            #expect(closed)
+            _ = try await client.status()
+        }
+    }
+
+    @Test func unsupportedVersionIsRefused() async throws {
+        try await withServedJournal { port, _ in
+            let hello = Self.bytes(JournalRequest.hello(minVersion: 7, maxVersion: 9, client: "future").frame(correlationID: 1))
+            let (frames, closed) = try await Self.exchange(port: port, [hello])
+            #expect(frames.map(\.type) == [.error])
+            #expect(JournalResponse.decodeError(try #require(frames.first)).code == .unsupported)
+            #expect(closed)
+        }
+    }
+
+    /// A well-framed request with a broken payload is answered with an error under its own
+    /// correlation id; the connection goes on.
+    @Test func malformedPayloadIsAnsweredAndTheConnectionGoesOn() async throws {
+        try await withServedJournal { port, _ in
+            var payload = ByteBuffer()
+            payload.writeInteger(UInt16(1000))
+            payload.writeString("short")
+            let broken = Self.bytes(JournalFrame(type: .describeShard, correlationID: 7, payload: payload))
+            let status = Self.bytes(JournalRequest.status.frame(correlationID: 8))
+            let (frames, _) = try await Self.exchange(port: port, [Self.helloBytes(), broken, status])
+            let byID = Dictionary(uniqueKeysWithValues: frames.map { ($0.correlationID, $0) })
+            #expect(byID[7]?.type == .error)
+            #expect(byID[8]?.type == .ok)
+        }
+    }
+
+    private func withServedJournal(_ body: (Int, RemoteJournalClient) async throws -> Void) async throws {
+        try await withTemporaryDirectory { dir in
+            var configuration = JournalConfiguration(dataDirectory: dir)
+            configuration.backgroundMaintenance = false
+            let journal = try Journal(configuration: configuration, logger: quietLogger)
+            defer { journal.close() }
+            try await withJournalServer(journal, configure: { $0.maxFrameBytes = 1 << 20 }) { port in
+                let client = RemoteJournalClient(configuration: .init(host: "127.0.0.1", port: port), logger: quietLogger)
+                do {
+                    try await body(port, client)
+                } catch {
+                    await client.close()
+                    throw error
+                }
+                await client.close()
+            }
+        }
+    }
+}
+
+/// Connects, sends each chunk, half-closes nothing, and reads until the peer closes or 3 s
+/// of silence pass. Returns the bytes read and whether the peer closed.
+private func rawExchange(port: Int, _ chunks: [[UInt8]]) -> ([UInt8], Bool) {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return ([], false) }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { return ([], false) }
+    var timeout = timeval(tv_sec: 3, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    for chunk in chunks {
+        _ = chunk.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        usleep(50_000)
+    }
+    var received: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n > 0 {
+            received += buffer[0..<n]
+        } else {
+            return (received, n == 0)
+        }
+    }
+}
