@@ -112,7 +112,7 @@ let package = Package(
         .executableTarget(
             name: "StorageBench",
             dependencies: [
-                "StrataJournal",
+                "StrataJournal", "StrataClient", "StrataWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),

@@ -68,10 +68,3 @@ public struct InProcessJournalClient: JournalClient {
             shards: journal.listShards().count, connections: 0, statistics: journal.statistics)
     }
 }
-
-extension Duration {
-    /// The duration in seconds as a Double.
-    public var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}

@@ -52,11 +52,8 @@ public final class RemoteJournalClient: JournalClient {
 
     static func call(_ request: JournalRequest, on channel: any Channel, timeout: Duration) async throws -> ByteBuffer {
         let promise = channel.eventLoop.makePromise(of: JournalFrame.self)
-        let deadline = channel.eventLoop.scheduleTask(in: .nanoseconds(timeout.nanoseconds)) {
-            promise.fail(JournalError(.timeout, "no answer to \(request.type) within \(timeout)"))
-        }
-        defer { deadline.cancel() }
-        channel.writeAndFlush(ClientOutbound.call(request, promise)).whenFailure { promise.fail($0) }
+        channel.writeAndFlush(ClientOutbound.call(request, promise, timeout: .nanoseconds(timeout.nanoseconds)))
+            .whenFailure { promise.fail($0) }
         let frame = try await promise.futureResult.get()
         if frame.type == .error { throw JournalResponse.decodeError(frame) }
         return frame.payload

@@ -21,7 +21,7 @@ extension Journal {
                 guard offset >= shard.startOffset, offset <= shard.endOffset else {
                     throw JournalError(
                         .offsetOutOfRange,
-                        "offset \(offset) is outside \(name)'s range \(shard.startOffset)..<\(shard.endOffset)")
+                        "offset \(offset) is outside \(name)'s readable range \(shard.startOffset)...\(shard.endOffset)")
                 }
                 if offset == shard.endOffset { return .empty(start: shard.startOffset, end: shard.endOffset) }
                 if let first = shard.tail.first, first.baseOffset <= offset {

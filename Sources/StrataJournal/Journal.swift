@@ -308,6 +308,7 @@ public final class Journal: Sendable {
     /// Key-value pairs of `namespace` whose key starts with `prefix`, in key order, at most `limit`.
     public func scan(namespace: String, prefix: [UInt8] = [], limit: Int = .max) async throws -> [KeyValue] {
         try Self.checkNamespace(namespace)
+        guard limit > 0 else { return [] }
         return try await blocking { [db] in
             let namespacePrefix = StorageKeys.kv(namespace: namespace, key: [])
             var result: [KeyValue] = []

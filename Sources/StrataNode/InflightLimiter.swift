@@ -1,8 +1,9 @@
 import Synchronization
 
 /// Bounds the requests one connection has in flight: the reader waits for a slot before it
-/// takes the next frame, so a client that does not read its answers is slowed by TCP, and the
-/// node never buffers more than `limit` answers for it.
+/// takes the next frame, so a client that does not read its answers is slowed by TCP. With
+/// subscriptions' credits capped too, what the node buffers for one connection is bounded by
+/// `limit` answers plus 256 `records` frames per subscription.
 final class InflightLimiter: Sendable {
     private struct State {
         var available: Int

@@ -151,11 +151,20 @@ final class JournalConnection: Sendable {
             limiter.release()
         case .subscribe(let shard, let offset, let maxBytes, let credits):
             let control = SubscriptionControl(credits: credits)
-            subscriptions.withLock { $0[id] = control }
+            let fresh = subscriptions.withLock { controls -> Bool in
+                guard controls[id] == nil else { return false }
+                controls[id] = control
+                return true
+            }
             limiter.release()
+            guard fresh else {
+                sink.yield(JournalResponse.error(id, JournalError(.invalidArgument, "subscription \(id) is already live")))
+                return
+            }
             group.addTask {
                 await self.runSubscription(
-                    id: id, shard: shard, offset: offset, maxBytes: Int(maxBytes), control: control, sink: sink)
+                    id: id, shard: shard, offset: offset, maxBytes: self.answerLimit(maxBytes), control: control,
+                    sink: sink)
             }
         default:
             group.addTask {
@@ -172,6 +181,12 @@ final class JournalConnection: Sendable {
                 limiter.release()
             }
         }
+    }
+
+    /// The bytes of batches one answer may carry: what the client asked, at most half a frame
+    /// (a read always returns at least one batch, which is far smaller than a frame).
+    private func answerLimit(_ requested: UInt32) -> Int {
+        min(Int(requested), server.configuration.maxFrameBytes / 2)
     }
 
     private func handle(_ request: JournalRequest, id: UInt32) async throws -> JournalFrame {
@@ -193,7 +208,7 @@ final class JournalConnection: Sendable {
             }
         case .read(let shard, let offset, let maxBytes, let maxWait):
             let result = try await journal.read(
-                shard: shard, from: offset, maxBytes: Int(maxBytes), maxWait: .milliseconds(Int64(maxWait)))
+                shard: shard, from: offset, maxBytes: answerLimit(maxBytes), maxWait: .milliseconds(Int64(maxWait)))
             return JournalResponse.ok(id) { $0.writeReadResult(result) }
         case .offsetForTimestamp(let shard, let timestamp):
             let offset = try await journal.offset(shard: shard, atOrAfter: timestamp)

@@ -104,7 +104,7 @@ public final class JournalServer: Service {
     func status() -> NodeStatus {
         NodeStatus(
             node: configuration.nodeName, version: StrataVersion.current,
-            uptimeSeconds: Double((ContinuousClock.now - started).components.seconds),
+            uptimeSeconds: (ContinuousClock.now - started).seconds,
             shards: journal.listShards().count, connections: connectionCount, statistics: journal.statistics)
     }
 }

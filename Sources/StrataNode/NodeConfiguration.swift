@@ -73,7 +73,11 @@ public struct NodeConfiguration: Sendable {
                 walIO = mode
             case ("journal.segment_bytes", .integer(let v)): segmentBytes = Int(v)
             case ("journal.min_free_disk_bytes", .integer(let v)): minFreeDiskBytes = v
-            case ("journal.max_frame_bytes", .integer(let v)): maxFrameBytes = Int(v)
+            case ("journal.max_frame_bytes", .integer(let v)):
+                guard (1 << 16)...(1 << 30) ~= v else {
+                    throw JournalError(.invalidArgument, "config file: journal.max_frame_bytes is 64 KiB to 1 GiB")
+                }
+                maxFrameBytes = Int(v)
             default:
                 throw JournalError(.invalidArgument, "config file: unknown setting or wrong type for \(key)")
             }

@@ -10,16 +10,21 @@ final class SubscriptionControl: Sendable {
     }
 
     private let state: Mutex<State>
+    /// Most `records` frames one subscription may have granted and unsent.
+    static let maxCredits: UInt64 = 256
 
     init(credits: UInt32) {
-        state = Mutex(State(credits: UInt64(credits)))
+        state = Mutex(State(credits: min(UInt64(credits), SubscriptionControl.maxCredits)))
     }
 
     func grant(_ credits: UInt32) {
         let waiter = state.withLock { state -> CheckedContinuation<Bool, Never>? in
-            state.credits += UInt64(credits)
-            defer { state.creditWaiter = nil }
-            return state.credits > 0 ? state.creditWaiter : nil
+            // Credits beyond what can be outstanding are ignored: they would only let the node
+            // buffer answers for a client that does not read them.
+            state.credits = min(state.credits + UInt64(credits), SubscriptionControl.maxCredits)
+            guard state.credits > 0, let waiter = state.creditWaiter else { return nil }
+            state.creditWaiter = nil
+            return waiter
         }
         waiter?.resume(returning: true)
     }

@@ -4,8 +4,13 @@ import StrataJournal
 /// Field encodings of the journal protocol: big-endian integers, strings as u16 length + UTF-8,
 /// byte strings as u32 length + bytes. Every read is bounds-checked and throws a protocol error.
 extension ByteBuffer {
+    /// Writes a string; one longer than 65,535 UTF-8 bytes is cut at a character boundary.
     public mutating func writeWireString(_ string: String) {
-        let utf8 = Array(string.utf8.prefix(Int(UInt16.max)))
+        var utf8 = Array(string.utf8.prefix(Int(UInt16.max)))
+        if utf8.count < string.utf8.count {
+            while let last = utf8.last, last & 0xC0 == 0x80 { utf8.removeLast() }  // continuation bytes
+            if let last = utf8.last, last >= 0xC0 { utf8.removeLast() }  // a lead byte without its tail
+        }
         writeInteger(UInt16(utf8.count))
         writeBytes(utf8)
     }

@@ -18,7 +18,8 @@ public struct JournalFrame: Sendable, Hashable {
 
     /// Bytes of the frame header after the length field.
     public static let headerSize = 5
-    /// The largest frame either side sends unless the handshake says otherwise.
+    /// The largest frame a peer accepts by default (the node's limit is configurable and
+    /// announced in its hello answer).
     public static let defaultMaxFrameBytes = 64 << 20
 }
 

@@ -1,5 +1,8 @@
 import ArgumentParser
+import Logging
+import StrataClient
 import StrataJournal
+import StrataWire
 
 /// `storage-bench append`: writers append prebuilt batches for a fixed time; reports throughput,
 /// ack latency, write amplification and CPU cost against the disk's limit.
@@ -15,6 +18,9 @@ struct AppendCommand: AsyncParsableCommand {
 
     @Option(help: "Appends each writer keeps outstanding.")
     var inflight = 1
+
+    @Option(help: "Append through a journal-node at HOST:PORT (remote client) instead of in-process.")
+    var node: String?
 
     func validate() throws {
         guard inflight >= 1 else { throw ValidationError("--inflight must be at least 1") }
@@ -37,11 +43,11 @@ struct AppendCommand: AsyncParsableCommand {
         }
 
         let names = options.shardNames
-        let journal = try await BenchJournal.openNew(
-            in: directory.journalPath, walIO: options.walIO.mode, shards: names, durability: durability)
-        defer { journal.close() }
+        let target = try await BenchTarget.open(
+            node: node, directory: directory.journalPath, walIO: options.walIO.mode, shards: names,
+            durability: durability)
         let workload = AppendWorkload(
-            journal: journal, shardNames: names,
+            journal: target.client, shardNames: names,
             batches: (0..<options.writers).map { _ in
                 BatchFactory.randomBatch(records: options.batch, valueSize: options.recordSize)
             },
@@ -49,16 +55,16 @@ struct AppendCommand: AsyncParsableCommand {
 
         // The window ends when the last append is acknowledged; /proc/self/io is read right then,
         // before close() writes its index checkpoint.
-        let meter = ProgressMeter(label: "append")
-        let before = ProcessStats.current(journal: journal)
+        let meter = ProgressMeter(label: node == nil ? "append" : "append via \(node!)")
+        let before = try await target.stats()
         let start = ContinuousClock.now
         let (outcome, end, after) = try await meter.reporting {
             let appended = try await workload.run(
                 until: .deadline(start.advanced(by: .seconds(options.seconds))), meter: meter)
-            return (appended, ContinuousClock.now, ProcessStats.current(journal: journal))
+            return (appended, ContinuousClock.now, try await target.stats())
         }
 
-        journal.close()
+        await target.close()
         var limit: Double = 0
         if !options.noLimit {
             let measured = try DiskLimit.measureWrites(in: directory.path, secondsPerTest: 2)

@@ -1,5 +1,6 @@
 import Histogram
 import NIOCore
+import StrataClient
 import StrataJournal
 
 /// Writers that append prebuilt batches: writer w appends round-robin to its shards (see
@@ -19,7 +20,8 @@ struct AppendWorkload: Sendable {
         }
     }
 
-    let journal: Journal
+    /// The in-process journal or a remote journal-node, behind one API.
+    let journal: any JournalClient
     let shardNames: [String]
     /// One batch per writer.
     let batches: [ByteBuffer]

@@ -16,8 +16,15 @@ struct ProcessStats: Sendable {
     var journal: JournalStatistics
 
     static func current(journal: Journal) -> ProcessStats {
+        current(statistics: journal.statistics)
+    }
+
+    /// With the counters of a journal in another process (its storage writes are not ours:
+    /// write amplification then comes from its WAL byte count).
+    static func current(statistics: JournalStatistics, remote: Bool = false) -> ProcessStats {
         ProcessStats(
-            cpuSeconds: readCPUSeconds(), storageWriteBytes: readStorageWriteBytes(), journal: journal.statistics)
+            cpuSeconds: readCPUSeconds(), storageWriteBytes: remote ? nil : readStorageWriteBytes(),
+            journal: statistics)
     }
 
     func cpuSecondsUsed(since earlier: ProcessStats) -> Double {
