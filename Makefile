@@ -33,17 +33,17 @@ build: apt
 	swift build --build-tests
 
 build-release: apt
-	swift build -c release --product storage-bench
+	swift build -c release
 
 test: deps build
 	STRATA_BIN_DIR="$$(swift build --show-bin-path)" swift test --skip-build $(SWIFT_TEST_FLAGS)
 
-# Until journal-node exists (issue 3) the engine runs in-process: measure the disk, then the
-# journal on it, with data under $(DATA).
+# A single-node Strata: journal-node with every gateway that exists, data under $(DATA),
+# journal protocol on 127.0.0.1:7450, HTTP (/metrics, /health, /admin) on 127.0.0.1:7451.
 run: deps build-release
 	mkdir -p $(DATA)
-	"$$(swift build -c release --show-bin-path)/storage-bench" limit --data-dir $(DATA) --seconds 2
-	"$$(swift build -c release --show-bin-path)/storage-bench" append --data-dir $(DATA) --no-limit --seconds 10
+	"$$(swift build -c release --show-bin-path)/journal-node" --data-dir $(DATA) \
+		--listen 127.0.0.1:7450 --http 127.0.0.1:7451 --gateways all
 
 bench: build-release
 	"$$(swift build -c release --show-bin-path)/storage-bench" append --seconds 10
