@@ -128,12 +128,15 @@ extension Journal {
     private func syncActive() {
         do {
             try active.withLock { (active: inout ActiveSegment) throws(WALIOError) in
+                let started = ContinuousClock.now
                 try io.sync(fd: active.file.fd)
+                let elapsed = ContinuousClock.now - started
                 active.unsynced = false
                 let through = WALPosition(segment: active.id, position: active.position)
                 core.withLock { core in
                     core.syncedThrough = through
                     core.statistics.walSyncs += 1
+                    core.statistics.walSyncLatency.record(elapsed)
                 }
             }
         } catch {
@@ -178,9 +181,14 @@ extension Journal {
                 active.buffer.append(entry.frame)
                 position += UInt64(entry.frameLength)
             }
+            let started = ContinuousClock.now
             do throws(WALIOError) {
                 try io.write(
                     fd: active.file.fd, active.buffer.pointer, count: active.buffer.count, offset: Int64(start), sync: sync)
+                if sync {
+                    let elapsed = ContinuousClock.now - started
+                    core.withLock { $0.statistics.walSyncLatency.record(elapsed) }
+                }
             } catch {
                 // Nothing of this group is acknowledged: cut it off the file so recovery never sees it.
                 if ftruncate(active.file.fd, off_t(start)) != 0 {

@@ -101,8 +101,28 @@ public struct JournalStatistics: Sendable, Hashable {
     public var walWrites: Int64 = 0
     public var compactedBytes: Int64 = 0
     public var ioBackend: String = ""
+    /// Time of each synced WAL write (write + fdatasync) and each timed flush, as a histogram.
+    public var walSyncLatency = LatencyHistogram()
 
     public init() {}
+}
+
+/// A cumulative-bucket latency histogram (Prometheus style) with fixed bounds.
+public struct LatencyHistogram: Sendable, Hashable {
+    /// Upper bounds in seconds; a last, implicit bucket is +Inf.
+    public static let bounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
+    /// Observations per bucket (not cumulative), one more than `bounds` for +Inf.
+    public private(set) var counts = [Int64](repeating: 0, count: LatencyHistogram.bounds.count + 1)
+    public private(set) var sum: Double = 0
+    public var count: Int64 { counts.reduce(0, +) }
+
+    public init() {}
+
+    public mutating func record(_ duration: Duration) {
+        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        sum += seconds
+        counts[Self.bounds.firstIndex { seconds <= $0 } ?? Self.bounds.count] += 1
+    }
 }
 
 public struct JournalConfiguration: Sendable {

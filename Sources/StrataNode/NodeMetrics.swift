@@ -16,6 +16,9 @@ public final class NodeMetrics: Sendable {
     private let journalAppendedBatches: Gauge
     private let compactedBytes: Gauge
     private let shards: Gauge
+    private let segmentCount: Gauge
+    private let segmentBytes: Gauge
+    private let segmentLiveBytes: Gauge
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
@@ -29,7 +32,24 @@ public final class NodeMetrics: Sendable {
         journalAppendedBytes = registry.makeGauge(descriptor: Self.name("strata_journal_appended_bytes", "Batch bytes appended"))
         journalAppendedBatches = registry.makeGauge(descriptor: Self.name("strata_journal_appended_batches", "Batches appended"))
         compactedBytes = registry.makeGauge(descriptor: Self.name("strata_journal_compacted_bytes", "Bytes copied by compaction"))
+        segmentCount = registry.makeGauge(descriptor: Self.name("strata_journal_segments", "WAL segment files"))
+        segmentBytes = registry.makeGauge(descriptor: Self.name("strata_journal_segment_bytes", "Frame bytes in WAL segments"))
+        segmentLiveBytes = registry.makeGauge(
+            descriptor: Self.name("strata_journal_segment_live_bytes", "Frame bytes the index still points at"))
         shards = registry.makeGauge(descriptor: Self.name("strata_journal_shards", "Shards in the catalog"))
+    }
+
+    /// The engine's pre-aggregated histogram in the Prometheus text format.
+    static func histogramText(_ name: String, _ help: String, _ histogram: LatencyHistogram) -> [UInt8] {
+        var text = "# HELP \(name) \(help)\n# TYPE \(name) histogram\n"
+        var cumulative: Int64 = 0
+        for (bound, count) in zip(LatencyHistogram.bounds, histogram.counts) {
+            cumulative += count
+            text += "\(name)_bucket{le=\"\(bound)\"} \(cumulative)\n"
+        }
+        text += "\(name)_bucket{le=\"+Inf\"} \(histogram.count)\n"
+        text += "\(name)_sum \(histogram.sum)\n\(name)_count \(histogram.count)\n"
+        return Array(text.utf8)
     }
 
     /// A descriptor for a full metric name (its last `_` part is the unit, as Prometheus names go).
@@ -47,6 +67,10 @@ public final class NodeMetrics: Sendable {
         journalAppendedBytes.set(Double(statistics.appendedBytes))
         journalAppendedBatches.set(Double(statistics.appendedBatches))
         compactedBytes.set(Double(statistics.compactedBytes))
+        let segments = journal.segmentInfos()
+        segmentCount.set(Double(segments.count))
+        segmentBytes.set(Double(segments.reduce(0) { $0 + $1.bytes }))
+        segmentLiveBytes.set(Double(segments.reduce(0) { $0 + $1.liveBytes }))
         let infos = journal.listShards()
         shards.set(Double(infos.count))
         for info in infos {
@@ -56,6 +80,8 @@ public final class NodeMetrics: Sendable {
             registry.makeGauge(descriptor: Self.name("strata_shard_stored_bytes", "Batch bytes stored"), labels: labels)
                 .set(Double(info.storedBytes))
         }
-        return registry.emitToBuffer()
+        return registry.emitToBuffer() + Self.histogramText(
+            "strata_journal_wal_sync_seconds", "Synced WAL writes (write + fdatasync), seconds",
+            statistics.walSyncLatency)
     }
 }

@@ -58,6 +58,8 @@ import Glibc
             #expect(health.contains("\"ok\""))
             let metrics = try await httpGet(port: node.httpPort, path: "/metrics")
             #expect(metrics.contains("strata_journal_wal_syncs"))
+            #expect(metrics.contains("strata_journal_wal_sync_seconds_bucket{le=\"+Inf\"}"))
+            #expect(metrics.contains("strata_journal_segment_bytes"))
             #expect(metrics.contains("strata_shard_end_offset{shard=\"demo\"} 4"))
             let shards = try await httpGet(port: node.httpPort, path: "/admin/shards")
             #expect(shards.contains("\"name\" : \"demo\""))
