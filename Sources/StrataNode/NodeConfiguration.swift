@@ -1,4 +1,5 @@
 import StrataJournal
+import StrataWire
 
 /// Everything `journal-node` needs, from its TOML file (see docs/operations.md) with command-line
 /// flags laid over it.
@@ -18,32 +19,6 @@ public struct NodeConfiguration: Sendable {
     public static let availableGateways: [String] = []
 
     public init() {}
-
-    public struct HostPort: Sendable, Hashable, CustomStringConvertible {
-        public var host: String
-        public var port: Int
-
-        public init(host: String, port: Int) {
-            self.host = host
-            self.port = port
-        }
-
-        /// Parses `HOST:PORT` (IPv6 as `[::1]:PORT`).
-        public init(parsing text: String) throws(JournalError) {
-            guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-                (0...65535).contains(port)
-            else {
-                throw JournalError(.invalidArgument, "\(text) is not HOST:PORT")
-            }
-            var host = String(text[..<colon])
-            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            guard !host.isEmpty else { throw JournalError(.invalidArgument, "\(text) has no host") }
-            self.host = host
-            self.port = port
-        }
-
-        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-    }
 
     /// Applies a TOML config file's settings.
     public mutating func apply(toml text: String) throws(JournalError) {

@@ -54,12 +54,10 @@ struct NodeOptions: ParsableArguments {
     var timeout: Double = 10
 
     func withClient<T>(_ body: (RemoteJournalClient) async throws -> T) async throws -> T {
-        guard let colon = node.lastIndex(of: ":"), let port = Int(node[node.index(after: colon)...]),
-            colon != node.startIndex
-        else {
+        guard let address = try? HostPort(parsing: node) else {
             throw ValidationError("--node must be HOST:PORT, got \(node)")
         }
-        var configuration = RemoteJournalClient.Configuration(host: String(node[..<colon]), port: port)
+        var configuration = RemoteJournalClient.Configuration(host: address.host, port: address.port)
         configuration.requestTimeout = .milliseconds(Int64(timeout * 1000))
         configuration.connectTimeout = .milliseconds(Int64(timeout * 1000))
         configuration.clientName = "strata-cli"

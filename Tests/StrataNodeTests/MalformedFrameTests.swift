@@ -101,14 +101,7 @@ import Glibc
             let journal = try Journal(configuration: configuration, logger: quietLogger)
             defer { journal.close() }
             try await withJournalServer(journal, configure: { $0.maxFrameBytes = 1 << 20 }) { port in
-                let client = RemoteJournalClient(configuration: .init(host: "127.0.0.1", port: port), logger: quietLogger)
-                do {
-                    try await body(port, client)
-                } catch {
-                    await client.close()
-                    throw error
-                }
-                await client.close()
+                try await withRemoteClient(port: port) { try await body(port, $0) }
             }
         }
     }

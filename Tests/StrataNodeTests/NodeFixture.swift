@@ -27,15 +27,7 @@ func withJournalClient(
             try await body(InProcessJournalClient(journal: journal), journal)
         case .remote:
             try await withJournalServer(journal) { port in
-                let client = RemoteJournalClient(
-                    configuration: .init(host: "127.0.0.1", port: port), logger: quietLogger)
-                do {
-                    try await body(client, journal)
-                } catch {
-                    await client.close()
-                    throw error
-                }
-                await client.close()
+                try await withRemoteClient(port: port) { try await body($0, journal) }
             }
         }
     }
@@ -71,4 +63,16 @@ func withJournalServer(
         }
         group.cancelAll()
     }
+}
+
+/// A remote client to the node on `port`, closed when `body` returns or throws.
+func withRemoteClient(port: Int, _ body: (RemoteJournalClient) async throws -> Void) async throws {
+    let client = RemoteJournalClient(configuration: .init(host: "127.0.0.1", port: port), logger: quietLogger)
+    do {
+        try await body(client)
+    } catch {
+        await client.close()
+        throw error
+    }
+    await client.close()
 }

@@ -1,5 +1,6 @@
 import Foundation
 import StrataTestSupport
+import StrataWire
 import Synchronization
 import Testing
 
@@ -56,8 +57,7 @@ final class NodeProcess: Sendable {
         var http: Int?
         for line in text.split(separator: "\n") {
             let parts = line.split(separator: " ")
-            guard parts.count == 2, let colon = parts[1].lastIndex(of: ":"), let port = Int(parts[1][parts[1].index(after: colon)...])
-            else { continue }
+            guard parts.count == 2, let port = (try? HostPort(parsing: String(parts[1])))?.port else { continue }
             if parts[0] == "journal" { journal = port }
             if parts[0] == "http" { http = port }
         }

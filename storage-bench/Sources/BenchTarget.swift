@@ -17,13 +17,11 @@ struct BenchTarget: Sendable {
             let journal = try await BenchJournal.openNew(in: directory, walIO: walIO, shards: names, durability: durability)
             return BenchTarget(client: InProcessJournalClient(journal: journal), journal: journal, remote: nil)
         }
-        guard let colon = node.lastIndex(of: ":"), let port = Int(node[node.index(after: colon)...]) else {
-            throw BenchError("--node must be HOST:PORT")
-        }
+        guard let address = try? HostPort(parsing: node) else { throw BenchError("--node must be HOST:PORT") }
         var logger = Logger(label: "strata.bench") { label in StreamLogHandler.standardError(label: label) }
         logger.logLevel = .notice
         let client = RemoteJournalClient(
-            configuration: .init(host: String(node[..<colon]), port: port), logger: logger)
+            configuration: .init(host: address.host, port: address.port), logger: logger)
         let existing = Set(try await client.listShards().map(\.name))
         for name in names where !existing.contains(name) {
             _ = try await client.createShard(name, config: ShardConfig(durability: durability))
