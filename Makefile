@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA ?= ./data
 SWIFT_TEST_FLAGS ?=
 
-.PHONY: deps apt venv build build-release test run bench clean
+.PHONY: deps apt venv build build-release test run bench fuzz clean
 
 deps: apt venv
 
@@ -47,6 +47,16 @@ run: deps build-release
 
 bench: build-release
 	"$$(swift build -c release --show-bin-path)/storage-bench" append --seconds 10
+
+# Coverage-guided fuzzing of the protocol and batch parsers (libFuzzer + ASan), FUZZ_SECONDS long.
+# Crashes are written to Fuzz/crashes/; turn each into a regression test.
+FUZZ_SECONDS ?= 60
+fuzz: apt
+	swift build -c release --scratch-path .build-fuzz --product journal-fuzz \
+		-Xswiftc -sanitize=fuzzer,address -Xswiftc -DSTRATA_LIBFUZZER -Xswiftc -use-ld=lld
+	mkdir -p Fuzz/corpus Fuzz/crashes
+	"$$(swift build -c release --scratch-path .build-fuzz --show-bin-path)/journal-fuzz" Fuzz/corpus \
+		-max_total_time=$(FUZZ_SECONDS) -artifact_prefix=Fuzz/crashes/
 
 clean:
 	rm -rf .build $(VENV) $(DATA)

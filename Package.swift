@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "StrataNode", targets: ["StrataNode"]),
         .executable(name: "journal-node", targets: ["JournalNodeMain"]),
         .executable(name: "strata", targets: ["StrataCLI"]),
+        .executable(name: "journal-fuzz", targets: ["JournalFuzz"]),
         .executable(name: "storage-bench", targets: ["StorageBench"]),
     ],
     dependencies: [
@@ -107,6 +108,13 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Sources/strata",
+            swiftSettings: swiftSettings),
+
+        // libFuzzer harness (`make fuzz`); a normal build is a replay tool for saved inputs.
+        .executableTarget(
+            name: "JournalFuzz",
+            dependencies: ["StrataWire", "CStrataShims"],
+            path: "Fuzz/JournalFuzz",
             swiftSettings: swiftSettings),
 
         .executableTarget(

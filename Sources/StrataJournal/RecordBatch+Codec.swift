@@ -56,6 +56,11 @@ extension RecordBatch {
         guard header.compression == RecordBatch.Compression.none else {
             throw JournalError(.invalidBatch, "cannot decode a \(header.compression.map { "\($0)" } ?? "?")-compressed batch")
         }
+        guard header.baseOffset >= 0, header.recordCount >= 0, header.totalSize >= headerSize else {
+            throw JournalError(
+                .invalidBatch,
+                "batch header has base offset \(header.baseOffset), record count \(header.recordCount), length \(header.totalSize)")
+        }
         var body = batch.getSlice(at: batch.readerIndex + headerSize, length: header.totalSize - headerSize)!
         var records: [Record] = []
         records.reserveCapacity(Int(min(header.recordCount, 65_536)))
@@ -80,10 +85,16 @@ extension RecordBatch {
                 }
                 headers.append(RecordHeader(key: String(decoding: headerKey, as: UTF8.self), value: headerValue))
             }
+            let (timestamp, overflow) = header.baseTimestamp.addingReportingOverflow(timestampDelta)
+            guard offsetDelta >= 0, offsetDelta <= Int64(header.lastOffsetDelta), !overflow else {
+                throw JournalError(
+                    .invalidBatch,
+                    "record with offset delta \(offsetDelta) / timestamp delta \(timestampDelta) in batch at offset \(header.baseOffset)")
+            }
             records.append(
                 Record(
-                    offset: UInt64(header.baseOffset + offsetDelta), timestamp: header.baseTimestamp + timestampDelta,
-                    key: key, value: value, headers: headers))
+                    offset: UInt64(header.baseOffset) + UInt64(offsetDelta), timestamp: timestamp, key: key, value: value,
+                    headers: headers))
         }
         return records
     }

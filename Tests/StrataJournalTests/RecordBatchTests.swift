@@ -84,6 +84,31 @@ import Testing
         }
     }
 
+    /// Found by the seeded fuzzer: a record whose offset delta is negative (or past the batch's
+    /// last offset delta), or whose timestamp delta overflows, behind a valid CRC, trapped in
+    /// decode. Now it is an invalid-batch error.
+    @Test(arguments: [Int64(-1), 5, 1 << 40])
+    func recordsWithImpossibleDeltasAreRejected(offsetDelta: Int64) throws {
+        var record = ByteBuffer()
+        record.writeInteger(Int8(0))
+        record.writeVarint(offsetDelta == 1 << 40 ? .max : 0)  // timestamp delta
+        record.writeVarint(offsetDelta == 1 << 40 ? 0 : offsetDelta)
+        record.writeVarint(-1)  // key
+        record.writeVarint(-1)  // value
+        record.writeVarint(0)  // headers
+        var batch = RecordBatch.encode([Record(timestamp: 1, value: nil)])
+        batch.moveWriterIndex(to: batch.readerIndex + RecordBatch.headerSize)
+        batch.writeVarint(Int64(record.readableBytes))
+        batch.writeBuffer(&record)
+        batch.setInteger(Int32(batch.readableBytes - 12), at: 8)
+        batch.setInteger(Int64(1), at: 27)  // a base timestamp that the delta overflows
+        batch.setInteger(
+            CRC32C.checksum(batch, offset: RecordBatch.attributesOffset, length: batch.readableBytes - RecordBatch.attributesOffset),
+            at: RecordBatch.crcOffset)
+        _ = try RecordBatch.validate(batch)
+        #expect(throws: JournalError.self) { try RecordBatch.decode(batch) }
+    }
+
     @Test func varintsRoundTripAndRejectOverlongInput() {
         var buffer = ByteBuffer()
         let values: [Int64] = [0, 1, -1, 63, -64, 64, 300, -300, .max, .min, 1 << 40]

@@ -12,3 +12,7 @@ uint32_t strata_crc32c_portable(uint32_t crc, const void *data, size_t length);
 
 /// 1 when strata_crc32c uses the CPU's CRC-32C instruction (SSE4.2 on x86-64, CRC on AArch64).
 int strata_crc32c_hardware(void);
+
+/// libFuzzer's driver, for harnesses whose `main` is provided by their build system (declared
+/// here, defined only when linking with -sanitize=fuzzer).
+int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*callback)(const uint8_t *data, size_t size));
