@@ -110,6 +110,13 @@ let package = Package(
             path: "Sources/strata",
             swiftSettings: swiftSettings),
 
+        // MQTT 3.1.1 / 5.0: packet codec, topics (gateways/mqtt).
+        .target(
+            name: "StrataMQTT",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            path: "gateways/mqtt/Sources/StrataMQTT",
+            swiftSettings: swiftSettings),
+
         // libFuzzer harness (`make fuzz`); a normal build is a replay tool for saved inputs.
         .executableTarget(
             name: "JournalFuzz",
@@ -137,6 +144,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/StrataTestSupport",
+            swiftSettings: swiftSettings),
+
+        .testTarget(
+            name: "StrataMQTTTests",
+            dependencies: [
+                "StrataMQTT",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings),
 
         .testTarget(

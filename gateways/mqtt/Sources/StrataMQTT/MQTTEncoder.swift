@@ -1,0 +1,109 @@
+import NIOCore
+
+extension MQTTPacket {
+    /// Writes the packet (fixed header, remaining length, body) as `version` frames it.
+    public func write(version: MQTTProtocolVersion, into out: inout ByteBuffer) {
+        let v5 = version == .v5
+        var body = ByteBuffer()
+        var flags: UInt8 = 0
+        switch self {
+        case .connect(let c):
+            body.writeMQTTString("MQTT")
+            body.writeInteger(c.version.rawValue)
+            var connectFlags: UInt8 = c.cleanStart ? 0x02 : 0
+            if let will = c.will {
+                connectFlags |= 0x04 | (will.qos << 3) | (will.retain ? 0x20 : 0)
+            }
+            if c.password != nil { connectFlags |= 0x40 }
+            if c.username != nil { connectFlags |= 0x80 }
+            body.writeInteger(connectFlags)
+            body.writeInteger(c.keepAlive)
+            if c.version == .v5 { c.properties.write(to: &body) }
+            body.writeMQTTString(c.clientID)
+            if let will = c.will {
+                if c.version == .v5 { will.properties.write(to: &body) }
+                body.writeMQTTString(will.topic)
+                body.writeMQTTBinary(will.payload)
+            }
+            if let username = c.username { body.writeMQTTString(username) }
+            if let password = c.password { body.writeMQTTBinary(password) }
+        case .connack(let c):
+            body.writeInteger(c.sessionPresent ? UInt8(1) : 0)
+            body.writeInteger(c.reasonCode)
+            if v5 { c.properties.write(to: &body) }
+        case .publish(let p):
+            flags = (p.dup ? 0x08 : 0) | (p.qos << 1) | (p.retain ? 0x01 : 0)
+            body.writeMQTTString(p.topic)
+            if let id = p.packetID { body.writeInteger(id) }
+            if v5 { p.properties.write(to: &body) }
+            body.writeImmutableBuffer(p.payload)
+        case .puback(let a), .pubrec(let a), .pubrel(let a), .pubcomp(let a):
+            if case .pubrel = self { flags = 0x02 }
+            body.writeInteger(a.packetID)
+            // 5.0 may leave out a success reason code without properties.
+            if v5 && (a.reasonCode != 0 || !a.properties.isEmpty) {
+                body.writeInteger(a.reasonCode)
+                if !a.properties.isEmpty { a.properties.write(to: &body) }
+            }
+        case .subscribe(let s):
+            flags = 0x02
+            body.writeInteger(s.packetID)
+            if v5 { s.properties.write(to: &body) }
+            for sub in s.subscriptions {
+                body.writeMQTTString(sub.filter)
+                var options = sub.qos
+                if v5 {
+                    options |= (sub.noLocal ? 0x04 : 0) | (sub.retainAsPublished ? 0x08 : 0) | (sub.retainHandling << 4)
+                }
+                body.writeInteger(options)
+            }
+        case .suback(let a), .unsuback(let a):
+            body.writeInteger(a.packetID)
+            if v5 { a.properties.write(to: &body) }
+            if case .suback = self {
+                body.writeBytes(a.reasonCodes)
+            } else if v5 {
+                body.writeBytes(a.reasonCodes)
+            }
+        case .unsubscribe(let u):
+            flags = 0x02
+            body.writeInteger(u.packetID)
+            if v5 { u.properties.write(to: &body) }
+            for filter in u.filters { body.writeMQTTString(filter) }
+        case .pingreq, .pingresp:
+            break
+        case .disconnect(let d):
+            if v5 && (d.reasonCode != 0 || !d.properties.isEmpty) {
+                body.writeInteger(d.reasonCode)
+                if !d.properties.isEmpty { d.properties.write(to: &body) }
+            }
+        case .auth(let a):
+            body.writeInteger(a.reasonCode)
+            a.properties.write(to: &body)
+        }
+        out.writeInteger(typeNumber << 4 | flags)
+        out.writeMQTTVarint(UInt32(body.readableBytes))
+        out.writeBuffer(&body)
+    }
+
+    /// The bytes `write(version:into:)` produces, for size checks against a peer's maximum.
+    public func encodedSize(version: MQTTProtocolVersion) -> Int {
+        var buffer = ByteBuffer()
+        write(version: version, into: &buffer)
+        return buffer.readableBytes
+    }
+}
+
+/// Writes packets for the version the connection negotiated.
+public struct MQTTEncoder: MessageToByteEncoder {
+    public typealias OutboundIn = MQTTPacket
+    public var version: MQTTProtocolVersion
+
+    public init(version: MQTTProtocolVersion) {
+        self.version = version
+    }
+
+    public func encode(data: MQTTPacket, out: inout ByteBuffer) {
+        data.write(version: version, into: &out)
+    }
+}
