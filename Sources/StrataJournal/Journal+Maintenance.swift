@@ -82,6 +82,13 @@ extension Journal {
 
     // MARK: Segments
 
+    /// A frame copied out of a scan buffer, so queued copies do not pin whole chunks.
+    private static func copy(_ buffer: ByteBuffer, at index: Int, length: Int, _ allocator: ByteBufferAllocator) -> ByteBuffer {
+        var frame = allocator.buffer(capacity: length)
+        frame.writeImmutableBuffer(buffer.getSlice(at: index, length: length)!)
+        return frame
+    }
+
     /// Deletes sealed segments with no live batch and compacts those below the threshold.
     private func reclaimSegments() throws {
         let (dead, sparse) = core.withLock { core -> ([UInt64], [UInt64]) in
@@ -116,14 +123,15 @@ extension Journal {
     func compact(segment: UInt64) throws {
         let file = try segments.reader(segment)
         let size = Int(file.size)
-        var buffer = allocator.buffer(capacity: size)
-        try file.read(count: size, at: 0, into: &buffer)
         let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
-        var position = WALFormat.segmentHeaderSize
+        var scanner = SegmentScanner(
+            file: file, size: size, from: WALFormat.segmentHeaderSize, maxFrame: maxFrame, allocator: allocator)
         var completions: [Completion] = []
         var entries: [PendingEntry] = []
-        scan: while position < size {
-            switch WALFormat.checkFrame(buffer, at: position, maxFrame: maxFrame) {
+        scan: while scanner.position < size {
+            let (check, bufferIndex) = try scanner.check()
+            let position = scanner.position
+            switch check {
             case .frame(let shardID, let header, let length):
                 let key = StorageKeys.index(shardID, UInt64(header.baseOffset))
                 if let entry = try db.get(key).flatMap(IndexEntry.init), entry.segment == segment,
@@ -133,12 +141,12 @@ extension Journal {
                     completions.append(completion)
                     entries.append(
                         PendingEntry(
-                            shardID: shardID, frame: buffer.getSlice(at: position, length: length)!,
+                            shardID: shardID, frame: Self.copy(scanner.buffer, at: bufferIndex, length: length, allocator),
                             baseOffset: UInt64(header.baseOffset), lastOffset: UInt64(header.lastOffset),
                             maxTimestamp: header.maxTimestamp, durability: .fsync, addsTimeIndex: false,
                             kind: .relocation(from: WALPosition(segment: segment, position: UInt64(position)), completion: completion)))
                 }
-                position += length
+                scanner.advance(by: length)
             case .end:
                 break scan
             case .corrupt(let reason):

@@ -245,6 +245,7 @@ extension Journal {
         var completions: [Completion] = []
         let waiters = core.withLock { core -> [CheckedContinuation<Void, Never>] in
             var waiters: [CheckedContinuation<Void, Never>] = []
+            let tailLimit = configuration.tailLimit(shards: core.shards.count)
             core.statistics.walBytesWritten += Int64(end - positions[0])
             core.statistics.walWrites += 1
             if sync {
@@ -267,7 +268,7 @@ extension Journal {
                         at: entry.frame.readerIndex + WALFormat.frameHeaderSize, length: entry.batchLength)!
                     shard.addToTail(
                         TailBatch(baseOffset: entry.baseOffset, lastOffset: entry.lastOffset, batch: batch),
-                        limit: configuration.tailBytesPerShard)
+                        limit: tailLimit)
                     waiters += shard.takeWaiters()
                     acknowledgements.append(
                         (completion, .success(AppendResult(baseOffset: entry.baseOffset, lastOffset: entry.lastOffset))))

@@ -61,11 +61,14 @@ final class ShardRuntime: @unchecked Sendable {  // Mutated only with the journa
             storedBytes: storedBytes, memoryBytes: tailBytes)
     }
 
+    /// Adds the newest batch and drops the oldest while over `limit` (a tail may end up empty:
+    /// reads then go to the segments).
     func addToTail(_ batch: TailBatch, limit: Int) {
         tail.append(batch)
         tailBytes += batch.batch.readableBytes
-        while tailBytes > limit, tail.count > 1 {
-            tailBytes -= tail.removeFirst().batch.readableBytes
+        while tailBytes > limit, let first = tail.first {
+            tailBytes -= first.batch.readableBytes
+            tail.removeFirst()
         }
     }
 

@@ -134,8 +134,16 @@ public struct JournalConfiguration: Sendable {
     /// How often `async` shards' WAL writes are synced.
     public var asyncFlushInterval: Duration = .milliseconds(50)
     public var walIO: WALIOMode = .auto
-    /// Recent batches kept in memory per shard for live readers.
+    /// Recent batches kept in memory per shard for live readers…
     public var tailBytesPerShard: Int = 1 << 20
+    /// …and for all shards together: with many shards each one's share shrinks to
+    /// `tailBytesTotal / shards` (older reads are then served from the segments).
+    public var tailBytesTotal: Int = 256 << 20
+
+    /// The memory tail one shard may hold when the journal has `shards` shards.
+    func tailLimit(shards: Int) -> Int {
+        min(tailBytesPerShard, tailBytesTotal / max(1, shards))
+    }
     /// How often the background maintenance (index checkpoint, retention, compaction) runs.
     public var maintenanceInterval: Duration = .seconds(5)
     /// Run maintenance on a background thread (tests call `runMaintenance()` themselves).

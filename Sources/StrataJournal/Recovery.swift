@@ -83,9 +83,9 @@ struct Recovery {
                 segments.remove(id)
                 continue
             }
-            var buffer = allocator.buffer(capacity: Int(size))
-            try file.read(count: Int(size), at: 0, into: &buffer)
-            guard buffer.getBytes(at: 0, length: 8) == WALFormat.magic, buffer.getInteger(at: 16, as: UInt64.self) == id
+            var header = allocator.buffer(capacity: WALFormat.segmentHeaderSize)
+            try file.read(count: WALFormat.segmentHeaderSize, at: 0, into: &header)
+            guard header.getBytes(at: 0, length: 8) == WALFormat.magic, header.getInteger(at: 16, as: UInt64.self) == id
             else {
                 throw JournalError(.corruptData, "\(path) position 0: not a Strata WAL segment (or wrong segment id)")
             }
@@ -99,13 +99,19 @@ struct Recovery {
                 if id == checkpoint.segment { position = Int(checkpoint.position) }
             }
             let index = RocksDB.WriteBatch()
+            var scanner = SegmentScanner(
+                file: file, size: Int(size), from: position, maxFrame: maxFrame, allocator: allocator)
             scan: while true {
-                switch WALFormat.checkFrame(buffer, at: position, maxFrame: maxFrame) {
+                let (check, bufferIndex) = try scanner.check()
+                position = scanner.position
+                switch check {
                 case .frame(let shardID, let header, let length):
                     try replay(
-                        shardID: shardID, header: header, frame: buffer, at: position, length: length,
-                        segment: id, core: &core, index: index, firstIndexed: &firstIndexed, relocated: &relocated)
-                    position += length
+                        shardID: shardID, header: header, frame: scanner.buffer, at: bufferIndex, position: position,
+                        length: length, segment: id, core: &core, index: index, firstIndexed: &firstIndexed,
+                        relocated: &relocated)
+                    scanner.advance(by: length)
+                    position = scanner.position
                     replayed += 1
                 case .end where position == Int(size) || isLast:
                     break scan
@@ -188,7 +194,8 @@ struct Recovery {
 
     /// Re-indexes one frame found in the WAL.
     private func replay(
-        shardID: UInt64, header: RecordBatch.Header, frame buffer: ByteBuffer, at position: Int, length: Int,
+        shardID: UInt64, header: RecordBatch.Header, frame buffer: ByteBuffer, at bufferIndex: Int, position: Int,
+        length: Int,
         segment: UInt64, core: inout JournalCore, index: RocksDB.WriteBatch, firstIndexed: inout [UInt64: UInt64],
         relocated: inout [[UInt8]: IndexEntry]
     ) throws(JournalError) {
@@ -215,8 +222,10 @@ struct Recovery {
             core.segmentLive[segment, default: 0] += Int64(length)
             var copy = allocator.buffer(capacity: length - WALFormat.frameHeaderSize)
             copy.writeImmutableBuffer(
-                buffer.getSlice(at: position + WALFormat.frameHeaderSize, length: length - WALFormat.frameHeaderSize)!)
-            shard.addToTail(TailBatch(baseOffset: base, lastOffset: last, batch: copy), limit: configuration.tailBytesPerShard)
+                buffer.getSlice(at: bufferIndex + WALFormat.frameHeaderSize, length: length - WALFormat.frameHeaderSize)!)
+            shard.addToTail(
+                TailBatch(baseOffset: base, lastOffset: last, batch: copy),
+                limit: configuration.tailLimit(shards: core.shards.count))
             return
         }
         // An offset below the shard's end: a compaction copy of an older batch (written later in

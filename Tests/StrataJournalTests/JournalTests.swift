@@ -109,6 +109,25 @@ import Testing
         }
     }
 
+    /// With many shards each one's memory tail shrinks so that all tails stay within the budget.
+    @Test func memoryTailsShareANodeWideBudget() async throws {
+        try await withTemporaryDirectory { dir in
+            var configuration = testConfiguration(dir)
+            configuration.tailBytesTotal = 100_000
+            let journal = try Journal(configuration: configuration, logger: quietLogger)
+            _ = try await journal.createShards((0..<200).map { ("t/\($0)", ShardConfig(durability: .async)) })
+            for round in 0..<5 {
+                for shard in 0..<200 {
+                    _ = try await journal.append(shard: "t/\(shard)", batch: makeBatch("r\(round)", count: 1, size: 300))
+                }
+            }
+            let memory = journal.listShards().reduce(0) { $0 + $1.memoryBytes }
+            #expect(memory <= 100_000)
+            #expect(try await readAll(journal, "t/123").map(\.1) == (0..<5).map { "r\($0)-0" })
+            journal.close()
+        }
+    }
+
     @Test func lookupByTimestamp() async throws {
         try await withTemporaryDirectory { dir in
             let journal = try Journal(configuration: testConfiguration(dir), logger: quietLogger)
