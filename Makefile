@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev libcurl4-openssl-dev curl
+APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev libcurl4-openssl-dev curl mosquitto-clients
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA ?= ./data
@@ -43,7 +43,8 @@ test: deps build
 run: deps build-release
 	mkdir -p $(DATA)
 	"$$(swift build -c release --show-bin-path)/journal-node" --data-dir $(DATA) \
-		--listen 127.0.0.1:7450 --http 127.0.0.1:7451 --gateways all
+		--listen 127.0.0.1:7450 --http 127.0.0.1:7451 --gateways all \
+		--mqtt-listen 127.0.0.1:1883 --mqtt-allow-anonymous
 
 bench: build-release
 	"$$(swift build -c release --show-bin-path)/storage-bench" append --seconds 10

@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "journal-node", targets: ["JournalNodeMain"]),
         .executable(name: "strata", targets: ["StrataCLI"]),
         .executable(name: "journal-fuzz", targets: ["JournalFuzz"]),
+        .executable(name: "mqtt-gateway", targets: ["MQTTGatewayMain"]),
         .executable(name: "storage-bench", targets: ["StorageBench"]),
     ],
     dependencies: [
@@ -79,7 +80,7 @@ let package = Package(
         .target(
             name: "StrataNode",
             dependencies: [
-                "StrataJournal", "StrataWire",
+                "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -113,8 +114,25 @@ let package = Package(
         // MQTT 3.1.1 / 5.0: packet codec, topics (gateways/mqtt).
         .target(
             name: "StrataMQTT",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "StrataJournal", "StrataClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             path: "gateways/mqtt/Sources/StrataMQTT",
+            swiftSettings: swiftSettings),
+
+        .executableTarget(
+            name: "MQTTGatewayMain",
+            dependencies: [
+                "StrataMQTT", "StrataClient", "StrataWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "gateways/mqtt/Sources/mqtt-gateway",
             swiftSettings: swiftSettings),
 
         // libFuzzer harness (`make fuzz`); a normal build is a replay tool for saved inputs.

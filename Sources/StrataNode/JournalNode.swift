@@ -1,7 +1,9 @@
 import Logging
 import NIOCore
 import ServiceLifecycle
+import StrataClient
 import StrataJournal
+import StrataMQTT
 import StrataWire
 
 /// A whole node: the journal, the journal protocol server, the HTTP server (and, as they come,
@@ -12,7 +14,7 @@ public enum JournalNode {
     public static func run(
         configuration: NodeConfiguration, logger: Logger, announce: @escaping @Sendable (String) -> Void
     ) async throws {
-        _ = try configuration.resolvedGateways()
+        let gateways = try configuration.resolvedGateways()
         let journal = try Journal(configuration: configuration.journalConfiguration, logger: logger)
         let metrics = NodeMetrics()
         var serverConfiguration = JournalServer.Configuration(
@@ -27,13 +29,25 @@ public enum JournalNode {
         let http = NodeHTTPServer(
             host: configuration.http.host, port: configuration.http.port, routes: routes, logger: logger,
             onBound: { announce("http \(Self.display($0))") })
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: JournalService(journal: journal)),
+            .init(service: server),
+        ]
+        if gateways.contains("mqtt") {
+            var mqtt = MQTTGateway.Configuration()
+            mqtt.host = configuration.mqttListen.host
+            mqtt.port = configuration.mqttListen.port
+            mqtt.allowAnonymous = configuration.mqttAllowAnonymous
+            services.append(
+                .init(
+                    service: MQTTGateway(
+                        configuration: mqtt, journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
+                        logger: logger, onBound: { announce("mqtt \(Self.display($0))") })))
+        }
+        services.append(.init(service: http))
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [
-                    .init(service: JournalService(journal: journal)),
-                    .init(service: server),
-                    .init(service: http),
-                ],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         do {

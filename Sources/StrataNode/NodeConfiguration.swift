@@ -14,9 +14,12 @@ public struct NodeConfiguration: Sendable {
     public var segmentBytes: Int?
     public var minFreeDiskBytes: Int64?
     public var maxFrameBytes = 64 << 20
+    /// The in-process MQTT gateway's listener and whether it lets anonymous clients in.
+    public var mqttListen = HostPort(host: "127.0.0.1", port: 1883)
+    public var mqttAllowAnonymous = false
 
     /// Gateways this build can host in-process.
-    public static let availableGateways: [String] = []
+    public static let availableGateways: [String] = ["mqtt"]
 
     public init() {}
 
@@ -41,6 +44,8 @@ public struct NodeConfiguration: Sendable {
                     }
                     return name
                 }
+            case ("mqtt.listen", .string(let v)): mqttListen = try HostPort(parsing: v)
+            case ("mqtt.allow_anonymous", .bool(let v)): mqttAllowAnonymous = v
             case ("journal.wal_io", .string(let v)):
                 guard let mode = WALIOMode(rawValue: v) else {
                     throw JournalError(.invalidArgument, "config file: journal.wal_io is auto, uring or pwrite")
@@ -93,6 +98,7 @@ public struct NodeConfiguration: Sendable {
             "journal.segment_bytes": "\(journalConfiguration.segmentBytes)",
             "journal.min_free_disk_bytes": "\(journalConfiguration.minFreeDiskBytes)",
             "journal.max_frame_bytes": "\(maxFrameBytes)",
+            "mqtt.listen": mqttListen.description, "mqtt.allow_anonymous": "\(mqttAllowAnonymous)",
         ]
     }
 }

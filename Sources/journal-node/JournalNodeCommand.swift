@@ -32,6 +32,12 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "WAL I/O: auto, uring or pwrite.")
     var walIO: String?
 
+    @Option(help: "The in-process MQTT gateway's listener, HOST:PORT (with --gateways mqtt or all).")
+    var mqttListen: String?
+
+    @Flag(help: "Let MQTT clients without credentials in.")
+    var mqttAllowAnonymous = false
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -50,6 +56,8 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let http { settings.http = try .init(parsing: http) }
             if let gateways { settings.gateways = gateways.split(separator: ",").map(String.init) }
             if let nodeName { settings.nodeName = nodeName }
+            if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
+            if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
             if let walIO {
                 guard let mode = WALIOMode(rawValue: walIO) else {
                     throw JournalError(.invalidArgument, "--wal-io is auto, uring or pwrite")

@@ -1,0 +1,280 @@
+import Logging
+import NIOCore
+import StrataJournal
+import Synchronization
+
+/// One client connection: CONNECT, then packets until DISCONNECT, an error or a keep-alive
+/// timeout. Malformed packets: a 5.0 client gets DISCONNECT with the reason code, a 3.1.1
+/// client a closed connection (MQTT 4.13).
+struct MQTTConnection {
+    let gateway: MQTTGateway
+    let channel: NIOAsyncChannel<MQTTPacket, ByteBuffer>
+
+    private var logger: Logger { gateway.logger }
+
+    func run() async {
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                try await serve(inbound: inbound, outbound: outbound)
+            }
+        } catch {
+            logger.debug("mqtt connection ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private static func bytes(_ packet: MQTTPacket, _ version: MQTTProtocolVersion) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        packet.write(version: version, into: &buffer)
+        return buffer
+    }
+
+    private func serve(
+        inbound: NIOAsyncChannelInboundStream<MQTTPacket>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async throws {
+        var packets = inbound.makeAsyncIterator()
+        // A client must send CONNECT first, and soon.
+        let connectDeadline = channel.channel.eventLoop.scheduleTask(in: .seconds(10)) {}
+        connectDeadline.futureResult.whenSuccess { [channel = channel.channel] in channel.close(promise: nil) }
+        let first: MQTTPacket?
+        do {
+            first = try await packets.next()
+        } catch let error as MQTTProtocolError where error.reasonCode == 0x84 {
+            // An unsupported protocol level: the 3.1.1 way to say so (return code 1), then close.
+            connectDeadline.cancel()
+            try await outbound.write(ByteBuffer(bytes: [0x20, 0x02, 0x00, 0x01]))
+            return
+        }
+        connectDeadline.cancel()
+        guard case .connect(let connect)? = first else { return }
+        let version = connect.version
+
+        guard let session = try await accept(connect, outbound: outbound) else { return }
+        let lastSeen = LastSeen()
+        let keepAlive = effectiveKeepAlive(connect)
+        var normalDisconnect = false
+        var will = connect.will
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // The writer: every packet for this client, in order.
+            group.addTask {
+                for await packet in session.packets { try await outbound.write(Self.bytes(packet, version)) }
+            }
+            var keepAliveCheck: RepeatedTask?
+            if keepAlive > 0 {
+                // MQTT 3.1.2.10: no packet within 1.5 × keep-alive closes the connection.
+                let limit = Duration.milliseconds(Int64(keepAlive) * 1500)
+                keepAliveCheck = channel.channel.eventLoop.scheduleRepeatedTask(
+                    initialDelay: .seconds(1), delay: .seconds(1)
+                ) { [channel = channel.channel] task in
+                    if lastSeen.elapsed > limit {
+                        task.cancel()
+                        channel.close(promise: nil)
+                    }
+                }
+            }
+            var aliases: [UInt16: String] = [:]
+            do {
+                reading: while let packet = try await packets.next() {
+                    lastSeen.touch()
+                    switch packet {
+                    case .publish(let publish):
+                        try await handlePublish(publish, session: session, aliases: &aliases)
+                    case .puback(let ack), .pubcomp(let ack):
+                        session.acknowledged(ack.packetID)
+                    case .pubrec(let ack):
+                        let known = session.received(ack.packetID)
+                        if ack.reasonCode >= 0x80 { session.acknowledged(ack.packetID) }
+                        session.send(.pubrel(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
+                    case .pubrel(let ack):
+                        let known = session.inboundQoS2Released(ack.packetID)
+                        session.send(.pubcomp(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
+                    case .subscribe(let subscribe):
+                        try await handleSubscribe(subscribe, session: session)
+                    case .unsubscribe(let unsubscribe):
+                        let codes = unsubscribe.filters.map { session.unsubscribe($0) ? UInt8(0) : 0x11 }
+                        session.send(.unsuback(.init(packetID: unsubscribe.packetID, reasonCodes: codes)))
+                    case .pingreq:
+                        session.send(.pingresp)
+                    case .disconnect(let disconnect):
+                        // Reason 0x04 asks the server to publish the will anyway.
+                        normalDisconnect = disconnect.reasonCode != 0x04
+                        break reading
+                    case .connect, .connack, .suback, .unsuback, .pingresp, .auth:
+                        throw MQTTProtocolError.protocolError("unexpected \(packet.typeNumber) packet from a client")
+                    }
+                }
+            } catch let error as MQTTProtocolError {
+                logger.info("mqtt protocol error", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+                if version == .v5 {
+                    session.send(.disconnect(.init(reasonCode: error.reasonCode, properties: [.reasonString(error.message)])))
+                }
+            }
+            keepAliveCheck?.cancel()
+            session.close()
+            try await group.next()
+            group.cancelAll()
+        }
+        gateway.sessions.withLock { sessions in
+            if sessions[session.clientID] === session { sessions[session.clientID] = nil }
+        }
+        if !normalDisconnect, let pending = will {
+            will = nil
+            let message = MQTTMessage(
+                topic: pending.topic, payload: ByteBuffer(bytes: pending.payload), qos: pending.qos, retain: pending.retain,
+                publisher: session.clientID, properties: pending.properties, timestamp: nowMilliseconds())
+            do {
+                try await gateway.publish(message)
+            } catch {
+                logger.error("will not published", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private func effectiveKeepAlive(_ connect: MQTTPacket.Connect) -> UInt16 {
+        connect.version == .v5 ? min(connect.keepAlive, gateway.configuration.maxKeepAlive) : connect.keepAlive
+    }
+
+    /// Answers CONNECT; returns the registered session, or nil (after a refusing CONNACK).
+    private func accept(
+        _ connect: MQTTPacket.Connect, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async throws -> MQTTSession? {
+        let version = connect.version
+        func refuse(v5: UInt8, v311: UInt8) async throws -> MQTTSession? {
+            try await outbound.write(
+                Self.bytes(.connack(.init(sessionPresent: false, reasonCode: version == .v5 ? v5 : v311)), version))
+            return nil
+        }
+        var clientID = connect.clientID
+        var assigned = false
+        if clientID.isEmpty {
+            guard version == .v5 || connect.cleanStart else { return try await refuse(v5: 0x85, v311: 2) }
+            clientID = "strata-" + String(UInt64.random(in: 1...UInt64.max), radix: 36)
+            assigned = true
+        }
+        if version == .v5, connect.properties.authenticationMethod != nil {
+            // No enhanced authentication method is configured.
+            return try await refuse(v5: 0x8C, v311: 5)
+        }
+        let configuration = gateway.configuration
+        if connect.username != nil || connect.password != nil {
+            // No password file is configured, so no credentials can be right.
+            return try await refuse(v5: 0x86, v311: 4)
+        }
+        guard configuration.allowAnonymous else { return try await refuse(v5: 0x87, v311: 5) }
+        let session = MQTTSession(
+            clientID: clientID, version: version,
+            receiveMaximum: Int(connect.properties.receiveMaximum ?? 65_535),
+            maxQueued: configuration.maxQueuedMessages,
+            clientMaxPacketSize: connect.properties.maximumPacketSize.map(Int.init),
+            overflow: { [channel = channel.channel] in channel.close(promise: nil) })
+        let previous = gateway.sessions.withLock { $0.updateValue(session, forKey: clientID) }
+        if let previous {
+            // Session takeover (MQTT 3.1.4-3): the older connection is closed.
+            if previous.version == .v5 { previous.send(.disconnect(.init(reasonCode: 0x8E))) }
+            previous.close()
+        }
+        var properties: MQTTProperties = []
+        if version == .v5 {
+            if assigned { properties.append(.assignedClientIdentifier(clientID)) }
+            properties.append(.topicAliasMaximum(configuration.topicAliasMaximum))
+            properties.append(.maximumPacketSize(UInt32(configuration.maxPacketSize)))
+            properties.append(.retainAvailable(1))
+            properties.append(.wildcardSubscriptionAvailable(1))
+            properties.append(.subscriptionIdentifierAvailable(1))
+            properties.append(.sharedSubscriptionAvailable(0))
+            if connect.keepAlive > configuration.maxKeepAlive {
+                properties.append(.serverKeepAlive(configuration.maxKeepAlive))
+            }
+        }
+        // Sessions are not kept across connections yet: session present is always 0.
+        session.send(.connack(.init(sessionPresent: false, reasonCode: 0, properties: properties)))
+        logger.debug("mqtt client connected", metadata: ["mqtt.client": "\(clientID)", "mqtt.version": "\(version)"])
+        return session
+    }
+
+    private func handlePublish(
+        _ publish: MQTTPacket.Publish, session: MQTTSession, aliases: inout [UInt16: String]
+    ) async throws {
+        var topic = publish.topic
+        if session.version == .v5, let alias = publish.properties.topicAlias {
+            guard alias <= gateway.configuration.topicAliasMaximum else {
+                throw MQTTProtocolError(0x94, "topic alias \(alias) above the maximum")
+            }
+            if topic.isEmpty {
+                guard let known = aliases[alias] else { throw MQTTProtocolError.protocolError("unknown topic alias \(alias)") }
+                topic = known
+            } else {
+                aliases[alias] = topic
+            }
+        }
+        guard MQTTTopic.isValidName(topic) else { throw MQTTProtocolError(0x90, "invalid topic name \(topic)") }
+        var properties = publish.properties
+        properties.items.removeAll { if case .topicAlias = $0 { true } else { false } }
+        let message = MQTTMessage(
+            topic: topic, payload: publish.payload, qos: publish.qos, retain: publish.retain,
+            publisher: session.clientID, properties: properties, timestamp: nowMilliseconds())
+        let id = publish.packetID ?? 0
+        if publish.qos == 2 && session.inboundQoS2Seen(id) {
+            session.send(.pubrec(.init(packetID: id)))  // a resend: stored once already
+            return
+        }
+        do {
+            try await gateway.publish(message)
+        } catch {
+            // Not stored: a 5.0 client learns it from the reason code, a 3.1.1 client cannot be
+            // told and gets a closed connection (it will resend the unacknowledged publish).
+            logger.error("mqtt publish not stored", metadata: ["mqtt.topic": "\(topic)", "error": "\(error)"])
+            guard session.version == .v5, publish.qos > 0 else {
+                throw MQTTProtocolError(0x80, "the journal did not store the message: \(error)")
+            }
+            let ack = MQTTPacket.Ack(packetID: id, reasonCode: 0x80, properties: [.reasonString("\(error)")])
+            session.send(publish.qos == 1 ? .puback(ack) : .pubrec(ack))
+            return
+        }
+        switch publish.qos {
+        case 1: session.send(.puback(.init(packetID: id)))
+        case 2:
+            session.inboundQoS2Accepted(id)
+            session.send(.pubrec(.init(packetID: id)))
+        default: break
+        }
+    }
+
+    private func handleSubscribe(_ subscribe: MQTTPacket.Subscribe, session: MQTTSession) async throws {
+        let identifier = subscribe.properties.subscriptionIdentifiers.first
+        var codes: [UInt8] = []
+        var retainedToSend: [(MQTTPacket.Subscription, Bool)] = []
+        for subscription in subscribe.subscriptions {
+            if MQTTTopic.sharedSubscription(subscription.filter) != nil {
+                codes.append(session.version == .v5 ? 0x9E : 0x80)  // shared subscriptions not supported
+                continue
+            }
+            guard MQTTTopic.isValidFilter(subscription.filter) else {
+                codes.append(session.version == .v5 ? 0x8F : 0x80)
+                continue
+            }
+            let granted = min(subscription.qos, 2)
+            let existed = session.subscribe(
+                MQTTSession.Subscription(
+                    filter: subscription.filter, qos: granted, noLocal: subscription.noLocal,
+                    retainAsPublished: subscription.retainAsPublished, identifier: identifier))
+            codes.append(granted)
+            retainedToSend.append((subscription, existed))
+        }
+        session.send(.suback(.init(packetID: subscribe.packetID, reasonCodes: codes)))
+        for (subscription, existed) in retainedToSend {
+            guard subscription.retainHandling == 0 || (subscription.retainHandling == 1 && !existed) else { continue }
+            for message in try await gateway.retained(matching: subscription.filter) {
+                session.deliver(
+                    message, qos: min(message.qos, min(subscription.qos, 2)), retain: true,
+                    identifiers: identifier.map { [$0] } ?? [])
+            }
+        }
+    }
+}
+
+/// When the last packet came in, for the keep-alive check.
+final class LastSeen: Sendable {
+    private let instant = Mutex(ContinuousClock.now)
+    func touch() { instant.withLock { $0 = .now } }
+    var elapsed: Duration { ContinuousClock.now - instant.withLock { $0 } }
+}

@@ -1,0 +1,174 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import StrataClient
+import StrataJournal
+import Synchronization
+
+/// The MQTT gateway: an MQTT 3.1.1 / 5.0 listener whose messages live in journal shards.
+/// It holds no durable state itself: messages are records in `mqtt/<tenant>/<bucket>` shards
+/// (a topic always hashes to the same bucket, which keeps per-topic order), retained messages
+/// are key-value entries in the journal.
+public final class MQTTGateway: Service {
+    public struct Configuration: Sendable {
+        public var host = "127.0.0.1"
+        public var port = 1883
+        public var tenant = "default"
+        /// Shards messages are spread over by topic hash.
+        public var buckets = 16
+        public var maxPacketSize = 1 << 20
+        /// Messages queued for one subscriber beyond its receive maximum before the gateway
+        /// drops QoS 0 messages and disconnects for QoS 1/2 (see docs/mqtt.md).
+        public var maxQueuedMessages = 10_000
+        /// Topic aliases a 5.0 client may use toward the gateway.
+        public var topicAliasMaximum: UInt16 = 64
+        /// The most keep-alive a 5.0 client may ask for (seconds); above it the gateway says so.
+        public var maxKeepAlive: UInt16 = 3600
+        /// Clients without credentials are let in only when this is set. (Password files and
+        /// ACLs are not built yet: clients with credentials are refused.)
+        public var allowAnonymous = false
+
+        public init() {}
+    }
+
+    let configuration: Configuration
+    let journal: any JournalClient
+    let logger: Logger
+    let group: any EventLoopGroup
+    let sessions = Mutex<[String: MQTTSession]>([:])
+    private let onBound: @Sendable (SocketAddress) -> Void
+
+    public init(
+        configuration: Configuration, journal: any JournalClient,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger,
+        onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.journal = journal
+        self.logger = logger
+        self.group = eventLoopGroup
+        self.onBound = onBound
+    }
+
+    static let retainedNamespace = "mqtt.retained"
+
+    func shardName(bucket: Int) -> String { "mqtt/\(configuration.tenant)/\(bucket)" }
+
+    func shard(for topic: String) -> String {
+        // FNV-1a: stable across processes and versions (Swift's hashValue is seeded per process).
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in topic.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return shardName(bucket: Int(hash % UInt64(configuration.buckets)))
+    }
+
+    public func run() async throws {
+        var ends: [Int: UInt64] = [:]
+        let existing = Dictionary(uniqueKeysWithValues: try await journal.listShards().map { ($0.name, $0) })
+        for bucket in 0..<configuration.buckets {
+            let name = shardName(bucket: bucket)
+            if let info = existing[name] {
+                ends[bucket] = info.endOffset
+            } else {
+                do {
+                    ends[bucket] = try await journal.createShard(name, config: ShardConfig(durability: .fsync)).endOffset
+                } catch let error as JournalError where error.code == .shardExists {
+                    ends[bucket] = try await journal.describeShard(name).endOffset
+                }
+            }
+        }
+        let maxPacketSize = configuration.maxPacketSize
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(MQTTDecoder(maxPacketSize: maxPacketSize)))
+                    return try NIOAsyncChannel<MQTTPacket, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        if let address = server.channel.localAddress { onBound(address) }
+        logger.info("mqtt listening", metadata: ["mqtt.listen": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                for bucket in 0..<configuration.buckets {
+                    let from = ends[bucket] ?? 0
+                    group.addTask { await self.route(bucket: bucket, from: from) }
+                }
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        group.addTask { await MQTTConnection(gateway: self, channel: connection).run() }
+                    }
+                }
+                // The listener closed (shutdown): stop routing and end the sessions.
+                group.cancelAll()
+                self.sessions.withLock { $0.values.forEach { $0.close() } }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+        }
+    }
+
+    // MARK: Routing
+
+    /// Follows one bucket shard from `from` on and hands each message to the matching sessions.
+    /// A lost journal connection is retried from the last offset seen.
+    private func route(bucket: Int, from start: UInt64) async {
+        let shard = shardName(bucket: bucket)
+        var next = start
+        var backoff: Duration = .milliseconds(50)
+        while !Task.isCancelled {
+            do {
+                for try await result in try await journal.subscribe(shard: shard, from: next) {
+                    for batch in result.batches {
+                        guard let records = try? RecordBatch.decode(batch) else { continue }
+                        for record in records where record.offset! >= next { dispatch(MQTTMessage(record: record)) }
+                    }
+                    next = result.nextOffset
+                    backoff = .milliseconds(50)
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("mqtt routing interrupted", metadata: ["mqtt.shard": "\(shard)", "error": "\(error)"])
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(5))
+            }
+        }
+    }
+
+    func dispatch(_ message: MQTTMessage) {
+        let targets = sessions.withLock { Array($0.values) }
+        for session in targets {
+            guard let match = session.match(message.topic, publisher: message.publisher) else { continue }
+            session.deliver(
+                message, qos: min(message.qos, match.qos), retain: match.retainAsPublished && message.retain,
+                identifiers: match.identifiers)
+        }
+    }
+
+    // MARK: Publishing
+
+    /// Stores a message: appended to its topic's shard (returns once the journal acknowledged),
+    /// and, when retained, set as (or, with an empty payload, cleared from) the retained message.
+    func publish(_ message: MQTTMessage) async throws {
+        _ = try await journal.append(shard: shard(for: message.topic), batch: RecordBatch.encode([message.record]))
+        if message.retain {
+            if message.payload.readableBytes == 0 {
+                try await journal.delete(namespace: Self.retainedNamespace, key: Array(message.topic.utf8))
+            } else {
+                try await journal.put(
+                    namespace: Self.retainedNamespace, key: Array(message.topic.utf8), value: message.retainedValue)
+            }
+        }
+    }
+
+    /// Retained messages whose topic matches `filter`.
+    func retained(matching filter: String) async throws -> [MQTTMessage] {
+        try await journal.scan(namespace: Self.retainedNamespace).compactMap { pair in
+            guard MQTTTopic.matches(filter: filter, topic: String(decoding: pair.key, as: UTF8.self)) else { return nil }
+            return MQTTMessage(retainedValue: pair.value)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import NIOCore
+import StrataJournal
+import Synchronization
+
+/// One connected client: its subscriptions, the packets waiting to be written to it, and the
+/// QoS 1/2 state in both directions. Thread-safe; the router and the connection share it.
+final class MQTTSession: Sendable {
+    struct Subscription: Sendable, Hashable {
+        var filter: String
+        var qos: UInt8
+        var noLocal: Bool
+        var retainAsPublished: Bool
+        var identifier: UInt32?
+    }
+
+    private struct State {
+        var subscriptions: [String: Subscription] = [:]
+        var nextPacketID: UInt16 = 1
+        /// Outbound QoS 1/2 publishes not yet acknowledged (PUBACK / PUBCOMP).
+        var inflight: [UInt16: MQTTPacket.Publish] = [:]
+        /// Outbound publishes waiting for room under the client's receive maximum.
+        var waiting: [MQTTPacket.Publish] = []
+        /// Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
+        var inboundQoS2: Set<UInt16> = []
+        var closed = false
+    }
+
+    let clientID: String
+    let version: MQTTProtocolVersion
+    let receiveMaximum: Int
+    let maxQueued: Int
+    /// The largest packet the client accepts (5.0 CONNECT property), nil = no limit.
+    let clientMaxPacketSize: Int?
+    private let state = Mutex(State())
+    private let outbound: AsyncStream<MQTTPacket>.Continuation
+    let packets: AsyncStream<MQTTPacket>
+    /// Called when the client fell too far behind (the connection is then closed).
+    private let overflow: @Sendable () -> Void
+
+    init(
+        clientID: String, version: MQTTProtocolVersion, receiveMaximum: Int, maxQueued: Int, clientMaxPacketSize: Int?,
+        overflow: @escaping @Sendable () -> Void
+    ) {
+        self.clientID = clientID
+        self.version = version
+        self.receiveMaximum = receiveMaximum
+        self.maxQueued = maxQueued
+        self.clientMaxPacketSize = clientMaxPacketSize
+        self.overflow = overflow
+        (packets, outbound) = AsyncStream<MQTTPacket>.makeStream()
+    }
+
+    /// Queues a packet for the connection's writer.
+    func send(_ packet: MQTTPacket) {
+        outbound.yield(packet)
+    }
+
+    func close() {
+        state.withLock { $0.closed = true }
+        outbound.finish()
+    }
+
+    // MARK: Subscriptions
+
+    /// Adds or replaces a subscription; returns whether it existed before.
+    func subscribe(_ subscription: Subscription) -> Bool {
+        state.withLock { $0.subscriptions.updateValue(subscription, forKey: subscription.filter) != nil }
+    }
+
+    func unsubscribe(_ filter: String) -> Bool {
+        state.withLock { $0.subscriptions.removeValue(forKey: filter) != nil }
+    }
+
+    /// Every subscription matching `topic`: the delivery QoS is the highest granted one, and all
+    /// their identifiers go along (MQTT 3.3.4).
+    func match(_ topic: String, publisher: String) -> (qos: UInt8, retainAsPublished: Bool, identifiers: [UInt32])? {
+        state.withLock { state in
+            var best: (qos: UInt8, retainAsPublished: Bool, identifiers: [UInt32])?
+            for subscription in state.subscriptions.values
+            where MQTTTopic.matches(filter: subscription.filter, topic: topic)
+                && !(subscription.noLocal && publisher == clientID)
+            {
+                var current = best ?? (0, false, [])
+                current.qos = max(current.qos, subscription.qos)
+                current.retainAsPublished = current.retainAsPublished || subscription.retainAsPublished
+                if let id = subscription.identifier { current.identifiers.append(id) }
+                best = current
+            }
+            return best
+        }
+    }
+
+    // MARK: Outbound delivery
+
+    /// Delivers `message` at `qos` (already the minimum of publish and subscription QoS).
+    func deliver(_ message: MQTTMessage, qos: UInt8, retain: Bool, identifiers: [UInt32]) {
+        var properties = message.forwardedProperties
+        for id in identifiers { properties.append(.subscriptionIdentifier(id)) }
+        if let expiry = message.properties.messageExpiryInterval {
+            let age = UInt32(max(0, (nowMilliseconds() - message.timestamp) / 1000))
+            guard age < expiry else { return }  // expired: not delivered (MQTT 3.3.2.3.3)
+            properties.items.removeAll { if case .messageExpiryInterval = $0 { true } else { false } }
+            properties.append(.messageExpiryInterval(expiry - age))
+        }
+        var publish = MQTTPacket.Publish(
+            topic: message.topic, qos: qos, retain: retain, properties: version == .v5 ? properties : [],
+            payload: message.payload)
+        if let limit = clientMaxPacketSize, MQTTPacket.publish(publish).encodedSize(version: version) > limit {
+            return  // the client cannot take it: discarded (MQTT 3.1.2.11.4)
+        }
+        if qos == 0 {
+            let full = state.withLock { $0.waiting.count >= maxQueued }
+            if !full { outbound.yield(.publish(publish)) }
+            return
+        }
+        let (packet, overflowed) = state.withLock { state -> (MQTTPacket?, Bool) in
+            if state.inflight.count >= receiveMaximum {
+                if state.waiting.count >= maxQueued { return (nil, true) }
+                state.waiting.append(publish)
+                return (nil, false)
+            }
+            publish.packetID = Self.takePacketID(&state)
+            state.inflight[publish.packetID!] = publish
+            return (.publish(publish), false)
+        }
+        if let packet { outbound.yield(packet) }
+        if overflowed { overflow() }
+    }
+
+    private static func takePacketID(_ state: inout State) -> UInt16 {
+        while state.inflight[state.nextPacketID] != nil {
+            state.nextPacketID = state.nextPacketID == .max ? 1 : state.nextPacketID + 1
+        }
+        defer { state.nextPacketID = state.nextPacketID == .max ? 1 : state.nextPacketID + 1 }
+        return state.nextPacketID
+    }
+
+    /// PUBACK or PUBCOMP from the client: the slot frees, the next waiting message goes out.
+    func acknowledged(_ packetID: UInt16) {
+        let next = state.withLock { state -> MQTTPacket? in
+            guard state.inflight.removeValue(forKey: packetID) != nil, !state.waiting.isEmpty else { return nil }
+            var publish = state.waiting.removeFirst()
+            publish.packetID = Self.takePacketID(&state)
+            state.inflight[publish.packetID!] = publish
+            return .publish(publish)
+        }
+        if let next { outbound.yield(next) }
+    }
+
+    /// PUBREC from the client: answer PUBREL (the message stays in flight until PUBCOMP).
+    func received(_ packetID: UInt16) -> Bool {
+        state.withLock { $0.inflight[packetID] != nil }
+    }
+
+    // MARK: Inbound QoS 2
+
+    /// Whether this QoS 2 packet id was already accepted (a resend: do not store it again).
+    func inboundQoS2Seen(_ packetID: UInt16) -> Bool {
+        state.withLock { $0.inboundQoS2.contains(packetID) }
+    }
+
+    func inboundQoS2Accepted(_ packetID: UInt16) {
+        _ = state.withLock { $0.inboundQoS2.insert(packetID) }
+    }
+
+    /// PUBREL: releases the id; false when it was not known.
+    func inboundQoS2Released(_ packetID: UInt16) -> Bool {
+        state.withLock { $0.inboundQoS2.remove(packetID) != nil }
+    }
+}
+
+/// Wall-clock milliseconds since the epoch (message timestamps and expiry).
+func nowMilliseconds() -> Int64 {
+    Int64(Date().timeIntervalSince1970 * 1000)
+}

@@ -1,0 +1,51 @@
+import ArgumentParser
+import Logging
+import ServiceLifecycle
+import StrataClient
+import StrataMQTT
+import StrataWire
+
+/// `mqtt-gateway`: the MQTT gateway as its own process, storing everything in a journal-node.
+@main
+struct MQTTGatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mqtt-gateway", abstract: "Serves MQTT 3.1.1 and 5.0 on a Strata journal-node.")
+
+    @Option(help: "The journal-node's journal protocol address, HOST:PORT.")
+    var journal: String = "127.0.0.1:7450"
+
+    @Option(help: "MQTT listener, HOST:PORT (port 0 picks a free one).")
+    var listen: String = "127.0.0.1:1883"
+
+    @Flag(help: "Let clients without credentials in.")
+    var allowAnonymous = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        guard let journalAddress = try? HostPort(parsing: journal) else { throw ValidationError("--journal must be HOST:PORT") }
+        guard let listenAddress = try? HostPort(parsing: listen) else { throw ValidationError("--listen must be HOST:PORT") }
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "strata.mqtt")
+        let client = RemoteJournalClient(
+            configuration: .init(host: journalAddress.host, port: journalAddress.port), logger: logger)
+        var settings = MQTTGateway.Configuration()
+        settings.host = listenAddress.host
+        settings.port = listenAddress.port
+        settings.allowAnonymous = allowAnonymous
+        let gateway = MQTTGateway(configuration: settings, journal: client, logger: logger) { address in
+            print("mqtt \(address.ipAddress ?? "?"):\(address.port ?? 0)")
+        }
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        await client.close()
+    }
+}
