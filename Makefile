@@ -37,6 +37,7 @@ build-release: apt
 
 test: deps build
 	STRATA_BIN_DIR="$$(swift build --show-bin-path)" swift test --skip-build $(SWIFT_TEST_FLAGS)
+	STRATA_BIN_DIR="$$(swift build --show-bin-path)" $(VENV)/bin/python -m pytest -q Tests/integration
 
 # A single-node Strata: journal-node with every gateway that exists, data under $(DATA),
 # journal protocol on 127.0.0.1:7450, HTTP (/metrics, /health, /admin) on 127.0.0.1:7451.

@@ -1,0 +1,211 @@
+"""The MQTT gateway driven by stock clients: paho-mqtt (3.1.1 and 5.0) and mosquitto_pub/sub."""
+import os
+import queue
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+import pytest
+
+from conftest import BIN, Node
+
+TIMEOUT = 10
+
+
+def client(node, version=mqtt.MQTTv311, client_id=None, **kwargs):
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"t-{uuid.uuid4().hex[:8]}",
+                    protocol=version, **kwargs)
+    c.inbox = queue.Queue()
+    c.on_message = lambda _c, _u, message: c.inbox.put(message)
+    return c
+
+
+def connect(c, node, **kwargs):
+    connected = queue.Queue()
+    c.on_connect = lambda _c, _u, _flags, reason, props: connected.put((reason, props))
+    c.connect("127.0.0.1", node.mqtt_port, keepalive=kwargs.pop("keepalive", 30), **kwargs)
+    c.loop_start()
+    return connected.get(timeout=TIMEOUT)
+
+
+def subscribe(c, topic, qos=1, **kwargs):
+    done = queue.Queue()
+    c.on_subscribe = lambda _c, _u, mid, codes, props: done.put(codes)
+    c.subscribe(topic, qos=qos, **kwargs)
+    return done.get(timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("version", [mqtt.MQTTv311, mqtt.MQTTv5])
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_publish_subscribe_each_qos(node, version, qos):
+    sub, pub = client(node, version), client(node, version)
+    assert not connect(sub, node)[0].is_failure
+    subscribe(sub, "room/+/temp", qos=qos)
+    assert not connect(pub, node)[0].is_failure
+    for i in range(20):
+        pub.publish(f"room/{i % 3}/temp", f"t{i}", qos=qos).wait_for_publish(TIMEOUT)
+    got = [sub.inbox.get(timeout=TIMEOUT) for _ in range(20)]
+    assert [m.payload.decode() for m in got] == [f"t{i}" for i in range(20)]  # order kept per topic and here overall
+    assert all(m.qos == qos for m in got)
+    for c in (sub, pub):
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_v5_properties_travel(node):
+    sub, pub = client(node, mqtt.MQTTv5), client(node, mqtt.MQTTv5)
+    connect(sub, node)
+    subscribe(sub, "req/#", qos=1)
+    connect(pub, node)
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = "resp/1"
+    props.CorrelationData = b"\x01\x02"
+    props.UserProperty = [("k", "v"), ("k", "w")]
+    props.ContentType = "text/plain"
+    pub.publish("req/a", b"ping", qos=1, properties=props).wait_for_publish(TIMEOUT)
+    message = sub.inbox.get(timeout=TIMEOUT)
+    assert message.properties.ResponseTopic == "resp/1"
+    assert message.properties.CorrelationData == b"\x01\x02"
+    assert message.properties.UserProperty == [("k", "v"), ("k", "w")]
+    assert message.properties.ContentType == "text/plain"
+    for c in (sub, pub):
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_retained_set_replace_clear(node):
+    pub = client(node)
+    connect(pub, node)
+    pub.publish("cfg/a", "one", qos=1, retain=True).wait_for_publish(TIMEOUT)
+    pub.publish("cfg/a", "two", qos=1, retain=True).wait_for_publish(TIMEOUT)
+    late = client(node)
+    connect(late, node)
+    subscribe(late, "cfg/#")
+    message = late.inbox.get(timeout=TIMEOUT)
+    assert (message.payload, message.retain) == (b"two", True)
+    pub.publish("cfg/a", b"", qos=1, retain=True).wait_for_publish(TIMEOUT)
+    # The clearing publish itself reaches the live subscriber; a new subscriber gets nothing.
+    assert late.inbox.get(timeout=TIMEOUT).payload == b""
+    newest = client(node)
+    connect(newest, node)
+    subscribe(newest, "cfg/#")
+    with pytest.raises(queue.Empty):
+        newest.inbox.get(timeout=1)
+    for c in (pub, late, newest):
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_will_on_dropped_connection_not_on_disconnect(node):
+    watcher = client(node)
+    connect(watcher, node)
+    subscribe(watcher, "wills/#")
+    polite = client(node)
+    polite.will_set("wills/polite", "gone", qos=1)
+    connect(polite, node)
+    polite.disconnect()
+    polite.loop_stop()
+    dropped = client(node)
+    dropped.will_set("wills/dropped", "lost", qos=1)
+    connect(dropped, node)
+    dropped.loop_stop()
+    dropped.socket().close()  # no DISCONNECT: the will goes out
+    message = watcher.inbox.get(timeout=TIMEOUT)
+    assert (message.topic, message.payload) == ("wills/dropped", b"lost")
+    with pytest.raises(queue.Empty):
+        watcher.inbox.get(timeout=1)
+    watcher.disconnect()
+    watcher.loop_stop()
+
+
+def test_dollar_topics_not_matched_by_leading_wildcards(node):
+    sub, pub = client(node), client(node)
+    connect(sub, node)
+    subscribe(sub, "#")
+    connect(pub, node)
+    pub.publish("$internal/x", "hidden", qos=1).wait_for_publish(TIMEOUT)
+    pub.publish("visible", "shown", qos=1).wait_for_publish(TIMEOUT)
+    assert sub.inbox.get(timeout=TIMEOUT).payload == b"shown"
+    for c in (sub, pub):
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_mosquitto_clients(node):
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(node.mqtt_port), "-t", "m/#", "-q", "1", "-C", "3", "-v",
+                            "-V", "mqttv5"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    for i in range(3):
+        subprocess.run(["mosquitto_pub", "-p", str(node.mqtt_port), "-t", f"m/{i}", "-m", f"v{i}", "-q", "1"],
+                       check=True, timeout=TIMEOUT)
+    out, _ = sub.communicate(timeout=TIMEOUT)
+    assert out.splitlines() == ["m/0 v0", "m/1 v1", "m/2 v2"]
+
+
+def test_anonymous_refused_unless_allowed(data_dir):
+    closed = Node(data_dir)
+    try:
+        # paho reports the 3.1.1 return code 5 under the 5.0 name as well.
+        for version in (mqtt.MQTTv311, mqtt.MQTTv5):
+            c = client(closed, version)
+            reason, _ = connect(c, closed)
+            assert str(reason) == "Not authorized"
+            c.loop_stop()
+        c = client(closed, mqtt.MQTTv5)
+        c.username_pw_set("user", "secret")
+        reason, _ = connect(c, closed)
+        assert str(reason) == "Bad user name or password"  # no password file: no credentials are right
+        c.loop_stop()
+    finally:
+        closed.stop()
+
+
+def test_malformed_packet_gets_disconnect_and_others_still_served(node):
+    raw = socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=TIMEOUT)
+    # CONNECT v5 (clean start, keep-alive 30, empty properties, client id "raw"), then a
+    # PUBLISH with QoS 3: malformed.
+    raw.sendall(bytes([0x10, 0x10, 0, 4]) + b"MQTT" + bytes([5, 2, 0, 30, 0, 0, 3]) + b"raw")
+    connack = raw.recv(64)
+    assert connack[0] == 0x20
+    raw.sendall(bytes([0x36, 0x05, 0x00, 0x01, 0x61, 0x00, 0x01]))
+    rest = b""
+    while True:
+        chunk = raw.recv(64)
+        if not chunk:
+            break
+        rest += chunk
+    assert rest[:1] == b"\xe0" and rest[2] == 0x81  # DISCONNECT, reason 0x81 malformed packet
+    ok = client(node)
+    assert not connect(ok, node)[0].is_failure
+    ok.disconnect()
+    ok.loop_stop()
+
+
+def test_acknowledged_publishes_survive_node_sigkill(data_dir):
+    first = Node(data_dir, ["--mqtt-allow-anonymous"])
+    pub = client(first)
+    connect(pub, first)
+    for i in range(50):
+        pub.publish("durable/t", f"d{i}", qos=1).wait_for_publish(TIMEOUT)  # PUBACK came: on disk
+    pub.loop_stop()
+    first.stop(signal.SIGKILL)
+    second = Node(data_dir, ["--mqtt-allow-anonymous"])
+    try:
+        listing = subprocess.run([os.path.join(BIN, "strata"), "--node", second.journal, "shard", "list"],
+                                 capture_output=True, text=True, check=True).stdout
+        total = sum(int(line.split("\t")[2]) for line in listing.splitlines() if line.startswith("mqtt/default/"))
+        assert total == 50
+        values = []
+        for line in listing.splitlines():
+            shard = line.split("\t")[0]
+            out = subprocess.run([os.path.join(BIN, "strata"), "--node", second.journal, "consume", shard],
+                                 capture_output=True, text=True, check=True).stdout
+            values += out.splitlines()
+        assert values == [f"d{i}" for i in range(50)]
+    finally:
+        second.stop()
