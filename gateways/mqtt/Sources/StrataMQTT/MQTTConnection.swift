@@ -48,11 +48,12 @@ struct MQTTConnection {
         guard case .connect(let connect)? = first else { return }
         let version = connect.version
 
-        guard let session = try await accept(connect, outbound: outbound) else { return }
+        guard let (session, resume) = try await accept(connect, outbound: outbound) else { return }
         let lastSeen = LastSeen()
         let keepAlive = effectiveKeepAlive(connect)
         var normalDisconnect = false
         var will = connect.will
+        var expiryAtDisconnect: UInt32?
         try await withThrowingTaskGroup(of: Void.self) { group in
             // The writer: every packet for this client, in order.
             group.addTask {
@@ -73,6 +74,11 @@ struct MQTTConnection {
             }
             var aliases: [UInt16: String] = [:]
             do {
+                if let resume {
+                    // The offline queue: what the session's subscriptions matched while it was away.
+                    try await gateway.replay(session, from: resume.from, to: resume.to)
+                    session.endReplay()
+                }
                 reading: while let packet = try await packets.next() {
                     lastSeen.touch()
                     switch packet {
@@ -97,6 +103,12 @@ struct MQTTConnection {
                     case .disconnect(let disconnect):
                         // Reason 0x04 asks the server to publish the will anyway.
                         normalDisconnect = disconnect.reasonCode != 0x04
+                        if let expiry = disconnect.properties.sessionExpiryInterval {
+                            guard expiry == 0 || session.expiryInterval.map({ $0 > 0 }) ?? true else {
+                                throw MQTTProtocolError.protocolError("session expiry set at DISCONNECT after 0 at CONNECT")
+                            }
+                            expiryAtDisconnect = expiry
+                        }
                         break reading
                     case .connect, .connack, .suback, .unsuback, .pingresp, .auth:
                         throw MQTTProtocolError.protocolError("unexpected \(packet.typeNumber) packet from a client")
@@ -113,8 +125,17 @@ struct MQTTConnection {
             try await group.next()
             group.cancelAll()
         }
-        gateway.sessions.withLock { sessions in
-            if sessions[session.clientID] === session { sessions[session.clientID] = nil }
+        if let positions = gateway.unregister(session) {
+            let expiry = expiryAtDisconnect ?? session.expiryInterval
+            do {
+                if session.persistent && expiry != 0 {
+                    try await gateway.storeSession(session.clientID, session.record(positions: positions, expiryInterval: expiry))
+                } else if session.persistent {
+                    try await gateway.forgetSession(session.clientID)
+                }
+            } catch {
+                logger.error("session not stored", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+            }
         }
         if !normalDisconnect, let pending = will {
             will = nil
@@ -133,12 +154,19 @@ struct MQTTConnection {
         connect.version == .v5 ? min(connect.keepAlive, gateway.configuration.maxKeepAlive) : connect.keepAlive
     }
 
-    /// Answers CONNECT; returns the registered session, or nil (after a refusing CONNACK).
+    /// Where a resumed session's replay starts and ends, per bucket.
+    struct Resume {
+        var from: [Int: UInt64]
+        var to: [Int: UInt64]
+    }
+
+    /// Answers CONNECT; returns the registered session and, for a resumed session, what to
+    /// replay — or nil after a refusing CONNACK.
     private func accept(
         _ connect: MQTTPacket.Connect, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
-    ) async throws -> MQTTSession? {
+    ) async throws -> (MQTTSession, Resume?)? {
         let version = connect.version
-        func refuse(v5: UInt8, v311: UInt8) async throws -> MQTTSession? {
+        func refuse(v5: UInt8, v311: UInt8) async throws -> (MQTTSession, Resume?)? {
             try await outbound.write(
                 Self.bytes(.connack(.init(sessionPresent: false, reasonCode: version == .v5 ? v5 : v311)), version))
             return nil
@@ -160,13 +188,26 @@ struct MQTTConnection {
             return try await refuse(v5: 0x86, v311: 4)
         }
         guard configuration.allowAnonymous else { return try await refuse(v5: 0x87, v311: 5) }
+        // 3.1.1: clean session 0 keeps the session for ever; 5.0: the session expiry interval says.
+        let expiry: UInt32? = version == .v5 ? (connect.properties.sessionExpiryInterval ?? 0) : nil
+        let persistent = version == .v5 ? expiry! > 0 : !connect.cleanStart
+        var stored: MQTTSessionRecord?
+        if connect.cleanStart {
+            try await gateway.forgetSession(clientID)
+        } else if let (live, positions) = gateway.connectedSession(clientID), live.persistent {
+            stored = live.record(positions: positions, expiryInterval: live.expiryInterval)
+        } else if let record = try await gateway.storedSession(clientID) {
+            if record.isExpired { try await gateway.forgetSession(clientID) } else { stored = record }
+        }
         let session = MQTTSession(
-            clientID: clientID, version: version,
+            clientID: clientID, version: version, persistent: persistent, expiryInterval: expiry,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? 65_535),
             maxQueued: configuration.maxQueuedMessages,
             clientMaxPacketSize: connect.properties.maximumPacketSize.map(Int.init),
             overflow: { [channel = channel.channel] in channel.close(promise: nil) })
-        let previous = gateway.sessions.withLock { $0.updateValue(session, forKey: clientID) }
+        let resend = stored.map { session.restore($0) } ?? []
+        if stored != nil { session.beginReplay() }
+        let (previous, positions) = gateway.register(session)
         if let previous {
             // Session takeover (MQTT 3.1.4-3): the older connection is closed.
             if previous.version == .v5 { previous.send(.disconnect(.init(reasonCode: 0x8E))) }
@@ -185,10 +226,10 @@ struct MQTTConnection {
                 properties.append(.serverKeepAlive(configuration.maxKeepAlive))
             }
         }
-        // Sessions are not kept across connections yet: session present is always 0.
-        session.send(.connack(.init(sessionPresent: false, reasonCode: 0, properties: properties)))
+        session.send(.connack(.init(sessionPresent: stored != nil, reasonCode: 0, properties: properties)))
+        resend.forEach { session.send($0) }
         logger.debug("mqtt client connected", metadata: ["mqtt.client": "\(clientID)", "mqtt.version": "\(version)"])
-        return session
+        return (session, stored.map { Resume(from: $0.positions, to: positions) })
     }
 
     private func handlePublish(

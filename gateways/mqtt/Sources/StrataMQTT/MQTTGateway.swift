@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -36,7 +37,14 @@ public final class MQTTGateway: Service {
     let journal: any JournalClient
     let logger: Logger
     let group: any EventLoopGroup
-    let sessions = Mutex<[String: MQTTSession]>([:])
+    /// Connected sessions, and per bucket the next offset the router will hand out: a session
+    /// registered now sees every message from there on live, everything before it by replay.
+    struct Registry {
+        var sessions: [String: MQTTSession] = [:]
+        var dispatched: [Int: UInt64] = [:]
+    }
+
+    let registry = Mutex(Registry())
     private let onBound: @Sendable (SocketAddress) -> Void
 
     public init(
@@ -93,6 +101,7 @@ public final class MQTTGateway: Service {
         logger.info("mqtt listening", metadata: ["mqtt.listen": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
+                self.registry.withLock { $0.dispatched = ends }
                 for bucket in 0..<configuration.buckets {
                     let from = ends[bucket] ?? 0
                     group.addTask { await self.route(bucket: bucket, from: from) }
@@ -104,7 +113,7 @@ public final class MQTTGateway: Service {
                 }
                 // The listener closed (shutdown): stop routing and end the sessions.
                 group.cancelAll()
-                self.sessions.withLock { $0.values.forEach { $0.close() } }
+                self.registry.withLock { $0.sessions.values.forEach { $0.close() } }
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
@@ -124,7 +133,9 @@ public final class MQTTGateway: Service {
                 for try await result in try await journal.subscribe(shard: shard, from: next) {
                     for batch in result.batches {
                         guard let records = try? RecordBatch.decode(batch) else { continue }
-                        for record in records where record.offset! >= next { dispatch(MQTTMessage(record: record)) }
+                        for record in records where record.offset! >= next {
+                            dispatch(MQTTMessage(record: record), bucket: bucket, offset: record.offset!)
+                        }
                     }
                     next = result.nextOffset
                     backoff = .milliseconds(50)
@@ -138,13 +149,86 @@ public final class MQTTGateway: Service {
         }
     }
 
-    func dispatch(_ message: MQTTMessage) {
-        let targets = sessions.withLock { Array($0.values) }
-        for session in targets {
-            guard let match = session.match(message.topic, publisher: message.publisher) else { continue }
-            session.deliver(
-                message, qos: min(message.qos, match.qos), retain: match.retainAsPublished && message.retain,
-                identifiers: match.identifiers)
+    /// Hands a message to the matching sessions and moves the bucket's position past it, in one
+    /// step under the registry lock, so a session registering meanwhile gets it either live or
+    /// by replay, never both or neither.
+    func dispatch(_ message: MQTTMessage, bucket: Int, offset: UInt64) {
+        registry.withLock { registry in
+            for session in registry.sessions.values { Self.offer(message, to: session, live: true) }
+            registry.dispatched[bucket] = max(registry.dispatched[bucket] ?? 0, offset + 1)
+        }
+    }
+
+    static func offer(_ message: MQTTMessage, to session: MQTTSession, live: Bool) {
+        guard let match = session.match(message.topic, publisher: message.publisher) else { return }
+        let qos = min(message.qos, match.qos)
+        let retain = match.retainAsPublished && message.retain
+        if live {
+            session.deliver(message, qos: qos, retain: retain, identifiers: match.identifiers)
+        } else {
+            session.deliverNow(message, qos: qos, retain: retain, identifiers: match.identifiers, bounded: false)
+        }
+    }
+
+    // MARK: Sessions
+
+    static let sessionNamespace = "mqtt.sessions"
+
+    /// Registers a session; returns the one it replaces (same client id) and the bucket positions.
+    func register(_ session: MQTTSession) -> (previous: MQTTSession?, positions: [Int: UInt64]) {
+        registry.withLock { registry in
+            (registry.sessions.updateValue(session, forKey: session.clientID), registry.dispatched)
+        }
+    }
+
+    /// Removes a session if it is still the registered one; returns the positions then.
+    func unregister(_ session: MQTTSession) -> [Int: UInt64]? {
+        registry.withLock { registry in
+            guard registry.sessions[session.clientID] === session else { return nil }
+            registry.sessions[session.clientID] = nil
+            return registry.dispatched
+        }
+    }
+
+    func connectedSession(_ clientID: String) -> (MQTTSession, [Int: UInt64])? {
+        registry.withLock { registry in registry.sessions[clientID].map { ($0, registry.dispatched) } }
+    }
+
+    func storedSession(_ clientID: String) async throws -> MQTTSessionRecord? {
+        guard let bytes = try await journal.get(namespace: Self.sessionNamespace, key: Array(clientID.utf8)) else {
+            return nil
+        }
+        return try? JSONDecoder().decode(MQTTSessionRecord.self, from: Data(bytes))
+    }
+
+    func storeSession(_ clientID: String, _ record: MQTTSessionRecord) async throws {
+        try await journal.put(
+            namespace: Self.sessionNamespace, key: Array(clientID.utf8), value: Array(try JSONEncoder().encode(record)))
+    }
+
+    func forgetSession(_ clientID: String) async throws {
+        try await journal.delete(namespace: Self.sessionNamespace, key: Array(clientID.utf8))
+    }
+
+    /// Delivers to `session` what its subscriptions match in [from, to) of each bucket: the
+    /// messages published while it was away (its offline queue is the journal itself).
+    func replay(_ session: MQTTSession, from: [Int: UInt64], to: [Int: UInt64]) async throws {
+        for bucket in 0..<configuration.buckets {
+            let shard = shardName(bucket: bucket)
+            guard var next = from[bucket], let end = to[bucket], next < end else { continue }
+            let start = try await journal.describeShard(shard).startOffset
+            next = max(next, start)  // retention may have removed the oldest
+            while next < end {
+                let result = try await journal.read(shard: shard, from: next, maxBytes: 1 << 20)
+                guard !result.batches.isEmpty else { break }
+                for batch in result.batches {
+                    guard let records = try? RecordBatch.decode(batch) else { continue }
+                    for record in records where record.offset! >= next && record.offset! < end {
+                        Self.offer(MQTTMessage(record: record), to: session, live: false)
+                    }
+                }
+                next = result.nextOffset
+            }
         }
     }
 

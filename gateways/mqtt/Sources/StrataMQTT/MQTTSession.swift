@@ -17,8 +17,14 @@ final class MQTTSession: Sendable {
     private struct State {
         var subscriptions: [String: Subscription] = [:]
         var nextPacketID: UInt16 = 1
-        /// Outbound QoS 1/2 publishes not yet acknowledged (PUBACK / PUBCOMP).
+        /// Outbound QoS 1/2 publishes not yet acknowledged (PUBACK / PUBCOMP), in sending order.
         var inflight: [UInt16: MQTTPacket.Publish] = [:]
+        var inflightOrder: [UInt16] = []
+        /// Packet ids whose PUBREC came back (only PUBREL / PUBCOMP remain).
+        var released: Set<UInt16> = []
+        /// While a resumed session catches up from the journal, live messages wait here.
+        var replaying = false
+        var heldLive: [(MQTTMessage, UInt8, Bool, [UInt32])] = []
         /// Outbound publishes waiting for room under the client's receive maximum.
         var waiting: [MQTTPacket.Publish] = []
         /// Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
@@ -28,6 +34,9 @@ final class MQTTSession: Sendable {
 
     let clientID: String
     let version: MQTTProtocolVersion
+    /// Kept after the connection ends (clean start 0 in 3.1.1, session expiry > 0 in 5.0).
+    let persistent: Bool
+    let expiryInterval: UInt32?
     let receiveMaximum: Int
     let maxQueued: Int
     /// The largest packet the client accepts (5.0 CONNECT property), nil = no limit.
@@ -39,11 +48,13 @@ final class MQTTSession: Sendable {
     private let overflow: @Sendable () -> Void
 
     init(
-        clientID: String, version: MQTTProtocolVersion, receiveMaximum: Int, maxQueued: Int, clientMaxPacketSize: Int?,
-        overflow: @escaping @Sendable () -> Void
+        clientID: String, version: MQTTProtocolVersion, persistent: Bool = false, expiryInterval: UInt32? = nil,
+        receiveMaximum: Int, maxQueued: Int, clientMaxPacketSize: Int?, overflow: @escaping @Sendable () -> Void
     ) {
         self.clientID = clientID
         self.version = version
+        self.persistent = persistent
+        self.expiryInterval = expiryInterval
         self.receiveMaximum = receiveMaximum
         self.maxQueued = maxQueued
         self.clientMaxPacketSize = clientMaxPacketSize
@@ -93,8 +104,38 @@ final class MQTTSession: Sendable {
 
     // MARK: Outbound delivery
 
-    /// Delivers `message` at `qos` (already the minimum of publish and subscription QoS).
+    /// Delivers a live message; held back while the session replays what it missed.
     func deliver(_ message: MQTTMessage, qos: UInt8, retain: Bool, identifiers: [UInt32]) {
+        let held = state.withLock { state -> Bool in
+            guard state.replaying else { return false }
+            state.heldLive.append((message, qos, retain, identifiers))
+            return true
+        }
+        if !held { deliverNow(message, qos: qos, retain: retain, identifiers: identifiers) }
+    }
+
+    func beginReplay() {
+        state.withLock { $0.replaying = true }
+    }
+
+    /// Ends the replay: the live messages that arrived meanwhile go out, in order.
+    func endReplay() {
+        while true {
+            let held = state.withLock { state -> [(MQTTMessage, UInt8, Bool, [UInt32])] in
+                defer { state.heldLive = [] }
+                if state.heldLive.isEmpty { state.replaying = false }
+                return state.heldLive
+            }
+            if held.isEmpty { return }
+            for (message, qos, retain, identifiers) in held {
+                deliverNow(message, qos: qos, retain: retain, identifiers: identifiers)
+            }
+        }
+    }
+
+    /// Delivers `message` at `qos` (already the minimum of publish and subscription QoS).
+    /// `bounded` applies the queue limit; a replay from the journal is not bounded by it.
+    func deliverNow(_ message: MQTTMessage, qos: UInt8, retain: Bool, identifiers: [UInt32], bounded: Bool = true) {
         var properties = message.forwardedProperties
         for id in identifiers { properties.append(.subscriptionIdentifier(id)) }
         if let expiry = message.properties.messageExpiryInterval {
@@ -116,12 +157,13 @@ final class MQTTSession: Sendable {
         }
         let (packet, overflowed) = state.withLock { state -> (MQTTPacket?, Bool) in
             if state.inflight.count >= receiveMaximum {
-                if state.waiting.count >= maxQueued { return (nil, true) }
+                if bounded && state.waiting.count >= maxQueued { return (nil, true) }
                 state.waiting.append(publish)
                 return (nil, false)
             }
             publish.packetID = Self.takePacketID(&state)
             state.inflight[publish.packetID!] = publish
+            state.inflightOrder.append(publish.packetID!)
             return (.publish(publish), false)
         }
         if let packet { outbound.yield(packet) }
@@ -139,10 +181,14 @@ final class MQTTSession: Sendable {
     /// PUBACK or PUBCOMP from the client: the slot frees, the next waiting message goes out.
     func acknowledged(_ packetID: UInt16) {
         let next = state.withLock { state -> MQTTPacket? in
-            guard state.inflight.removeValue(forKey: packetID) != nil, !state.waiting.isEmpty else { return nil }
+            guard state.inflight.removeValue(forKey: packetID) != nil else { return nil }
+            state.inflightOrder.removeAll { $0 == packetID }
+            state.released.remove(packetID)
+            guard !state.waiting.isEmpty else { return nil }
             var publish = state.waiting.removeFirst()
             publish.packetID = Self.takePacketID(&state)
             state.inflight[publish.packetID!] = publish
+            state.inflightOrder.append(publish.packetID!)
             return .publish(publish)
         }
         if let next { outbound.yield(next) }
@@ -150,7 +196,63 @@ final class MQTTSession: Sendable {
 
     /// PUBREC from the client: answer PUBREL (the message stays in flight until PUBCOMP).
     func received(_ packetID: UInt16) -> Bool {
-        state.withLock { $0.inflight[packetID] != nil }
+        state.withLock { state in
+            guard state.inflight[packetID] != nil else { return false }
+            state.released.insert(packetID)
+            return true
+        }
+    }
+
+    // MARK: Persistence
+
+    /// The session's state for its record (positions are filled in by the gateway).
+    func record(positions: [Int: UInt64], expiryInterval: UInt32?) -> MQTTSessionRecord {
+        state.withLock { state in
+            MQTTSessionRecord(
+                subscriptions: state.subscriptions.values.map {
+                    .init(
+                        filter: $0.filter, qos: $0.qos, noLocal: $0.noLocal, retainAsPublished: $0.retainAsPublished,
+                        identifier: $0.identifier)
+                },
+                positions: positions,
+                inflight: state.inflightOrder.compactMap { id in
+                    state.inflight[id].map { .init(packet: MQTTSessionRecord.encode($0), released: state.released.contains(id)) }
+                },
+                waiting: state.waiting.map { MQTTSessionRecord.encode($0) },
+                inboundQoS2: Array(state.inboundQoS2), nextPacketID: state.nextPacketID,
+                expiryInterval: expiryInterval, disconnectedAt: nowMilliseconds())
+        }
+    }
+
+    /// Takes over a stored session: subscriptions and QoS state. Returns the packets to send
+    /// again once CONNACK went out: unacknowledged messages with DUP set, PUBREL for those
+    /// already received (MQTT 4.4).
+    func restore(_ record: MQTTSessionRecord) -> [MQTTPacket] {
+        state.withLock { state -> [MQTTPacket] in
+            for stored in record.subscriptions {
+                state.subscriptions[stored.filter] = Subscription(
+                    filter: stored.filter, qos: stored.qos, noLocal: stored.noLocal,
+                    retainAsPublished: stored.retainAsPublished, identifier: stored.identifier)
+            }
+            state.nextPacketID = max(1, record.nextPacketID)
+            state.inboundQoS2 = Set(record.inboundQoS2)
+            state.waiting = record.waiting.compactMap(MQTTSessionRecord.decode)
+            var packets: [MQTTPacket] = []
+            for stored in record.inflight {
+                guard var publish = MQTTSessionRecord.decode(stored.packet), let id = publish.packetID else { continue }
+                if version != .v5 { publish.properties = [] }
+                state.inflight[id] = publish
+                state.inflightOrder.append(id)
+                if stored.released {
+                    state.released.insert(id)
+                    packets.append(.pubrel(.init(packetID: id)))
+                } else {
+                    publish.dup = true
+                    packets.append(.publish(publish))
+                }
+            }
+            return packets
+        }
     }
 
     // MARK: Inbound QoS 2

@@ -1,0 +1,50 @@
+import NIOCore
+
+/// What a persistent session leaves in the journal (namespace `mqtt.sessions`, key = client
+/// id, JSON) when its connection ends, and what a reconnect with clean start 0 resumes from.
+struct MQTTSessionRecord: Codable, Sendable {
+    struct StoredSubscription: Codable, Sendable {
+        var filter: String
+        var qos: UInt8
+        var noLocal: Bool
+        var retainAsPublished: Bool
+        var identifier: UInt32?
+    }
+
+    struct StoredPublish: Codable, Sendable {
+        /// The PUBLISH as MQTT 5.0 encodes it (packet id included).
+        var packet: [UInt8]
+        /// PUBREC came back: only PUBREL/PUBCOMP remain.
+        var released: Bool
+    }
+
+    var subscriptions: [StoredSubscription]
+    /// Per bucket, the offset from which messages were not yet handed to the session.
+    var positions: [Int: UInt64]
+    /// Outbound QoS 1/2 messages not yet acknowledged, and those waiting behind them.
+    var inflight: [StoredPublish]
+    var waiting: [[UInt8]]
+    var inboundQoS2: [UInt16]
+    var nextPacketID: UInt16
+    /// Seconds after the disconnect that the session lives (nil: forever, the 3.1.1 way).
+    var expiryInterval: UInt32?
+    var disconnectedAt: Int64
+
+    var isExpired: Bool {
+        guard let expiryInterval, expiryInterval != .max else { return false }
+        return nowMilliseconds() - disconnectedAt > Int64(expiryInterval) * 1000
+    }
+
+    static func encode(_ publish: MQTTPacket.Publish) -> [UInt8] {
+        var buffer = ByteBuffer()
+        MQTTPacket.publish(publish).write(version: .v5, into: &buffer)
+        return Array(buffer.readableBytesView)
+    }
+
+    static func decode(_ bytes: [UInt8]) -> MQTTPacket.Publish? {
+        var decoder = MQTTDecoder(version: .v5, maxPacketSize: .max)
+        var buffer = ByteBuffer(bytes: bytes)
+        guard case .publish(let publish)? = try? decoder.decode(buffer: &buffer) else { return nil }
+        return publish
+    }
+}
