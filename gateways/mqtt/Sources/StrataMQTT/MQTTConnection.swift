@@ -73,6 +73,15 @@ struct MQTTConnection {
                 }
             }
             var aliases: [UInt16: String] = [:]
+            let channelForFailures = channel.channel
+            let acks = MQTTAckSequencer(limit: Int(MQTTConnection.receiveMaximum)) { packet in
+                if case .disconnect = packet {
+                    // A 3.1.1 client cannot be told that a publish was not stored: close.
+                    channelForFailures.close(promise: nil)
+                    return
+                }
+                session.send(packet)
+            }
             do {
                 if let resume {
                     // The offline queue: what the session's subscriptions matched while it was away.
@@ -83,7 +92,8 @@ struct MQTTConnection {
                     lastSeen.touch()
                     switch packet {
                     case .publish(let publish):
-                        try await handlePublish(publish, session: session, aliases: &aliases)
+                        await acks.waitForRoom()
+                        try handlePublish(publish, session: session, aliases: &aliases, acks: acks)
                     case .puback(let ack), .pubcomp(let ack):
                         session.acknowledged(ack.packetID)
                     case .pubrec(let ack):
@@ -222,6 +232,7 @@ struct MQTTConnection {
             properties.append(.wildcardSubscriptionAvailable(1))
             properties.append(.subscriptionIdentifierAvailable(1))
             properties.append(.sharedSubscriptionAvailable(0))
+            properties.append(.receiveMaximum(Self.receiveMaximum))
             if connect.keepAlive > configuration.maxKeepAlive {
                 properties.append(.serverKeepAlive(configuration.maxKeepAlive))
             }
@@ -232,9 +243,14 @@ struct MQTTConnection {
         return (session, stored.map { Resume(from: $0.positions, to: positions) })
     }
 
+    /// Publishes a client may have in flight toward the gateway (announced to 5.0 clients).
+    static let receiveMaximum: UInt16 = 1024
+
+    /// Validates a PUBLISH and submits it to its bucket's appender without waiting: the
+    /// acknowledgement (PUBACK / PUBREC) goes out through `acks`, in order, once stored.
     private func handlePublish(
-        _ publish: MQTTPacket.Publish, session: MQTTSession, aliases: inout [UInt16: String]
-    ) async throws {
+        _ publish: MQTTPacket.Publish, session: MQTTSession, aliases: inout [UInt16: String], acks: MQTTAckSequencer
+    ) throws {
         var topic = publish.topic
         if session.version == .v5, let alias = publish.properties.topicAlias {
             guard alias <= gateway.configuration.topicAliasMaximum else {
@@ -254,30 +270,36 @@ struct MQTTConnection {
             topic: topic, payload: publish.payload, qos: publish.qos, retain: publish.retain,
             publisher: session.clientID, properties: properties, timestamp: nowMilliseconds())
         let id = publish.packetID ?? 0
-        if publish.qos == 2 && session.inboundQoS2Seen(id) {
-            session.send(.pubrec(.init(packetID: id)))  // a resend: stored once already
-            return
-        }
-        do {
-            try await gateway.publish(message)
-        } catch {
-            // Not stored: a 5.0 client learns it from the reason code, a 3.1.1 client cannot be
-            // told and gets a closed connection (it will resend the unacknowledged publish).
-            logger.error("mqtt publish not stored", metadata: ["mqtt.topic": "\(topic)", "error": "\(error)"])
-            guard session.version == .v5, publish.qos > 0 else {
-                throw MQTTProtocolError(0x80, "the journal did not store the message: \(error)")
+        if publish.qos == 2 {
+            if session.inboundQoS2Seen(id) {
+                // A resend of a message already taken: acknowledged again, stored once.
+                let ticket = acks.enqueue(onSuccess: .pubrec(.init(packetID: id)), onFailure: { _ in nil })
+                acks.complete(ticket, .success(()))
+                return
             }
-            let ack = MQTTPacket.Ack(packetID: id, reasonCode: 0x80, properties: [.reasonString("\(error)")])
-            session.send(publish.qos == 1 ? .puback(ack) : .pubrec(ack))
-            return
-        }
-        switch publish.qos {
-        case 1: session.send(.puback(.init(packetID: id)))
-        case 2:
             session.inboundQoS2Accepted(id)
-            session.send(.pubrec(.init(packetID: id)))
-        default: break
         }
+        let v5 = session.version == .v5
+        let success: MQTTPacket? =
+            switch publish.qos {
+            case 1: .puback(.init(packetID: id))
+            case 2: .pubrec(.init(packetID: id))
+            default: nil
+            }
+        let qos = publish.qos
+        let logger = self.logger
+        let storedTopic = topic
+        let ticket = acks.enqueue(onSuccess: success) { error in
+            logger.error("mqtt publish not stored", metadata: ["mqtt.topic": "\(storedTopic)", "error": "\(error)"])
+            if qos == 2 { _ = session.inboundQoS2Released(id) }
+            guard qos > 0 else { return nil }
+            // A 5.0 client learns it from the reason code; a 3.1.1 client gets a closed
+            // connection (and resends the unacknowledged publish).
+            guard v5 else { return .disconnect(.init(reasonCode: 0x80)) }
+            let ack = MQTTPacket.Ack(packetID: id, reasonCode: 0x80, properties: [.reasonString("\(error)")])
+            return qos == 1 ? .puback(ack) : .pubrec(ack)
+        }
+        gateway.submit(message) { acks.complete(ticket, $0) }
     }
 
     private func handleSubscribe(_ subscribe: MQTTPacket.Subscribe, session: MQTTSession) async throws {

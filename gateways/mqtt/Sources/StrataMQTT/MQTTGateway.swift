@@ -45,6 +45,8 @@ public final class MQTTGateway: Service {
     }
 
     let registry = Mutex(Registry())
+    /// One appender per bucket shard (created in `run`).
+    let appenders = Mutex<[MQTTAppender]>([])
     private let onBound: @Sendable (SocketAddress) -> Void
 
     public init(
@@ -63,12 +65,6 @@ public final class MQTTGateway: Service {
 
     func shardName(bucket: Int) -> String { "mqtt/\(configuration.tenant)/\(bucket)" }
 
-    func shard(for topic: String) -> String {
-        // FNV-1a: stable across processes and versions (Swift's hashValue is seeded per process).
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in topic.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return shardName(bucket: Int(hash % UInt64(configuration.buckets)))
-    }
 
     public func run() async throws {
         var ends: [Int: UInt64] = [:]
@@ -102,6 +98,11 @@ public final class MQTTGateway: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 self.registry.withLock { $0.dispatched = ends }
+                let appenders = (0..<configuration.buckets).map {
+                    MQTTAppender(shard: self.shardName(bucket: $0), journal: self.journal)
+                }
+                self.appenders.withLock { $0 = appenders }
+                for appender in appenders { group.addTask { await appender.run() } }
                 for bucket in 0..<configuration.buckets {
                     let from = ends[bucket] ?? 0
                     group.addTask { await self.route(bucket: bucket, from: from) }
@@ -111,9 +112,11 @@ public final class MQTTGateway: Service {
                         group.addTask { await MQTTConnection(gateway: self, channel: connection).run() }
                     }
                 }
-                // The listener closed (shutdown): stop routing and end the sessions.
-                group.cancelAll()
+                // The listener closed (shutdown): end the sessions (they store their records),
+                // then the appenders, and stop routing.
                 self.registry.withLock { $0.sessions.values.forEach { $0.close() } }
+                appenders.forEach { $0.finish() }
+                group.cancelAll()
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
@@ -234,17 +237,29 @@ public final class MQTTGateway: Service {
 
     // MARK: Publishing
 
-    /// Stores a message: appended to its topic's shard (returns once the journal acknowledged),
-    /// and, when retained, set as (or, with an empty payload, cleared from) the retained message.
+    func bucket(for topic: String) -> Int {
+        // FNV-1a: stable across processes and versions (Swift's hashValue is seeded per process).
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in topic.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return Int(hash % UInt64(configuration.buckets))
+    }
+
+    /// Stores a message through its bucket's appender (batched with concurrent publishes):
+    /// `completion` runs once the journal acknowledged it and, when retained, it is set as (or,
+    /// with an empty payload, cleared from) the retained message.
+    func submit(_ message: MQTTMessage, completion: @escaping MQTTAppender.Completion) {
+        let appender = appenders.withLock { $0.isEmpty ? nil : $0[bucket(for: message.topic)] }
+        guard let appender else {
+            completion(.failure(JournalError(.closed, "the gateway is not running")))
+            return
+        }
+        appender.submit(message, completion: completion)
+    }
+
+    /// `submit`, awaited.
     func publish(_ message: MQTTMessage) async throws {
-        _ = try await journal.append(shard: shard(for: message.topic), batch: RecordBatch.encode([message.record]))
-        if message.retain {
-            if message.payload.readableBytes == 0 {
-                try await journal.delete(namespace: Self.retainedNamespace, key: Array(message.topic.utf8))
-            } else {
-                try await journal.put(
-                    namespace: Self.retainedNamespace, key: Array(message.topic.utf8), value: message.retainedValue)
-            }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            submit(message) { continuation.resume(with: $0) }
         }
     }
 
