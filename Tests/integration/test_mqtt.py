@@ -301,3 +301,32 @@ def test_session_survives_journal_node_restart(data_dir, stop_signal):
             x.loop_stop()
     finally:
         second.stop()
+
+
+@pytest.mark.parametrize("version", [mqtt.MQTTv311, mqtt.MQTTv5])
+def test_shared_subscription_delivers_each_message_once_per_group(node, version):
+    members = [client(node, version) for _ in range(2)]
+    for m in members:
+        connect(m, node)
+        subscribe(m, "$share/workers/jobs/#", qos=1)
+    plain = client(node, version)
+    connect(plain, node)
+    subscribe(plain, "jobs/#", qos=1)
+    pub = client(node)
+    connect(pub, node)
+    for i in range(20):
+        pub.publish(f"jobs/{i}", f"j{i}", qos=1).wait_for_publish(TIMEOUT)
+    assert sorted(plain.inbox.get(timeout=TIMEOUT).payload.decode() for _ in range(20)) == sorted(f"j{i}" for i in range(20))
+    time.sleep(0.5)
+    per_member = []
+    for m in members:
+        got = []
+        while not m.inbox.empty():
+            got.append(m.inbox.get().payload.decode())
+        per_member.append(got)
+    shared = [x for got in per_member for x in got]
+    assert sorted(shared) == sorted(f"j{i}" for i in range(20))  # each exactly once across the group
+    assert all(len(got) == 10 for got in per_member)  # members take turns
+    for c in (*members, plain, pub):
+        c.disconnect()
+        c.loop_stop()

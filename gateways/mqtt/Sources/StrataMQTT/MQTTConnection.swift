@@ -231,7 +231,7 @@ struct MQTTConnection {
             properties.append(.retainAvailable(1))
             properties.append(.wildcardSubscriptionAvailable(1))
             properties.append(.subscriptionIdentifierAvailable(1))
-            properties.append(.sharedSubscriptionAvailable(0))
+            properties.append(.sharedSubscriptionAvailable(1))
             properties.append(.receiveMaximum(Self.receiveMaximum))
             if connect.keepAlive > configuration.maxKeepAlive {
                 properties.append(.serverKeepAlive(configuration.maxKeepAlive))
@@ -307,9 +307,9 @@ struct MQTTConnection {
         var codes: [UInt8] = []
         var retainedToSend: [(MQTTPacket.Subscription, Bool)] = []
         for subscription in subscribe.subscriptions {
-            if MQTTTopic.sharedSubscription(subscription.filter) != nil {
-                codes.append(session.version == .v5 ? 0x9E : 0x80)  // shared subscriptions not supported
-                continue
+            let shared = MQTTTopic.sharedSubscription(subscription.filter) != nil
+            if shared && subscription.noLocal {
+                throw MQTTProtocolError.protocolError("no-local on a shared subscription")  // MQTT 3.8.3.1
             }
             guard MQTTTopic.isValidFilter(subscription.filter) else {
                 codes.append(session.version == .v5 ? 0x8F : 0x80)
@@ -321,7 +321,7 @@ struct MQTTConnection {
                     filter: subscription.filter, qos: granted, noLocal: subscription.noLocal,
                     retainAsPublished: subscription.retainAsPublished, identifier: identifier))
             codes.append(granted)
-            retainedToSend.append((subscription, existed))
+            if !shared { retainedToSend.append((subscription, existed)) }  // none for shared ones (4.8.2)
         }
         session.send(.suback(.init(packetID: subscribe.packetID, reasonCodes: codes)))
         for (subscription, existed) in retainedToSend {

@@ -42,6 +42,8 @@ public final class MQTTGateway: Service {
     struct Registry {
         var sessions: [String: MQTTSession] = [:]
         var dispatched: [Int: UInt64] = [:]
+        /// Round-robin position per shared subscription (`group` NUL `filter`).
+        var sharedTurns: [String: Int] = [:]
     }
 
     let registry = Mutex(Registry())
@@ -157,7 +159,23 @@ public final class MQTTGateway: Service {
     /// by replay, never both or neither.
     func dispatch(_ message: MQTTMessage, bucket: Int, offset: UInt64) {
         registry.withLock { registry in
-            for session in registry.sessions.values { Self.offer(message, to: session, live: true) }
+            var groups: [String: [(MQTTSession, MQTTSession.Subscription)]] = [:]
+            for session in registry.sessions.values.sorted(by: { $0.clientID < $1.clientID }) {
+                Self.offer(message, to: session, live: true)
+                for subscription in session.sharedMatches(message.topic) {
+                    guard let shared = subscription.shared else { continue }
+                    groups[shared.group + "\u{0}" + shared.filter, default: []].append((session, subscription))
+                }
+            }
+            // Each shared subscription group gets the message once, members taking turns.
+            for (key, members) in groups {
+                let turn = registry.sharedTurns[key, default: 0]
+                registry.sharedTurns[key] = turn &+ 1
+                let (session, subscription) = members[turn % members.count]
+                session.deliver(
+                    message, qos: min(message.qos, subscription.qos), retain: false,
+                    identifiers: subscription.identifier.map { [$0] } ?? [])
+            }
             registry.dispatched[bucket] = max(registry.dispatched[bucket] ?? 0, offset + 1)
         }
     }

@@ -7,11 +7,15 @@ import Synchronization
 /// QoS 1/2 state in both directions. Thread-safe; the router and the connection share it.
 final class MQTTSession: Sendable {
     struct Subscription: Sendable, Hashable {
+        /// As the client wrote it (`$share/GROUP/FILTER` for a shared subscription).
         var filter: String
         var qos: UInt8
         var noLocal: Bool
         var retainAsPublished: Bool
         var identifier: UInt32?
+
+        /// The group and the filter proper of a shared subscription.
+        var shared: (group: String, filter: String)? { MQTTTopic.sharedSubscription(filter) }
     }
 
     private struct State {
@@ -89,7 +93,7 @@ final class MQTTSession: Sendable {
         state.withLock { state in
             var best: (qos: UInt8, retainAsPublished: Bool, identifiers: [UInt32])?
             for subscription in state.subscriptions.values
-            where MQTTTopic.matches(filter: subscription.filter, topic: topic)
+            where subscription.shared == nil && MQTTTopic.matches(filter: subscription.filter, topic: topic)
                 && !(subscription.noLocal && publisher == clientID)
             {
                 var current = best ?? (0, false, [])
@@ -99,6 +103,17 @@ final class MQTTSession: Sendable {
                 best = current
             }
             return best
+        }
+    }
+
+    /// The shared subscriptions matching `topic`: the gateway gives each message of a group to
+    /// one member.
+    func sharedMatches(_ topic: String) -> [Subscription] {
+        state.withLock { state in
+            state.subscriptions.values.filter { subscription in
+                guard let shared = subscription.shared else { return false }
+                return MQTTTopic.matches(filter: shared.filter, topic: topic)
+            }
         }
     }
 
