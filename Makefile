@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev libcurl4-openssl-dev curl mosquitto-clients
+APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev libcurl4-openssl-dev curl mosquitto-clients mosquitto
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA ?= ./data

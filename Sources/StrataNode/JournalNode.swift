@@ -38,6 +38,13 @@ public enum JournalNode {
             mqtt.host = configuration.mqttListen.host
             mqtt.port = configuration.mqttListen.port
             mqtt.allowAnonymous = configuration.mqttAllowAnonymous
+            do {
+                mqtt.passwords = try configuration.mqttPasswords.map { try MQTTPasswordFile(contentsOfFile: $0) }
+                mqtt.acl = try configuration.mqttACL.map { try MQTTACL(contentsOfFile: $0) }
+            } catch {
+                journal.close()
+                throw JournalError(.invalidArgument, "\(error)")
+            }
             services.append(
                 .init(
                     service: MQTTGateway(

@@ -38,6 +38,12 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Flag(help: "Let MQTT clients without credentials in.")
     var mqttAllowAnonymous = false
 
+    @Option(help: "MQTT password file (mosquitto's format).")
+    var mqttPasswords: String?
+
+    @Option(help: "MQTT ACL file (mosquitto's format).")
+    var mqttAcl: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -58,6 +64,8 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let nodeName { settings.nodeName = nodeName }
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
+            if let mqttPasswords { settings.mqttPasswords = mqttPasswords }
+            if let mqttAcl { settings.mqttACL = mqttAcl }
             if let walIO {
                 guard let mode = WALIOMode(rawValue: walIO) else {
                     throw JournalError(.invalidArgument, "--wal-io is auto, uring or pwrite")

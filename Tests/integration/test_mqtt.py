@@ -330,3 +330,71 @@ def test_shared_subscription_delivers_each_message_once_per_group(node, version)
     for c in (*members, plain, pub):
         c.disconnect()
         c.loop_stop()
+
+
+@pytest.fixture
+def secured(data_dir):
+    """A node with a password file made by mosquitto_passwd and an ACL file."""
+    passwords = os.path.join(data_dir, "passwords")
+    open(passwords, "w").close()
+    subprocess.run(["mosquitto_passwd", "-b", passwords, "alice", "wonderland"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", passwords, "bob", "builder"], check=True)
+    acl = os.path.join(data_dir, "acl")
+    with open(acl, "w") as f:
+        f.write("# anonymous: nothing\nuser alice\ntopic readwrite sensors/#\ntopic deny sensors/secret\n"
+                "user bob\ntopic read sensors/#\npattern write clients/%u/#\n")
+    started = Node(os.path.join(data_dir, "data"), ["--mqtt-passwords", passwords, "--mqtt-acl", acl])
+    yield started
+    started.stop()
+
+
+def login(node, user, password, version=mqtt.MQTTv5):
+    c = client(node, version)
+    c.username_pw_set(user, password)
+    return c, connect(c, node)[0]
+
+
+def test_password_file_from_mosquitto_passwd(secured):
+    for version in (mqtt.MQTTv311, mqtt.MQTTv5):
+        c, reason = login(secured, "alice", "wonderland", version)
+        assert not reason.is_failure
+        c.disconnect()
+        c.loop_stop()
+        c, reason = login(secured, "alice", "wrong", version)
+        assert str(reason) == "Bad user name or password"
+        c.loop_stop()
+        c, reason = login(secured, "nobody", "x", version)
+        assert str(reason) == "Bad user name or password"
+        c.loop_stop()
+    anon = client(secured)
+    assert str(connect(anon, secured)[0]) == "Not authorized"
+    anon.loop_stop()
+
+
+def test_acl_refusals(secured):
+    alice, _ = login(secured, "alice", "wonderland")
+    bob, _ = login(secured, "bob", "builder")
+    bob3, _ = login(secured, "bob", "builder", mqtt.MQTTv311)
+    codes = subscribe(bob, "sensors/#", qos=1)
+    assert [c.value for c in codes] == [1]
+    assert [c.value for c in subscribe(bob, "admin/#", qos=1)] == [0x87]
+    assert [c.value for c in subscribe(bob3, "admin/#", qos=1)] == [0x80]
+    # bob may not write sensors: 5.0 gets PUBACK 0x87 and nothing is delivered.
+    acked = queue.Queue()
+    bob.on_publish = lambda _c, _u, mid, reason, props: acked.put(reason)
+    bob.publish("sensors/1", "fake", qos=1)
+    assert acked.get(timeout=TIMEOUT).value == 0x87
+    # alice writes sensors; the denied topic never reaches anyone.
+    alice.publish("sensors/secret", "hidden", qos=1).wait_for_publish(TIMEOUT)
+    alice.publish("sensors/1", "21.5", qos=1).wait_for_publish(TIMEOUT)
+    assert bob.inbox.get(timeout=TIMEOUT).payload == b"21.5"
+    with pytest.raises(queue.Empty):
+        bob.inbox.get(timeout=1)
+    # The pattern rule lets bob write under his own user name.
+    watcher = alice
+    subscribe(watcher, "sensors/#")
+    bob.publish("clients/bob/status", "ok", qos=1)
+    assert acked.get(timeout=TIMEOUT).value == 0
+    for c in (alice, bob, bob3):
+        c.disconnect()
+        c.loop_stop()

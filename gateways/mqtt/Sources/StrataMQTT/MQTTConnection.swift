@@ -147,7 +147,7 @@ struct MQTTConnection {
                 logger.error("session not stored", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
             }
         }
-        if !normalDisconnect, let pending = will {
+        if !normalDisconnect, let pending = will, session.permits(.write, pending.topic) {
             will = nil
             let message = MQTTMessage(
                 topic: pending.topic, payload: ByteBuffer(bytes: pending.payload), qos: pending.qos, retain: pending.retain,
@@ -194,10 +194,14 @@ struct MQTTConnection {
         }
         let configuration = gateway.configuration
         if connect.username != nil || connect.password != nil {
-            // No password file is configured, so no credentials can be right.
-            return try await refuse(v5: 0x86, v311: 4)
+            guard let user = connect.username, let passwords = configuration.passwords,
+                passwords.verify(user: user, password: connect.password ?? [])
+            else {
+                return try await refuse(v5: 0x86, v311: 4)
+            }
+        } else if !configuration.allowAnonymous {
+            return try await refuse(v5: 0x87, v311: 5)
         }
-        guard configuration.allowAnonymous else { return try await refuse(v5: 0x87, v311: 5) }
         // 3.1.1: clean session 0 keeps the session for ever; 5.0: the session expiry interval says.
         let expiry: UInt32? = version == .v5 ? (connect.properties.sessionExpiryInterval ?? 0) : nil
         let persistent = version == .v5 ? expiry! > 0 : !connect.cleanStart
@@ -210,7 +214,8 @@ struct MQTTConnection {
             if record.isExpired { try await gateway.forgetSession(clientID) } else { stored = record }
         }
         let session = MQTTSession(
-            clientID: clientID, version: version, persistent: persistent, expiryInterval: expiry,
+            clientID: clientID, user: connect.username, acl: configuration.acl, version: version,
+            persistent: persistent, expiryInterval: expiry,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? 65_535),
             maxQueued: configuration.maxQueuedMessages,
             clientMaxPacketSize: connect.properties.maximumPacketSize.map(Int.init),
@@ -264,12 +269,27 @@ struct MQTTConnection {
             }
         }
         guard MQTTTopic.isValidName(topic) else { throw MQTTProtocolError(0x90, "invalid topic name \(topic)") }
+        let id = publish.packetID ?? 0
+        guard session.permits(.write, topic) else {
+            // Not authorized: 5.0 says so in the acknowledgement; a 3.1.1 publish is acknowledged
+            // and dropped (3.1.1 has no way to refuse it).
+            logger.info("mqtt publish refused by ACL", metadata: ["mqtt.client": "\(session.clientID)", "mqtt.topic": "\(topic)"])
+            let code: UInt8 = session.version == .v5 ? 0x87 : 0
+            let ack: MQTTPacket? =
+                switch publish.qos {
+                case 1: .puback(.init(packetID: id, reasonCode: code))
+                case 2: .pubrec(.init(packetID: id, reasonCode: code))
+                default: nil
+                }
+            let ticket = acks.enqueue(onSuccess: ack, onFailure: { _ in nil })
+            acks.complete(ticket, .success(()))
+            return
+        }
         var properties = publish.properties
         properties.items.removeAll { if case .topicAlias = $0 { true } else { false } }
         let message = MQTTMessage(
             topic: topic, payload: publish.payload, qos: publish.qos, retain: publish.retain,
             publisher: session.clientID, properties: properties, timestamp: nowMilliseconds())
-        let id = publish.packetID ?? 0
         if publish.qos == 2 {
             if session.inboundQoS2Seen(id) {
                 // A resend of a message already taken: acknowledged again, stored once.
@@ -313,6 +333,11 @@ struct MQTTConnection {
             }
             guard MQTTTopic.isValidFilter(subscription.filter) else {
                 codes.append(session.version == .v5 ? 0x8F : 0x80)
+                continue
+            }
+            let filter = MQTTTopic.sharedSubscription(subscription.filter)?.filter ?? subscription.filter
+            guard session.permits(.read, filter) else {
+                codes.append(session.version == .v5 ? 0x87 : 0x80)  // not authorized
                 continue
             }
             let granted = min(subscription.qos, 2)

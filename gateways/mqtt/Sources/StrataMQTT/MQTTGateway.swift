@@ -26,9 +26,12 @@ public final class MQTTGateway: Service {
         public var topicAliasMaximum: UInt16 = 64
         /// The most keep-alive a 5.0 client may ask for (seconds); above it the gateway says so.
         public var maxKeepAlive: UInt16 = 3600
-        /// Clients without credentials are let in only when this is set. (Password files and
-        /// ACLs are not built yet: clients with credentials are refused.)
+        /// Clients without credentials are let in only when this is set.
         public var allowAnonymous = false
+        /// Users and their password hashes (mosquitto's format); without it, no credentials are right.
+        public var passwords: MQTTPasswordFile?
+        /// Topic access rules (mosquitto's format); without it, every topic is open to every client.
+        public var acl: MQTTACL?
 
         public init() {}
     }

@@ -37,6 +37,9 @@ final class MQTTSession: Sendable {
     }
 
     let clientID: String
+    /// The authenticated user name (nil: anonymous).
+    let user: String?
+    private let acl: MQTTACL?
     let version: MQTTProtocolVersion
     /// Kept after the connection ends (clean start 0 in 3.1.1, session expiry > 0 in 5.0).
     let persistent: Bool
@@ -52,10 +55,13 @@ final class MQTTSession: Sendable {
     private let overflow: @Sendable () -> Void
 
     init(
-        clientID: String, version: MQTTProtocolVersion, persistent: Bool = false, expiryInterval: UInt32? = nil,
-        receiveMaximum: Int, maxQueued: Int, clientMaxPacketSize: Int?, overflow: @escaping @Sendable () -> Void
+        clientID: String, user: String? = nil, acl: MQTTACL? = nil, version: MQTTProtocolVersion,
+        persistent: Bool = false, expiryInterval: UInt32? = nil, receiveMaximum: Int, maxQueued: Int,
+        clientMaxPacketSize: Int?, overflow: @escaping @Sendable () -> Void
     ) {
         self.clientID = clientID
+        self.user = user
+        self.acl = acl
         self.version = version
         self.persistent = persistent
         self.expiryInterval = expiryInterval
@@ -74,6 +80,11 @@ final class MQTTSession: Sendable {
     func close() {
         state.withLock { $0.closed = true }
         outbound.finish()
+    }
+
+    /// Whether the ACL (if any) lets this client read or write `topic`.
+    func permits(_ access: MQTTACL.Access, _ topic: String) -> Bool {
+        acl?.allows(access, user: user, clientID: clientID, topic: topic) ?? true
     }
 
     // MARK: Subscriptions
@@ -151,6 +162,7 @@ final class MQTTSession: Sendable {
     /// Delivers `message` at `qos` (already the minimum of publish and subscription QoS).
     /// `bounded` applies the queue limit; a replay from the journal is not bounded by it.
     func deliverNow(_ message: MQTTMessage, qos: UInt8, retain: Bool, identifiers: [UInt32], bounded: Bool = true) {
+        guard permits(.read, message.topic) else { return }
         var properties = message.forwardedProperties
         for id in identifiers { properties.append(.subscriptionIdentifier(id)) }
         if let expiry = message.properties.messageExpiryInterval {

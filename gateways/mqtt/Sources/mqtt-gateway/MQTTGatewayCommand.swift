@@ -20,6 +20,12 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     @Flag(help: "Let clients without credentials in.")
     var allowAnonymous = false
 
+    @Option(help: "Password file in mosquitto's format (mosquitto_passwd makes one).")
+    var passwords: String?
+
+    @Option(help: "ACL file in mosquitto's format (user / topic / pattern lines).")
+    var acl: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -39,6 +45,12 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         settings.host = listenAddress.host
         settings.port = listenAddress.port
         settings.allowAnonymous = allowAnonymous
+        do {
+            settings.passwords = try passwords.map { try MQTTPasswordFile(contentsOfFile: $0) }
+            settings.acl = try acl.map { try MQTTACL(contentsOfFile: $0) }
+        } catch {
+            throw ValidationError("\(error)")
+        }
         let gateway = MQTTGateway(configuration: settings, journal: client, logger: logger) { address in
             print("mqtt \(address.ipAddress ?? "?"):\(address.port ?? 0)")
         }
