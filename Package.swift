@@ -147,9 +147,10 @@ let package = Package(
         .executableTarget(
             name: "StorageBench",
             dependencies: [
-                "StrataJournal", "StrataClient", "StrataWire",
+                "StrataJournal", "StrataClient", "StrataWire", "StrataMQTT",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

@@ -11,4 +11,11 @@ extension Duration {
         let micros = parts.seconds * 1_000_000 + parts.attoseconds / 1_000_000_000_000
         return micros > 0 ? UInt64(micros) : 0
     }
+
+    /// The duration in whole nanoseconds (0 for negative durations).
+    var inNanoseconds: UInt64 {
+        let parts = components
+        let nanos = parts.seconds * 1_000_000_000 + parts.attoseconds / 1_000_000_000
+        return nanos > 0 ? UInt64(nanos) : 0
+    }
 }

@@ -7,5 +7,7 @@ struct StorageBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "storage-bench",
         abstract: "Benchmarks the Strata journal against the limits of the disk under it.",
-        subcommands: [LimitCommand.self, AppendCommand.self, ReadCommand.self, CrashWriterCommand.self])
+        subcommands: [
+            LimitCommand.self, AppendCommand.self, ReadCommand.self, MQTTCommand.self, CrashWriterCommand.self,
+        ])
 }

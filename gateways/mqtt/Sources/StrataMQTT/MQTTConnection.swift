@@ -57,7 +57,10 @@ struct MQTTConnection {
         try await withThrowingTaskGroup(of: Void.self) { group in
             // The writer: every packet for this client, in order.
             group.addTask {
-                for await packet in session.packets { try await outbound.write(Self.bytes(packet, version)) }
+                for await packet in session.packets {
+                    try await outbound.write(Self.bytes(packet, version))
+                    session.didWrite()
+                }
             }
             var keepAliveCheck: RepeatedTask?
             if keepAlive > 0 {

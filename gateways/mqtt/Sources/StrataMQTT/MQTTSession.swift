@@ -28,6 +28,8 @@ final class MQTTSession: Sendable {
         var released: Set<UInt16> = []
         /// While a resumed session catches up from the journal, live messages wait here.
         var replaying = false
+        /// Packets handed to the writer and not yet written to the socket.
+        var unwritten = 0
         var heldLive: [(MQTTMessage, UInt8, Bool, [UInt32])] = []
         /// Outbound publishes waiting for room under the client's receive maximum.
         var waiting: [MQTTPacket.Publish] = []
@@ -74,7 +76,13 @@ final class MQTTSession: Sendable {
 
     /// Queues a packet for the connection's writer.
     func send(_ packet: MQTTPacket) {
+        state.withLock { $0.unwritten += 1 }
         outbound.yield(packet)
+    }
+
+    /// The writer wrote one packet.
+    func didWrite() {
+        state.withLock { $0.unwritten -= 1 }
     }
 
     func close() {
@@ -178,8 +186,10 @@ final class MQTTSession: Sendable {
             return  // the client cannot take it: discarded (MQTT 3.1.2.11.4)
         }
         if qos == 0 {
-            let full = state.withLock { $0.waiting.count >= maxQueued }
-            if !full { outbound.yield(.publish(publish)) }
+            // At most once: a subscriber that does not keep up loses QoS 0 messages beyond
+            // `maxQueued` unwritten packets instead of growing the gateway's memory.
+            let full = state.withLock { $0.unwritten >= maxQueued }
+            if !full { send(.publish(publish)) }
             return
         }
         let (packet, overflowed) = state.withLock { state -> (MQTTPacket?, Bool) in
@@ -193,7 +203,7 @@ final class MQTTSession: Sendable {
             state.inflightOrder.append(publish.packetID!)
             return (.publish(publish), false)
         }
-        if let packet { outbound.yield(packet) }
+        if let packet { send(packet) }
         if overflowed { overflow() }
     }
 
@@ -218,7 +228,7 @@ final class MQTTSession: Sendable {
             state.inflightOrder.append(publish.packetID!)
             return .publish(publish)
         }
-        if let next { outbound.yield(next) }
+        if let next { send(next) }
     }
 
     /// PUBREC from the client: answer PUBREL (the message stays in flight until PUBCOMP).
