@@ -6,7 +6,7 @@ import Synchronization
 /// One connected client: its subscriptions, the packets waiting to be written to it, and the
 /// QoS 1/2 state in both directions. Thread-safe; the router and the connection share it.
 final class MQTTSession: Sendable {
-    struct Subscription: Sendable, Hashable {
+    struct Subscription: Sendable, Hashable, Codable {
         /// As the client wrote it (`$share/GROUP/FILTER` for a shared subscription).
         var filter: String
         var qos: UInt8
@@ -246,11 +246,7 @@ final class MQTTSession: Sendable {
     func record(positions: [Int: UInt64], expiryInterval: UInt32?) -> MQTTSessionRecord {
         state.withLock { state in
             MQTTSessionRecord(
-                subscriptions: state.subscriptions.values.map {
-                    .init(
-                        filter: $0.filter, qos: $0.qos, noLocal: $0.noLocal, retainAsPublished: $0.retainAsPublished,
-                        identifier: $0.identifier)
-                },
+                subscriptions: Array(state.subscriptions.values),
                 positions: positions,
                 inflight: state.inflightOrder.compactMap { id in
                     state.inflight[id].map { .init(packet: MQTTSessionRecord.encode($0), released: state.released.contains(id)) }
@@ -266,11 +262,7 @@ final class MQTTSession: Sendable {
     /// already received (MQTT 4.4).
     func restore(_ record: MQTTSessionRecord) -> [MQTTPacket] {
         state.withLock { state -> [MQTTPacket] in
-            for stored in record.subscriptions {
-                state.subscriptions[stored.filter] = Subscription(
-                    filter: stored.filter, qos: stored.qos, noLocal: stored.noLocal,
-                    retainAsPublished: stored.retainAsPublished, identifier: stored.identifier)
-            }
+            for subscription in record.subscriptions { state.subscriptions[subscription.filter] = subscription }
             state.nextPacketID = max(1, record.nextPacketID)
             state.inboundQoS2 = Set(record.inboundQoS2)
             state.waiting = record.waiting.compactMap(MQTTSessionRecord.decode)

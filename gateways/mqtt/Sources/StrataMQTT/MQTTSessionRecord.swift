@@ -3,14 +3,6 @@ import NIOCore
 /// What a persistent session leaves in the journal (namespace `mqtt.sessions`, key = client
 /// id, JSON) when its connection ends, and what a reconnect with clean start 0 resumes from.
 struct MQTTSessionRecord: Codable, Sendable {
-    struct StoredSubscription: Codable, Sendable {
-        var filter: String
-        var qos: UInt8
-        var noLocal: Bool
-        var retainAsPublished: Bool
-        var identifier: UInt32?
-    }
-
     struct StoredPublish: Codable, Sendable {
         /// The PUBLISH as MQTT 5.0 encodes it (packet id included).
         var packet: [UInt8]
@@ -18,7 +10,7 @@ struct MQTTSessionRecord: Codable, Sendable {
         var released: Bool
     }
 
-    var subscriptions: [StoredSubscription]
+    var subscriptions: [MQTTSession.Subscription]
     /// Per bucket, the offset from which messages were not yet handed to the session.
     var positions: [Int: UInt64]
     /// Outbound QoS 1/2 messages not yet acknowledged, and those waiting behind them.
