@@ -140,7 +140,7 @@ let package = Package(
         // libFuzzer harness (`make fuzz`); a normal build is a replay tool for saved inputs.
         .executableTarget(
             name: "JournalFuzz",
-            dependencies: ["StrataWire", "CStrataShims"],
+            dependencies: ["StrataWire", "StrataMQTT", "CStrataShims", .product(name: "NIOCore", package: "swift-nio")],
             path: "Fuzz/JournalFuzz",
             swiftSettings: swiftSettings),
 

@@ -1,10 +1,29 @@
-import Foundation
-import StrataWire
-
-// The libFuzzer harness for every byte parser the journal exposes to peers (journal protocol
-// frames and payloads, RecordBatch v2 validation and decoding). `make fuzz` builds it with
+// The libFuzzer harness for every byte parser exposed to peers (journal protocol frames and
+// payloads, RecordBatch v2 validation and decoding, MQTT packets). `make fuzz` builds it with
 // -sanitize=fuzzer,address and -DSTRATA_LIBFUZZER and runs it; a normal build makes a replay
 // tool that runs saved inputs (crash files, a corpus) through the same targets.
+
+import Foundation
+import NIOCore
+import StrataMQTT
+import StrataWire
+
+/// Runs one input through the parser its first byte selects.
+func fuzzTarget(_ bytes: [UInt8]) {
+    guard let selector = bytes.first else { return }
+    let input = Array(bytes.dropFirst())
+    switch selector % 3 {
+    case 0: JournalFuzzTarget.frames(input)
+    case 1: JournalFuzzTarget.batch(input)
+    default:
+        // MQTT packets, as a server decodes them (CONNECT first) and as a 5.0 peer does.
+        for version in [nil, MQTTProtocolVersion.v5] {
+            var decoder = MQTTDecoder(version: version, maxPacketSize: 1 << 16)
+            var buffer = ByteBuffer(bytes: input)
+            while (try? decoder.decode(buffer: &buffer)) ?? nil != nil {}
+        }
+    }
+}
 
 #if STRATA_LIBFUZZER
 import CStrataShims
@@ -22,14 +41,7 @@ public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePoi
 
 func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     guard let data else { return 0 }
-    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
-    guard let selector = bytes.first else { return 0 }
-    // The first byte picks the parser, so one corpus covers both.
-    if selector & 1 == 0 {
-        JournalFuzzTarget.frames(Array(bytes.dropFirst()))
-    } else {
-        JournalFuzzTarget.batch(Array(bytes.dropFirst()))
-    }
+    fuzzTarget(Array(UnsafeBufferPointer(start: data, count: size)))
     return 0
 }
 #else
@@ -42,13 +54,7 @@ struct JournalFuzzReplay {
                 print("cannot read \(path)")
                 continue
             }
-            let bytes = Array(data)
-            guard let selector = bytes.first else { continue }
-            if selector & 1 == 0 {
-                JournalFuzzTarget.frames(Array(bytes.dropFirst()))
-            } else {
-                JournalFuzzTarget.batch(Array(bytes.dropFirst()))
-            }
+            fuzzTarget(Array(data))
             print("ok \(path)")
         }
     }
