@@ -398,3 +398,24 @@ def test_acl_refusals(secured):
     for c in (alice, bob, bob3):
         c.disconnect()
         c.loop_stop()
+
+
+def test_v5_connack_properties_and_shutdown_reason(data_dir):
+    started = Node(data_dir, ["--mqtt-allow-anonymous"])
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
+    props = Properties(PacketTypes.CONNECT)
+    props.RequestResponseInformation = 1
+    connected = queue.Queue()
+    c.on_connect = lambda _c, _u, flags, reason, p: connected.put(p)
+    c.connect("127.0.0.1", started.mqtt_port, keepalive=30, properties=props)
+    c.loop_start()
+    connack = connected.get(timeout=TIMEOUT)
+    assigned = connack.AssignedClientIdentifier
+    assert assigned.startswith("strata-")
+    assert connack.ResponseInformation == f"responses/{assigned}"
+    assert connack.ReceiveMaximum == 1024 and connack.SharedSubscriptionAvailable == 1
+    gone = queue.Queue()
+    c.on_disconnect = lambda _c, _u, flags, reason, p: gone.put(reason)
+    started.stop(signal.SIGTERM)
+    assert str(gone.get(timeout=TIMEOUT)) == "Server shutting down"
+    c.loop_stop()

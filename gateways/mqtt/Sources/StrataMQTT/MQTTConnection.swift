@@ -241,6 +241,10 @@ struct MQTTConnection {
             properties.append(.subscriptionIdentifierAvailable(1))
             properties.append(.sharedSubscriptionAvailable(1))
             properties.append(.receiveMaximum(Self.receiveMaximum))
+            if connect.properties.items.contains(.requestResponseInformation(1)) {
+                // The topic prefix this client may use for responses (MQTT 4.10).
+                properties.append(.responseInformation("responses/\(clientID)"))
+            }
             if connect.keepAlive > configuration.maxKeepAlive {
                 properties.append(.serverKeepAlive(configuration.maxKeepAlive))
             }

@@ -119,7 +119,13 @@ public final class MQTTGateway: Service {
                 }
                 // The listener closed (shutdown): end the sessions (they store their records),
                 // then the appenders, and stop routing.
-                self.registry.withLock { $0.sessions.values.forEach { $0.close() } }
+                self.registry.withLock { registry in
+                    for session in registry.sessions.values {
+                        // 5.0 clients are told why (MQTT 3.14: 0x8B server shutting down).
+                        if session.version == .v5 { session.send(.disconnect(.init(reasonCode: 0x8B))) }
+                        session.close()
+                    }
+                }
                 appenders.forEach { $0.finish() }
                 group.cancelAll()
             }
