@@ -419,3 +419,39 @@ def test_v5_connack_properties_and_shutdown_reason(data_dir):
     started.stop(signal.SIGTERM)
     assert str(gone.get(timeout=TIMEOUT)) == "Server shutting down"
     c.loop_stop()
+
+
+def test_will_delay_waits_and_is_cancelled_by_a_reconnect(node):
+    watcher = client(node)
+    connect(watcher, node)
+    subscribe(watcher, "delayed/#")
+
+    def dropped_with_will(cid, topic):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+        will_props = Properties(PacketTypes.WILLMESSAGE)
+        will_props.WillDelayInterval = 2
+        c.will_set(topic, "late", qos=1, properties=will_props)
+        connect_props = Properties(PacketTypes.CONNECT)
+        connect_props.SessionExpiryInterval = 60
+        connected = queue.Queue()
+        c.on_connect = lambda *_: connected.put(True)
+        c.connect("127.0.0.1", node.mqtt_port, keepalive=30, clean_start=True, properties=connect_props)
+        c.loop_start()
+        connected.get(timeout=TIMEOUT)
+        c.loop_stop()
+        c.socket().close()
+
+    dropped_with_will("comes-back", "delayed/back")
+    time.sleep(0.5)
+    back = client(node, mqtt.MQTTv5, client_id="comes-back")
+    connect(back, node)
+    dropped_with_will("stays-away", "delayed/away")
+    started = time.monotonic()
+    message = watcher.inbox.get(timeout=TIMEOUT)
+    assert message.topic == "delayed/away"  # the reconnected client's will never came
+    assert time.monotonic() - started >= 1.5
+    with pytest.raises(queue.Empty):
+        watcher.inbox.get(timeout=2.5)
+    for c in (watcher, back):
+        c.disconnect()
+        c.loop_stop()

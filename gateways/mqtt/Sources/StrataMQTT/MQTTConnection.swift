@@ -61,6 +61,9 @@ struct MQTTConnection {
                     try await outbound.write(Self.bytes(packet, version))
                     session.didWrite()
                 }
+                // The session ended (its last packet, e.g. a DISCONNECT, is written): close, which
+                // also ends the reader.
+                try? await channel.channel.close()
             }
             var keepAliveCheck: RepeatedTask?
             if keepAlive > 0 {
@@ -152,14 +155,16 @@ struct MQTTConnection {
         }
         if !normalDisconnect, let pending = will, session.permits(.write, pending.topic) {
             will = nil
+            var properties = pending.properties
+            var delay: UInt32 = 0
+            for case .willDelayInterval(let seconds) in properties.items { delay = seconds }
+            properties.items.removeAll { if case .willDelayInterval = $0 { true } else { false } }
+            // A will waits for the shorter of its delay and the session's life (MQTT 3.1.3.2.2).
+            if let expiry = expiryAtDisconnect ?? session.expiryInterval, session.version == .v5 { delay = min(delay, expiry) }
             let message = MQTTMessage(
                 topic: pending.topic, payload: ByteBuffer(bytes: pending.payload), qos: pending.qos, retain: pending.retain,
-                publisher: session.clientID, properties: pending.properties, timestamp: nowMilliseconds())
-            do {
-                try await gateway.publish(message)
-            } catch {
-                logger.error("will not published", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
-            }
+                publisher: session.clientID, properties: properties, timestamp: nowMilliseconds())
+            gateway.publishWill(message, of: session.clientID, after: .seconds(Int64(delay)))
         }
     }
 
@@ -223,6 +228,7 @@ struct MQTTConnection {
             maxQueued: configuration.maxQueuedMessages,
             clientMaxPacketSize: connect.properties.maximumPacketSize.map(Int.init),
             overflow: { [channel = channel.channel] in channel.close(promise: nil) })
+        gateway.cancelWill(of: clientID)  // the client is back before its will's delay ran out
         let resend = stored.map { session.restore($0) } ?? []
         if stored != nil { session.beginReplay() }
         let (previous, positions) = gateway.register(session)

@@ -47,6 +47,8 @@ public final class MQTTGateway: Service {
         var dispatched: [Int: UInt64] = [:]
         /// Round-robin position per shared subscription (`group` NUL `filter`).
         var sharedTurns: [String: Int] = [:]
+        /// Wills waiting for their delay to run out, by client id.
+        var pendingWills: [String: Scheduled<Void>] = [:]
     }
 
     let registry = Mutex(Registry())
@@ -126,6 +128,12 @@ public final class MQTTGateway: Service {
                         session.close()
                     }
                 }
+                // Give the connections a moment to write their last packets and store their
+                // session records before the rest is cancelled.
+                let deadline = ContinuousClock.now + .seconds(3)
+                while ContinuousClock.now < deadline, !self.registry.withLock({ $0.sessions.isEmpty }) {
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
                 appenders.forEach { $0.finish() }
                 group.cancelAll()
             }
@@ -198,6 +206,28 @@ public final class MQTTGateway: Service {
         } else {
             session.deliverNow(message, qos: qos, retain: retain, identifiers: match.identifiers, bounded: false)
         }
+    }
+
+    // MARK: Wills
+
+    /// Publishes a will now, or after `delay` unless the client reconnects first.
+    func publishWill(_ message: MQTTMessage, of clientID: String, after delay: Duration) {
+        let logger = self.logger
+        let send: @Sendable () -> Void = { [self] in
+            self.registry.withLock { _ = $0.pendingWills.removeValue(forKey: clientID) }
+            self.submit(message) { result in
+                if case .failure(let error) = result {
+                    logger.error("will not published", metadata: ["mqtt.client": "\(clientID)", "error": "\(error)"])
+                }
+            }
+        }
+        guard delay > .zero else { return send() }
+        let scheduled = group.next().scheduleTask(in: .seconds(delay.components.seconds)) { send() }
+        registry.withLock { $0.pendingWills[clientID]?.cancel(); $0.pendingWills[clientID] = scheduled }
+    }
+
+    func cancelWill(of clientID: String) {
+        registry.withLock { $0.pendingWills.removeValue(forKey: clientID)?.cancel() }
     }
 
     // MARK: Sessions
