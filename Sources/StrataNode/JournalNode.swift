@@ -38,6 +38,8 @@ public enum JournalNode {
             mqtt.host = configuration.mqttListen.host
             mqtt.port = configuration.mqttListen.port
             mqtt.allowAnonymous = configuration.mqttAllowAnonymous
+            mqtt.webSocketHost = configuration.mqttWebSocketListen?.host
+            mqtt.webSocketPort = configuration.mqttWebSocketListen?.port ?? 0
             do {
                 mqtt.passwords = try configuration.mqttPasswords.map { try MQTTPasswordFile(contentsOfFile: $0) }
                 mqtt.acl = try configuration.mqttACL.map { try MQTTACL(contentsOfFile: $0) }
@@ -49,7 +51,8 @@ public enum JournalNode {
                 .init(
                     service: MQTTGateway(
                         configuration: mqtt, journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
-                        logger: logger, onBound: { announce("mqtt \(Self.display($0))") })))
+                        logger: logger, onBound: { announce("mqtt \(Self.display($0))") },
+                        onWebSocketBound: { announce("mqtt-ws \(Self.display($0))") })))
         }
         services.append(.init(service: http))
         let group = ServiceGroup(

@@ -17,6 +17,8 @@ public struct NodeConfiguration: Sendable {
     /// The in-process MQTT gateway's listener and whether it lets anonymous clients in.
     public var mqttListen = HostPort(host: "127.0.0.1", port: 1883)
     public var mqttAllowAnonymous = false
+    /// MQTT over WebSocket listener of the in-process gateway (nil: none).
+    public var mqttWebSocketListen: HostPort?
     /// Password and ACL files for the MQTT gateway (mosquitto's formats).
     public var mqttPasswords: String?
     public var mqttACL: String?
@@ -49,6 +51,7 @@ public struct NodeConfiguration: Sendable {
                 }
             case ("mqtt.listen", .string(let v)): mqttListen = try HostPort(parsing: v)
             case ("mqtt.allow_anonymous", .bool(let v)): mqttAllowAnonymous = v
+            case ("mqtt.ws_listen", .string(let v)): mqttWebSocketListen = try HostPort(parsing: v)
             case ("mqtt.passwords", .string(let v)): mqttPasswords = v
             case ("mqtt.acl", .string(let v)): mqttACL = v
             case ("journal.wal_io", .string(let v)):

@@ -35,6 +35,9 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "The in-process MQTT gateway's listener, HOST:PORT (with --gateways mqtt or all).")
     var mqttListen: String?
 
+    @Option(help: "The in-process MQTT gateway's WebSocket listener, HOST:PORT.")
+    var mqttWsListen: String?
+
     @Flag(help: "Let MQTT clients without credentials in.")
     var mqttAllowAnonymous = false
 
@@ -64,6 +67,7 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let nodeName { settings.nodeName = nodeName }
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
+            if let mqttWsListen { settings.mqttWebSocketListen = try .init(parsing: mqttWsListen) }
             if let mqttPasswords { settings.mqttPasswords = mqttPasswords }
             if let mqttAcl { settings.mqttACL = mqttAcl }
             if let walIO {

@@ -14,7 +14,7 @@ BIN = os.environ.get("STRATA_BIN_DIR") or os.path.join(os.path.dirname(__file__)
 class Node:
     """A journal-node process with the MQTT gateway in-process."""
 
-    def __init__(self, data_dir, extra=()):
+    def __init__(self, data_dir, extra=(), listeners=3):
         self.data_dir = data_dir
         args = [os.path.join(BIN, "journal-node"), "--data-dir", data_dir, "--listen", "127.0.0.1:0",
                 "--http", "127.0.0.1:0", "--gateways", "mqtt", "--mqtt-listen", "127.0.0.1:0",
@@ -22,7 +22,7 @@ class Node:
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         self.listeners = {}
         deadline = time.monotonic() + 60
-        while len(self.listeners) < 3:
+        while len(self.listeners) < listeners:
             assert time.monotonic() < deadline, "journal-node did not announce its listeners"
             line = self.process.stdout.readline()
             assert line, "journal-node exited at start"

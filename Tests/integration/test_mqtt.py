@@ -455,3 +455,33 @@ def test_will_delay_waits_and_is_cancelled_by_a_reconnect(node):
     for c in (watcher, back):
         c.disconnect()
         c.loop_stop()
+
+
+def test_mqtt_over_websocket(data_dir):
+    started = Node(data_dir, ["--mqtt-allow-anonymous", "--mqtt-ws-listen", "127.0.0.1:0"], listeners=4)
+    try:
+        ws_port = int(started.listeners["mqtt-ws"].rsplit(":", 1)[1])
+        for version in (mqtt.MQTTv311, mqtt.MQTTv5):
+            ws = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"ws-{uuid.uuid4().hex[:6]}",
+                             protocol=version, transport="websockets")
+            ws.ws_set_options(path="/mqtt")
+            ws.inbox = queue.Queue()
+            ws.on_message = lambda _c, _u, m, ws=ws: ws.inbox.put(m)
+            connected = queue.Queue()
+            ws.on_connect = lambda _c, _u, _f, reason, _p: connected.put(reason)
+            ws.connect("127.0.0.1", ws_port, keepalive=30)
+            ws.loop_start()
+            assert not connected.get(timeout=TIMEOUT).is_failure
+            subscribe(ws, "web/#", qos=1)
+            tcp = client(started)
+            connect(tcp, started)
+            tcp.publish("web/1", "from-tcp", qos=1).wait_for_publish(TIMEOUT)  # TCP in, WebSocket out
+            assert ws.inbox.get(timeout=TIMEOUT).payload == b"from-tcp"
+            subscribe(tcp, "back/#", qos=1)
+            ws.publish("back/1", "from-ws", qos=1).wait_for_publish(TIMEOUT)  # and the other way
+            assert tcp.inbox.get(timeout=TIMEOUT).payload == b"from-ws"
+            for c in (ws, tcp):
+                c.disconnect()
+                c.loop_stop()
+    finally:
+        started.stop()

@@ -15,6 +15,9 @@ public final class MQTTGateway: Service {
     public struct Configuration: Sendable {
         public var host = "127.0.0.1"
         public var port = 1883
+        /// MQTT over WebSocket listener (nil: none).
+        public var webSocketHost: String?
+        public var webSocketPort = 8083
         public var tenant = "default"
         /// Shards messages are spread over by topic hash.
         public var buckets = 16
@@ -55,12 +58,15 @@ public final class MQTTGateway: Service {
     /// One appender per bucket shard (created in `run`).
     let appenders = Mutex<[MQTTAppender]>([])
     private let onBound: @Sendable (SocketAddress) -> Void
+    private let onWebSocketBound: @Sendable (SocketAddress) -> Void
 
     public init(
         configuration: Configuration, journal: any JournalClient,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger,
-        onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
+        onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in },
+        onWebSocketBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
     ) {
+        self.onWebSocketBound = onWebSocketBound
         self.configuration = configuration
         self.journal = journal
         self.logger = logger
@@ -101,6 +107,14 @@ public final class MQTTGateway: Service {
                 }
             }
         if let address = server.channel.localAddress { onBound(address) }
+        let webSocket: NIOAsyncChannel<EventLoopFuture<MQTTWebSocket.Upgrade>, Never>? =
+            if let wsHost = configuration.webSocketHost {
+                try await MQTTWebSocket.bind(
+                    host: wsHost, port: configuration.webSocketPort, group: group, maxPacketSize: maxPacketSize)
+            } else {
+                nil
+            }
+        if let address = webSocket?.channel.localAddress { onWebSocketBound(address) }
         logger.info("mqtt listening", metadata: ["mqtt.listen": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
@@ -110,6 +124,20 @@ public final class MQTTGateway: Service {
                 }
                 self.appenders.withLock { $0 = appenders }
                 for appender in appenders { group.addTask { await appender.run() } }
+                if let webSocket {
+                    group.addTask {
+                        try await webSocket.executeThenClose { inbound in
+                            try await withThrowingDiscardingTaskGroup { connections in
+                                for try await upgrade in inbound {
+                                    connections.addTask {
+                                        guard case .mqtt(let channel)? = try? await upgrade.get() else { return }
+                                        await MQTTConnection(gateway: self, channel: channel).run()
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
                 for bucket in 0..<configuration.buckets {
                     let from = ends[bucket] ?? 0
                     group.addTask { await self.route(bucket: bucket, from: from) }
@@ -139,6 +167,7 @@ public final class MQTTGateway: Service {
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
+            webSocket?.channel.close(promise: nil)
         }
     }
 

@@ -17,6 +17,9 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     @Option(help: "MQTT listener, HOST:PORT (port 0 picks a free one).")
     var listen: String = "127.0.0.1:1883"
 
+    @Option(help: "MQTT over WebSocket listener, HOST:PORT (subprotocol mqtt).")
+    var wsListen: String?
+
     @Flag(help: "Let clients without credentials in.")
     var allowAnonymous = false
 
@@ -45,15 +48,21 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         settings.host = listenAddress.host
         settings.port = listenAddress.port
         settings.allowAnonymous = allowAnonymous
+        if let wsListen {
+            guard let address = try? HostPort(parsing: wsListen) else { throw ValidationError("--ws-listen must be HOST:PORT") }
+            settings.webSocketHost = address.host
+            settings.webSocketPort = address.port
+        }
         do {
             settings.passwords = try passwords.map { try MQTTPasswordFile(contentsOfFile: $0) }
             settings.acl = try acl.map { try MQTTACL(contentsOfFile: $0) }
         } catch {
             throw ValidationError("\(error)")
         }
-        let gateway = MQTTGateway(configuration: settings, journal: client, logger: logger) { address in
-            print("mqtt \(address.ipAddress ?? "?"):\(address.port ?? 0)")
-        }
+        let gateway = MQTTGateway(
+            configuration: settings, journal: client, logger: logger,
+            onBound: { print("mqtt \($0.ipAddress ?? "?"):\($0.port ?? 0)") },
+            onWebSocketBound: { print("mqtt-ws \($0.ipAddress ?? "?"):\($0.port ?? 0)") })
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
