@@ -16,9 +16,9 @@ class Node:
 
     def __init__(self, data_dir, extra=(), listeners=3):
         self.data_dir = data_dir
+        gateways = ["--gateways", "mqtt", "--mqtt-listen", "127.0.0.1:0"] if listeners >= 3 else []
         args = [os.path.join(BIN, "journal-node"), "--data-dir", data_dir, "--listen", "127.0.0.1:0",
-                "--http", "127.0.0.1:0", "--gateways", "mqtt", "--mqtt-listen", "127.0.0.1:0",
-                "--log-level", "warning", *extra]
+                "--http", "127.0.0.1:0", *gateways, "--log-level", "warning", *extra]
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         self.listeners = {}
         deadline = time.monotonic() + 60
@@ -28,7 +28,7 @@ class Node:
             assert line, "journal-node exited at start"
             name, address = line.split()
             self.listeners[name] = address
-        self.mqtt_port = int(self.listeners["mqtt"].rsplit(":", 1)[1])
+        self.mqtt_port = int(self.listeners["mqtt"].rsplit(":", 1)[1]) if "mqtt" in self.listeners else None
         self.journal = self.listeners["journal"]
 
     def stop(self, sig=signal.SIGTERM):

@@ -485,3 +485,50 @@ def test_mqtt_over_websocket(data_dir):
                 c.loop_stop()
     finally:
         started.stop()
+
+
+class Gateway:
+    """mqtt-gateway as its own process, storing everything in a journal-node through the journal protocol."""
+
+    def __init__(self, journal, extra=()):
+        args = [os.path.join(BIN, "mqtt-gateway"), "--journal", journal, "--listen", "127.0.0.1:0",
+                "--log-level", "warning", *extra]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("mqtt "), f"mqtt-gateway did not start: {line!r}"
+        self.mqtt_port = int(line.split()[1].rsplit(":", 1)[1])
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+
+def test_standalone_gateway_process_and_its_restart(data_dir):
+    node = Node(data_dir, [], listeners=2)  # journal-node alone; the MQTT gateway is a separate process
+    gateway = Gateway(node.journal, ["--allow-anonymous"])
+    try:
+        cid = "standalone-persistent"
+        sub = persistent_client(gateway, cid)
+        connect_persistent(sub, gateway)
+        subscribe(sub, "alone/#", qos=1)
+        pub = client(gateway)
+        connect(pub, gateway)
+        pub.publish("alone/1", "live", qos=1).wait_for_publish(TIMEOUT)
+        assert sub.inbox.get(timeout=TIMEOUT).payload == b"live"
+        sub.disconnect()
+        sub.loop_stop()
+        pub.publish("alone/2", "while-away", qos=1).wait_for_publish(TIMEOUT)
+        pub.loop_stop()
+        time.sleep(0.3)
+        gateway.stop(signal.SIGKILL)  # the gateway holds no state of its own
+        gateway = Gateway(node.journal, ["--allow-anonymous"])
+        again = persistent_client(gateway, cid)
+        flags, _ = connect_persistent(again, gateway)
+        assert flags.session_present
+        assert again.inbox.get(timeout=TIMEOUT).payload == b"while-away"
+        again.disconnect()
+        again.loop_stop()
+    finally:
+        gateway.stop()
+        node.stop()

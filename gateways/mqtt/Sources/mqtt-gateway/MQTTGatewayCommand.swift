@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import ServiceLifecycle
 import StrataClient
@@ -61,12 +62,17 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         }
         let gateway = MQTTGateway(
             configuration: settings, journal: client, logger: logger,
-            onBound: { print("mqtt \($0.ipAddress ?? "?"):\($0.port ?? 0)") },
-            onWebSocketBound: { print("mqtt-ws \($0.ipAddress ?? "?"):\($0.port ?? 0)") })
+            onBound: { announce("mqtt \($0.ipAddress ?? "?"):\($0.port ?? 0)") },
+            onWebSocketBound: { announce("mqtt-ws \($0.ipAddress ?? "?"):\($0.port ?? 0)") })
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await client.close()
     }
+}
+
+/// One line per listener on stdout, unbuffered (scripts and tests wait for it).
+private func announce(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
