@@ -273,11 +273,3 @@ actor ConnectionManager {
         if case .connected(let channel) = current { try? await channel.close() }
     }
 }
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds.multipliedReportingOverflow(by: 1_000_000_000).overflow
-            ? .max : seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

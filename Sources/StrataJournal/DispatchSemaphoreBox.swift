@@ -9,7 +9,6 @@ final class DispatchSemaphoreBox: Sendable {
 
     /// Waits at most `timeout`; true when signalled.
     func wait(timeout: Duration) -> Bool {
-        let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-        return semaphore.wait(timeout: .now() + .nanoseconds(Int(max(0, nanoseconds)))) == .success
+        semaphore.wait(timeout: .now() + .nanoseconds(Int(max(0, timeout.nanoseconds)))) == .success
     }
 }

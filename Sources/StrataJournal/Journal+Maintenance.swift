@@ -36,7 +36,7 @@ extension Journal {
     // MARK: Retention
 
     private func applyRetention() throws {
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        let now = WallClock.milliseconds()
         let shards = core.withLock { core in
             core.shards.values.filter { $0.config.retentionBytes != nil || $0.config.retentionMilliseconds != nil }
                 .map { ($0.id, $0.name, $0.config, $0.storedBytes, $0.endOffset) }

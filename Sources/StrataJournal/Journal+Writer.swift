@@ -105,7 +105,7 @@ extension Journal {
     static func createSegment(id: UInt64, directory: String) throws(JournalError) -> (id: UInt64, file: FileDescriptor) {
         let path = directory + "/" + WALFormat.segmentFileName(id)
         let file = try FileDescriptor(path: path, flags: O_RDWR | O_CREAT | O_TRUNC)
-        let header = WALFormat.segmentHeader(id: id, createdMilliseconds: Int64(Date().timeIntervalSince1970 * 1000))
+        let header = WALFormat.segmentHeader(id: id, createdMilliseconds: WallClock.milliseconds())
         do throws(WALIOError) {
             var failure: WALIOError?
             header.withUnsafeBytes { raw in

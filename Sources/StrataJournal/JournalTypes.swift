@@ -119,7 +119,7 @@ public struct LatencyHistogram: Sendable, Hashable {
     public init() {}
 
     public mutating func record(_ duration: Duration) {
-        let seconds = Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        let seconds = duration.seconds
         sum += seconds
         counts[Self.bounds.firstIndex { seconds <= $0 } ?? Self.bounds.count] += 1
     }

@@ -4,10 +4,3 @@ public enum StrataVersion {
     /// Journal protocol versions this build speaks.
     public static let protocolVersions: ClosedRange<UInt16> = 1...1
 }
-
-extension Duration {
-    /// The duration in seconds as a Double.
-    public var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
-    }
-}

@@ -58,7 +58,7 @@ struct ProduceCommand: AsyncParsableCommand {
                 return taken
             }
             if lines.isEmpty { return }
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            let now = WallClock.milliseconds()
             let batch = RecordBatch.encode(lines.map { Record(timestamp: now, value: $0) })
             let result = try await client.append(shard: shard, batch: batch)
             Output.write((result.baseOffset...result.lastOffset).map { "\($0)\n" }.joined())

@@ -18,7 +18,7 @@ public let quietLogger: Logger = {
     return logger
 }()
 
-public func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+public func nowMilliseconds() -> Int64 { WallClock.milliseconds() }
 
 /// A batch of `count` records whose values are "prefix-i" (padded with dots to `size` bytes).
 public func makeBatch(_ prefix: String, count: Int = 3, timestamp: Int64 = nowMilliseconds(), size: Int = 0) -> ByteBuffer {

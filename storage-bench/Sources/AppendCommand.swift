@@ -78,7 +78,7 @@ struct AppendCommand: AsyncParsableCommand {
             : "async limit (buffered sequential 1 MiB writes and one final fdatasync; mean of before and after)"
         let result = BenchResult(
             mode: .append, shape: options.shape(durability: durability, inflight: inflight),
-            seconds: start.duration(to: end).inSeconds, records: outcome.records, bytes: outcome.bytes,
+            seconds: start.duration(to: end).seconds, records: outcome.records, bytes: outcome.bytes,
             latency: outcome.latency, limitMBPerSec: limit, limitLabel: label,
             writeAmplification: outcome.bytes > 0 ? Double(written.bytes) / Double(outcome.bytes) : 0,
             writeBytesSource: written.source, cpuSeconds: after.cpuSecondsUsed(since: before),

@@ -17,7 +17,7 @@ enum BatchFactory {
 
     /// Milliseconds since the Unix epoch.
     static func nowMilliseconds() -> Int64 {
-        Int64(Date().timeIntervalSince1970 * 1000)
+        WallClock.milliseconds()
     }
 
     /// `count` pseudo-random bytes (filler that neither compresses nor repeats).

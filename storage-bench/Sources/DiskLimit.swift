@@ -100,7 +100,7 @@ struct DiskLimit: Sendable {
             } while ContinuousClock.now < deadline && written + Int64(chunk) <= cap
             if !syncEachWrite { try syncData(fd, path: path) }
         }
-        let elapsed = start.duration(to: ContinuousClock.now).inSeconds
+        let elapsed = start.duration(to: ContinuousClock.now).seconds
         return elapsed > 0 ? Double(written) / elapsed / 1e6 : 0
     }
 
@@ -147,7 +147,7 @@ struct DiskLimit: Sendable {
         for name in names {
             total += try readAll(walDirectory + "/" + name, buffer: &buffer)
         }
-        let elapsed = start.duration(to: ContinuousClock.now).inSeconds
+        let elapsed = start.duration(to: ContinuousClock.now).seconds
         Console.error("\r" + String(repeating: " ", count: 50) + "\r")
         let rate = elapsed > 0 ? Double(total) / elapsed / 1e6 : 0
         return DiskLimit(

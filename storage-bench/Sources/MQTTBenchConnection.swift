@@ -155,7 +155,7 @@ final class MQTTBenchConnection: Sendable {
         while ContinuousClock.now < deadline {
             if qos > 0 { guard await window.acquire() else { break } }
             var payload = channel.allocator.buffer(capacity: size)
-            payload.writeInteger(UInt64((ContinuousClock.now - origin).inNanoseconds))
+            payload.writeInteger(UInt64((ContinuousClock.now - origin).nanoseconds))
             payload.writeBytes(padding)
             packetID = packetID == .max ? 1 : packetID + 1
             let publish = MQTTPacket.publish(

@@ -117,7 +117,7 @@ struct MQTTCommand: AsyncParsableCommand {
             }
         }
         _ = deadline
-        let elapsed = (end - started).inSeconds
+        let elapsed = (end - started).seconds
         let delivered = stats.delivered
         let result = MQTTBenchResult(
             published: published, delivered: delivered, expected: expected.withLock { $0 }, seconds: elapsed,

@@ -43,10 +43,10 @@ final class ProgressMeter: Sendable {
             }
             let now = ContinuousClock.now
             let current = (records: records.load(ordering: .relaxed), bytes: bytes.load(ordering: .relaxed))
-            let interval = last.instant.duration(to: now).inSeconds
+            let interval = last.instant.duration(to: now).seconds
             let recordRate = Double(current.records - last.records) / interval
             let mbRate = Double(current.bytes - last.bytes) / 1e6 / interval
-            let elapsed = start.duration(to: now).inSeconds
+            let elapsed = start.duration(to: now).seconds
             Console.error(
                 "\r\(label) \(elapsed.fixed(0)) s: \(recordRate.fixed(0)) records/s, \(mbRate.fixed(1)) MB/s     ")
             last = (instant: now, records: current.records, bytes: current.bytes)

@@ -52,7 +52,7 @@ struct ReadCommand: AsyncParsableCommand {
 
         let result = BenchResult(
             mode: .read, shape: options.shape(durability: .async, inflight: 1),
-            seconds: start.duration(to: end).inSeconds, records: outcome.records, bytes: outcome.bytes,
+            seconds: start.duration(to: end).seconds, records: outcome.records, bytes: outcome.bytes,
             latency: outcome.latency, limitMBPerSec: limit, limitLabel: "page-cache/disk read limit",
             writeAmplification: 0, writeBytesSource: "none", cpuSeconds: after.cpuSecondsUsed(since: before),
             walIO: after.journal.ioBackend, walSyncs: after.walSyncs(since: before))

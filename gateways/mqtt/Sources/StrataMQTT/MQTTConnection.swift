@@ -163,7 +163,7 @@ struct MQTTConnection {
             if let expiry = expiryAtDisconnect ?? session.expiryInterval, session.version == .v5 { delay = min(delay, expiry) }
             let message = MQTTMessage(
                 topic: pending.topic, payload: ByteBuffer(bytes: pending.payload), qos: pending.qos, retain: pending.retain,
-                publisher: session.clientID, properties: properties, timestamp: nowMilliseconds())
+                publisher: session.clientID, properties: properties, timestamp: WallClock.milliseconds())
             gateway.publishWill(message, of: session.clientID, after: .seconds(Int64(delay)))
         }
     }
@@ -302,7 +302,7 @@ struct MQTTConnection {
         properties.items.removeAll { if case .topicAlias = $0 { true } else { false } }
         let message = MQTTMessage(
             topic: topic, payload: publish.payload, qos: publish.qos, retain: publish.retain,
-            publisher: session.clientID, properties: properties, timestamp: nowMilliseconds())
+            publisher: session.clientID, properties: properties, timestamp: WallClock.milliseconds())
         if publish.qos == 2 {
             if session.inboundQoS2Seen(id) {
                 // A resend of a message already taken: acknowledged again, stored once.

@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 import StrataJournal
 import Synchronization
@@ -174,7 +173,7 @@ final class MQTTSession: Sendable {
         var properties = message.forwardedProperties
         for id in identifiers { properties.append(.subscriptionIdentifier(id)) }
         if let expiry = message.properties.messageExpiryInterval {
-            let age = UInt32(max(0, (nowMilliseconds() - message.timestamp) / 1000))
+            let age = UInt32(max(0, (WallClock.milliseconds() - message.timestamp) / 1000))
             guard age < expiry else { return }  // expired: not delivered (MQTT 3.3.2.3.3)
             properties.items.removeAll { if case .messageExpiryInterval = $0 { true } else { false } }
             properties.append(.messageExpiryInterval(expiry - age))
@@ -253,7 +252,7 @@ final class MQTTSession: Sendable {
                 },
                 waiting: state.waiting.map { MQTTSessionRecord.encode($0) },
                 inboundQoS2: Array(state.inboundQoS2), nextPacketID: state.nextPacketID,
-                expiryInterval: expiryInterval, disconnectedAt: nowMilliseconds())
+                expiryInterval: expiryInterval, disconnectedAt: WallClock.milliseconds())
         }
     }
 
@@ -299,9 +298,4 @@ final class MQTTSession: Sendable {
     func inboundQoS2Released(_ packetID: UInt16) -> Bool {
         state.withLock { $0.inboundQoS2.remove(packetID) != nil }
     }
-}
-
-/// Wall-clock milliseconds since the epoch (message timestamps and expiry).
-func nowMilliseconds() -> Int64 {
-    Int64(Date().timeIntervalSince1970 * 1000)
 }

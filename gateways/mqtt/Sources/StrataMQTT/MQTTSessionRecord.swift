@@ -1,4 +1,5 @@
 import NIOCore
+import StrataJournal
 
 /// What a persistent session leaves in the journal (namespace `mqtt.sessions`, key = client
 /// id, JSON) when its connection ends, and what a reconnect with clean start 0 resumes from.
@@ -24,7 +25,7 @@ struct MQTTSessionRecord: Codable, Sendable {
 
     var isExpired: Bool {
         guard let expiryInterval, expiryInterval != .max else { return false }
-        return nowMilliseconds() - disconnectedAt > Int64(expiryInterval) * 1000
+        return WallClock.milliseconds() - disconnectedAt > Int64(expiryInterval) * 1000
     }
 
     static func encode(_ publish: MQTTPacket.Publish) -> [UInt8] {
