@@ -154,10 +154,7 @@ extension Journal {
             }
         }
         let wake = core.withLock { core -> Bool in
-            for entry in entries {
-                core.pending.append(entry)
-                core.pendingBytes += entry.frameLength
-            }
+            core.pending.append(contentsOf: entries)
             defer { core.writerIdle = false }
             return core.writerIdle
         }

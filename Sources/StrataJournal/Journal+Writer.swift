@@ -64,7 +64,6 @@ extension Journal {
                 bytes += next.frameLength
                 taken.append(core.pending.removeFirst())
             }
-            core.pendingBytes -= bytes
             return (taken, core.closing, false)
         }
         if needsRoll {
@@ -215,15 +214,17 @@ extension Journal {
 
         // Index the group (no RocksDB WAL: the index is rebuilt from the segments past the checkpoint).
         let index = RocksDB.WriteBatch()
-        let relocationsStillLive: [Bool] = core.withLock { core in
+        // Which entries still have a shard to index them under (and, for compaction copies, a
+        // batch retention has not removed meanwhile): one look under the lock for the group.
+        let indexable: [Bool] = core.withLock { core in
             group.map { entry in
-                guard case .relocation = entry.kind, let shard = core.shards[entry.shardID] else { return true }
+                guard let shard = core.shards[entry.shardID] else { return false }  // deleted meanwhile
+                guard case .relocation = entry.kind else { return true }
                 return entry.lastOffset >= shard.startOffset
             }
         }
         for (i, entry) in group.enumerated() {
-            if case .append = entry.kind, core.withLock({ $0.shards[entry.shardID] == nil }) { continue }
-            guard relocationsStillLive[i] else { continue }
+            guard indexable[i] else { continue }
             let location = IndexEntry(
                 segment: segment, position: positions[i], frameLength: UInt32(entry.frameLength),
                 lastOffset: entry.lastOffset, maxTimestamp: entry.maxTimestamp)
@@ -273,7 +274,7 @@ extension Journal {
                     acknowledgements.append(
                         (completion, .success(AppendResult(baseOffset: entry.baseOffset, lastOffset: entry.lastOffset))))
                 case .relocation(let from, let completion):
-                    if relocationsStillLive[i], core.shards[entry.shardID] != nil {
+                    if indexable[i], core.shards[entry.shardID] != nil {
                         core.segmentLive[from.segment, default: 0] -= Int64(entry.frameLength)
                         core.segmentLive[segment, default: 0] += Int64(entry.frameLength)
                     }
@@ -294,7 +295,6 @@ extension Journal {
         let failed = core.withLock { core -> [PendingEntry] in
             let failed = group + core.pending
             core.pending.removeAll()
-            core.pendingBytes = 0
             for shard in core.shards.values {
                 shard.nextOffset = shard.endOffset
                 shard.queuedMaxTimestamp = shard.indexedMaxTimestamp

@@ -261,7 +261,6 @@ public final class Journal: Sendable {
                     shardID: id, frame: frame, baseOffset: base, lastOffset: last,
                     maxTimestamp: header.maxTimestamp, durability: shard.config.durability,
                     addsTimeIndex: raisesTime, kind: .append(completion)))
-            core.pendingBytes += frame.readableBytes
             core.statistics.appendedBytes += Int64(batch.readableBytes)
             core.statistics.appendedBatches += 1
             let wake = core.writerIdle

@@ -136,7 +136,6 @@ struct JournalCore {
     var shards: [UInt64: ShardRuntime] = [:]
     var idsByName: [String: UInt64] = [:]
     var pending: Deque<PendingEntry> = []
-    var pendingBytes = 0
     var writerIdle = false
     var closing = false
     var nextWaiterID: UInt64 = 0

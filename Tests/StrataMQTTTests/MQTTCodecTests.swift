@@ -64,6 +64,15 @@ import Testing
     }
 
     @Test(arguments: [MQTTProtocolVersion.v311, .v5])
+    func publishSizeIsComputedWithoutEncoding(version: MQTTProtocolVersion) {
+        for case .publish(let publish) in (version == .v5 ? Self.v5Packets : Self.v311Packets) {
+            #expect(publish.encodedSize(version: version) == Self.bytes(.publish(publish), version).readableBytes)
+        }
+        let large = MQTTPacket.Publish(topic: "t", qos: 1, packetID: 1, payload: ByteBuffer(repeating: 7, count: 20_000))
+        #expect(large.encodedSize(version: version) == Self.bytes(.publish(large), version).readableBytes)
+    }
+
+    @Test(arguments: [MQTTProtocolVersion.v311, .v5])
     func connectRoundTripsAndSetsTheVersion(version: MQTTProtocolVersion) throws {
         let connect = MQTTPacket.connect(
             .init(

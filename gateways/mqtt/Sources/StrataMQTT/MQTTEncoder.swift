@@ -3,6 +3,10 @@ import NIOCore
 extension MQTTPacket {
     /// Writes the packet (fixed header, remaining length, body) as `version` frames it.
     public func write(version: MQTTProtocolVersion, into out: inout ByteBuffer) {
+        if case .publish(let publish) = self {
+            publish.write(version: version, into: &out)  // the hot path: no intermediate body
+            return
+        }
         let v5 = version == .v5
         var body = ByteBuffer()
         var flags: UInt8 = 0
@@ -31,12 +35,8 @@ extension MQTTPacket {
             body.writeInteger(c.sessionPresent ? UInt8(1) : 0)
             body.writeInteger(c.reasonCode)
             if v5 { c.properties.write(to: &body) }
-        case .publish(let p):
-            flags = (p.dup ? 0x08 : 0) | (p.qos << 1) | (p.retain ? 0x01 : 0)
-            body.writeMQTTString(p.topic)
-            if let id = p.packetID { body.writeInteger(id) }
-            if v5 { p.properties.write(to: &body) }
-            body.writeImmutableBuffer(p.payload)
+        case .publish:
+            preconditionFailure("written above")
         case .puback(let a), .pubrec(let a), .pubrel(let a), .pubcomp(let a):
             if case .pubrel = self { flags = 0x02 }
             body.writeInteger(a.packetID)
@@ -85,25 +85,38 @@ extension MQTTPacket {
         out.writeMQTTVarint(UInt32(body.readableBytes))
         out.writeBuffer(&body)
     }
-
-    /// The bytes `write(version:into:)` produces, for size checks against a peer's maximum.
-    public func encodedSize(version: MQTTProtocolVersion) -> Int {
-        var buffer = ByteBuffer()
-        write(version: version, into: &buffer)
-        return buffer.readableBytes
-    }
 }
 
-/// Writes packets for the version the connection negotiated.
-public struct MQTTEncoder: MessageToByteEncoder {
-    public typealias OutboundIn = MQTTPacket
-    public var version: MQTTProtocolVersion
-
-    public init(version: MQTTProtocolVersion) {
-        self.version = version
+extension MQTTPacket.Publish {
+    /// The encoded properties (5.0) and the remaining length of this PUBLISH.
+    private func layout(_ version: MQTTProtocolVersion) -> (properties: ByteBuffer?, remaining: Int) {
+        var properties: ByteBuffer?
+        if version == .v5 {
+            var buffer = ByteBuffer()
+            self.properties.write(to: &buffer)
+            properties = buffer
+        }
+        let remaining =
+            2 + topic.utf8.count + (packetID == nil ? 0 : 2) + (properties?.readableBytes ?? 0) + payload.readableBytes
+        return (properties, remaining)
     }
 
-    public func encode(data: MQTTPacket, out: inout ByteBuffer) {
-        data.write(version: version, into: &out)
+    /// Writes the PUBLISH straight into `out`: the payload is copied once, not via a body buffer.
+    func write(version: MQTTProtocolVersion, into out: inout ByteBuffer) {
+        let (properties, remaining) = layout(version)
+        out.writeInteger(UInt8(3 << 4) | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 0x01 : 0))
+        out.writeMQTTVarint(UInt32(remaining))
+        out.writeMQTTString(topic)
+        if let packetID { out.writeInteger(packetID) }
+        if let properties { out.writeImmutableBuffer(properties) }
+        out.writeImmutableBuffer(payload)
+    }
+
+    /// The bytes the packet takes on the wire, for a peer's maximum packet size, without
+    /// encoding the payload.
+    public func encodedSize(version: MQTTProtocolVersion) -> Int {
+        let remaining = layout(version).remaining
+        let lengthBytes = remaining < 128 ? 1 : remaining < 16_384 ? 2 : remaining < 2_097_152 ? 3 : 4
+        return 1 + lengthBytes + remaining
     }
 }

@@ -181,7 +181,7 @@ final class MQTTSession: Sendable {
         var publish = MQTTPacket.Publish(
             topic: message.topic, qos: qos, retain: retain, properties: version == .v5 ? properties : [],
             payload: message.payload)
-        if let limit = clientMaxPacketSize, MQTTPacket.publish(publish).encodedSize(version: version) > limit {
+        if let limit = clientMaxPacketSize, publish.encodedSize(version: version) > limit {
             return  // the client cannot take it: discarded (MQTT 3.1.2.11.4)
         }
         if qos == 0 {
