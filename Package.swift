@@ -63,7 +63,10 @@ let package = Package(
         // The journal protocol: frames, codec, typed requests and answers.
         .target(
             name: "StrataWire",
-            dependencies: ["StrataJournal", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "StrataJournal", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings),
 
         // JournalClient: one API, remote (the protocol) and in-process (the engine).
@@ -94,7 +97,7 @@ let package = Package(
         .executableTarget(
             name: "JournalNodeMain",
             dependencies: [
-                "StrataNode", "StrataJournal",
+                "StrataNode", "StrataJournal", "StrataWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

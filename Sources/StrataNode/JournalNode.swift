@@ -23,12 +23,12 @@ public enum JournalNode {
         serverConfiguration.nodeName = configuration.nodeName
         let server = JournalServer(
             configuration: serverConfiguration, journal: journal, metrics: metrics, logger: logger,
-            onBound: { announce("journal \(Self.display($0))") })
+            onBound: { announce("journal \(StrataProcess.display($0))") })
         let routes = NodeHTTPRoutes(
             journal: journal, metrics: metrics, status: { server.status() }, config: { configuration.summary })
         let http = NodeHTTPServer(
             host: configuration.http.host, port: configuration.http.port, routes: routes, logger: logger,
-            onBound: { announce("http \(Self.display($0))") })
+            onBound: { announce("http \(StrataProcess.display($0))") })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: JournalService(journal: journal)),
             .init(service: server),
@@ -41,8 +41,7 @@ public enum JournalNode {
             mqtt.webSocketHost = configuration.mqttWebSocketListen?.host
             mqtt.webSocketPort = configuration.mqttWebSocketListen?.port ?? 0
             do {
-                mqtt.passwords = try configuration.mqttPasswords.map { try MQTTPasswordFile(contentsOfFile: $0) }
-                mqtt.acl = try configuration.mqttACL.map { try MQTTACL(contentsOfFile: $0) }
+                try mqtt.loadAccessFiles(passwords: configuration.mqttPasswords, acl: configuration.mqttACL)
             } catch {
                 journal.close()
                 throw JournalError(.invalidArgument, "\(error)")
@@ -51,8 +50,8 @@ public enum JournalNode {
                 .init(
                     service: MQTTGateway(
                         configuration: mqtt, journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
-                        logger: logger, onBound: { announce("mqtt \(Self.display($0))") },
-                        onWebSocketBound: { announce("mqtt-ws \(Self.display($0))") })))
+                        logger: logger, onBound: { announce("mqtt \(StrataProcess.display($0))") },
+                        onWebSocketBound: { announce("mqtt-ws \(StrataProcess.display($0))") })))
         }
         services.append(.init(service: http))
         let group = ServiceGroup(
@@ -66,10 +65,5 @@ public enum JournalNode {
             journal.close()
             throw error
         }
-    }
-
-    static func display(_ address: SocketAddress) -> String {
-        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
-        return ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
     }
 }

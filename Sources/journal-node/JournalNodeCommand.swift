@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import StrataJournal
 import StrataNode
+import StrataWire
 
 /// `journal-node`: the journal engine on the network.
 @main
@@ -80,16 +81,10 @@ struct JournalNodeCommand: AsyncParsableCommand {
         } catch let error as JournalError {
             throw ValidationError(error.message)
         }
-        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        guard StrataProcess.bootstrapLogging(level: logLevel) != nil else {
+            throw ValidationError("unknown log level \(logLevel)")
         }
-        let logger = Logger(label: "strata.node")
-        try await JournalNode.run(configuration: settings, logger: logger) { line in
-            // One line per listener on stdout, for `make run` and the tests.
-            FileHandle.standardOutput.write(Data((line + "\n").utf8))
-        }
+        try await JournalNode.run(
+            configuration: settings, logger: Logger(label: "strata.node"), announce: StrataProcess.announce)
     }
 }

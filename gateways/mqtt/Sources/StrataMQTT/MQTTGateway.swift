@@ -37,6 +37,12 @@ public final class MQTTGateway: Service {
         public var acl: MQTTACL?
 
         public init() {}
+
+        /// Reads the password and ACL files (mosquitto's formats) when given.
+        public mutating func loadAccessFiles(passwords: String?, acl: String?) throws {
+            self.passwords = try passwords.map { try MQTTPasswordFile(contentsOfFile: $0) }
+            self.acl = try acl.map { try MQTTACL(contentsOfFile: $0) }
+        }
     }
 
     let configuration: Configuration

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Foundation
 import Logging
 import ServiceLifecycle
 import StrataClient
@@ -36,11 +35,8 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     func run() async throws {
         guard let journalAddress = try? HostPort(parsing: journal) else { throw ValidationError("--journal must be HOST:PORT") }
         guard let listenAddress = try? HostPort(parsing: listen) else { throw ValidationError("--listen must be HOST:PORT") }
-        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+        guard StrataProcess.bootstrapLogging(level: logLevel) != nil else {
+            throw ValidationError("unknown log level \(logLevel)")
         }
         let logger = Logger(label: "strata.mqtt")
         let client = RemoteJournalClient(
@@ -55,15 +51,13 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
             settings.webSocketPort = address.port
         }
         do {
-            settings.passwords = try passwords.map { try MQTTPasswordFile(contentsOfFile: $0) }
-            settings.acl = try acl.map { try MQTTACL(contentsOfFile: $0) }
+            try settings.loadAccessFiles(passwords: passwords, acl: acl)
         } catch {
             throw ValidationError("\(error)")
         }
         let gateway = MQTTGateway(
             configuration: settings, journal: client, logger: logger,
-            onBound: { announce("mqtt \($0.ipAddress ?? "?"):\($0.port ?? 0)") },
-            onWebSocketBound: { announce("mqtt-ws \($0.ipAddress ?? "?"):\($0.port ?? 0)") })
+            onBound: { StrataProcess.announce("mqtt", $0) }, onWebSocketBound: { StrataProcess.announce("mqtt-ws", $0) })
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -72,7 +66,3 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     }
 }
 
-/// One line per listener on stdout, unbuffered (scripts and tests wait for it).
-private func announce(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
-}
