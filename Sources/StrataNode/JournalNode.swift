@@ -41,7 +41,9 @@ public enum JournalNode {
             mqtt.webSocketHost = configuration.mqttWebSocketListen?.host
             mqtt.webSocketPort = configuration.mqttWebSocketListen?.port ?? 0
             do {
-                try mqtt.loadAccessFiles(passwords: configuration.mqttPasswords, acl: configuration.mqttACL)
+                try mqtt.loadAccessFiles(
+                    passwords: configuration.mqttPasswords, acl: configuration.mqttACL,
+                    tlsCertificate: configuration.mqttTLSCertificate, tlsKey: configuration.mqttTLSKey)
             } catch {
                 journal.close()
                 throw JournalError(.invalidArgument, "\(error)")

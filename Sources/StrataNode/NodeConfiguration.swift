@@ -22,6 +22,9 @@ public struct NodeConfiguration: Sendable {
     /// Password and ACL files for the MQTT gateway (mosquitto's formats).
     public var mqttPasswords: String?
     public var mqttACL: String?
+    /// TLS certificate chain and private key (PEM) for both MQTT listeners.
+    public var mqttTLSCertificate: String?
+    public var mqttTLSKey: String?
 
     /// Gateways this build can host in-process.
     public static let availableGateways: [String] = ["mqtt"]
@@ -54,6 +57,8 @@ public struct NodeConfiguration: Sendable {
             case ("mqtt.ws_listen", .string(let v)): mqttWebSocketListen = try HostPort(parsing: v)
             case ("mqtt.passwords", .string(let v)): mqttPasswords = v
             case ("mqtt.acl", .string(let v)): mqttACL = v
+            case ("mqtt.tls_cert", .string(let v)): mqttTLSCertificate = v
+            case ("mqtt.tls_key", .string(let v)): mqttTLSKey = v
             case ("journal.wal_io", .string(let v)):
                 guard let mode = WALIOMode(rawValue: v) else {
                     throw JournalError(.invalidArgument, "config file: journal.wal_io is auto, uring or pwrite")

@@ -48,6 +48,12 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "MQTT ACL file (mosquitto's format).")
     var mqttAcl: String?
 
+    @Option(help: "TLS certificate chain (PEM) for the MQTT listeners (TCP and WebSocket).")
+    var mqttTlsCert: String?
+
+    @Option(help: "TLS private key (PEM) for the MQTT listeners.")
+    var mqttTlsKey: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -71,6 +77,8 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttWsListen { settings.mqttWebSocketListen = try .init(parsing: mqttWsListen) }
             if let mqttPasswords { settings.mqttPasswords = mqttPasswords }
             if let mqttAcl { settings.mqttACL = mqttAcl }
+            if let mqttTlsCert { settings.mqttTLSCertificate = mqttTlsCert }
+            if let mqttTlsKey { settings.mqttTLSKey = mqttTlsKey }
             if let walIO {
                 guard let mode = WALIOMode(rawValue: walIO) else {
                     throw JournalError(.invalidArgument, "--wal-io is auto, uring or pwrite")

@@ -532,3 +532,132 @@ def test_standalone_gateway_process_and_its_restart(data_dir):
     finally:
         gateway.stop()
         node.stop()
+
+
+def test_connected_session_survives_gateway_sigkill(data_dir):
+    """A persistent session is checkpointed while connected: a SIGKILLed gateway loses neither
+    its subscription nor its acknowledgements (what it acknowledged is not delivered again)."""
+    node = Node(data_dir, [], listeners=2)
+    gateway = Gateway(node.journal, ["--allow-anonymous"])
+    try:
+        for version in (mqtt.MQTTv311, mqtt.MQTTv5):
+            cid = f"crash-{uuid.uuid4().hex[:6]}"
+            sub = persistent_client(gateway, cid, version)
+            flags, _ = connect_persistent(sub, gateway, version)
+            assert not flags.session_present
+            subscribe(sub, "crash/#", qos=1)
+            pub = client(gateway)
+            connect(pub, gateway)
+            for i in range(5):
+                pub.publish(f"crash/{i}", f"c{i}", qos=1).wait_for_publish(TIMEOUT)
+            assert sorted(sub.inbox.get(timeout=TIMEOUT).payload for _ in range(5)) == [f"c{i}".encode() for i in range(5)]
+            time.sleep(1.5)  # a checkpoint interval (1 s) after the acknowledgements
+            gateway.stop(signal.SIGKILL)  # never disconnected: no record written at a disconnect
+            for c in (sub, pub):
+                c.loop_stop()
+            gateway = Gateway(node.journal, ["--allow-anonymous"])
+            pub = client(gateway)
+            connect(pub, gateway)
+            pub.publish("crash/after", "after", qos=1).wait_for_publish(TIMEOUT)
+            again = persistent_client(gateway, cid, version)
+            flags, _ = connect_persistent(again, gateway, version)
+            assert flags.session_present
+            assert again.inbox.get(timeout=TIMEOUT).payload == b"after"
+            with pytest.raises(queue.Empty):
+                extra = again.inbox.get(timeout=1)
+                pytest.fail(f"acknowledged message delivered again: {extra.payload!r}")
+            for c in (again, pub):
+                c.disconnect()
+                c.loop_stop()
+    finally:
+        gateway.stop()
+        node.stop()
+
+
+@pytest.fixture
+def certificate(data_dir):
+    cert, key = os.path.join(data_dir, "cert.pem"), os.path.join(data_dir, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_on_tcp_and_websocket_listeners(data_dir, certificate):
+    cert, key = certificate
+    started = Node(os.path.join(data_dir, "node"), ["--mqtt-allow-anonymous", "--mqtt-ws-listen", "127.0.0.1:0",
+                                                    "--mqtt-tls-cert", cert, "--mqtt-tls-key", key], listeners=4)
+    try:
+        ws_port = int(started.listeners["mqtt-ws"].rsplit(":", 1)[1])
+        sub = client(started, mqtt.MQTTv5)
+        sub.tls_set(ca_certs=cert)  # verifies the chain and the host name (IP SAN)
+        assert not connect(sub, started).__getitem__(0).is_failure
+        subscribe(sub, "tls/#", qos=1)
+        for transport, port in (("tcp", started.mqtt_port), ("websockets", ws_port)):
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"tls-{transport}", transport=transport)
+            pub.tls_set(ca_certs=cert)
+            pub.connect("127.0.0.1", port, keepalive=30)
+            pub.loop_start()
+            pub.publish("tls/" + transport, transport, qos=1).wait_for_publish(TIMEOUT)
+            assert sub.inbox.get(timeout=TIMEOUT).payload == transport.encode()
+            pub.disconnect()
+            pub.loop_stop()
+        # mosquitto's own clients over TLS (--insecure skips only the host name check).
+        out = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(started.mqtt_port), "--cafile", cert,
+                                "--insecure", "-t", "tls/mosq", "-C", "1", "-W", "10", "-q", "1"],
+                               stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(started.mqtt_port), "--cafile", cert,
+                        "--insecure", "-t", "tls/mosq", "-m", "via-mosquitto", "-q", "1"], check=True, timeout=10)
+        assert out.communicate(timeout=15)[0].strip() == "via-mosquitto"
+        # A plaintext client on a TLS listener gets no CONNACK, and the listener goes on serving.
+        with socket.create_connection(("127.0.0.1", started.mqtt_port), timeout=5) as raw:
+            raw.sendall(bytes([0x10, 0x0C, 0x00, 0x04]) + b"MQTT" + bytes([0x04, 0x02, 0x00, 0x1E, 0x00, 0x00]))
+            answer = raw.recv(64)
+            assert not answer.startswith(b"\x20\x02")
+        sub.disconnect()
+        sub.loop_stop()
+    finally:
+        started.stop()
+
+
+def test_large_offline_backlog_is_replayed_in_order_with_bounded_queues(data_dir):
+    """300 messages wait for a session whose gateway queues at most 20 per subscriber: the
+    replay goes as fast as the client acknowledges, live messages published during the replay
+    follow in order, nothing is lost or doubled."""
+    node = Node(data_dir, [], listeners=2)
+    gateway = Gateway(node.journal, ["--allow-anonymous", "--max-queued-messages", "20"])
+    try:
+        cid = "backlog-" + uuid.uuid4().hex[:6]
+        sub = persistent_client(gateway, cid, mqtt.MQTTv5)
+        connect_persistent(sub, gateway, mqtt.MQTTv5)
+        subscribe(sub, "backlog/t", qos=1)
+        sub.disconnect()
+        sub.loop_stop()
+        pub = client(gateway)
+        connect(pub, gateway)
+        for i in range(300):
+            pub.publish("backlog/t", f"m{i}", qos=1)
+        pub.publish("backlog/t", "m300", qos=1).wait_for_publish(TIMEOUT)
+        again = persistent_client(gateway, cid, mqtt.MQTTv5)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        props.ReceiveMaximum = 5  # 5 in flight, the rest waits in the gateway's bounded queue
+        connected = queue.Queue()
+        again.on_connect = lambda _c, _u, flags, reason, p: connected.put(flags)
+        again.connect("127.0.0.1", gateway.mqtt_port, keepalive=30, clean_start=False, properties=props)
+        again.loop_start()
+        assert connected.get(timeout=TIMEOUT).session_present
+        for i in range(301, 400):  # live, while the replay runs
+            pub.publish("backlog/t", f"m{i}", qos=1)
+        pub.publish("backlog/t", "m400", qos=1).wait_for_publish(TIMEOUT)
+        got = [again.inbox.get(timeout=TIMEOUT).payload.decode() for _ in range(401)]
+        assert got == [f"m{i}" for i in range(401)]
+        with pytest.raises(queue.Empty):
+            again.inbox.get(timeout=0.5)
+        for c in (again, pub):
+            c.disconnect()
+            c.loop_stop()
+    finally:
+        gateway.stop()
+        node.stop()

@@ -54,6 +54,11 @@ struct MQTTConnection {
         var normalDisconnect = false
         var will = connect.will
         var expiryAtDisconnect: UInt32?
+        // A persistent session's record is kept current while it is connected (every second
+        // when it changed, at once for subscriptions), not only written at the disconnect.
+        let checkpointer = session.persistent ? MQTTCheckpointer(gateway: gateway, session: session) : nil
+        var checkpointing: Task<Void, Never>?
+        var checkpointTicks: RepeatedTask?
         try await withThrowingTaskGroup(of: Void.self) { group in
             // The writer: every packet for this client, in order.
             group.addTask {
@@ -88,12 +93,28 @@ struct MQTTConnection {
                 }
                 session.send(packet)
             }
-            do {
-                if let resume {
-                    // The offline queue: what the session's subscriptions matched while it was away.
-                    try await gateway.replay(session, from: resume.from, to: resume.to)
-                    session.endReplay()
+            // The offline queue: what the session's subscriptions matched while it was away,
+            // replayed beside the reader (whose PUBACKs let the replay go on).
+            let replaying = resume.map { resume in
+                Task { [gateway, logger, channel = channel.channel] in
+                    do {
+                        try await gateway.replay(session, from: resume.from, to: resume.to)
+                    } catch {
+                        if !Task.isCancelled {
+                            logger.error("mqtt session replay failed", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+                        }
+                        channel.close(promise: nil)
+                    }
                 }
+            }
+            if let checkpointer {
+                // Ticks are skipped while the replay runs (positions are the stored record's then).
+                checkpointing = Task { await checkpointer.run() }
+                checkpointTicks = channel.channel.eventLoop.scheduleRepeatedTask(
+                    initialDelay: .zero, delay: .seconds(1)
+                ) { _ in checkpointer.tick() }
+            }
+            do {
                 reading: while let packet = try await packets.next() {
                     lastSeen.touch()
                     switch packet {
@@ -110,9 +131,10 @@ struct MQTTConnection {
                         let known = session.inboundQoS2Released(ack.packetID)
                         session.send(.pubcomp(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
                     case .subscribe(let subscribe):
-                        try await handleSubscribe(subscribe, session: session)
+                        try await handleSubscribe(subscribe, session: session, checkpointer: checkpointer)
                     case .unsubscribe(let unsubscribe):
-                        let codes = unsubscribe.filters.map { session.unsubscribe($0) ? UInt8(0) : 0x11 }
+                        let codes = unsubscribe.filters.map { gateway.unsubscribe(session, $0) ? UInt8(0) : 0x11 }
+                        await checkpointer?.storeNow()
                         session.send(.unsuback(.init(packetID: unsubscribe.packetID, reasonCodes: codes)))
                     case .pingreq:
                         session.send(.pingresp)
@@ -137,10 +159,15 @@ struct MQTTConnection {
                 }
             }
             keepAliveCheck?.cancel()
+            replaying?.cancel()
+            checkpointTicks?.cancel()
+            checkpointer?.finish()
             session.close()
             try await group.next()
             group.cancelAll()
         }
+        // The last checkpoint lands before the final record.
+        await checkpointing?.value
         if let positions = gateway.unregister(session) {
             let expiry = expiryAtDisconnect ?? session.expiryInterval
             do {
@@ -335,7 +362,9 @@ struct MQTTConnection {
         gateway.submit(message) { acks.complete(ticket, $0) }
     }
 
-    private func handleSubscribe(_ subscribe: MQTTPacket.Subscribe, session: MQTTSession) async throws {
+    private func handleSubscribe(
+        _ subscribe: MQTTPacket.Subscribe, session: MQTTSession, checkpointer: MQTTCheckpointer?
+    ) async throws {
         let identifier = subscribe.properties.subscriptionIdentifiers.first
         var codes: [UInt8] = []
         var retainedToSend: [(MQTTPacket.Subscription, Bool)] = []
@@ -354,18 +383,21 @@ struct MQTTConnection {
                 continue
             }
             let granted = min(subscription.qos, 2)
-            let existed = session.subscribe(
+            let existed = gateway.subscribe(
+                session,
                 MQTTSession.Subscription(
                     filter: subscription.filter, qos: granted, noLocal: subscription.noLocal,
                     retainAsPublished: subscription.retainAsPublished, identifier: identifier))
             codes.append(granted)
             if !shared { retainedToSend.append((subscription, existed)) }  // none for shared ones (4.8.2)
         }
+        await checkpointer?.storeNow()  // a granted subscription survives a gateway crash
         session.send(.suback(.init(packetID: subscribe.packetID, reasonCodes: codes)))
         for (subscription, existed) in retainedToSend {
             guard subscription.retainHandling == 0 || (subscription.retainHandling == 1 && !existed) else { continue }
             for message in try await gateway.retained(matching: subscription.filter) {
-                session.deliver(
+                // Not held back by a replay (retained messages are not in its range).
+                session.deliverNow(
                     message, qos: min(message.qos, min(subscription.qos, 2)), retain: true,
                     identifiers: identifier.map { [$0] } ?? [])
             }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import StrataClient
 import StrataJournal
@@ -35,13 +36,42 @@ public final class MQTTGateway: Service {
         public var passwords: MQTTPasswordFile?
         /// Topic access rules (mosquitto's format); without it, every topic is open to every client.
         public var acl: MQTTACL?
+        /// TLS for both listeners (TCP and WebSocket) when set.
+        public var tls: NIOSSLContext?
 
         public init() {}
 
-        /// Reads the password and ACL files (mosquitto's formats) when given.
-        public mutating func loadAccessFiles(passwords: String?, acl: String?) throws {
+        /// Reads the password and ACL files (mosquitto's formats) and the TLS certificate chain
+        /// and private key (PEM), those that are given. A certificate needs its key and the
+        /// other way round.
+        public mutating func loadAccessFiles(
+            passwords: String?, acl: String?, tlsCertificate: String? = nil, tlsKey: String? = nil
+        ) throws {
             self.passwords = try passwords.map { try MQTTPasswordFile(contentsOfFile: $0) }
             self.acl = try acl.map { try MQTTACL(contentsOfFile: $0) }
+            switch (tlsCertificate, tlsKey) {
+            case (nil, nil):
+                tls = nil
+            case (let certificate?, let key?):
+                tls = try Self.tlsContext(certificate: certificate, key: key)
+            default:
+                throw MQTTConfigError("TLS needs both a certificate file and a key file")
+            }
+        }
+
+        static func tlsContext(certificate: String, key: String) throws -> NIOSSLContext {
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(certificate)
+                guard !chain.isEmpty else { throw MQTTConfigError("no certificate in \(certificate)") }
+                let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
+                let configuration = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
+                return try NIOSSLContext(configuration: configuration)
+            } catch let error as MQTTConfigError {
+                throw error
+            } catch {
+                throw MQTTConfigError("TLS certificate \(certificate) / key \(key): \(error)")
+            }
         }
     }
 
@@ -53,6 +83,8 @@ public final class MQTTGateway: Service {
     /// registered now sees every message from there on live, everything before it by replay.
     struct Registry {
         var sessions: [String: MQTTSession] = [:]
+        /// The registered sessions' subscriptions, by filter level.
+        var subscriptions = MQTTSubscriptionTree()
         var dispatched: [Int: UInt64] = [:]
         /// Round-robin position per shared subscription (`group` NUL `filter`).
         var sharedTurns: [String: Int] = [:]
@@ -101,12 +133,14 @@ public final class MQTTGateway: Service {
             }
         }
         let maxPacketSize = configuration.maxPacketSize
+        let tls = configuration.tls
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(MQTTDecoder(maxPacketSize: maxPacketSize)))
                     return try NIOAsyncChannel<MQTTPacket, ByteBuffer>(wrappingChannelSynchronously: channel)
@@ -116,12 +150,16 @@ public final class MQTTGateway: Service {
         let webSocket: NIOAsyncChannel<EventLoopFuture<MQTTWebSocket.Upgrade>, Never>? =
             if let wsHost = configuration.webSocketHost {
                 try await MQTTWebSocket.bind(
-                    host: wsHost, port: configuration.webSocketPort, group: group, maxPacketSize: maxPacketSize)
+                    host: wsHost, port: configuration.webSocketPort, group: group, maxPacketSize: maxPacketSize, tls: tls)
             } else {
                 nil
             }
         if let address = webSocket?.channel.localAddress { onWebSocketBound(address) }
-        logger.info("mqtt listening", metadata: ["mqtt.listen": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
+        logger.info(
+            "mqtt listening",
+            metadata: [
+                "mqtt.listen": "\(server.channel.localAddress.map { "\($0)" } ?? "?")", "mqtt.tls": "\(tls != nil)",
+            ])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 self.registry.withLock { $0.dispatched = ends }
@@ -211,19 +249,27 @@ public final class MQTTGateway: Service {
     /// by replay, never both or neither.
     func dispatch(_ message: MQTTMessage, bucket: Int, offset: UInt64) {
         registry.withLock { registry in
-            var groups: [String: [(MQTTSession, MQTTSession.Subscription)]] = [:]
-            for session in registry.sessions.values.sorted(by: { $0.clientID < $1.clientID }) {
-                Self.offer(message, to: session, live: true)
-                for subscription in session.sharedMatches(message.topic) {
-                    guard let shared = subscription.shared else { continue }
-                    groups[shared.group + "\u{0}" + shared.filter, default: []].append((session, subscription))
+            var direct: [ObjectIdentifier: (MQTTSession, [MQTTSession.Subscription])] = [:]
+            var groups: [String: [MQTTSubscriptionTree.Entry]] = [:]
+            for entry in registry.subscriptions.matches(message.topic) {
+                if let shared = entry.subscription.shared {
+                    groups[shared.group + "\u{0}" + shared.filter, default: []].append(entry)
+                } else {
+                    direct[ObjectIdentifier(entry.session), default: (entry.session, [])].1.append(entry.subscription)
                 }
+            }
+            for (session, subscriptions) in direct.values {
+                guard let match = session.combine(subscriptions, publisher: message.publisher) else { continue }
+                session.deliver(
+                    message, qos: min(message.qos, match.qos), retain: match.retainAsPublished && message.retain,
+                    identifiers: match.identifiers)
             }
             // Each shared subscription group gets the message once, members taking turns.
             for (key, members) in groups {
                 let turn = registry.sharedTurns[key, default: 0]
                 registry.sharedTurns[key] = turn &+ 1
-                let (session, subscription) = members[turn % members.count]
+                let (session, subscription) = members.sorted { $0.session.clientID < $1.session.clientID }[
+                    turn % members.count]
                 session.deliver(
                     message, qos: min(message.qos, subscription.qos), retain: false,
                     identifiers: subscription.identifier.map { [$0] } ?? [])
@@ -232,14 +278,32 @@ public final class MQTTGateway: Service {
         }
     }
 
-    static func offer(_ message: MQTTMessage, to session: MQTTSession, live: Bool) {
+    /// Delivers a message read back from the journal to one session (replay of its offline queue).
+    static func offer(_ message: MQTTMessage, to session: MQTTSession) {
         guard let match = session.match(message.topic, publisher: message.publisher) else { return }
-        let qos = min(message.qos, match.qos)
-        let retain = match.retainAsPublished && message.retain
-        if live {
-            session.deliver(message, qos: qos, retain: retain, identifiers: match.identifiers)
-        } else {
-            session.deliverNow(message, qos: qos, retain: retain, identifiers: match.identifiers, bounded: false)
+        session.deliverNow(
+            message, qos: min(message.qos, match.qos), retain: match.retainAsPublished && message.retain,
+            identifiers: match.identifiers, bounded: false)
+    }
+
+    /// Adds or replaces a subscription of a session and indexes it for routing; returns
+    /// whether it existed before.
+    func subscribe(_ session: MQTTSession, _ subscription: MQTTSession.Subscription) -> Bool {
+        registry.withLock { registry in
+            let previous = session.subscribe(subscription)
+            if registry.sessions[session.clientID] === session {
+                if let previous { registry.subscriptions.remove(previous, of: session) }
+                registry.subscriptions.insert(subscription, of: session)
+            }
+            return previous != nil
+        }
+    }
+
+    func unsubscribe(_ session: MQTTSession, _ filter: String) -> Bool {
+        registry.withLock { registry in
+            guard let previous = session.unsubscribe(filter) else { return false }
+            if registry.sessions[session.clientID] === session { registry.subscriptions.remove(previous, of: session) }
+            return true
         }
     }
 
@@ -272,7 +336,10 @@ public final class MQTTGateway: Service {
     /// Registers a session; returns the one it replaces (same client id) and the bucket positions.
     func register(_ session: MQTTSession) -> (previous: MQTTSession?, positions: [Int: UInt64]) {
         registry.withLock { registry in
-            (registry.sessions.updateValue(session, forKey: session.clientID), registry.dispatched)
+            let previous = registry.sessions.updateValue(session, forKey: session.clientID)
+            for subscription in previous?.subscriptions ?? [] { registry.subscriptions.remove(subscription, of: previous!) }
+            for subscription in session.subscriptions { registry.subscriptions.insert(subscription, of: session) }
+            return (previous, registry.dispatched)
         }
     }
 
@@ -281,7 +348,19 @@ public final class MQTTGateway: Service {
         registry.withLock { registry in
             guard registry.sessions[session.clientID] === session else { return nil }
             registry.sessions[session.clientID] = nil
+            for subscription in session.subscriptions { registry.subscriptions.remove(subscription, of: session) }
             return registry.dispatched
+        }
+    }
+
+    /// The record of a connected persistent session as of now, with the bucket positions it is
+    /// consistent with (taken under the lock that routing holds); nil once it is not the
+    /// registered session any more.
+    func checkpointRecord(_ session: MQTTSession) -> MQTTSessionRecord? {
+        registry.withLock { registry in
+            // While a replay runs, the offline queue's start is still the stored record's.
+            guard registry.sessions[session.clientID] === session, !session.isReplaying else { return nil }
+            return session.record(positions: registry.dispatched, expiryInterval: session.expiryInterval)
         }
     }
 
@@ -305,9 +384,23 @@ public final class MQTTGateway: Service {
         try await journal.delete(namespace: Self.sessionNamespace, key: Array(clientID.utf8))
     }
 
-    /// Delivers to `session` what its subscriptions match in [from, to) of each bucket: the
-    /// messages published while it was away (its offline queue is the journal itself).
-    func replay(_ session: MQTTSession, from: [Int: UInt64], to: [Int: UInt64]) async throws {
+    /// Delivers to `session` what its subscriptions match from `from` on in each bucket — the
+    /// messages published while it was away (its offline queue is the journal itself) — then
+    /// switches it to live delivery. Live messages arriving meanwhile are held back; when more
+    /// arrive than the queue limit they are dropped and read from the journal in another round.
+    func replay(_ session: MQTTSession, from start: [Int: UInt64], to end: [Int: UInt64]) async throws {
+        var (from, to) = (start, end)
+        while true {
+            try await replay(session, range: from, to)
+            let further = registry.withLock { registry -> [Int: UInt64]? in
+                session.endReplay() ? nil : registry.dispatched
+            }
+            guard let further else { return }
+            (from, to) = (to, further)
+        }
+    }
+
+    private func replay(_ session: MQTTSession, range from: [Int: UInt64], _ to: [Int: UInt64]) async throws {
         for bucket in 0..<configuration.buckets {
             let shard = shardName(bucket: bucket)
             guard var next = from[bucket], let end = to[bucket], next < end else { continue }
@@ -319,8 +412,11 @@ public final class MQTTGateway: Service {
                 for batch in result.batches {
                     guard let records = try? RecordBatch.decode(batch) else { continue }
                     for record in records where record.offset! >= next && record.offset! < end {
-                        Self.offer(MQTTMessage(record: record), to: session, live: false)
+                        Self.offer(MQTTMessage(record: record), to: session)
                     }
+                    // Bounded memory: no further than the client takes (or until it is gone).
+                    await session.waitForRoom()
+                    try Task.checkCancellation()
                 }
                 next = result.nextOffset
             }

@@ -30,11 +30,25 @@ final class MQTTSession: Sendable {
         /// Packets handed to the writer and not yet written to the socket.
         var unwritten = 0
         var heldLive: [(MQTTMessage, UInt8, Bool, [UInt32])] = []
+        /// More live messages arrived during the replay than the queue limit: they were dropped
+        /// and the replay reads them from the journal instead.
+        var heldOverflow = false
         /// Outbound publishes waiting for room under the client's receive maximum.
         var waiting: [MQTTPacket.Publish] = []
         /// Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
         var inboundQoS2: Set<UInt16> = []
         var closed = false
+        /// Counts changes worth a new session record (deliveries, acknowledgements, subscriptions).
+        var changes: UInt64 = 0
+        /// A replay from the journal waiting for the client to take what it was sent.
+        var roomWaiter: CheckedContinuation<Void, Never>?
+
+        /// Room for more replayed messages: the backlog fell to half the queue limit.
+        mutating func takeRoomWaiter(limit: Int) -> CheckedContinuation<Void, Never>? {
+            guard roomWaiter != nil, closed || waiting.count + unwritten <= limit / 2 else { return nil }
+            defer { roomWaiter = nil }
+            return roomWaiter
+        }
     }
 
     let clientID: String
@@ -81,13 +95,35 @@ final class MQTTSession: Sendable {
 
     /// The writer wrote one packet.
     func didWrite() {
-        state.withLock { $0.unwritten -= 1 }
+        state.withLock {
+            $0.unwritten -= 1
+            return $0.takeRoomWaiter(limit: maxQueued)
+        }?.resume()
     }
 
     func close() {
-        state.withLock { $0.closed = true }
+        state.withLock {
+            $0.closed = true
+            return $0.takeRoomWaiter(limit: maxQueued)
+        }?.resume()
         outbound.finish()
     }
+
+    /// Waits until the messages queued for the client (unwritten or behind the receive
+    /// maximum) are at most half the queue limit, or the session closed: a replay of an
+    /// offline backlog goes no faster than the client takes it.
+    func waitForRoom() async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { state -> Bool in
+                if state.closed || state.waiting.count + state.unwritten <= maxQueued / 2 { return true }
+                state.roomWaiter = waiter
+                return false
+            }
+            if ready { waiter.resume() }
+        }
+    }
+
+    var isReplaying: Bool { state.withLock { $0.replaying } }
 
     /// Whether the ACL (if any) lets this client read or write `topic`.
     func permits(_ access: MQTTACL.Access, _ topic: String) -> Bool {
@@ -96,51 +132,64 @@ final class MQTTSession: Sendable {
 
     // MARK: Subscriptions
 
-    /// Adds or replaces a subscription; returns whether it existed before.
-    func subscribe(_ subscription: Subscription) -> Bool {
-        state.withLock { $0.subscriptions.updateValue(subscription, forKey: subscription.filter) != nil }
-    }
-
-    func unsubscribe(_ filter: String) -> Bool {
-        state.withLock { $0.subscriptions.removeValue(forKey: filter) != nil }
-    }
-
-    /// Every subscription matching `topic`: the delivery QoS is the highest granted one, and all
-    /// their identifiers go along (MQTT 3.3.4).
-    func match(_ topic: String, publisher: String) -> (qos: UInt8, retainAsPublished: Bool, identifiers: [UInt32])? {
-        state.withLock { state in
-            var best: (qos: UInt8, retainAsPublished: Bool, identifiers: [UInt32])?
-            for subscription in state.subscriptions.values
-            where subscription.shared == nil && MQTTTopic.matches(filter: subscription.filter, topic: topic)
-                && !(subscription.noLocal && publisher == clientID)
-            {
-                var current = best ?? (0, false, [])
-                current.qos = max(current.qos, subscription.qos)
-                current.retainAsPublished = current.retainAsPublished || subscription.retainAsPublished
-                if let id = subscription.identifier { current.identifiers.append(id) }
-                best = current
-            }
-            return best
+    /// Adds or replaces a subscription; returns the one it replaced. (The gateway's
+    /// `subscribe` calls this and indexes it.)
+    func subscribe(_ subscription: Subscription) -> Subscription? {
+        state.withLock {
+            $0.changes &+= 1
+            return $0.subscriptions.updateValue(subscription, forKey: subscription.filter)
         }
     }
 
-    /// The shared subscriptions matching `topic`: the gateway gives each message of a group to
-    /// one member.
-    func sharedMatches(_ topic: String) -> [Subscription] {
-        state.withLock { state in
-            state.subscriptions.values.filter { subscription in
-                guard let shared = subscription.shared else { return false }
-                return MQTTTopic.matches(filter: shared.filter, topic: topic)
-            }
+    func unsubscribe(_ filter: String) -> Subscription? {
+        state.withLock {
+            $0.changes &+= 1
+            return $0.subscriptions.removeValue(forKey: filter)
         }
+    }
+
+    var subscriptions: [Subscription] {
+        state.withLock { Array($0.subscriptions.values) }
+    }
+
+    /// What a message gets from this session's (non-shared) subscriptions matching its topic:
+    /// the delivery QoS is the highest granted one, and all their identifiers go along (MQTT
+    /// 3.3.4); a no-local subscription skips the client's own messages.
+    typealias Match = (qos: UInt8, retainAsPublished: Bool, identifiers: [UInt32])
+
+    func combine(_ matching: some Sequence<Subscription>, publisher: String) -> Match? {
+        var best: Match?
+        for subscription in matching where !(subscription.noLocal && publisher == clientID) {
+            var current = best ?? (0, false, [])
+            current.qos = max(current.qos, subscription.qos)
+            current.retainAsPublished = current.retainAsPublished || subscription.retainAsPublished
+            if let id = subscription.identifier { current.identifiers.append(id) }
+            best = current
+        }
+        return best
+    }
+
+    /// `combine` over every subscription of the session matching `topic` (replay from the journal).
+    func match(_ topic: String, publisher: String) -> Match? {
+        combine(
+            subscriptions.filter { $0.shared == nil && MQTTTopic.matches(filter: $0.filter, topic: topic) },
+            publisher: publisher)
     }
 
     // MARK: Outbound delivery
 
-    /// Delivers a live message; held back while the session replays what it missed.
+    /// Delivers a live message; held back while the session replays what it missed. Beyond
+    /// the queue limit the held messages are dropped: the replay goes on to read them from the
+    /// journal (see `MQTTGateway.replay`).
     func deliver(_ message: MQTTMessage, qos: UInt8, retain: Bool, identifiers: [UInt32]) {
         let held = state.withLock { state -> Bool in
             guard state.replaying else { return false }
+            if state.heldOverflow { return true }
+            if state.heldLive.count >= maxQueued {
+                state.heldOverflow = true
+                state.heldLive = []
+                return true
+            }
             state.heldLive.append((message, qos, retain, identifiers))
             return true
         }
@@ -151,19 +200,26 @@ final class MQTTSession: Sendable {
         state.withLock { $0.replaying = true }
     }
 
-    /// Ends the replay: the live messages that arrived meanwhile go out, in order.
-    func endReplay() {
-        while true {
-            let held = state.withLock { state -> [(MQTTMessage, UInt8, Bool, [UInt32])] in
-                defer { state.heldLive = [] }
-                if state.heldLive.isEmpty { state.replaying = false }
-                return state.heldLive
+    /// Ends the replay if no held message was dropped: the held ones go out, in order, and
+    /// live delivery resumes; returns false (and clears the overflow) when the replay must go
+    /// on. Called under the gateway's registry lock, so that no live message arrives meanwhile.
+    func endReplay() -> Bool {
+        let held = state.withLock { state -> [(MQTTMessage, UInt8, Bool, [UInt32])]? in
+            if state.heldOverflow {
+                state.heldOverflow = false
+                return nil
             }
-            if held.isEmpty { return }
-            for (message, qos, retain, identifiers) in held {
-                deliverNow(message, qos: qos, retain: retain, identifiers: identifiers)
+            defer {
+                state.heldLive = []
+                state.replaying = false
             }
+            return state.heldLive
         }
+        guard let held else { return false }
+        for (message, qos, retain, identifiers) in held {
+            deliverNow(message, qos: qos, retain: retain, identifiers: identifiers)
+        }
+        return true
     }
 
     /// Delivers `message` at `qos` (already the minimum of publish and subscription QoS).
@@ -187,11 +243,15 @@ final class MQTTSession: Sendable {
         if qos == 0 {
             // At most once: a subscriber that does not keep up loses QoS 0 messages beyond
             // `maxQueued` unwritten packets instead of growing the gateway's memory.
-            let full = state.withLock { $0.unwritten >= maxQueued }
+            let full = state.withLock {
+                $0.changes &+= 1
+                return $0.unwritten >= maxQueued
+            }
             if !full { send(.publish(publish)) }
             return
         }
         let (packet, overflowed) = state.withLock { state -> (MQTTPacket?, Bool) in
+            state.changes &+= 1
             if state.inflight.count >= receiveMaximum {
                 if bounded && state.waiting.count >= maxQueued { return (nil, true) }
                 state.waiting.append(publish)
@@ -216,30 +276,36 @@ final class MQTTSession: Sendable {
 
     /// PUBACK or PUBCOMP from the client: the slot frees, the next waiting message goes out.
     func acknowledged(_ packetID: UInt16) {
-        let next = state.withLock { state -> MQTTPacket? in
-            guard state.inflight.removeValue(forKey: packetID) != nil else { return nil }
+        let (next, waiter) = state.withLock { state -> (MQTTPacket?, CheckedContinuation<Void, Never>?) in
+            guard state.inflight.removeValue(forKey: packetID) != nil else { return (nil, nil) }
+            state.changes &+= 1
             state.inflightOrder.removeAll { $0 == packetID }
             state.released.remove(packetID)
-            guard !state.waiting.isEmpty else { return nil }
+            guard !state.waiting.isEmpty else { return (nil, nil) }
             var publish = state.waiting.removeFirst()
             publish.packetID = Self.takePacketID(&state)
             state.inflight[publish.packetID!] = publish
             state.inflightOrder.append(publish.packetID!)
-            return .publish(publish)
+            return (.publish(publish), state.takeRoomWaiter(limit: maxQueued))
         }
         if let next { send(next) }
+        waiter?.resume()
     }
 
     /// PUBREC from the client: answer PUBREL (the message stays in flight until PUBCOMP).
     func received(_ packetID: UInt16) -> Bool {
         state.withLock { state in
             guard state.inflight[packetID] != nil else { return false }
+            state.changes &+= 1
             state.released.insert(packetID)
             return true
         }
     }
 
     // MARK: Persistence
+
+    /// Grows with every change a session record would show.
+    var changeCount: UInt64 { state.withLock { $0.changes } }
 
     /// The session's state for its record (positions are filled in by the gateway).
     func record(positions: [Int: UInt64], expiryInterval: UInt32?) -> MQTTSessionRecord {
@@ -291,11 +357,17 @@ final class MQTTSession: Sendable {
     }
 
     func inboundQoS2Accepted(_ packetID: UInt16) {
-        _ = state.withLock { $0.inboundQoS2.insert(packetID) }
+        state.withLock {
+            $0.changes &+= 1
+            $0.inboundQoS2.insert(packetID)
+        }
     }
 
     /// PUBREL: releases the id; false when it was not known.
     func inboundQoS2Released(_ packetID: UInt16) -> Bool {
-        state.withLock { $0.inboundQoS2.remove(packetID) != nil }
+        state.withLock {
+            $0.changes &+= 1
+            return $0.inboundQoS2.remove(packetID) != nil
+        }
     }
 }

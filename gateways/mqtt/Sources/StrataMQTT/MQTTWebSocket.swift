@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 
 /// MQTT over WebSocket (MQTT 6): an HTTP/1.1 upgrade with subprotocol `mqtt`, after which
@@ -15,7 +16,7 @@ enum MQTTWebSocket {
     /// Binds the WebSocket listener; each element of the returned channel is one connection's
     /// upgrade outcome.
     static func bind(
-        host: String, port: Int, group: any EventLoopGroup, maxPacketSize: Int
+        host: String, port: Int, group: any EventLoopGroup, maxPacketSize: Int, tls: NIOSSLContext?
     ) async throws -> NIOAsyncChannel<EventLoopFuture<Upgrade>, Never> {
         try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
@@ -23,6 +24,7 @@ enum MQTTWebSocket {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
                         maxFrameSize: maxPacketSize + 16,
                         shouldUpgrade: { channel, head in

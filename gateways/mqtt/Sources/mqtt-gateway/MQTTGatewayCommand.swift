@@ -29,6 +29,15 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     @Option(help: "ACL file in mosquitto's format (user / topic / pattern lines).")
     var acl: String?
 
+    @Option(help: "Messages queued for one subscriber beyond its receive maximum (then QoS 0 is dropped, QoS 1/2 disconnects).")
+    var maxQueuedMessages: Int = 10_000
+
+    @Option(help: "TLS certificate chain (PEM): both listeners speak TLS when given with --tls-key.")
+    var tlsCert: String?
+
+    @Option(help: "TLS private key (PEM).")
+    var tlsKey: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -45,13 +54,15 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         settings.host = listenAddress.host
         settings.port = listenAddress.port
         settings.allowAnonymous = allowAnonymous
+        guard maxQueuedMessages >= 2 else { throw ValidationError("--max-queued-messages must be at least 2") }
+        settings.maxQueuedMessages = maxQueuedMessages
         if let wsListen {
             guard let address = try? HostPort(parsing: wsListen) else { throw ValidationError("--ws-listen must be HOST:PORT") }
             settings.webSocketHost = address.host
             settings.webSocketPort = address.port
         }
         do {
-            try settings.loadAccessFiles(passwords: passwords, acl: acl)
+            try settings.loadAccessFiles(passwords: passwords, acl: acl, tlsCertificate: tlsCert, tlsKey: tlsKey)
         } catch {
             throw ValidationError("\(error)")
         }
