@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "strata", targets: ["StrataCLI"]),
         .executable(name: "journal-fuzz", targets: ["JournalFuzz"]),
         .executable(name: "mqtt-gateway", targets: ["MQTTGatewayMain"]),
+        .executable(name: "kafka-gateway", targets: ["KafkaGatewayMain"]),
         .executable(name: "storage-bench", targets: ["StorageBench"]),
     ],
     dependencies: [
@@ -85,7 +86,7 @@ let package = Package(
         .target(
             name: "StrataNode",
             dependencies: [
-                "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT",
+                "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT", "StrataKafka",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -142,6 +143,30 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "gateways/mqtt/Sources/mqtt-gateway",
+            swiftSettings: swiftSettings),
+
+        // The Kafka wire protocol on the journal (gateways/kafka).
+        .target(
+            name: "StrataKafka",
+            dependencies: [
+                "StrataJournal", "StrataClient", "StrataWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "gateways/kafka/Sources/StrataKafka",
+            swiftSettings: swiftSettings),
+
+        .executableTarget(
+            name: "KafkaGatewayMain",
+            dependencies: [
+                "StrataKafka", "StrataClient", "StrataWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "gateways/kafka/Sources/kafka-gateway",
             swiftSettings: swiftSettings),
 
         // libFuzzer harness (`make fuzz`); a normal build is a replay tool for saved inputs.

@@ -3,6 +3,7 @@ import NIOCore
 import ServiceLifecycle
 import StrataClient
 import StrataJournal
+import StrataKafka
 import StrataMQTT
 import StrataWire
 
@@ -54,6 +55,20 @@ public enum JournalNode {
                         configuration: mqtt, journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
                         logger: logger, onBound: { announce("mqtt \(StrataProcess.display($0))") },
                         onWebSocketBound: { announce("mqtt-ws \(StrataProcess.display($0))") })))
+        }
+        if gateways.contains("kafka") {
+            var kafka = KafkaGateway.Configuration()
+            kafka.host = configuration.kafkaListen.host
+            kafka.port = configuration.kafkaListen.port
+            kafka.advertisedHost = configuration.kafkaAdvertised?.host
+            kafka.advertisedPort = configuration.kafkaAdvertised?.port
+            kafka.defaultPartitions = configuration.kafkaDefaultPartitions
+            kafka.autoCreateTopics = configuration.kafkaAutoCreateTopics
+            services.append(
+                .init(
+                    service: KafkaGateway(
+                        configuration: kafka, journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
+                        logger: logger, onBound: { announce("kafka \(StrataProcess.display($0))") })))
         }
         services.append(.init(service: http))
         let group = ServiceGroup(

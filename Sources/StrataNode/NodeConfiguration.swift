@@ -26,8 +26,14 @@ public struct NodeConfiguration: Sendable {
     public var mqttTLSCertificate: String?
     public var mqttTLSKey: String?
 
+    /// The in-process Kafka gateway's listener and the address it advertises (its own when nil).
+    public var kafkaListen = HostPort(host: "127.0.0.1", port: 9092)
+    public var kafkaAdvertised: HostPort?
+    public var kafkaDefaultPartitions: Int32 = 1
+    public var kafkaAutoCreateTopics = true
+
     /// Gateways this build can host in-process.
-    public static let availableGateways: [String] = ["mqtt"]
+    public static let availableGateways: [String] = ["mqtt", "kafka"]
 
     public init() {}
 
@@ -59,6 +65,14 @@ public struct NodeConfiguration: Sendable {
             case ("mqtt.acl", .string(let v)): mqttACL = v
             case ("mqtt.tls_cert", .string(let v)): mqttTLSCertificate = v
             case ("mqtt.tls_key", .string(let v)): mqttTLSKey = v
+            case ("kafka.listen", .string(let v)): kafkaListen = try HostPort(parsing: v)
+            case ("kafka.advertised", .string(let v)): kafkaAdvertised = try HostPort(parsing: v)
+            case ("kafka.default_partitions", .integer(let v)):
+                guard 1...10_000 ~= v else {
+                    throw JournalError(.invalidArgument, "config file: kafka.default_partitions is 1 to 10000")
+                }
+                kafkaDefaultPartitions = Int32(v)
+            case ("kafka.auto_create_topics", .bool(let v)): kafkaAutoCreateTopics = v
             case ("journal.wal_io", .string(let v)):
                 guard let mode = WALIOMode(rawValue: v) else {
                     throw JournalError(.invalidArgument, "config file: journal.wal_io is auto, uring or pwrite")
@@ -112,6 +126,8 @@ public struct NodeConfiguration: Sendable {
             "journal.min_free_disk_bytes": "\(journalConfiguration.minFreeDiskBytes)",
             "journal.max_frame_bytes": "\(maxFrameBytes)",
             "mqtt.listen": mqttListen.description, "mqtt.allow_anonymous": "\(mqttAllowAnonymous)",
+            "kafka.listen": kafkaListen.description, "kafka.advertised": kafkaAdvertised?.description ?? "",
+            "kafka.default_partitions": "\(kafkaDefaultPartitions)", "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",
         ]
     }
 }

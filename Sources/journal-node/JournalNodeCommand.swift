@@ -54,6 +54,12 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "TLS private key (PEM) for the MQTT listeners.")
     var mqttTlsKey: String?
 
+    @Option(help: "The in-process Kafka gateway's listener, HOST:PORT (with --gateways kafka or all).")
+    var kafkaListen: String?
+
+    @Option(help: "The address Kafka clients are told to connect to, HOST:PORT (the listener's by default).")
+    var kafkaAdvertised: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -77,6 +83,8 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttWsListen { settings.mqttWebSocketListen = try .init(parsing: mqttWsListen) }
             if let mqttPasswords { settings.mqttPasswords = mqttPasswords }
             if let mqttAcl { settings.mqttACL = mqttAcl }
+            if let kafkaListen { settings.kafkaListen = try .init(parsing: kafkaListen) }
+            if let kafkaAdvertised { settings.kafkaAdvertised = try .init(parsing: kafkaAdvertised) }
             if let mqttTlsCert { settings.mqttTLSCertificate = mqttTlsCert }
             if let mqttTlsKey { settings.mqttTLSKey = mqttTlsKey }
             if let walIO {

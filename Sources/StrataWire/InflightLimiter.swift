@@ -4,7 +4,7 @@ import Synchronization
 /// takes the next frame, so a client that does not read its answers is slowed by TCP. With
 /// subscriptions' credits capped too, what the node buffers for one connection is bounded by
 /// `limit` answers plus 256 `records` frames per subscription.
-final class InflightLimiter: Sendable {
+public final class InflightLimiter: Sendable {
     private struct State {
         var available: Int
         var waiter: CheckedContinuation<Void, Never>?
@@ -12,12 +12,12 @@ final class InflightLimiter: Sendable {
 
     private let state: Mutex<State>
 
-    init(limit: Int) {
+    public init(limit: Int) {
         state = Mutex(State(available: limit))
     }
 
     /// Takes a slot, waiting for one when all are taken. One caller (the connection reader) at a time.
-    func acquire() async {
+    public func acquire() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLock { state -> Bool in
                 if state.available > 0 {
@@ -31,7 +31,7 @@ final class InflightLimiter: Sendable {
         }
     }
 
-    func release() {
+    public func release() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
             if let waiter = state.waiter {
                 state.waiter = nil

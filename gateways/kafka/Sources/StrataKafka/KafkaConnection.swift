@@ -1,0 +1,140 @@
+import Logging
+import NIOCore
+import StrataWire
+
+/// One client connection. Requests are read in order and handled concurrently (a Fetch waiting
+/// for data does not hold up a Produce behind it), and responses are written in request order,
+/// as Kafka requires. What must happen in order — appends to one partition — is started before
+/// the next request is read. A request that cannot be read closes the connection with a log line.
+struct KafkaConnection {
+    let gateway: KafkaGateway
+    let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+
+    func run() async {
+        let peer = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                let (responses, pending) = AsyncStream<Task<ByteBuffer?, Never>>.makeStream()
+                let limiter = InflightLimiter(limit: gateway.configuration.maxInflightPerConnection)
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for await response in responses {
+                            if let bytes = await response.value { try await outbound.write(bytes) }
+                            limiter.release()
+                        }
+                    }
+                    do {
+                        for try await frame in inbound {
+                            await limiter.acquire()
+                            pending.yield(try gateway.handle(frame))
+                        }
+                    } catch {
+                        gateway.logger.warning(
+                            "kafka connection closed on a bad request", metadata: ["kafka.peer": "\(peer)", "error": "\(error)"])
+                    }
+                    // Answers to the requests read so far still go out, then the connection closes.
+                    pending.finish()
+                    try await group.next()
+                    group.cancelAll()
+                }
+            }
+        } catch {
+            gateway.logger.debug("kafka connection ended", metadata: ["kafka.peer": "\(peer)", "error": "\(error)"])
+        }
+    }
+}
+
+/// A parsed request header (v1, or v2 for flexible versions).
+struct KafkaRequestHeader {
+    var api: KafkaAPI
+    var version: Int16
+    var correlationID: Int32
+    var clientID: String?
+    var flexible: Bool
+}
+
+extension KafkaGateway {
+    /// Reads a request and starts handling it; the task yields the framed response (nil: none,
+    /// as for Produce with acks=0). Throws for a request that cannot be read or is not served.
+    func handle(_ frame: ByteBuffer) throws -> Task<ByteBuffer?, Never> {
+        var reader = KafkaReader(buffer: frame, flexible: false)
+        let apiKey = try reader.int16()
+        let version = try reader.int16()
+        let correlationID = try reader.int32()
+        let clientID = try reader.classicNullableString()
+        guard let api = KafkaAPI(rawValue: apiKey) else {
+            throw KafkaProtocolError("API key \(apiKey) (v\(version)) is not served by this gateway")
+        }
+        guard api.versions.contains(version) else {
+            if api == .apiVersions {
+                // KIP-511: answer in v0 with UNSUPPORTED_VERSION and the supported ranges.
+                let body = Self.apiVersionsResponse(version: 0, error: .unsupportedVersion)
+                return Task { Self.frame(correlationID: correlationID, headerTags: false, body: body) }
+            }
+            throw KafkaProtocolError("\(api) v\(version) is not served (versions \(api.versions))")
+        }
+        let flexible = api.isFlexible(version)
+        reader = KafkaReader(buffer: reader.buffer, flexible: flexible)
+        try reader.taggedFields()  // request header v2
+        let header = KafkaRequestHeader(
+            api: api, version: version, correlationID: correlationID, clientID: clientID, flexible: flexible)
+        // ApiVersions' response header is v0 in every version (KIP-511).
+        let headerTags = flexible && api != .apiVersions
+        let respond: @Sendable (KafkaWriter) -> ByteBuffer = { body in
+            Self.frame(correlationID: correlationID, headerTags: headerTags, body: body.buffer)
+        }
+        switch api {
+        case .apiVersions:
+            if version >= 3 {
+                _ = try reader.string()  // client software name
+                _ = try reader.string()  // and version
+                try reader.taggedFields()
+            }
+            let body = Self.apiVersionsResponse(version: version, error: .none)
+            return Task { Self.frame(correlationID: correlationID, headerTags: false, body: body) }
+        case .metadata:
+            let request = try MetadataRequest(&reader, version: version)
+            return Task { respond(await self.metadata(request, header)) }
+        case .produce:
+            return try produce(&reader, header, respond: respond)
+        case .fetch:
+            let request = try FetchRequest(&reader, version: version)
+            return Task { respond(await self.fetch(request, header)) }
+        case .listOffsets:
+            let request = try ListOffsetsRequest(&reader, version: version)
+            return Task { respond(await self.listOffsets(request, header)) }
+        case .createTopics:
+            let request = try CreateTopicsRequest(&reader, version: version)
+            return Task { respond(await self.createTopics(request, header)) }
+        case .deleteTopics:
+            let request = try DeleteTopicsRequest(&reader, version: version)
+            return Task { respond(await self.deleteTopics(request, header)) }
+        }
+    }
+
+    /// Size, correlation id, the header's (empty) tagged fields when it is v1, then the body.
+    static func frame(correlationID: Int32, headerTags: Bool, body: ByteBuffer) -> ByteBuffer {
+        var body = body
+        var frame = ByteBuffer()
+        frame.reserveCapacity(9 + body.readableBytes)
+        frame.writeInteger(Int32(4 + (headerTags ? 1 : 0) + body.readableBytes))
+        frame.writeInteger(correlationID)
+        if headerTags { frame.writeInteger(UInt8(0)) }
+        frame.writeBuffer(&body)
+        return frame
+    }
+
+    static func apiVersionsResponse(version: Int16, error: KafkaError) -> ByteBuffer {
+        var writer = KafkaWriter(flexible: version >= 3)
+        writer.int16(error.rawValue)
+        writer.array(KafkaAPI.allCases) { writer, api in
+            writer.int16(api.rawValue)
+            writer.int16(api.versions.lowerBound)
+            writer.int16(api.versions.upperBound)
+            writer.taggedFields()
+        }
+        if version >= 1 { writer.int32(0) }  // throttle time
+        writer.taggedFields()
+        return writer.buffer
+    }
+}

@@ -1,0 +1,241 @@
+import NIOCore
+import StrataJournal
+
+// Metadata, CreateTopics, DeleteTopics.
+
+struct MetadataRequest {
+    /// nil: every topic.
+    var topics: [String]?
+    var allowAutoCreate = true
+
+    init(_ reader: inout KafkaReader, version: Int16) throws {
+        let named = try reader.nullableArray { reader -> String? in
+            if version >= 10 { _ = try reader.uuid() }  // topic id: topics are looked up by name here
+            let name = version >= 10 ? try reader.nullableString() : try reader.string()
+            try reader.taggedFields()
+            return name
+        }
+        // v0: an empty array means every topic; v1+: null does.
+        topics = (named == nil || (version == 0 && named!.isEmpty)) ? nil : named!.compactMap { $0 }
+        if version >= 4 { allowAutoCreate = try reader.bool() }
+        if version >= 8 && version <= 10 { _ = try reader.bool() }  // include cluster authorized operations
+        if version >= 8 { _ = try reader.bool() }  // include topic authorized operations
+        try reader.taggedFields()
+    }
+}
+
+struct CreateTopicsRequest {
+    struct Topic {
+        var name: String
+        var partitions: Int32
+        var replicationFactor: Int16
+        var assignments: Int
+        var configs: [String: String]
+    }
+    var topics: [Topic]
+    var validateOnly = false
+
+    init(_ reader: inout KafkaReader, version: Int16) throws {
+        topics = try reader.array { reader in
+            let name = try reader.string()
+            let partitions = try reader.int32()
+            let replicationFactor = try reader.int16()
+            let assignments = try reader.array { reader in
+                _ = try reader.int32()
+                _ = try reader.array { try $0.int32() }
+                try reader.taggedFields()
+            }.count
+            var configs: [String: String] = [:]
+            for (key, value) in try reader.array({ reader -> (String, String?) in
+                let pair = (try reader.string(), try reader.nullableString())
+                try reader.taggedFields()
+                return pair
+            }) {
+                configs[key] = value
+            }
+            try reader.taggedFields()
+            return Topic(
+                name: name, partitions: partitions, replicationFactor: replicationFactor, assignments: assignments,
+                configs: configs)
+        }
+        _ = try reader.int32()  // timeout: creation is synchronous here
+        if version >= 1 { validateOnly = try reader.bool() }
+        try reader.taggedFields()
+    }
+}
+
+struct DeleteTopicsRequest {
+    var names: [String?]
+
+    init(_ reader: inout KafkaReader, version: Int16) throws {
+        if version >= 6 {
+            names = try reader.array { reader in
+                let name = try reader.nullableString()
+                _ = try reader.uuid()
+                try reader.taggedFields()
+                return name
+            }
+        } else {
+            names = try reader.array { try $0.string() }
+        }
+        _ = try reader.int32()  // timeout
+        try reader.taggedFields()
+    }
+}
+
+extension KafkaGateway {
+    /// "Not requested" for authorized-operations fields.
+    static let operationsNotRequested = Int32.min
+
+    func metadata(_ request: MetadataRequest, _ header: KafkaRequestHeader) async -> KafkaWriter {
+        let version = header.version
+        var listed: [(name: String, topic: KafkaTopic?, error: KafkaError)] = []
+        do {
+            if let names = request.topics {
+                for name in names {
+                    do {
+                        let topic = try await topicForClient(name, autoCreate: request.allowAutoCreate)
+                        let error: KafkaError =
+                            topic != nil ? .none : (KafkaTopic.isValidName(name) ? .unknownTopicOrPartition : .invalidTopic)
+                        listed.append((name, topic, error))
+                    } catch {
+                        listed.append((name, nil, KafkaFailure.from(error).code))
+                    }
+                }
+            } else {
+                listed = try await allTopics().sorted { $0.key < $1.key }.map { ($0.key, $0.value, .none) }
+            }
+        } catch {
+            logger.error("kafka metadata failed", metadata: ["error": "\(error)"])
+        }
+        let (host, port) = advertised.withLock { $0 }
+        let node = configuration.nodeID
+        var writer = KafkaWriter(flexible: header.flexible)
+        if version >= 3 { writer.int32(0) }
+        writer.array([0]) { writer, _ in
+            writer.int32(node)
+            writer.string(host)
+            writer.int32(port)
+            if version >= 1 { writer.nullableString(nil) }  // rack
+            writer.taggedFields()
+        }
+        if version >= 2 { writer.nullableString(configuration.clusterID) }
+        if version >= 1 { writer.int32(node) }  // controller
+        writer.array(listed) { writer, entry in
+            writer.int16(entry.error.rawValue)
+            writer.string(entry.name)
+            if version >= 10 { writer.uuid(entry.topic?.id ?? [UInt8](repeating: 0, count: 16)) }
+            if version >= 1 { writer.bool(false) }  // internal
+            writer.array(Array(0..<(entry.topic?.partitions ?? 0))) { writer, partition in
+                writer.int16(0)
+                writer.int32(partition)
+                writer.int32(node)  // leader
+                if version >= 7 { writer.int32(0) }  // leader epoch
+                writer.array([node]) { $0.int32($1) }  // replicas
+                writer.array([node]) { $0.int32($1) }  // in-sync replicas
+                if version >= 5 { writer.array([Int32]()) { $0.int32($1) } }  // offline replicas
+                writer.taggedFields()
+            }
+            if version >= 8 { writer.int32(Self.operationsNotRequested) }
+            writer.taggedFields()
+        }
+        if version >= 8 && version <= 10 { writer.int32(Self.operationsNotRequested) }
+        writer.taggedFields()
+        return writer
+    }
+
+    func createTopics(_ request: CreateTopicsRequest, _ header: KafkaRequestHeader) async -> KafkaWriter {
+        let version = header.version
+        var results: [(name: String, topic: KafkaTopic?, failure: KafkaFailure?)] = []
+        for entry in request.topics {
+            do {
+                guard entry.replicationFactor == -1 || entry.replicationFactor == 1 else {
+                    throw KafkaFailure(
+                        .invalidReplicationFactor,
+                        "replication factor \(entry.replicationFactor) is larger than the 1 node of this cluster")
+                }
+                let partitions =
+                    entry.assignments > 0 ? Int32(entry.assignments)
+                    : entry.partitions == -1 ? configuration.defaultPartitions : entry.partitions
+                if request.validateOnly {
+                    guard KafkaTopic.isValidName(entry.name) else {
+                        throw KafkaFailure(.invalidTopic, "invalid topic name '\(entry.name)'")
+                    }
+                    if try await topic(entry.name) != nil {
+                        throw KafkaFailure(.topicAlreadyExists, "topic '\(entry.name)' already exists")
+                    }
+                    results.append((entry.name, try KafkaTopic(partitions: partitions, configs: entry.configs), nil))
+                } else {
+                    results.append(
+                        (entry.name, try await createTopic(entry.name, partitions: partitions, configs: entry.configs), nil))
+                }
+            } catch {
+                results.append((entry.name, nil, KafkaFailure.from(error)))
+            }
+        }
+        var writer = KafkaWriter(flexible: header.flexible)
+        if version >= 2 { writer.int32(0) }
+        writer.array(results) { writer, result in
+            writer.string(result.name)
+            if version >= 7 { writer.uuid(result.topic?.id ?? [UInt8](repeating: 0, count: 16)) }
+            writer.int16(result.failure?.code.rawValue ?? 0)
+            if version >= 1 { writer.nullableString(result.failure?.message) }
+            if version >= 5 {
+                writer.int32(result.topic?.partitions ?? -1)
+                writer.int16(result.topic == nil ? -1 : 1)
+                if let topic = result.topic {
+                    writer.array(topic.describedConfigs) { writer, config in
+                        writer.string(config.name)
+                        writer.nullableString(config.value)
+                        writer.bool(false)  // read only
+                        writer.int8(config.isDefault ? 5 : 1)  // DEFAULT_CONFIG / DYNAMIC_TOPIC_CONFIG
+                        writer.bool(false)  // sensitive
+                        writer.taggedFields()
+                    }
+                } else {
+                    writer.count(nil)
+                }
+            }
+            writer.taggedFields()
+        }
+        writer.taggedFields()
+        return writer
+    }
+
+    func deleteTopics(_ request: DeleteTopicsRequest, _ header: KafkaRequestHeader) async -> KafkaWriter {
+        let version = header.version
+        var results: [(name: String?, failure: KafkaFailure?)] = []
+        for name in request.names {
+            guard let name else {
+                results.append((nil, KafkaFailure(.unknownTopicOrPartition, "topics are deleted by name here")))
+                continue
+            }
+            do {
+                try await deleteTopic(name)
+                results.append((name, nil))
+            } catch {
+                results.append((name, KafkaFailure.from(error)))
+            }
+        }
+        var writer = KafkaWriter(flexible: header.flexible)
+        if version >= 1 { writer.int32(0) }
+        writer.array(results) { writer, result in
+            writer.nullableString(result.name)
+            if version >= 6 { writer.uuid([UInt8](repeating: 0, count: 16)) }
+            writer.int16(result.failure?.code.rawValue ?? 0)
+            if version >= 5 { writer.nullableString(result.failure?.message) }
+            writer.taggedFields()
+        }
+        writer.taggedFields()
+        return writer
+    }
+}
+
+extension KafkaTopic {
+    /// Every supported config with its value for this topic, defaults included.
+    var describedConfigs: [(name: String, value: String, isDefault: Bool)] {
+        Self.supportedConfigs.keys.sorted().map { name in
+            (name, configs[name] ?? Self.supportedConfigs[name]!, configs[name] == nil)
+        }
+    }
+}

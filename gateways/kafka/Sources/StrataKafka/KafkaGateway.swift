@@ -1,0 +1,278 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import StrataClient
+import StrataJournal
+import Synchronization
+
+/// The Kafka gateway: the Kafka wire protocol on the journal. A topic-partition is the shard
+/// `kafka/<topic>/<partition>` and its offsets are the shard's offsets; batches are stored as
+/// producers sent them and fetched as stored. Topics are journal KV entries (namespace
+/// `kafka.topics`). The gateway holds no durable state of its own.
+public final class KafkaGateway: Service {
+    public struct Configuration: Sendable {
+        public var host = "127.0.0.1"
+        public var port = 9092
+        /// The address clients are told to connect to (Metadata); the listener's when nil.
+        public var advertisedHost: String?
+        public var advertisedPort: Int?
+        public var nodeID: Int32 = 1
+        public var clusterID = "strata"
+        /// Create a topic a client asks metadata for, as Apache Kafka does by default.
+        public var autoCreateTopics = true
+        public var defaultPartitions: Int32 = 1
+        /// Largest request accepted (Kafka's socket.request.max.bytes).
+        public var maxRequestSize = 100 << 20
+        /// Requests one connection may have in flight before the gateway stops reading it.
+        public var maxInflightPerConnection = 256
+
+        public init() {}
+    }
+
+    let configuration: Configuration
+    let journal: any JournalClient
+    let logger: Logger
+    let group: any EventLoopGroup
+    private let onBound: @Sendable (SocketAddress) -> Void
+    /// Topics read from the journal, by name.
+    private let topics = Mutex<[String: KafkaTopic]>([:])
+    /// Per shard, the last append submitted: appends to one partition are chained in the order
+    /// their requests arrived.
+    private let appendTails = Mutex<[String: Task<AppendResult, any Error>]>([:])
+    /// The advertised address (set once the listener is bound).
+    let advertised = Mutex<(host: String, port: Int32)>(("127.0.0.1", 9092))
+
+    public init(
+        configuration: Configuration, journal: any JournalClient,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger,
+        onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
+    ) {
+        self.configuration = configuration
+        self.journal = journal
+        self.logger = logger
+        self.group = eventLoopGroup
+        self.onBound = onBound
+    }
+
+    public func run() async throws {
+        let maxRequestSize = configuration.maxRequestSize
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxRequestSize)))
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let bound = server.channel.localAddress
+        advertised.withLock {
+            $0 = (
+                configuration.advertisedHost ?? configuration.host,
+                Int32(configuration.advertisedPort ?? bound?.port ?? configuration.port)
+            )
+        }
+        if let bound { onBound(bound) }
+        logger.info("kafka listening", metadata: ["kafka.listen": "\(bound.map { "\($0)" } ?? "?")"])
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        group.addTask { await KafkaConnection(gateway: self, channel: connection).run() }
+                    }
+                }
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+        }
+    }
+
+    // MARK: Topics
+
+    static let topicNamespace = "kafka.topics"
+
+    static func shardName(_ topic: String, _ partition: Int32) -> String { "kafka/\(topic)/\(partition)" }
+
+    /// A topic by name: from the cache, else from the journal.
+    func topic(_ name: String) async throws -> KafkaTopic? {
+        if let known = topics.withLock({ $0[name] }) { return known }
+        guard let bytes = try await journal.get(namespace: Self.topicNamespace, key: Array(name.utf8)) else { return nil }
+        let topic = try JSONDecoder().decode(KafkaTopic.self, from: Data(bytes))
+        topics.withLock { $0[name] = topic }
+        return topic
+    }
+
+    /// Every topic, read from the journal (the cache is refreshed with them).
+    func allTopics() async throws -> [String: KafkaTopic] {
+        var found: [String: KafkaTopic] = [:]
+        for pair in try await journal.scan(namespace: Self.topicNamespace) {
+            guard let topic = try? JSONDecoder().decode(KafkaTopic.self, from: Data(pair.value)) else { continue }
+            found[String(decoding: pair.key, as: UTF8.self)] = topic
+        }
+        topics.withLock { $0 = found }
+        return found
+    }
+
+    func forget(_ name: String) {
+        _ = topics.withLock { $0.removeValue(forKey: name) }
+    }
+
+    /// Creates a topic: its partitions' shards first, then the topic entry that makes it
+    /// visible (a crash in between leaves shards that a second create takes over).
+    func createTopic(_ name: String, partitions: Int32, configs: [String: String]) async throws -> KafkaTopic {
+        guard KafkaTopic.isValidName(name) else { throw KafkaFailure(.invalidTopic, "invalid topic name '\(name)'") }
+        guard partitions > 0, partitions <= 10_000 else {
+            throw KafkaFailure(.invalidPartitions, "number of partitions must be 1...10000, not \(partitions)")
+        }
+        let topic = try KafkaTopic(partitions: partitions, configs: configs)
+        if try await self.topic(name) != nil { throw KafkaFailure(.topicAlreadyExists, "topic '\(name)' already exists") }
+        for partition in 0..<partitions {
+            do {
+                _ = try await journal.createShard(Self.shardName(name, partition), config: topic.shardConfig)
+            } catch let error as JournalError where error.code == .shardExists {
+                continue
+            }
+        }
+        try await journal.put(
+            namespace: Self.topicNamespace, key: Array(name.utf8), value: Array(try JSONEncoder().encode(topic)))
+        topics.withLock { $0[name] = topic }
+        logger.info("kafka topic created", metadata: ["kafka.topic": "\(name)", "kafka.partitions": "\(partitions)"])
+        return topic
+    }
+
+    /// Deletes a topic: the entry first (the topic is gone for clients), then its shards.
+    func deleteTopic(_ name: String) async throws {
+        guard let topic = try await topic(name) else {
+            throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'")
+        }
+        try await journal.delete(namespace: Self.topicNamespace, key: Array(name.utf8))
+        forget(name)
+        for partition in 0..<topic.partitions {
+            do {
+                try await journal.deleteShard(Self.shardName(name, partition))
+            } catch let error as JournalError where error.code == .unknownShard {
+                continue
+            }
+        }
+        logger.info("kafka topic deleted", metadata: ["kafka.topic": "\(name)"])
+    }
+
+    /// A topic for a request that names it: created when auto-creation is on and allowed.
+    func topicForClient(_ name: String, autoCreate: Bool) async throws -> KafkaTopic? {
+        if let topic = try await topic(name) { return topic }
+        guard autoCreate, configuration.autoCreateTopics, KafkaTopic.isValidName(name) else { return nil }
+        do {
+            return try await createTopic(name, partitions: configuration.defaultPartitions, configs: [:])
+        } catch let failure as KafkaFailure where failure.code == .topicAlreadyExists {
+            return try await topic(name)
+        }
+    }
+
+    // MARK: Appends
+
+    /// Submits a batch for a partition; appends to one partition happen in submission order.
+    func submitAppend(shard: String, batch: ByteBuffer) -> Task<AppendResult, any Error> {
+        appendTails.withLock { tails in
+            let previous = tails[shard]
+            let journal = self.journal
+            let task = Task {
+                _ = await previous?.result
+                return try await journal.append(shard: shard, batch: batch)
+            }
+            tails[shard] = task
+            return task
+        }
+    }
+}
+
+/// A topic as stored in the journal (namespace `kafka.topics`, key = name, JSON).
+struct KafkaTopic: Codable, Sendable {
+    var partitions: Int32
+    /// Topic id (Metadata v10+, CreateTopics v7+).
+    var id: [UInt8]
+    var configs: [String: String]
+
+    /// Topic configs the gateway takes, and what Apache Kafka reports for them by default.
+    static let supportedConfigs: [String: String] = [
+        "retention.ms": "604800000", "retention.bytes": "-1", "cleanup.policy": "delete",
+        "max.message.bytes": "1048588", "compression.type": "producer", "min.insync.replicas": "1",
+        "segment.bytes": "268435456", "message.timestamp.type": "CreateTime", "strata.durability": "fsync",
+    ]
+
+    init(partitions: Int32, configs: [String: String]) throws {
+        for (key, value) in configs {
+            guard Self.supportedConfigs[key] != nil else {
+                throw KafkaFailure(.invalidConfig, "unknown or unsupported topic config '\(key)'")
+            }
+            switch key {
+            case "retention.ms", "retention.bytes", "max.message.bytes", "segment.bytes", "min.insync.replicas":
+                guard Int64(value) != nil else { throw KafkaFailure(.invalidConfig, "\(key) must be a number, not '\(value)'") }
+            case "cleanup.policy" where value != "delete":
+                throw KafkaFailure(.invalidConfig, "cleanup.policy=\(value) is not supported (only delete)")
+            case "strata.durability" where value != "fsync" && value != "async":
+                throw KafkaFailure(.invalidConfig, "strata.durability is fsync or async")
+            case "message.timestamp.type" where value != "CreateTime":
+                throw KafkaFailure(.invalidConfig, "message.timestamp.type=\(value) is not supported (only CreateTime)")
+            default: break
+            }
+        }
+        self.partitions = partitions
+        self.configs = configs
+        var uuid = UUID().uuid
+        id = withUnsafeBytes(of: &uuid) { Array($0) }
+    }
+
+    /// What the journal keeps for each partition's shard.
+    var shardConfig: ShardConfig {
+        let retentionMs = configs["retention.ms"].flatMap { Int64($0) }
+        let retentionBytes = configs["retention.bytes"].flatMap { Int64($0) }
+        return ShardConfig(
+            durability: configs["strata.durability"] == "async" ? .async : .fsync,
+            retentionMilliseconds: retentionMs.flatMap { $0 < 0 ? nil : $0 } ?? 604_800_000,
+            retentionBytes: retentionBytes.flatMap { $0 < 0 ? nil : $0 })
+    }
+
+    /// Kafka's rule: 1–249 characters of [a-zA-Z0-9._-], not "." or "..".
+    static func isValidName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= 249, name != ".", name != ".." else { return false }
+        return name.utf8.allSatisfy { byte in
+            (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39)
+                || byte == 0x2E || byte == 0x5F || byte == 0x2D
+        }
+    }
+}
+
+/// A Kafka error code with a message for the log and, where the response has room, the client.
+struct KafkaFailure: Error, CustomStringConvertible {
+    var code: KafkaError
+    var message: String
+    init(_ code: KafkaError, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    var description: String { "\(code) (\(code.rawValue)): \(message)" }
+
+    /// The Kafka error for a journal or other failure.
+    static func from(_ error: any Error) -> KafkaFailure {
+        if let failure = error as? KafkaFailure { return failure }
+        guard let journalError = error as? JournalError else { return KafkaFailure(.unknownServerError, "\(error)") }
+        let code: KafkaError =
+            switch journalError.code {
+            case .unknownShard: .unknownTopicOrPartition
+            case .invalidBatch: .corruptMessage
+            case .batchTooLarge: .messageTooLarge
+            case .offsetOutOfRange: .offsetOutOfRange
+            case .diskFull, .ioError, .corruptData: .kafkaStorageError
+            case .timeout: .requestTimedOut
+            case .closed, .unavailable: .leaderNotAvailable
+            case .invalidArgument: .invalidRequest
+            default: .unknownServerError
+            }
+        return KafkaFailure(code, journalError.message)
+    }
+}

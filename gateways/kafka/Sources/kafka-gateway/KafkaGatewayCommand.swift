@@ -1,0 +1,60 @@
+import ArgumentParser
+import Logging
+import ServiceLifecycle
+import StrataClient
+import StrataKafka
+import StrataWire
+
+/// `kafka-gateway`: the Kafka gateway as its own process, storing everything in a journal-node.
+@main
+struct KafkaGatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kafka-gateway", abstract: "Serves the Kafka protocol on a Strata journal-node.")
+
+    @Option(help: "The journal-node's journal protocol address, HOST:PORT.")
+    var journal: String = "127.0.0.1:7450"
+
+    @Option(help: "Kafka listener, HOST:PORT (port 0 picks a free one).")
+    var listen: String = "127.0.0.1:9092"
+
+    @Option(help: "The address clients are told to connect to (Metadata), HOST:PORT; the listener's by default.")
+    var advertised: String?
+
+    @Option(help: "Partitions of an automatically created topic.")
+    var defaultPartitions: Int32 = 1
+
+    @Flag(help: "Do not create topics that clients ask metadata for.")
+    var noAutoCreateTopics = false
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        guard let journalAddress = try? HostPort(parsing: journal) else { throw ValidationError("--journal must be HOST:PORT") }
+        guard let listenAddress = try? HostPort(parsing: listen) else { throw ValidationError("--listen must be HOST:PORT") }
+        guard defaultPartitions >= 1 else { throw ValidationError("--default-partitions must be at least 1") }
+        guard StrataProcess.bootstrapLogging(level: logLevel) != nil else {
+            throw ValidationError("unknown log level \(logLevel)")
+        }
+        var settings = KafkaGateway.Configuration()
+        settings.host = listenAddress.host
+        settings.port = listenAddress.port
+        if let advertised {
+            guard let address = try? HostPort(parsing: advertised) else { throw ValidationError("--advertised must be HOST:PORT") }
+            settings.advertisedHost = address.host
+            settings.advertisedPort = address.port
+        }
+        settings.defaultPartitions = defaultPartitions
+        settings.autoCreateTopics = !noAutoCreateTopics
+        let logger = Logger(label: "strata.kafka")
+        let client = RemoteJournalClient(
+            configuration: .init(host: journalAddress.host, port: journalAddress.port), logger: logger)
+        let gateway = KafkaGateway(
+            configuration: settings, journal: client, logger: logger, onBound: { StrataProcess.announce("kafka", $0) })
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        await client.close()
+    }
+}
