@@ -5,6 +5,16 @@ enum KafkaAPI: Int16, CaseIterable, Sendable {
     case fetch = 1
     case listOffsets = 2
     case metadata = 3
+    case offsetCommit = 8
+    case offsetFetch = 9
+    case findCoordinator = 10
+    case joinGroup = 11
+    case heartbeat = 12
+    case leaveGroup = 13
+    case syncGroup = 14
+    case describeGroups = 15
+    case listGroups = 16
+    case initProducerID = 22
     case apiVersions = 18
     case createTopics = 19
     case deleteTopics = 20
@@ -22,6 +32,16 @@ enum KafkaAPI: Int16, CaseIterable, Sendable {
         case .apiVersions: 0...3
         case .createTopics: 0...7
         case .deleteTopics: 0...6
+        case .initProducerID: 0...4
+        case .offsetCommit: 0...8
+        case .offsetFetch: 0...7
+        case .findCoordinator: 0...4
+        case .joinGroup: 0...9
+        case .heartbeat: 0...4
+        case .leaveGroup: 0...5
+        case .syncGroup: 0...5
+        case .describeGroups: 0...5
+        case .listGroups: 0...4
         }
     }
 
@@ -35,6 +55,16 @@ enum KafkaAPI: Int16, CaseIterable, Sendable {
         case .apiVersions: 3
         case .createTopics: 5
         case .deleteTopics: 4
+        case .initProducerID: 2
+        case .offsetCommit: 8
+        case .offsetFetch: 6
+        case .findCoordinator: 3
+        case .joinGroup: 6
+        case .heartbeat: 4
+        case .leaveGroup: 4
+        case .syncGroup: 4
+        case .describeGroups: 5
+        case .listGroups: 3
         }
     }
 
@@ -50,12 +80,20 @@ enum KafkaError: Int16, Error, Sendable {
     case unknownTopicOrPartition = 3
     case invalidFetchSize = 4
     case leaderNotAvailable = 5
+    case coordinatorNotAvailable = 15
+    case notCoordinator = 16
     case requestTimedOut = 7
     case messageTooLarge = 10
     case invalidTopic = 17
     case recordListTooLarge = 18
     case notEnoughReplicas = 19
     case invalidRequiredAcks = 21
+    case illegalGeneration = 22
+    case inconsistentGroupProtocol = 23
+    case invalidGroupID = 24
+    case unknownMemberID = 25
+    case invalidSessionTimeout = 26
+    case rebalanceInProgress = 27
     case unsupportedVersion = 35
     case topicAlreadyExists = 36
     case invalidPartitions = 37
@@ -65,6 +103,11 @@ enum KafkaError: Int16, Error, Sendable {
     case invalidRequest = 42
     case unsupportedForMessageFormat = 43
     case policyViolation = 44
+    case outOfOrderSequenceNumber = 45
+    case duplicateSequenceNumber = 46
+    case invalidProducerEpoch = 47
+    case transactionalIDAuthorizationFailed = 53
     case kafkaStorageError = 56
+    case memberIDRequired = 79
     case invalidRecord = 87
 }

@@ -12,6 +12,7 @@ struct KafkaConnection {
 
     func run() async {
         let peer = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
+        let host = channel.channel.remoteAddress?.ipAddress ?? "?"
         do {
             try await channel.executeThenClose { inbound, outbound in
                 let (responses, pending) = AsyncStream<Task<ByteBuffer?, Never>>.makeStream()
@@ -26,11 +27,13 @@ struct KafkaConnection {
                     do {
                         for try await frame in inbound {
                             await limiter.acquire()
-                            pending.yield(try gateway.handle(frame))
+                            pending.yield(try gateway.handle(frame, peer: host))
                         }
-                    } catch {
+                    } catch let error as KafkaProtocolError {
                         gateway.logger.warning(
                             "kafka connection closed on a bad request", metadata: ["kafka.peer": "\(peer)", "error": "\(error)"])
+                    } catch {
+                        gateway.logger.debug("kafka connection lost", metadata: ["kafka.peer": "\(peer)", "error": "\(error)"])
                     }
                     // Answers to the requests read so far still go out, then the connection closes.
                     pending.finish()
@@ -51,12 +54,14 @@ struct KafkaRequestHeader {
     var correlationID: Int32
     var clientID: String?
     var flexible: Bool
+    /// The client's address (DescribeGroups shows it).
+    var clientHost: String
 }
 
 extension KafkaGateway {
     /// Reads a request and starts handling it; the task yields the framed response (nil: none,
     /// as for Produce with acks=0). Throws for a request that cannot be read or is not served.
-    func handle(_ frame: ByteBuffer) throws -> Task<ByteBuffer?, Never> {
+    func handle(_ frame: ByteBuffer, peer: String) throws -> Task<ByteBuffer?, Never> {
         var reader = KafkaReader(buffer: frame, flexible: false)
         let apiKey = try reader.int16()
         let version = try reader.int16()
@@ -77,7 +82,8 @@ extension KafkaGateway {
         reader = KafkaReader(buffer: reader.buffer, flexible: flexible)
         try reader.taggedFields()  // request header v2
         let header = KafkaRequestHeader(
-            api: api, version: version, correlationID: correlationID, clientID: clientID, flexible: flexible)
+            api: api, version: version, correlationID: correlationID, clientID: clientID, flexible: flexible,
+            clientHost: peer)
         // ApiVersions' response header is v0 in every version (KIP-511).
         let headerTags = flexible && api != .apiVersions
         let respond: @Sendable (KafkaWriter) -> ByteBuffer = { body in
@@ -106,6 +112,37 @@ extension KafkaGateway {
         case .createTopics:
             let request = try CreateTopicsRequest(&reader, version: version)
             return Task { respond(await self.createTopics(request, header)) }
+        case .initProducerID:
+            let request = try InitProducerIDRequest(&reader, version: version)
+            let body = initProducerID(request, header)
+            return Task { respond(body) }
+        case .findCoordinator:
+            let body = try findCoordinator(&reader, header)
+            return Task { respond(body) }
+        case .joinGroup:
+            let work = try joinGroup(&reader, header)
+            return Task { respond(await work.value) }
+        case .syncGroup:
+            let work = try syncGroup(&reader, header)
+            return Task { respond(await work.value) }
+        case .heartbeat:
+            let work = try heartbeat(&reader, header)
+            return Task { respond(await work.value) }
+        case .leaveGroup:
+            let work = try leaveGroup(&reader, header)
+            return Task { respond(await work.value) }
+        case .offsetCommit:
+            let work = try offsetCommit(&reader, header)
+            return Task { respond(await work.value) }
+        case .offsetFetch:
+            let work = try offsetFetch(&reader, header)
+            return Task { respond(await work.value) }
+        case .describeGroups:
+            let work = try describeGroups(&reader, header)
+            return Task { respond(await work.value) }
+        case .listGroups:
+            let work = try listGroups(&reader, header)
+            return Task { respond(await work.value) }
         case .deleteTopics:
             let request = try DeleteTopicsRequest(&reader, version: version)
             return Task { respond(await self.deleteTopics(request, header)) }

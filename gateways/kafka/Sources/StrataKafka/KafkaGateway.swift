@@ -41,6 +41,10 @@ public final class KafkaGateway: Service {
     /// Per shard, the last append submitted: appends to one partition are chained in the order
     /// their requests arrived.
     private let appendTails = Mutex<[String: Task<AppendResult, any Error>]>([:])
+    /// Idempotent producers' sequences.
+    let producers = KafkaProducers()
+    /// Consumer groups.
+    let groups: KafkaGroupCoordinator
     /// The advertised address (set once the listener is bound).
     let advertised = Mutex<(host: String, port: Int32)>(("127.0.0.1", 9092))
 
@@ -54,6 +58,7 @@ public final class KafkaGateway: Service {
         self.logger = logger
         self.group = eventLoopGroup
         self.onBound = onBound
+        groups = KafkaGroupCoordinator(journal: journal, logger: logger)
     }
 
     public func run() async throws {
@@ -78,6 +83,11 @@ public final class KafkaGateway: Service {
         }
         if let bound { onBound(bound) }
         logger.info("kafka listening", metadata: ["kafka.listen": "\(bound.map { "\($0)" } ?? "?")"])
+        // Group sessions and rebalance timeouts are checked on a timer.
+        let expiry = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) {
+            [groups] _ in groups.expire()
+        }
+        defer { expiry.cancel() }
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { inbound in
@@ -153,6 +163,7 @@ public final class KafkaGateway: Service {
         try await journal.delete(namespace: Self.topicNamespace, key: Array(name.utf8))
         forget(name)
         for partition in 0..<topic.partitions {
+            producers.forget(shard: Self.shardName(name, partition))
             do {
                 try await journal.deleteShard(Self.shardName(name, partition))
             } catch let error as JournalError where error.code == .unknownShard {
@@ -175,14 +186,23 @@ public final class KafkaGateway: Service {
 
     // MARK: Appends
 
-    /// Submits a batch for a partition; appends to one partition happen in submission order.
+    /// Submits a batch for a partition; appends to one partition happen in submission order,
+    /// and so do the sequence checks of idempotent producers' batches.
     func submitAppend(shard: String, batch: ByteBuffer) -> Task<AppendResult, any Error> {
         appendTails.withLock { tails in
             let previous = tails[shard]
-            let journal = self.journal
+            let (journal, producers) = (self.journal, self.producers)
             let task = Task {
                 _ = await previous?.result
-                return try await journal.append(shard: shard, batch: batch)
+                guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex), header.producerID >= 0 else {
+                    return try await journal.append(shard: shard, batch: batch)
+                }
+                if case .duplicate(let original) = try await producers.check(header, shard: shard, journal: journal) {
+                    return original  // a retry of a stored batch: acknowledged, not written again
+                }
+                let result = try await journal.append(shard: shard, batch: batch)
+                producers.appended(header, shard: shard, result: result)
+                return result
             }
             tails[shard] = task
             return task
