@@ -50,6 +50,12 @@ let package = Package(
         // Tiny C shims for what Swift cannot express: CRC-32C with the SSE4.2 instruction.
         .target(name: "CStrataShims", path: "Sources/CStrataShims"),
 
+        // Password hashing and SASL shared by the gateways' authentication.
+        .target(
+            name: "StrataAuth",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings),
+
         // The journal engine.
         .target(
             name: "StrataJournal",
@@ -109,7 +115,7 @@ let package = Package(
         .executableTarget(
             name: "StrataCLI",
             dependencies: [
-                "StrataClient", "StrataJournal", "StrataWire",
+                "StrataClient", "StrataJournal", "StrataWire", "StrataKafka",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -121,7 +127,7 @@ let package = Package(
         .target(
             name: "StrataMQTT",
             dependencies: [
-                "StrataJournal", "StrataClient",
+                "StrataJournal", "StrataClient", "StrataAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -149,11 +155,12 @@ let package = Package(
         .target(
             name: "StrataKafka",
             dependencies: [
-                "StrataJournal", "StrataClient", "StrataWire",
+                "StrataJournal", "StrataClient", "StrataWire", "StrataAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "gateways/kafka/Sources/StrataKafka",
             swiftSettings: swiftSettings),

@@ -64,6 +64,12 @@ public enum JournalNode {
             kafka.advertisedPort = configuration.kafkaAdvertised?.port
             kafka.defaultPartitions = configuration.kafkaDefaultPartitions
             kafka.autoCreateTopics = configuration.kafkaAutoCreateTopics
+            do {
+                try kafka.loadAccessFiles(users: configuration.kafkaUsers, acl: configuration.kafkaACL)
+            } catch {
+                journal.close()
+                throw JournalError(.invalidArgument, "\(error)")
+            }
             services.append(
                 .init(
                     service: KafkaGateway(

@@ -31,6 +31,9 @@ public struct NodeConfiguration: Sendable {
     public var kafkaAdvertised: HostPort?
     public var kafkaDefaultPartitions: Int32 = 1
     public var kafkaAutoCreateTopics = true
+    /// SASL users and ACL files for the Kafka gateway.
+    public var kafkaUsers: String?
+    public var kafkaACL: String?
 
     /// Gateways this build can host in-process.
     public static let availableGateways: [String] = ["mqtt", "kafka"]
@@ -73,6 +76,8 @@ public struct NodeConfiguration: Sendable {
                 }
                 kafkaDefaultPartitions = Int32(v)
             case ("kafka.auto_create_topics", .bool(let v)): kafkaAutoCreateTopics = v
+            case ("kafka.users", .string(let v)): kafkaUsers = v
+            case ("kafka.acl", .string(let v)): kafkaACL = v
             case ("journal.wal_io", .string(let v)):
                 guard let mode = WALIOMode(rawValue: v) else {
                     throw JournalError(.invalidArgument, "config file: journal.wal_io is auto, uring or pwrite")

@@ -60,6 +60,12 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "The address Kafka clients are told to connect to, HOST:PORT (the listener's by default).")
     var kafkaAdvertised: String?
 
+    @Option(help: "The in-process Kafka gateway's SASL users file (see `strata kafka-user`).")
+    var kafkaUsers: String?
+
+    @Option(help: "The in-process Kafka gateway's ACL file (needs --kafka-users).")
+    var kafkaAcl: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -84,6 +90,8 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttPasswords { settings.mqttPasswords = mqttPasswords }
             if let mqttAcl { settings.mqttACL = mqttAcl }
             if let kafkaListen { settings.kafkaListen = try .init(parsing: kafkaListen) }
+            if let kafkaUsers { settings.kafkaUsers = kafkaUsers }
+            if let kafkaAcl { settings.kafkaACL = kafkaAcl }
             if let kafkaAdvertised { settings.kafkaAdvertised = try .init(parsing: kafkaAdvertised) }
             if let mqttTlsCert { settings.mqttTLSCertificate = mqttTlsCert }
             if let mqttTlsKey { settings.mqttTLSKey = mqttTlsKey }

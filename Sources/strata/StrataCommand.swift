@@ -16,7 +16,9 @@ struct StrataCommand: AsyncParsableCommand {
             Exit codes: 0 success, 1 the node refused the request, 3 the node cannot be reached, \
             4 unknown shard, 64 bad arguments.
             """,
-        subcommands: [ShardCommand.self, ProduceCommand.self, ConsumeCommand.self, StatusCommand.self])
+        subcommands: [
+            ShardCommand.self, ProduceCommand.self, ConsumeCommand.self, StatusCommand.self, KafkaUserCommand.self,
+        ])
 
     /// `strata --node HOST:PORT shard create NAME`: the connection options may come before the
     /// subcommand; they are moved behind it, where every subcommand reads them.

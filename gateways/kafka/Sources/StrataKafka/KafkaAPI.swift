@@ -14,6 +14,10 @@ enum KafkaAPI: Int16, CaseIterable, Sendable {
     case syncGroup = 14
     case describeGroups = 15
     case listGroups = 16
+    case saslHandshake = 17
+    case describeConfigs = 32
+    case saslAuthenticate = 36
+    case createPartitions = 37
     case initProducerID = 22
     case apiVersions = 18
     case createTopics = 19
@@ -42,6 +46,11 @@ enum KafkaAPI: Int16, CaseIterable, Sendable {
         case .syncGroup: 0...5
         case .describeGroups: 0...5
         case .listGroups: 0...4
+        // v0 would switch the connection to raw SASL tokens; v1 uses SaslAuthenticate.
+        case .saslHandshake: 1...1
+        case .describeConfigs: 0...4
+        case .saslAuthenticate: 0...2
+        case .createPartitions: 0...3
         }
     }
 
@@ -65,6 +74,10 @@ enum KafkaAPI: Int16, CaseIterable, Sendable {
         case .syncGroup: 4
         case .describeGroups: 5
         case .listGroups: 3
+        case .saslHandshake: .max
+        case .describeConfigs: 4
+        case .saslAuthenticate: 2
+        case .createPartitions: 2
         }
     }
 
@@ -94,6 +107,11 @@ enum KafkaError: Int16, Error, Sendable {
     case unknownMemberID = 25
     case invalidSessionTimeout = 26
     case rebalanceInProgress = 27
+    case topicAuthorizationFailed = 29
+    case groupAuthorizationFailed = 30
+    case clusterAuthorizationFailed = 31
+    case unsupportedSASLMechanism = 33
+    case illegalSASLState = 34
     case unsupportedVersion = 35
     case topicAlreadyExists = 36
     case invalidPartitions = 37
@@ -108,6 +126,7 @@ enum KafkaError: Int16, Error, Sendable {
     case invalidProducerEpoch = 47
     case transactionalIDAuthorizationFailed = 53
     case kafkaStorageError = 56
+    case saslAuthenticationFailed = 58
     case memberIDRequired = 79
     case invalidRecord = 87
 }

@@ -17,6 +17,7 @@ struct KafkaConnection {
             try await channel.executeThenClose { inbound, outbound in
                 let (responses, pending) = AsyncStream<Task<ByteBuffer?, Never>>.makeStream()
                 let limiter = InflightLimiter(limit: gateway.configuration.maxInflightPerConnection)
+                let session = KafkaSASLSession()
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for await response in responses {
@@ -27,7 +28,7 @@ struct KafkaConnection {
                     do {
                         for try await frame in inbound {
                             await limiter.acquire()
-                            pending.yield(try gateway.handle(frame, peer: host))
+                            pending.yield(try gateway.handle(frame, peer: host, session: session))
                         }
                     } catch let error as KafkaProtocolError {
                         gateway.logger.warning(
@@ -56,12 +57,14 @@ struct KafkaRequestHeader {
     var flexible: Bool
     /// The client's address (DescribeGroups shows it).
     var clientHost: String
+    /// The SASL-authenticated user (nil: SASL is off).
+    var user: String?
 }
 
 extension KafkaGateway {
     /// Reads a request and starts handling it; the task yields the framed response (nil: none,
     /// as for Produce with acks=0). Throws for a request that cannot be read or is not served.
-    func handle(_ frame: ByteBuffer, peer: String) throws -> Task<ByteBuffer?, Never> {
+    func handle(_ frame: ByteBuffer, peer: String, session: KafkaSASLSession) throws -> Task<ByteBuffer?, Never> {
         var reader = KafkaReader(buffer: frame, flexible: false)
         let apiKey = try reader.int16()
         let version = try reader.int16()
@@ -83,7 +86,12 @@ extension KafkaGateway {
         try reader.taggedFields()  // request header v2
         let header = KafkaRequestHeader(
             api: api, version: version, correlationID: correlationID, clientID: clientID, flexible: flexible,
-            clientHost: peer)
+            clientHost: peer, user: session.user)
+        if configuration.users != nil && header.user == nil
+            && ![.apiVersions, .saslHandshake, .saslAuthenticate].contains(api)
+        {
+            throw KafkaProtocolError("\(api) request before SASL authentication")
+        }
         // ApiVersions' response header is v0 in every version (KIP-511).
         let headerTags = flexible && api != .apiVersions
         let respond: @Sendable (KafkaWriter) -> ByteBuffer = { body in
@@ -142,6 +150,18 @@ extension KafkaGateway {
             return Task { respond(await work.value) }
         case .listGroups:
             let work = try listGroups(&reader, header)
+            return Task { respond(await work.value) }
+        case .saslHandshake:
+            let body = try saslHandshake(&reader, header, session: session)
+            return Task { respond(body) }
+        case .saslAuthenticate:
+            let body = try saslAuthenticate(&reader, header, session: session)
+            return Task { respond(body) }
+        case .createPartitions:
+            let work = try createPartitions(&reader, header)
+            return Task { respond(await work.value) }
+        case .describeConfigs:
+            let work = try describeConfigs(&reader, header)
             return Task { respond(await work.value) }
         case .deleteTopics:
             let request = try DeleteTopicsRequest(&reader, version: version)

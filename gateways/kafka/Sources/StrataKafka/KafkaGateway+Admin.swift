@@ -93,8 +93,13 @@ extension KafkaGateway {
         do {
             if let names = request.topics {
                 for name in names {
+                    guard canSee(header, topic: name) else {
+                        listed.append((name, nil, .topicAuthorizationFailed))
+                        continue
+                    }
                     do {
-                        let topic = try await topicForClient(name, autoCreate: request.allowAutoCreate)
+                        let topic = try await topicForClient(
+                            name, autoCreate: request.allowAutoCreate && permits(header, .admin, topic: name))
                         let error: KafkaError =
                             topic != nil ? .none : (KafkaTopic.isValidName(name) ? .unknownTopicOrPartition : .invalidTopic)
                         listed.append((name, topic, error))
@@ -103,7 +108,9 @@ extension KafkaGateway {
                     }
                 }
             } else {
-                listed = try await allTopics().sorted { $0.key < $1.key }.map { ($0.key, $0.value, .none) }
+                listed = try await allTopics().sorted { $0.key < $1.key }.filter { canSee(header, topic: $0.key) }.map {
+                    ($0.key, $0.value, .none)
+                }
             }
         } catch {
             logger.error("kafka metadata failed", metadata: ["error": "\(error)"])
@@ -149,6 +156,9 @@ extension KafkaGateway {
         var results: [(name: String, topic: KafkaTopic?, failure: KafkaFailure?)] = []
         for entry in request.topics {
             do {
+                guard permits(header, .admin, topic: entry.name) else {
+                    throw KafkaFailure(.topicAuthorizationFailed, "not allowed to create topic '\(entry.name)'")
+                }
                 guard entry.replicationFactor == -1 || entry.replicationFactor == 1 else {
                     throw KafkaFailure(
                         .invalidReplicationFactor,
@@ -211,6 +221,9 @@ extension KafkaGateway {
                 continue
             }
             do {
+                guard permits(header, .admin, topic: name) else {
+                    throw KafkaFailure(.topicAuthorizationFailed, "not allowed to delete topic '\(name)'")
+                }
                 try await deleteTopic(name)
                 results.append((name, nil))
             } catch {
@@ -236,6 +249,162 @@ extension KafkaTopic {
     var describedConfigs: [(name: String, value: String, isDefault: Bool)] {
         Self.supportedConfigs.keys.sorted().map { name in
             (name, configs[name] ?? Self.supportedConfigs[name]!, configs[name] == nil)
+        }
+    }
+}
+
+// CreatePartitions, DescribeConfigs.
+
+extension KafkaGateway {
+    /// Adds partitions to a topic: the new shards first, then the topic entry with the new count.
+    func addPartitions(_ name: String, count: Int32) async throws {
+        guard var topic = try await topic(name) else { throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'") }
+        guard count > topic.partitions, count <= 10_000 else {
+            throw KafkaFailure(
+                .invalidPartitions, "topic '\(name)' has \(topic.partitions) partitions; the new count must be more (at most 10000)")
+        }
+        for partition in topic.partitions..<count {
+            do {
+                _ = try await journal.createShard(Self.shardName(name, partition), config: topic.shardConfig)
+            } catch let error as JournalError where error.code == .shardExists {
+                continue
+            }
+        }
+        topic.partitions = count
+        try await store(topic, as: name)
+        logger.info("kafka partitions added", metadata: ["kafka.topic": "\(name)", "kafka.partitions": "\(count)"])
+    }
+
+    func createPartitions(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+        let topics = try reader.array { reader -> (String, Int32) in
+            let name = try reader.string()
+            let count = try reader.int32()
+            _ = try reader.nullableArray { reader in
+                _ = try reader.array { try $0.int32() }
+                try reader.taggedFields()
+            }
+            try reader.taggedFields()
+            return (name, count)
+        }
+        _ = try reader.int32()  // timeout
+        let validateOnly = try reader.bool()
+        try reader.taggedFields()
+        return Task {
+            var results: [(String, KafkaFailure?)] = []
+            for (name, count) in topics {
+                do {
+                    guard permits(header, .admin, topic: name) else {
+                        throw KafkaFailure(.topicAuthorizationFailed, "not allowed to change topic '\(name)'")
+                    }
+                    if validateOnly {
+                        guard let topic = try await topic(name) else {
+                            throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'")
+                        }
+                        guard count > topic.partitions else {
+                            throw KafkaFailure(.invalidPartitions, "the new count must be more than \(topic.partitions)")
+                        }
+                    } else {
+                        try await addPartitions(name, count: count)
+                    }
+                    results.append((name, nil))
+                } catch {
+                    results.append((name, KafkaFailure.from(error)))
+                }
+            }
+            var writer = KafkaWriter(flexible: header.flexible)
+            writer.int32(0)
+            writer.array(results) { writer, result in
+                writer.string(result.0)
+                writer.int16(result.1?.code.rawValue ?? 0)
+                writer.nullableString(result.1?.message)
+                writer.taggedFields()
+            }
+            writer.taggedFields()
+            return writer
+        }
+    }
+
+    /// The broker's settings as DescribeConfigs reports them (read only).
+    var brokerConfigs: [(name: String, value: String, isDefault: Bool)] {
+        [
+            ("auto.create.topics.enable", "\(configuration.autoCreateTopics)", configuration.autoCreateTopics),
+            ("broker.id", "\(configuration.nodeID)", true),
+            ("default.replication.factor", "1", true),
+            ("num.partitions", "\(configuration.defaultPartitions)", configuration.defaultPartitions == 1),
+            ("socket.request.max.bytes", "\(configuration.maxRequestSize)", configuration.maxRequestSize == 100 << 20),
+        ]
+    }
+
+    func describeConfigs(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+        let version = header.version
+        let resources = try reader.array { reader -> (Int8, String, [String]?) in
+            let type = try reader.int8()
+            let name = try reader.string()
+            let keys = try reader.nullableArray { try $0.string() }
+            try reader.taggedFields()
+            return (type, name, keys)
+        }
+        if version >= 1 { _ = try reader.bool() }  // include synonyms
+        if version >= 3 { _ = try reader.bool() }  // include documentation
+        try reader.taggedFields()
+        return Task {
+            typealias Config = (name: String, value: String, isDefault: Bool)
+            var results: [(type: Int8, name: String, failure: KafkaFailure?, configs: [Config], topic: Bool)] = []
+            for (type, name, keys) in resources {
+                do {
+                    var configs: [Config]
+                    switch type {
+                    case 2:  // topic
+                        guard canSee(header, topic: name) else {
+                            throw KafkaFailure(.topicAuthorizationFailed, "not allowed to describe topic '\(name)'")
+                        }
+                        guard let topic = try await topic(name) else {
+                            throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'")
+                        }
+                        configs = topic.describedConfigs
+                    case 4:  // broker
+                        guard name.isEmpty || name == "\(configuration.nodeID)" else {
+                            throw KafkaFailure(.invalidRequest, "no broker '\(name)' (this node is \(configuration.nodeID))")
+                        }
+                        configs = brokerConfigs
+                    default:
+                        throw KafkaFailure(.invalidRequest, "resource type \(type) is not described here")
+                    }
+                    if let keys { configs = configs.filter { keys.contains($0.name) } }
+                    results.append((type, name, nil, configs, type == 2))
+                } catch {
+                    results.append((type, name, KafkaFailure.from(error), [], type == 2))
+                }
+            }
+            var writer = KafkaWriter(flexible: header.flexible)
+            writer.int32(0)
+            writer.array(results) { writer, result in
+                writer.int16(result.failure?.code.rawValue ?? 0)
+                writer.nullableString(result.failure?.message)
+                writer.int8(result.type)
+                writer.string(result.name)
+                writer.array(result.configs) { writer, config in
+                    writer.string(config.name)
+                    writer.nullableString(config.value)
+                    writer.bool(!result.topic)  // broker settings are read only
+                    if version == 0 {
+                        writer.bool(config.isDefault)
+                    } else {
+                        // DEFAULT_CONFIG, DYNAMIC_TOPIC_CONFIG, STATIC_BROKER_CONFIG
+                        writer.int8(config.isDefault ? 5 : (result.topic ? 1 : 4))
+                    }
+                    writer.bool(false)  // sensitive
+                    if version >= 1 { writer.array([Int]()) { _, _ in } }  // synonyms
+                    if version >= 3 {
+                        writer.int8(0)  // type: unknown
+                        writer.nullableString(nil)  // documentation
+                    }
+                    writer.taggedFields()
+                }
+                writer.taggedFields()
+            }
+            writer.taggedFields()
+            return writer
         }
     }
 }

@@ -119,6 +119,8 @@ extension KafkaGateway {
                 var refusal: KafkaFailure?
                 if transactionalID != nil {
                     refusal = KafkaFailure(.invalidRequest, "transactions are not supported")
+                } else if !permits(header, .produce, topic: topic) {
+                    refusal = KafkaFailure(.topicAuthorizationFailed, "not allowed to produce to '\(topic)'")
                 } else if acks != 0 && acks != 1 && acks != -1 {
                     refusal = KafkaFailure(.invalidRequiredAcks, "acks must be -1, 0 or 1")
                 }
@@ -258,13 +260,13 @@ extension KafkaGateway {
             writer.taggedFields()
             return writer
         }
-        var results = await readPartitions(request, wait: .zero)
+        var results = await readPartitions(request, header)
         let total = results.reduce(0) { $0 + $1.1.reduce(0) { $0 + $1.bytes } }
         if total < max(1, Int(request.minBytes)), request.maxWaitMilliseconds > 0,
             !results.contains(where: { $0.1.contains { $0.error != .none } })
         {
             await waitForAppend(request)
-            results = await readPartitions(request, wait: .zero)
+            results = await readPartitions(request, header)
         }
         if version >= 1 { writer.int32(0) }  // throttle
         if version >= 7 {
@@ -292,7 +294,7 @@ extension KafkaGateway {
 
     /// Reads every partition of a fetch once, within the request's byte limits (a partition's
     /// first batch always goes, however large, as in Kafka).
-    private func readPartitions(_ request: FetchRequest, wait: Duration) async -> [(String, [FetchedPartition])] {
+    private func readPartitions(_ request: FetchRequest, _ header: KafkaRequestHeader) async -> [(String, [FetchedPartition])] {
         var budget = Int(request.maxBytes)
         var results: [(String, [FetchedPartition])] = []
         for (topic, partitions) in request.topics {
@@ -300,13 +302,16 @@ extension KafkaGateway {
             for partition in partitions {
                 var outcome = FetchedPartition(partition: partition.partition)
                 do {
+                    guard permits(header, .consume, topic: topic) else {
+                        throw KafkaFailure(.topicAuthorizationFailed, "not allowed to consume '\(topic)'")
+                    }
                     guard partition.offset >= 0 else { throw KafkaFailure(.offsetOutOfRange, "negative offset") }
                     let shard = Self.shardName(topic, partition.partition)
                     let limit = budget > 0 ? min(Int(partition.maxBytes), budget) : 0
                     let result: ReadResult
                     if limit > 0 {
                         result = try await journal.read(
-                            shard: shard, from: UInt64(partition.offset), maxBytes: max(1, limit), maxWait: wait)
+                            shard: shard, from: UInt64(partition.offset), maxBytes: max(1, limit), maxWait: .zero)
                     } else {
                         let info = try await journal.describeShard(shard)
                         guard UInt64(partition.offset) >= info.startOffset, UInt64(partition.offset) <= info.endOffset else {
@@ -364,6 +369,9 @@ extension KafkaGateway {
             for (partition, timestamp) in partitions {
                 let shard = Self.shardName(topic, partition)
                 do {
+                    guard permits(header, .consume, topic: topic) else {
+                        throw KafkaFailure(.topicAuthorizationFailed, "not allowed to consume '\(topic)'")
+                    }
                     let info = try await journal.describeShard(shard)
                     switch timestamp {
                     case -1: found.append((partition, .none, Int64(info.endOffset), -1))

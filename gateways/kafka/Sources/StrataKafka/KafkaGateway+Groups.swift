@@ -210,6 +210,10 @@ extension KafkaGateway {
                         outcomes.append((partition, check))
                         continue
                     }
+                    guard permits(header, .consume, topic: topic) else {
+                        outcomes.append((partition, .topicAuthorizationFailed))
+                        continue
+                    }
                     do {
                         guard offset >= 0 else { throw KafkaFailure(.invalidRequest, "negative offset") }
                         try await journal.commitOffset(
@@ -264,6 +268,10 @@ extension KafkaGateway {
             for (topic, partitions) in wanted {
                 var found: [(Int32, Int64, KafkaError)] = []
                 for partition in partitions {
+                    guard permits(header, .consume, topic: topic) else {
+                        if topics != nil { found.append((partition, -1, .topicAuthorizationFailed)) }
+                        continue
+                    }
                     do {
                         let offset = try await journal.committedOffset(
                             group: KafkaGroupCoordinator.offsetGroup(groupID), shard: Self.shardName(topic, partition))

@@ -27,8 +27,21 @@ public final class KafkaGateway: Service {
         public var maxRequestSize = 100 << 20
         /// Requests one connection may have in flight before the gateway stops reading it.
         public var maxInflightPerConnection = 256
+        /// SASL users (PLAIN, SCRAM-SHA-256); when set, every connection must authenticate.
+        public var users: KafkaUsers?
+        /// Per-user rules for produce, consume and admin (needs `users`).
+        public var acl: KafkaACL?
 
         public init() {}
+
+        /// Reads the users and ACL files when given; an ACL needs users (it names them).
+        public mutating func loadAccessFiles(users: String?, acl: String?) throws {
+            self.users = try users.map { try KafkaUsers(contentsOfFile: $0) }
+            self.acl = try acl.map { try KafkaACL(contentsOfFile: $0) }
+            if self.acl != nil && self.users == nil {
+                throw KafkaConfigError("a Kafka ACL file needs a users file (SASL): ACL rules name authenticated users")
+            }
+        }
     }
 
     let configuration: Configuration
@@ -36,8 +49,10 @@ public final class KafkaGateway: Service {
     let logger: Logger
     let group: any EventLoopGroup
     private let onBound: @Sendable (SocketAddress) -> Void
-    /// Topics read from the journal, by name.
-    private let topics = Mutex<[String: KafkaTopic]>([:])
+    /// Topics read from the journal, by name, with when they were read: an entry is trusted for
+    /// `topicCacheMilliseconds`, so changes made through another gateway are seen soon.
+    private let topics = Mutex<[String: (topic: KafkaTopic, readAt: Int64)]>([:])
+    static let topicCacheMilliseconds: Int64 = 5_000
     /// Per shard, the last append submitted: appends to one partition are chained in the order
     /// their requests arrived.
     private let appendTails = Mutex<[String: Task<AppendResult, any Error>]>([:])
@@ -110,10 +125,14 @@ public final class KafkaGateway: Service {
 
     /// A topic by name: from the cache, else from the journal.
     func topic(_ name: String) async throws -> KafkaTopic? {
-        if let known = topics.withLock({ $0[name] }) { return known }
-        guard let bytes = try await journal.get(namespace: Self.topicNamespace, key: Array(name.utf8)) else { return nil }
+        let now = WallClock.milliseconds()
+        if let known = topics.withLock({ $0[name] }), now - known.readAt < Self.topicCacheMilliseconds { return known.topic }
+        guard let bytes = try await journal.get(namespace: Self.topicNamespace, key: Array(name.utf8)) else {
+            forget(name)
+            return nil
+        }
         let topic = try JSONDecoder().decode(KafkaTopic.self, from: Data(bytes))
-        topics.withLock { $0[name] = topic }
+        topics.withLock { $0[name] = (topic, now) }
         return topic
     }
 
@@ -124,8 +143,16 @@ public final class KafkaGateway: Service {
             guard let topic = try? JSONDecoder().decode(KafkaTopic.self, from: Data(pair.value)) else { continue }
             found[String(decoding: pair.key, as: UTF8.self)] = topic
         }
-        topics.withLock { $0 = found }
+        let now = WallClock.milliseconds()
+        topics.withLock { $0 = found.mapValues { ($0, now) } }
         return found
+    }
+
+    /// Writes a topic's entry (what makes it, or its new partition count, visible).
+    func store(_ topic: KafkaTopic, as name: String) async throws {
+        try await journal.put(
+            namespace: Self.topicNamespace, key: Array(name.utf8), value: Array(try JSONEncoder().encode(topic)))
+        topics.withLock { $0[name] = (topic, WallClock.milliseconds()) }
     }
 
     func forget(_ name: String) {
@@ -148,9 +175,7 @@ public final class KafkaGateway: Service {
                 continue
             }
         }
-        try await journal.put(
-            namespace: Self.topicNamespace, key: Array(name.utf8), value: Array(try JSONEncoder().encode(topic)))
-        topics.withLock { $0[name] = topic }
+        try await store(topic, as: name)
         logger.info("kafka topic created", metadata: ["kafka.topic": "\(name)", "kafka.partitions": "\(partitions)"])
         return topic
     }
@@ -182,6 +207,22 @@ public final class KafkaGateway: Service {
         } catch let failure as KafkaFailure where failure.code == .topicAlreadyExists {
             return try await topic(name)
         }
+    }
+
+    // MARK: Access
+
+    /// Whether the request's user may do `operation` on `topic` (always, without an ACL).
+    func permits(_ header: KafkaRequestHeader, _ operation: KafkaACL.Operation, topic: String) -> Bool {
+        guard let acl = configuration.acl else { return true }
+        guard let user = header.user else { return false }
+        return acl.allows(user, operation, topic: topic)
+    }
+
+    /// Whether the request's user may see `topic` at all.
+    func canSee(_ header: KafkaRequestHeader, topic: String) -> Bool {
+        guard let acl = configuration.acl else { return true }
+        guard let user = header.user else { return false }
+        return acl.canSee(user, topic: topic)
     }
 
     // MARK: Appends

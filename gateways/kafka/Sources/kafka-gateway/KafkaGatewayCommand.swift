@@ -26,6 +26,12 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
     @Flag(help: "Do not create topics that clients ask metadata for.")
     var noAutoCreateTopics = false
 
+    @Option(help: "SASL users file (PLAIN and SCRAM-SHA-256; `strata kafka-user` makes lines): every client must authenticate.")
+    var users: String?
+
+    @Option(help: "ACL file: USER produce|consume|admin TOPIC-PATTERN lines (needs --users).")
+    var acl: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -46,6 +52,11 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
         }
         settings.defaultPartitions = defaultPartitions
         settings.autoCreateTopics = !noAutoCreateTopics
+        do {
+            try settings.loadAccessFiles(users: users, acl: acl)
+        } catch {
+            throw ValidationError("\(error)")
+        }
         let logger = Logger(label: "strata.kafka")
         let client = RemoteJournalClient(
             configuration: .init(host: journalAddress.host, port: journalAddress.port), logger: logger)

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import StrataAuth
 
 /// A password file in mosquitto's format, so files made by `mosquitto_passwd` work as they are:
 /// one `user:$7$ITERATIONS$SALT$HASH` line per user (PBKDF2-HMAC-SHA512, base64 salt and hash),
@@ -50,35 +51,12 @@ public struct MQTTPasswordFile: Sendable {
         guard let entry = users[user] else { return false }
         switch entry {
         case .pbkdf2SHA512(let iterations, let salt, let hash):
-            return constantTimeEqual(Self.pbkdf2SHA512(password: password, salt: salt, iterations: iterations, length: hash.count), hash)
+            let derived = PasswordHashing.pbkdf2(
+                SHA512.self, password: password, salt: salt, iterations: iterations, length: hash.count)
+            return PasswordHashing.constantTimeEqual(derived, hash)
         case .sha512(let salt, let hash):
-            return constantTimeEqual(Array(SHA512.hash(data: password + salt)), hash)
+            return PasswordHashing.constantTimeEqual(Array(SHA512.hash(data: password + salt)), hash)
         }
-    }
-
-    /// PBKDF2 (RFC 8018) with HMAC-SHA512.
-    static func pbkdf2SHA512(password: [UInt8], salt: [UInt8], iterations: Int, length: Int) -> [UInt8] {
-        let key = SymmetricKey(data: password)
-        var output: [UInt8] = []
-        var block: UInt32 = 1
-        while output.count < length {
-            var u = Array(HMAC<SHA512>.authenticationCode(for: salt + withUnsafeBytes(of: block.bigEndian, Array.init), using: key))
-            var t = u
-            for _ in 1..<max(1, iterations) {
-                u = Array(HMAC<SHA512>.authenticationCode(for: u, using: key))
-                for i in 0..<t.count { t[i] ^= u[i] }
-            }
-            output += t
-            block += 1
-        }
-        return Array(output.prefix(length))
-    }
-
-    private func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var difference: UInt8 = 0
-        for i in 0..<a.count { difference |= a[i] ^ b[i] }
-        return difference == 0
     }
 }
 

@@ -1,0 +1,25 @@
+import ArgumentParser
+import StrataKafka
+
+/// `strata kafka-user NAME`: prints a users-file line (SCRAM-SHA-256 keys, random salt) for a
+/// password read from standard input, for the Kafka gateway's `--users` file.
+struct KafkaUserCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kafka-user",
+        abstract: "Prints a Kafka users-file line for NAME with the password read from stdin.")
+
+    @Argument(help: "The user name.")
+    var name: String
+
+    @Option(help: "PBKDF2 iterations (at least 4096).")
+    var iterations: Int = 8192
+
+    func run() throws {
+        guard !name.isEmpty, !name.contains(":") else { throw ValidationError("a user name is non-empty without ':'") }
+        guard iterations >= 4096 else { throw ValidationError("--iterations must be at least 4096") }
+        guard let password = readLine(strippingNewline: true), !password.isEmpty else {
+            throw ValidationError("no password on standard input")
+        }
+        print(KafkaUsers.line(user: name, password: password, iterations: iterations))
+    }
+}
