@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev libcurl4-openssl-dev curl mosquitto-clients mosquitto
+APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev libcurl4-openssl-dev curl mosquitto-clients mosquitto kcat openssl
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA ?= ./data
@@ -14,7 +14,8 @@ SWIFT_TEST_FLAGS ?=
 
 deps: apt venv
 
-# Debian's -dev packages for RocksDB, liburing, zstd and libcurl.
+# Debian's -dev packages for RocksDB, liburing, zstd and libcurl; the test peers (mosquitto,
+# kcat) and openssl for the TLS tests' certificates.
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -45,7 +46,7 @@ run: deps build-release
 	mkdir -p $(DATA)
 	"$$(swift build -c release --show-bin-path)/journal-node" --data-dir $(DATA) \
 		--listen 127.0.0.1:7450 --http 127.0.0.1:7451 --gateways all \
-		--mqtt-listen 127.0.0.1:1883 --mqtt-allow-anonymous
+		--mqtt-listen 127.0.0.1:1883 --mqtt-allow-anonymous --kafka-listen 127.0.0.1:9092
 
 bench: build-release
 	"$$(swift build -c release --show-bin-path)/storage-bench" append --seconds 10

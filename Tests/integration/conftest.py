@@ -12,14 +12,23 @@ BIN = os.environ.get("STRATA_BIN_DIR") or os.path.join(os.path.dirname(__file__)
 
 
 class Node:
-    """A journal-node process with the MQTT gateway in-process."""
+    """A journal-node process, by default with the MQTT gateway in-process (listeners=2: none).
+    Its log (warnings and up) goes to `log_path`."""
 
-    def __init__(self, data_dir, extra=(), listeners=3):
+    def __init__(self, data_dir, extra=(), listeners=None, gateways=None, listen="127.0.0.1:0"):
         self.data_dir = data_dir
-        gateways = ["--gateways", "mqtt", "--mqtt-listen", "127.0.0.1:0"] if listeners >= 3 else []
-        args = [os.path.join(BIN, "journal-node"), "--data-dir", data_dir, "--listen", "127.0.0.1:0",
-                "--http", "127.0.0.1:0", *gateways, "--log-level", "warning", *extra]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        if gateways is None:
+            gateways = ("mqtt",) if listeners is None or listeners >= 3 else ()
+        if listeners is None:
+            listeners = 2 + len(gateways)
+        gateway_args = ["--gateways", ",".join(gateways)] if gateways else []
+        for name in gateways:
+            gateway_args += [f"--{name}-listen", "127.0.0.1:0"]
+        args = [os.path.join(BIN, "journal-node"), "--data-dir", data_dir, "--listen", listen,
+                "--http", "127.0.0.1:0", *gateway_args, "--log-level", "warning", *extra]
+        os.makedirs(data_dir, exist_ok=True)
+        self.log_path = os.path.join(data_dir, "node.log")  # the journal reads only its *.wal files here
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(self.log_path, "a"), text=True)
         self.listeners = {}
         deadline = time.monotonic() + 60
         while len(self.listeners) < listeners:
@@ -29,7 +38,13 @@ class Node:
             name, address = line.split()
             self.listeners[name] = address
         self.mqtt_port = int(self.listeners["mqtt"].rsplit(":", 1)[1]) if "mqtt" in self.listeners else None
+        self.kafka = self.listeners.get("kafka")
         self.journal = self.listeners["journal"]
+        self.http = self.listeners["http"]
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
 
     def stop(self, sig=signal.SIGTERM):
         if self.process.poll() is None:
@@ -49,3 +64,8 @@ def node(data_dir):
     started = Node(data_dir, ["--mqtt-allow-anonymous"])
     yield started
     started.stop()
+
+
+def pytest_configure(config):
+    # kafka-python 3 reads its protocol schemas through deprecated importlib calls.
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning")

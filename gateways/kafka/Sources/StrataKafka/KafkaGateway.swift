@@ -209,6 +209,11 @@ public final class KafkaGateway: Service {
         }
     }
 
+    /// Journal refusals after which the batch is certainly not stored.
+    static func definitelyNotStored(_ error: JournalError) -> Bool {
+        [.unknownShard, .invalidBatch, .batchTooLarge, .diskFull, .invalidArgument].contains(error.code)
+    }
+
     // MARK: Access
 
     /// Whether the request's user may do `operation` on `topic` (always, without an ACL).
@@ -241,9 +246,18 @@ public final class KafkaGateway: Service {
                 if case .duplicate(let original) = try await producers.check(header, shard: shard, journal: journal) {
                     return original  // a retry of a stored batch: acknowledged, not written again
                 }
-                let result = try await journal.append(shard: shard, batch: batch)
-                producers.appended(header, shard: shard, result: result)
-                return result
+                do {
+                    let result = try await journal.append(shard: shard, batch: batch)
+                    producers.appended(header, shard: shard, result: result)
+                    return result
+                } catch let error as JournalError where Self.definitelyNotStored(error) {
+                    throw error
+                } catch {
+                    // The batch may have been stored (the journal went away before answering):
+                    // the partition's producer state is read back from the data before the retry.
+                    producers.forget(shard: shard)
+                    throw error
+                }
             }
             tails[shard] = task
             return task
