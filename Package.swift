@@ -207,9 +207,19 @@ let package = Package(
             swiftSettings: swiftSettings),
 
         .testTarget(
+            name: "StrataKafkaTests",
+            dependencies: [
+                "StrataKafka", "StrataJournal", "StrataClient", "StrataTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+
+        .testTarget(
             name: "StrataMQTTTests",
             dependencies: [
-                "StrataMQTT",
+                "StrataMQTT", "StrataTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
             ],

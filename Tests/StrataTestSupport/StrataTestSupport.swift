@@ -59,3 +59,43 @@ public func run(_ executable: String, _ arguments: [String]) -> Int32 {
         return -1
     }
 }
+
+
+/// Seeded mutation for the parsers' fuzz tests: valid inputs flipped, truncated, extended, given
+/// plausible lengths; the same seed gives the same inputs on every run.
+public struct SeededMutator: RandomNumberGenerator {
+    var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    /// SplitMix64.
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    public mutating func mutate(_ input: [UInt8]) -> [UInt8] {
+        var bytes = input
+        for _ in 0..<Int.random(in: 1...4, using: &self) {
+            switch Int.random(in: 0..<5, using: &self) {
+            case 0 where !bytes.isEmpty:
+                bytes[Int.random(in: 0..<bytes.count, using: &self)] ^= UInt8.random(in: 1...255, using: &self)
+            case 1 where !bytes.isEmpty:
+                bytes.removeLast(Int.random(in: 1...bytes.count, using: &self))
+            case 2:
+                bytes += (0..<Int.random(in: 1...16, using: &self)).map { _ in UInt8.random(in: 0...255, using: &self) }
+            case 3 where bytes.count > 4:
+                // Plausible lengths in the first bytes: the usual way to reach deep code.
+                let value = [UInt32(0), 1, 5, 0x7f, 0xffff, 0x7fff_ffff, 0xffff_ffff].randomElement(using: &self)!
+                let at = Int.random(in: 0..<(bytes.count - 3), using: &self)
+                withUnsafeBytes(of: value.bigEndian) { bytes.replaceSubrange(at..<at + 4, with: $0) }
+            default:
+                if let at = bytes.indices.randomElement(using: &self) { bytes.insert(0xff, at: at) }
+            }
+        }
+        return bytes
+    }
+}

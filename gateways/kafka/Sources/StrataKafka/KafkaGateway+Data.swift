@@ -15,10 +15,12 @@ struct FetchRequest {
     var sessionID: Int32 = 0
     var sessionEpoch: Int32 = -1
     var topics: [(name: String, partitions: [Partition])]
+    static let maxWaitLimit: Int32 = 30_000
 
     init(_ reader: inout KafkaReader, version: Int16) throws {
         _ = try reader.int32()  // replica id
-        maxWaitMilliseconds = try reader.int32()
+        // Bounded: a fetch holds a slot of its connection while it waits.
+        maxWaitMilliseconds = min(try reader.int32(), Self.maxWaitLimit)
         minBytes = try reader.int32()
         if version >= 3 { maxBytes = try reader.int32() }
         if version >= 4 { _ = try reader.int8() }  // isolation level: no transactions, both read the same

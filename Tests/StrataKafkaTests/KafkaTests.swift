@@ -1,0 +1,263 @@
+import Logging
+import NIOCore
+import NIOTestUtils
+import StrataClient
+import StrataJournal
+import StrataTestSupport
+import Testing
+
+@testable import StrataKafka
+
+@Suite struct KafkaCodecTests {
+    @Test func primitivesRoundTripInBothEncodings() throws {
+        for flexible in [false, true] {
+            var writer = KafkaWriter(flexible: flexible)
+            writer.int16(-3)
+            writer.string("topic")
+            writer.nullableString(nil)
+            writer.array(["a", "bc"]) { $0.string($1) }
+            writer.count(nil)
+            writer.nullableBytes(ByteBuffer(bytes: [1, 2, 3]))
+            writer.unsignedVarint(300)
+            writer.taggedFields()
+            var reader = KafkaReader(buffer: writer.buffer, flexible: flexible)
+            #expect(try reader.int16() == -3)
+            #expect(try reader.string() == "topic")
+            #expect(try reader.nullableString() == nil)
+            #expect(try reader.array { try $0.string() } == ["a", "bc"])
+            #expect(try reader.nullableArray { try $0.string() } == nil)
+            #expect(try reader.nullableBytes().map { Array($0.readableBytesView) } == [1, 2, 3])
+            #expect(try reader.unsignedVarint() == 300)
+            try reader.taggedFields()
+            #expect(reader.buffer.readableBytes == 0)
+        }
+    }
+
+    @Test func taggedFieldsAreSkipped() throws {
+        // Two tagged fields (tag 0: 2 bytes, tag 5: 1 byte), then an int32.
+        var reader = KafkaReader(
+            buffer: ByteBuffer(bytes: [2, 0, 2, 0xAA, 0xBB, 5, 1, 0xCC, 0, 0, 0, 7]), flexible: true)
+        try reader.taggedFields()
+        #expect(try reader.int32() == 7)
+    }
+
+    @Test func lengthsAndCountsBeyondTheBytesLeftAreRefused() {
+        // An array of 2^31-1 entries, a string of 1000 bytes, compact bytes of 2^28: all in a few bytes.
+        var array = KafkaReader(buffer: ByteBuffer(bytes: [0x7F, 0xFF, 0xFF, 0xFF, 0]), flexible: false)
+        #expect(throws: KafkaProtocolError.self) { try array.array { try $0.int8() } }
+        var string = KafkaReader(buffer: ByteBuffer(bytes: [0x03, 0xE8, 0x41]), flexible: false)
+        #expect(throws: KafkaProtocolError.self) { try string.string() }
+        var bytes = KafkaReader(buffer: ByteBuffer(bytes: [0x80, 0x80, 0x80, 0x80, 0x01]), flexible: true)
+        #expect(throws: KafkaProtocolError.self) { try bytes.nullableBytes() }
+        var varint = KafkaReader(buffer: ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]), flexible: true)
+        #expect(throws: KafkaProtocolError.self) { try varint.unsignedVarint() }
+    }
+
+    @Test func framesAreCutAndOversizeIsRefusedFromThePrefix() throws {
+        var frame = ByteBuffer()
+        frame.writeInteger(Int32(10))
+        frame.writeBytes([UInt8](repeating: 7, count: 10))
+        try ByteToMessageDecoderVerifier.verifyDecoder(
+            inputOutputPairs: [(frame, [ByteBuffer(bytes: [UInt8](repeating: 7, count: 10))])],
+            decoderFactory: { KafkaFrameDecoder(maxFrameSize: 100) })
+        var oversize = ByteBuffer()
+        oversize.writeInteger(Int32(101))
+        #expect(throws: KafkaProtocolError.self) { _ = try KafkaFrameDecoder.frame(from: &oversize, maxFrameSize: 100) }
+    }
+
+    @Test func onlyWholeV2BatchesAreTaken() throws {
+        let batch = RecordBatch.encode([Record(timestamp: 1, value: Array("v".utf8))])
+        var two = batch
+        var copy = batch
+        two.writeBuffer(&copy)
+        #expect(try KafkaGateway.splitBatches(two).count == 2)
+        var magic1 = batch
+        magic1.setInteger(Int8(1), at: 16)
+        #expect(throws: KafkaFailure.self) { try KafkaGateway.splitBatches(magic1) }
+        #expect(throws: KafkaFailure.self) { try KafkaGateway.splitBatches(batch.getSlice(at: 0, length: 40)) }
+        #expect(throws: KafkaFailure.self) { try KafkaGateway.splitBatches(nil) }
+    }
+
+    @Test func apiVersionsListsEveryServedAPI() {
+        var reader = KafkaReader(buffer: KafkaGateway.apiVersionsResponse(version: 3, error: .none), flexible: true)
+        #expect((try? reader.int16()) == 0)
+        let keys = (try? reader.array { reader -> Int16 in
+            let key = try reader.int16()
+            _ = try reader.int16()
+            _ = try reader.int16()
+            try reader.taggedFields()
+            return key
+        }) ?? []
+        #expect(keys == KafkaAPI.allCases.map(\.rawValue))
+    }
+}
+
+@Suite struct KafkaIdempotenceTests {
+    static func batch(_ values: [String], producer: Int64 = 42, epoch: Int16 = 0, sequence: Int32) -> ByteBuffer {
+        RecordBatch.encode(
+            values.map { Record(timestamp: 1, value: Array($0.utf8)) }, producerID: producer,
+            producerEpoch: epoch, baseSequence: sequence)
+    }
+
+    static func failure(_ task: Task<AppendResult, any Error>) async -> KafkaError? {
+        do {
+            _ = try await task.value
+            return nil
+        } catch {
+            return KafkaFailure.from(error).code
+        }
+    }
+
+    @Test func sequencesDuplicatesGapsAndEpochs() async throws {
+        try await withTemporaryDirectory { directory in
+            let journal = try Journal(configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+            defer { journal.close() }
+            let client = InProcessJournalClient(journal: journal, node: "test")
+            let gateway = KafkaGateway(configuration: .init(), journal: client, logger: Logger(label: "test"))
+            _ = try await gateway.createTopic("t", partitions: 1, configs: [:])
+            let shard = KafkaGateway.shardName("t", 0)
+            let first = try await gateway.submitAppend(shard: shard, batch: Self.batch(["a", "b", "c"], sequence: 0)).value
+            #expect(first.baseOffset == 0)
+            // The same batch again (a producer retry): acknowledged with its offsets, not stored twice.
+            let retry = try await gateway.submitAppend(shard: shard, batch: Self.batch(["a", "b", "c"], sequence: 0)).value
+            #expect(retry == first)
+            #expect(try await client.describeShard(shard).endOffset == 3)
+            // A gap is refused; the next sequence is taken.
+            #expect(await Self.failure(gateway.submitAppend(shard: shard, batch: Self.batch(["x"], sequence: 5))) == .outOfOrderSequenceNumber)
+            let next = try await gateway.submitAppend(shard: shard, batch: Self.batch(["d"], sequence: 3)).value
+            #expect(next.baseOffset == 3)
+            // A gateway that never saw this producer (a restart) reads its state back from the data.
+            let restarted = KafkaGateway(configuration: .init(), journal: client, logger: Logger(label: "test"))
+            #expect(try await restarted.submitAppend(shard: shard, batch: Self.batch(["d"], sequence: 3)).value == next)
+            #expect(try await client.describeShard(shard).endOffset == 4)
+            // A new epoch starts over; the old one is fenced.
+            _ = try await restarted.submitAppend(shard: shard, batch: Self.batch(["e"], epoch: 1, sequence: 0)).value
+            #expect(await Self.failure(restarted.submitAppend(shard: shard, batch: Self.batch(["f"], sequence: 4))) == .invalidProducerEpoch)
+            #expect(try await client.describeShard(shard).endOffset == 5)
+        }
+    }
+}
+
+/// Seeded mutations of valid requests of every kind through the gateway's request handling:
+/// each is answered or refused with a KafkaProtocolError (the connection would close), never
+/// a crash or a hang.
+@Suite struct KafkaRequestFuzzTests {
+    static func request(_ api: KafkaAPI, _ version: Int16, _ body: (inout KafkaWriter) -> Void) -> [UInt8] {
+        let flexible = api.isFlexible(version)
+        var writer = KafkaWriter(flexible: flexible)
+        writer.int16(api.rawValue)
+        writer.int16(version)
+        writer.int32(1)
+        writer.buffer.writeInteger(Int16(4))
+        writer.buffer.writeString("fuzz")
+        if flexible { writer.taggedFields() }
+        body(&writer)
+        return Array(writer.buffer.readableBytesView)
+    }
+
+    static var seeds: [[UInt8]] {
+        let batch = RecordBatch.encode([Record(timestamp: 1, value: Array("v".utf8))])
+        return [
+            request(.apiVersions, 3) { w in w.string("c"); w.string("1"); w.taggedFields() },
+            request(.metadata, 12) { w in
+                w.array(["t"]) { w, name in w.uuid([UInt8](repeating: 0, count: 16)); w.nullableString(name); w.taggedFields() }
+                w.bool(true); w.bool(false); w.taggedFields()
+            },
+            request(.metadata, 1) { w in w.array(["t"]) { $0.string($1) } },
+            request(.produce, 9) { w in
+                w.nullableString(nil); w.int16(-1); w.int32(1000)
+                w.array(["t"]) { w, name in
+                    w.string(name)
+                    w.array([Int32(0)]) { w, p in w.int32(p); w.nullableBytes(batch); w.taggedFields() }
+                    w.taggedFields()
+                }
+                w.taggedFields()
+            },
+            request(.fetch, 12) { w in
+                w.int32(-1); w.int32(0); w.int32(1); w.int32(1 << 20); w.int8(0); w.int32(0); w.int32(-1)
+                w.array(["t"]) { w, name in
+                    w.string(name)
+                    w.array([Int32(0)]) { w, p in
+                        w.int32(p); w.int32(-1); w.int64(0); w.int32(-1); w.int64(-1); w.int32(1 << 20); w.taggedFields()
+                    }
+                    w.taggedFields()
+                }
+                w.array([Int]()) { _, _ in }; w.string(""); w.taggedFields()
+            },
+            request(.listOffsets, 7) { w in
+                w.int32(-1); w.int8(0)
+                w.array(["t"]) { w, name in
+                    w.string(name)
+                    w.array([Int64(-2)]) { w, ts in w.int32(0); w.int32(-1); w.int64(ts); w.taggedFields() }
+                    w.taggedFields()
+                }
+                w.taggedFields()
+            },
+            request(.createTopics, 7) { w in
+                w.array(["n"]) { w, name in
+                    w.string(name); w.int32(1); w.int16(1); w.array([Int]()) { _, _ in }
+                    w.array([("retention.ms", "1000")]) { w, c in w.string(c.0); w.nullableString(c.1); w.taggedFields() }
+                    w.taggedFields()
+                }
+                w.int32(1000); w.bool(true); w.taggedFields()
+            },
+            request(.joinGroup, 7) { w in
+                w.string("g"); w.int32(10_000); w.int32(10_000); w.string(""); w.nullableString(nil); w.string("consumer")
+                w.array(["range"]) { w, name in w.string(name); w.nullableBytes(ByteBuffer(bytes: [0, 1])); w.taggedFields() }
+                w.taggedFields()
+            },
+            request(.offsetCommit, 8) { w in
+                w.string("g"); w.int32(-1); w.string(""); w.nullableString(nil)
+                w.array(["t"]) { w, name in
+                    w.string(name)
+                    w.array([Int32(0)]) { w, p in w.int32(p); w.int64(1); w.int32(-1); w.nullableString(nil); w.taggedFields() }
+                    w.taggedFields()
+                }
+                w.taggedFields()
+            },
+            request(.saslHandshake, 1) { w in w.string("PLAIN") },
+            request(.describeConfigs, 4) { w in
+                w.array(["t"]) { w, name in w.int8(2); w.string(name); w.count(nil); w.taggedFields() }
+                w.bool(false); w.bool(false); w.taggedFields()
+            },
+        ]
+    }
+
+    @Test func mutatedRequestsAreAnsweredOrRefused() async throws {
+        try await withTemporaryDirectory { directory in
+            let journal = try Journal(configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+            defer { journal.close() }
+            var configuration = KafkaGateway.Configuration()
+            configuration.autoCreateTopics = false
+            var quiet = Logger(label: "test")
+            quiet.logLevel = .critical  // thousands of refused requests
+            let gateway = KafkaGateway(
+                configuration: configuration, journal: InProcessJournalClient(journal: journal, node: "test"), logger: quiet)
+            _ = try await gateway.createTopic("t", partitions: 1, configs: [:])
+            let seeds = Self.seeds
+            // Every seed is valid as it is.
+            for seed in seeds {
+                let answer = try await gateway.handle(ByteBuffer(bytes: seed), peer: "test", session: KafkaSASLSession()).value
+                #expect(answer != nil)
+            }
+            var rng = SeededMutator(seed: 9092)
+            var refused = 0
+            for iteration in 0..<6_000 {
+                let input = rng.mutate(seeds[iteration % seeds.count])
+                do {
+                    let task = try gateway.handle(ByteBuffer(bytes: input), peer: "test", session: KafkaSASLSession())
+                    // Answered within the capped fetch wait (mutated waits and group timeouts aside).
+                    _ = await withTaskGroup(of: Bool.self) { group in
+                        group.addTask { _ = await task.value; return true }
+                        group.addTask { try? await Task.sleep(for: .milliseconds(200)); return false }
+                        defer { group.cancelAll() }
+                        return await group.next()!
+                    }
+                } catch is KafkaProtocolError {
+                    refused += 1
+                }
+            }
+            #expect(refused > 100)
+        }
+    }
+}
