@@ -186,7 +186,7 @@ let package = Package(
         .executableTarget(
             name: "StorageBench",
             dependencies: [
-                "StrataJournal", "StrataClient", "StrataWire", "StrataMQTT",
+                "StrataJournal", "StrataClient", "StrataWire", "StrataMQTT", "CZstd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOPosix", package: "swift-nio"),

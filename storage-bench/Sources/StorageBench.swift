@@ -8,6 +8,7 @@ struct StorageBench: AsyncParsableCommand {
         commandName: "storage-bench",
         abstract: "Benchmarks the Strata journal against the limits of the disk under it.",
         subcommands: [
-            LimitCommand.self, AppendCommand.self, ReadCommand.self, MQTTCommand.self, CrashWriterCommand.self,
+            LimitCommand.self, AppendCommand.self, ReadCommand.self, MQTTCommand.self, KafkaCommand.self,
+            CrashWriterCommand.self,
         ])
 }
