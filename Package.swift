@@ -115,7 +115,7 @@ let package = Package(
         .executableTarget(
             name: "StrataCLI",
             dependencies: [
-                "StrataClient", "StrataJournal", "StrataWire", "StrataKafka",
+                "StrataClient", "StrataJournal", "StrataWire", "StrataAuth",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -127,7 +127,7 @@ let package = Package(
         .target(
             name: "StrataMQTT",
             dependencies: [
-                "StrataJournal", "StrataClient", "StrataAuth",
+                "StrataJournal", "StrataClient", "StrataAuth", "StrataWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -25,6 +25,12 @@ public struct InProcessJournalClient: JournalClient {
         try await journal.append(shard: shard, batch: batch)
     }
 
+    public func queueAppend(shard: String, batch: ByteBuffer) async throws -> PendingAppend {
+        let pending = PendingAppend()
+        journal.enqueueAppend(shard: shard, batch: batch) { outcome in pending.complete(outcome.mapError { $0 }) }
+        return pending
+    }
+
     public func read(shard: String, from offset: UInt64, maxBytes: Int, maxWait: Duration) async throws -> ReadResult {
         try await journal.read(shard: shard, from: offset, maxBytes: maxBytes, maxWait: maxWait)
     }

@@ -13,6 +13,10 @@ public protocol JournalClient: Sendable {
     /// Appends one RecordBatch v2; returns once durable by the shard's policy. Appends issued
     /// one after another by one task get offsets in that order.
     func append(shard: String, batch: ByteBuffer) async throws -> AppendResult
+    /// Queues an append and returns as soon as it is queued: an append queued after this call
+    /// returned is stored after it. The outcome comes through the returned value — so a caller
+    /// can keep many appends to a shard in flight and still control their order.
+    func queueAppend(shard: String, batch: ByteBuffer) async throws -> PendingAppend
     /// Batches from `offset` on (whole batches, at least one when there is data); waits up to
     /// `maxWait` for an append when there is nothing to read.
     func read(shard: String, from offset: UInt64, maxBytes: Int, maxWait: Duration) async throws -> ReadResult

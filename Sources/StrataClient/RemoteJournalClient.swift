@@ -84,6 +84,29 @@ public final class RemoteJournalClient: JournalClient {
         return AppendResult(baseOffset: try payload.readWireInteger(), lastOffset: try payload.readWireInteger())
     }
 
+    /// The request is handed to the channel before this returns, and the node queues a
+    /// connection's appends in arrival order: queued order is stored order.
+    public func queueAppend(shard: String, batch: ByteBuffer) async throws -> PendingAppend {
+        let channel = try await connections.channel()
+        let pending = PendingAppend()
+        let promise = channel.eventLoop.makePromise(of: JournalFrame.self)
+        channel.writeAndFlush(
+            ClientOutbound.call(
+                .append(shard: shard, batch: batch), promise, timeout: .nanoseconds(configuration.requestTimeout.nanoseconds))
+        ).whenFailure { promise.fail($0) }
+        promise.futureResult.whenComplete { outcome in
+            pending.complete(
+                outcome.flatMap { frame -> Result<AppendResult, any Error> in
+                    if frame.type == .error { return .failure(JournalResponse.decodeError(frame)) }
+                    var payload = frame.payload
+                    return Result {
+                        AppendResult(baseOffset: try payload.readWireInteger(), lastOffset: try payload.readWireInteger())
+                    }
+                })
+        }
+        return pending
+    }
+
     public func read(shard: String, from offset: UInt64, maxBytes: Int, maxWait: Duration) async throws -> ReadResult {
         let wait = UInt32(clamping: maxWait.nanoseconds / 1_000_000)
         var payload = try await call(

@@ -44,7 +44,8 @@ public enum JournalNode {
             do {
                 try mqtt.loadAccessFiles(
                     passwords: configuration.mqttPasswords, acl: configuration.mqttACL,
-                    tlsCertificate: configuration.mqttTLSCertificate, tlsKey: configuration.mqttTLSKey)
+                    tlsCertificate: configuration.mqttTLSCertificate, tlsKey: configuration.mqttTLSKey,
+                    scramUsers: configuration.mqttSCRAMUsers)
             } catch {
                 journal.close()
                 throw JournalError(.invalidArgument, "\(error)")

@@ -25,6 +25,8 @@ public struct NodeConfiguration: Sendable {
     /// TLS certificate chain and private key (PEM) for both MQTT listeners.
     public var mqttTLSCertificate: String?
     public var mqttTLSKey: String?
+    /// SCRAM users for MQTT 5 enhanced authentication.
+    public var mqttSCRAMUsers: String?
 
     /// The in-process Kafka gateway's listener and the address it advertises (its own when nil).
     public var kafkaListen = HostPort(host: "127.0.0.1", port: 9092)
@@ -68,6 +70,7 @@ public struct NodeConfiguration: Sendable {
             case ("mqtt.acl", .string(let v)): mqttACL = v
             case ("mqtt.tls_cert", .string(let v)): mqttTLSCertificate = v
             case ("mqtt.tls_key", .string(let v)): mqttTLSKey = v
+            case ("mqtt.scram_users", .string(let v)): mqttSCRAMUsers = v
             case ("kafka.listen", .string(let v)): kafkaListen = try HostPort(parsing: v)
             case ("kafka.advertised", .string(let v)): kafkaAdvertised = try HostPort(parsing: v)
             case ("kafka.default_partitions", .integer(let v)):

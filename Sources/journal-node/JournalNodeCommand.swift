@@ -48,6 +48,9 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "MQTT ACL file (mosquitto's format).")
     var mqttAcl: String?
 
+    @Option(help: "SCRAM users file for MQTT 5 enhanced authentication (SCRAM-SHA-256).")
+    var mqttScramUsers: String?
+
     @Option(help: "TLS certificate chain (PEM) for the MQTT listeners (TCP and WebSocket).")
     var mqttTlsCert: String?
 
@@ -60,7 +63,7 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "The address Kafka clients are told to connect to, HOST:PORT (the listener's by default).")
     var kafkaAdvertised: String?
 
-    @Option(help: "The in-process Kafka gateway's SASL users file (see `strata kafka-user`).")
+    @Option(help: "The in-process Kafka gateway's SASL users file (see `strata scram-user`).")
     var kafkaUsers: String?
 
     @Option(help: "The in-process Kafka gateway's ACL file (needs --kafka-users).")
@@ -93,6 +96,7 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let kafkaUsers { settings.kafkaUsers = kafkaUsers }
             if let kafkaAcl { settings.kafkaACL = kafkaAcl }
             if let kafkaAdvertised { settings.kafkaAdvertised = try .init(parsing: kafkaAdvertised) }
+            if let mqttScramUsers { settings.mqttSCRAMUsers = mqttScramUsers }
             if let mqttTlsCert { settings.mqttTLSCertificate = mqttTlsCert }
             if let mqttTlsKey { settings.mqttTLSKey = mqttTlsKey }
             if let walIO {

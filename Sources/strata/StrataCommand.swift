@@ -17,7 +17,7 @@ struct StrataCommand: AsyncParsableCommand {
             4 unknown shard, 64 bad arguments.
             """,
         subcommands: [
-            ShardCommand.self, ProduceCommand.self, ConsumeCommand.self, StatusCommand.self, KafkaUserCommand.self,
+            ShardCommand.self, ProduceCommand.self, ConsumeCommand.self, StatusCommand.self, SCRAMUserCommand.self,
         ])
 
     /// `strata --node HOST:PORT shard create NAME`: the connection options may come before the

@@ -83,6 +83,28 @@ import Testing
         }
     }
 
+    /// Queued appends: hundreds in flight from one caller, stored in the order they were queued.
+    @Test(arguments: ClientKind.allCases)
+    func queuedAppendsKeepQueueOrder(kind: ClientKind) async throws {
+        try await withJournalClient(kind) { client, _ in
+            _ = try await client.createShard("q")
+            var pending: [PendingAppend] = []
+            for n in 0..<300 { pending.append(try await client.queueAppend(shard: "q", batch: makeBatch("q\(n)", count: 2))) }
+            var offsets: [UInt64] = []
+            for append in pending { offsets.append(try await append.result.baseOffset) }
+            #expect(offsets == Array(stride(from: 0, to: 600, by: 2)))
+            let read = try await client.read(shard: "q", from: 0, maxBytes: 1 << 20)
+            #expect(try values(read.batches).prefix(4) == ["q0-0", "q0-1", "q1-0", "q1-1"])
+            // A refused append is refused through its result, and what follows still goes in.
+            var corrupt = makeBatch("bad", count: 1)
+            corrupt.setInteger(UInt8(0xFF), at: corrupt.writerIndex - 1)
+            let refused = try await client.queueAppend(shard: "q", batch: corrupt)
+            let after = try await client.queueAppend(shard: "q", batch: makeBatch("after", count: 1))
+            await #expect(throws: JournalError.self) { try await refused.result }
+            #expect(try await after.result.baseOffset == 600)
+        }
+    }
+
     @Test(arguments: ClientKind.allCases)
     func longPollAndSubscriptionWakeOnAppend(kind: ClientKind) async throws {
         try await withJournalClient(kind) { client, _ in

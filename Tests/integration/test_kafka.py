@@ -237,7 +237,7 @@ def test_sasl_plain_scram_and_acls(data_dir):
     users = os.path.join(data_dir, "users")
     with open(users, "w") as f:
         for user in ("alice", "bob"):
-            f.write(subprocess.run([os.path.join(BIN, "strata"), "kafka-user", user], input="s3cret\n",
+            f.write(subprocess.run([os.path.join(BIN, "strata"), "scram-user", user], input="s3cret\n",
                                    capture_output=True, text=True, check=True).stdout)
     acl = os.path.join(data_dir, "acl")
     with open(acl, "w") as f:

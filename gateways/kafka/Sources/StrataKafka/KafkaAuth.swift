@@ -3,50 +3,6 @@ import NIOCore
 import StrataAuth
 import Synchronization
 
-/// Kafka users for SASL (PLAIN and SCRAM-SHA-256), one line per user:
-///
-///     # user:SCRAM-SHA-256:ITERATIONS:SALT:STORED_KEY:SERVER_KEY   (base64 salt and keys)
-///     alice:SCRAM-SHA-256:4096:c2FsdA==:...:...
-///
-/// Only salted SCRAM keys are kept, never passwords; PLAIN is checked by deriving the same
-/// keys. `strata kafka-user NAME` prints such a line for a password read from stdin. There are
-/// no default users.
-public struct KafkaUsers: Sendable {
-    let credentials: [String: SCRAMCredential]
-
-    public init(contentsOfFile path: String) throws {
-        try self.init(parsing: try String(contentsOfFile: path, encoding: .utf8), source: path)
-    }
-
-    public init(parsing text: String, source: String = "users file") throws {
-        var credentials: [String: SCRAMCredential] = [:]
-        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = line.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            let fields = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-            guard fields.count == 6, fields[1] == "SCRAM-SHA-256", let iterations = Int(fields[2]), iterations >= 4096,
-                let salt = Data(base64Encoded: fields[3]), let stored = Data(base64Encoded: fields[4]), stored.count == 32,
-                let server = Data(base64Encoded: fields[5]), server.count == 32, !fields[0].isEmpty
-            else {
-                throw KafkaConfigError("\(source) line \(number + 1): expected user:SCRAM-SHA-256:ITERATIONS(>=4096):SALT:STORED_KEY:SERVER_KEY")
-            }
-            credentials[fields[0]] = SCRAMCredential(
-                salt: Array(salt), iterations: iterations, storedKey: Array(stored), serverKey: Array(server))
-        }
-        self.credentials = credentials
-    }
-
-    /// The line for a user with this password (a fresh random salt).
-    public static func line(user: String, password: String, iterations: Int = 8192) -> String {
-        let salt = (0..<16).map { _ in UInt8.random(in: 0...255) }
-        let credential = SCRAMCredential(password: Array(password.utf8), salt: salt, iterations: iterations)
-        return [
-            user, "SCRAM-SHA-256", "\(iterations)", Data(salt).base64EncodedString(),
-            Data(credential.storedKey).base64EncodedString(), Data(credential.serverKey).base64EncodedString(),
-        ].joined(separator: ":")
-    }
-}
-
 /// Who may do what, when SASL is on, one rule per line:
 ///
 ///     # USER OPERATION TOPIC-PATTERN      (operation: produce, consume, admin; * for every user)
@@ -130,7 +86,7 @@ final class KafkaSASLSession: Sendable {
     }
 
     /// One SaslAuthenticate round: the answer to send, or the failure.
-    func authenticate(_ bytes: [UInt8], users: KafkaUsers) -> Result<[UInt8], KafkaFailure> {
+    func authenticate(_ bytes: [UInt8], users: SCRAMUsers) -> Result<[UInt8], KafkaFailure> {
         state.withLock { state in
             switch state.mechanism {
             case nil:
@@ -141,7 +97,7 @@ final class KafkaSASLSession: Sendable {
                 guard parts.count == 3 else { return .failure(KafkaFailure(.saslAuthenticationFailed, "malformed PLAIN message")) }
                 let user = String(decoding: parts[1], as: UTF8.self)
                 let authzid = String(decoding: parts[0], as: UTF8.self)
-                guard authzid.isEmpty || authzid == user, let credential = users.credentials[user],
+                guard authzid.isEmpty || authzid == user, let credential = users[user],
                     credential.verifies(password: Array(parts[2]))
                 else {
                     return .failure(KafkaFailure(.saslAuthenticationFailed, "authentication failed: invalid credentials"))
@@ -150,7 +106,7 @@ final class KafkaSASLSession: Sendable {
                 return .success([])
             case .scramSHA256?:
                 do {
-                    let answer = try state.scram.receive(bytes) { users.credentials[$0] }
+                    let answer = try state.scram.receive(bytes) { users[$0] }
                     if let user = state.scram.authenticatedUser { state.user = user }
                     return .success(answer)
                 } catch {

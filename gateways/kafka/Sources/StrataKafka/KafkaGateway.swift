@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import StrataAuth
 import StrataClient
 import StrataJournal
 import Synchronization
@@ -28,7 +29,7 @@ public final class KafkaGateway: Service {
         /// Requests one connection may have in flight before the gateway stops reading it.
         public var maxInflightPerConnection = 256
         /// SASL users (PLAIN, SCRAM-SHA-256); when set, every connection must authenticate.
-        public var users: KafkaUsers?
+        public var users: SCRAMUsers?
         /// Per-user rules for produce, consume and admin (needs `users`).
         public var acl: KafkaACL?
 
@@ -36,7 +37,7 @@ public final class KafkaGateway: Service {
 
         /// Reads the users and ACL files when given; an ACL needs users (it names them).
         public mutating func loadAccessFiles(users: String?, acl: String?) throws {
-            self.users = try users.map { try KafkaUsers(contentsOfFile: $0) }
+            self.users = try users.map { try SCRAMUsers(contentsOfFile: $0) }
             self.acl = try acl.map { try KafkaACL(contentsOfFile: $0) }
             if self.acl != nil && self.users == nil {
                 throw KafkaConfigError("a Kafka ACL file needs a users file (SASL): ACL rules name authenticated users")
@@ -55,7 +56,7 @@ public final class KafkaGateway: Service {
     static let topicCacheMilliseconds: Int64 = 5_000
     /// Per shard, the last append submitted: appends to one partition are chained in the order
     /// their requests arrived.
-    private let appendTails = Mutex<[String: Task<AppendResult, any Error>]>([:])
+    private let appendTails = Mutex<[String: Task<PendingAppend, any Error>]>([:])
     /// Idempotent producers' sequences.
     let producers = KafkaProducers()
     /// Consumer groups.
@@ -232,36 +233,54 @@ public final class KafkaGateway: Service {
 
     // MARK: Appends
 
-    /// Submits a batch for a partition; appends to one partition happen in submission order,
-    /// and so do the sequence checks of idempotent producers' batches.
+    /// Submits a batch for a partition. Appends to one partition are stored in submission
+    /// order: each is queued in the journal after the previous one was queued, so many are in
+    /// flight at once (and share the journal's group commits). An idempotent producer's batch
+    /// waits for the previous append's outcome instead, so that its sequence check sees every
+    /// batch before it.
     func submitAppend(shard: String, batch: ByteBuffer) -> Task<AppendResult, any Error> {
-        appendTails.withLock { tails in
+        let queued = appendTails.withLock { tails -> Task<PendingAppend, any Error> in
             let previous = tails[shard]
             let (journal, producers) = (self.journal, self.producers)
-            let task = Task {
-                _ = await previous?.result
-                guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex), header.producerID >= 0 else {
-                    return try await journal.append(shard: shard, batch: batch)
-                }
-                if case .duplicate(let original) = try await producers.check(header, shard: shard, journal: journal) {
-                    return original  // a retry of a stored batch: acknowledged, not written again
-                }
-                do {
-                    let result = try await journal.append(shard: shard, batch: batch)
-                    producers.appended(header, shard: shard, result: result)
-                    return result
-                } catch let error as JournalError where Self.definitelyNotStored(error) {
-                    throw error
-                } catch {
-                    // The batch may have been stored (the journal went away before answering):
-                    // the partition's producer state is read back from the data before the retry.
-                    producers.forget(shard: shard)
-                    throw error
-                }
+            let step = Task {
+                try await Self.queue(batch, shard: shard, after: previous, journal: journal, producers: producers)
             }
-            tails[shard] = task
-            return task
+            tails[shard] = step
+            return step
         }
+        return Task { try await queued.value.result }
+    }
+
+    private static func queue(
+        _ batch: ByteBuffer, shard: String, after previous: Task<PendingAppend, any Error>?, journal: any JournalClient,
+        producers: KafkaProducers
+    ) async throws -> PendingAppend {
+        guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex), header.producerID >= 0 else {
+            _ = try? await previous?.value
+            return try await journal.queueAppend(shard: shard, batch: batch)
+        }
+        if let earlier = try? await previous?.value { _ = try? await earlier.result }
+        let settled = PendingAppend()
+        if case .duplicate(let original) = try await producers.check(header, shard: shard, journal: journal) {
+            settled.complete(.success(original))  // a retry of a stored batch: not written again
+            return settled
+        }
+        let pending = try await journal.queueAppend(shard: shard, batch: batch)
+        Task {
+            do {
+                let result = try await pending.result
+                producers.appended(header, shard: shard, result: result)
+                settled.complete(.success(result))
+            } catch {
+                if !((error as? JournalError).map(definitelyNotStored) ?? false) {
+                    // It may have been stored (the journal went away before answering): the
+                    // partition's producer state is read back from the data before the retry.
+                    producers.forget(shard: shard)
+                }
+                settled.complete(.failure(error))
+            }
+        }
+        return settled
     }
 }
 

@@ -26,7 +26,7 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
     @Flag(help: "Do not create topics that clients ask metadata for.")
     var noAutoCreateTopics = false
 
-    @Option(help: "SASL users file (PLAIN and SCRAM-SHA-256; `strata kafka-user` makes lines): every client must authenticate.")
+    @Option(help: "SASL users file (PLAIN and SCRAM-SHA-256; `strata scram-user` makes lines): every client must authenticate.")
     var users: String?
 
     @Option(help: "ACL file: USER produce|consume|admin TOPIC-PATTERN lines (needs --users).")

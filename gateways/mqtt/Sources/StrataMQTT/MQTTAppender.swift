@@ -1,12 +1,14 @@
 import NIOCore
 import StrataClient
 import StrataJournal
+import StrataWire
 import Synchronization
 
-/// Coalesces the publishes bound for one bucket shard into RecordBatches: while one append is
-/// in flight, everything submitted meanwhile waits and goes out as the next batch, so small
-/// messages share batch headers and journal round trips. FIFO per bucket, which keeps
-/// per-topic order.
+/// Coalesces the publishes bound for one bucket shard into RecordBatches: whatever was
+/// submitted while the appender was busy goes out as the next batch, so small messages share
+/// batch headers and journal round trips. Up to `maxInflight` batches are queued in the journal
+/// at once (they share its group commits) and settle in queue order — FIFO per bucket, which
+/// keeps per-topic order; retained-message updates follow in the same order.
 final class MQTTAppender: Sendable {
     typealias Completion = @Sendable (Result<Void, any Error>) -> Void
 
@@ -15,14 +17,21 @@ final class MQTTAppender: Sendable {
     private let queue = Mutex<[(MQTTMessage, Completion)]>([])
     private let nudges: AsyncStream<Void>
     private let nudge: AsyncStream<Void>.Continuation
-    /// Most messages and bytes in one batch.
+    /// Batches queued in the journal, settled in order by `settle`.
+    private let settling: AsyncStream<(PendingAppend?, any Error, [(MQTTMessage, Completion)])>
+    private let toSettle: AsyncStream<(PendingAppend?, any Error, [(MQTTMessage, Completion)])>.Continuation
+    private let slots: InflightLimiter
+    /// Most messages and bytes in one batch, and batches in flight.
     static let maxMessages = 1000
     static let maxBytes = 1 << 20
+    static let maxInflight = 8
 
     init(shard: String, journal: any JournalClient) {
         self.shard = shard
         self.journal = journal
         (nudges, nudge) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (settling, toSettle) = AsyncStream.makeStream()
+        slots = InflightLimiter(limit: Self.maxInflight)
     }
 
     /// Queues a message; `completion` runs once it is in the journal (and, when retained,
@@ -36,21 +45,31 @@ final class MQTTAppender: Sendable {
 
     /// The appender's loop; runs as a child task of the gateway until `finish()`.
     func run() async {
-        for await _ in nudges {
-            while true {
-                let batch = queue.withLock { queue -> [(MQTTMessage, Completion)] in
-                    var taken = 0
-                    var bytes = 0
-                    while taken < queue.count, taken < Self.maxMessages, bytes < Self.maxBytes {
-                        bytes += queue[taken].0.payload.readableBytes + queue[taken].0.topic.utf8.count + 64
-                        taken += 1
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.settle() }
+            for await _ in nudges {
+                while true {
+                    let batch = queue.withLock { queue -> [(MQTTMessage, Completion)] in
+                        var taken = 0
+                        var bytes = 0
+                        while taken < queue.count, taken < Self.maxMessages, bytes < Self.maxBytes {
+                            bytes += queue[taken].0.payload.readableBytes + queue[taken].0.topic.utf8.count + 64
+                            taken += 1
+                        }
+                        defer { queue.removeFirst(taken) }
+                        return Array(queue.prefix(taken))
                     }
-                    defer { queue.removeFirst(taken) }
-                    return Array(queue.prefix(taken))
+                    if batch.isEmpty { break }
+                    await slots.acquire()
+                    do {
+                        let pending = try await journal.queueAppend(shard: shard, batch: RecordBatch.encode(batch.map(\.0.record)))
+                        toSettle.yield((pending, CancellationError(), batch))
+                    } catch {
+                        toSettle.yield((nil, error, batch))
+                    }
                 }
-                if batch.isEmpty { break }
-                await send(batch)
             }
+            toSettle.finish()
         }
         // Shutting down: nothing queued is left without an answer.
         let left = queue.withLock { queue in
@@ -60,21 +79,26 @@ final class MQTTAppender: Sendable {
         for (_, completion) in left { completion(.failure(JournalError(.closed, "the gateway is shutting down"))) }
     }
 
-    private func send(_ batch: [(MQTTMessage, Completion)]) async {
-        do {
-            _ = try await journal.append(shard: shard, batch: RecordBatch.encode(batch.map(\.0.record)))
-            for (message, _) in batch where message.retain {
-                if message.payload.readableBytes == 0 {
-                    try await journal.delete(namespace: MQTTGateway.retainedNamespace, key: Array(message.topic.utf8))
-                } else {
-                    try await journal.put(
-                        namespace: MQTTGateway.retainedNamespace, key: Array(message.topic.utf8),
-                        value: message.retainedValue)
+    /// Settles queued batches in queue order: retained updates, then the publishers' completions.
+    private func settle() async {
+        for await (pending, queueError, batch) in settling {
+            defer { slots.release() }
+            do {
+                guard let pending else { throw queueError }
+                _ = try await pending.result
+                for (message, _) in batch where message.retain {
+                    if message.payload.readableBytes == 0 {
+                        try await journal.delete(namespace: MQTTGateway.retainedNamespace, key: Array(message.topic.utf8))
+                    } else {
+                        try await journal.put(
+                            namespace: MQTTGateway.retainedNamespace, key: Array(message.topic.utf8),
+                            value: message.retainedValue)
+                    }
                 }
+                for (_, completion) in batch { completion(.success(())) }
+            } catch {
+                for (_, completion) in batch { completion(.failure(error)) }
             }
-            for (_, completion) in batch { completion(.success(())) }
-        } catch {
-            for (_, completion) in batch { completion(.failure(error)) }
         }
     }
 }

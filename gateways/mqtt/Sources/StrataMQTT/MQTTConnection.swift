@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import StrataAuth
 import StrataJournal
 import Synchronization
 
@@ -44,11 +45,20 @@ struct MQTTConnection {
             try await outbound.write(ByteBuffer(bytes: [0x20, 0x02, 0x00, 0x01]))
             return
         }
-        connectDeadline.cancel()
         guard case .connect(let connect)? = first else { return }
         let version = connect.version
+        // MQTT 5 enhanced authentication (4.12), still under the CONNECT deadline.
+        var enhanced: EnhancedAuthentication?
+        if version == .v5, let method = connect.properties.authenticationMethod {
+            guard let outcome = try await authenticate(connect, method: method, packets: &packets, outbound: outbound) else {
+                connectDeadline.cancel()
+                return
+            }
+            enhanced = outcome
+        }
+        connectDeadline.cancel()
 
-        guard let (session, resume) = try await accept(connect, outbound: outbound) else { return }
+        guard let (session, resume) = try await accept(connect, enhanced: enhanced, outbound: outbound) else { return }
         let lastSeen = LastSeen()
         let keepAlive = effectiveKeepAlive(connect)
         var normalDisconnect = false
@@ -207,8 +217,56 @@ struct MQTTConnection {
 
     /// Answers CONNECT; returns the registered session and, for a resumed session, what to
     /// replay — or nil after a refusing CONNACK.
+    /// A finished enhanced authentication: who, and what CONNACK carries back.
+    struct EnhancedAuthentication {
+        var user: String
+        var method: String
+        var finalData: [UInt8]
+    }
+
+    /// Runs a SCRAM-SHA-256 exchange (CONNECT → AUTH 0x18 → AUTH 0x18 → CONNACK, MQTT 4.12)
+    /// against the SCRAM users file. Nil after a refusing CONNACK: 0x8C for a method that is not
+    /// configured, 0x87 for failed authentication.
+    private func authenticate(
+        _ connect: MQTTPacket.Connect, method: String,
+        packets: inout NIOAsyncChannelInboundStream<MQTTPacket>.AsyncIterator,
+        outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async throws -> EnhancedAuthentication? {
+        func refuse(_ code: UInt8, _ reason: String) async throws -> EnhancedAuthentication? {
+            logger.info("mqtt authentication refused", metadata: ["mqtt.client": "\(connect.clientID)", "reason": "\(reason)"])
+            try await outbound.write(
+                Self.bytes(.connack(.init(sessionPresent: false, reasonCode: code, properties: [.reasonString(reason)])), .v5))
+            return nil
+        }
+        guard method == "SCRAM-SHA-256", let users = gateway.configuration.scramUsers else {
+            return try await refuse(0x8C, "authentication method \(method) is not configured")
+        }
+        var scram = SCRAMServer()
+        do {
+            var clientFirst: [UInt8] = []
+            for case .authenticationData(let data) in connect.properties.items { clientFirst = data }
+            let serverFirst = try scram.receive(clientFirst) { users[$0] }
+            try await outbound.write(
+                Self.bytes(
+                    .auth(.init(reasonCode: 0x18, properties: [.authenticationMethod(method), .authenticationData(serverFirst)])),
+                    .v5))
+            guard case .auth(let answer)? = try await packets.next(), answer.reasonCode == 0x18,
+                answer.properties.authenticationMethod == method
+            else {
+                return try await refuse(0x82, "expected AUTH (continue) with method \(method)")
+            }
+            var clientFinal: [UInt8] = []
+            for case .authenticationData(let data) in answer.properties.items { clientFinal = data }
+            let serverFinal = try scram.receive(clientFinal) { users[$0] }
+            guard let user = scram.authenticatedUser else { return try await refuse(0x87, "not authenticated") }
+            return EnhancedAuthentication(user: user, method: method, finalData: serverFinal)
+        } catch let error as SCRAMError {
+            return try await refuse(0x87, "\(error)")
+        }
+    }
+
     private func accept(
-        _ connect: MQTTPacket.Connect, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+        _ connect: MQTTPacket.Connect, enhanced: EnhancedAuthentication?, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     ) async throws -> (MQTTSession, Resume?)? {
         let version = connect.version
         func refuse(v5: UInt8, v311: UInt8) async throws -> (MQTTSession, Resume?)? {
@@ -223,12 +281,10 @@ struct MQTTConnection {
             clientID = "strata-" + String(UInt64.random(in: 1...UInt64.max), radix: 36)
             assigned = true
         }
-        if version == .v5, connect.properties.authenticationMethod != nil {
-            // No enhanced authentication method is configured.
-            return try await refuse(v5: 0x8C, v311: 5)
-        }
         let configuration = gateway.configuration
-        if connect.username != nil || connect.password != nil {
+        if enhanced != nil {
+            // Authenticated by the exchange above.
+        } else if connect.username != nil || connect.password != nil {
             guard let user = connect.username, let passwords = configuration.passwords,
                 passwords.verify(user: user, password: connect.password ?? [])
             else {
@@ -249,7 +305,7 @@ struct MQTTConnection {
             if record.isExpired { try await gateway.forgetSession(clientID) } else { stored = record }
         }
         let session = MQTTSession(
-            clientID: clientID, user: connect.username, acl: configuration.acl, version: version,
+            clientID: clientID, user: enhanced?.user ?? connect.username, acl: configuration.acl, version: version,
             persistent: persistent, expiryInterval: expiry,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? 65_535),
             maxQueued: configuration.maxQueuedMessages,
@@ -266,6 +322,10 @@ struct MQTTConnection {
         }
         var properties: MQTTProperties = []
         if version == .v5 {
+            if let enhanced {
+                properties.append(.authenticationMethod(enhanced.method))
+                properties.append(.authenticationData(enhanced.finalData))
+            }
             if assigned { properties.append(.assignedClientIdentifier(clientID)) }
             properties.append(.topicAliasMaximum(configuration.topicAliasMaximum))
             properties.append(.maximumPacketSize(UInt32(configuration.maxPacketSize)))

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import ServiceLifecycle
+import StrataAuth
 import StrataClient
 import StrataJournal
 import Synchronization
@@ -38,6 +39,9 @@ public final class MQTTGateway: Service {
         public var acl: MQTTACL?
         /// TLS for both listeners (TCP and WebSocket) when set.
         public var tls: NIOSSLContext?
+        /// Users for MQTT 5 enhanced authentication with SCRAM-SHA-256; without them a CONNECT
+        /// naming an authentication method is refused with 0x8C.
+        public var scramUsers: SCRAMUsers?
 
         public init() {}
 
@@ -45,9 +49,11 @@ public final class MQTTGateway: Service {
         /// and private key (PEM), those that are given. A certificate needs its key and the
         /// other way round.
         public mutating func loadAccessFiles(
-            passwords: String?, acl: String?, tlsCertificate: String? = nil, tlsKey: String? = nil
+            passwords: String?, acl: String?, tlsCertificate: String? = nil, tlsKey: String? = nil,
+            scramUsers: String? = nil
         ) throws {
             self.passwords = try passwords.map { try MQTTPasswordFile(contentsOfFile: $0) }
+            self.scramUsers = try scramUsers.map { try SCRAMUsers(contentsOfFile: $0) }
             self.acl = try acl.map { try MQTTACL(contentsOfFile: $0) }
             switch (tlsCertificate, tlsKey) {
             case (nil, nil):

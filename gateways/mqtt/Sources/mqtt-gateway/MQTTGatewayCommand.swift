@@ -32,6 +32,9 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     @Option(help: "Messages queued for one subscriber beyond its receive maximum (then QoS 0 is dropped, QoS 1/2 disconnects).")
     var maxQueuedMessages: Int = 10_000
 
+    @Option(help: "SCRAM users file (`strata scram-user` lines) for MQTT 5 enhanced authentication with SCRAM-SHA-256.")
+    var scramUsers: String?
+
     @Option(help: "TLS certificate chain (PEM): both listeners speak TLS when given with --tls-key.")
     var tlsCert: String?
 
@@ -62,7 +65,7 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
             settings.webSocketPort = address.port
         }
         do {
-            try settings.loadAccessFiles(passwords: passwords, acl: acl, tlsCertificate: tlsCert, tlsKey: tlsKey)
+            try settings.loadAccessFiles(passwords: passwords, acl: acl, tlsCertificate: tlsCert, tlsKey: tlsKey, scramUsers: scramUsers)
         } catch {
             throw ValidationError("\(error)")
         }

@@ -1,12 +1,13 @@
 import ArgumentParser
-import StrataKafka
+import StrataAuth
 
-/// `strata kafka-user NAME`: prints a users-file line (SCRAM-SHA-256 keys, random salt) for a
-/// password read from standard input, for the Kafka gateway's `--users` file.
-struct KafkaUserCommand: ParsableCommand {
+/// `strata scram-user NAME`: prints a users-file line (SCRAM-SHA-256 keys, random salt) for a
+/// password read from standard input: the Kafka gateway's `--users` file, the MQTT gateway's
+/// `--scram-users` file.
+struct SCRAMUserCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "kafka-user",
-        abstract: "Prints a Kafka users-file line for NAME with the password read from stdin.")
+        commandName: "scram-user",
+        abstract: "Prints a SCRAM users-file line for NAME with the password read from stdin.")
 
     @Argument(help: "The user name.")
     var name: String
@@ -20,6 +21,6 @@ struct KafkaUserCommand: ParsableCommand {
         guard let password = readLine(strippingNewline: true), !password.isEmpty else {
             throw ValidationError("no password on standard input")
         }
-        print(KafkaUsers.line(user: name, password: password, iterations: iterations))
+        print(SCRAMUsers.line(user: name, password: password, iterations: iterations))
     }
 }

@@ -1,0 +1,53 @@
+import Foundation
+
+/// Users for SCRAM-SHA-256 and PLAIN authentication (Kafka SASL, MQTT 5 enhanced
+/// authentication), one line per user:
+///
+///     # user:SCRAM-SHA-256:ITERATIONS:SALT:STORED_KEY:SERVER_KEY   (base64 salt and keys)
+///     alice:SCRAM-SHA-256:4096:c2FsdA==:...:...
+///
+/// Only salted SCRAM keys are kept, never passwords; PLAIN is checked by deriving the same
+/// keys. `strata scram-user NAME` prints such a line for a password read from stdin. There are
+/// no default users.
+public struct SCRAMUsers: Sendable {
+    let credentials: [String: SCRAMCredential]
+
+    public subscript(user: String) -> SCRAMCredential? { credentials[user] }
+
+    public init(contentsOfFile path: String) throws {
+        try self.init(parsing: try String(contentsOfFile: path, encoding: .utf8), source: path)
+    }
+
+    public init(parsing text: String, source: String = "users file") throws {
+        var credentials: [String: SCRAMCredential] = [:]
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = line.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let fields = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard fields.count == 6, fields[1] == "SCRAM-SHA-256", let iterations = Int(fields[2]), iterations >= 4096,
+                let salt = Data(base64Encoded: fields[3]), let stored = Data(base64Encoded: fields[4]), stored.count == 32,
+                let server = Data(base64Encoded: fields[5]), server.count == 32, !fields[0].isEmpty
+            else {
+                throw AuthConfigError("\(source) line \(number + 1): expected user:SCRAM-SHA-256:ITERATIONS(>=4096):SALT:STORED_KEY:SERVER_KEY")
+            }
+            credentials[fields[0]] = SCRAMCredential(
+                salt: Array(salt), iterations: iterations, storedKey: Array(stored), serverKey: Array(server))
+        }
+        self.credentials = credentials
+    }
+
+    /// The line for a user with this password (a fresh random salt).
+    public static func line(user: String, password: String, iterations: Int = 8192) -> String {
+        let salt = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        let credential = SCRAMCredential(password: Array(password.utf8), salt: salt, iterations: iterations)
+        return [
+            user, "SCRAM-SHA-256", "\(iterations)", Data(salt).base64EncodedString(),
+            Data(credential.storedKey).base64EncodedString(), Data(credential.serverKey).base64EncodedString(),
+        ].joined(separator: ":")
+    }
+}
+
+public struct AuthConfigError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
