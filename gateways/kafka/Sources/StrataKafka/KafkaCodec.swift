@@ -137,6 +137,17 @@ struct KafkaReader {
         return items
     }
 
+    /// The `[topic name, [partition…]]` arrays most requests carry: `partition` reads one
+    /// partition entry (its own tagged fields included); each topic's tagged fields are read here.
+    mutating func topics<T>(_ partition: (inout KafkaReader) throws -> T) throws -> [(name: String, partitions: [T])] {
+        try array { reader in
+            let name = try reader.string()
+            let partitions = try reader.array(partition)
+            try reader.taggedFields()
+            return (name, partitions)
+        }
+    }
+
     /// Skips a struct's tagged fields (flexible versions only).
     mutating func taggedFields() throws {
         guard flexible else { return }
@@ -220,6 +231,15 @@ struct KafkaWriter {
     mutating func array<T>(_ items: [T], _ element: (inout KafkaWriter, T) -> Void) {
         count(items.count)
         for item in items { element(&self, item) }
+    }
+
+    /// The `[topic name, [partition…]]` arrays most responses carry (see `KafkaReader.topics`).
+    mutating func topics<T>(_ topics: [(String, [T])], _ partition: (inout KafkaWriter, T) -> Void) {
+        array(topics) { writer, topic in
+            writer.string(topic.0)
+            writer.array(topic.1, partition)
+            writer.taggedFields()
+        }
     }
 
     /// No tagged fields (flexible versions only).

@@ -28,20 +28,15 @@ struct FetchRequest {
             sessionID = try reader.int32()
             sessionEpoch = try reader.int32()
         }
-        topics = try reader.array { reader in
-            let name = try reader.string()
-            let partitions = try reader.array { reader in
-                let partition = try reader.int32()
-                if version >= 9 { _ = try reader.int32() }  // current leader epoch
-                let offset = try reader.int64()
-                if version >= 12 { _ = try reader.int32() }  // last fetched epoch
-                if version >= 5 { _ = try reader.int64() }  // log start offset (followers only)
-                let maxBytes = try reader.int32()
-                try reader.taggedFields()
-                return Partition(partition: partition, offset: offset, maxBytes: maxBytes)
-            }
+        topics = try reader.topics { reader in
+            let partition = try reader.int32()
+            if version >= 9 { _ = try reader.int32() }  // current leader epoch
+            let offset = try reader.int64()
+            if version >= 12 { _ = try reader.int32() }  // last fetched epoch
+            if version >= 5 { _ = try reader.int64() }  // log start offset (followers only)
+            let maxBytes = try reader.int32()
             try reader.taggedFields()
-            return (name, partitions)
+            return Partition(partition: partition, offset: offset, maxBytes: maxBytes)
         }
         if version >= 7 {
             _ = try reader.array { reader in  // forgotten topics: no sessions are kept
@@ -61,18 +56,13 @@ struct ListOffsetsRequest {
     init(_ reader: inout KafkaReader, version: Int16) throws {
         _ = try reader.int32()  // replica id
         if version >= 2 { _ = try reader.int8() }  // isolation level
-        topics = try reader.array { reader in
-            let name = try reader.string()
-            let partitions = try reader.array { reader -> (partition: Int32, timestamp: Int64) in
-                let partition = try reader.int32()
-                if version >= 4 { _ = try reader.int32() }  // current leader epoch
-                let timestamp = try reader.int64()
-                if version == 0 { _ = try reader.int32() }  // max number of offsets
-                try reader.taggedFields()
-                return (partition, timestamp)
-            }
+        topics = try reader.topics { reader -> (partition: Int32, timestamp: Int64) in
+            let partition = try reader.int32()
+            if version >= 4 { _ = try reader.int32() }  // current leader epoch
+            let timestamp = try reader.int64()
+            if version == 0 { _ = try reader.int32() }  // max number of offsets
             try reader.taggedFields()
-            return (name, partitions)
+            return (partition, timestamp)
         }
         try reader.taggedFields()
     }
@@ -101,16 +91,11 @@ extension KafkaGateway {
         let transactionalID = version >= 3 ? try reader.nullableString() : nil
         let acks = try reader.int16()
         _ = try reader.int32()  // timeout
-        let topics = try reader.array { reader in
-            let name = try reader.string()
-            let partitions = try reader.array { reader in
-                let index = try reader.int32()
-                let records = try reader.nullableBytes()
-                try reader.taggedFields()
-                return (index, records)
-            }
+        let topics = try reader.topics { reader in
+            let index = try reader.int32()
+            let records = try reader.nullableBytes()
             try reader.taggedFields()
-            return (name, partitions)
+            return (index, records)
         }
         try reader.taggedFields()
 
@@ -214,19 +199,15 @@ extension KafkaGateway {
             }
         }
         var writer = KafkaWriter(flexible: flexible)
-        writer.array(grouped) { writer, entry in
-            writer.string(entry.0)
-            writer.array(entry.1) { writer, outcome in
-                writer.int32(outcome.partition)
-                writer.int16(outcome.error.rawValue)
-                writer.int64(outcome.baseOffset)
-                if version >= 2 { writer.int64(-1) }  // log append time: CreateTime topics
-                if version >= 5 { writer.int64(-1) }  // log start offset: not reported
-                if version >= 8 {
-                    writer.array([Int32]()) { $0.int32($1) }  // record errors
-                    writer.nullableString(outcome.error == .none ? nil : outcome.message)
-                }
-                writer.taggedFields()
+        writer.topics(grouped) { writer, outcome in
+            writer.int32(outcome.partition)
+            writer.int16(outcome.error.rawValue)
+            writer.int64(outcome.baseOffset)
+            if version >= 2 { writer.int64(-1) }  // log append time: CreateTime topics
+            if version >= 5 { writer.int64(-1) }  // log start offset: not reported
+            if version >= 8 {
+                writer.array([Int32]()) { $0.int32($1) }  // record errors
+                writer.nullableString(outcome.error == .none ? nil : outcome.message)
             }
             writer.taggedFields()
         }
@@ -275,19 +256,15 @@ extension KafkaGateway {
             writer.int16(0)
             writer.int32(0)  // session id: none
         }
-        writer.array(results) { writer, topic in
-            writer.string(topic.0)
-            writer.array(topic.1) { writer, fetched in
-                writer.int32(fetched.partition)
-                writer.int16(fetched.error.rawValue)
-                writer.int64(fetched.highWatermark)
-                if version >= 4 { writer.int64(fetched.highWatermark) }  // last stable offset
-                if version >= 5 { writer.int64(fetched.logStartOffset) }
-                if version >= 4 { writer.count(nil) }  // aborted transactions: none
-                if version >= 11 { writer.int32(-1) }  // preferred read replica
-                writer.records(fetched.batches)
-                writer.taggedFields()
-            }
+        writer.topics(results) { writer, fetched in
+            writer.int32(fetched.partition)
+            writer.int16(fetched.error.rawValue)
+            writer.int64(fetched.highWatermark)
+            if version >= 4 { writer.int64(fetched.highWatermark) }  // last stable offset
+            if version >= 5 { writer.int64(fetched.logStartOffset) }
+            if version >= 4 { writer.count(nil) }  // aborted transactions: none
+            if version >= 11 { writer.int32(-1) }  // preferred read replica
+            writer.records(fetched.batches)
             writer.taggedFields()
         }
         writer.taggedFields()
@@ -401,19 +378,15 @@ extension KafkaGateway {
         }
         var writer = KafkaWriter(flexible: header.flexible)
         if version >= 2 { writer.int32(0) }
-        writer.array(results) { writer, topic in
-            writer.string(topic.0)
-            writer.array(topic.1) { writer, entry in
-                writer.int32(entry.partition)
-                writer.int16(entry.error.rawValue)
-                if version == 0 {
-                    writer.array(entry.offset >= 0 ? [entry.offset] : []) { $0.int64($1) }
-                } else {
-                    writer.int64(entry.timestamp)
-                    writer.int64(entry.offset)
-                    if version >= 4 { writer.int32(0) }  // leader epoch
-                }
-                writer.taggedFields()
+        writer.topics(results) { writer, entry in
+            writer.int32(entry.partition)
+            writer.int16(entry.error.rawValue)
+            if version == 0 {
+                writer.array(entry.offset >= 0 ? [entry.offset] : []) { $0.int64($1) }
+            } else {
+                writer.int64(entry.timestamp)
+                writer.int64(entry.offset)
+                if version >= 4 { writer.int32(0) }  // leader epoch
             }
             writer.taggedFields()
         }

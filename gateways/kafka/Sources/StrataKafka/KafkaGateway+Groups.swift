@@ -185,19 +185,14 @@ extension KafkaGateway {
         let memberID = version >= 1 ? try reader.string() : ""
         if version >= 7 { _ = try reader.nullableString() }  // group instance id
         if version >= 2 && version <= 4 { _ = try reader.int64() }  // retention time
-        let topics = try reader.array { reader in
-            let name = try reader.string()
-            let partitions = try reader.array { reader -> (Int32, Int64) in
-                let partition = try reader.int32()
-                let offset = try reader.int64()
-                if version >= 6 { _ = try reader.int32() }  // leader epoch
-                if version == 1 { _ = try reader.int64() }  // commit timestamp
-                _ = try reader.nullableString()  // metadata: not kept
-                try reader.taggedFields()
-                return (partition, offset)
-            }
+        let topics = try reader.topics { reader -> (Int32, Int64) in
+            let partition = try reader.int32()
+            let offset = try reader.int64()
+            if version >= 6 { _ = try reader.int32() }  // leader epoch
+            if version == 1 { _ = try reader.int64() }  // commit timestamp
+            _ = try reader.nullableString()  // metadata: not kept
             try reader.taggedFields()
-            return (name, partitions)
+            return (partition, offset)
         }
         try reader.taggedFields()
         return Task {
@@ -228,13 +223,9 @@ extension KafkaGateway {
             }
             var writer = KafkaWriter(flexible: header.flexible)
             if version >= 3 { writer.int32(0) }
-            writer.array(results) { writer, topic in
-                writer.string(topic.0)
-                writer.array(topic.1) { writer, outcome in
-                    writer.int32(outcome.0)
-                    writer.int16(outcome.1.rawValue)
-                    writer.taggedFields()
-                }
+            writer.topics(results) { writer, outcome in
+                writer.int32(outcome.0)
+                writer.int16(outcome.1.rawValue)
                 writer.taggedFields()
             }
             writer.taggedFields()
@@ -286,16 +277,12 @@ extension KafkaGateway {
             }
             var writer = KafkaWriter(flexible: header.flexible)
             if version >= 3 { writer.int32(0) }
-            writer.array(results) { writer, topic in
-                writer.string(topic.0)
-                writer.array(topic.1) { writer, entry in
-                    writer.int32(entry.0)
-                    writer.int64(entry.1)
-                    if version >= 5 { writer.int32(-1) }  // leader epoch
-                    writer.nullableString("")  // metadata
-                    writer.int16(entry.2.rawValue)
-                    writer.taggedFields()
-                }
+            writer.topics(results) { writer, entry in
+                writer.int32(entry.0)
+                writer.int64(entry.1)
+                if version >= 5 { writer.int32(-1) }  // leader epoch
+                writer.nullableString("")  // metadata
+                writer.int16(entry.2.rawValue)
                 writer.taggedFields()
             }
             if version >= 2 { writer.int16(topLevel.rawValue) }
