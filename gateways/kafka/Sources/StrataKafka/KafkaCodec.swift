@@ -162,9 +162,17 @@ struct KafkaReader {
 }
 
 /// Writes Kafka's primitive types into a response body (see `KafkaReader` for `flexible`).
+/// Record batches are not copied in: the body is a list of buffers (`parts`), the fetched
+/// batches among them as the journal returned them, written to the socket one after another.
 struct KafkaWriter {
     var buffer: ByteBuffer
     let flexible: Bool
+    /// Finished parts of the body before `buffer`.
+    private var finished: [ByteBuffer] = []
+
+    /// The whole body, in order.
+    var parts: [ByteBuffer] { finished + [buffer] }
+    var byteCount: Int { finished.reduce(buffer.readableBytes) { $0 + $1.readableBytes } }
 
     init(flexible: Bool, capacity: Int = 256) {
         buffer = ByteBuffer()
@@ -214,10 +222,14 @@ struct KafkaWriter {
         if var value { buffer.writeBuffer(&value) }
     }
 
-    /// Record batches as fetched: the bytes go in as they were stored.
+    /// Record batches as fetched: the bytes go out as they were stored, without a copy.
     mutating func records(_ batches: [ByteBuffer]) {
         length(batches.reduce(0) { $0 + $1.readableBytes }, wide: true)
-        for var batch in batches { buffer.writeBuffer(&batch) }
+        guard !batches.isEmpty else { return }
+        finished.append(buffer)
+        finished.append(contentsOf: batches)
+        buffer = ByteBuffer()
+        buffer.reserveCapacity(256)
     }
 
     mutating func count(_ count: Int?) {

@@ -15,13 +15,13 @@ struct KafkaConnection {
         let host = channel.channel.remoteAddress?.ipAddress ?? "?"
         do {
             try await channel.executeThenClose { inbound, outbound in
-                let (responses, pending) = AsyncStream<Task<ByteBuffer?, Never>>.makeStream()
+                let (responses, pending) = AsyncStream<Task<[ByteBuffer]?, Never>>.makeStream()
                 let limiter = InflightLimiter(limit: gateway.configuration.maxInflightPerConnection)
                 let session = KafkaSASLSession()
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {
                         for await response in responses {
-                            if let bytes = await response.value { try await outbound.write(bytes) }
+                            if let parts = await response.value { try await outbound.write(contentsOf: parts) }
                             limiter.release()
                         }
                     }
@@ -64,7 +64,7 @@ struct KafkaRequestHeader {
 extension KafkaGateway {
     /// Reads a request and starts handling it; the task yields the framed response (nil: none,
     /// as for Produce with acks=0). Throws for a request that cannot be read or is not served.
-    func handle(_ frame: ByteBuffer, peer: String, session: KafkaSASLSession) throws -> Task<ByteBuffer?, Never> {
+    func handle(_ frame: ByteBuffer, peer: String, session: KafkaSASLSession) throws -> Task<[ByteBuffer]?, Never> {
         var reader = KafkaReader(buffer: frame, flexible: false)
         let apiKey = try reader.int16()
         let version = try reader.int16()
@@ -77,7 +77,7 @@ extension KafkaGateway {
             if api == .apiVersions {
                 // KIP-511: answer in v0 with UNSUPPORTED_VERSION and the supported ranges.
                 let body = Self.apiVersionsResponse(version: 0, error: .unsupportedVersion)
-                return Task { Self.frame(correlationID: correlationID, headerTags: false, body: body) }
+                return Task { Self.frame(correlationID: correlationID, headerTags: false, body: [body]) }
             }
             throw KafkaProtocolError("\(api) v\(version) is not served (versions \(api.versions))")
         }
@@ -94,8 +94,8 @@ extension KafkaGateway {
         }
         // ApiVersions' response header is v0 in every version (KIP-511).
         let headerTags = flexible && api != .apiVersions
-        let respond: @Sendable (KafkaWriter) -> ByteBuffer = { body in
-            Self.frame(correlationID: correlationID, headerTags: headerTags, body: body.buffer)
+        let respond: @Sendable (KafkaWriter) -> [ByteBuffer] = { body in
+            Self.frame(correlationID: correlationID, headerTags: headerTags, body: body.parts)
         }
         switch api {
         case .apiVersions:
@@ -105,7 +105,7 @@ extension KafkaGateway {
                 try reader.taggedFields()
             }
             let body = Self.apiVersionsResponse(version: version, error: .none)
-            return Task { Self.frame(correlationID: correlationID, headerTags: false, body: body) }
+            return Task { Self.frame(correlationID: correlationID, headerTags: false, body: [body]) }
         case .metadata:
             let request = try MetadataRequest(&reader, version: version)
             return Task { respond(await self.metadata(request, header)) }
@@ -169,16 +169,15 @@ extension KafkaGateway {
         }
     }
 
-    /// Size, correlation id, the header's (empty) tagged fields when it is v1, then the body.
-    static func frame(correlationID: Int32, headerTags: Bool, body: ByteBuffer) -> ByteBuffer {
-        var body = body
-        var frame = ByteBuffer()
-        frame.reserveCapacity(9 + body.readableBytes)
-        frame.writeInteger(Int32(4 + (headerTags ? 1 : 0) + body.readableBytes))
-        frame.writeInteger(correlationID)
-        if headerTags { frame.writeInteger(UInt8(0)) }
-        frame.writeBuffer(&body)
-        return frame
+    /// Size, correlation id, the header's (empty) tagged fields when it is v1, then the body's
+    /// parts as they are.
+    static func frame(correlationID: Int32, headerTags: Bool, body: [ByteBuffer]) -> [ByteBuffer] {
+        var header = ByteBuffer()
+        header.reserveCapacity(9)
+        header.writeInteger(Int32(4 + (headerTags ? 1 : 0) + body.reduce(0) { $0 + $1.readableBytes }))
+        header.writeInteger(correlationID)
+        if headerTags { header.writeInteger(UInt8(0)) }
+        return [header] + body.filter { $0.readableBytes > 0 }
     }
 
     static func apiVersionsResponse(version: Int16, error: KafkaError) -> ByteBuffer {

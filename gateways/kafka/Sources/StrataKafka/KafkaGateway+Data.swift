@@ -85,8 +85,8 @@ extension KafkaGateway {
     /// the append under the topic's durability (fsync by default).
     func produce(
         _ reader: inout KafkaReader, _ header: KafkaRequestHeader,
-        respond: @escaping @Sendable (KafkaWriter) -> ByteBuffer
-    ) throws -> Task<ByteBuffer?, Never> {
+        respond: @escaping @Sendable (KafkaWriter) -> [ByteBuffer]
+    ) throws -> Task<[ByteBuffer]?, Never> {
         let version = header.version
         let transactionalID = version >= 3 ? try reader.nullableString() : nil
         let acks = try reader.int16()
