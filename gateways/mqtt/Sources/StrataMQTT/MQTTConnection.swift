@@ -29,157 +29,195 @@ struct MQTTConnection {
         return buffer
     }
 
+    /// The three phases run in separate functions so that the connection's long-lived async
+    /// frames stay small: the task allocator keeps the peak of a task's frames for the task's
+    /// life, and the CONNECT phase and a packet's handling need far more than waiting does.
     private func serve(
         inbound: NIOAsyncChannelInboundStream<MQTTPacket>, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     ) async throws {
         var packets = inbound.makeAsyncIterator()
+        guard let opened = try await open(&packets, outbound: outbound) else { return }
+        let ending = await converse(opened, &packets)
+        await close(opened, ending)
+    }
+
+    /// What the CONNECT phase leaves for the rest of the connection.
+    struct Opened: Sendable {
+        var session: MQTTSession
+        var resume: Resume?
+        var keepAlive: UInt16
+        var will: MQTTPacket.Will?
+    }
+
+    /// How the conversation ended.
+    struct Ending: Sendable {
+        var normalDisconnect = false
+        var expiryAtDisconnect: UInt32?
+    }
+
+    /// CONNECT (within 10 s), enhanced authentication, CONNACK; nil when the connection ends here.
+    @inline(never)
+    private func open(
+        _ packets: inout NIOAsyncChannelInboundStream<MQTTPacket>.AsyncIterator,
+        outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    ) async throws -> Opened? {
         // A client must send CONNECT first, and soon.
         let connectDeadline = channel.channel.eventLoop.scheduleTask(in: .seconds(10)) {}
         connectDeadline.futureResult.whenSuccess { [channel = channel.channel] in channel.close(promise: nil) }
+        defer { connectDeadline.cancel() }
         let first: MQTTPacket?
         do {
             first = try await packets.next()
         } catch let error as MQTTProtocolError where error.reasonCode == 0x84 {
             // An unsupported protocol level: the 3.1.1 way to say so (return code 1), then close.
-            connectDeadline.cancel()
             try await outbound.write(ByteBuffer(bytes: [0x20, 0x02, 0x00, 0x01]))
-            return
+            return nil
         }
-        guard case .connect(let connect)? = first else { return }
-        let version = connect.version
+        guard case .connect(let connect)? = first else { return nil }
         // MQTT 5 enhanced authentication (4.12), still under the CONNECT deadline.
         var enhanced: EnhancedAuthentication?
-        if version == .v5, let method = connect.properties.authenticationMethod {
+        if connect.version == .v5, let method = connect.properties.authenticationMethod {
             guard let outcome = try await authenticate(connect, method: method, packets: &packets, outbound: outbound) else {
-                connectDeadline.cancel()
-                return
+                return nil
             }
             enhanced = outcome
         }
-        connectDeadline.cancel()
+        guard let (session, resume) = try await accept(connect, enhanced: enhanced, outbound: outbound) else { return nil }
+        return Opened(session: session, resume: resume, keepAlive: effectiveKeepAlive(connect), will: connect.will)
+    }
 
-        guard let (session, resume) = try await accept(connect, enhanced: enhanced, outbound: outbound) else { return }
+    /// The connected session: packets until DISCONNECT, an error, a keep-alive timeout or a
+    /// closed socket. Packets to the client are written by the session itself, in order.
+    @inline(never)
+    private func converse(
+        _ opened: Opened, _ packets: inout NIOAsyncChannelInboundStream<MQTTPacket>.AsyncIterator
+    ) async -> Ending {
+        let session = opened.session
         let lastSeen = LastSeen()
-        let keepAlive = effectiveKeepAlive(connect)
-        var normalDisconnect = false
-        var will = connect.will
-        var expiryAtDisconnect: UInt32?
+        var ending = Ending()
+        var keepAliveCheck: RepeatedTask?
+        if opened.keepAlive > 0 {
+            // MQTT 3.1.2.10: no packet within 1.5 × keep-alive closes the connection.
+            let limit = Duration.milliseconds(Int64(opened.keepAlive) * 1500)
+            keepAliveCheck = channel.channel.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) {
+                [channel = channel.channel] task in
+                if lastSeen.elapsed > limit {
+                    task.cancel()
+                    channel.close(promise: nil)
+                }
+            }
+        }
+        let channelForFailures = channel.channel
+        let acks = MQTTAckSequencer(limit: Int(MQTTConnection.receiveMaximum)) { packet in
+            if case .disconnect = packet {
+                // A 3.1.1 client cannot be told that a publish was not stored: close.
+                channelForFailures.close(promise: nil)
+                return
+            }
+            session.send(packet)
+        }
+        // The offline queue: what the session's subscriptions matched while it was away,
+        // replayed beside the reader (whose PUBACKs let the replay go on).
+        let replaying = opened.resume.map { resume in
+            Task { [gateway, logger, channel = channel.channel] in
+                do {
+                    try await gateway.replay(session, from: resume.from, to: resume.to)
+                } catch {
+                    if !Task.isCancelled {
+                        logger.error("mqtt session replay failed", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+                    }
+                    channel.close(promise: nil)
+                }
+            }
+        }
         // A persistent session's record is kept current while it is connected (every second
         // when it changed, at once for subscriptions), not only written at the disconnect.
         let checkpointer = session.persistent ? MQTTCheckpointer(gateway: gateway, session: session) : nil
         var checkpointing: Task<Void, Never>?
         var checkpointTicks: RepeatedTask?
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            // The writer: every packet for this client, in order.
-            group.addTask {
-                for await packet in session.packets {
-                    try await outbound.write(Self.bytes(packet, version))
-                    session.didWrite()
-                }
-                // The session ended (its last packet, e.g. a DISCONNECT, is written): close, which
-                // also ends the reader.
-                try? await channel.channel.close()
+        if let checkpointer {
+            // Ticks are skipped while the replay runs (positions are the stored record's then).
+            checkpointing = Task { await checkpointer.run() }
+            checkpointTicks = channel.channel.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in
+                checkpointer.tick()
             }
-            var keepAliveCheck: RepeatedTask?
-            if keepAlive > 0 {
-                // MQTT 3.1.2.10: no packet within 1.5 × keep-alive closes the connection.
-                let limit = Duration.milliseconds(Int64(keepAlive) * 1500)
-                keepAliveCheck = channel.channel.eventLoop.scheduleRepeatedTask(
-                    initialDelay: .seconds(1), delay: .seconds(1)
-                ) { [channel = channel.channel] task in
-                    if lastSeen.elapsed > limit {
-                        task.cancel()
-                        channel.close(promise: nil)
-                    }
-                }
-            }
-            var aliases: [UInt16: String] = [:]
-            let channelForFailures = channel.channel
-            let acks = MQTTAckSequencer(limit: Int(MQTTConnection.receiveMaximum)) { packet in
-                if case .disconnect = packet {
-                    // A 3.1.1 client cannot be told that a publish was not stored: close.
-                    channelForFailures.close(promise: nil)
-                    return
-                }
-                session.send(packet)
-            }
-            // The offline queue: what the session's subscriptions matched while it was away,
-            // replayed beside the reader (whose PUBACKs let the replay go on).
-            let replaying = resume.map { resume in
-                Task { [gateway, logger, channel = channel.channel] in
-                    do {
-                        try await gateway.replay(session, from: resume.from, to: resume.to)
-                    } catch {
-                        if !Task.isCancelled {
-                            logger.error("mqtt session replay failed", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
-                        }
-                        channel.close(promise: nil)
-                    }
-                }
-            }
-            if let checkpointer {
-                // Ticks are skipped while the replay runs (positions are the stored record's then).
-                checkpointing = Task { await checkpointer.run() }
-                checkpointTicks = channel.channel.eventLoop.scheduleRepeatedTask(
-                    initialDelay: .zero, delay: .seconds(1)
-                ) { _ in checkpointer.tick() }
-            }
-            do {
-                reading: while let packet = try await packets.next() {
-                    lastSeen.touch()
-                    switch packet {
-                    case .publish(let publish):
-                        await acks.waitForRoom()
-                        try handlePublish(publish, session: session, aliases: &aliases, acks: acks)
-                    case .puback(let ack), .pubcomp(let ack):
-                        session.acknowledged(ack.packetID)
-                    case .pubrec(let ack):
-                        let known = session.received(ack.packetID)
-                        if ack.reasonCode >= 0x80 { session.acknowledged(ack.packetID) }
-                        session.send(.pubrel(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
-                    case .pubrel(let ack):
-                        let known = session.inboundQoS2Released(ack.packetID)
-                        session.send(.pubcomp(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
-                    case .subscribe(let subscribe):
-                        try await handleSubscribe(subscribe, session: session, checkpointer: checkpointer)
-                    case .unsubscribe(let unsubscribe):
-                        let codes = unsubscribe.filters.map { gateway.unsubscribe(session, $0) ? UInt8(0) : 0x11 }
-                        await checkpointer?.storeNow()
-                        session.send(.unsuback(.init(packetID: unsubscribe.packetID, reasonCodes: codes)))
-                    case .pingreq:
-                        session.send(.pingresp)
-                    case .disconnect(let disconnect):
-                        // Reason 0x04 asks the server to publish the will anyway.
-                        normalDisconnect = disconnect.reasonCode != 0x04
-                        if let expiry = disconnect.properties.sessionExpiryInterval {
-                            guard expiry == 0 || session.expiryInterval.map({ $0 > 0 }) ?? true else {
-                                throw MQTTProtocolError.protocolError("session expiry set at DISCONNECT after 0 at CONNECT")
-                            }
-                            expiryAtDisconnect = expiry
-                        }
-                        break reading
-                    case .connect, .connack, .suback, .unsuback, .pingresp, .auth:
-                        throw MQTTProtocolError.protocolError("unexpected \(packet.typeNumber) packet from a client")
-                    }
-                }
-            } catch let error as MQTTProtocolError {
-                logger.info("mqtt protocol error", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
-                if version == .v5 {
-                    session.send(.disconnect(.init(reasonCode: error.reasonCode, properties: [.reasonString(error.message)])))
-                }
-            }
-            keepAliveCheck?.cancel()
-            replaying?.cancel()
-            checkpointTicks?.cancel()
-            checkpointer?.finish()
-            session.close()
-            try await group.next()
-            group.cancelAll()
         }
+        var aliases: [UInt16: String] = [:]
+        do {
+            while let packet = try await packets.next() {
+                lastSeen.touch()
+                if try await handle(packet, session: session, aliases: &aliases, acks: acks, checkpointer: checkpointer, ending: &ending) {
+                    break
+                }
+            }
+        } catch let error as MQTTProtocolError {
+            logger.info("mqtt protocol error", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+            if session.version == .v5 {
+                session.send(.disconnect(.init(reasonCode: error.reasonCode, properties: [.reasonString(error.message)])))
+            }
+        } catch {
+            logger.debug("mqtt connection ended", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+        }
+        keepAliveCheck?.cancel()
+        replaying?.cancel()
+        checkpointTicks?.cancel()
+        checkpointer?.finish()
+        // Closes the socket once what was sent is written.
+        session.close()
         // The last checkpoint lands before the final record.
         await checkpointing?.value
+        return ending
+    }
+
+    /// One packet from the client; true when it ends the conversation (DISCONNECT).
+    @inline(never)
+    private func handle(
+        _ packet: MQTTPacket, session: MQTTSession, aliases: inout [UInt16: String], acks: MQTTAckSequencer,
+        checkpointer: MQTTCheckpointer?, ending: inout Ending
+    ) async throws -> Bool {
+        switch packet {
+        case .publish(let publish):
+            await acks.waitForRoom()
+            try handlePublish(publish, session: session, aliases: &aliases, acks: acks)
+        case .puback(let ack), .pubcomp(let ack):
+            session.acknowledged(ack.packetID)
+        case .pubrec(let ack):
+            let known = session.received(ack.packetID)
+            if ack.reasonCode >= 0x80 { session.acknowledged(ack.packetID) }
+            session.send(.pubrel(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
+        case .pubrel(let ack):
+            let known = session.inboundQoS2Released(ack.packetID)
+            session.send(.pubcomp(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
+        case .subscribe(let subscribe):
+            try await handleSubscribe(subscribe, session: session, checkpointer: checkpointer)
+        case .unsubscribe(let unsubscribe):
+            let codes = unsubscribe.filters.map { gateway.unsubscribe(session, $0) ? UInt8(0) : 0x11 }
+            await checkpointer?.storeNow()
+            session.send(.unsuback(.init(packetID: unsubscribe.packetID, reasonCodes: codes)))
+        case .pingreq:
+            session.send(.pingresp)
+        case .disconnect(let disconnect):
+            // Reason 0x04 asks the server to publish the will anyway.
+            ending.normalDisconnect = disconnect.reasonCode != 0x04
+            if let expiry = disconnect.properties.sessionExpiryInterval {
+                guard expiry == 0 || session.expiryInterval.map({ $0 > 0 }) ?? true else {
+                    throw MQTTProtocolError.protocolError("session expiry set at DISCONNECT after 0 at CONNECT")
+                }
+                ending.expiryAtDisconnect = expiry
+            }
+            return true
+        case .connect, .connack, .suback, .unsuback, .pingresp, .auth:
+            throw MQTTProtocolError.protocolError("unexpected \(packet.typeNumber) packet from a client")
+        }
+        return false
+    }
+
+    /// After the conversation: the session record (persistent sessions), the will.
+    @inline(never)
+    private func close(_ opened: Opened, _ ending: Ending) async {
+        let session = opened.session
         if let positions = gateway.unregister(session) {
-            let expiry = expiryAtDisconnect ?? session.expiryInterval
+            let expiry = ending.expiryAtDisconnect ?? session.expiryInterval
             do {
                 if session.persistent && expiry != 0 {
                     try await gateway.storeSession(session.clientID, session.record(positions: positions, expiryInterval: expiry))
@@ -190,14 +228,15 @@ struct MQTTConnection {
                 logger.error("session not stored", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
             }
         }
-        if !normalDisconnect, let pending = will, session.permits(.write, pending.topic) {
-            will = nil
+        if !ending.normalDisconnect, let pending = opened.will, session.permits(.write, pending.topic) {
             var properties = pending.properties
             var delay: UInt32 = 0
             for case .willDelayInterval(let seconds) in properties.items { delay = seconds }
             properties.items.removeAll { if case .willDelayInterval = $0 { true } else { false } }
             // A will waits for the shorter of its delay and the session's life (MQTT 3.1.3.2.2).
-            if let expiry = expiryAtDisconnect ?? session.expiryInterval, session.version == .v5 { delay = min(delay, expiry) }
+            if let expiry = ending.expiryAtDisconnect ?? session.expiryInterval, session.version == .v5 {
+                delay = min(delay, expiry)
+            }
             let message = MQTTMessage(
                 topic: pending.topic, payload: ByteBuffer(bytes: pending.payload), qos: pending.qos, retain: pending.retain,
                 publisher: session.clientID, properties: properties, timestamp: WallClock.milliseconds())
@@ -309,7 +348,7 @@ struct MQTTConnection {
             persistent: persistent, expiryInterval: expiry,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? 65_535),
             maxQueued: configuration.maxQueuedMessages,
-            clientMaxPacketSize: connect.properties.maximumPacketSize.map(Int.init),
+            clientMaxPacketSize: connect.properties.maximumPacketSize.map(Int.init), channel: channel.channel,
             overflow: { [channel = channel.channel] in channel.close(promise: nil) })
         gateway.cancelWill(of: clientID)  // the client is back before its will's delay ran out
         let resend = stored.map { session.restore($0) } ?? []

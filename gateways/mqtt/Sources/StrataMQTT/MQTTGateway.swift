@@ -120,6 +120,9 @@ public final class MQTTGateway: Service {
 
     static let retainedNamespace = "mqtt.retained"
 
+    /// Read buffers per connection: 256 bytes to start, adapting up to 64 KiB under load.
+    static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
+
     func shardName(bucket: Int) -> String { "mqtt/\(configuration.tenant)/\(bucket)" }
 
 
@@ -144,6 +147,9 @@ public final class MQTTGateway: Service {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Idle clients are the common case: their read buffer (which the decoder keeps)
+            // starts small and grows with traffic.
+            .childChannelOption(.recvAllocator, value: MQTTGateway.receiveBuffers)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }

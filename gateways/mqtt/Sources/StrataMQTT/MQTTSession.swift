@@ -38,6 +38,8 @@ final class MQTTSession: Sendable {
         /// Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
         var inboundQoS2: Set<UInt16> = []
         var closed = false
+        /// The last write handed to the channel (the socket closes after it).
+        var lastWrite: EventLoopFuture<Void>?
         /// Counts changes worth a new session record (deliveries, acknowledgements, subscriptions).
         var changes: UInt64 = 0
         /// A replay from the journal waiting for the client to take what it was sent.
@@ -64,15 +66,15 @@ final class MQTTSession: Sendable {
     /// The largest packet the client accepts (5.0 CONNECT property), nil = no limit.
     let clientMaxPacketSize: Int?
     private let state = Mutex(State())
-    private let outbound: AsyncStream<MQTTPacket>.Continuation
-    let packets: AsyncStream<MQTTPacket>
+    /// Where packets for the client go (nil: nowhere, for tests of the session logic).
+    private let channel: (any Channel)?
     /// Called when the client fell too far behind (the connection is then closed).
     private let overflow: @Sendable () -> Void
 
     init(
         clientID: String, user: String? = nil, acl: MQTTACL? = nil, version: MQTTProtocolVersion,
         persistent: Bool = false, expiryInterval: UInt32? = nil, receiveMaximum: Int, maxQueued: Int,
-        clientMaxPacketSize: Int?, overflow: @escaping @Sendable () -> Void
+        clientMaxPacketSize: Int?, channel: (any Channel)? = nil, overflow: @escaping @Sendable () -> Void
     ) {
         self.clientID = clientID
         self.user = user
@@ -84,13 +86,25 @@ final class MQTTSession: Sendable {
         self.maxQueued = maxQueued
         self.clientMaxPacketSize = clientMaxPacketSize
         self.overflow = overflow
-        (packets, outbound) = AsyncStream<MQTTPacket>.makeStream()
+        self.channel = channel
     }
 
-    /// Queues a packet for the connection's writer.
+    /// Writes a packet to the client. Packets go to the channel in the order of these calls
+    /// (handed over under the session's lock) — no writer task or queue of its own per
+    /// connection; what the socket has not taken yet counts as unwritten.
     func send(_ packet: MQTTPacket) {
-        state.withLock { $0.unwritten += 1 }
-        outbound.yield(packet)
+        guard let channel else { return }
+        let written = state.withLock { state -> EventLoopFuture<Void>? in
+            guard !state.closed else { return nil }
+            var buffer = channel.allocator.buffer(capacity: 64)
+            packet.write(version: version, into: &buffer)
+            state.unwritten += 1
+            let future = channel.writeAndFlush(buffer)
+            state.lastWrite = future
+            return future
+        }
+        // Outside the lock: a write on the channel's own thread may complete at once.
+        written?.whenComplete { _ in self.didWrite() }
     }
 
     /// The writer wrote one packet.
@@ -101,12 +115,21 @@ final class MQTTSession: Sendable {
         }?.resume()
     }
 
+    /// Ends the session's output: the socket closes once what was sent is written (which also
+    /// ends the connection's reader).
     func close() {
-        state.withLock {
-            $0.closed = true
-            return $0.takeRoomWaiter(limit: maxQueued)
-        }?.resume()
-        outbound.finish()
+        let (waiter, last, first) = state.withLock { state in
+            let first = !state.closed
+            state.closed = true
+            return (state.takeRoomWaiter(limit: maxQueued), state.lastWrite, first)
+        }
+        waiter?.resume()
+        guard first, let channel else { return }
+        if let last {
+            last.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            channel.close(promise: nil)
+        }
     }
 
     /// Waits until the messages queued for the client (unwritten or behind the receive

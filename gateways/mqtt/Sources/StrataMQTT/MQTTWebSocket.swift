@@ -22,6 +22,9 @@ enum MQTTWebSocket {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            // Idle clients are the common case: their read buffer (which the decoder keeps)
+            // starts small and grows with traffic.
+            .childChannelOption(.recvAllocator, value: MQTTGateway.receiveBuffers)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
