@@ -56,6 +56,16 @@ let package = Package(
             dependencies: [.product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: swiftSettings),
 
+        // Object stores for the object tier: S3 (SigV4) over libcurl.
+        .target(
+            name: "StrataObjects",
+            dependencies: [
+                "CCurl",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
+
         // The journal engine.
         .target(
             name: "StrataJournal",
@@ -204,6 +214,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/StrataTestSupport",
+            swiftSettings: swiftSettings),
+
+        .testTarget(
+            name: "StrataObjectsTests",
+            dependencies: ["StrataObjects", "StrataTestSupport"],
             swiftSettings: swiftSettings),
 
         .testTarget(
