@@ -60,7 +60,8 @@ let package = Package(
         .target(
             name: "StrataObjects",
             dependencies: [
-                "CCurl",
+                "CCurl", "CZstd", "StrataJournal",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -218,7 +219,9 @@ let package = Package(
 
         .testTarget(
             name: "StrataObjectsTests",
-            dependencies: ["StrataObjects", "StrataTestSupport"],
+            dependencies: [
+                "StrataObjects", "StrataTestSupport", "StrataJournal", .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings),
 
         .testTarget(

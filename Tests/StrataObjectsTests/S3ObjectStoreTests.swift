@@ -1,4 +1,5 @@
 import Foundation
+import StrataJournal
 import StrataTestSupport
 import Testing
 
@@ -170,4 +171,43 @@ struct MotoServer {
 struct MotoError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+}
+
+extension S3ObjectStoreTests {
+    /// An offloaded object in a real S3 server: its index from two ranged GETs, reads from any
+    /// offset crossing blocks, repeated reads served by the block cache, a corrupted copy
+    /// refused with its key and block.
+    @Test func coldReadsThroughTheBlockCache() async throws {
+        let server = try MotoServer.start()
+        defer { server.stop() }
+        let transfer = CurlTransfer(threads: 2)
+        let store = S3ObjectStore(
+            configuration: S3Configuration(endpoint: server.endpoint, bucket: "cold", accessKey: "k", secretKey: "s"),
+            transfer: transfer)
+        try await store.createBucket()
+        let batches = TierObjectTests.batches()
+        let (bytes, index) = try TierObject.encode(shard: "kafka/t/0", batches: batches, blockBytes: 64 << 10)
+        try await store.put("kafka/t/0/00000000000000000000", bytes)
+        let read = try await TierObject.index(of: "kafka/t/0/00000000000000000000", size: bytes.count, in: store)
+        #expect(read == index)
+        let reader = TierReader(store: store, cache: TierBlockCache(capacityBytes: 4 << 20))
+        let from450 = try await reader.read("kafka/t/0/00000000000000000000", index: read, from: 450, maxBytes: 200 << 10)
+        #expect(from450.first.map { RecordBatch.Header.peek($0, at: $0.readerIndex)!.baseOffset } == 450)
+        // Up to 200 KiB: several 64 KiB blocks, read on across block boundaries.
+        let lastOffset = from450.last.map { RecordBatch.Header.peek($0, at: $0.readerIndex)!.lastOffset } ?? 0
+        #expect(UInt64(lastOffset) > read.blocks[read.block(for: 450)! + 1].lastOffset)
+        let again = try await reader.read("kafka/t/0/00000000000000000000", index: read, from: 450, maxBytes: 200 << 10)
+        #expect(again == from450)
+        let stats = reader.cache.statistics
+        #expect(stats.hits >= stats.misses && stats.misses > 0)
+        // The same object with one byte flipped in block 1: an error naming it, not data.
+        var damaged = bytes
+        damaged[index.blocks[1].position + 10] ^= 0x01
+        try await store.put("kafka/t/0/damaged", damaged)
+        let coldReader = TierReader(store: store, cache: TierBlockCache(capacityBytes: 4 << 20))
+        await #expect(throws: ObjectStoreError.corrupt("kafka/t/0/damaged: block 1 checksum mismatch")) {
+            _ = try await coldReader.read("kafka/t/0/damaged", index: read, from: index.blocks[1].firstOffset, maxBytes: 1)
+        }
+        await transfer.shutdown()
+    }
 }
