@@ -210,7 +210,13 @@ struct KafkaWriter {
     }
 
     mutating func nullableString(_ value: String?) {
-        guard let value else { return length(nil, wide: false) }
+        guard var value else { return length(nil, wide: false) }
+        if !flexible && value.utf8.count > Int(Int16.max) {
+            // A classic string holds at most 32767 bytes: cut at a character boundary.
+            var utf8 = value.utf8.prefix(Int(Int16.max))
+            while !utf8.isEmpty, String(utf8) == nil { utf8 = utf8.dropLast() }
+            value = String(utf8) ?? ""
+        }
         length(value.utf8.count, wide: false)
         buffer.writeString(value)
     }

@@ -19,9 +19,19 @@ struct KafkaConnection {
                 let limiter = InflightLimiter(limit: gateway.configuration.maxInflightPerConnection)
                 let session = KafkaSASLSession()
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
+                    group.addTask { [channel = channel.channel] in
+                        var writable = true
                         for await response in responses {
-                            if let parts = await response.value { try await outbound.write(contentsOf: parts) }
+                            // After a failed write the rest is drained unwritten (the reader must
+                            // not wait for slots that would never be released).
+                            if let parts = await response.value, writable {
+                                do {
+                                    try await outbound.write(contentsOf: parts)
+                                } catch {
+                                    writable = false
+                                    channel.close(promise: nil)
+                                }
+                            }
                             limiter.release()
                         }
                     }

@@ -274,7 +274,7 @@ extension KafkaGateway {
     /// Reads every partition of a fetch once, within the request's byte limits (a partition's
     /// first batch always goes, however large, as in Kafka).
     private func readPartitions(_ request: FetchRequest, _ header: KafkaRequestHeader) async -> [(String, [FetchedPartition])] {
-        var budget = Int(request.maxBytes)
+        var budget = min(Int(request.maxBytes), configuration.maxFetchBytes)
         var results: [(String, [FetchedPartition])] = []
         for (topic, partitions) in request.topics {
             var fetched: [FetchedPartition] = []
@@ -286,7 +286,7 @@ extension KafkaGateway {
                     }
                     guard partition.offset >= 0 else { throw KafkaFailure(.offsetOutOfRange, "negative offset") }
                     let shard = Self.shardName(topic, partition.partition)
-                    let limit = budget > 0 ? min(Int(partition.maxBytes), budget) : 0
+                    let limit = budget > 0 ? min(Int(partition.maxBytes), budget, configuration.maxFetchBytes) : 0
                     let result: ReadResult
                     if limit > 0 {
                         result = try await journal.read(

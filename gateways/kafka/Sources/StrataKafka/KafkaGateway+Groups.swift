@@ -195,7 +195,8 @@ extension KafkaGateway {
             return (partition, offset)
         }
         try reader.taggedFields()
-        return Task {
+        let committed = commits.submit(groupID) { [self] previous in
+            _ = await previous?.result
             let check = await groups.validateCommit(groupID: groupID, generation: generation, memberID: memberID)
             var results: [(String, [(Int32, KafkaError)])] = []
             for (topic, partitions) in topics {
@@ -231,6 +232,8 @@ extension KafkaGateway {
             writer.taggedFields()
             return writer
         }
+        // The work cannot throw; the chain's task type allows it.
+        return Task { (try? await committed.value) ?? KafkaWriter(flexible: header.flexible) }
     }
 
     func offsetFetch(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {

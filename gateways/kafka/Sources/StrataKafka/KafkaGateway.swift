@@ -28,6 +28,8 @@ public final class KafkaGateway: Service {
         public var maxRequestSize = 100 << 20
         /// Requests one connection may have in flight before the gateway stops reading it.
         public var maxInflightPerConnection = 256
+        /// The most bytes one Fetch returns, whatever the client asks (Kafka's fetch.max.bytes).
+        public var maxFetchBytes = 50 << 20
         /// SASL users (PLAIN, SCRAM-SHA-256); when set, every connection must authenticate.
         public var users: SCRAMUsers?
         /// Per-user rules for produce, consume and admin (needs `users`).
@@ -56,7 +58,10 @@ public final class KafkaGateway: Service {
     static let topicCacheMilliseconds: Int64 = 5_000
     /// Per shard, the last append submitted: appends to one partition are chained in the order
     /// their requests arrived.
-    private let appendTails = Mutex<[String: Task<PendingAppend, any Error>]>([:])
+    private let appends = KeyedChain<PendingAppend>()
+    /// Per group, offset commits in the order they arrived (a consumer's async commits must not
+    /// overtake each other).
+    let commits = KeyedChain<KafkaWriter>()
     /// Idempotent producers' sequences.
     let producers = KafkaProducers()
     /// Consumer groups.
@@ -236,17 +241,12 @@ public final class KafkaGateway: Service {
     /// Submits a batch for a partition. Appends to one partition are stored in submission
     /// order: each is queued in the journal after the previous one was queued, so many are in
     /// flight at once (and share the journal's group commits). An idempotent producer's batch
-    /// waits for the previous append's outcome instead, so that its sequence check sees every
-    /// batch before it.
+    /// waits for the previous append's outcome instead, and what follows it waits for its
+    /// outcome, so that sequence checks see every batch before them.
     func submitAppend(shard: String, batch: ByteBuffer) -> Task<AppendResult, any Error> {
-        let queued = appendTails.withLock { tails -> Task<PendingAppend, any Error> in
-            let previous = tails[shard]
-            let (journal, producers) = (self.journal, self.producers)
-            let step = Task {
-                try await Self.queue(batch, shard: shard, after: previous, journal: journal, producers: producers)
-            }
-            tails[shard] = step
-            return step
+        let (journal, producers) = (self.journal, self.producers)
+        let queued = appends.submit(shard) { previous in
+            try await Self.queue(batch, shard: shard, after: previous, journal: journal, producers: producers)
         }
         return Task { try await queued.value.result }
     }
@@ -259,26 +259,26 @@ public final class KafkaGateway: Service {
             _ = try? await previous?.value
             return try await journal.queueAppend(shard: shard, batch: batch)
         }
-        if let earlier = try? await previous?.value { _ = try? await earlier.result }
+        if let earlier = try? await previous?.value { _ = try? await earlier.result }  // a plain batch's outcome
         let settled = PendingAppend()
         if case .duplicate(let original) = try await producers.check(header, shard: shard, journal: journal) {
             settled.complete(.success(original))  // a retry of a stored batch: not written again
             return settled
         }
+        // The step ends only once the append settled and the producer state has it, so that
+        // whatever is queued after it (idempotent or not) comes after that state.
         let pending = try await journal.queueAppend(shard: shard, batch: batch)
-        Task {
-            do {
-                let result = try await pending.result
-                producers.appended(header, shard: shard, result: result)
-                settled.complete(.success(result))
-            } catch {
-                if !((error as? JournalError).map(definitelyNotStored) ?? false) {
-                    // It may have been stored (the journal went away before answering): the
-                    // partition's producer state is read back from the data before the retry.
-                    producers.forget(shard: shard)
-                }
-                settled.complete(.failure(error))
+        do {
+            let result = try await pending.result
+            producers.appended(header, shard: shard, result: result)
+            settled.complete(.success(result))
+        } catch {
+            if !((error as? JournalError).map(definitelyNotStored) ?? false) {
+                // It may have been stored (the journal went away before answering): the
+                // partition's producer state is read back from the data before the retry.
+                producers.forget(shard: shard)
             }
+            settled.complete(.failure(error))
         }
         return settled
     }

@@ -113,12 +113,15 @@ final class KafkaGroupCoordinator: Sendable {
 
     // MARK: Loading and storing
 
-    /// Brings a group's stored record into memory the first time it is used here.
+    /// Brings a group's stored record into memory the first time it is used here. A group
+    /// the journal does not know is not created here (JoinGroup creates groups), so requests
+    /// naming made-up groups leave nothing behind.
     func load(_ groupID: String) async {
         if groups.withLock({ $0[groupID] != nil }) { return }
         var group = Group(id: groupID)
         do {
-            if let bytes = try await journal.get(namespace: Self.namespace, key: Array(groupID.utf8)) {
+            guard let bytes = try await journal.get(namespace: Self.namespace, key: Array(groupID.utf8)) else { return }
+            do {
                 let record = try JSONDecoder().decode(Record.self, from: Data(bytes))
                 group.state = record.members.isEmpty ? .empty : record.state
                 group.generation = record.generation
@@ -134,7 +137,9 @@ final class KafkaGroupCoordinator: Sendable {
                 if group.state == .preparingRebalance { group.rebalanceDeadline = now + Self.rebalanceTimeout(group) }
             }
         } catch {
+            // Not loaded: the next request tries again (an unreadable record is not replaced).
             logger.error("kafka group record unreadable", metadata: ["kafka.group": "\(groupID)", "error": "\(error)"])
+            return
         }
         groups.withLock { groups in
             if groups[groupID] == nil { groups[groupID] = group }
@@ -218,7 +223,7 @@ final class KafkaGroupCoordinator: Sendable {
                     }
                 }
                 if memberID.isEmpty {
-                    memberID = "\(request.clientID)-\(UUID().uuidString.lowercased())"
+                    memberID = "\(request.clientID.prefix(200))-\(UUID().uuidString.lowercased())"
                     if request.requireKnownMemberID {
                         return wakeups.joins.append((waiter, JoinResult(error: .memberIDRequired, memberID: memberID)))
                     }

@@ -54,7 +54,8 @@ final class KafkaProducers: Sendable {
             entries.withLock { $0[shard, default: [:]][header.producerID] = recovered ?? Entry(epoch: header.producerEpoch) }
         }
         return try entries.withLock { entries -> Verdict in
-            let entry = entries[shard]![header.producerID]!
+            // Forgotten meanwhile (topic deleted, an append's outcome unknown): no history to check against.
+            guard let entry = entries[shard]?[header.producerID] else { return .append }
             let last = header.baseSequence &+ Int32(header.lastOffsetDelta)
             if header.producerEpoch < entry.epoch {
                 throw KafkaFailure(
@@ -148,11 +149,12 @@ extension KafkaGateway {
             writer.int16(KafkaError.transactionalIDAuthorizationFailed.rawValue)
             writer.int64(-1)
             writer.int16(-1)
-        } else if request.producerID >= 0 {
+        } else if request.producerID >= 0 && request.producerEpoch < Int16.max - 1 {
             writer.int16(0)
             writer.int64(request.producerID)
-            writer.int16(request.producerEpoch == .max ? 0 : request.producerEpoch + 1)
+            writer.int16(max(0, request.producerEpoch + 1))
         } else {
+            // A new producer, or one whose epochs ran out: a new id at epoch 0.
             writer.int16(0)
             writer.int64(producers.allocateID())
             writer.int16(0)

@@ -96,14 +96,17 @@ final class MQTTSession: Sendable {
         guard let channel else { return }
         let written = state.withLock { state -> EventLoopFuture<Void>? in
             guard !state.closed else { return nil }
-            var buffer = channel.allocator.buffer(capacity: 64)
-            packet.write(version: version, into: &buffer)
+            var encoded = channel.allocator.buffer(capacity: 64)
+            packet.write(version: version, into: &encoded)
+            let buffer = encoded
             state.unwritten += 1
-            let future = channel.writeAndFlush(buffer)
-            state.lastWrite = future
-            return future
+            // Handed to the event loop, even from the loop itself: a write there could complete
+            // earlier writes at once, whose callbacks take this lock.
+            let promise = channel.eventLoop.makePromise(of: Void.self)
+            channel.eventLoop.execute { channel.writeAndFlush(buffer, promise: promise) }
+            state.lastWrite = promise.futureResult
+            return promise.futureResult
         }
-        // Outside the lock: a write on the channel's own thread may complete at once.
         written?.whenComplete { _ in self.didWrite() }
     }
 
