@@ -138,6 +138,33 @@ import Testing
     }
 }
 
+extension KafkaIdempotenceTests {
+    /// Producer states are bounded; an evicted producer's retry is still recognised (its
+    /// state is read back from the partition's data).
+    @Test func producerStatesAreBoundedAndRebuilt() async throws {
+        try await withTemporaryDirectory { directory in
+            let journal = try Journal(configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+            defer { journal.close() }
+            let client = InProcessJournalClient(journal: journal, node: "test")
+            var configuration = KafkaGateway.Configuration()
+            configuration.maxProducerStates = 10
+            let gateway = KafkaGateway(configuration: configuration, journal: client, logger: Logger(label: "test"))
+            _ = try await gateway.createTopic("t", partitions: 1, configs: [:])
+            let shard = KafkaGateway.shardName("t", 0)
+            var firsts: [AppendResult] = []
+            for producer in 1...30 {
+                firsts.append(
+                    try await gateway.submitAppend(shard: shard, batch: Self.batch(["p\(producer)"], producer: Int64(producer), sequence: 0)).value)
+            }
+            #expect(gateway.producers.entryCount <= 10)
+            // Producer 1 was evicted long ago: its retry is still a duplicate, not a second record.
+            let retry = try await gateway.submitAppend(shard: shard, batch: Self.batch(["p1"], producer: 1, sequence: 0)).value
+            #expect(retry == firsts[0])
+            #expect(try await client.describeShard(shard).endOffset == 30)
+        }
+    }
+}
+
 /// Seeded mutations of valid requests of every kind through the gateway's request handling:
 /// each is answered or refused with a KafkaProtocolError (the connection would close), never
 /// a crash or a hang.

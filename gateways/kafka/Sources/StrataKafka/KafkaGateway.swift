@@ -30,6 +30,9 @@ public final class KafkaGateway: Service {
         public var maxInflightPerConnection = 256
         /// The most bytes one Fetch returns, whatever the client asks (Kafka's fetch.max.bytes).
         public var maxFetchBytes = 50 << 20
+        /// Idempotent-producer states kept (producer × partition); the least recently used are
+        /// dropped beyond it and read back from the data when needed.
+        public var maxProducerStates = 100_000
         /// SASL users (PLAIN, SCRAM-SHA-256); when set, every connection must authenticate.
         public var users: SCRAMUsers?
         /// Per-user rules for produce, consume and admin (needs `users`).
@@ -63,7 +66,7 @@ public final class KafkaGateway: Service {
     /// overtake each other).
     let commits = KeyedChain<KafkaWriter>()
     /// Idempotent producers' sequences.
-    let producers = KafkaProducers()
+    let producers: KafkaProducers
     /// Consumer groups.
     let groups: KafkaGroupCoordinator
     /// The advertised address (set once the listener is bound).
@@ -80,6 +83,7 @@ public final class KafkaGateway: Service {
         self.group = eventLoopGroup
         self.onBound = onBound
         groups = KafkaGroupCoordinator(journal: journal, logger: logger)
+        producers = KafkaProducers(maxEntries: configuration.maxProducerStates)
     }
 
     public func run() async throws {

@@ -22,6 +22,49 @@ final class KafkaProducers: Sendable {
     struct Entry: Sendable {
         var epoch: Int16
         var recent: [Batch] = []
+        /// When it was last checked or appended to (a counter), for eviction.
+        var used: UInt64 = 0
+    }
+
+    private struct Table: Sendable {
+        /// The state kept is bounded: beyond `limit` entries (producer × partition) the least
+        /// recently used tenth is dropped; a dropped producer's state is read back from the
+        /// data if it comes back, as after a restart.
+        let limit: Int
+        var shards: [String: [Int64: Entry]] = [:]
+        var count = 0
+        var clock: UInt64 = 0
+
+        subscript(shard: String, producer: Int64) -> Entry? {
+            get { shards[shard]?[producer] }
+            set {
+                clock &+= 1
+                let old = shards[shard]?[producer]
+                if var entry = newValue {
+                    entry.used = clock
+                    shards[shard, default: [:]][producer] = entry
+                    if old == nil { count += 1 }
+                } else if old != nil {
+                    shards[shard]?[producer] = nil
+                    if shards[shard]?.isEmpty == true { shards[shard] = nil }
+                    count -= 1
+                }
+                if count > limit { evict() }
+            }
+        }
+
+        mutating func removeShard(_ shard: String) {
+            count -= shards.removeValue(forKey: shard)?.count ?? 0
+        }
+
+        private mutating func evict() {
+            let all = shards.flatMap { shard, producers in producers.map { (shard, $0.key, $0.value.used) } }
+            for (shard, producer, _) in all.sorted(by: { $0.2 < $1.2 }).prefix(max(1, limit / 10)) {
+                shards[shard]?[producer] = nil
+                if shards[shard]?.isEmpty == true { shards[shard] = nil }
+                count -= 1
+            }
+        }
     }
 
     enum Verdict: Sendable {
@@ -34,7 +77,13 @@ final class KafkaProducers: Sendable {
     static let recoveryBytes = 8 << 20
     static let remembered = 5
 
-    private let entries = Mutex<[String: [Int64: Entry]]>([:])
+    private let entries: Mutex<Table>
+
+    init(maxEntries: Int = 100_000) {
+        entries = Mutex(Table(limit: maxEntries))
+    }
+
+    var entryCount: Int { entries.withLock { $0.count } }
     private let nextID = Mutex<Int64>(0)
 
     /// A new producer id: milliseconds since 1970 in the high bits, 16 random bits below, so
@@ -49,13 +98,13 @@ final class KafkaProducers: Sendable {
 
     /// Decides what to do with a producer's batch. Runs in the partition's append order.
     func check(_ header: RecordBatch.Header, shard: String, journal: any JournalClient) async throws -> Verdict {
-        if entries.withLock({ $0[shard]?[header.producerID] }) == nil {
+        if entries.withLock({ $0[shard, header.producerID] }) == nil {
             let recovered = try await Self.recover(producerID: header.producerID, shard: shard, journal: journal)
-            entries.withLock { $0[shard, default: [:]][header.producerID] = recovered ?? Entry(epoch: header.producerEpoch) }
+            entries.withLock { $0[shard, header.producerID] = recovered ?? Entry(epoch: header.producerEpoch) }
         }
         return try entries.withLock { entries -> Verdict in
             // Forgotten meanwhile (topic deleted, an append's outcome unknown): no history to check against.
-            guard let entry = entries[shard]?[header.producerID] else { return .append }
+            guard let entry = entries[shard, header.producerID] else { return .append }
             let last = header.baseSequence &+ Int32(header.lastOffsetDelta)
             if header.producerEpoch < entry.epoch {
                 throw KafkaFailure(
@@ -79,20 +128,20 @@ final class KafkaProducers: Sendable {
     /// Records a producer's batch once it is stored.
     func appended(_ header: RecordBatch.Header, shard: String, result: AppendResult) {
         entries.withLock { entries in
-            var entry = entries[shard]?[header.producerID] ?? Entry(epoch: header.producerEpoch)
+            var entry = entries[shard, header.producerID] ?? Entry(epoch: header.producerEpoch)
             if header.producerEpoch != entry.epoch { entry = Entry(epoch: header.producerEpoch) }
             entry.recent.append(
                 Batch(
                     firstSequence: header.baseSequence, lastSequence: header.baseSequence &+ Int32(header.lastOffsetDelta),
                     baseOffset: result.baseOffset, lastOffset: result.lastOffset))
             if entry.recent.count > Self.remembered { entry.recent.removeFirst(entry.recent.count - Self.remembered) }
-            entries[shard, default: [:]][header.producerID] = entry
+            entries[shard, header.producerID] = entry
         }
     }
 
     /// Forgets a deleted topic's partitions.
     func forget(shard: String) {
-        _ = entries.withLock { $0.removeValue(forKey: shard) }
+        entries.withLock { $0.removeShard(shard) }
     }
 
     /// The producer's last batches in the partition's recent data, or nil when it has none there.
