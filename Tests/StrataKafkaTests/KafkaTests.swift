@@ -93,9 +93,11 @@ import Testing
 }
 
 @Suite struct KafkaIdempotenceTests {
+    /// Records stamped now: the topics' default retention (7 days) would delete older ones
+    /// under the test's feet when the journal's maintenance runs.
     static func batch(_ values: [String], producer: Int64 = 42, epoch: Int16 = 0, sequence: Int32) -> ByteBuffer {
         RecordBatch.encode(
-            values.map { Record(timestamp: 1, value: Array($0.utf8)) }, producerID: producer,
+            values.map { Record(timestamp: WallClock.milliseconds(), value: Array($0.utf8)) }, producerID: producer,
             producerEpoch: epoch, baseSequence: sequence)
     }
 
