@@ -41,14 +41,11 @@ public enum JournalNode {
             mqtt.allowAnonymous = configuration.mqttAllowAnonymous
             mqtt.webSocketHost = configuration.mqttWebSocketListen?.host
             mqtt.webSocketPort = configuration.mqttWebSocketListen?.port ?? 0
-            do {
+            try configuring(journal) {
                 try mqtt.loadAccessFiles(
                     passwords: configuration.mqttPasswords, acl: configuration.mqttACL,
                     tlsCertificate: configuration.mqttTLSCertificate, tlsKey: configuration.mqttTLSKey,
                     scramUsers: configuration.mqttSCRAMUsers)
-            } catch {
-                journal.close()
-                throw JournalError(.invalidArgument, "\(error)")
             }
             services.append(
                 .init(
@@ -65,12 +62,7 @@ public enum JournalNode {
             kafka.advertisedPort = configuration.kafkaAdvertised?.port
             kafka.defaultPartitions = configuration.kafkaDefaultPartitions
             kafka.autoCreateTopics = configuration.kafkaAutoCreateTopics
-            do {
-                try kafka.loadAccessFiles(users: configuration.kafkaUsers, acl: configuration.kafkaACL)
-            } catch {
-                journal.close()
-                throw JournalError(.invalidArgument, "\(error)")
-            }
+            try configuring(journal) { try kafka.loadAccessFiles(users: configuration.kafkaUsers, acl: configuration.kafkaACL) }
             services.append(
                 .init(
                     service: KafkaGateway(
@@ -88,6 +80,17 @@ public enum JournalNode {
         } catch {
             journal.close()
             throw error
+        }
+    }
+
+    /// Runs a gateway's configuration step; on failure the journal is closed and the error is
+    /// an invalid-argument one (the node does not start).
+    private static func configuring(_ journal: Journal, _ body: () throws -> Void) throws {
+        do {
+            try body()
+        } catch {
+            journal.close()
+            throw JournalError(.invalidArgument, "\(error)")
         }
     }
 }

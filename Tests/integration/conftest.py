@@ -52,6 +52,24 @@ class Node:
             self.process.wait(timeout=30)
 
 
+class GatewayProcess:
+    """A gateway executable (mqtt-gateway, kafka-gateway) as its own process on a journal-node;
+    `address` is the listener it announced."""
+
+    def __init__(self, executable, announce, journal, extra=()):
+        args = [os.path.join(BIN, executable), "--journal", journal, "--listen", "127.0.0.1:0",
+                "--log-level", "warning", *extra]
+        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith(announce + " "), f"{executable} did not start: {line!r}"
+        self.address = line.split()[1]
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=30)
+
+
 @pytest.fixture
 def data_dir():
     path = tempfile.mkdtemp(prefix="strata-it-")

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
-from conftest import BIN, Node
+from conftest import BIN, GatewayProcess, Node
 
 TIMEOUT = 20
 
@@ -131,21 +131,12 @@ def test_consumer_group_rebalances_as_members_join_and_leave(broker):
     first.close()
 
 
-class KafkaGateway:
+class KafkaGateway(GatewayProcess):
     """kafka-gateway as its own process on a journal-node."""
 
     def __init__(self, journal, extra=()):
-        args = [os.path.join(BIN, "kafka-gateway"), "--journal", journal, "--listen", "127.0.0.1:0",
-                "--log-level", "warning", *extra]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("kafka "), f"kafka-gateway did not start: {line!r}"
-        self.kafka = line.split()[1]
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=30)
+        super().__init__("kafka-gateway", "kafka", journal, extra)
+        self.kafka = self.address
 
 
 def test_commits_survive_a_gateway_restart(data_dir):

@@ -12,7 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 import pytest
 
-from conftest import BIN, Node
+from conftest import BIN, GatewayProcess, Node
 
 TIMEOUT = 10
 
@@ -487,21 +487,12 @@ def test_mqtt_over_websocket(data_dir):
         started.stop()
 
 
-class Gateway:
+class Gateway(GatewayProcess):
     """mqtt-gateway as its own process, storing everything in a journal-node through the journal protocol."""
 
     def __init__(self, journal, extra=()):
-        args = [os.path.join(BIN, "mqtt-gateway"), "--journal", journal, "--listen", "127.0.0.1:0",
-                "--log-level", "warning", *extra]
-        self.process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.startswith("mqtt "), f"mqtt-gateway did not start: {line!r}"
-        self.mqtt_port = int(line.split()[1].rsplit(":", 1)[1])
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(timeout=30)
+        super().__init__("mqtt-gateway", "mqtt", journal, extra)
+        self.mqtt_port = int(self.address.rsplit(":", 1)[1])
 
 
 def test_standalone_gateway_process_and_its_restart(data_dir):
