@@ -50,10 +50,16 @@ public final class RemoteJournalClient: JournalClient {
         return try await Self.call(request, on: channel, timeout: configuration.requestTimeout + extraTime)
     }
 
+    /// A request that could not be written (the connection went away under it) is
+    /// `unavailable`, like one whose connection closed before the answer: callers retry.
+    static func sendFailure(_ error: any Error) -> any Error {
+        error is JournalError ? error : JournalError(.unavailable, "journal connection lost: \(error)")
+    }
+
     static func call(_ request: JournalRequest, on channel: any Channel, timeout: Duration) async throws -> ByteBuffer {
         let promise = channel.eventLoop.makePromise(of: JournalFrame.self)
         channel.writeAndFlush(ClientOutbound.call(request, promise, timeout: .nanoseconds(timeout.nanoseconds)))
-            .whenFailure { promise.fail($0) }
+            .whenFailure { promise.fail(Self.sendFailure($0)) }
         let frame = try await promise.futureResult.get()
         if frame.type == .error { throw JournalResponse.decodeError(frame) }
         return frame.payload
@@ -93,7 +99,7 @@ public final class RemoteJournalClient: JournalClient {
         channel.writeAndFlush(
             ClientOutbound.call(
                 .append(shard: shard, batch: batch), promise, timeout: .nanoseconds(configuration.requestTimeout.nanoseconds))
-        ).whenFailure { promise.fail($0) }
+        ).whenFailure { promise.fail(Self.sendFailure($0)) }
         promise.futureResult.whenComplete { outcome in
             pending.complete(
                 outcome.flatMap { frame -> Result<AppendResult, any Error> in

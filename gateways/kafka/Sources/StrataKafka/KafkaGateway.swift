@@ -358,6 +358,8 @@ struct KafkaFailure: Error, CustomStringConvertible {
     /// The Kafka error for a journal or other failure.
     static func from(_ error: any Error) -> KafkaFailure {
         if let failure = error as? KafkaFailure { return failure }
+        // A lost connection to the journal is worth a retry (clients retry LEADER_NOT_AVAILABLE).
+        if error is ChannelError || error is IOError { return KafkaFailure(.leaderNotAvailable, "\(error)") }
         guard let journalError = error as? JournalError else { return KafkaFailure(.unknownServerError, "\(error)") }
         let code: KafkaError =
             switch journalError.code {
