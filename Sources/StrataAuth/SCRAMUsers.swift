@@ -28,7 +28,7 @@ public struct SCRAMUsers: Sendable {
                 let salt = Data(base64Encoded: fields[3]), let stored = Data(base64Encoded: fields[4]), stored.count == 32,
                 let server = Data(base64Encoded: fields[5]), server.count == 32, !fields[0].isEmpty
             else {
-                throw AuthConfigError("\(source) line \(number + 1): expected user:SCRAM-SHA-256:ITERATIONS(>=4096):SALT:STORED_KEY:SERVER_KEY")
+                throw ConfigFileError("\(source) line \(number + 1): expected user:SCRAM-SHA-256:ITERATIONS(>=4096):SALT:STORED_KEY:SERVER_KEY")
             }
             credentials[fields[0]] = SCRAMCredential(
                 salt: Array(salt), iterations: iterations, storedKey: Array(stored), serverKey: Array(server))
@@ -47,7 +47,9 @@ public struct SCRAMUsers: Sendable {
     }
 }
 
-public struct AuthConfigError: Error, CustomStringConvertible, Sendable {
+/// A configuration file (users, passwords, ACLs, certificates) that cannot be used: the
+/// message names the file and line.
+public struct ConfigFileError: Error, CustomStringConvertible, Sendable {
     public var description: String
-    init(_ description: String) { self.description = description }
+    public init(_ description: String) { self.description = description }
 }

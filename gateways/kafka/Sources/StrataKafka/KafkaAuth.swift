@@ -42,7 +42,7 @@ public struct KafkaACL: Sendable {
             let fields = line.split(whereSeparator: \.isWhitespace).map(String.init)
             if fields.isEmpty || fields[0].hasPrefix("#") { continue }
             guard fields.count == 3, let operation = Operation(rawValue: fields[1]) else {
-                throw KafkaConfigError("\(source) line \(number + 1): expected USER produce|consume|admin TOPIC-PATTERN")
+                throw ConfigFileError("\(source) line \(number + 1): expected USER produce|consume|admin TOPIC-PATTERN")
             }
             rules.append(Rule(user: fields[0], operation: operation, pattern: fields[2]))
         }
@@ -59,10 +59,6 @@ public struct KafkaACL: Sendable {
     }
 }
 
-public struct KafkaConfigError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    init(_ description: String) { self.description = description }
-}
 
 /// One connection's SASL state.
 final class KafkaSASLSession: Sendable {

@@ -58,6 +58,9 @@ struct KafkaConnection {
     }
 }
 
+/// The work that answers a request.
+typealias KafkaWork = @Sendable () async -> KafkaWriter
+
 /// A parsed request header (v1, or v2 for flexible versions).
 struct KafkaRequestHeader {
     var api: KafkaAPI
@@ -116,66 +119,60 @@ extension KafkaGateway {
             }
             let body = Self.apiVersionsResponse(version: version, error: .none)
             return Task { Self.frame(correlationID: correlationID, headerTags: false, body: [body]) }
-        case .metadata:
-            let request = try MetadataRequest(&reader, version: version)
-            return Task { respond(await self.metadata(request, header)) }
         case .produce:
             return try produce(&reader, header, respond: respond)
+        default:
+            let work = try request(api, &reader, header, session: session)
+            return Task { respond(await work()) }
+        }
+    }
+
+    /// Reads a request whose answer comes from one piece of work (every API but ApiVersions
+    /// and Produce); the work runs in the task that answers.
+    private func request(
+        _ api: KafkaAPI, _ reader: inout KafkaReader, _ header: KafkaRequestHeader, session: KafkaSASLSession
+    ) throws -> KafkaWork {
+        let version = header.version
+        switch api {
+        case .metadata:
+            let request = try MetadataRequest(&reader, version: version)
+            return { await self.metadata(request, header) }
         case .fetch:
             let request = try FetchRequest(&reader, version: version)
-            return Task { respond(await self.fetch(request, header)) }
+            return { await self.fetch(request, header) }
         case .listOffsets:
             let request = try ListOffsetsRequest(&reader, version: version)
-            return Task { respond(await self.listOffsets(request, header)) }
+            return { await self.listOffsets(request, header) }
         case .createTopics:
             let request = try CreateTopicsRequest(&reader, version: version)
-            return Task { respond(await self.createTopics(request, header)) }
-        case .initProducerID:
-            let request = try InitProducerIDRequest(&reader, version: version)
-            let body = initProducerID(request, header)
-            return Task { respond(body) }
-        case .findCoordinator:
-            let body = try findCoordinator(&reader, header)
-            return Task { respond(body) }
-        case .joinGroup:
-            let work = try joinGroup(&reader, header)
-            return Task { respond(await work.value) }
-        case .syncGroup:
-            let work = try syncGroup(&reader, header)
-            return Task { respond(await work.value) }
-        case .heartbeat:
-            let work = try heartbeat(&reader, header)
-            return Task { respond(await work.value) }
-        case .leaveGroup:
-            let work = try leaveGroup(&reader, header)
-            return Task { respond(await work.value) }
-        case .offsetCommit:
-            let work = try offsetCommit(&reader, header)
-            return Task { respond(await work.value) }
-        case .offsetFetch:
-            let work = try offsetFetch(&reader, header)
-            return Task { respond(await work.value) }
-        case .describeGroups:
-            let work = try describeGroups(&reader, header)
-            return Task { respond(await work.value) }
-        case .listGroups:
-            let work = try listGroups(&reader, header)
-            return Task { respond(await work.value) }
-        case .saslHandshake:
-            let body = try saslHandshake(&reader, header, session: session)
-            return Task { respond(body) }
-        case .saslAuthenticate:
-            let body = try saslAuthenticate(&reader, header, session: session)
-            return Task { respond(body) }
-        case .createPartitions:
-            let work = try createPartitions(&reader, header)
-            return Task { respond(await work.value) }
-        case .describeConfigs:
-            let work = try describeConfigs(&reader, header)
-            return Task { respond(await work.value) }
+            return { await self.createTopics(request, header) }
         case .deleteTopics:
             let request = try DeleteTopicsRequest(&reader, version: version)
-            return Task { respond(await self.deleteTopics(request, header)) }
+            return { await self.deleteTopics(request, header) }
+        case .initProducerID:
+            let body = initProducerID(try InitProducerIDRequest(&reader, version: version), header)
+            return { body }
+        case .findCoordinator:
+            let body = try findCoordinator(&reader, header)
+            return { body }
+        case .saslHandshake:
+            let body = try saslHandshake(&reader, header, session: session)
+            return { body }
+        case .saslAuthenticate:
+            let body = try saslAuthenticate(&reader, header, session: session)
+            return { body }
+        case .joinGroup: return try joinGroup(&reader, header)
+        case .syncGroup: return try syncGroup(&reader, header)
+        case .heartbeat: return try heartbeat(&reader, header)
+        case .leaveGroup: return try leaveGroup(&reader, header)
+        case .offsetCommit: return try offsetCommit(&reader, header)
+        case .offsetFetch: return try offsetFetch(&reader, header)
+        case .describeGroups: return try describeGroups(&reader, header)
+        case .listGroups: return try listGroups(&reader, header)
+        case .createPartitions: return try createPartitions(&reader, header)
+        case .describeConfigs: return try describeConfigs(&reader, header)
+        case .apiVersions, .produce:
+            preconditionFailure("\(api) is answered by handle(_:peer:session:) itself")
         }
     }
 

@@ -275,7 +275,7 @@ extension KafkaGateway {
         logger.info("kafka partitions added", metadata: ["kafka.topic": "\(name)", "kafka.partitions": "\(count)"])
     }
 
-    func createPartitions(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+    func createPartitions(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
         let topics = try reader.array { reader -> (String, Int32) in
             let name = try reader.string()
             let count = try reader.int32()
@@ -289,7 +289,7 @@ extension KafkaGateway {
         _ = try reader.int32()  // timeout
         let validateOnly = try reader.bool()
         try reader.taggedFields()
-        return Task {
+        return { [self] in
             var results: [(String, KafkaFailure?)] = []
             for (name, count) in topics {
                 do {
@@ -335,7 +335,7 @@ extension KafkaGateway {
         ]
     }
 
-    func describeConfigs(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+    func describeConfigs(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
         let version = header.version
         let resources = try reader.array { reader -> (Int8, String, [String]?) in
             let type = try reader.int8()
@@ -347,7 +347,7 @@ extension KafkaGateway {
         if version >= 1 { _ = try reader.bool() }  // include synonyms
         if version >= 3 { _ = try reader.bool() }  // include documentation
         try reader.taggedFields()
-        return Task {
+        return { [self] in
             typealias Config = (name: String, value: String, isDefault: Bool)
             var results: [(type: Int8, name: String, failure: KafkaFailure?, configs: [Config], topic: Bool)] = []
             for (type, name, keys) in resources {

@@ -45,7 +45,7 @@ extension KafkaGateway {
 
     // MARK: JoinGroup
 
-    func joinGroup(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+    func joinGroup(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
         let version = header.version
         let groupID = try reader.string()
         let sessionTimeout = try reader.int32()
@@ -65,7 +65,7 @@ extension KafkaGateway {
             groupID: groupID, sessionTimeout: sessionTimeout, rebalanceTimeout: rebalanceTimeout, memberID: memberID,
             instanceID: instanceID, protocolType: protocolType, protocols: protocols,
             clientID: header.clientID ?? "", clientHost: header.clientHost, requireKnownMemberID: version >= 4)
-        return Task {
+        return { [self] in
             let result = await groups.join(request)
             var writer = KafkaWriter(flexible: header.flexible)
             if version >= 2 { writer.int32(0) }
@@ -89,7 +89,7 @@ extension KafkaGateway {
 
     // MARK: SyncGroup
 
-    func syncGroup(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+    func syncGroup(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
         let version = header.version
         let groupID = try reader.string()
         let generation = try reader.int32()
@@ -106,7 +106,7 @@ extension KafkaGateway {
             return (member, assignment.map { Array($0.readableBytesView) } ?? [])
         }
         try reader.taggedFields()
-        return Task {
+        return { [self] in
             let result = await groups.sync(
                 groupID: groupID, generation: generation, memberID: memberID, assignments: assignments)
             var writer = KafkaWriter(flexible: header.flexible)
@@ -124,13 +124,13 @@ extension KafkaGateway {
 
     // MARK: Heartbeat, LeaveGroup
 
-    func heartbeat(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+    func heartbeat(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
         let groupID = try reader.string()
         let generation = try reader.int32()
         let memberID = try reader.string()
         if header.version >= 3 { _ = try reader.nullableString() }
         try reader.taggedFields()
-        return Task {
+        return { [self] in
             let error = await groups.heartbeat(groupID: groupID, generation: generation, memberID: memberID)
             var writer = KafkaWriter(flexible: header.flexible)
             if header.version >= 1 { writer.int32(0) }
@@ -140,7 +140,7 @@ extension KafkaGateway {
         }
     }
 
-    func leaveGroup(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+    func leaveGroup(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
         let version = header.version
         let groupID = try reader.string()
         var members: [(id: String, instanceID: String?)] = []
@@ -156,7 +156,7 @@ extension KafkaGateway {
             }
         }
         try reader.taggedFields()
-        return Task {
+        return { [self, members] in
             let outcomes = await groups.leave(groupID: groupID, memberIDs: members.map(\.id))
             var writer = KafkaWriter(flexible: header.flexible)
             if version >= 1 { writer.int32(0) }
@@ -178,7 +178,7 @@ extension KafkaGateway {
 
     // MARK: OffsetCommit, OffsetFetch
 
-    func offsetCommit(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+    func offsetCommit(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
         let version = header.version
         let groupID = try reader.string()
         let generation = version >= 1 ? try reader.int32() : -1
@@ -233,10 +233,10 @@ extension KafkaGateway {
             return writer
         }
         // The work cannot throw; the chain's task type allows it.
-        return Task { (try? await committed.value) ?? KafkaWriter(flexible: header.flexible) }
+        return { (try? await committed.value) ?? KafkaWriter(flexible: header.flexible) }
     }
 
-    func offsetFetch(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+    func offsetFetch(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
         let version = header.version
         let groupID = try reader.string()
         let topics = try reader.nullableArray { reader in
@@ -247,7 +247,7 @@ extension KafkaGateway {
         }
         if version >= 7 { _ = try reader.bool() }  // require stable: no transactions, always stable
         try reader.taggedFields()
-        return Task {
+        return { [self] in
             var wanted = topics ?? []
             var topLevel: KafkaError = .none
             if topics == nil {
@@ -296,12 +296,12 @@ extension KafkaGateway {
 
     // MARK: DescribeGroups, ListGroups
 
-    func describeGroups(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+    func describeGroups(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
         let version = header.version
         let ids = try reader.array { try $0.string() }
         if version >= 3 { _ = try reader.bool() }  // include authorized operations
         try reader.taggedFields()
-        return Task {
+        return { [self] in
             var described: [(String, KafkaGroupCoordinator.Group?)] = []
             for id in ids { described.append((id, await groups.describe(id))) }
             var writer = KafkaWriter(flexible: header.flexible)
@@ -331,12 +331,12 @@ extension KafkaGateway {
         }
     }
 
-    func listGroups(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> Task<KafkaWriter, Never> {
+    func listGroups(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
         let version = header.version
         let states = version >= 4 ? try reader.array { try $0.string() } : []
         if version >= 5 { _ = try reader.array { try $0.string() } }  // types filter
         try reader.taggedFields()
-        return Task {
+        return { [self] in
             var topLevel: KafkaError = .none
             var listed: [(String, String, KafkaGroupCoordinator.State)] = []
             do {

@@ -45,7 +45,7 @@ public final class KafkaGateway: Service {
             self.users = try users.map { try SCRAMUsers(contentsOfFile: $0) }
             self.acl = try acl.map { try KafkaACL(contentsOfFile: $0) }
             if self.acl != nil && self.users == nil {
-                throw KafkaConfigError("a Kafka ACL file needs a users file (SASL): ACL rules name authenticated users")
+                throw ConfigFileError("a Kafka ACL file needs a users file (SASL): ACL rules name authenticated users")
             }
         }
     }

@@ -24,7 +24,7 @@ public struct MQTTPasswordFile: Sendable {
             let line = line.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
             guard let colon = line.firstIndex(of: ":") else {
-                throw MQTTConfigError("\(source) line \(number + 1): expected user:hash")
+                throw ConfigFileError("\(source) line \(number + 1): expected user:hash")
             }
             let user = String(line[..<colon])
             let parts = line[line.index(after: colon)...].split(separator: "$", omittingEmptySubsequences: false)
@@ -33,15 +33,15 @@ public struct MQTTPasswordFile: Sendable {
             case (5, "7"):
                 guard let iterations = Int(parts[2]), iterations > 0, let salt = Data(base64Encoded: String(parts[3])),
                     let hash = Data(base64Encoded: String(parts[4]))
-                else { throw MQTTConfigError("\(source) line \(number + 1): malformed $7$ entry") }
+                else { throw ConfigFileError("\(source) line \(number + 1): malformed $7$ entry") }
                 users[user] = .pbkdf2SHA512(iterations: iterations, salt: Array(salt), hash: Array(hash))
             case (4, "6"):
                 guard let salt = Data(base64Encoded: String(parts[2])), let hash = Data(base64Encoded: String(parts[3])) else {
-                    throw MQTTConfigError("\(source) line \(number + 1): malformed $6$ entry")
+                    throw ConfigFileError("\(source) line \(number + 1): malformed $6$ entry")
                 }
                 users[user] = .sha512(salt: Array(salt), hash: Array(hash))
             default:
-                throw MQTTConfigError("\(source) line \(number + 1): only $6$ and $7$ hashes are supported")
+                throw ConfigFileError("\(source) line \(number + 1): only $6$ and $7$ hashes are supported")
             }
         }
         self.users = users
@@ -97,14 +97,14 @@ public struct MQTTACL: Sendable {
             func rule(_ words: ArraySlice<String>) throws -> Rule {
                 let access = words.count == 2 ? words[words.startIndex] : "readwrite"
                 guard let filter = words.last, MQTTTopic.isValidFilter(filter) || filter.contains("%") else {
-                    throw MQTTConfigError("\(source) line \(number + 1): missing or invalid topic filter")
+                    throw ConfigFileError("\(source) line \(number + 1): missing or invalid topic filter")
                 }
                 switch access {
                 case "read": return Rule(filter: filter, read: true, write: false, deny: false)
                 case "write": return Rule(filter: filter, read: false, write: true, deny: false)
                 case "readwrite": return Rule(filter: filter, read: true, write: true, deny: false)
                 case "deny": return Rule(filter: filter, read: true, write: true, deny: true)
-                default: throw MQTTConfigError("\(source) line \(number + 1): access is read, write, readwrite or deny")
+                default: throw ConfigFileError("\(source) line \(number + 1): access is read, write, readwrite or deny")
                 }
             }
             switch words.first {
@@ -117,7 +117,7 @@ public struct MQTTACL: Sendable {
             case "pattern" where words.count >= 2:
                 patterns.append(try rule(words.dropFirst()))
             default:
-                throw MQTTConfigError("\(source) line \(number + 1): expected user, topic or pattern")
+                throw ConfigFileError("\(source) line \(number + 1): expected user, topic or pattern")
             }
         }
     }
@@ -138,7 +138,3 @@ public struct MQTTACL: Sendable {
     }
 }
 
-public struct MQTTConfigError: Error, CustomStringConvertible, Sendable {
-    public var description: String
-    init(_ description: String) { self.description = description }
-}

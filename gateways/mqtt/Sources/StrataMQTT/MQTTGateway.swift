@@ -61,22 +61,22 @@ public final class MQTTGateway: Service {
             case (let certificate?, let key?):
                 tls = try Self.tlsContext(certificate: certificate, key: key)
             default:
-                throw MQTTConfigError("TLS needs both a certificate file and a key file")
+                throw ConfigFileError("TLS needs both a certificate file and a key file")
             }
         }
 
         static func tlsContext(certificate: String, key: String) throws -> NIOSSLContext {
             do {
                 let chain = try NIOSSLCertificate.fromPEMFile(certificate)
-                guard !chain.isEmpty else { throw MQTTConfigError("no certificate in \(certificate)") }
+                guard !chain.isEmpty else { throw ConfigFileError("no certificate in \(certificate)") }
                 let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
                 let configuration = TLSConfiguration.makeServerConfiguration(
                     certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
                 return try NIOSSLContext(configuration: configuration)
-            } catch let error as MQTTConfigError {
+            } catch let error as ConfigFileError {
                 throw error
             } catch {
-                throw MQTTConfigError("TLS certificate \(certificate) / key \(key): \(error)")
+                throw ConfigFileError("TLS certificate \(certificate) / key \(key): \(error)")
             }
         }
     }
