@@ -46,6 +46,22 @@ def consume_all(consumer, count, timeout=TIMEOUT):
     return got
 
 
+def produce(bootstrap, topic, values, **config):
+    """Produces `values` and waits until every one is acknowledged."""
+    producer = Producer({"bootstrap.servers": bootstrap, **config})
+    for value in values:
+        producer.produce(topic, value=value)
+    assert producer.flush(TIMEOUT) == 0
+
+
+def group_consumer(bootstrap, group, topics, **config):
+    """A consumer-group member from the earliest offset, committing by hand."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False, **config})
+    consumer.subscribe(topics)
+    return consumer
+
+
 def shard_info(node, name):
     with urllib.request.urlopen(f"http://{node.http}/admin/shards/{urllib.request.quote(name, safe='')}") as answer:
         return json.load(answer)
@@ -104,11 +120,9 @@ def test_consumer_group_rebalances_as_members_join_and_leave(broker):
     assert producer.flush(TIMEOUT) == 0
 
     def member():
-        consumer = Consumer({"bootstrap.servers": broker.kafka, "group.id": topic, "auto.offset.reset": "earliest",
-                             "partition.assignment.strategy": "cooperative-sticky", "heartbeat.interval.ms": 300,
-                             "session.timeout.ms": 6000, "enable.auto.commit": False})
-        consumer.subscribe([topic])
-        return consumer
+        return group_consumer(broker.kafka, topic, [topic], **{
+            "partition.assignment.strategy": "cooperative-sticky", "heartbeat.interval.ms": 300,
+            "session.timeout.ms": 6000})
 
     first = member()
     assert len(consume_all(first, 400)) == 400
@@ -144,25 +158,15 @@ def test_commits_survive_a_gateway_restart(data_dir):
     gateway = KafkaGateway(node.journal)
     try:
         topic = topic_name("commit")
-        producer = Producer({"bootstrap.servers": gateway.kafka})
-        for i in range(50):
-            producer.produce(topic, value=f"a{i}")
-        assert producer.flush(TIMEOUT) == 0
-        consumer = Consumer({"bootstrap.servers": gateway.kafka, "group.id": "keeper", "auto.offset.reset": "earliest",
-                             "enable.auto.commit": False})
-        consumer.subscribe([topic])
+        produce(gateway.kafka, topic, [f"a{i}" for i in range(50)])
+        consumer = group_consumer(gateway.kafka, "keeper", [topic])
         assert len(consume_all(consumer, 50)) == 50
         consumer.commit(asynchronous=False)
         consumer.close()
         gateway.stop(signal.SIGKILL)  # no state of its own: commits and groups are in the journal
         gateway = KafkaGateway(node.journal)
-        producer = Producer({"bootstrap.servers": gateway.kafka})
-        for i in range(5):
-            producer.produce(topic, value=f"b{i}")
-        assert producer.flush(TIMEOUT) == 0
-        consumer = Consumer({"bootstrap.servers": gateway.kafka, "group.id": "keeper", "auto.offset.reset": "earliest",
-                             "enable.auto.commit": False})
-        consumer.subscribe([topic])
+        produce(gateway.kafka, topic, [f"b{i}" for i in range(5)])
+        consumer = group_consumer(gateway.kafka, "keeper", [topic])
         assert [m.value() for m in consume_all(consumer, 5)] == [f"b{i}".encode() for i in range(5)]
         assert consumer.poll(1.0) is None  # nothing before the commit comes again
         consumer.close()

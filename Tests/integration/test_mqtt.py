@@ -33,6 +33,13 @@ def connect(c, node, **kwargs):
     return connected.get(timeout=TIMEOUT)
 
 
+def close(*clients):
+    """DISCONNECT each client and stop its network loop."""
+    for c in clients:
+        c.disconnect()
+        c.loop_stop()
+
+
 def subscribe(c, topic, qos=1, **kwargs):
     done = queue.Queue()
     c.on_subscribe = lambda _c, _u, mid, codes, props: done.put(codes)
@@ -55,9 +62,7 @@ def test_publish_subscribe_each_qos(node, version, qos):
         assert [m.payload.decode() for m in got if m.topic == f"room/{room}/temp"] == \
             [f"t{i}" for i in range(20) if i % 3 == room]
     assert all(m.qos == qos for m in got)
-    for c in (sub, pub):
-        c.disconnect()
-        c.loop_stop()
+    close(sub, pub)
 
 
 def test_v5_properties_travel(node):
@@ -76,9 +81,7 @@ def test_v5_properties_travel(node):
     assert message.properties.CorrelationData == b"\x01\x02"
     assert message.properties.UserProperty == [("k", "v"), ("k", "w")]
     assert message.properties.ContentType == "text/plain"
-    for c in (sub, pub):
-        c.disconnect()
-        c.loop_stop()
+    close(sub, pub)
 
 
 def test_retained_set_replace_clear(node):
@@ -99,9 +102,7 @@ def test_retained_set_replace_clear(node):
     subscribe(newest, "cfg/#")
     with pytest.raises(queue.Empty):
         newest.inbox.get(timeout=1)
-    for c in (pub, late, newest):
-        c.disconnect()
-        c.loop_stop()
+    close(pub, late, newest)
 
 
 def test_will_on_dropped_connection_not_on_disconnect(node):
@@ -111,8 +112,7 @@ def test_will_on_dropped_connection_not_on_disconnect(node):
     polite = client(node)
     polite.will_set("wills/polite", "gone", qos=1)
     connect(polite, node)
-    polite.disconnect()
-    polite.loop_stop()
+    close(polite)
     dropped = client(node)
     dropped.will_set("wills/dropped", "lost", qos=1)
     connect(dropped, node)
@@ -122,8 +122,7 @@ def test_will_on_dropped_connection_not_on_disconnect(node):
     assert (message.topic, message.payload) == ("wills/dropped", b"lost")
     with pytest.raises(queue.Empty):
         watcher.inbox.get(timeout=1)
-    watcher.disconnect()
-    watcher.loop_stop()
+    close(watcher)
 
 
 def test_dollar_topics_not_matched_by_leading_wildcards(node):
@@ -134,9 +133,7 @@ def test_dollar_topics_not_matched_by_leading_wildcards(node):
     pub.publish("$internal/x", "hidden", qos=1).wait_for_publish(TIMEOUT)
     pub.publish("visible", "shown", qos=1).wait_for_publish(TIMEOUT)
     assert sub.inbox.get(timeout=TIMEOUT).payload == b"shown"
-    for c in (sub, pub):
-        c.disconnect()
-        c.loop_stop()
+    close(sub, pub)
 
 
 def test_mosquitto_clients(node):
@@ -185,8 +182,7 @@ def test_malformed_packet_gets_disconnect_and_others_still_served(node):
     assert rest[:1] == b"\xe0" and rest[2] == 0x81  # DISCONNECT, reason 0x81 malformed packet
     ok = client(node)
     assert not connect(ok, node)[0].is_failure
-    ok.disconnect()
-    ok.loop_stop()
+    close(ok)
 
 
 def test_acknowledged_publishes_survive_node_sigkill(data_dir):
@@ -243,8 +239,7 @@ def test_persistent_session_keeps_subscriptions_and_offline_messages(node, versi
     flags, _ = connect_persistent(first, node, version)
     assert not flags.session_present
     subscribe(first, "offline/#", qos=1)
-    first.disconnect()
-    first.loop_stop()
+    close(first)
     pub = client(node)
     connect(pub, node)
     for i in range(5):
@@ -257,9 +252,7 @@ def test_persistent_session_keeps_subscriptions_and_offline_messages(node, versi
     # Still subscribed without subscribing again: live messages arrive too.
     pub.publish("offline/live", "now", qos=1).wait_for_publish(TIMEOUT)
     assert again.inbox.get(timeout=TIMEOUT).payload == b"now"
-    for c in (pub, again):
-        c.disconnect()
-        c.loop_stop()
+    close(pub, again)
 
 
 def test_clean_start_and_zero_expiry_keep_nothing(node):
@@ -267,13 +260,11 @@ def test_clean_start_and_zero_expiry_keep_nothing(node):
     c = persistent_client(node, cid, mqtt.MQTTv5)
     connect_persistent(c, node, mqtt.MQTTv5, expiry=0)
     subscribe(c, "x/#")
-    c.disconnect()
-    c.loop_stop()
+    close(c)
     again = persistent_client(node, cid, mqtt.MQTTv5)
     flags, _ = connect_persistent(again, node, mqtt.MQTTv5)
     assert not flags.session_present
-    again.disconnect()
-    again.loop_stop()
+    close(again)
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL])
@@ -283,8 +274,7 @@ def test_session_survives_journal_node_restart(data_dir, stop_signal):
     c = persistent_client(first, cid)
     connect_persistent(c, first)
     subscribe(c, "r/#", qos=1)
-    c.disconnect()
-    c.loop_stop()
+    close(c)
     time.sleep(0.3)  # the session record is written when the gateway sees the connection end
     first.stop(stop_signal)
     second = Node(data_dir, ["--mqtt-allow-anonymous"])
@@ -297,8 +287,7 @@ def test_session_survives_journal_node_restart(data_dir, stop_signal):
         assert flags.session_present
         assert again.inbox.get(timeout=TIMEOUT).payload == b"after-restart"
         for x in (pub, again):
-            x.disconnect()
-            x.loop_stop()
+            close(x)
     finally:
         second.stop()
 
@@ -327,9 +316,7 @@ def test_shared_subscription_delivers_each_message_once_per_group(node, version)
     shared = [x for got in per_member for x in got]
     assert sorted(shared) == sorted(f"j{i}" for i in range(20))  # each exactly once across the group
     assert all(len(got) == 10 for got in per_member)  # members take turns
-    for c in (*members, plain, pub):
-        c.disconnect()
-        c.loop_stop()
+    close(*members, plain, pub)
 
 
 @pytest.fixture
@@ -358,8 +345,7 @@ def test_password_file_from_mosquitto_passwd(secured):
     for version in (mqtt.MQTTv311, mqtt.MQTTv5):
         c, reason = login(secured, "alice", "wonderland", version)
         assert not reason.is_failure
-        c.disconnect()
-        c.loop_stop()
+        close(c)
         c, reason = login(secured, "alice", "wrong", version)
         assert str(reason) == "Bad user name or password"
         c.loop_stop()
@@ -395,9 +381,7 @@ def test_acl_refusals(secured):
     subscribe(watcher, "sensors/#")
     bob.publish("clients/bob/status", "ok", qos=1)
     assert acked.get(timeout=TIMEOUT).value == 0
-    for c in (alice, bob, bob3):
-        c.disconnect()
-        c.loop_stop()
+    close(alice, bob, bob3)
 
 
 def test_v5_connack_properties_and_shutdown_reason(data_dir):
@@ -452,9 +436,7 @@ def test_will_delay_waits_and_is_cancelled_by_a_reconnect(node):
     assert time.monotonic() - started >= 1.5
     with pytest.raises(queue.Empty):
         watcher.inbox.get(timeout=2.5)
-    for c in (watcher, back):
-        c.disconnect()
-        c.loop_stop()
+    close(watcher, back)
 
 
 def test_mqtt_over_websocket(data_dir):
@@ -480,9 +462,7 @@ def test_mqtt_over_websocket(data_dir):
             subscribe(tcp, "back/#", qos=1)
             ws.publish("back/1", "from-ws", qos=1).wait_for_publish(TIMEOUT)  # and the other way
             assert tcp.inbox.get(timeout=TIMEOUT).payload == b"from-ws"
-            for c in (ws, tcp):
-                c.disconnect()
-                c.loop_stop()
+            close(ws, tcp)
     finally:
         started.stop()
 
@@ -507,8 +487,7 @@ def test_standalone_gateway_process_and_its_restart(data_dir):
         connect(pub, gateway)
         pub.publish("alone/1", "live", qos=1).wait_for_publish(TIMEOUT)
         assert sub.inbox.get(timeout=TIMEOUT).payload == b"live"
-        sub.disconnect()
-        sub.loop_stop()
+        close(sub)
         pub.publish("alone/2", "while-away", qos=1).wait_for_publish(TIMEOUT)
         pub.loop_stop()
         time.sleep(0.3)
@@ -518,8 +497,7 @@ def test_standalone_gateway_process_and_its_restart(data_dir):
         flags, _ = connect_persistent(again, gateway)
         assert flags.session_present
         assert again.inbox.get(timeout=TIMEOUT).payload == b"while-away"
-        again.disconnect()
-        again.loop_stop()
+        close(again)
     finally:
         gateway.stop()
         node.stop()
@@ -557,9 +535,7 @@ def test_connected_session_survives_gateway_sigkill(data_dir):
             with pytest.raises(queue.Empty):
                 extra = again.inbox.get(timeout=1)
                 pytest.fail(f"acknowledged message delivered again: {extra.payload!r}")
-            for c in (again, pub):
-                c.disconnect()
-                c.loop_stop()
+            close(again, pub)
     finally:
         gateway.stop()
         node.stop()
@@ -591,8 +567,7 @@ def test_tls_on_tcp_and_websocket_listeners(data_dir, certificate):
             pub.loop_start()
             pub.publish("tls/" + transport, transport, qos=1).wait_for_publish(TIMEOUT)
             assert sub.inbox.get(timeout=TIMEOUT).payload == transport.encode()
-            pub.disconnect()
-            pub.loop_stop()
+            close(pub)
         # mosquitto's own clients over TLS (--insecure skips only the host name check).
         out = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(started.mqtt_port), "--cafile", cert,
                                 "--insecure", "-t", "tls/mosq", "-C", "1", "-W", "10", "-q", "1"],
@@ -606,8 +581,7 @@ def test_tls_on_tcp_and_websocket_listeners(data_dir, certificate):
             raw.sendall(bytes([0x10, 0x0C, 0x00, 0x04]) + b"MQTT" + bytes([0x04, 0x02, 0x00, 0x1E, 0x00, 0x00]))
             answer = raw.recv(64)
             assert not answer.startswith(b"\x20\x02")
-        sub.disconnect()
-        sub.loop_stop()
+        close(sub)
     finally:
         started.stop()
 
@@ -623,8 +597,7 @@ def test_large_offline_backlog_is_replayed_in_order_with_bounded_queues(data_dir
         sub = persistent_client(gateway, cid, mqtt.MQTTv5)
         connect_persistent(sub, gateway, mqtt.MQTTv5)
         subscribe(sub, "backlog/t", qos=1)
-        sub.disconnect()
-        sub.loop_stop()
+        close(sub)
         pub = client(gateway)
         connect(pub, gateway)
         for i in range(300):
@@ -646,9 +619,7 @@ def test_large_offline_backlog_is_replayed_in_order_with_bounded_queues(data_dir
         assert got == [f"m{i}" for i in range(401)]
         with pytest.raises(queue.Empty):
             again.inbox.get(timeout=0.5)
-        for c in (again, pub):
-            c.disconnect()
-            c.loop_stop()
+        close(again, pub)
     finally:
         gateway.stop()
         node.stop()
