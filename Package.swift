@@ -64,6 +64,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: swiftSettings),
 
@@ -103,7 +105,7 @@ let package = Package(
         .target(
             name: "StrataNode",
             dependencies: [
-                "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT", "StrataKafka",
+                "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT", "StrataKafka", "StrataObjects",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -126,7 +128,7 @@ let package = Package(
         .executableTarget(
             name: "StrataCLI",
             dependencies: [
-                "StrataClient", "StrataJournal", "StrataWire", "StrataAuth",
+                "StrataClient", "StrataJournal", "StrataWire", "StrataAuth", "StrataObjects",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

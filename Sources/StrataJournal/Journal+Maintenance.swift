@@ -45,18 +45,39 @@ extension Journal {
             var remaining = storedBytes
             var newStart: UInt64?
             var freed: [UInt64: Int64] = [:]
+            var tierFreed: Int64 = 0
             let batch = RocksDB.WriteBatch()
-            db.scan(prefix: StorageKeys.indexPrefix(id)) { key, value in
-                guard let entry = IndexEntry(value), entry.lastOffset < end else { return false }
-                let length = Int64(entry.frameLength) - Int64(WALFormat.frameHeaderSize)
-                let tooOld = config.retentionMilliseconds.map { entry.maxTimestamp < now - $0 } ?? false
-                let tooBig = config.retentionBytes.map { remaining > $0 } ?? false
-                guard tooOld || tooBig else { return false }
+            // The object tier holds the oldest batches: whole objects go first, while the shard
+            // still holds at least `retentionBytes` without them (or all they hold is too old).
+            var tierKept = false
+            db.scan(prefix: StorageKeys.tierPrefix(id)) { key, value in
+                guard let object = TieredObject(value) else { return true }
+                let tooOld = config.retentionMilliseconds.map { object.maxTimestamp < now - $0 } ?? false
+                let tooBig = config.retentionBytes.map { remaining - object.batchBytes >= $0 } ?? false
+                guard tooOld || tooBig else {
+                    tierKept = true
+                    return false
+                }
                 batch.delete(Array(key))
-                remaining -= length
-                freed[entry.segment, default: 0] += Int64(entry.frameLength)
-                newStart = entry.lastOffset + 1
+                batch.put(StorageKeys.remoteDeletion(object.key), [])
+                remaining -= object.batchBytes
+                tierFreed += object.batchBytes
+                newStart = object.lastOffset + 1
                 return true
+            }
+            if !tierKept {
+                db.scan(prefix: StorageKeys.indexPrefix(id)) { key, value in
+                    guard let entry = IndexEntry(value), entry.lastOffset < end else { return false }
+                    let length = Int64(entry.frameLength) - Int64(WALFormat.frameHeaderSize)
+                    let tooOld = config.retentionMilliseconds.map { entry.maxTimestamp < now - $0 } ?? false
+                    let tooBig = config.retentionBytes.map { remaining > $0 } ?? false
+                    guard tooOld || tooBig else { return false }
+                    batch.delete(Array(key))
+                    remaining -= length
+                    freed[entry.segment, default: 0] += Int64(entry.frameLength)
+                    newStart = entry.lastOffset + 1
+                    return true
+                }
             }
             guard let newStart else { continue }
             db.scan(prefix: StorageKeys.timePrefix(id)) { key, value in
@@ -66,11 +87,13 @@ extension Journal {
             }
             // The floor is synced first: offsets never go back, even if the deletions are lost.
             try db.put(StorageKeys.startFloor(id), newStart.bigEndianBytes, durable: true)
-            try db.write(batch, durable: false)
+            // Catalog changes for the object tier are synced; the batch index is rebuilt from the WAL.
+            try db.write(batch, durable: tierFreed > 0)
             core.withLock { core in
                 guard let shard = core.shards[id] else { return }
                 shard.startOffset = max(shard.startOffset, newStart)
                 shard.storedBytes -= storedBytes - remaining
+                shard.tierBytes -= tierFreed
                 shard.dropTail(below: newStart)
                 for (segment, bytes) in freed { core.segmentLive[segment, default: 0] -= bytes }
             }

@@ -4,7 +4,7 @@ extension Journal {
     private enum ReadPlan {
         case empty(start: UInt64, end: UInt64)
         case memory(ReadResult)
-        case disk(shardID: UInt64, start: UInt64, end: UInt64)
+        case stored(shardID: UInt64, start: UInt64, end: UInt64, tierEnd: UInt64)
     }
 
     /// Reads batches from `offset` on, at most about `maxBytes` (always at least one batch when
@@ -37,15 +37,14 @@ extension Journal {
                     return .memory(
                         ReadResult(batches: batches, nextOffset: next, startOffset: shard.startOffset, endOffset: shard.endOffset))
                 }
-                return .disk(shardID: id, start: shard.startOffset, end: shard.endOffset)
+                return .stored(shardID: id, start: shard.startOffset, end: shard.endOffset, tierEnd: shard.tierEnd)
             }
             switch plan {
             case .memory(let result):
                 return result
-            case .disk(let id, let start, let end):
-                return try await blocking { [self] in
-                    try readFromDisk(shardID: id, from: offset, maxBytes: maxBytes, start: start, end: end)
-                }
+            case .stored(let id, let start, let end, let tierEnd):
+                return try await readStored(
+                    shardID: id, shard: name, from: offset, maxBytes: maxBytes, start: start, end: end, tierEnd: tierEnd)
             case .empty(let start, let end):
                 if waited || maxWait <= .zero {
                     return ReadResult(batches: [], nextOffset: offset, startOffset: start, endOffset: end)
@@ -53,6 +52,20 @@ extension Journal {
                 waited = true
                 try await waitForData(shard: name, beyond: offset, timeout: maxWait)
             }
+        }
+    }
+
+    /// Reads batches from the object tier (offsets below `tierEnd` that the catalog has an object
+    /// for) or the segment files.
+    func readStored(
+        shardID id: UInt64, shard name: String, from offset: UInt64, maxBytes: Int, start: UInt64, end: UInt64,
+        tierEnd: UInt64
+    ) async throws -> ReadResult {
+        if offset < tierEnd, let object = try await blocking({ [self] in tieredObject(shardID: id, covering: offset) }) {
+            return try await readTier(object, shard: name, from: offset, maxBytes: maxBytes, start: start, end: end)
+        }
+        return try await blocking { [self] in
+            try readFromDisk(shardID: id, from: offset, maxBytes: maxBytes, start: start, end: end)
         }
     }
 
@@ -93,38 +106,41 @@ extension Journal {
     /// The offset of the first record whose timestamp is at or after `timestamp`, or nil when
     /// every record is older.
     public func offset(shard name: String, atOrAfter timestamp: Int64) async throws -> UInt64? {
-        let (id, start, end) = try core.withLock { core throws(JournalError) in
+        let (id, start, end, tierEnd) = try core.withLock { core throws(JournalError) in
             guard let id = core.idsByName[name], let shard = core.shards[id] else {
                 throw JournalError(.unknownShard, "no shard named \(name)")
             }
-            return (id, shard.startOffset, shard.endOffset)
+            return (id, shard.startOffset, shard.endOffset, shard.tierEnd)
         }
-        return try await blocking { [self] () throws(JournalError) -> UInt64? in
-            // The time index holds one key per batch that raised the shard's max timestamp, so the
-            // first key at or after `timestamp` is the first batch that can hold such a record.
+        // The time index holds one key per batch that raised the shard's max timestamp (offloaded
+        // batches keep theirs), so the first key at or after `timestamp` is the first batch that
+        // can hold such a record.
+        let base = try await blocking { [self] () -> UInt64? in
             var base: UInt64?
             db.scan(prefix: StorageKeys.timePrefix(id), from: StorageKeys.time(id, timestamp)) { _, value in
                 base = UInt64(bigEndianBytes: value)
                 return false
             }
-            guard var candidate = base.map({ max($0, start) }), candidate < end else { return nil }
-            // Walk batches from there to the exact record (uncompressed batches are decoded;
-            // a compressed batch answers with its base offset).
-            while candidate < end {
-                let result = try readFromDisk(shardID: id, from: candidate, maxBytes: 1, start: start, end: end)
-                guard let batch = result.batches.first, let header = RecordBatch.Header.peek(batch, at: batch.readerIndex)
-                else { return nil }
-                if header.maxTimestamp >= timestamp {
-                    if header.compression != RecordBatch.Compression.none { return max(UInt64(header.baseOffset), candidate) }
-                    let records = try RecordBatch.decode(batch)
-                    if let hit = records.first(where: { $0.timestamp >= timestamp && $0.offset! >= candidate }) {
-                        return hit.offset
-                    }
-                }
-                candidate = result.nextOffset
-            }
-            return nil
+            return base
         }
+        guard var candidate = base.map({ max($0, start) }), candidate < end else { return nil }
+        // Walk batches from there to the exact record (uncompressed batches are decoded; a
+        // compressed batch answers with its base offset), in whichever tier they are.
+        while candidate < end {
+            let result = try await readStored(
+                shardID: id, shard: name, from: candidate, maxBytes: 1, start: start, end: end, tierEnd: tierEnd)
+            guard let batch = result.batches.first, let header = RecordBatch.Header.peek(batch, at: batch.readerIndex)
+            else { return nil }
+            if header.maxTimestamp >= timestamp {
+                if header.compression != RecordBatch.Compression.none { return max(UInt64(header.baseOffset), candidate) }
+                let records = try RecordBatch.decode(batch)
+                if let hit = records.first(where: { $0.timestamp >= timestamp && $0.offset! >= candidate }) {
+                    return hit.offset
+                }
+            }
+            candidate = UInt64(header.lastOffset) + 1
+        }
+        return nil
     }
 
     /// Waits until `shard` has data past `offset`, the timeout passes, or the task is cancelled.

@@ -220,7 +220,7 @@ extension Journal {
             group.map { entry in
                 guard let shard = core.shards[entry.shardID] else { return false }  // deleted meanwhile
                 guard case .relocation = entry.kind else { return true }
-                return entry.lastOffset >= shard.startOffset
+                return entry.lastOffset >= shard.startOffset && entry.baseOffset >= shard.tierEnd
             }
         }
         for (i, entry) in group.enumerated() {

@@ -26,6 +26,8 @@ public final class Journal: Sendable {
     /// The segment being appended to; only the writer thread touches it after open.
     let active: Mutex<ActiveSegment>
     let allocator = ByteBufferAllocator()
+    /// Serves reads of offloaded offsets (`attachColdTier`).
+    let coldTier = Mutex<(any ColdTier)?>(nil)
 
     var walDirectory: String { configuration.dataDirectory + "/wal" }
 
@@ -198,6 +200,12 @@ public final class Journal: Sendable {
                 batch.delete(StorageKeys.startFloor(shard.id))
                 batch.deleteRange(StorageKeys.indexPrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.indexPrefix(shard.id)))
                 batch.deleteRange(StorageKeys.timePrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.timePrefix(shard.id)))
+                // Its objects in the object tier are deleted from the store by the offloader.
+                db.scan(prefix: StorageKeys.tierPrefix(shard.id)) { _, value in
+                    if let object = TieredObject(value) { batch.put(StorageKeys.remoteDeletion(object.key), []) }
+                    return true
+                }
+                batch.deleteRange(StorageKeys.tierPrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.tierPrefix(shard.id)))
                 try db.write(batch, durable: true)
                 let waiters = core.withLock { core in
                     core.shards[shard.id] = nil

@@ -41,7 +41,12 @@ final class ShardRuntime: @unchecked Sendable {  // Mutated only with the journa
     /// One past the last readable offset.
     var endOffset: UInt64 = 0
     var startOffset: UInt64 = 0
+    /// Bytes of batches in every tier.
     var storedBytes: Int64 = 0
+    /// Offsets below this (and not below `startOffset`) are in the object tier; `tierBytes` of
+    /// batches there.
+    var tierEnd: UInt64 = 0
+    var tierBytes: Int64 = 0
     var tail: Deque<TailBatch> = []
     var tailBytes = 0
     /// Largest max-timestamp already in the time index, and the largest among queued batches.
@@ -58,7 +63,7 @@ final class ShardRuntime: @unchecked Sendable {  // Mutated only with the journa
     var info: ShardInfo {
         ShardInfo(
             name: name, id: id, config: config, startOffset: startOffset, endOffset: endOffset,
-            storedBytes: storedBytes, memoryBytes: tailBytes)
+            storedBytes: storedBytes, memoryBytes: tailBytes, tierBytes: tierBytes, tierEndOffset: tierEnd)
     }
 
     /// Adds the newest batch and drops the oldest while over `limit` (a tail may end up empty:

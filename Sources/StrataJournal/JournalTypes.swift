@@ -14,13 +14,21 @@ public struct ShardConfig: Sendable, Codable, Hashable {
     public var durability: Durability
     /// Batches whose newest record is older than this are deleted (nil: keep forever).
     public var retentionMilliseconds: Int64?
-    /// Oldest batches are deleted while the shard holds more than this (nil: no limit).
+    /// Oldest batches are deleted while the shard holds more than this (nil: no limit). Counts
+    /// every tier: batches offloaded to the object tier too.
     public var retentionBytes: Int64?
+    /// With an object tier attached: batches in sealed segments whose newest record is older
+    /// than this move to the object tier (nil: the tier's default). Kafka's local.retention.ms.
+    public var localRetentionMilliseconds: Int64?
 
-    public init(durability: Durability = .fsync, retentionMilliseconds: Int64? = nil, retentionBytes: Int64? = nil) {
+    public init(
+        durability: Durability = .fsync, retentionMilliseconds: Int64? = nil, retentionBytes: Int64? = nil,
+        localRetentionMilliseconds: Int64? = nil
+    ) {
         self.durability = durability
         self.retentionMilliseconds = retentionMilliseconds
         self.retentionBytes = retentionBytes
+        self.localRetentionMilliseconds = localRetentionMilliseconds
     }
 }
 
@@ -33,15 +41,21 @@ public struct ShardInfo: Sendable, Hashable, Codable {
     public var startOffset: UInt64
     /// One past the last readable offset (the high watermark).
     public var endOffset: UInt64
-    /// Bytes of batches stored for this shard.
+    /// Bytes of batches stored for this shard, in every tier.
     public var storedBytes: Int64
     /// Bytes of recent batches held in memory for live readers.
     public var memoryBytes: Int
+    /// Bytes of batches (as stored, before the object's block compression) in the object tier,
+    /// and the offsets below `tierEndOffset` that live there.
+    public var tierBytes: Int64
+    public var tierEndOffset: UInt64
 
     public init(
         name: String, id: UInt64, config: ShardConfig, startOffset: UInt64, endOffset: UInt64, storedBytes: Int64,
-        memoryBytes: Int
+        memoryBytes: Int, tierBytes: Int64 = 0, tierEndOffset: UInt64 = 0
     ) {
+        self.tierBytes = tierBytes
+        self.tierEndOffset = tierEndOffset
         self.name = name
         self.id = id
         self.config = config

@@ -43,9 +43,28 @@ struct Recovery {
             core.idsByName[record.name] = record.id
         }
 
-        // 2. What the index already holds: per shard first/last offsets and bytes, per segment live bytes.
+        // 2. What the object tier and the index already hold: per shard first/last offsets and
+        //    bytes, per segment live bytes. Objects of shards deleted meanwhile go to the store's
+        //    deletion queue.
         var firstIndexed: [UInt64: UInt64] = [:]
         let orphanIndex = RocksDB.WriteBatch()
+        let orphanObjects = RocksDB.WriteBatch()
+        db.scan(prefix: StorageKeys.tierTag) { key, value in
+            let id = UInt64(bigEndianBytes: key[1..<9])
+            guard let shard = core.shards[id], let object = TieredObject(value) else {
+                if let object = TieredObject(value) { orphanObjects.put(StorageKeys.remoteDeletion(object.key), []) }
+                orphanObjects.delete(Array(key))
+                return true
+            }
+            if firstIndexed[id] == nil { firstIndexed[id] = object.firstOffset }
+            shard.nextOffset = max(shard.nextOffset, object.lastOffset + 1)
+            shard.tierEnd = max(shard.tierEnd, object.lastOffset + 1)
+            shard.tierBytes += object.batchBytes
+            shard.storedBytes += object.batchBytes
+            shard.indexedMaxTimestamp = max(shard.indexedMaxTimestamp, object.maxTimestamp)
+            return true
+        }
+        if orphanObjects.count > 0 { try db.write(orphanObjects, durable: true) }
         db.scan(prefix: StorageKeys.indexTag) { key, value in
             let id = UInt64(bigEndianBytes: key[1..<9])
             let base = UInt64(bigEndianBytes: key[9..<17])
@@ -230,7 +249,7 @@ struct Recovery {
         }
         // An offset below the shard's end: a compaction copy of an older batch (written later in
         // WAL order), or a frame the index has already.
-        guard base >= shard.startOffset else { return }  // removed by retention
+        guard base >= shard.startOffset, base >= shard.tierEnd else { return }  // removed by retention, or offloaded
         let key = StorageKeys.index(shardID, base)
         let stored = try db.get(key).flatMap(IndexEntry.init)
         guard let existing = relocated[key] ?? stored else {

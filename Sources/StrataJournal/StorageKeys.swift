@@ -7,6 +7,8 @@
 ///     t <shard id:8> <maxTs:8>      → base offset (8)                        unsynced, rebuilt from the WAL
 ///     o <group> 0x00 <shard name>   → committed consumer offset (8)          synced
 ///     k <namespace> 0x00 <key>      → gateway value                          synced
+///     r <shard id:8> <first:8>      → TieredObject (JSON)                    synced, after the upload
+///     d <object key>                → (empty): remote object to delete      synced
 ///     m checkpoint                  → segment (8), position (8)              written with the index flush
 ///     m next-shard-id               → u64                                    synced
 enum StorageKeys {
@@ -37,6 +39,15 @@ enum StorageKeys {
     static func kv(namespace: String, key: [UInt8]) -> [UInt8] {
         [UInt8(ascii: "k")] + Array(namespace.utf8) + [0] + key
     }
+
+    static func tier(_ id: UInt64, _ first: UInt64) -> [UInt8] {
+        [UInt8(ascii: "r")] + id.bigEndianBytes + first.bigEndianBytes
+    }
+    static func tierPrefix(_ id: UInt64) -> [UInt8] { [UInt8(ascii: "r")] + id.bigEndianBytes }
+    static let tierTag: [UInt8] = [UInt8(ascii: "r")]
+
+    static func remoteDeletion(_ key: String) -> [UInt8] { [UInt8(ascii: "d")] + Array(key.utf8) }
+    static let remoteDeletionTag: [UInt8] = [UInt8(ascii: "d")]
 
     static let checkpoint: [UInt8] = Array("mcheckpoint".utf8)
     static let nextShardID: [UInt8] = Array("mnext-shard-id".utf8)

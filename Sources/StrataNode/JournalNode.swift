@@ -5,6 +5,7 @@ import StrataClient
 import StrataJournal
 import StrataKafka
 import StrataMQTT
+import StrataObjects
 import StrataWire
 
 /// A whole node: the journal, the journal protocol server, the HTTP server (and, as they come,
@@ -25,8 +26,20 @@ public enum JournalNode {
         let server = JournalServer(
             configuration: serverConfiguration, journal: journal, metrics: metrics, logger: logger,
             onBound: { announce("journal \(StrataProcess.display($0))") })
+        var store: (any ObjectStore)?
+        try configuring(journal) { store = try configuration.tier.makeStore() }
+        var offloader: TierOffloader?
+        var tierStatus: (@Sendable () -> TierOffloader.Status)?
+        if let store {
+            journal.attachColdTier(ObjectColdTier(store: store, cacheBytes: configuration.tier.cacheBytes))
+            let tier = TierOffloader(
+                configuration: configuration.tier.offloaderConfiguration, journal: journal, store: store, logger: logger)
+            offloader = tier
+            tierStatus = { tier.status() }
+        }
         let routes = NodeHTTPRoutes(
-            journal: journal, metrics: metrics, status: { server.status() }, config: { configuration.summary })
+            journal: journal, metrics: metrics, status: { server.status() }, config: { configuration.summary },
+            tier: tierStatus)
         let http = NodeHTTPServer(
             host: configuration.http.host, port: configuration.http.port, routes: routes, logger: logger,
             onBound: { announce("http \(StrataProcess.display($0))") })
@@ -34,6 +47,8 @@ public enum JournalNode {
             .init(service: JournalService(journal: journal)),
             .init(service: server),
         ]
+        // After the journal's service, so it stops before the journal closes.
+        if let offloader { services.insert(.init(service: offloader), at: 1) }
         if gateways.contains("mqtt") {
             var mqtt = MQTTGateway.Configuration()
             mqtt.host = configuration.mqttListen.host

@@ -37,6 +37,9 @@ public struct NodeConfiguration: Sendable {
     public var kafkaUsers: String?
     public var kafkaACL: String?
 
+    /// The object tier (off unless a bucket or a WebHDFS endpoint is set).
+    public var tier = TierSettings()
+
     /// Gateways this build can host in-process.
     public static let availableGateways: [String] = ["mqtt", "kafka"]
 
@@ -81,6 +84,21 @@ public struct NodeConfiguration: Sendable {
             case ("kafka.auto_create_topics", .bool(let v)): kafkaAutoCreateTopics = v
             case ("kafka.users", .string(let v)): kafkaUsers = v
             case ("kafka.acl", .string(let v)): kafkaACL = v
+            case ("tier.endpoint", .string(let v)): tier.endpoint = v
+            case ("tier.bucket", .string(let v)): tier.bucket = v
+            case ("tier.prefix", .string(let v)): tier.prefix = v
+            case ("tier.region", .string(let v)): tier.region = v
+            case ("tier.access_key", .string(let v)): tier.accessKey = v
+            case ("tier.secret_key", .string(let v)): tier.secretKey = v
+            case ("tier.path_style", .bool(let v)): tier.pathStyle = v
+            case ("tier.webhdfs", .string(let v)): tier.webHDFS = v
+            case ("tier.webhdfs_root", .string(let v)): tier.webHDFSRoot = v
+            case ("tier.webhdfs_user", .string(let v)): tier.webHDFSUser = v
+            case ("tier.local_retention_ms", .integer(let v)) where v >= 0: tier.localRetentionMilliseconds = v
+            case ("tier.max_object_bytes", .integer(let v)) where v >= 1 << 16: tier.maxObjectBytes = v
+            case ("tier.interval_ms", .integer(let v)) where v >= 10: tier.intervalMilliseconds = v
+            case ("tier.max_backoff_ms", .integer(let v)) where v >= 10: tier.maxBackoffMilliseconds = v
+            case ("tier.cache_bytes", .integer(let v)) where v >= 0: tier.cacheBytes = Int(v)
             case ("journal.wal_io", .string(let v)):
                 guard let mode = WALIOMode(rawValue: v) else {
                     throw JournalError(.invalidArgument, "config file: journal.wal_io is auto, uring or pwrite")
@@ -136,6 +154,41 @@ public struct NodeConfiguration: Sendable {
             "mqtt.listen": mqttListen.description, "mqtt.allow_anonymous": "\(mqttAllowAnonymous)",
             "kafka.listen": kafkaListen.description, "kafka.advertised": kafkaAdvertised?.description ?? "",
             "kafka.default_partitions": "\(kafkaDefaultPartitions)", "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",
+            "tier": tier.destination ?? "none", "tier.local_retention_ms": "\(tier.localRetentionMilliseconds)",
         ]
+    }
+}
+
+/// Where and when sealed data moves to the object tier (`tier.*` in the config file).
+public struct TierSettings: Sendable {
+    /// S3-compatible: endpoint URL (AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL or AWS's own when
+    /// nil), bucket, key prefix, region; credentials from the file or AWS_ACCESS_KEY_ID /
+    /// AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN.
+    public var endpoint: String?
+    public var bucket: String?
+    public var prefix = ""
+    public var region: String?
+    public var accessKey: String?
+    public var secretKey: String?
+    public var pathStyle = true
+    /// WebHDFS instead: the namenode's URL, the directory objects go under, the user name.
+    public var webHDFS: String?
+    public var webHDFSRoot = "/strata"
+    public var webHDFSUser: String?
+    /// Offload batches of sealed segments older than this (shards' own settings win).
+    public var localRetentionMilliseconds: Int64 = 10 * 60 * 1000
+    public var maxObjectBytes: Int64 = 64 << 20
+    public var intervalMilliseconds: Int64 = 5000
+    public var maxBackoffMilliseconds: Int64 = 30_000
+    /// Decoded blocks kept in memory for cold reads.
+    public var cacheBytes = 256 << 20
+
+    public init() {}
+
+    /// Where objects go, for people (nil: no object tier).
+    public var destination: String? {
+        if let webHDFS { return "webhdfs \(webHDFS)\(webHDFSRoot)" }
+        guard let bucket else { return nil }
+        return "s3 \(endpoint ?? "(AWS environment)")/\(bucket)/\(prefix)"
     }
 }

@@ -5,10 +5,11 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import StrataJournal
+import StrataObjects
 import StrataWire
 
 /// The node's HTTP side: `/metrics` (Prometheus text), `/health`, and a read-only JSON admin
-/// API (`/admin/status`, `/admin/shards`, `/admin/shards/<name>`, `/admin/segments`, `/admin/config`).
+/// API (`/admin/status`, `/admin/shards`, `/admin/shards/<name>`, `/admin/segments`, `/admin/config`, `/admin/tier`).
 public final class NodeHTTPServer: Service {
     let host: String
     let port: Int
@@ -57,15 +58,18 @@ public struct NodeHTTPRoutes: Sendable {
     let metrics: NodeMetrics
     let status: @Sendable () -> NodeStatus
     let config: @Sendable () -> [String: String]
+    /// The object tier's status, when the node has one.
+    let tier: (@Sendable () -> TierOffloader.Status)?
 
     public init(
         journal: Journal, metrics: NodeMetrics, status: @escaping @Sendable () -> NodeStatus,
-        config: @escaping @Sendable () -> [String: String]
+        config: @escaping @Sendable () -> [String: String], tier: (@Sendable () -> TierOffloader.Status)? = nil
     ) {
         self.journal = journal
         self.metrics = metrics
         self.status = status
         self.config = config
+        self.tier = tier
     }
 
     struct Response {
@@ -90,7 +94,8 @@ public struct NodeHTTPRoutes: Sendable {
         let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
         switch path {
         case "/metrics":
-            return Response(status: .ok, contentType: "text/plain; version=0.0.4", body: metrics.render(journal: journal))
+            return Response(
+                status: .ok, contentType: "text/plain; version=0.0.4", body: metrics.render(journal: journal, tier: tier?()))
         case "/health":
             return .json(["status": "ok"])
         case "/admin/status":
@@ -101,6 +106,9 @@ public struct NodeHTTPRoutes: Sendable {
             return .json(journal.segmentInfos())
         case "/admin/config":
             return .json(config())
+        case "/admin/tier":
+            guard let tier else { return .error(.notFound, "this node has no object tier (tier.bucket or tier.webhdfs)") }
+            return .json(tier())
         default:
             if path.hasPrefix("/admin/shards/") {
                 let name = String(path.dropFirst("/admin/shards/".count)).removingPercentEncoding ?? ""

@@ -1,5 +1,6 @@
 import Prometheus
 import StrataJournal
+import StrataObjects
 
 /// The node's Prometheus metrics, created once. Engine counters are copied from the journal's
 /// statistics when `/metrics` is scraped.
@@ -60,7 +61,7 @@ public final class NodeMetrics: Sendable {
     }
 
     /// Refreshes the scrape-time gauges from the journal and renders the text format.
-    public func render(journal: Journal) -> [UInt8] {
+    public func render(journal: Journal, tier: TierOffloader.Status? = nil) -> [UInt8] {
         let statistics = journal.statistics
         walBytes.set(Double(statistics.walBytesWritten))
         walSyncs.set(Double(statistics.walSyncs))
@@ -80,8 +81,30 @@ public final class NodeMetrics: Sendable {
             registry.makeGauge(descriptor: Self.name("strata_shard_stored_bytes", "Batch bytes stored"), labels: labels)
                 .set(Double(info.storedBytes))
         }
+        if let tier { renderTier(tier) }
         return registry.emitToBuffer() + Self.histogramText(
             "strata_journal_wal_sync_seconds", "Synced WAL writes (write + fdatasync), seconds",
             statistics.walSyncLatency)
+    }
+
+    private func renderTier(_ tier: TierOffloader.Status) {
+        let totals: [(String, String, Int64)] = [
+            ("strata_tier_uploaded_objects", "Objects uploaded to the object tier", tier.uploadedObjects),
+            ("strata_tier_uploaded_bytes", "Object bytes uploaded", tier.uploadedBytes),
+            ("strata_tier_upload_failures", "Failed offload passes (retried with backoff)", tier.uploadFailures),
+            ("strata_tier_deleted_objects", "Objects deleted from the object tier by retention", tier.deletedObjects),
+        ]
+        for (name, help, value) in totals { registry.makeGauge(descriptor: Self.name(name, help)).set(Double(value)) }
+        for shard in tier.shards {
+            let labels = [("shard", shard.name)]
+            registry.makeGauge(descriptor: Self.name("strata_tier_offload_lag_bytes", "Local bytes past local retention, not yet offloaded"), labels: labels)
+                .set(Double(shard.offloadLagBytes))
+            registry.makeGauge(descriptor: Self.name("strata_tier_offload_lag_seconds", "How long the oldest of them has waited"), labels: labels)
+                .set(shard.offloadLagSeconds)
+            registry.makeGauge(descriptor: Self.name("strata_tier_shard_bytes", "Batch bytes in the object tier"), labels: labels)
+                .set(Double(shard.tierBytes))
+            registry.makeGauge(descriptor: Self.name("strata_tier_shard_objects", "Objects in the object tier"), labels: labels)
+                .set(Double(shard.tierObjects))
+        }
     }
 }

@@ -84,6 +84,7 @@ extension ByteBuffer {
         writeInteger(config.durability == .fsync ? UInt8(0) : UInt8(1))
         writeInteger(config.retentionMilliseconds ?? -1)
         writeInteger(config.retentionBytes ?? -1)
+        writeInteger(config.localRetentionMilliseconds ?? -1)
     }
 
     public mutating func readShardConfig() throws(JournalError) -> ShardConfig {
@@ -91,10 +92,12 @@ extension ByteBuffer {
         guard durability <= 1 else { throw JournalError(.protocolError, "durability \(durability) is not 0 or 1") }
         let retentionMilliseconds: Int64 = try readWireInteger()
         let retentionBytes: Int64 = try readWireInteger()
+        let localRetentionMilliseconds: Int64 = try readWireInteger()
         return ShardConfig(
             durability: durability == 0 ? .fsync : .async,
             retentionMilliseconds: retentionMilliseconds < 0 ? nil : retentionMilliseconds,
-            retentionBytes: retentionBytes < 0 ? nil : retentionBytes)
+            retentionBytes: retentionBytes < 0 ? nil : retentionBytes,
+            localRetentionMilliseconds: localRetentionMilliseconds < 0 ? nil : localRetentionMilliseconds)
     }
 
     public mutating func writeShardInfo(_ info: ShardInfo) {
@@ -105,13 +108,16 @@ extension ByteBuffer {
         writeInteger(info.endOffset)
         writeInteger(info.storedBytes)
         writeInteger(Int64(info.memoryBytes))
+        writeInteger(info.tierBytes)
+        writeInteger(info.tierEndOffset)
     }
 
     public mutating func readShardInfo() throws(JournalError) -> ShardInfo {
         ShardInfo(
             name: try readWireString(), id: try readWireInteger(), config: try readShardConfig(),
             startOffset: try readWireInteger(), endOffset: try readWireInteger(), storedBytes: try readWireInteger(),
-            memoryBytes: Int(try readWireInteger(as: Int64.self)))
+            memoryBytes: Int(try readWireInteger(as: Int64.self)), tierBytes: try readWireInteger(),
+            tierEndOffset: try readWireInteger())
     }
 
     public mutating func writeReadResult(_ result: ReadResult) {

@@ -69,6 +69,24 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "The in-process Kafka gateway's ACL file (needs --kafka-users).")
     var kafkaAcl: String?
 
+    @Option(help: "Object tier: S3-compatible endpoint URL (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL by default).")
+    var tierEndpoint: String?
+
+    @Option(help: "Object tier: S3 bucket (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).")
+    var tierBucket: String?
+
+    @Option(help: "Object tier: key prefix in the bucket.")
+    var tierPrefix: String?
+
+    @Option(help: "Object tier on WebHDFS instead: the namenode's URL (objects under tier.webhdfs_root).")
+    var tierWebhdfs: String?
+
+    @Option(help: "Offload batches of sealed segments older than this many milliseconds.")
+    var tierLocalRetentionMs: Int64?
+
+    @Option(help: "Milliseconds between offload passes that found nothing to do.")
+    var tierIntervalMs: Int64?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -99,6 +117,12 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttScramUsers { settings.mqttSCRAMUsers = mqttScramUsers }
             if let mqttTlsCert { settings.mqttTLSCertificate = mqttTlsCert }
             if let mqttTlsKey { settings.mqttTLSKey = mqttTlsKey }
+            if let tierEndpoint { settings.tier.endpoint = tierEndpoint }
+            if let tierBucket { settings.tier.bucket = tierBucket }
+            if let tierPrefix { settings.tier.prefix = tierPrefix }
+            if let tierWebhdfs { settings.tier.webHDFS = tierWebhdfs }
+            if let tierLocalRetentionMs { settings.tier.localRetentionMilliseconds = max(0, tierLocalRetentionMs) }
+            if let tierIntervalMs { settings.tier.intervalMilliseconds = max(10, tierIntervalMs) }
             if let walIO {
                 guard let mode = WALIOMode(rawValue: walIO) else {
                     throw JournalError(.invalidArgument, "--wal-io is auto, uring or pwrite")

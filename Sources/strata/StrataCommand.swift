@@ -18,6 +18,7 @@ struct StrataCommand: AsyncParsableCommand {
             """,
         subcommands: [
             ShardCommand.self, ProduceCommand.self, ConsumeCommand.self, StatusCommand.self, SCRAMUserCommand.self,
+            TierCommand.self,
         ])
 
     /// `strata --node HOST:PORT shard create NAME`: the connection options may come before the

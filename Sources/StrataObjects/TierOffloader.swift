@@ -1,0 +1,264 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import StrataJournal
+import Synchronization
+
+extension ObjectStoreError {
+    /// The journal's view of a store failure: what a reader of the shard gets.
+    var journalError: JournalError {
+        switch self {
+        case .transport, .service: JournalError(.unavailable, description)
+        case .notFound(let key): JournalError(.corruptData, "\(key) is in the catalog but not in the object store")
+        case .corrupt(let detail): JournalError(.corruptData, detail)
+        }
+    }
+}
+
+/// Serves the journal's reads of offloaded offsets: each object's index is fetched once (two
+/// ranged GETs) and kept; blocks come through the block cache.
+public final class ObjectColdTier: ColdTier {
+    public let reader: TierReader
+    private let indexes = Mutex<[String: TierObject.Index]>([:])
+    private let maxIndexes: Int
+
+    public init(store: any ObjectStore, cacheBytes: Int = 256 << 20, maxIndexes: Int = 10_000) {
+        reader = TierReader(store: store, cache: TierBlockCache(capacityBytes: cacheBytes))
+        self.maxIndexes = maxIndexes
+    }
+
+    public func read(object: TieredObject, from offset: UInt64, maxBytes: Int) async throws -> [ByteBuffer] {
+        do {
+            let index = try await index(of: object)
+            return try await reader.read(object.key, index: index, from: offset, maxBytes: maxBytes)
+        } catch let error as ObjectStoreError {
+            throw error.journalError
+        }
+    }
+
+    func index(of object: TieredObject) async throws -> TierObject.Index {
+        if let index = indexes.withLock({ $0[object.key] }) { return index }
+        let index = try await TierObject.index(of: object.key, size: Int(object.objectBytes), in: reader.store)
+        guard index.firstOffset == object.firstOffset, index.lastOffset == object.lastOffset else {
+            throw ObjectStoreError.corrupt(
+                "\(object.key): holds offsets \(index.firstOffset ?? 0)...\(index.lastOffset ?? 0), the catalog says \(object.firstOffset)...\(object.lastOffset)")
+        }
+        indexes.withLock { indexes in
+            if indexes.count >= maxIndexes, let any = indexes.keys.first { indexes[any] = nil }
+            indexes[object.key] = index
+        }
+        return index
+    }
+}
+
+/// Moves sealed local data to the object tier and deletes remote objects the journal let go of.
+///
+/// Each pass: delete the objects retention or shard deletion queued; ask the journal for runs
+/// of batches past their shard's local retention in sealed segments; for each, read the batches,
+/// build an object (zstd blocks, trailer index, checksums), upload it, and only then record it
+/// in the journal's catalog, which lets go of the local copies. A failed upload leaves the local
+/// data where it is; passes are retried with exponential backoff. Appends never wait for it.
+public final class TierOffloader: Service {
+    public struct Configuration: Sendable {
+        /// Local retention for shards whose config sets none (milliseconds).
+        public var defaultLocalRetentionMilliseconds: Int64 = 10 * 60 * 1000
+        /// Objects are cut at about this many bytes of batches.
+        public var maxObjectBytes: Int64 = 64 << 20
+        public var blockBytes = 1 << 20
+        public var compressionLevel: Int32 = 3
+        /// Pause between passes that found nothing to do.
+        public var interval: Duration = .seconds(5)
+        /// Backoff after a failed pass doubles from `firstBackoff` up to this.
+        public var firstBackoff: Duration = .milliseconds(500)
+        public var maxBackoff: Duration = .seconds(30)
+        /// Where the objects go, for status output.
+        public var destination = ""
+
+        public init() {}
+    }
+
+    /// What `strata tier status`, `/admin/tier` and `/metrics` show.
+    public struct Status: Sendable, Codable {
+        public struct Shard: Sendable, Codable {
+            public var name: String
+            public var memoryBytes: Int
+            public var localBytes: Int64
+            public var tierBytes: Int64
+            public var tierObjects: Int
+            public var tierObjectBytes: Int64
+            public var offloadLagBytes: Int64
+            public var offloadLagSeconds: Double
+            public var lastError: String?
+        }
+
+        public var destination: String
+        public var uploadedObjects: Int64 = 0
+        public var uploadedBytes: Int64 = 0
+        public var uploadedBatchBytes: Int64 = 0
+        public var uploadFailures: Int64 = 0
+        public var deletedObjects: Int64 = 0
+        /// The error of the last failed pass, cleared by a successful one.
+        public var lastError: String?
+        public var lastPassMilliseconds: Int64?
+        public var shards: [Shard] = []
+    }
+
+    private struct State {
+        var status: Status
+        var backlog: [String: OffloadBacklog] = [:]
+        var objects: [String: (count: Int, bytes: Int64)] = [:]
+        var errors: [String: String] = [:]
+    }
+
+    public let configuration: Configuration
+    let journal: Journal
+    let store: any ObjectStore
+    let logger: Logger
+    private let state: Mutex<State>
+    private let pool: NIOThreadPool
+
+    public init(configuration: Configuration, journal: Journal, store: any ObjectStore, logger: Logger) {
+        self.configuration = configuration
+        self.journal = journal
+        self.store = store
+        self.logger = logger
+        state = Mutex(State(status: Status(destination: configuration.destination)))
+        pool = NIOThreadPool.singleton
+    }
+
+    /// The object key for a run: the shard id (names may hold any character) and the first offset,
+    /// so a retried upload of the same run overwrites its earlier attempt.
+    static func key(shardID: UInt64, firstOffset: UInt64) -> String {
+        let first = String(firstOffset)
+        return "shard-\(shardID)/" + String(repeating: "0", count: max(0, 20 - first.count)) + first + ".strata"
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            var backoff = self.configuration.firstBackoff
+            while !Task.isCancelled {
+                let delay: Duration
+                do {
+                    let worked = try await self.pass()
+                    backoff = self.configuration.firstBackoff
+                    delay = worked ? .zero : self.configuration.interval
+                } catch is CancellationError {
+                    return
+                } catch {
+                    delay = backoff
+                    backoff = min(backoff * 2, self.configuration.maxBackoff)
+                }
+                if delay > .zero { try? await Task.sleep(for: delay) }
+            }
+        }
+    }
+
+    /// One pass: remote deletions, then every run that is due. Returns whether it moved anything
+    /// (so the next pass follows at once); throws the first failure after recording it.
+    @discardableResult
+    public func pass() async throws -> Bool {
+        do {
+            var worked = try await deleteReleasedObjects()
+            let (runs, backlog) = try await journal.offloadRuns(
+                defaultLocalRetention: configuration.defaultLocalRetentionMilliseconds,
+                maxRunBytes: configuration.maxObjectBytes)
+            state.withLock { $0.backlog = Dictionary(backlog.map { ($0.shard, $0) }, uniquingKeysWith: { a, _ in a }) }
+            for run in runs {
+                try Task.checkCancellation()
+                try await offload(run)
+                worked = true
+            }
+            try await refreshObjectCounts()
+            state.withLock { state in
+                state.status.lastError = nil
+                state.status.lastPassMilliseconds = WallClock.milliseconds()
+                state.backlog = [:]  // everything due went up
+            }
+            return worked
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            state.withLock { state in
+                state.status.uploadFailures += 1
+                state.status.lastError = "\(error)"
+                state.status.lastPassMilliseconds = WallClock.milliseconds()
+            }
+            logger.warning("object tier pass failed, local data kept", metadata: ["error": "\(error)"])
+            throw error
+        }
+    }
+
+    private func offload(_ run: OffloadRun) async throws {
+        let key = Self.key(shardID: run.shardID, firstOffset: run.firstOffset)
+        do {
+            let batches = try await journal.batches(of: run)
+            let (blockBytes, level, shard) = (configuration.blockBytes, configuration.compressionLevel, run.shard)
+            let object = try await pool.runIfActive {
+                try TierObject.encode(shard: shard, batches: batches, blockBytes: blockBytes, level: level).bytes
+            }
+            try await store.put(key, object)
+            guard let committed = try await journal.commitOffload(run, key: key, objectBytes: Int64(object.count)) else {
+                // Retention or a shard deletion overtook the upload: the object is not needed.
+                try? await store.delete(key)
+                return
+            }
+            state.withLock { state in
+                state.status.uploadedObjects += 1
+                state.status.uploadedBytes += committed.objectBytes
+                state.status.uploadedBatchBytes += committed.batchBytes
+                state.errors[run.shard] = nil
+            }
+            logger.debug(
+                "offloaded",
+                metadata: [
+                    "tier.key": "\(key)", "journal.shard": "\(run.shard)", "tier.batches": "\(run.batchCount)",
+                    "tier.bytes": "\(committed.batchBytes)", "tier.object_bytes": "\(committed.objectBytes)",
+                ])
+        } catch {
+            state.withLock { $0.errors[run.shard] = "\(key): \(error)" }
+            throw error
+        }
+    }
+
+    private func deleteReleasedObjects() async throws -> Bool {
+        let keys = try await journal.remoteDeletions()
+        for key in keys {
+            do {
+                try await store.delete(key)
+            } catch ObjectStoreError.notFound {
+                // Gone already.
+            }
+            try await journal.confirmRemoteDeletion(key)
+            state.withLock { $0.status.deletedObjects += 1 }
+        }
+        return !keys.isEmpty
+    }
+
+    private func refreshObjectCounts() async throws {
+        var objects: [String: (count: Int, bytes: Int64)] = [:]
+        for shard in journal.listShards() where shard.tierBytes > 0 {
+            let tiered = try await journal.tieredObjects(shard: shard.name)
+            objects[shard.name] = (tiered.count, tiered.reduce(0) { $0 + $1.objectBytes })
+        }
+        state.withLock { $0.objects = objects }
+    }
+
+    /// The tier per shard: live byte counts from the journal, objects and backlog as of the last pass.
+    public func status() -> Status {
+        let shards = journal.listShards()
+        return state.withLock { state in
+            var status = state.status
+            status.shards = shards.map { info in
+                let backlog = state.backlog[info.name]
+                let objects = state.objects[info.name]
+                return Status.Shard(
+                    name: info.name, memoryBytes: info.memoryBytes, localBytes: info.storedBytes - info.tierBytes,
+                    tierBytes: info.tierBytes, tierObjects: objects?.count ?? 0, tierObjectBytes: objects?.bytes ?? 0,
+                    offloadLagBytes: backlog?.bytes ?? 0, offloadLagSeconds: Double(backlog?.ageMilliseconds ?? 0) / 1000,
+                    lastError: state.errors[info.name])
+            }
+            return status
+        }
+    }
+}
