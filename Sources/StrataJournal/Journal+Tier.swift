@@ -184,6 +184,9 @@ extension Journal {
                     }
                     located.append(entry)
                 }
+                // The run's time-index keys were written without RocksDB's WAL; once its frames
+                // are skipped by recovery they could not be rebuilt, so make them durable first.
+                try checkpoint()
                 let object = TieredObject(
                     key: key, shardID: run.shardID, firstOffset: run.firstOffset, lastOffset: run.lastOffset,
                     maxTimestamp: run.maxTimestamp, batchBytes: run.batchBytes, objectBytes: objectBytes,

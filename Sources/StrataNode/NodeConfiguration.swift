@@ -12,6 +12,7 @@ public struct NodeConfiguration: Sendable {
     public var gateways: [String] = []
     public var walIO: WALIOMode = .auto
     public var segmentBytes: Int?
+    public var maxBatchBytes: Int?
     public var minFreeDiskBytes: Int64?
     public var maxFrameBytes = 64 << 20
     /// The in-process MQTT gateway's listener and whether it lets anonymous clients in.
@@ -105,6 +106,7 @@ public struct NodeConfiguration: Sendable {
                 }
                 walIO = mode
             case ("journal.segment_bytes", .integer(let v)): segmentBytes = Int(v)
+            case ("journal.max_batch_bytes", .integer(let v)): maxBatchBytes = Int(v)
             case ("journal.min_free_disk_bytes", .integer(let v)): minFreeDiskBytes = v
             case ("journal.max_frame_bytes", .integer(let v)):
                 guard (1 << 16)...(1 << 30) ~= v else {
@@ -139,6 +141,7 @@ public struct NodeConfiguration: Sendable {
         var configuration = JournalConfiguration(dataDirectory: dataDirectory)
         configuration.walIO = walIO
         if let segmentBytes { configuration.segmentBytes = segmentBytes }
+        if let maxBatchBytes { configuration.maxBatchBytes = maxBatchBytes }
         if let minFreeDiskBytes { configuration.minFreeDiskBytes = minFreeDiskBytes }
         return configuration
     }
@@ -149,6 +152,7 @@ public struct NodeConfiguration: Sendable {
             "data_dir": dataDirectory, "listen": listen.description, "http": http.description, "node_name": nodeName,
             "gateways": gateways.joined(separator: ","), "journal.wal_io": walIO.rawValue,
             "journal.segment_bytes": "\(journalConfiguration.segmentBytes)",
+            "journal.max_batch_bytes": "\(journalConfiguration.maxBatchBytes)",
             "journal.min_free_disk_bytes": "\(journalConfiguration.minFreeDiskBytes)",
             "journal.max_frame_bytes": "\(maxFrameBytes)",
             "mqtt.listen": mqttListen.description, "mqtt.allow_anonymous": "\(mqttAllowAnonymous)",

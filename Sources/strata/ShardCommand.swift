@@ -14,13 +14,15 @@ struct ShardCommand: AsyncParsableCommand {
         @Option(help: "fsync (acknowledged once on disk) or async.") var durability: String = "fsync"
         @Option(help: "Delete batches older than this many milliseconds.") var retentionMs: Int64?
         @Option(help: "Delete the oldest batches while the shard holds more bytes than this.") var retentionBytes: Int64?
+        @Option(help: "With an object tier: move batches older than this many milliseconds there.") var localRetentionMs: Int64?
 
         func run() async throws {
             guard let durability = Durability(rawValue: durability) else {
                 throw ValidationError("--durability is fsync or async")
             }
             let config = ShardConfig(
-                durability: durability, retentionMilliseconds: retentionMs, retentionBytes: retentionBytes)
+                durability: durability, retentionMilliseconds: retentionMs, retentionBytes: retentionBytes,
+                localRetentionMilliseconds: localRetentionMs)
             try await reportingFailures {
                 let info = try await node.withClient { try await $0.createShard(name, config: config) }
                 Output.write("created \(info.name) (id \(info.id), \(info.config.durability.rawValue))\n")
@@ -58,10 +60,13 @@ struct ShardCommand: AsyncParsableCommand {
                     durability: \(shard.config.durability.rawValue)
                     retention_ms: \(shard.config.retentionMilliseconds.map(String.init) ?? "none")
                     retention_bytes: \(shard.config.retentionBytes.map(String.init) ?? "none")
+                    local_retention_ms: \(shard.config.localRetentionMilliseconds.map(String.init) ?? "tier default")
                     start_offset: \(shard.startOffset)
                     end_offset: \(shard.endOffset)
                     stored_bytes: \(shard.storedBytes)
                     memory_bytes: \(shard.memoryBytes)
+                    tier_bytes: \(shard.tierBytes)
+                    tier_end_offset: \(shard.tierEndOffset)
 
                     """)
             }

@@ -300,6 +300,7 @@ struct KafkaTopic: Codable, Sendable {
         "retention.ms": "604800000", "retention.bytes": "-1", "cleanup.policy": "delete",
         "max.message.bytes": "1048588", "compression.type": "producer", "min.insync.replicas": "1",
         "segment.bytes": "268435456", "message.timestamp.type": "CreateTime", "strata.durability": "fsync",
+        "local.retention.ms": "-2",
     ]
 
     init(partitions: Int32, configs: [String: String]) throws {
@@ -308,7 +309,8 @@ struct KafkaTopic: Codable, Sendable {
                 throw KafkaFailure(.invalidConfig, "unknown or unsupported topic config '\(key)'")
             }
             switch key {
-            case "retention.ms", "retention.bytes", "max.message.bytes", "segment.bytes", "min.insync.replicas":
+            case "retention.ms", "retention.bytes", "max.message.bytes", "segment.bytes", "min.insync.replicas",
+                "local.retention.ms":
                 guard Int64(value) != nil else { throw KafkaFailure(.invalidConfig, "\(key) must be a number, not '\(value)'") }
             case "cleanup.policy" where value != "delete":
                 throw KafkaFailure(.invalidConfig, "cleanup.policy=\(value) is not supported (only delete)")
@@ -329,10 +331,14 @@ struct KafkaTopic: Codable, Sendable {
     var shardConfig: ShardConfig {
         let retentionMs = configs["retention.ms"].flatMap { Int64($0) }
         let retentionBytes = configs["retention.bytes"].flatMap { Int64($0) }
+        // local.retention.ms: -2 (Kafka's default) leaves it to the node's object tier setting,
+        // -1 keeps the partition on local disk.
+        let localRetentionMs = configs["local.retention.ms"].flatMap { Int64($0) }
         return ShardConfig(
             durability: configs["strata.durability"] == "async" ? .async : .fsync,
             retentionMilliseconds: retentionMs.flatMap { $0 < 0 ? nil : $0 } ?? 604_800_000,
-            retentionBytes: retentionBytes.flatMap { $0 < 0 ? nil : $0 })
+            retentionBytes: retentionBytes.flatMap { $0 < 0 ? nil : $0 },
+            localRetentionMilliseconds: localRetentionMs.flatMap { $0 == -1 ? .max : $0 < 0 ? nil : $0 })
     }
 
     /// Kafka's rule: 1–249 characters of [a-zA-Z0-9._-], not "." or "..".
