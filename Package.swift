@@ -199,7 +199,7 @@ let package = Package(
         .executableTarget(
             name: "StorageBench",
             dependencies: [
-                "StrataJournal", "StrataClient", "StrataWire", "StrataMQTT", "CZstd",
+                "StrataJournal", "StrataClient", "StrataWire", "StrataMQTT", "StrataObjects", "CZstd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -37,7 +37,7 @@ public final class ObjectColdTier: ColdTier {
         }
     }
 
-    func index(of object: TieredObject) async throws -> TierObject.Index {
+    public func index(of object: TieredObject) async throws -> TierObject.Index {
         if let index = indexes.withLock({ $0[object.key] }) { return index }
         let index = try await TierObject.index(of: object.key, size: Int(object.objectBytes), in: reader.store)
         guard index.firstOffset == object.firstOffset, index.lastOffset == object.lastOffset else {
