@@ -28,9 +28,22 @@ extension Journal {
     public func runMaintenance() throws {
         try maintenanceLock.withLock { _ in
             try applyRetention()
+            requestRollIfAged()
             try checkpoint()
             try reclaimSegments()
         }
+    }
+
+    /// Asks the writer to seal the active segment when it holds data and is older than
+    /// `segmentMaxAge`.
+    private func requestRollIfAged() {
+        guard let maxAge = configuration.segmentMaxAge else { return }
+        let aged = active.withLock { active in
+            active.position > UInt64(WALFormat.segmentHeaderSize) && active.opened.duration(to: .now) >= maxAge
+        }
+        guard aged else { return }
+        core.withLock { $0.rollRequested = true }
+        writerSignal.signal()
     }
 
     // MARK: Retention

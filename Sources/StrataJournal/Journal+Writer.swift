@@ -51,6 +51,10 @@ extension Journal {
             (Int(configuration.segmentBytes) - Int($0.position), $0.position == UInt64(WALFormat.segmentHeaderSize))
         }
         let (group, closing, needsRoll) = core.withLock { core -> ([PendingEntry], Bool, Bool) in
+            if core.rollRequested {
+                core.rollRequested = false
+                if !isEmptySegment { return ([], core.closing, true) }
+            }
             guard let first = core.pending.first else {
                 core.writerIdle = true
                 return ([], core.closing, false)

@@ -142,6 +142,8 @@ struct JournalCore {
     var idsByName: [String: UInt64] = [:]
     var pending: Deque<PendingEntry> = []
     var writerIdle = false
+    /// Maintenance asks the writer to seal the active segment (it is older than `segmentMaxAge`).
+    var rollRequested = false
     var closing = false
     var nextWaiterID: UInt64 = 0
     var cancelledWaiters: Set<UInt64> = []

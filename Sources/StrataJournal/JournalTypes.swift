@@ -143,6 +143,9 @@ public struct JournalConfiguration: Sendable {
     public var dataDirectory: String
     /// A segment is sealed and a new one started past this size.
     public var segmentBytes: Int = 256 << 20
+    /// A non-empty active segment older than this is sealed by maintenance, so that data on a
+    /// quiet node reaches sealed segments (and the object tier) too (nil: only when full).
+    public var segmentMaxAge: Duration?
     /// Largest batch accepted.
     public var maxBatchBytes: Int = 16 << 20
     /// How often `async` shards' WAL writes are synced.

@@ -13,6 +13,9 @@ public struct NodeConfiguration: Sendable {
     public var walIO: WALIOMode = .auto
     public var segmentBytes: Int?
     public var maxBatchBytes: Int?
+    /// Seal a non-empty active segment after this long (default: an hour with an object tier,
+    /// never without), so quiet shards reach the object tier.
+    public var segmentMilliseconds: Int64?
     public var minFreeDiskBytes: Int64?
     public var maxFrameBytes = 64 << 20
     /// The in-process MQTT gateway's listener and whether it lets anonymous clients in.
@@ -107,6 +110,7 @@ public struct NodeConfiguration: Sendable {
                 walIO = mode
             case ("journal.segment_bytes", .integer(let v)): segmentBytes = Int(v)
             case ("journal.max_batch_bytes", .integer(let v)): maxBatchBytes = Int(v)
+            case ("journal.segment_ms", .integer(let v)) where v >= 100: segmentMilliseconds = v
             case ("journal.min_free_disk_bytes", .integer(let v)): minFreeDiskBytes = v
             case ("journal.max_frame_bytes", .integer(let v)):
                 guard (1 << 16)...(1 << 30) ~= v else {
@@ -142,6 +146,9 @@ public struct NodeConfiguration: Sendable {
         configuration.walIO = walIO
         if let segmentBytes { configuration.segmentBytes = segmentBytes }
         if let maxBatchBytes { configuration.maxBatchBytes = maxBatchBytes }
+        if let milliseconds = segmentMilliseconds ?? (tier.destination != nil ? 3_600_000 : nil) {
+            configuration.segmentMaxAge = .milliseconds(milliseconds)
+        }
         if let minFreeDiskBytes { configuration.minFreeDiskBytes = minFreeDiskBytes }
         return configuration
     }

@@ -327,4 +327,32 @@ import Testing
         }
         await fixture.stop()
     }
+
+    /// A shard written once on a quiet node: maintenance seals the active segment once it is
+    /// older than `segmentMaxAge`, and the data reaches the object tier.
+    @Test func aQuietShardReachesTheObjectTier() async throws {
+        let fixture = try await Fixture.start()
+        try await withTemporaryDirectory { directory in
+            var configuration = JournalConfiguration(dataDirectory: directory)
+            configuration.backgroundMaintenance = false
+            configuration.segmentMaxAge = .milliseconds(200)
+            let journal = try Journal(configuration: configuration)
+            _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
+            for n in 0..<3 { _ = try await journal.append(shard: "a", batch: makeBatch("a\(n)", count: 4, timestamp: nowMilliseconds() - 1000)) }
+            let offloader = Self.offloader(journal, fixture.store)
+            #expect(try await offloader.pass() == false)  // all in the active segment
+            let active = try #require(journal.segmentInfos().first { $0.active })
+            try await Task.sleep(for: .milliseconds(250))
+            try journal.runMaintenance()
+            let deadline = ContinuousClock.now + .seconds(5)
+            while journal.segmentInfos().first(where: { $0.active })?.id == active.id, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(journal.segmentInfos().first { $0.active }?.id == active.id + 1)
+            #expect(try await offloader.pass())
+            #expect(try journal.describeShard("a").tierEndOffset == 12)
+            journal.close()
+        }
+        await fixture.stop()
+    }
 }
