@@ -67,6 +67,8 @@ public final class TierOffloader: Service {
         public var maxObjectBytes: Int64 = 64 << 20
         public var blockBytes = 1 << 20
         public var compressionLevel: Int32 = 3
+        /// Runs built and uploaded at the same time (committed in order).
+        public var uploads = 2
         /// Pause between passes that found nothing to do.
         public var interval: Duration = .seconds(5)
         /// Backoff after a failed pass doubles from `firstBackoff` up to this.
@@ -164,11 +166,8 @@ public final class TierOffloader: Service {
                 defaultLocalRetention: configuration.defaultLocalRetentionMilliseconds,
                 maxRunBytes: configuration.maxObjectBytes)
             state.withLock { $0.backlog = Dictionary(backlog.map { ($0.shard, $0) }, uniquingKeysWith: { a, _ in a }) }
-            for run in runs {
-                try Task.checkCancellation()
-                try await offload(run)
-                worked = true
-            }
+            try await offload(runs)
+            worked = worked || !runs.isEmpty
             try await refreshObjectCounts()
             state.withLock { state in
                 state.status.lastError = nil
@@ -189,7 +188,35 @@ public final class TierOffloader: Service {
         }
     }
 
-    private func offload(_ run: OffloadRun) async throws {
+    /// Builds and uploads up to `configuration.uploads` runs at a time; commits them in run
+    /// order (a shard's runs must enter the catalog in offset order). On the first failure the
+    /// uploads still going are cancelled; what was committed stays.
+    private func offload(_ runs: [OffloadRun]) async throws {
+        try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+            var started = 0
+            var uploaded: [Int: Int] = [:]
+            var committed = 0
+            func start() {
+                guard started < runs.count else { return }
+                let number = started
+                group.addTask { (number, try await self.upload(runs[number])) }
+                started += 1
+            }
+            for _ in 0..<max(1, configuration.uploads) { start() }
+            while let (number, objectBytes) = try await group.next() {
+                uploaded[number] = objectBytes
+                while let objectBytes = uploaded.removeValue(forKey: committed) {
+                    try await commit(runs[committed], objectBytes: objectBytes)
+                    committed += 1
+                }
+                try Task.checkCancellation()
+                start()
+            }
+        }
+    }
+
+    /// Reads a run's batches, builds its object (on the thread pool) and uploads it; returns its size.
+    private func upload(_ run: OffloadRun) async throws -> Int {
         let key = Self.key(shardID: run.shardID, firstOffset: run.firstOffset)
         do {
             let batches = try await journal.batches(of: run)
@@ -198,27 +225,33 @@ public final class TierOffloader: Service {
                 try TierObject.encode(shard: shard, batches: batches, blockBytes: blockBytes, level: level).bytes
             }
             try await store.put(key, object)
-            guard let committed = try await journal.commitOffload(run, key: key, objectBytes: Int64(object.count)) else {
-                // Retention or a shard deletion overtook the upload: the object is not needed.
-                try? await store.delete(key)
-                return
-            }
-            state.withLock { state in
-                state.status.uploadedObjects += 1
-                state.status.uploadedBytes += committed.objectBytes
-                state.status.uploadedBatchBytes += committed.batchBytes
-                state.errors[run.shard] = nil
-            }
-            logger.debug(
-                "offloaded",
-                metadata: [
-                    "tier.key": "\(key)", "journal.shard": "\(run.shard)", "tier.batches": "\(run.batchCount)",
-                    "tier.bytes": "\(committed.batchBytes)", "tier.object_bytes": "\(committed.objectBytes)",
-                ])
+            return object.count
         } catch {
             state.withLock { $0.errors[run.shard] = "\(key): \(error)" }
             throw error
         }
+    }
+
+    /// Records an uploaded run in the journal's catalog.
+    private func commit(_ run: OffloadRun, objectBytes: Int) async throws {
+        let key = Self.key(shardID: run.shardID, firstOffset: run.firstOffset)
+        guard let committed = try await journal.commitOffload(run, key: key, objectBytes: Int64(objectBytes)) else {
+            // Retention or a shard deletion overtook the upload: the object is not needed.
+            try? await store.delete(key)
+            return
+        }
+        state.withLock { state in
+            state.status.uploadedObjects += 1
+            state.status.uploadedBytes += committed.objectBytes
+            state.status.uploadedBatchBytes += committed.batchBytes
+            state.errors[run.shard] = nil
+        }
+        logger.debug(
+            "offloaded",
+            metadata: [
+                "tier.key": "\(key)", "journal.shard": "\(run.shard)", "tier.batches": "\(run.batchCount)",
+                "tier.bytes": "\(committed.batchBytes)", "tier.object_bytes": "\(committed.objectBytes)",
+            ])
     }
 
     private func deleteReleasedObjects() async throws -> Bool {

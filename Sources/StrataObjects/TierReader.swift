@@ -18,6 +18,18 @@ public final class TierBlockCache: Sendable {
     }
 
     private let state = Mutex(State())
+    private let prefetching = Mutex<Set<Key>>([])
+
+    /// Marks a block as being prefetched; false when it is cached or on its way already.
+    func claimPrefetch(_ object: String, _ block: Int) -> Bool {
+        let key = Key(object: object, block: block)
+        guard state.withLock({ $0.entries[key] == nil }) else { return false }
+        return prefetching.withLock { $0.insert(key).inserted }
+    }
+
+    func endPrefetch(_ object: String, _ block: Int) {
+        _ = prefetching.withLock { $0.remove(Key(object: object, block: block)) }
+    }
     public let capacityBytes: Int
 
     public init(capacityBytes: Int) {
@@ -74,22 +86,40 @@ public struct TierReader: Sendable {
         guard var number = index.block(for: offset) else { return [] }
         var result: [ByteBuffer] = []
         var bytes = 0
-        while number < index.blocks.count {
+        reading: while number < index.blocks.count {
             for batch in try await block(key, index: index, number: number) {
                 guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex), UInt64(header.lastOffset) >= offset
                 else { continue }
-                if !result.isEmpty && bytes + batch.readableBytes > maxBytes { return result }
+                if !result.isEmpty && bytes + batch.readableBytes > maxBytes { break reading }
                 result.append(batch)
                 bytes += batch.readableBytes
             }
             number += 1
         }
+        prefetch(key, index: index, number: result.isEmpty ? number : number + 1)
         return result
+    }
+
+    /// Readers of old data mostly go on where they stopped: the block after the last one read
+    /// is fetched into the cache in the background (when the cache can hold it and lacks it).
+    func prefetch(_ key: String, index: TierObject.Index, number: Int) {
+        guard number < index.blocks.count, index.blocks[number].uncompressedLength <= cache.capacityBytes / 4,
+            cache.claimPrefetch(key, number)
+        else { return }
+        Task {
+            _ = try? await fetch(key, index: index, number: number)
+            cache.endPrefetch(key, number)
+        }
     }
 
     /// One block's batches: from the cache, else fetched (one ranged GET) and checked.
     public func block(_ key: String, index: TierObject.Index, number: Int) async throws -> [ByteBuffer] {
         if let cached = cache.get(key, number) { return cached }
+        return try await fetch(key, index: index, number: number)
+    }
+
+    /// One block fetched (one ranged GET), checked, decoded and put in the cache.
+    func fetch(_ key: String, index: TierObject.Index, number: Int) async throws -> [ByteBuffer] {
         let block = index.blocks[number]
         let batches = try TierObject.batches(
             ofBlock: try await store.get(key, range: block.byteRange), block, key: key, number: number)
