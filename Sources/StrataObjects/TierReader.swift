@@ -18,18 +18,41 @@ public final class TierBlockCache: Sendable {
     }
 
     private let state = Mutex(State())
-    private let prefetching = Mutex<Set<Key>>([])
+    /// Blocks on their way in: a reader of one awaits the fetch already running.
+    private let loading = Mutex<[Key: Task<[ByteBuffer], any Error>]>([:])
 
-    /// Marks a block as being prefetched; false when it is cached or on its way already.
-    func claimPrefetch(_ object: String, _ block: Int) -> Bool {
+    /// The block from the cache, else from the fetch already running for it, else from `fetch`
+    /// (whose result is cached).
+    func load(
+        _ object: String, _ block: Int, fetch: @escaping @Sendable () async throws -> [ByteBuffer]
+    ) async throws -> [ByteBuffer] {
+        if let cached = get(object, block) { return cached }
+        return try await loadingTask(object, block, fetch).value
+    }
+
+    /// Starts fetching a block that is neither cached nor on its way (prefetch).
+    func prefetch(_ object: String, _ block: Int, fetch: @escaping @Sendable () async throws -> [ByteBuffer]) {
+        guard state.withLock({ $0.entries[Key(object: object, block: block)] == nil }) else { return }
+        _ = loadingTask(object, block, fetch)
+    }
+
+    private func loadingTask(
+        _ object: String, _ block: Int, _ fetch: @escaping @Sendable () async throws -> [ByteBuffer]
+    ) -> Task<[ByteBuffer], any Error> {
         let key = Key(object: object, block: block)
-        guard state.withLock({ $0.entries[key] == nil }) else { return false }
-        return prefetching.withLock { $0.insert(key).inserted }
+        return loading.withLock { loading in
+            if let running = loading[key] { return running }
+            let task = Task {
+                defer { _ = self.loading.withLock { $0.removeValue(forKey: key) } }
+                let batches = try await fetch()
+                self.put(object, block, batches)
+                return batches
+            }
+            loading[key] = task
+            return task
+        }
     }
 
-    func endPrefetch(_ object: String, _ block: Int) {
-        _ = prefetching.withLock { $0.remove(Key(object: object, block: block)) }
-    }
     public let capacityBytes: Int
 
     public init(capacityBytes: Int) {
@@ -74,16 +97,25 @@ public final class TierBlockCache: Sendable {
 public struct TierReader: Sendable {
     public let store: any ObjectStore
     public let cache: TierBlockCache
+    /// Blocks after the one being read that are fetched ahead (sequential readers of old data).
+    public let readAhead: Int
 
-    public init(store: any ObjectStore, cache: TierBlockCache) {
+    public init(store: any ObjectStore, cache: TierBlockCache, readAhead: Int = 4) {
         self.store = store
         self.cache = cache
+        self.readAhead = readAhead
     }
 
     /// Whole batches from the block holding `offset` on, up to `maxBytes` (at least one batch
     /// when there is one), as a journal read returns them: the first may start before `offset`.
+    /// The `readAhead` blocks after the first are fetched in the background meanwhile (when
+    /// the cache has room for them).
     public func read(_ key: String, index: TierObject.Index, from offset: UInt64, maxBytes: Int) async throws -> [ByteBuffer] {
         guard var number = index.block(for: offset) else { return [] }
+        let ahead = (number + 1)..<min(index.blocks.count, number + 1 + readAhead)
+        if index.blocks[ahead].reduce(0, { $0 + $1.uncompressedLength }) <= cache.capacityBytes / 2 {
+            for next in ahead { cache.prefetch(key, next) { [self] in try await fetch(key, index: index, number: next) } }
+        }
         var result: [ByteBuffer] = []
         var bytes = 0
         reading: while number < index.blocks.count {
@@ -96,34 +128,18 @@ public struct TierReader: Sendable {
             }
             number += 1
         }
-        prefetch(key, index: index, number: result.isEmpty ? number : number + 1)
         return result
     }
 
-    /// Readers of old data mostly go on where they stopped: the block after the last one read
-    /// is fetched into the cache in the background (when the cache can hold it and lacks it).
-    func prefetch(_ key: String, index: TierObject.Index, number: Int) {
-        guard number < index.blocks.count, index.blocks[number].uncompressedLength <= cache.capacityBytes / 4,
-            cache.claimPrefetch(key, number)
-        else { return }
-        Task {
-            _ = try? await fetch(key, index: index, number: number)
-            cache.endPrefetch(key, number)
-        }
-    }
-
-    /// One block's batches: from the cache, else fetched (one ranged GET) and checked.
+    /// One block's batches: from the cache, else fetched (one ranged GET, or the one running).
     public func block(_ key: String, index: TierObject.Index, number: Int) async throws -> [ByteBuffer] {
-        if let cached = cache.get(key, number) { return cached }
-        return try await fetch(key, index: index, number: number)
+        try await cache.load(key, number) { [self] in try await fetch(key, index: index, number: number) }
     }
 
-    /// One block fetched (one ranged GET), checked, decoded and put in the cache.
+    /// One block fetched (one ranged GET) and checked.
     func fetch(_ key: String, index: TierObject.Index, number: Int) async throws -> [ByteBuffer] {
         let block = index.blocks[number]
-        let batches = try TierObject.batches(
+        return try TierObject.batches(
             ofBlock: try await store.get(key, range: block.byteRange), block, key: key, number: number)
-        cache.put(key, number, batches)
-        return batches
     }
 }
