@@ -42,11 +42,15 @@ test: deps build
 
 # A single-node Strata: journal-node with every gateway that exists, data under $(DATA),
 # journal protocol on 127.0.0.1:7450, HTTP (/metrics, /health, /admin) on 127.0.0.1:7451.
+# The object tier is on when TIER_BUCKET (S3, with TIER_ENDPOINT and the AWS_* credentials) or
+# TIER_WEBHDFS is set: make run TIER_ENDPOINT=http://127.0.0.1:9000 TIER_BUCKET=strata
+TIER_ARGS = $(if $(TIER_BUCKET),--tier-bucket $(TIER_BUCKET) $(if $(TIER_ENDPOINT),--tier-endpoint $(TIER_ENDPOINT))) \
+	$(if $(TIER_WEBHDFS),--tier-webhdfs $(TIER_WEBHDFS))
 run: deps build-release
 	mkdir -p $(DATA)
 	"$$(swift build -c release --show-bin-path)/journal-node" --data-dir $(DATA) \
 		--listen 127.0.0.1:7450 --http 127.0.0.1:7451 --gateways all \
-		--mqtt-listen 127.0.0.1:1883 --mqtt-allow-anonymous --kafka-listen 127.0.0.1:9092
+		--mqtt-listen 127.0.0.1:1883 --mqtt-allow-anonymous --kafka-listen 127.0.0.1:9092 $(TIER_ARGS)
 
 bench: build-release
 	"$$(swift build -c release --show-bin-path)/storage-bench" append --seconds 10
