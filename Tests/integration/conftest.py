@@ -2,7 +2,9 @@
 import os
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -82,6 +84,25 @@ def node(data_dir):
     started = Node(data_dir, ["--mqtt-allow-anonymous"])
     yield started
     started.stop()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def webhdfs(data_dir):
+    """The WebHDFS test server (Tests/webhdfs_server.py: namenode and datanode in one process)."""
+    port = free_port()
+    server = os.path.join(os.path.dirname(__file__), "..", "webhdfs_server.py")
+    process = subprocess.Popen([sys.executable, server, os.path.join(data_dir, "hdfs"), str(port)],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("webhdfs ")
+    yield f"http://127.0.0.1:{port}"
+    process.kill()
+    process.wait()
 
 
 def pytest_configure(config):

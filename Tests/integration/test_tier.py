@@ -15,19 +15,11 @@ import hdfs
 import kafka
 import pytest
 
-from conftest import BIN, Node
-from test_kafka import kcat, produce
+from conftest import BIN, Node, free_port
 
-WEBHDFS_SERVER = os.path.join(os.path.dirname(__file__), "..", "webhdfs_server.py")
 MOTO = os.path.join(os.path.dirname(sys.executable), "moto_server")
 RECORDS = 3000
 BASE_TIMESTAMP = 1_700_000_000_000  # record i is stamped BASE_TIMESTAMP + i (2023: past any local retention)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port, process, timeout=30):
@@ -60,17 +52,6 @@ def moto(monkeypatch):
 def s3(endpoint, key="testing", secret="testing"):
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id=key, aws_secret_access_key=secret)
-
-
-@pytest.fixture
-def webhdfs(data_dir):
-    port = free_port()
-    process = subprocess.Popen([sys.executable, WEBHDFS_SERVER, os.path.join(data_dir, "hdfs"), str(port)],
-                               stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().startswith("webhdfs ")
-    yield f"http://127.0.0.1:{port}"
-    process.kill()
-    process.wait()
 
 
 def tiered_node(data_dir, tier_args):

@@ -1,27 +1,7 @@
 """The WebHDFS test server the object tier's tests use, checked with the third-party HdfsCLI
 client (`hdfs` from PyPI): what it accepts and answers is what a WebHDFS client expects."""
-import os
-import socket
-import subprocess
-import sys
-
 import hdfs
 import pytest
-
-SERVER = os.path.join(os.path.dirname(__file__), "..", "webhdfs_server.py")
-
-
-@pytest.fixture
-def webhdfs(data_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, SERVER, os.path.join(data_dir, "hdfs"), str(port)],
-                               stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().startswith("webhdfs ")
-    yield f"http://127.0.0.1:{port}"
-    process.kill()
-    process.wait()
 
 
 def test_hdfscli_against_the_webhdfs_test_server(webhdfs):
