@@ -39,7 +39,8 @@ extension Journal {
     private func requestRollIfAged() {
         guard let maxAge = configuration.segmentMaxAge else { return }
         let aged = active.withLock { active in
-            active.position > UInt64(WALFormat.segmentHeaderSize) && active.opened.duration(to: .now) >= maxAge
+            active.position > UInt64(WALFormat.segmentHeaderSize)
+                && WallClock.milliseconds() - active.createdMilliseconds >= Int64(maxAge.seconds * 1000)
         }
         guard aged else { return }
         core.withLock { $0.rollRequested = true }
@@ -98,10 +99,15 @@ extension Journal {
                 batch.delete(Array(key))
                 return true
             }
-            // The floor is synced first: offsets never go back, even if the deletions are lost.
-            try db.put(StorageKeys.startFloor(id), newStart.bigEndianBytes, durable: true)
-            // Catalog changes for the object tier are synced; the batch index is rebuilt from the WAL.
-            try db.write(batch, durable: tierFreed > 0)
+            if tierFreed > 0 {
+                // Objects leave the catalog for the deletion queue with the new floor, atomically.
+                batch.put(StorageKeys.startFloor(id), newStart.bigEndianBytes)
+                try db.write(batch, durable: true)
+            } else {
+                // The floor is synced first: offsets never go back, even if the deletions are lost.
+                try db.put(StorageKeys.startFloor(id), newStart.bigEndianBytes, durable: true)
+                try db.write(batch, durable: false)
+            }
             core.withLock { core in
                 guard let shard = core.shards[id] else { return }
                 shard.startOffset = max(shard.startOffset, newStart)

@@ -61,11 +61,28 @@ extension Journal {
         shardID id: UInt64, shard name: String, from offset: UInt64, maxBytes: Int, start: UInt64, end: UInt64,
         tierEnd: UInt64
     ) async throws -> ReadResult {
-        if offset < tierEnd, let object = try await blocking({ [self] in tieredObject(shardID: id, covering: offset) }) {
-            return try await readTier(object, shard: name, from: offset, maxBytes: maxBytes, start: start, end: end)
+        enum Located: Sendable {
+            case local(ReadResult)
+            case tier(TieredObject)
         }
-        return try await blocking { [self] in
-            try readFromDisk(shardID: id, from: offset, maxBytes: maxBytes, start: start, end: end)
+        let located = try await blocking { [self] () throws -> Located in
+            if offset < tierEnd, let object = tieredObject(shardID: id, covering: offset) { return .tier(object) }
+            let result = try readFromDisk(shardID: id, from: offset, maxBytes: maxBytes, start: start, end: end)
+            // Offsets are dense, so the batch holding `offset` is missing only when it left the
+            // segments after `tierEnd` was read: to the object tier (its catalog entry is written
+            // in the same atomic write that removes the batch index keys) or to retention.
+            if let first = result.batches.first, let header = RecordBatch.Header.peek(first, at: first.readerIndex),
+                UInt64(header.baseOffset) > offset
+            {
+                if let object = tieredObject(shardID: id, covering: offset) { return .tier(object) }
+                throw JournalError(.offsetOutOfRange, "offset \(offset) of \(name) was removed by retention")
+            }
+            return .local(result)
+        }
+        switch located {
+        case .local(let result): return result
+        case .tier(let object):
+            return try await readTier(object, shard: name, from: offset, maxBytes: maxBytes, start: start, end: end)
         }
     }
 

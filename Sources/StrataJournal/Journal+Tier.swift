@@ -84,7 +84,15 @@ extension Journal {
             throw JournalError(
                 .unavailable, "offset \(offset) of \(name) is in the object tier (\(object.key)) and no object store is attached")
         }
-        let batches = try await tier.read(object: object, from: offset, maxBytes: maxBytes)
+        let batches: [ByteBuffer]
+        do {
+            batches = try await tier.read(object: object, from: offset, maxBytes: maxBytes)
+        } catch let error as JournalError where error.code == .corruptData {
+            // Retention may have deleted the object after the catalog lookup.
+            let removed = core.withLock { core in core.shards[object.shardID].map { $0.startOffset > offset } ?? true }
+            if removed { throw JournalError(.offsetOutOfRange, "offset \(offset) of \(name) was removed by retention") }
+            throw error
+        }
         guard let last = batches.last, let header = RecordBatch.Header.peek(last, at: last.readerIndex) else {
             throw JournalError(.corruptData, "\(object.key) holds no batch for offset \(offset) of \(name)")
         }
@@ -110,10 +118,11 @@ extension Journal {
     /// Runs of local batches to offload, per shard in offset order: batches in sealed segments
     /// whose newest record is older than the shard's local retention (`defaultLocalRetention`
     /// when its config has none), from the shard's first local batch up to the first that is
-    /// not, cut into runs of about `maxRunBytes`. Also what waits, per shard.
-    public func offloadRuns(defaultLocalRetention: Int64, maxRunBytes: Int64, now: Int64 = WallClock.milliseconds())
-        async throws -> (runs: [OffloadRun], backlog: [OffloadBacklog])
-    {
+    /// not, cut into runs of about `maxRunBytes`; at most `maxRuns` runs in all (the backlog
+    /// counts everything due). Also what waits, per shard.
+    public func offloadRuns(
+        defaultLocalRetention: Int64, maxRunBytes: Int64, maxRuns: Int = 16, now: Int64 = WallClock.milliseconds()
+    ) async throws -> (runs: [OffloadRun], backlog: [OffloadBacklog]) {
         let (shards, active) = core.withLock { core in
             (core.shards.values.map { ($0.id, $0.name, $0.config.localRetentionMilliseconds ?? defaultLocalRetention, $0.endOffset) },
              core.activeSegment)
@@ -127,7 +136,11 @@ extension Journal {
                 var total: Int64 = 0
                 var oldest: Int64?
                 func cut() {
-                    guard let first = entries.first, let last = entries.last else { return }
+                    guard let first = entries.first, let last = entries.last, runs.count < maxRuns else {
+                        entries = []
+                        bytes = 0
+                        return
+                    }
                     runs.append(
                         OffloadRun(
                             shardID: id, shard: name, firstOffset: first.base, lastOffset: last.entry.lastOffset,
@@ -140,7 +153,7 @@ extension Journal {
                         entry.maxTimestamp < now - localRetention
                     else { return false }
                     let length = Int64(entry.frameLength) - Int64(WALFormat.frameHeaderSize)
-                    entries.append((UInt64(bigEndianBytes: key[9..<17]), entry))
+                    if runs.count < maxRuns { entries.append((UInt64(bigEndianBytes: key[9..<17]), entry)) }
                     bytes += length
                     total += length
                     oldest = oldest ?? (now - localRetention - entry.maxTimestamp)
@@ -176,6 +189,14 @@ extension Journal {
                     return shard.startOffset <= run.firstOffset && shard.tierEnd <= run.firstOffset
                 }
                 guard current else { return nil }
+                // …and its first batch must be the shard's first local one: a run planned behind
+                // one that was refused would leave a gap below the tier's end.
+                var firstLocal: UInt64?
+                db.scan(prefix: StorageKeys.indexPrefix(run.shardID)) { key, _ in
+                    firstLocal = UInt64(bigEndianBytes: key[9..<17])
+                    return false
+                }
+                guard firstLocal == run.firstOffset else { return nil }
                 // Where each batch is now (compaction may have moved it since the run was planned).
                 var located: [IndexEntry] = []
                 for item in run.entries {
@@ -193,6 +214,7 @@ extension Journal {
                     batchCount: run.entries.count, uploadedAt: WallClock.milliseconds())
                 let batch = RocksDB.WriteBatch()
                 batch.put(StorageKeys.tier(run.shardID, run.firstOffset), object.encoded)
+                batch.delete(StorageKeys.remoteDeletion(key))  // a refused earlier upload of the same run
                 for item in run.entries { batch.delete(StorageKeys.index(run.shardID, item.base)) }
                 try db.write(batch, durable: true)
                 core.withLock { core in
@@ -212,6 +234,28 @@ extension Journal {
             var keys: [String] = []
             db.scan(prefix: StorageKeys.remoteDeletionTag) { key, _ in
                 keys.append(String(decoding: key.dropFirst(), as: UTF8.self))
+                return true
+            }
+            return keys
+        }
+    }
+
+    /// Queues `key` for deletion from the store (an upload that was not committed).
+    public func queueRemoteDeletion(_ key: String) async throws {
+        try await blocking { [self] in try db.put(StorageKeys.remoteDeletion(key), [], durable: true) }
+    }
+
+    /// Every object key the catalog holds or has queued for deletion (to tell objects left
+    /// behind by an interrupted upload from those it knows).
+    public func knownObjectKeys() async throws -> Set<String> {
+        try await blocking { [self] in
+            var keys = Set<String>()
+            db.scan(prefix: StorageKeys.tierTag) { _, value in
+                if let object = TieredObject(value) { keys.insert(object.key) }
+                return true
+            }
+            db.scan(prefix: StorageKeys.remoteDeletionTag) { key, _ in
+                keys.insert(String(decoding: key.dropFirst(), as: UTF8.self))
                 return true
             }
             return keys

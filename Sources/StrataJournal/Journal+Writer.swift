@@ -50,16 +50,16 @@ extension Journal {
         let (room, isEmptySegment) = active.withLock {
             (Int(configuration.segmentBytes) - Int($0.position), $0.position == UInt64(WALFormat.segmentHeaderSize))
         }
-        let (group, closing, needsRoll) = core.withLock { core -> ([PendingEntry], Bool, Bool) in
+        let (group, closing, needsRoll, requested) = core.withLock { core -> ([PendingEntry], Bool, Bool, Bool) in
             if core.rollRequested {
                 core.rollRequested = false
-                if !isEmptySegment { return ([], core.closing, true) }
+                if !isEmptySegment { return ([], core.closing, true, true) }
             }
             guard let first = core.pending.first else {
                 core.writerIdle = true
-                return ([], core.closing, false)
+                return ([], core.closing, false, false)
             }
-            if first.frameLength > room && !isEmptySegment { return ([], core.closing, true) }
+            if first.frameLength > room && !isEmptySegment { return ([], core.closing, true, false) }
             var taken: [PendingEntry] = []
             var bytes = 0
             while let next = core.pending.first, taken.isEmpty || bytes + next.frameLength <= room,
@@ -68,11 +68,14 @@ extension Journal {
                 bytes += next.frameLength
                 taken.append(core.pending.removeFirst())
             }
-            return (taken, core.closing, false)
+            return (taken, core.closing, false, false)
         }
         if needsRoll {
             do {
                 try rollSegment()
+            } catch where requested {
+                // Sealing by age can wait; the appends behind it still fit where they are.
+                logger.warning("cannot seal the active segment", metadata: ["error": "\(error)"])
             } catch {
                 failPending(error)
             }

@@ -49,10 +49,15 @@ struct Recovery {
         var firstIndexed: [UInt64: UInt64] = [:]
         let orphanIndex = RocksDB.WriteBatch()
         let orphanObjects = RocksDB.WriteBatch()
+        var unreadable: JournalError?
         db.scan(prefix: StorageKeys.tierTag) { key, value in
             let id = UInt64(bigEndianBytes: key[1..<9])
-            guard let shard = core.shards[id], let object = TieredObject(value) else {
-                if let object = TieredObject(value) { orphanObjects.put(StorageKeys.remoteDeletion(object.key), []) }
+            guard let object = TieredObject(value) else {
+                unreadable = JournalError(.corruptData, "object tier catalog entry of shard id \(id) does not decode")
+                return false
+            }
+            guard let shard = core.shards[id] else {
+                orphanObjects.put(StorageKeys.remoteDeletion(object.key), [])
                 orphanObjects.delete(Array(key))
                 return true
             }
@@ -64,6 +69,7 @@ struct Recovery {
             shard.indexedMaxTimestamp = max(shard.indexedMaxTimestamp, object.maxTimestamp)
             return true
         }
+        if let unreadable { throw unreadable }
         if orphanObjects.count > 0 { try db.write(orphanObjects, durable: true) }
         db.scan(prefix: StorageKeys.indexTag) { key, value in
             let id = UInt64(bigEndianBytes: key[1..<9])
@@ -86,6 +92,8 @@ struct Recovery {
         let checkpoint = try db.get(StorageKeys.checkpoint).flatMap(WALPosition.init)
         let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
         var validEnd: WALPosition?
+        /// Creation time in the last segment's header.
+        var lastCreated: Int64?
         /// Index locations replayed for offsets below a shard's end (compaction copies), not yet in RocksDB.
         var relocated: [[UInt8]: IndexEntry] = [:]
         var replayed = 0
@@ -108,6 +116,7 @@ struct Recovery {
             else {
                 throw JournalError(.corruptData, "\(path) position 0: not a Strata WAL segment (or wrong segment id)")
             }
+            lastCreated = header.getInteger(at: 24, as: UInt64.self).map { Int64(bitPattern: $0) }
             var position = Int(headerSize)
             if let checkpoint {
                 if id < checkpoint.segment {
@@ -186,10 +195,11 @@ struct Recovery {
         }
 
         // 5. The active segment: the last one if it has room, else a new one.
-        let active: ActiveSegment
+        var active: ActiveSegment
         if let last = validEnd, last.position + UInt64(maxFrame) <= UInt64(configuration.segmentBytes) {
             let file = try FileDescriptor(path: segments.path(last.segment), flags: O_RDWR)
             active = ActiveSegment(id: last.segment, file: file, position: last.position)
+            if let lastCreated { active.createdMilliseconds = lastCreated }
         } else {
             let id = (validEnd?.segment ?? 0) + 1
             let created = try Journal.createSegment(id: id, directory: segments.directory)

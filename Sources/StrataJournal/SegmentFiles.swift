@@ -78,8 +78,8 @@ struct ActiveSegment {
     /// Bytes written since the last sync.
     var unsynced = false
     var buffer = GatherBuffer()
-    /// When this process opened (or created) it, for `segmentMaxAge`.
-    var opened = ContinuousClock.now
+    /// When it was created (its header's time; wall clock, milliseconds), for `segmentMaxAge`.
+    var createdMilliseconds = WallClock.milliseconds()
 }
 
 /// A page-aligned buffer the writer copies a group's frames into for one write call.

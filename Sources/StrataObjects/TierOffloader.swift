@@ -69,6 +69,8 @@ public final class TierOffloader: Service {
         public var compressionLevel: Int32 = 3
         /// Runs built and uploaded at the same time (committed in order).
         public var uploads = 2
+        /// Runs planned per pass (the rest wait for the next pass).
+        public var maxRunsPerPass = 16
         /// Pause between passes that found nothing to do.
         public var interval: Duration = .seconds(5)
         /// Backoff after a failed pass doubles from `firstBackoff` up to this.
@@ -102,6 +104,8 @@ public final class TierOffloader: Service {
         public var deletedObjects: Int64 = 0
         /// The error of the last failed pass, cleared by a successful one.
         public var lastError: String?
+        /// The last object the store refused to delete (it stays queued).
+        public var lastDeleteError: String?
         public var lastPassMilliseconds: Int64?
         public var shards: [Shard] = []
     }
@@ -111,6 +115,7 @@ public final class TierOffloader: Service {
         var backlog: [String: OffloadBacklog] = [:]
         var objects: [String: (count: Int, bytes: Int64)] = [:]
         var errors: [String: String] = [:]
+        var reconciled = false
     }
 
     public let configuration: Configuration
@@ -161,18 +166,30 @@ public final class TierOffloader: Service {
     @discardableResult
     public func pass() async throws -> Bool {
         do {
-            var worked = try await deleteReleasedObjects()
             let (runs, backlog) = try await journal.offloadRuns(
                 defaultLocalRetention: configuration.defaultLocalRetentionMilliseconds,
-                maxRunBytes: configuration.maxObjectBytes)
-            state.withLock { $0.backlog = Dictionary(backlog.map { ($0.shard, $0) }, uniquingKeysWith: { a, _ in a }) }
-            try await offload(runs)
-            worked = worked || !runs.isEmpty
+                maxRunBytes: configuration.maxObjectBytes, maxRuns: configuration.maxRunsPerPass)
+            setBacklog(backlog)
+            if !state.withLock({ $0.reconciled }) {
+                do {
+                    try await deleteLeftovers()
+                } catch let error as ObjectStoreError {
+                    // Tried again at the start of the next pass (no upload is running then either).
+                    logger.warning("cannot list the object tier for leftovers", metadata: ["error": "\(error)"])
+                }
+            }
+            var worked = try await deleteReleasedObjects()
+            worked = try await offload(runs) > 0 || worked
+            // What still waits (runs refused or beyond this pass's cap).
+            setBacklog(
+                try await journal.offloadRuns(
+                    defaultLocalRetention: configuration.defaultLocalRetentionMilliseconds,
+                    maxRunBytes: configuration.maxObjectBytes, maxRuns: 0
+                ).backlog)
             try await refreshObjectCounts()
             state.withLock { state in
                 state.status.lastError = nil
                 state.status.lastPassMilliseconds = WallClock.milliseconds()
-                state.backlog = [:]  // everything due went up
             }
             return worked
         } catch is CancellationError {
@@ -188,10 +205,16 @@ public final class TierOffloader: Service {
         }
     }
 
+    private func setBacklog(_ backlog: [OffloadBacklog]) {
+        state.withLock { $0.backlog = Dictionary(backlog.map { ($0.shard, $0) }, uniquingKeysWith: { a, _ in a }) }
+    }
+
     /// Builds and uploads up to `configuration.uploads` runs at a time; commits them in run
     /// order (a shard's runs must enter the catalog in offset order). On the first failure the
-    /// uploads still going are cancelled; what was committed stays.
-    private func offload(_ runs: [OffloadRun]) async throws {
+    /// uploads still going are cancelled; what was committed stays. Returns the runs committed.
+    private func offload(_ runs: [OffloadRun]) async throws -> Int {
+        var refused = Set<UInt64>()
+        var count = 0
         try await withThrowingTaskGroup(of: (Int, Int).self) { group in
             var started = 0
             var uploaded: [Int: Int] = [:]
@@ -206,13 +229,21 @@ public final class TierOffloader: Service {
             while let (number, objectBytes) = try await group.next() {
                 uploaded[number] = objectBytes
                 while let objectBytes = uploaded.removeValue(forKey: committed) {
-                    try await commit(runs[committed], objectBytes: objectBytes)
+                    let run = runs[committed]
+                    // After a refused run its shard's later runs would leave a gap: they wait.
+                    if !refused.contains(run.shardID), try await commit(run, objectBytes: objectBytes) {
+                        count += 1
+                    } else {
+                        refused.insert(run.shardID)
+                        try await journal.queueRemoteDeletion(Self.key(shardID: run.shardID, firstOffset: run.firstOffset))
+                    }
                     committed += 1
                 }
                 try Task.checkCancellation()
                 start()
             }
         }
+        return count
     }
 
     /// Reads a run's batches, builds its object (on the thread pool) and uploads it; returns its size.
@@ -232,13 +263,12 @@ public final class TierOffloader: Service {
         }
     }
 
-    /// Records an uploaded run in the journal's catalog.
-    private func commit(_ run: OffloadRun, objectBytes: Int) async throws {
+    /// Records an uploaded run in the journal's catalog; false when the journal refused it
+    /// (retention, a shard deletion or compaction overtook the upload).
+    private func commit(_ run: OffloadRun, objectBytes: Int) async throws -> Bool {
         let key = Self.key(shardID: run.shardID, firstOffset: run.firstOffset)
         guard let committed = try await journal.commitOffload(run, key: key, objectBytes: Int64(objectBytes)) else {
-            // Retention or a shard deletion overtook the upload: the object is not needed.
-            try? await store.delete(key)
-            return
+            return false
         }
         state.withLock { state in
             state.status.uploadedObjects += 1
@@ -252,27 +282,54 @@ public final class TierOffloader: Service {
                 "tier.key": "\(key)", "journal.shard": "\(run.shard)", "tier.batches": "\(run.batchCount)",
                 "tier.bytes": "\(committed.batchBytes)", "tier.object_bytes": "\(committed.objectBytes)",
             ])
+        return true
     }
 
+    /// Deletes the objects the journal let go of. A key the store refuses to delete stays queued
+    /// (logged, and in the status) without holding up offload.
     private func deleteReleasedObjects() async throws -> Bool {
-        let keys = try await journal.remoteDeletions()
-        for key in keys {
+        var deleted = 0
+        for key in try await journal.remoteDeletions() {
             do {
                 try await store.delete(key)
             } catch ObjectStoreError.notFound {
                 // Gone already.
+            } catch let error as ObjectStoreError {
+                logger.warning("cannot delete a released object", metadata: ["tier.key": "\(key)", "error": "\(error)"])
+                state.withLock { $0.status.lastDeleteError = "\(key): \(error)" }
+                continue
             }
             try await journal.confirmRemoteDeletion(key)
+            deleted += 1
             state.withLock { $0.status.deletedObjects += 1 }
         }
-        return !keys.isEmpty
+        return deleted > 0
+    }
+
+    /// Once per run of the offloader (until it succeeds), at the start of a pass: objects under
+    /// the node's prefix that the catalog does not know (an upload whose commit a crash or a
+    /// failed pass prevented) are deleted. Nothing else writes under the prefix, and no upload
+    /// is running between passes.
+    private func deleteLeftovers() async throws {
+        let known = try await journal.knownObjectKeys()
+        var removed = 0
+        for object in try await store.list(prefix: "shard-") where object.key.hasSuffix(".strata") && !known.contains(object.key) {
+            try await store.delete(object.key)
+            removed += 1
+        }
+        if removed > 0 { logger.notice("deleted objects no catalog entry names", metadata: ["tier.objects": "\(removed)"]) }
+        state.withLock { $0.reconciled = true }
     }
 
     private func refreshObjectCounts() async throws {
         var objects: [String: (count: Int, bytes: Int64)] = [:]
         for shard in journal.listShards() where shard.tierBytes > 0 {
-            let tiered = try await journal.tieredObjects(shard: shard.name)
-            objects[shard.name] = (tiered.count, tiered.reduce(0) { $0 + $1.objectBytes })
+            do {
+                let tiered = try await journal.tieredObjects(shard: shard.name)
+                objects[shard.name] = (tiered.count, tiered.reduce(0) { $0 + $1.objectBytes })
+            } catch let error as JournalError where error.code == .unknownShard {
+                continue  // deleted meanwhile
+            }
         }
         state.withLock { $0.objects = objects }
     }

@@ -14,7 +14,9 @@ import Glibc
 /// connection, and keeps serving everyone else.
 @Suite struct MalformedFrameTests {
     static func helloBytes() -> [UInt8] {
-        bytes(JournalRequest.hello(minVersion: 1, maxVersion: 1, client: "raw").frame(correlationID: 1))
+        bytes(JournalRequest.hello(
+            minVersion: StrataVersion.protocolVersions.lowerBound, maxVersion: StrataVersion.protocolVersions.upperBound,
+            client: "raw").frame(correlationID: 1))
     }
 
     static func bytes(_ frame: JournalFrame) -> [UInt8] {
