@@ -113,7 +113,8 @@ public final class TierOffloader: Service {
     private struct State {
         var status: Status
         var backlog: [String: OffloadBacklog] = [:]
-        var objects: [String: (count: Int, bytes: Int64)] = [:]
+        /// Objects per shard, and the shard's tier bytes when they were counted.
+        var objects: [String: (count: Int, bytes: Int64, tierBytes: Int64)] = [:]
         var errors: [String: String] = [:]
         var reconciled = false
     }
@@ -321,12 +322,19 @@ public final class TierOffloader: Service {
         state.withLock { $0.reconciled = true }
     }
 
+    /// Counts each shard's objects again when its tier bytes changed since the last count
+    /// (an offload or retention), so an idle pass reads no catalog.
     private func refreshObjectCounts() async throws {
-        var objects: [String: (count: Int, bytes: Int64)] = [:]
+        let known = state.withLock { $0.objects }
+        var objects: [String: (count: Int, bytes: Int64, tierBytes: Int64)] = [:]
         for shard in journal.listShards() where shard.tierBytes > 0 {
+            if let counted = known[shard.name], counted.tierBytes == shard.tierBytes {
+                objects[shard.name] = counted
+                continue
+            }
             do {
                 let tiered = try await journal.tieredObjects(shard: shard.name)
-                objects[shard.name] = (tiered.count, tiered.reduce(0) { $0 + $1.objectBytes })
+                objects[shard.name] = (tiered.count, tiered.reduce(0) { $0 + $1.objectBytes }, shard.tierBytes)
             } catch let error as JournalError where error.code == .unknownShard {
                 continue  // deleted meanwhile
             }
