@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Histogram
 import Logging
 import NIOCore
 import StrataJournal
@@ -93,24 +94,24 @@ struct TierCommand: AsyncParsableCommand {
                 blockSizes += index.blocks.map(\.compressedLength)
             }
         }
-        var latencies: [Duration] = []
+        var latencies = Histogram<UInt64>.latency()
         for _ in 0..<reads {
             let info = infos.randomElement()!
             guard info.tierEndOffset > info.startOffset else { continue }
             let offset = UInt64.random(in: info.startOffset..<info.tierEndOffset)
             let start = ContinuousClock.now
             let result = try await journal.read(shard: info.name, from: offset, maxBytes: 1)
-            latencies.append(start.duration(to: .now))
+            latencies.record(latency: start.duration(to: .now))
             guard !result.batches.isEmpty else { throw BenchError("empty cold read at \(info.name) offset \(offset)") }
         }
         // The endpoint alone: ranged GETs of a block's length at random places.
         let blockLength = blockSizes.reduce(0, +) / max(1, blockSizes.count)
-        var rawLatencies: [Duration] = []
+        var rawLatencies = Histogram<UInt64>.latency()
         for _ in 0..<reads {
             let at = Int.random(in: 0...(objectSize - blockLength))
             let start = ContinuousClock.now
             _ = try await store.get("raw/\(Int.random(in: 0..<rawCount))", range: at..<(at + blockLength))
-            rawLatencies.append(start.duration(to: .now))
+            rawLatencies.record(latency: start.duration(to: .now))
         }
 
         // Sequential cold reads of everything offloaded, through a fresh cache.
@@ -140,11 +141,9 @@ struct TierCommand: AsyncParsableCommand {
         for key in try await store.list(prefix: "") { try await store.delete(key.key) }
         await transfer.shutdown()
 
-        let micros = { (sorted: [Duration], q: Double) -> Double in
-            sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))].seconds * 1e6
+        let micros = { (histogram: Histogram<UInt64>, percentile: Double) -> Double in
+            Double(histogram.valueAtPercentile(percentile))
         }
-        latencies.sort()
-        rawLatencies.sort()
         var line = JSONLine()
         line.add("mode", "tier")
         line.add("payload", payload)
@@ -157,11 +156,11 @@ struct TierCommand: AsyncParsableCommand {
         line.add("compression_ratio", Double(status.uploadedBatchBytes) / Double(status.uploadedBytes))
         line.add("endpoint_put_mb_per_sec", Double(rawCount * objectSize) / putSeconds / 1e6)
         line.add("block_bytes_mean", blockLength)
-        line.add("cold_reads", latencies.count)
-        line.add("cold_first_byte_p50_us", micros(latencies, 0.5))
-        line.add("cold_first_byte_p99_us", micros(latencies, 0.99))
-        line.add("endpoint_get_block_p50_us", micros(rawLatencies, 0.5))
-        line.add("endpoint_get_block_p99_us", micros(rawLatencies, 0.99))
+        line.add("cold_reads", Int(latencies.totalCount))
+        line.add("cold_first_byte_p50_us", micros(latencies, 50))
+        line.add("cold_first_byte_p99_us", micros(latencies, 99))
+        line.add("endpoint_get_block_p50_us", micros(rawLatencies, 50))
+        line.add("endpoint_get_block_p99_us", micros(rawLatencies, 99))
         line.add("cold_read_mb_per_sec", Double(scanned) / scanSeconds / 1e6)
         line.add("endpoint_get_mb_per_sec", Double(fetched) / rawScanSeconds / 1e6)
         if json {
@@ -173,9 +172,9 @@ struct TierCommand: AsyncParsableCommand {
                 \((Double(status.uploadedBatchBytes) / offloadSeconds / 1e6).fixed(1)) MB/s \
                 (endpoint PUT alone: \((Double(rawCount * objectSize) / putSeconds / 1e6).fixed(1)) MB/s of objects)
                 compression ratio: \((Double(status.uploadedBatchBytes) / Double(status.uploadedBytes)).fixed(2)) (\(payload) values)
-                cold read first byte: p50 \(micros(latencies, 0.5).fixed(0)) µs, p99 \(micros(latencies, 0.99).fixed(0)) µs \
-                (endpoint GET of a \(blockLength)-byte block alone: p50 \(micros(rawLatencies, 0.5).fixed(0)) µs, \
-                p99 \(micros(rawLatencies, 0.99).fixed(0)) µs)
+                cold read first byte: p50 \(micros(latencies, 50).fixed(0)) µs, p99 \(micros(latencies, 99).fixed(0)) µs \
+                (endpoint GET of a \(blockLength)-byte block alone: p50 \(micros(rawLatencies, 50).fixed(0)) µs, \
+                p99 \(micros(rawLatencies, 99).fixed(0)) µs)
                 cold sequential read: \((Double(scanned) / scanSeconds / 1e6).fixed(1)) MB/s of batches \
                 (endpoint GET alone: \((Double(fetched) / rawScanSeconds / 1e6).fixed(1)) MB/s of object bytes)
                 """)
