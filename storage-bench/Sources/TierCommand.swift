@@ -94,22 +94,21 @@ struct TierCommand: AsyncParsableCommand {
                 blockSizes += index.blocks.map(\.compressedLength)
             }
         }
+        // Each cold read is followed by the endpoint alone: a ranged GET of a mean block's length
+        // at a random place (taking turns keeps the endpoint's own drift out of the comparison).
+        let blockLength = blockSizes.reduce(0, +) / max(1, blockSizes.count)
         var latencies = Histogram<UInt64>.latency()
+        var rawLatencies = Histogram<UInt64>.latency()
         for _ in 0..<reads {
             let info = infos.randomElement()!
             guard info.tierEndOffset > info.startOffset else { continue }
             let offset = UInt64.random(in: info.startOffset..<info.tierEndOffset)
-            let start = ContinuousClock.now
+            var start = ContinuousClock.now
             let result = try await journal.read(shard: info.name, from: offset, maxBytes: 1)
             latencies.record(latency: start.duration(to: .now))
             guard !result.batches.isEmpty else { throw BenchError("empty cold read at \(info.name) offset \(offset)") }
-        }
-        // The endpoint alone: ranged GETs of a block's length at random places.
-        let blockLength = blockSizes.reduce(0, +) / max(1, blockSizes.count)
-        var rawLatencies = Histogram<UInt64>.latency()
-        for _ in 0..<reads {
             let at = Int.random(in: 0...(objectSize - blockLength))
-            let start = ContinuousClock.now
+            start = ContinuousClock.now
             _ = try await store.get("raw/\(Int.random(in: 0..<rawCount))", range: at..<(at + blockLength))
             rawLatencies.record(latency: start.duration(to: .now))
         }
