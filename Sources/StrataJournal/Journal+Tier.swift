@@ -214,7 +214,7 @@ extension Journal {
                     batchCount: run.entries.count, uploadedAt: WallClock.milliseconds())
                 let batch = RocksDB.WriteBatch()
                 batch.put(StorageKeys.tier(run.shardID, run.firstOffset), object.encoded)
-                batch.delete(StorageKeys.remoteDeletion(key))  // a refused earlier upload of the same run
+                batch.delete(StorageKeys.remoteDeletion(key))  // queued by the offloader before the upload
                 for item in run.entries { batch.delete(StorageKeys.index(run.shardID, item.base)) }
                 try db.write(batch, durable: true)
                 core.withLock { core in

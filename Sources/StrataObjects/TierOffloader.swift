@@ -135,11 +135,14 @@ public final class TierOffloader: Service {
         pool = NIOThreadPool.singleton
     }
 
-    /// The object key for a run: the shard id (names may hold any character) and the first offset,
-    /// so a retried upload of the same run overwrites its earlier attempt.
+    /// A new object key for an upload of a run: the shard id (names may hold any character), the
+    /// first offset, and a random part, so that no key is written twice: a PUT or DELETE that
+    /// timed out here and completes later at the store can only touch its own attempt.
     static func key(shardID: UInt64, firstOffset: UInt64) -> String {
         let first = String(firstOffset)
-        return "shard-\(shardID)/" + String(repeating: "0", count: max(0, 20 - first.count)) + first + ".strata"
+        let attempt = String(UInt64.random(in: 1 << 60..<UInt64.max), radix: 16)
+        return "shard-\(shardID)/" + String(repeating: "0", count: max(0, 20 - first.count)) + first + "-" + attempt
+            + ".strata"
     }
 
     public func run() async throws {
@@ -197,6 +200,7 @@ public final class TierOffloader: Service {
             throw CancellationError()
         } catch {
             state.withLock { state in
+                state.reconciled = false  // uploads of this pass may have been left behind
                 state.status.uploadFailures += 1
                 state.status.lastError = "\(error)"
                 state.status.lastPassMilliseconds = WallClock.milliseconds()
@@ -216,27 +220,30 @@ public final class TierOffloader: Service {
     private func offload(_ runs: [OffloadRun]) async throws -> Int {
         var refused = Set<UInt64>()
         var count = 0
-        try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+        try await withThrowingTaskGroup(of: (Int, String, Int).self) { group in
             var started = 0
-            var uploaded: [Int: Int] = [:]
+            var uploaded: [Int: (key: String, objectBytes: Int)] = [:]
             var committed = 0
             func start() {
                 guard started < runs.count else { return }
                 let number = started
-                group.addTask { (number, try await self.upload(runs[number])) }
+                group.addTask {
+                    let (key, objectBytes) = try await self.upload(runs[number])
+                    return (number, key, objectBytes)
+                }
                 started += 1
             }
             for _ in 0..<max(1, configuration.uploads) { start() }
-            while let (number, objectBytes) = try await group.next() {
-                uploaded[number] = objectBytes
-                while let objectBytes = uploaded.removeValue(forKey: committed) {
+            while let (number, key, objectBytes) = try await group.next() {
+                uploaded[number] = (key, objectBytes)
+                while let upload = uploaded.removeValue(forKey: committed) {
                     let run = runs[committed]
-                    // After a refused run its shard's later runs would leave a gap: they wait.
-                    if !refused.contains(run.shardID), try await commit(run, objectBytes: objectBytes) {
+                    // After a refused run its shard's later runs would leave a gap: they wait (their
+                    // objects stay queued for deletion).
+                    if !refused.contains(run.shardID), try await commit(run, key: upload.key, objectBytes: upload.objectBytes) {
                         count += 1
                     } else {
                         refused.insert(run.shardID)
-                        try await journal.queueRemoteDeletion(Self.key(shardID: run.shardID, firstOffset: run.firstOffset))
                     }
                     committed += 1
                 }
@@ -247,17 +254,20 @@ public final class TierOffloader: Service {
         return count
     }
 
-    /// Reads a run's batches, builds its object (on the thread pool) and uploads it; returns its size.
-    private func upload(_ run: OffloadRun) async throws -> Int {
+    /// Reads a run's batches, builds its object (on the thread pool) and uploads it under a new
+    /// key, which is queued for deletion first: until a commit takes it off the queue (in the
+    /// catalog write), a failed, refused or interrupted upload is deleted by a later pass.
+    private func upload(_ run: OffloadRun) async throws -> (key: String, objectBytes: Int) {
         let key = Self.key(shardID: run.shardID, firstOffset: run.firstOffset)
         do {
+            try await journal.queueRemoteDeletion(key)
             let batches = try await journal.batches(of: run)
             let (blockBytes, level, shard) = (configuration.blockBytes, configuration.compressionLevel, run.shard)
             let object = try await pool.runIfActive {
                 try TierObject.encode(shard: shard, batches: batches, blockBytes: blockBytes, level: level).bytes
             }
             try await store.put(key, object)
-            return object.count
+            return (key, object.count)
         } catch {
             state.withLock { $0.errors[run.shard] = "\(key): \(error)" }
             throw error
@@ -266,8 +276,7 @@ public final class TierOffloader: Service {
 
     /// Records an uploaded run in the journal's catalog; false when the journal refused it
     /// (retention, a shard deletion or compaction overtook the upload).
-    private func commit(_ run: OffloadRun, objectBytes: Int) async throws -> Bool {
-        let key = Self.key(shardID: run.shardID, firstOffset: run.firstOffset)
+    private func commit(_ run: OffloadRun, key: String, objectBytes: Int) async throws -> Bool {
         guard let committed = try await journal.commitOffload(run, key: key, objectBytes: Int64(objectBytes)) else {
             return false
         }
@@ -307,10 +316,11 @@ public final class TierOffloader: Service {
         return deleted > 0
     }
 
-    /// Once per run of the offloader (until it succeeds), at the start of a pass: objects under
-    /// the node's prefix that the catalog does not know (an upload whose commit a crash or a
-    /// failed pass prevented) are deleted. Nothing else writes under the prefix, and no upload
-    /// is running between passes.
+    /// At the first pass of the process and after a failed pass (until it succeeds), at the
+    /// start of a pass: objects under the node's prefix that neither the catalog nor the deletion
+    /// queue names (an upload a crash interrupted before its key was queued, or a PUT that timed
+    /// out here and completed at the store after its deletion) are deleted. Nothing else writes
+    /// under the prefix, and no upload is running between passes.
     private func deleteLeftovers() async throws {
         let known = try await journal.knownObjectKeys()
         var removed = 0
