@@ -68,14 +68,18 @@ extension Journal {
         let located = try await blocking { [self] () throws -> Located in
             if offset < tierEnd, let object = tieredObject(shardID: id, covering: offset) { return .tier(object) }
             let result = try readFromDisk(shardID: id, from: offset, maxBytes: maxBytes, start: start, end: end)
-            // Offsets are dense, so the batch holding `offset` is missing only when it left the
-            // segments after `tierEnd` was read: to the object tier (its catalog entry is written
-            // in the same atomic write that removes the batch index keys) or to retention.
-            if let first = result.batches.first, let header = RecordBatch.Header.peek(first, at: first.readerIndex),
-                UInt64(header.baseOffset) > offset
-            {
+            // Offsets are dense, so the batch holding `offset` is missing (no batch, or the first
+            // one starts after it) only when it left the segments after `tierEnd` was read: to the
+            // object tier (its catalog entry is written in the same atomic write that removes the
+            // batch index keys) or to retention.
+            let first = result.batches.first.flatMap { RecordBatch.Header.peek($0, at: $0.readerIndex) }
+            if first.map({ UInt64($0.baseOffset) > offset }) ?? true {
                 if let object = tieredObject(shardID: id, covering: offset) { return .tier(object) }
-                throw JournalError(.offsetOutOfRange, "offset \(offset) of \(name) was removed by retention")
+                let removed = core.withLock { core in core.shards[id].map { $0.startOffset > offset } ?? true }
+                if removed { throw JournalError(.offsetOutOfRange, "offset \(offset) of \(name) was removed by retention") }
+                if result.batches.isEmpty {
+                    throw JournalError(.corruptData, "the index has no batch for offset \(offset) of \(name)")
+                }
             }
             return .local(result)
         }
@@ -86,7 +90,8 @@ extension Journal {
         }
     }
 
-    /// Reads indexed batches from the segment files (blocking; runs on the pool).
+    /// Reads indexed batches from the segment files (blocking; runs on the pool); empty when the
+    /// index has none at or after `offset` (the caller tells why).
     func readFromDisk(shardID: UInt64, from offset: UInt64, maxBytes: Int, start: UInt64, end: UInt64) throws(JournalError)
         -> ReadResult
     {
@@ -113,9 +118,6 @@ extension Journal {
                 next = entry.lastOffset + 1
             }
             iterator.next()
-        }
-        if batches.isEmpty && offset < end {
-            throw JournalError(.corruptData, "the index has no batch for offset \(offset) of shard id \(shardID)")
         }
         return ReadResult(batches: batches, nextOffset: next, startOffset: start, endOffset: end)
     }

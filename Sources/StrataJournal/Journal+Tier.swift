@@ -124,13 +124,15 @@ extension Journal {
         defaultLocalRetention: Int64, maxRunBytes: Int64, maxRuns: Int = 16, now: Int64 = WallClock.milliseconds()
     ) async throws -> (runs: [OffloadRun], backlog: [OffloadBacklog]) {
         let (shards, active) = core.withLock { core in
-            (core.shards.values.map { ($0.id, $0.name, $0.config.localRetentionMilliseconds ?? defaultLocalRetention, $0.endOffset) },
-             core.activeSegment)
+            (core.shards.values.map {
+                ($0.id, $0.name, $0.config.localRetentionMilliseconds ?? defaultLocalRetention, $0.endOffset,
+                 max($0.startOffset, $0.tierEnd))
+            }, core.activeSegment)
         }
         return try await blocking { [self] in
             var runs: [OffloadRun] = []
             var backlog: [OffloadBacklog] = []
-            for (id, name, localRetention, end) in shards {
+            for (id, name, localRetention, end, floor) in shards {
                 var entries: [(base: UInt64, entry: IndexEntry)] = []
                 var bytes: Int64 = 0
                 var total: Int64 = 0
@@ -148,7 +150,9 @@ extension Journal {
                     entries = []
                     bytes = 0
                 }
-                db.scan(prefix: StorageKeys.indexPrefix(id)) { key, value in
+                // From the first offset neither retention nor the tier took (index keys below it
+                // may outlive a crash until retention's next round).
+                db.scan(prefix: StorageKeys.indexPrefix(id), from: StorageKeys.index(id, floor)) { key, value in
                     guard let entry = IndexEntry(value), entry.lastOffset < end, entry.segment < active,
                         entry.maxTimestamp < now - localRetention
                     else { return false }
@@ -184,15 +188,15 @@ extension Journal {
     public func commitOffload(_ run: OffloadRun, key: String, objectBytes: Int64) async throws -> TieredObject? {
         try await blocking { [self] () throws -> TieredObject? in
             try maintenanceLock.withLock { _ throws -> TieredObject? in
-                let current = core.withLock { core -> Bool in
-                    guard let shard = core.shards[run.shardID] else { return false }
-                    return shard.startOffset <= run.firstOffset && shard.tierEnd <= run.firstOffset
+                let floor = core.withLock { core -> UInt64? in
+                    guard let shard = core.shards[run.shardID] else { return nil }
+                    return max(shard.startOffset, shard.tierEnd)
                 }
-                guard current else { return nil }
+                guard let floor, floor <= run.firstOffset else { return nil }
                 // …and its first batch must be the shard's first local one: a run planned behind
                 // one that was refused would leave a gap below the tier's end.
                 var firstLocal: UInt64?
-                db.scan(prefix: StorageKeys.indexPrefix(run.shardID)) { key, _ in
+                db.scan(prefix: StorageKeys.indexPrefix(run.shardID), from: StorageKeys.index(run.shardID, floor)) { key, _ in
                     firstLocal = UInt64(bigEndianBytes: key[9..<17])
                     return false
                 }

@@ -37,6 +37,8 @@ public final class CurlTransfer: Sendable {
     private let handles = Mutex<[Handle]>([])
     private let timeoutSeconds: Int
 
+    /// `timeoutSeconds`: a transfer that moves no byte for this long fails (a large body on a
+    /// slow link may take longer in all).
     public init(threads: Int = 4, timeoutSeconds: Int = 60) {
         _ = Self.initializeOnce
         pool = NIOThreadPool(numberOfThreads: threads)
@@ -82,7 +84,8 @@ public final class CurlTransfer: Sendable {
                     _ = strata_curl_setopt_pointer(handle, CURLOPT_CUSTOMREQUEST, method)
                     _ = strata_curl_setopt_pointer(handle, CURLOPT_HTTPHEADER, headerList)
                     _ = strata_curl_setopt_long(handle, CURLOPT_NOSIGNAL, 1)
-                    _ = strata_curl_setopt_long(handle, CURLOPT_TIMEOUT, timeoutSeconds)
+                    _ = strata_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)
+                    _ = strata_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, timeoutSeconds)
                     _ = strata_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, 10)
                     if request.method == "HEAD" { strata_curl_setopt_long(handle, CURLOPT_NOBODY, 1) }
                     if !body.isEmpty || request.method == "PUT" || request.method == "POST" {

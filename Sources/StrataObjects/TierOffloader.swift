@@ -71,6 +71,9 @@ public final class TierOffloader: Service {
         public var uploads = 2
         /// Runs planned per pass (the rest wait for the next pass).
         public var maxRunsPerPass = 16
+        /// How often the prefix is listed for objects nothing names (besides the first pass and
+        /// after failed ones).
+        public var leftoverSweepInterval: Duration = .seconds(600)
         /// Pause between passes that found nothing to do.
         public var interval: Duration = .seconds(5)
         /// Backoff after a failed pass doubles from `firstBackoff` up to this.
@@ -116,7 +119,9 @@ public final class TierOffloader: Service {
         /// Objects per shard, and the shard's tier bytes when they were counted.
         var objects: [String: (count: Int, bytes: Int64, tierBytes: Int64)] = [:]
         var errors: [String: String] = [:]
-        var reconciled = false
+        var lastSweep: ContinuousClock.Instant?
+        /// This node's claim on the prefix is confirmed.
+        var claimed = false
     }
 
     public let configuration: Configuration
@@ -174,22 +179,34 @@ public final class TierOffloader: Service {
                 defaultLocalRetention: configuration.defaultLocalRetentionMilliseconds,
                 maxRunBytes: configuration.maxObjectBytes, maxRuns: configuration.maxRunsPerPass)
             setBacklog(backlog)
-            if !state.withLock({ $0.reconciled }) {
+            try await claimPrefix()
+            let now = ContinuousClock.now
+            if state.withLock({ state in state.lastSweep.map { now - $0 >= configuration.leftoverSweepInterval } ?? true }) {
                 do {
                     try await deleteLeftovers()
+                    state.withLock { $0.lastSweep = now }
                 } catch let error as ObjectStoreError {
                     // Tried again at the start of the next pass (no upload is running then either).
                     logger.warning("cannot list the object tier for leftovers", metadata: ["error": "\(error)"])
                 }
             }
-            var worked = try await deleteReleasedObjects()
-            worked = try await offload(runs) > 0 || worked
-            // What still waits (runs refused or beyond this pass's cap).
+            try await deleteReleasedObjects()
+            // Only commits count as progress (the next pass follows at once): deleting what a
+            // refused upload left must not make a loop of refusals.
+            var worked = false
+            var failure: (any Error)?
+            do {
+                worked = try await offload(runs) > 0
+            } catch {
+                failure = error
+            }
+            // What still waits (runs that failed, were refused or are beyond this pass's cap).
             setBacklog(
                 try await journal.offloadRuns(
                     defaultLocalRetention: configuration.defaultLocalRetentionMilliseconds,
                     maxRunBytes: configuration.maxObjectBytes, maxRuns: 0
                 ).backlog)
+            if let failure { throw failure }
             try await refreshObjectCounts()
             state.withLock { state in
                 state.status.lastError = nil
@@ -200,7 +217,9 @@ public final class TierOffloader: Service {
             throw CancellationError()
         } catch {
             state.withLock { state in
-                state.reconciled = false  // uploads of this pass may have been left behind
+                state.lastSweep = nil  // a PUT that timed out may complete at the store later
+                // Shards with data waiting and no error of their own wait for this one.
+                for shard in state.backlog.keys where state.errors[shard] == nil { state.errors[shard] = "\(error)" }
                 state.status.uploadFailures += 1
                 state.status.lastError = "\(error)"
                 state.status.lastPassMilliseconds = WallClock.milliseconds()
@@ -215,42 +234,64 @@ public final class TierOffloader: Service {
     }
 
     /// Builds and uploads up to `configuration.uploads` runs at a time; commits them in run
-    /// order (a shard's runs must enter the catalog in offset order). On the first failure the
-    /// uploads still going are cancelled; what was committed stays. Returns the runs committed.
+    /// order (a shard's runs must enter the catalog in offset order). A run that fails or is
+    /// refused holds back its shard's later runs (they would leave a gap) but not other shards';
+    /// the first failure is thrown at the end. Returns the runs committed.
     private func offload(_ runs: [OffloadRun]) async throws -> Int {
-        var refused = Set<UInt64>()
+        enum Outcome: Sendable {
+            case uploaded(key: String, objectBytes: Int)
+            case failed(any Error)
+            case skipped
+        }
+        var held = Set<UInt64>()
         var count = 0
-        try await withThrowingTaskGroup(of: (Int, String, Int).self) { group in
+        var failure: (any Error)?
+        try await withThrowingTaskGroup(of: (Int, Outcome).self) { group in
             var started = 0
-            var uploaded: [Int: (key: String, objectBytes: Int)] = [:]
+            var outcomes: [Int: Outcome] = [:]
             var committed = 0
             func start() {
+                while started < runs.count, held.contains(runs[started].shardID) {
+                    outcomes[started] = .skipped
+                    started += 1
+                }
                 guard started < runs.count else { return }
                 let number = started
                 group.addTask {
-                    let (key, objectBytes) = try await self.upload(runs[number])
-                    return (number, key, objectBytes)
+                    do {
+                        let (key, objectBytes) = try await self.upload(runs[number])
+                        return (number, .uploaded(key: key, objectBytes: objectBytes))
+                    } catch {
+                        return (number, .failed(error))
+                    }
                 }
                 started += 1
             }
             for _ in 0..<max(1, configuration.uploads) { start() }
-            while let (number, key, objectBytes) = try await group.next() {
-                uploaded[number] = (key, objectBytes)
-                while let upload = uploaded.removeValue(forKey: committed) {
+            while let (number, outcome) = try await group.next() {
+                outcomes[number] = outcome
+                while let outcome = outcomes.removeValue(forKey: committed) {
                     let run = runs[committed]
-                    // After a refused run its shard's later runs would leave a gap: they wait (their
-                    // objects stay queued for deletion).
-                    if !refused.contains(run.shardID), try await commit(run, key: upload.key, objectBytes: upload.objectBytes) {
-                        count += 1
-                    } else {
-                        refused.insert(run.shardID)
-                    }
                     committed += 1
+                    switch outcome {
+                    case .uploaded(let key, let objectBytes) where !held.contains(run.shardID):
+                        if try await commit(run, key: key, objectBytes: objectBytes) {
+                            count += 1
+                        } else {
+                            held.insert(run.shardID)  // its object stays queued for deletion
+                        }
+                    case .failed(let error):
+                        held.insert(run.shardID)
+                        failure = failure ?? error
+                    case .uploaded, .skipped:
+                        continue
+                    }
                 }
-                try Task.checkCancellation()
+                if failure is CancellationError { break }
                 start()
             }
         }
+        if let failure { throw failure }
         return count
     }
 
@@ -295,8 +336,40 @@ public final class TierOffloader: Service {
         return true
     }
 
+    /// The prefix belongs to one node: its `strata-node` object names this journal's tier id (a
+    /// random id kept in the journal's key-value store). A prefix claimed by another journal is
+    /// an error (nothing is uploaded or deleted there): two nodes sharing one would delete each
+    /// other's objects as leftovers.
+    private func claimPrefix() async throws {
+        guard !state.withLock({ $0.claimed }) else { return }
+        let ours: [UInt8]
+        if let stored = try await journal.get(namespace: "tier", key: Array("node-id".utf8)) {
+            ours = stored
+        } else {
+            ours = Array(String(UInt64.random(in: 1..<UInt64.max), radix: 16).utf8)
+            try await journal.put(namespace: "tier", key: Array("node-id".utf8), value: ours)
+        }
+        var owner: [UInt8]?
+        do {
+            owner = try await store.get(Self.claimKey, range: nil)
+        } catch ObjectStoreError.notFound {
+            try await store.put(Self.claimKey, ours)
+            owner = try await store.get(Self.claimKey, range: nil)  // two nodes starting at once: one wins
+        }
+        guard owner == ours else {
+            throw ObjectStoreError.service(
+                status: 0, code: "PrefixClaimed",
+                message: "\(configuration.destination) belongs to another Strata journal (strata-node id "
+                    + "\(String(decoding: owner ?? [], as: UTF8.self))); give this node a tier.prefix of its own")
+        }
+        state.withLock { $0.claimed = true }
+    }
+
+    static let claimKey = "strata-node"
+
     /// Deletes the objects the journal let go of. A key the store refuses to delete stays queued
     /// (logged, and in the status) without holding up offload.
+    @discardableResult
     private func deleteReleasedObjects() async throws -> Bool {
         var deleted = 0
         for key in try await journal.remoteDeletions() {
@@ -307,6 +380,8 @@ public final class TierOffloader: Service {
             } catch let error as ObjectStoreError {
                 logger.warning("cannot delete a released object", metadata: ["tier.key": "\(key)", "error": "\(error)"])
                 state.withLock { $0.status.lastDeleteError = "\(key): \(error)" }
+                // Refused: the next key may go. Unreachable: the rest wait for the next pass.
+                if case .transport = error { break }
                 continue
             }
             try await journal.confirmRemoteDeletion(key)
@@ -316,8 +391,8 @@ public final class TierOffloader: Service {
         return deleted > 0
     }
 
-    /// At the first pass of the process and after a failed pass (until it succeeds), at the
-    /// start of a pass: objects under the node's prefix that neither the catalog nor the deletion
+    /// At the first pass of the process, after a failed pass, and every `leftoverSweepInterval`,
+    /// at the start of a pass: objects under the node's prefix that neither the catalog nor the deletion
     /// queue names (an upload a crash interrupted before its key was queued, or a PUT that timed
     /// out here and completed at the store after its deletion) are deleted. Nothing else writes
     /// under the prefix, and no upload is running between passes.
@@ -325,11 +400,14 @@ public final class TierOffloader: Service {
         let known = try await journal.knownObjectKeys()
         var removed = 0
         for object in try await store.list(prefix: "shard-") where object.key.hasSuffix(".strata") && !known.contains(object.key) {
-            try await store.delete(object.key)
-            removed += 1
+            do {
+                try await store.delete(object.key)
+                removed += 1
+            } catch let error as ObjectStoreError {
+                logger.warning("cannot delete a leftover object", metadata: ["tier.key": "\(object.key)", "error": "\(error)"])
+            }
         }
         if removed > 0 { logger.notice("deleted objects no catalog entry names", metadata: ["tier.objects": "\(removed)"]) }
-        state.withLock { $0.reconciled = true }
     }
 
     /// Counts each shard's objects again when its tier bytes changed since the last count

@@ -211,9 +211,10 @@ import Testing
             let journal = try Self.journal(directory)
             _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
             _ = try await journal.createShard("b")
+            let offloader = Self.offloader(journal, fixture.store)
+            #expect(try await offloader.pass() == false)  // claims the prefix; nothing is due yet
             let start = nowMilliseconds() - 600_000
             try await Self.write(journal, shard: "a", batches: 0..<100, start: start)
-            let offloader = Self.offloader(journal, fixture.store)
             journal.attachColdTier(ObjectColdTier(store: fixture.store))
 
             kill(fixture.server.process.processIdentifier, SIGSTOP)
@@ -456,7 +457,70 @@ import Testing
             try await fixture.store.put("notes.txt", [4])  // not an object key: left alone
             try await Self.offloader(journal, fixture.store).pass()  // a new offloader, as after a restart
             let listed = try await fixture.store.list(prefix: "")
-            #expect(Set(listed.map(\.key)) == Set(objects.map(\.key) + ["notes.txt"]))
+            #expect(Set(listed.map(\.key)) == Set(objects.map(\.key) + ["notes.txt", "strata-node"]))
+            journal.close()
+        }
+        await fixture.stop()
+    }
+
+    /// A prefix another journal claimed is refused: nothing is uploaded or deleted there.
+    @Test func aPrefixClaimedByAnotherNodeIsRefused() async throws {
+        let fixture = try await Fixture.start()
+        try await withTemporaryDirectory { directory in
+            let first = try Self.journal(directory + "/first")
+            _ = try await first.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
+            _ = try await first.createShard("b")
+            try await Self.write(first, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
+            try await Self.offloader(first, fixture.store).pass()
+            let objects = try await first.tieredObjects(shard: "a")
+            #expect(!objects.isEmpty)
+
+            let second = try Self.journal(directory + "/second")
+            _ = try await second.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
+            _ = try await second.createShard("b")
+            try await Self.write(second, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
+            let intruder = Self.offloader(second, fixture.store)
+            await #expect {
+                try await intruder.pass()
+            } throws: { error in
+                "\(error)".contains("PrefixClaimed") && "\(error)".contains("tier.prefix of its own")
+            }
+            #expect(try second.describeShard("a").tierBytes == 0)
+            #expect(intruder.status().shards.first { $0.name == "a" }?.lastError?.contains("PrefixClaimed") == true)
+            #expect(Set(try fixture.listedByBoto3().keys) == Set(objects.map(\.key) + (try await first.tieredObjects(shard: "b")).map(\.key)))
+            first.close()
+            second.close()
+        }
+        await fixture.stop()
+    }
+
+    /// One shard's run fails (a damaged frame in a sealed segment): the pass reports it, the
+    /// shard keeps its data local, and the other shards' runs go on.
+    @Test func aFailingRunHoldsBackOnlyItsShard() async throws {
+        let fixture = try await Fixture.start()
+        try await withTemporaryDirectory { directory in
+            let journal = try Self.journal(directory)
+            _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
+            _ = try await journal.createShard("b", config: ShardConfig(localRetentionMilliseconds: 0))
+            try await Self.write(journal, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
+            // Damage one record value of "a" in the first segment.
+            let path = directory + "/wal/00000000000000000001.wal"
+            var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+            let needle = Array("a5-2".utf8)
+            let at = try #require((0..<(bytes.count - needle.count)).first { Array(bytes[$0..<($0 + needle.count)]) == needle })
+            bytes[at] ^= 0x20
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let offloader = Self.offloader(journal, fixture.store)
+            await #expect {
+                try await offloader.pass()
+            } throws: { error in
+                (error as? JournalError)?.code == .corruptData
+            }
+            #expect(try journal.describeShard("a").tierBytes == 0)
+            #expect(try journal.describeShard("b").tierBytes > 0)
+            let status = offloader.status()
+            #expect(status.shards.first { $0.name == "a" }?.lastError?.contains("corrupt") == true)
+            #expect(status.shards.first { $0.name == "b" }?.lastError == nil)
             journal.close()
         }
         await fixture.stop()
