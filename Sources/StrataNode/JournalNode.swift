@@ -103,6 +103,9 @@ public enum JournalNode {
     private static func configuring(_ journal: Journal, _ body: () throws -> Void) throws {
         do {
             try body()
+        } catch let error as JournalError {
+            journal.close()
+            throw error
         } catch {
             journal.close()
             throw JournalError(.invalidArgument, "\(error)")

@@ -24,7 +24,8 @@ struct TierCommand: AsyncParsableCommand {
                 response = try await transfer.perform(HTTPRequest(method: "GET", url: "http://\(http)/admin/tier"))
             } catch {
                 await transfer.shutdown()
-                FileHandle.standardError.write(Data("strata: cannot reach \(http): \(error)\n".utf8))
+                let reason = if case ObjectStoreError.transport(let detail) = error { detail } else { "\(error)" }
+                FileHandle.standardError.write(Data("strata: cannot reach the node's HTTP at \(http): \(reason)\n".utf8))
                 throw ExitCode(3)
             }
             await transfer.shutdown()

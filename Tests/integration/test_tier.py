@@ -222,3 +222,13 @@ def test_wrong_credentials_are_reported_and_local_data_stays(data_dir, monkeypat
             node.stop()
         moto.kill()
         moto.wait()
+
+
+def test_a_tier_without_credentials_is_refused_at_start(data_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    result = subprocess.run([os.path.join(BIN, "journal-node"), "--data-dir", os.path.join(data_dir, "node"),
+                             "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--tier-bucket", "strata",
+                             "--log-level", "warning"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "object tier: object store error 0 NoCredentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set" \
+        in result.stderr
