@@ -72,8 +72,7 @@ extension Journal {
                     tierKept = true
                     return false
                 }
-                batch.delete(Array(key))
-                batch.put(StorageKeys.remoteDeletion(object.key), [])
+                object.release(catalogKey: Array(key), in: batch)
                 remaining -= object.batchBytes
                 tierFreed += object.batchBytes
                 newStart = object.lastOffset + 1

@@ -75,8 +75,7 @@ extension Journal {
             let first = result.batches.first.flatMap { RecordBatch.Header.peek($0, at: $0.readerIndex) }
             if first.map({ UInt64($0.baseOffset) > offset }) ?? true {
                 if let object = tieredObject(shardID: id, covering: offset) { return .tier(object) }
-                let removed = core.withLock { core in core.shards[id].map { $0.startOffset > offset } ?? true }
-                if removed { throw JournalError(.offsetOutOfRange, "offset \(offset) of \(name) was removed by retention") }
+                if let removed = retentionRemoved(shardID: id, offset: offset, shard: name) { throw removed }
                 if result.batches.isEmpty {
                     throw JournalError(.corruptData, "the index has no batch for offset \(offset) of \(name)")
                 }

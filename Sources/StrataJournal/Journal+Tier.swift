@@ -27,6 +27,13 @@ extension TieredObject {
     }
 
     var encoded: [UInt8] { Array((try? JSONEncoder().encode(self)) ?? Data()) }
+
+    /// Takes this object (catalog key `catalogKey`) out of the catalog and queues it for deletion
+    /// from the store, in `batch`.
+    func release(catalogKey: [UInt8], in batch: RocksDB.WriteBatch) {
+        batch.delete(catalogKey)
+        batch.put(StorageKeys.remoteDeletion(key), [])
+    }
 }
 
 /// Reads batches out of the object tier. The journal calls it for offsets it no longer holds
@@ -89,9 +96,7 @@ extension Journal {
             batches = try await tier.read(object: object, from: offset, maxBytes: maxBytes)
         } catch let error as JournalError where error.code == .corruptData {
             // Retention may have deleted the object after the catalog lookup.
-            let removed = core.withLock { core in core.shards[object.shardID].map { $0.startOffset > offset } ?? true }
-            if removed { throw JournalError(.offsetOutOfRange, "offset \(offset) of \(name) was removed by retention") }
-            throw error
+            throw retentionRemoved(shardID: object.shardID, offset: offset, shard: name) ?? error
         }
         guard let last = batches.last, let header = RecordBatch.Header.peek(last, at: last.readerIndex) else {
             throw JournalError(.corruptData, "\(object.key) holds no batch for offset \(offset) of \(name)")
@@ -99,12 +104,16 @@ extension Journal {
         return ReadResult(batches: batches, nextOffset: UInt64(header.lastOffset) + 1, startOffset: start, endOffset: end)
     }
 
+    /// `offsetOutOfRange` when retention has moved the shard's start past `offset` (or the shard
+    /// is gone), else nil.
+    func retentionRemoved(shardID id: UInt64, offset: UInt64, shard name: String) -> JournalError? {
+        let removed = core.withLock { core in core.shards[id].map { $0.startOffset > offset } ?? true }
+        return removed ? JournalError(.offsetOutOfRange, "offset \(offset) of \(name) was removed by retention") : nil
+    }
+
     /// The shard's objects in the object tier, in offset order.
     public func tieredObjects(shard name: String) async throws -> [TieredObject] {
-        let id = try core.withLock { core throws(JournalError) in
-            guard let id = core.idsByName[name] else { throw JournalError(.unknownShard, "no shard named \(name)") }
-            return id
-        }
+        let id = try describeShard(name).id
         return try await blocking { [self] in
             var objects: [TieredObject] = []
             db.scan(prefix: StorageKeys.tierPrefix(id)) { _, value in
@@ -232,16 +241,20 @@ extension Journal {
         }
     }
 
-    /// Keys of remote objects that retention or a shard deletion let go of, to delete from the store.
+    /// Keys of remote objects to delete from the store: released by retention or a shard
+    /// deletion, or uploads not committed.
     public func remoteDeletions() async throws -> [String] {
-        try await blocking { [self] in
-            var keys: [String] = []
-            db.scan(prefix: StorageKeys.remoteDeletionTag) { key, _ in
-                keys.append(String(decoding: key.dropFirst(), as: UTF8.self))
-                return true
-            }
-            return keys
+        try await blocking { [self] in queuedDeletions() }
+    }
+
+    /// The deletion queue (blocking).
+    private func queuedDeletions() -> [String] {
+        var keys: [String] = []
+        db.scan(prefix: StorageKeys.remoteDeletionTag) { key, _ in
+            keys.append(String(decoding: key.dropFirst(), as: UTF8.self))
+            return true
         }
+        return keys
     }
 
     /// Queues `key` for deletion from the store (an upload that was not committed).
@@ -258,11 +271,7 @@ extension Journal {
                 if let object = TieredObject(value) { keys.insert(object.key) }
                 return true
             }
-            db.scan(prefix: StorageKeys.remoteDeletionTag) { key, _ in
-                keys.insert(String(decoding: key.dropFirst(), as: UTF8.self))
-                return true
-            }
-            return keys
+            return keys.union(queuedDeletions())
         }
     }
 

@@ -201,8 +201,8 @@ public final class Journal: Sendable {
                 batch.deleteRange(StorageKeys.indexPrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.indexPrefix(shard.id)))
                 batch.deleteRange(StorageKeys.timePrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.timePrefix(shard.id)))
                 // Its objects in the object tier are deleted from the store by the offloader.
-                db.scan(prefix: StorageKeys.tierPrefix(shard.id)) { _, value in
-                    if let object = TieredObject(value) { batch.put(StorageKeys.remoteDeletion(object.key), []) }
+                db.scan(prefix: StorageKeys.tierPrefix(shard.id)) { key, value in
+                    TieredObject(value)?.release(catalogKey: Array(key), in: batch)
                     return true
                 }
                 batch.deleteRange(StorageKeys.tierPrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.tierPrefix(shard.id)))

@@ -57,8 +57,7 @@ struct Recovery {
                 return false
             }
             guard let shard = core.shards[id] else {
-                orphanObjects.put(StorageKeys.remoteDeletion(object.key), [])
-                orphanObjects.delete(Array(key))
+                object.release(catalogKey: Array(key), in: orphanObjects)
                 return true
             }
             if firstIndexed[id] == nil { firstIndexed[id] = object.firstOffset }

@@ -175,10 +175,7 @@ public final class TierOffloader: Service {
     @discardableResult
     public func pass() async throws -> Bool {
         do {
-            let (runs, backlog) = try await journal.offloadRuns(
-                defaultLocalRetention: configuration.defaultLocalRetentionMilliseconds,
-                maxRunBytes: configuration.maxObjectBytes, maxRuns: configuration.maxRunsPerPass)
-            setBacklog(backlog)
+            let runs = try await plan(maxRuns: configuration.maxRunsPerPass)
             try await claimPrefix()
             let now = ContinuousClock.now
             if state.withLock({ state in state.lastSweep.map { now - $0 >= configuration.leftoverSweepInterval } ?? true }) {
@@ -192,27 +189,22 @@ public final class TierOffloader: Service {
             }
             try await deleteReleasedObjects()
             // Only commits count as progress (the next pass follows at once): deleting what a
-            // refused upload left must not make a loop of refusals.
-            var worked = false
-            var failure: (any Error)?
+            // refused upload left must not make a loop of refusals. Afterwards the backlog is what
+            // still waits (runs that failed, were refused or are beyond this pass's cap).
+            let committed: Int
             do {
-                worked = try await offload(runs) > 0
+                committed = try await offload(runs)
             } catch {
-                failure = error
+                _ = try? await plan(maxRuns: 0)
+                throw error
             }
-            // What still waits (runs that failed, were refused or are beyond this pass's cap).
-            setBacklog(
-                try await journal.offloadRuns(
-                    defaultLocalRetention: configuration.defaultLocalRetentionMilliseconds,
-                    maxRunBytes: configuration.maxObjectBytes, maxRuns: 0
-                ).backlog)
-            if let failure { throw failure }
+            _ = try await plan(maxRuns: 0)
             try await refreshObjectCounts()
             state.withLock { state in
                 state.status.lastError = nil
                 state.status.lastPassMilliseconds = WallClock.milliseconds()
             }
-            return worked
+            return committed > 0
         } catch is CancellationError {
             throw CancellationError()
         } catch {
@@ -229,8 +221,13 @@ public final class TierOffloader: Service {
         }
     }
 
-    private func setBacklog(_ backlog: [OffloadBacklog]) {
+    /// Up to `maxRuns` runs that are due; what is due in all becomes the backlog shown as lag.
+    private func plan(maxRuns: Int) async throws -> [OffloadRun] {
+        let (runs, backlog) = try await journal.offloadRuns(
+            defaultLocalRetention: configuration.defaultLocalRetentionMilliseconds,
+            maxRunBytes: configuration.maxObjectBytes, maxRuns: maxRuns)
         state.withLock { $0.backlog = Dictionary(backlog.map { ($0.shard, $0) }, uniquingKeysWith: { a, _ in a }) }
+        return runs
     }
 
     /// Builds and uploads up to `configuration.uploads` runs at a time; commits them in run
