@@ -87,7 +87,6 @@ public final class CurlTransfer: Sendable {
                     _ = strata_curl_setopt_long(handle, CURLOPT_LOW_SPEED_LIMIT, 1)
                     _ = strata_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, timeoutSeconds)
                     _ = strata_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, 10)
-                    if request.method == "HEAD" { strata_curl_setopt_long(handle, CURLOPT_NOBODY, 1) }
                     if !body.isEmpty || request.method == "PUT" || request.method == "POST" {
                         _ = strata_curl_setopt_pointer(handle, CURLOPT_POSTFIELDS, body.baseAddress ?? UnsafeRawPointer(bitPattern: 1))
                         _ = strata_curl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
@@ -102,8 +101,13 @@ public final class CurlTransfer: Sendable {
                         let sink = Unmanaged<ResponseSink>.fromOpaque(context!).takeUnretainedValue()
                         let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
                         if let colon = line.firstIndex(of: ":") {
-                            sink.headers[line[..<colon].lowercased()] = line[line.index(after: colon)...]
-                                .trimmingCharacters(in: .whitespacesAndNewlines)
+                            let name = line[..<colon].lowercased()
+                            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+                            sink.headers[name] = value
+                            // The body arrives in pieces: room for all of it at once.
+                            if name == "content-length", let length = Int(value), length <= 1 << 30 {
+                                sink.body.reserveCapacity(length)
+                            }
                         }
                         return size * count
                     }

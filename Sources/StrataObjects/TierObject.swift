@@ -65,6 +65,7 @@ public enum TierObject {
         shard: String, batches: [ByteBuffer], blockBytes: Int = 1 << 20, level: Int32 = 3
     ) throws -> (bytes: [UInt8], index: Index) {
         var bytes: [UInt8] = []
+        var objectCRC: UInt32 = 0
         var blocks: [Block] = []
         var pending: [UInt8] = []
         var first: RecordBatch.Header?
@@ -73,13 +74,14 @@ public enum TierObject {
         var maxTimestamp = Int64.min
         func flush() throws {
             guard let head = first, let tail = last else { return }
-            let compressed = try compress(pending, level: level)
+            let compressed = try compress(pending, level: level, appendingTo: &bytes)
+            let crc = CRC32C.checksum(bytes[compressed])
             blocks.append(
                 Block(
                     firstOffset: UInt64(head.baseOffset), lastOffset: UInt64(tail.lastOffset), minTimestamp: minTimestamp,
-                    maxTimestamp: maxTimestamp, position: bytes.count, compressedLength: compressed.count,
-                    uncompressedLength: pending.count, crc: CRC32C.checksum(compressed)))
-            bytes += compressed
+                    maxTimestamp: maxTimestamp, position: compressed.lowerBound, compressedLength: compressed.count,
+                    uncompressedLength: pending.count, crc: crc))
+            objectCRC = CRC32C.checksum(bytes[compressed], continuing: objectCRC)
             pending.removeAll(keepingCapacity: true)
             (first, last, minTimestamp, maxTimestamp) = (nil, nil, .max, .min)
         }
@@ -95,7 +97,6 @@ public enum TierObject {
             if pending.count >= blockBytes { try flush() }
         }
         try flush()
-        let objectCRC = CRC32C.checksum(bytes)
         var trailer = ByteBuffer()
         trailer.writeBytes(trailerMagic)
         trailer.writeInteger(UInt16(version))
@@ -169,7 +170,7 @@ public enum TierObject {
         guard bytes.count == block.compressedLength, CRC32C.checksum(bytes) == block.crc else {
             throw ObjectStoreError.corrupt("\(key): block \(number) checksum mismatch")
         }
-        var buffer = ByteBuffer(bytes: try decompress(bytes, size: block.uncompressedLength, key: key, number: number))
+        var buffer = try decompress(bytes, size: block.uncompressedLength, key: key, number: number)
         var batches: [ByteBuffer] = []
         while buffer.readableBytes > 0 {
             guard let header = RecordBatch.Header.peek(buffer, at: buffer.readerIndex), header.totalSize <= buffer.readableBytes
@@ -193,23 +194,29 @@ public enum TierObject {
 
     // MARK: zstd
 
-    static func compress(_ input: [UInt8], level: Int32) throws -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: ZSTD_compressBound(input.count))
+    /// Compresses `input` onto the end of `output` (no intermediate copy); returns where it went.
+    static func compress(_ input: [UInt8], level: Int32, appendingTo output: inout [UInt8]) throws -> Range<Int> {
+        let start = output.count
+        let bound = ZSTD_compressBound(input.count)
+        output.append(contentsOf: repeatElement(0, count: bound))
         let written = output.withUnsafeMutableBytes { out in
-            input.withUnsafeBytes { ZSTD_compress(out.baseAddress, out.count, $0.baseAddress, $0.count, level) }
+            input.withUnsafeBytes { ZSTD_compress(out.baseAddress! + start, bound, $0.baseAddress, $0.count, level) }
         }
         guard ZSTD_isError(written) == 0 else { throw ObjectStoreError.corrupt("zstd compression failed") }
-        return Array(output.prefix(written))
+        output.removeLast(bound - written)
+        return start..<(start + written)
     }
 
-    static func decompress(_ input: [UInt8], size: Int, key: String, number: Int) throws -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: size)
-        let written = output.withUnsafeMutableBytes { out in
-            input.withUnsafeBytes { ZSTD_decompress(out.baseAddress, out.count, $0.baseAddress, $0.count) }
+    /// Decompresses a block straight into the buffer its batches are sliced from.
+    static func decompress(_ input: [UInt8], size: Int, key: String, number: Int) throws -> ByteBuffer {
+        var buffer = ByteBufferAllocator().buffer(capacity: size)
+        try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            let written = input.withUnsafeBytes { ZSTD_decompress(out.baseAddress, size, $0.baseAddress, $0.count) }
+            guard ZSTD_isError(written) == 0, written == size else {
+                throw ObjectStoreError.corrupt("\(key): block \(number) does not decompress to its \(size) bytes")
+            }
+            return written
         }
-        guard ZSTD_isError(written) == 0, written == size else {
-            throw ObjectStoreError.corrupt("\(key): block \(number) does not decompress to its \(size) bytes")
-        }
-        return output
+        return buffer
     }
 }
