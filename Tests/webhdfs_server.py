@@ -74,12 +74,24 @@ class Handler(BaseHTTPRequestHandler):
                 "modificationTime": int(stat.st_mtime * 1000), "accessTime": int(stat.st_atime * 1000),
                 "blockSize": 134217728, "replication": 1, "owner": "strata", "group": "strata", "permission": "644"}
 
-    def do_PUT(self):
+    def _handle(self, handler):
+        """Parses the request path and query once, then calls handler(hdfs_path, local, OP, query)."""
         paths, query = self._parse()
         if paths is None:
             return self._error(404, "FileNotFoundException", "not a WebHDFS path")
         hdfs_path, local = paths
-        op = query.get("op", "").upper()
+        handler(hdfs_path, local, query.get("op", "").upper(), query)
+
+    def do_PUT(self):
+        self._handle(self._put)
+
+    def do_GET(self):
+        self._handle(self._get)
+
+    def do_DELETE(self):
+        self._handle(self._delete)
+
+    def _put(self, hdfs_path, local, op, query):
         if op == "CREATE":
             if "datanode" not in query:
                 self._body()  # a client that sent data anyway: ignored, as the namenode does
@@ -96,12 +108,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"boolean": True})
         self._error(400, "IllegalArgumentException", f"unsupported PUT op {op}")
 
-    def do_GET(self):
-        paths, query = self._parse()
-        if paths is None:
-            return self._error(404, "FileNotFoundException", "not a WebHDFS path")
-        hdfs_path, local = paths
-        op = query.get("op", "").upper()
+    def _get(self, hdfs_path, local, op, query):
         if not os.path.exists(local):
             return self._error(404, "FileNotFoundException", f"File does not exist: {hdfs_path}")
         if op == "OPEN":
@@ -123,11 +130,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"FileStatus": self._status("", local)})
         self._error(400, "IllegalArgumentException", f"unsupported GET op {op}")
 
-    def do_DELETE(self):
-        paths, query = self._parse()
-        if paths is None:
-            return self._error(404, "FileNotFoundException", "not a WebHDFS path")
-        _, local = paths
+    def _delete(self, hdfs_path, local, op, query):
         if not os.path.exists(local):
             return self._json(200, {"boolean": False})
         if os.path.isdir(local):

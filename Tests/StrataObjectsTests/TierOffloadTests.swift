@@ -58,6 +58,36 @@ import Testing
         }
     }
 
+    /// A moto fixture for `body`, stopped afterwards (also when `body` throws).
+    static func withFixture(timeoutSeconds: Int = 60, _ body: (Fixture) async throws -> Void) async throws {
+        let fixture = try await Fixture.start(timeoutSeconds: timeoutSeconds)
+        do {
+            try await body(fixture)
+        } catch {
+            await fixture.stop()
+            throw error
+        }
+        await fixture.stop()
+    }
+
+    /// A moto fixture and a new journal (`journal(_:)`) in a temporary directory with shard "a"
+    /// (offloaded as soon as its segment seals, unless `a` says otherwise) and the filler shard
+    /// "b"; closed and stopped afterwards.
+    static func withTierJournal(
+        timeoutSeconds: Int = 60, a: ShardConfig = ShardConfig(localRetentionMilliseconds: 0), b: ShardConfig = ShardConfig(),
+        _ body: (Fixture, Journal, String) async throws -> Void
+    ) async throws {
+        try await withFixture(timeoutSeconds: timeoutSeconds) { fixture in
+            try await withTemporaryDirectory { directory in
+                let journal = try Self.journal(directory)
+                defer { journal.close() }
+                _ = try await journal.createShard("a", config: a)
+                _ = try await journal.createShard("b", config: b)
+                try await body(fixture, journal, directory)
+            }
+        }
+    }
+
     static func journal(_ directory: String) throws -> Journal {
         var configuration = JournalConfiguration(dataDirectory: directory)
         configuration.segmentBytes = 256 << 10
@@ -102,11 +132,7 @@ import Testing
     }
 
     @Test func offloadedDataReadsAsOneShardAcrossTiers() async throws {
-        let fixture = try await Fixture.start()
-        try await withTemporaryDirectory { directory in
-            let journal = try Self.journal(directory)
-            _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
-            _ = try await journal.createShard("b")
+        try await Self.withTierJournal { fixture, journal, directory in
             let start = nowMilliseconds() - 600_000
             try await Self.write(journal, shard: "a", batches: 0..<200, start: start)
             let liveBefore = journal.segmentInfos().reduce(0) { $0 + $1.liveBytes }
@@ -165,17 +191,12 @@ import Testing
             #expect(try await Self.readAll(reopened, "a") == Self.expected("a", 0..<200))
             reopened.close()
         }
-        await fixture.stop()
     }
 
     /// A shard whose every batch went to the object tier: after a restart it reads from the
     /// tier alone and appends go on at its end.
     @Test func restartWithAShardOnlyInTheObjectTier() async throws {
-        let fixture = try await Fixture.start()
-        try await withTemporaryDirectory { directory in
-            let journal = try Self.journal(directory)
-            _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
-            _ = try await journal.createShard("b")
+        try await Self.withTierJournal { fixture, journal, directory in
             let start = nowMilliseconds() - 600_000
             try await Self.write(journal, shard: "a", batches: 0..<40, start: start)
             // Filler alone seals the segments holding "a".
@@ -199,18 +220,13 @@ import Testing
             #expect(try await Self.readAll(reopened, "a", from: 156) == Self.expected("a", 39..<41))
             reopened.close()
         }
-        await fixture.stop()
     }
 
     /// The endpoint stops answering (the moto process is frozen with SIGSTOP): passes fail with
     /// the error recorded, appends and local reads go on, nothing is lost; once it answers again
     /// (SIGCONT) the next pass catches up.
     @Test func anUnreachableEndpointDelaysOffloadAndLosesNothing() async throws {
-        let fixture = try await Fixture.start(timeoutSeconds: 2)
-        try await withTemporaryDirectory { directory in
-            let journal = try Self.journal(directory)
-            _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
-            _ = try await journal.createShard("b")
+        try await Self.withTierJournal(timeoutSeconds: 2) { fixture, journal, directory in
             let offloader = Self.offloader(journal, fixture.store)
             #expect(try await offloader.pass() == false)  // claims the prefix; nothing is due yet
             let start = nowMilliseconds() - 600_000
@@ -244,20 +260,14 @@ import Testing
             #expect(try await Self.readAll(journal, "a") == Self.expected("a", 0..<150))
             let objects = try await journal.tieredObjects(shard: "a")
             #expect(Set(try fixture.listedByBoto3().keys) == Set(objects.map(\.key)))
-            journal.close()
         }
-        await fixture.stop()
     }
 
     /// Retention by age removes whole objects: the catalog lets go first, the next pass deletes
     /// them from the bucket.
     @Test func retentionDeletesRemoteObjects() async throws {
-        let fixture = try await Fixture.start()
-        try await withTemporaryDirectory { directory in
-            let journal = try Self.journal(directory)
-            _ = try await journal.createShard(
-                "a", config: ShardConfig(retentionMilliseconds: 3_600_000, localRetentionMilliseconds: 0))
-            _ = try await journal.createShard("b")
+        let a = ShardConfig(retentionMilliseconds: 3_600_000, localRetentionMilliseconds: 0)
+        try await Self.withTierJournal(a: a) { fixture, journal, directory in
             // 100 batches two hours old, then 100 from a minute ago.
             let now = nowMilliseconds()
             try await Self.write(journal, shard: "a", batches: 0..<100, start: now - 7_200_000)
@@ -294,18 +304,12 @@ import Testing
             #expect(
                 try await Self.readAll(journal, "a", from: a.startOffset)
                     == Array(Self.expected("a", 0..<200).dropFirst(Int(a.startOffset))))
-            journal.close()
         }
-        await fixture.stop()
     }
 
     /// An object damaged in the bucket is an error naming its key, never data.
     @Test func aCorruptObjectIsReportedNotServed() async throws {
-        let fixture = try await Fixture.start()
-        try await withTemporaryDirectory { directory in
-            let journal = try Self.journal(directory)
-            _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
-            _ = try await journal.createShard("b")
+        try await Self.withTierJournal { fixture, journal, directory in
             try await Self.write(journal, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
             try await Self.offloader(journal, fixture.store).pass()
             let object = try #require(try await journal.tieredObjects(shard: "a").first)
@@ -330,47 +334,41 @@ import Testing
             }
             // Offsets in other objects still read.
             #expect(try await Self.readAll(journal, "a", from: object.lastOffset + 1).count == 400 - Int(object.lastOffset + 1))
-            journal.close()
         }
-        await fixture.stop()
     }
 
     /// A shard written once on a quiet node: maintenance seals the active segment once it is
     /// older than `segmentMaxAge`, and the data reaches the object tier.
     @Test func aQuietShardReachesTheObjectTier() async throws {
-        let fixture = try await Fixture.start()
-        try await withTemporaryDirectory { directory in
-            var configuration = JournalConfiguration(dataDirectory: directory)
-            configuration.backgroundMaintenance = false
-            configuration.segmentMaxAge = .milliseconds(200)
-            let journal = try Journal(configuration: configuration)
-            _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
-            for n in 0..<3 { _ = try await journal.append(shard: "a", batch: makeBatch("a\(n)", count: 4, timestamp: nowMilliseconds() - 1000)) }
-            let offloader = Self.offloader(journal, fixture.store)
-            #expect(try await offloader.pass() == false)  // all in the active segment
-            let active = try #require(journal.segmentInfos().first { $0.active })
-            try await Task.sleep(for: .milliseconds(250))
-            try journal.runMaintenance()
-            let deadline = ContinuousClock.now + .seconds(5)
-            while journal.segmentInfos().first(where: { $0.active })?.id == active.id, ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(10))
+        try await Self.withFixture { fixture in
+            try await withTemporaryDirectory { directory in
+                var configuration = JournalConfiguration(dataDirectory: directory)
+                configuration.backgroundMaintenance = false
+                configuration.segmentMaxAge = .milliseconds(200)
+                let journal = try Journal(configuration: configuration)
+                _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
+                for n in 0..<3 { _ = try await journal.append(shard: "a", batch: makeBatch("a\(n)", count: 4, timestamp: nowMilliseconds() - 1000)) }
+                let offloader = Self.offloader(journal, fixture.store)
+                #expect(try await offloader.pass() == false)  // all in the active segment
+                let active = try #require(journal.segmentInfos().first { $0.active })
+                try await Task.sleep(for: .milliseconds(250))
+                try journal.runMaintenance()
+                let deadline = ContinuousClock.now + .seconds(5)
+                while journal.segmentInfos().first(where: { $0.active })?.id == active.id, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                #expect(journal.segmentInfos().first { $0.active }?.id == active.id + 1)
+                #expect(try await offloader.pass())
+                #expect(try journal.describeShard("a").tierEndOffset == 12)
+                journal.close()
             }
-            #expect(journal.segmentInfos().first { $0.active }?.id == active.id + 1)
-            #expect(try await offloader.pass())
-            #expect(try journal.describeShard("a").tierEndOffset == 12)
-            journal.close()
         }
-        await fixture.stop()
     }
 
     /// Readers going over the shard again and again while runs are committed (many small
     /// objects): every read starts at the offset asked for, none skips what just moved.
     @Test func readsDuringOffloadNeitherSkipNorRepeat() async throws {
-        let fixture = try await Fixture.start()
-        try await withTemporaryDirectory { directory in
-            let journal = try Self.journal(directory)
-            _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
-            _ = try await journal.createShard("b")
+        try await Self.withTierJournal { fixture, journal, directory in
             try await Self.write(journal, shard: "a", batches: 0..<200, start: nowMilliseconds() - 600_000)
             journal.attachColdTier(ObjectColdTier(store: fixture.store, cacheBytes: 4 << 20))
             var configuration = TierOffloader.Configuration()
@@ -406,22 +404,16 @@ import Testing
             #expect(try journal.describeShard("a").tierEndOffset > 400)
             #expect(try await journal.tieredObjects(shard: "a").count > 50)
             #expect(try await Self.readAll(journal, "a") == expected)
-            journal.close()
         }
-        await fixture.stop()
     }
 
     /// A run refused at commit (retention removed its head while it was uploaded) and the run
     /// planned behind it: neither enters the catalog, so no gap opens below the tier's end; the
     /// next pass offloads from the new first batch on.
     @Test func aRunBehindARefusedOneWaits() async throws {
-        let fixture = try await Fixture.start()
-        try await withTemporaryDirectory { directory in
-            let journal = try Self.journal(directory)
-            let batchBytes = Int64(makeBatch("a0", count: 4, size: 1000).readableBytes)
-            _ = try await journal.createShard(
-                "a", config: ShardConfig(retentionBytes: 96 * batchBytes, localRetentionMilliseconds: 0))
-            _ = try await journal.createShard("b")
+        let batchBytes = Int64(makeBatch("a0", count: 4, size: 1000).readableBytes)
+        let a = ShardConfig(retentionBytes: 96 * batchBytes, localRetentionMilliseconds: 0)
+        try await Self.withTierJournal(a: a) { fixture, journal, directory in
             try await Self.write(journal, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
             let (runs, _) = try await journal.offloadRuns(defaultLocalRetention: 3_600_000, maxRunBytes: 32 << 10)
             let planned = runs.filter { $0.shard == "a" }
@@ -436,19 +428,13 @@ import Testing
             let a = try journal.describeShard("a")
             #expect(a.tierEndOffset > 16)
             #expect(try await Self.readAll(journal, "a", from: 16) == Array(Self.expected("a", 0..<100).dropFirst(16)))
-            journal.close()
         }
-        await fixture.stop()
     }
 
     /// An object left by an upload whose commit never happened (the node was killed between
     /// them) is deleted by the offloader's first pass; the catalog's objects stay.
     @Test func objectsNoCatalogEntryNamesAreDeleted() async throws {
-        let fixture = try await Fixture.start()
-        try await withTemporaryDirectory { directory in
-            let journal = try Self.journal(directory)
-            _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
-            _ = try await journal.createShard("b")
+        try await Self.withTierJournal { fixture, journal, directory in
             try await Self.write(journal, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
             try await Self.offloader(journal, fixture.store).pass()
             let objects = try await journal.tieredObjects(shard: "a")
@@ -458,50 +444,44 @@ import Testing
             try await Self.offloader(journal, fixture.store).pass()  // a new offloader, as after a restart
             let listed = try await fixture.store.list(prefix: "")
             #expect(Set(listed.map(\.key)) == Set(objects.map(\.key) + ["notes.txt", "strata-node"]))
-            journal.close()
         }
-        await fixture.stop()
     }
 
     /// A prefix another journal claimed is refused: nothing is uploaded or deleted there.
     @Test func aPrefixClaimedByAnotherNodeIsRefused() async throws {
-        let fixture = try await Fixture.start()
-        try await withTemporaryDirectory { directory in
-            let first = try Self.journal(directory + "/first")
-            _ = try await first.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
-            _ = try await first.createShard("b")
-            try await Self.write(first, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
-            try await Self.offloader(first, fixture.store).pass()
-            let objects = try await first.tieredObjects(shard: "a")
-            #expect(!objects.isEmpty)
+        try await Self.withFixture { fixture in
+            try await withTemporaryDirectory { directory in
+                let first = try Self.journal(directory + "/first")
+                _ = try await first.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
+                _ = try await first.createShard("b")
+                try await Self.write(first, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
+                try await Self.offloader(first, fixture.store).pass()
+                let objects = try await first.tieredObjects(shard: "a")
+                #expect(!objects.isEmpty)
 
-            let second = try Self.journal(directory + "/second")
-            _ = try await second.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
-            _ = try await second.createShard("b")
-            try await Self.write(second, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
-            let intruder = Self.offloader(second, fixture.store)
-            await #expect {
-                try await intruder.pass()
-            } throws: { error in
-                "\(error)".contains("PrefixClaimed") && "\(error)".contains("tier.prefix of its own")
+                let second = try Self.journal(directory + "/second")
+                _ = try await second.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
+                _ = try await second.createShard("b")
+                try await Self.write(second, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
+                let intruder = Self.offloader(second, fixture.store)
+                await #expect {
+                    try await intruder.pass()
+                } throws: { error in
+                    "\(error)".contains("PrefixClaimed") && "\(error)".contains("tier.prefix of its own")
+                }
+                #expect(try second.describeShard("a").tierBytes == 0)
+                #expect(intruder.status().shards.first { $0.name == "a" }?.lastError?.contains("PrefixClaimed") == true)
+                #expect(Set(try fixture.listedByBoto3().keys) == Set(objects.map(\.key) + (try await first.tieredObjects(shard: "b")).map(\.key)))
+                first.close()
+                second.close()
             }
-            #expect(try second.describeShard("a").tierBytes == 0)
-            #expect(intruder.status().shards.first { $0.name == "a" }?.lastError?.contains("PrefixClaimed") == true)
-            #expect(Set(try fixture.listedByBoto3().keys) == Set(objects.map(\.key) + (try await first.tieredObjects(shard: "b")).map(\.key)))
-            first.close()
-            second.close()
         }
-        await fixture.stop()
     }
 
     /// One shard's run fails (a damaged frame in a sealed segment): the pass reports it, the
     /// shard keeps its data local, and the other shards' runs go on.
     @Test func aFailingRunHoldsBackOnlyItsShard() async throws {
-        let fixture = try await Fixture.start()
-        try await withTemporaryDirectory { directory in
-            let journal = try Self.journal(directory)
-            _ = try await journal.createShard("a", config: ShardConfig(localRetentionMilliseconds: 0))
-            _ = try await journal.createShard("b", config: ShardConfig(localRetentionMilliseconds: 0))
+        try await Self.withTierJournal(b: ShardConfig(localRetentionMilliseconds: 0)) { fixture, journal, directory in
             try await Self.write(journal, shard: "a", batches: 0..<100, start: nowMilliseconds() - 600_000)
             // Damage one record value of "a" in the first segment.
             let path = directory + "/wal/00000000000000000001.wal"
@@ -521,8 +501,6 @@ import Testing
             let status = offloader.status()
             #expect(status.shards.first { $0.name == "a" }?.lastError?.contains("corrupt") == true)
             #expect(status.shards.first { $0.name == "b" }?.lastError == nil)
-            journal.close()
         }
-        await fixture.stop()
     }
 }

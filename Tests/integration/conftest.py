@@ -1,4 +1,5 @@
 """Fixtures that start real Strata processes on free loopback ports and stop them by PID."""
+import json
 import os
 import shutil
 import signal
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import pytest
 
@@ -84,6 +86,12 @@ def node(data_dir):
     started = Node(data_dir, ["--mqtt-allow-anonymous"])
     yield started
     started.stop()
+
+
+def shard_info(node, name):
+    """A shard's catalog entry from the node's admin API."""
+    with urllib.request.urlopen(f"http://{node.http}/admin/shards/{urllib.request.quote(name, safe='')}") as answer:
+        return json.load(answer)
 
 
 def free_port():

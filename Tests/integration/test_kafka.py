@@ -1,12 +1,10 @@
 """The Kafka gateway driven by stock clients: kcat, confluent-kafka (librdkafka) and kafka-python."""
-import json
 import os
 import signal
 import socket
 import struct
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import kafka
@@ -14,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
 
-from conftest import BIN, GatewayProcess, Node
+from conftest import BIN, GatewayProcess, Node, free_port, shard_info
 
 TIMEOUT = 20
 
@@ -60,11 +58,6 @@ def group_consumer(bootstrap, group, topics, **config):
                          "enable.auto.commit": False, **config})
     consumer.subscribe(topics)
     return consumer
-
-
-def shard_info(node, name):
-    with urllib.request.urlopen(f"http://{node.http}/admin/shards/{urllib.request.quote(name, safe='')}") as answer:
-        return json.load(answer)
 
 
 def test_kcat_metadata_produce_consume_and_group(broker):
@@ -309,10 +302,7 @@ def test_bad_requests_close_the_connection_with_a_log_line(broker):
 def test_no_acknowledged_record_lost_or_doubled_across_journal_node_sigkill(data_dir):
     """An idempotent acks=all producer keeps producing through a SIGKILL of journal-node: every
     acknowledged record is there afterwards, and the producer's retries wrote nothing twice."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        journal_port = s.getsockname()[1]
-    listen = f"127.0.0.1:{journal_port}"
+    listen = f"127.0.0.1:{free_port()}"
     node = Node(data_dir, listeners=2, listen=listen)
     gateway = KafkaGateway(node.journal)
     try:

@@ -286,8 +286,7 @@ def test_session_survives_journal_node_restart(data_dir, stop_signal):
         flags, _ = connect_persistent(again, second)
         assert flags.session_present
         assert again.inbox.get(timeout=TIMEOUT).payload == b"after-restart"
-        for x in (pub, again):
-            close(x)
+        close(pub, again)
     finally:
         second.stop()
 

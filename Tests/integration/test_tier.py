@@ -15,10 +15,11 @@ import hdfs
 import kafka
 import pytest
 
-from conftest import BIN, Node, free_port
+from conftest import BIN, Node, free_port, shard_info
 
 MOTO = os.path.join(os.path.dirname(sys.executable), "moto_server")
 RECORDS = 3000
+EXPECTED = [(i, f"{i:06d}".encode()) for i in range(RECORDS)]  # (offset, value prefix) as consume_from_start reads them
 BASE_TIMESTAMP = 1_700_000_000_000  # record i is stamped BASE_TIMESTAMP + i (2023: past any local retention)
 
 
@@ -34,13 +35,18 @@ def wait_for_port(port, process, timeout=30):
     raise AssertionError(f"nothing listening on {port}")
 
 
+def start_moto(**env):
+    """moto's standalone S3 server on a free loopback port: (endpoint, process)."""
+    port = free_port()
+    process = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ, **env})
+    wait_for_port(port, process)
+    return f"http://127.0.0.1:{port}", process
+
+
 @pytest.fixture
 def moto(monkeypatch):
-    port = free_port()
-    process = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(port, process)
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint, process = start_moto()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_REGION", "us-east-1")
@@ -110,7 +116,7 @@ def consume_from_start(node, topic):
 
 def check_reads_across_tiers(node, topic, tier_end):
     got = consume_from_start(node, topic)
-    assert got == [(i, f"{i:06d}".encode()) for i in range(RECORDS)]
+    assert got == EXPECTED
     # A timestamp lookup (ListOffsets) that lands in the object tier.
     consumer = kafka.KafkaConsumer(bootstrap_servers=node.kafka)
     partition = kafka.TopicPartition(topic, 0)
@@ -135,7 +141,7 @@ def test_kafka_records_offloaded_read_back_and_surviving_sigkill(data_dir, backe
         produce_records(node, topic)
         status, entry = wait_for_offload(node, shard)
         assert status.get("lastError") is None and status["uploadedObjects"] >= entry["tierObjects"]
-        info = json.load(urllib.request.urlopen(f"http://{node.http}/admin/shards/{urllib.request.quote(shard, safe='')}"))
+        info = shard_info(node, shard)
         tier_end = info["tierEndOffset"]
         assert 0 < tier_end < RECORDS and info["tierBytes"] == entry["tierBytes"]
 
@@ -168,7 +174,7 @@ def test_kafka_records_offloaded_read_back_and_surviving_sigkill(data_dir, backe
         # SIGKILL, restart: the catalog and the local tail come back, reads cross the tiers again.
         node.stop(signal.SIGKILL)
         node = tiered_node(data_dir, tier_args)
-        info = json.load(urllib.request.urlopen(f"http://{node.http}/admin/shards/{urllib.request.quote(shard, safe='')}"))
+        info = shard_info(node, shard)
         assert info["endOffset"] == RECORDS and info["tierEndOffset"] >= tier_end and info["startOffset"] == 0
         check_reads_across_tiers(node, topic, tier_end)
     finally:
@@ -179,13 +185,9 @@ def test_wrong_credentials_are_reported_and_local_data_stays(data_dir, monkeypat
     """moto with its authentication switched on (the first 3 requests, which create an IAM user
     and its key, go unchecked): a node with a wrong secret reports SignatureDoesNotMatch, keeps
     its data local and readable; restarted with the right secret it catches up."""
-    port = free_port()
-    moto = subprocess.Popen([MOTO, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    endpoint, moto = start_moto(INITIAL_NO_AUTH_ACTION_COUNT="3")
     node = None
     try:
-        wait_for_port(port, moto)
-        endpoint = f"http://127.0.0.1:{port}"
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
                            aws_access_key_id="x", aws_secret_access_key="x")
         iam.create_user(UserName="strata")
@@ -210,13 +212,13 @@ def test_wrong_credentials_are_reported_and_local_data_stays(data_dir, monkeypat
         assert "403 SignatureDoesNotMatch" in status.get("lastError") and status["uploadFailures"] >= 1
         assert entry["tierBytes"] == 0 and "SignatureDoesNotMatch" in entry.get("lastError", "")
         assert "object tier pass failed" in node.log()
-        assert consume_from_start(node, topic) == [(i, f"{i:06d}".encode()) for i in range(RECORDS)]
+        assert consume_from_start(node, topic) == EXPECTED
 
         node.stop()
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
         node = tiered_node(data_dir, tier_args)
         wait_for_offload(node, shard)
-        assert consume_from_start(node, topic) == [(i, f"{i:06d}".encode()) for i in range(RECORDS)]
+        assert consume_from_start(node, topic) == EXPECTED
     finally:
         if node:
             node.stop()
