@@ -140,49 +140,57 @@ struct TierCommand: AsyncParsableCommand {
         for key in try await store.list(prefix: "") { try await store.delete(key.key) }
         await transfer.shutdown()
 
-        let micros = { (histogram: Histogram<UInt64>, percentile: Double) -> Double in
-            Double(histogram.valueAtPercentile(percentile))
-        }
-        var line = JSONLine()
-        line.add("mode", "tier")
-        line.add("payload", payload)
-        line.add("endpoint", endpoint)
-        line.add("batch_bytes_offloaded", Int(status.uploadedBatchBytes))
-        line.add("objects", Int(status.uploadedObjects))
-        line.add("object_bytes", Int(status.uploadedBytes))
-        line.add("offload_seconds", offloadSeconds)
-        line.add("offload_mb_per_sec", Double(status.uploadedBatchBytes) / offloadSeconds / 1e6)
-        line.add("compression_ratio", Double(status.uploadedBatchBytes) / Double(status.uploadedBytes))
-        line.add("endpoint_put_mb_per_sec", Double(rawCount * objectSize) / putSeconds / 1e6)
-        line.add("block_bytes_mean", blockLength)
-        line.add("cold_reads", Int(latencies.totalCount))
-        line.add("cold_first_byte_p50_us", micros(latencies, 50))
-        line.add("cold_first_byte_p99_us", micros(latencies, 99))
-        line.add("endpoint_get_block_p50_us", micros(rawLatencies, 50))
-        line.add("endpoint_get_block_p99_us", micros(rawLatencies, 99))
-        line.add("cold_read_mb_per_sec", Double(scanned) / scanSeconds / 1e6)
-        line.add("endpoint_get_mb_per_sec", Double(fetched) / rawScanSeconds / 1e6)
+        let figures = (
+            offload: Double(status.uploadedBatchBytes) / offloadSeconds / 1e6,
+            ratio: Double(status.uploadedBatchBytes) / Double(status.uploadedBytes),
+            put: Double(rawCount * objectSize) / putSeconds / 1e6,
+            p50: Double(latencies.valueAtPercentile(50)), p99: Double(latencies.valueAtPercentile(99)),
+            rawP50: Double(rawLatencies.valueAtPercentile(50)), rawP99: Double(rawLatencies.valueAtPercentile(99)),
+            scan: Double(scanned) / scanSeconds / 1e6, rawScan: Double(fetched) / rawScanSeconds / 1e6)
         if json {
+            var line = JSONLine()
+            line.add("mode", "tier")
+            line.add("payload", payload)
+            line.add("endpoint", endpoint)
+            line.add("batch_bytes_offloaded", Int(status.uploadedBatchBytes))
+            line.add("objects", Int(status.uploadedObjects))
+            line.add("object_bytes", Int(status.uploadedBytes))
+            line.add("offload_seconds", offloadSeconds)
+            line.add("offload_mb_per_sec", figures.offload)
+            line.add("compression_ratio", figures.ratio)
+            line.add("endpoint_put_mb_per_sec", figures.put)
+            line.add("block_bytes_mean", blockLength)
+            line.add("cold_reads", Int(latencies.totalCount))
+            line.add("cold_first_byte_p50_us", figures.p50)
+            line.add("cold_first_byte_p99_us", figures.p99)
+            line.add("endpoint_get_block_p50_us", figures.rawP50)
+            line.add("endpoint_get_block_p99_us", figures.rawP99)
+            line.add("cold_read_mb_per_sec", figures.scan)
+            line.add("endpoint_get_mb_per_sec", figures.rawScan)
             print(line.text)
         } else {
             print(
                 """
                 offload: \(status.uploadedBatchBytes) bytes of batches in \(status.uploadedObjects) objects, \
-                \((Double(status.uploadedBatchBytes) / offloadSeconds / 1e6).fixed(1)) MB/s \
-                (endpoint PUT alone: \((Double(rawCount * objectSize) / putSeconds / 1e6).fixed(1)) MB/s of objects)
-                compression ratio: \((Double(status.uploadedBatchBytes) / Double(status.uploadedBytes)).fixed(2)) (\(payload) values)
-                cold read first byte: p50 \(micros(latencies, 50).fixed(0)) µs, p99 \(micros(latencies, 99).fixed(0)) µs \
-                (endpoint GET of a \(blockLength)-byte block alone: p50 \(micros(rawLatencies, 50).fixed(0)) µs, \
-                p99 \(micros(rawLatencies, 99).fixed(0)) µs)
-                cold sequential read: \((Double(scanned) / scanSeconds / 1e6).fixed(1)) MB/s of batches \
-                (endpoint GET alone: \((Double(fetched) / rawScanSeconds / 1e6).fixed(1)) MB/s of object bytes)
+                \(figures.offload.fixed(1)) MB/s (endpoint PUT alone: \(figures.put.fixed(1)) MB/s of objects)
+                compression ratio: \(figures.ratio.fixed(2)) (\(payload) values)
+                cold read first byte: p50 \(figures.p50.fixed(0)) µs, p99 \(figures.p99.fixed(0)) µs \
+                (endpoint GET of a \(blockLength)-byte block alone: p50 \(figures.rawP50.fixed(0)) µs, \
+                p99 \(figures.rawP99.fixed(0)) µs)
+                cold sequential read: \(figures.scan.fixed(1)) MB/s of batches \
+                (endpoint GET alone: \(figures.rawScan.fixed(1)) MB/s of object bytes)
                 """)
         }
     }
 
     /// Appends about `bytes` of batches round robin over the shards, 8 appends in flight per shard.
     private func fill(_ journal: Journal, _ names: [String]) async throws {
-        let batches = (0..<32).map { _ in makeBatch() }
+        // 32 different batches in turn: a block of 1 MiB never holds the same batch twice.
+        let batches = (0..<32).map { _ in
+            payload == "json"
+                ? BatchFactory.jsonBatch(records: batch, valueSize: recordSize)
+                : BatchFactory.randomBatch(records: batch, valueSize: recordSize)
+        }
         let perShard = bytes / names.count / batches[0].readableBytes + 1
         try await withThrowingTaskGroup(of: Void.self) { group in
             for name in names {
@@ -196,23 +204,5 @@ struct TierCommand: AsyncParsableCommand {
             }
             try await group.waitForAll()
         }
-    }
-
-    /// One batch of `batch` records: JSON log lines with random ids and numbers, or random bytes.
-    private func makeBatch() -> ByteBuffer {
-        let now = BatchFactory.nowMilliseconds()
-        let events = ["page_view", "click", "add_to_cart", "checkout", "login", "search"]
-        let records = (0..<batch).map { i -> Record in
-            guard payload == "json" else { return Record(timestamp: now, value: BatchFactory.randomBytes(recordSize)) }
-            var text = ""
-            while text.utf8.count < recordSize {
-                let id = UInt64.random(in: 0..<(1 << 40))
-                text += "{\"ts\":\(now + Int64(i)),\"user\":\"user-\(Int.random(in: 0..<100_000))\","
-                text += "\"event\":\"\(events.randomElement()!)\",\"path\":\"/products/\(Int.random(in: 0..<50_000))\","
-                text += "\"session\":\"\(String(id, radix: 16))\",\"latency_ms\":\(Int.random(in: 1..<2000))}\n"
-            }
-            return Record(timestamp: now, value: Array(text.utf8.prefix(recordSize)))
-        }
-        return RecordBatch.encode(records)
     }
 }
