@@ -172,7 +172,6 @@ struct KafkaWriter {
 
     /// The whole body, in order.
     var parts: [ByteBuffer] { finished + [buffer] }
-    var byteCount: Int { finished.reduce(buffer.readableBytes) { $0 + $1.readableBytes } }
 
     init(flexible: Bool, capacity: Int = 256) {
         buffer = ByteBuffer()

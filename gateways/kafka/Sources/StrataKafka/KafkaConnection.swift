@@ -184,7 +184,11 @@ extension KafkaGateway {
         header.writeInteger(Int32(4 + (headerTags ? 1 : 0) + body.reduce(0) { $0 + $1.readableBytes }))
         header.writeInteger(correlationID)
         if headerTags { header.writeInteger(UInt8(0)) }
-        return [header] + body.filter { $0.readableBytes > 0 }
+        var frame: [ByteBuffer] = []
+        frame.reserveCapacity(body.count + 1)
+        frame.append(header)
+        for part in body where part.readableBytes > 0 { frame.append(part) }
+        return frame
     }
 
     static func apiVersionsResponse(version: Int16, error: KafkaError) -> ByteBuffer {

@@ -1,4 +1,5 @@
 import NIOCore
+import StrataClient
 import StrataJournal
 
 // Produce, Fetch, ListOffsets.
@@ -100,7 +101,7 @@ extension KafkaGateway {
         try reader.taggedFields()
 
         // Per partition: either an immediate outcome or the appends it waits for.
-        var plans: [(topic: String, partition: Int32, outcome: ProduceOutcome?, appends: [Task<AppendResult, any Error>])] = []
+        var plans: [(topic: String, partition: Int32, outcome: ProduceOutcome?, appends: [Task<PendingAppend, any Error>])] = []
         for (topic, partitions) in topics {
             for (partition, records) in partitions {
                 var refusal: KafkaFailure?
@@ -126,7 +127,7 @@ extension KafkaGateway {
                 }
                 // The topic's existence is checked by the append itself (unknown shard).
                 let shard = Self.shardName(topic, partition)
-                plans.append((topic, partition, nil, batches.map { submitAppend(shard: shard, batch: $0) }))
+                plans.append((topic, partition, nil, batches.map { queueAppend(shard: shard, batch: $0) }))
             }
         }
         let logger = self.logger
@@ -140,7 +141,7 @@ extension KafkaGateway {
                 var outcome = ProduceOutcome(partition: plan.partition)
                 for append in plan.appends {
                     do {
-                        let result = try await append.value
+                        let result = try await append.value.result
                         if outcome.baseOffset < 0 { outcome.baseOffset = Int64(result.baseOffset) }
                     } catch {
                         let failure = KafkaFailure.from(error)
@@ -286,7 +287,7 @@ extension KafkaGateway {
                     }
                     guard partition.offset >= 0 else { throw KafkaFailure(.offsetOutOfRange, "negative offset") }
                     let shard = Self.shardName(topic, partition.partition)
-                    let limit = budget > 0 ? min(Int(partition.maxBytes), budget, configuration.maxFetchBytes) : 0
+                    let limit = budget > 0 ? min(Int(partition.maxBytes), budget) : 0
                     let result: ReadResult
                     if limit > 0 {
                         result = try await journal.read(

@@ -247,11 +247,16 @@ public final class KafkaGateway: Service {
     /// flight at once (and share the journal's group commits). An idempotent producer's batch
     /// waits for the previous append's outcome instead, and what follows it waits for its
     /// outcome, so that sequence checks see every batch before them.
-    func submitAppend(shard: String, batch: ByteBuffer) -> Task<AppendResult, any Error> {
+    func queueAppend(shard: String, batch: ByteBuffer) -> Task<PendingAppend, any Error> {
         let (journal, producers) = (self.journal, self.producers)
-        let queued = appends.submit(shard) { previous in
+        return appends.submit(shard) { previous in
             try await Self.queue(batch, shard: shard, after: previous, journal: journal, producers: producers)
         }
+    }
+
+    /// `queueAppend`, awaited to its stored offsets (tests).
+    func submitAppend(shard: String, batch: ByteBuffer) -> Task<AppendResult, any Error> {
+        let queued = queueAppend(shard: shard, batch: batch)
         return Task { try await queued.value.result }
     }
 
@@ -364,8 +369,6 @@ struct KafkaFailure: Error, CustomStringConvertible {
     /// The Kafka error for a journal or other failure.
     static func from(_ error: any Error) -> KafkaFailure {
         if let failure = error as? KafkaFailure { return failure }
-        // A lost connection to the journal is worth a retry (clients retry LEADER_NOT_AVAILABLE).
-        if error is ChannelError || error is IOError { return KafkaFailure(.leaderNotAvailable, "\(error)") }
         guard let journalError = error as? JournalError else { return KafkaFailure(.unknownServerError, "\(error)") }
         let code: KafkaError =
             switch journalError.code {

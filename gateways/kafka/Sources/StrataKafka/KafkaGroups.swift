@@ -121,21 +121,19 @@ final class KafkaGroupCoordinator: Sendable {
         var group = Group(id: groupID)
         do {
             guard let bytes = try await journal.get(namespace: Self.namespace, key: Array(groupID.utf8)) else { return }
-            do {
-                let record = try JSONDecoder().decode(Record.self, from: Data(bytes))
-                group.state = record.members.isEmpty ? .empty : record.state
-                group.generation = record.generation
-                group.protocolType = record.protocolType
-                group.protocolName = record.protocolName
-                group.leader = record.leader
-                let now = WallClock.milliseconds()
-                group.members = record.members.map { member in
-                    var member = member
-                    member.lastSeen = now  // their session starts over with this gateway
-                    return member
-                }
-                if group.state == .preparingRebalance { group.rebalanceDeadline = now + Self.rebalanceTimeout(group) }
+            let record = try JSONDecoder().decode(Record.self, from: Data(bytes))
+            group.state = record.members.isEmpty ? .empty : record.state
+            group.generation = record.generation
+            group.protocolType = record.protocolType
+            group.protocolName = record.protocolName
+            group.leader = record.leader
+            let now = WallClock.milliseconds()
+            group.members = record.members.map { member in
+                var member = member
+                member.lastSeen = now  // their session starts over with this gateway
+                return member
             }
+            if group.state == .preparingRebalance { group.rebalanceDeadline = now + Self.rebalanceTimeout(group) }
         } catch {
             // Not loaded: the next request tries again (an unreadable record is not replaced).
             logger.error("kafka group record unreadable", metadata: ["kafka.group": "\(groupID)", "error": "\(error)"])

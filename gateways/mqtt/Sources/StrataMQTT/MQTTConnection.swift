@@ -282,8 +282,7 @@ struct MQTTConnection {
         }
         var scram = SCRAMServer()
         do {
-            var clientFirst: [UInt8] = []
-            for case .authenticationData(let data) in connect.properties.items { clientFirst = data }
+            let clientFirst = connect.properties.authenticationData ?? []
             let serverFirst = try scram.receive(clientFirst) { users[$0] }
             try await outbound.write(
                 Self.bytes(
@@ -294,8 +293,7 @@ struct MQTTConnection {
             else {
                 return try await refuse(0x82, "expected AUTH (continue) with method \(method)")
             }
-            var clientFinal: [UInt8] = []
-            for case .authenticationData(let data) in answer.properties.items { clientFinal = data }
+            let clientFinal = answer.properties.authenticationData ?? []
             let serverFinal = try scram.receive(clientFinal) { users[$0] }
             guard let user = scram.authenticatedUser else { return try await refuse(0x87, "not authenticated") }
             return EnhancedAuthentication(user: user, method: method, finalData: serverFinal)

@@ -103,6 +103,10 @@ public struct MQTTProperties: Sendable, Hashable, ExpressibleByArrayLiteral, Seq
         for case .authenticationMethod(let v) in items { return v }
         return nil
     }
+    public var authenticationData: [UInt8]? {
+        for case .authenticationData(let v) in items { return v }
+        return nil
+    }
     public var subscriptionIdentifiers: [UInt32] {
         items.compactMap { if case .subscriptionIdentifier(let v) = $0 { v } else { nil } }
     }
