@@ -57,12 +57,19 @@ public final class RemoteJournalClient: JournalClient {
     }
 
     static func call(_ request: JournalRequest, on channel: any Channel, timeout: Duration) async throws -> ByteBuffer {
+        try await send(request, on: channel, timeout: timeout).get()
+    }
+
+    /// Writes `request`; the future holds the answer's payload, or the error answer or send
+    /// failure as an error.
+    static func send(_ request: JournalRequest, on channel: any Channel, timeout: Duration) -> EventLoopFuture<ByteBuffer> {
         let promise = channel.eventLoop.makePromise(of: JournalFrame.self)
         channel.writeAndFlush(ClientOutbound.call(request, promise, timeout: .nanoseconds(timeout.nanoseconds)))
             .whenFailure { promise.fail(Self.sendFailure($0)) }
-        let frame = try await promise.futureResult.get()
-        if frame.type == .error { throw JournalResponse.decodeError(frame) }
-        return frame.payload
+        return promise.futureResult.flatMapThrowing { frame in
+            if frame.type == .error { throw JournalResponse.decodeError(frame) }
+            return frame.payload
+        }
     }
 
     public func createShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
@@ -87,7 +94,7 @@ public final class RemoteJournalClient: JournalClient {
 
     public func append(shard: String, batch: ByteBuffer) async throws -> AppendResult {
         var payload = try await call(.append(shard: shard, batch: batch))
-        return AppendResult(baseOffset: try payload.readWireInteger(), lastOffset: try payload.readWireInteger())
+        return try payload.readAppendResult()
     }
 
     /// The request is handed to the channel before this returns, and the node queues a
@@ -95,21 +102,13 @@ public final class RemoteJournalClient: JournalClient {
     public func queueAppend(shard: String, batch: ByteBuffer) async throws -> PendingAppend {
         let channel = try await connections.channel()
         let pending = PendingAppend()
-        let promise = channel.eventLoop.makePromise(of: JournalFrame.self)
-        channel.writeAndFlush(
-            ClientOutbound.call(
-                .append(shard: shard, batch: batch), promise, timeout: .nanoseconds(configuration.requestTimeout.nanoseconds))
-        ).whenFailure { promise.fail(Self.sendFailure($0)) }
-        promise.futureResult.whenComplete { outcome in
-            pending.complete(
-                outcome.flatMap { frame -> Result<AppendResult, any Error> in
-                    if frame.type == .error { return .failure(JournalResponse.decodeError(frame)) }
-                    var payload = frame.payload
-                    return Result {
-                        AppendResult(baseOffset: try payload.readWireInteger(), lastOffset: try payload.readWireInteger())
-                    }
+        Self.send(.append(shard: shard, batch: batch), on: channel, timeout: configuration.requestTimeout)
+            .whenComplete { outcome in
+                pending.complete(outcome.flatMap { payload in
+                    var payload = payload
+                    return Result { try payload.readAppendResult() }
                 })
-        }
+            }
         return pending
     }
 

@@ -132,10 +132,7 @@ final class JournalConnection: Sendable {
                     metrics.appends.increment()
                     metrics.appendedBytes.increment(by: Int64(bytes))
                     sink.yield(
-                        JournalResponse.ok(id) { payload in
-                            payload.writeInteger(offsets.baseOffset)
-                            payload.writeInteger(offsets.lastOffset)
-                        })
+                        JournalResponse.ok(id) { $0.writeAppendResult(offsets) })
                 case .failure(let error):
                     metrics.requestErrors.increment()
                     sink.yield(JournalResponse.error(id, error))

@@ -120,6 +120,15 @@ extension ByteBuffer {
             tierEndOffset: try readWireInteger())
     }
 
+    public mutating func writeAppendResult(_ result: AppendResult) {
+        writeInteger(result.baseOffset)
+        writeInteger(result.lastOffset)
+    }
+
+    public mutating func readAppendResult() throws(JournalError) -> AppendResult {
+        AppendResult(baseOffset: try readWireInteger(), lastOffset: try readWireInteger())
+    }
+
     public mutating func writeReadResult(_ result: ReadResult) {
         writeInteger(result.startOffset)
         writeInteger(result.endOffset)
