@@ -135,7 +135,8 @@ extension Journal {
         let (dead, sparse) = core.withLock { core -> ([UInt64], [UInt64]) in
             var dead: [UInt64] = []
             var sparse: [UInt64] = []
-            for (segment, total) in core.segmentTotal where segment < core.syncedThrough.segment {
+            for (segment, total) in core.segmentTotal
+            where segment < core.syncedThrough.segment && !core.keptSegments.contains(segment) {
                 let live = core.segmentLive[segment] ?? 0
                 if live <= 0 {
                     dead.append(segment)
@@ -149,14 +150,60 @@ extension Journal {
         for segment in sparse { try compact(segment: segment) }
     }
 
+    /// Unlinks a sealed segment, but only once a scan of its frames shows that the index points
+    /// at none of them: a node never deletes what it cannot account for. A segment that fails the
+    /// check is kept (and left alone from then on) with a critical log line naming it.
     private func removeSegment(_ segment: UInt64) {
+        let holder: String?
+        do {
+            holder = try indexedFrame(in: segment)
+        } catch {
+            holder = "it cannot be scanned: \(error)"
+        }
+        if let holder {
+            core.withLock { _ = $0.keptSegments.insert(segment) }
+            logger.critical(
+                "segment kept: the index still needs it",
+                metadata: ["journal.file": "\(segments.path(segment))", "journal.reason": "\(holder)"])
+            return
+        }
         core.withLock { core in
             core.segmentTotal[segment] = nil
             core.segmentLive[segment] = nil
         }
         segments.remove(segment)
-        FileDescriptor.syncDirectory(walDirectory)
+        do {
+            try FileDescriptor.syncDirectory(walDirectory)
+        } catch {
+            logger.error("segment removal not synced", metadata: ["error": "\(error)"])
+        }
         logger.debug("segment removed", metadata: ["journal.segment": "\(segment)"])
+    }
+
+    /// What in `segment` the index still points at (a batch or a control frame), nil for nothing.
+    func indexedFrame(in segment: UInt64) throws -> String? {
+        let file = try segments.reader(segment)
+        let size = Int(file.size)
+        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+        var scanner = SegmentScanner(
+            file: file, size: size, from: WALFormat.segmentHeaderSize, maxFrame: maxFrame, allocator: allocator)
+        while scanner.position < size {
+            let (check, _) = try scanner.check()
+            switch check {
+            case .frame(let shardID, let header, let length):
+                if let entry = try db.get(StorageKeys.index(shardID, UInt64(header.baseOffset))).flatMap(IndexEntry.init),
+                    entry.segment == segment
+                {
+                    return "the index points at shard id \(shardID) offset \(header.baseOffset) at position \(scanner.position)"
+                }
+                scanner.advance(by: length)
+            case .end:
+                return nil
+            case .corrupt(let reason):
+                return "position \(scanner.position): \(reason)"
+            }
+        }
+        return nil
     }
 
     /// Copies the live batches of `segment` forward into the WAL, makes the index point at the
@@ -194,11 +241,13 @@ extension Journal {
                 throw JournalError(.corruptData, "\(file.path) position \(position): \(reason)")
             }
         }
-        let wake = core.withLock { core -> Bool in
+        let (failure, wake) = core.withLock { core -> (JournalError?, Bool) in
+            if let failure = core.failure { return (failure, false) }
             core.pending.append(contentsOf: entries)
             defer { core.writerIdle = false }
-            return core.writerIdle
+            return (nil, core.writerIdle)
         }
+        if let failure { throw failure }
         if wake { writerSignal.signal() }
         for completion in completions {
             if case .failure(let error) = completion.wait() { throw error }

@@ -13,10 +13,10 @@ extension Journal {
         var lastSync = ContinuousClock.now
         let interval = configuration.asyncFlushInterval
         while true {
-            let (group, closing) = takeGroup()
+            let (group, stopping) = takeGroup()
             if group.isEmpty {
-                let unsynced = active.withLock { $0.unsynced }
-                if closing {
+                let unsynced = active.withLock { $0.unsynced } && core.withLock { $0.failure == nil }
+                if stopping {
                     if unsynced { syncActive() }
                     writerDone.signal()
                     return
@@ -36,8 +36,8 @@ extension Journal {
             }
             let mustSync =
                 group.contains {
-                    if case .relocation = $0.kind { return true }
-                    return $0.durability == .fsync
+                    if case .append = $0.kind { return $0.durability == .fsync }
+                    return true
                 } || ContinuousClock.now - lastSync >= interval
             writeGroup(group, sync: mustSync)
             if mustSync { lastSync = .now }
@@ -45,21 +45,28 @@ extension Journal {
     }
 
     /// Takes the entries that fit in the active segment (at least one), rolling to a new segment
-    /// first when the next entry does not fit.
+    /// first when the next entry does not fit. After a fail-stop everything queued is failed.
     private func takeGroup() -> ([PendingEntry], Bool) {
         let (room, isEmptySegment) = active.withLock {
             (Int(configuration.segmentBytes) - Int($0.position), $0.position == UInt64(WALFormat.segmentHeaderSize))
         }
-        let (group, closing, needsRoll, requested) = core.withLock { core -> ([PendingEntry], Bool, Bool, Bool) in
+        let (group, stopping, needsRoll, requested, failed) = core.withLock {
+            core -> ([PendingEntry], Bool, Bool, Bool, JournalError?) in
+            if let failure = core.failure {
+                let failed = Array(core.pending)
+                core.pending.removeAll()
+                core.writerIdle = true
+                return (failed, core.writerStop, false, false, failure)
+            }
             if core.rollRequested {
                 core.rollRequested = false
-                if !isEmptySegment { return ([], core.closing, true, true) }
+                if !isEmptySegment { return ([], core.writerStop, true, true, nil) }
             }
             guard let first = core.pending.first else {
                 core.writerIdle = true
-                return ([], core.closing, false, false)
+                return ([], core.writerStop, false, false, nil)
             }
-            if first.frameLength > room && !isEmptySegment { return ([], core.closing, true, false) }
+            if first.frameLength > room && !isEmptySegment { return ([], core.writerStop, true, false, nil) }
             var taken: [PendingEntry] = []
             var bytes = 0
             while let next = core.pending.first, taken.isEmpty || bytes + next.frameLength <= room,
@@ -68,31 +75,44 @@ extension Journal {
                 bytes += next.frameLength
                 taken.append(core.pending.removeFirst())
             }
-            return (taken, core.closing, false, false)
+            return (taken, core.writerStop, false, false, nil)
+        }
+        if let failed {
+            Self.fail(group, with: failed)
+            return ([], stopping)
         }
         if needsRoll {
             do {
-                try rollSegment()
-            } catch where requested {
-                // Sealing by age can wait; the appends behind it still fit where they are.
-                logger.warning("cannot seal the active segment", metadata: ["error": "\(error)"])
+                try checkFreeSpace(for: WALFormat.segmentHeaderSize)
             } catch {
-                failPending(error)
+                // The reserve refuses the new segment: nothing was written, so this is no fail-stop.
+                if requested {
+                    // Sealing by age can wait; the appends behind it still fit where they are.
+                    logger.warning("cannot seal the active segment", metadata: ["error": "\(error)"])
+                } else {
+                    failPending(error)
+                }
+                return takeGroup()
+            }
+            do {
+                try rollSegment()
+            } catch {
+                failStop(error)
+                return ([], stopping)
             }
             return takeGroup()
         }
-        return (group, closing)
+        return (group, stopping)
     }
 
     /// Seals the active segment (synced) and starts the next one.
     func rollSegment() throws(JournalError) {
-        try checkFreeSpace(for: WALFormat.segmentHeaderSize)
         try active.withLock { (active: inout ActiveSegment) throws(JournalError) in
             if active.unsynced {
                 do throws(WALIOError) { try io.sync(fd: active.file.fd) } catch { throw error.journalError }
                 active.unsynced = false
             }
-            let next = try Self.createSegment(id: active.id + 1, directory: walDirectory)
+            let next = try Self.createSegment(id: active.id + 1, directory: walDirectory, io: io)
             logger.debug("segment rolled", metadata: ["journal.segment": "\(next.id)"])
             let sealed = active.id
             active = ActiveSegment(id: next.id, file: next.file, position: UInt64(WALFormat.segmentHeaderSize))
@@ -108,7 +128,9 @@ extension Journal {
     }
 
     /// Creates a segment file with its header, synced along with its directory entry.
-    static func createSegment(id: UInt64, directory: String) throws(JournalError) -> (id: UInt64, file: FileDescriptor) {
+    static func createSegment(id: UInt64, directory: String, io: any WALIO) throws(JournalError) -> (
+        id: UInt64, file: FileDescriptor
+    ) {
         let path = directory + "/" + WALFormat.segmentFileName(id)
         let file = try FileDescriptor(path: path, flags: O_RDWR | O_CREAT | O_TRUNC)
         let header = WALFormat.segmentHeader(id: id, createdMilliseconds: WallClock.milliseconds())
@@ -116,18 +138,17 @@ extension Journal {
             var failure: WALIOError?
             header.withUnsafeBytes { raw in
                 do throws(WALIOError) {
-                    try PwriteIO.pwriteAll(fd: file.fd, raw.baseAddress!, count: raw.count, offset: 0)
+                    try io.write(fd: file.fd, raw.baseAddress!, count: raw.count, offset: 0, sync: true)
                 } catch {
                     failure = error
                 }
             }
             if let failure { throw failure }
-            try PwriteIO().sync(fd: file.fd)
         } catch {
             unlink(path)
             throw error.journalError
         }
-        FileDescriptor.syncDirectory(directory)
+        try FileDescriptor.syncDirectory(directory)
         return (id, file)
     }
 
@@ -146,8 +167,31 @@ extension Journal {
                 }
             }
         } catch {
-            logger.error("WAL sync failed", metadata: ["error": "\(error.journalError)"])
+            failStop(error.journalError)
         }
+    }
+
+    /// The first WAL (or index) write or sync error stops the journal: after a failed write or
+    /// fdatasync the kernel may have dropped the dirty pages, so a retry that "succeeds" proves
+    /// nothing ("fsyncgate"). `group` and everything queued fail as unavailable, nothing more is
+    /// acknowledged, `health` reports the failure, and only a restart (whose recovery re-verifies
+    /// the WAL) resumes service.
+    func failStop(_ error: JournalError, group: [PendingEntry] = []) {
+        let (failure, first) = core.withLock { core -> (JournalError, Bool) in
+            if let failure = core.failure { return (failure, false) }
+            let failure = JournalError(
+                .unavailable,
+                "the journal stopped after a WAL I/O error and acknowledges nothing until a restart re-verifies "
+                    + "the WAL: \(error)")
+            core.failure = failure
+            return (failure, true)
+        }
+        if first {
+            logger.critical(
+                "WAL I/O failed: the journal stops acknowledging (fail-stop); restart the node",
+                metadata: ["error": "\(error)"])
+        }
+        failPending(failure, group: group)
     }
 
     /// Free bytes on the data directory's filesystem (nil when statvfs fails).
@@ -196,11 +240,8 @@ extension Journal {
                     core.withLock { $0.statistics.walSyncLatency.record(elapsed) }
                 }
             } catch {
-                // Nothing of this group is acknowledged: cut it off the file so recovery never sees it.
-                if ftruncate(active.file.fd, off_t(start)) != 0 {
-                    logger.critical("cannot truncate failed WAL write", metadata: ["errno": "\(errno)"])
-                }
-                _ = try? io.sync(fd: active.file.fd)
+                // Nothing of this group is acknowledged, and nothing after it will be: no truncate
+                // and no retry of a file whose pages the kernel may have dropped.
                 return .failure(error.journalError)
             }
             active.position = position
@@ -211,8 +252,7 @@ extension Journal {
         let end: UInt64
         switch outcome {
         case .failure(let error):
-            logger.error("WAL write failed", metadata: ["error": "\(error)"])
-            failPending(error, group: group)
+            failStop(error, group: group)
             return
         case .success(let written):
             segment = written.segment
@@ -225,6 +265,8 @@ extension Journal {
         // batch retention has not removed meanwhile): one look under the lock for the group.
         let indexable: [Bool] = core.withLock { core in
             group.map { entry in
+                // Control frames: catalog changes and compaction serialize on the maintenance lock.
+                if entry.shardID == WALFormat.controlShardID { return true }
                 guard let shard = core.shards[entry.shardID] else { return false }  // deleted meanwhile
                 guard case .relocation = entry.kind else { return true }
                 return entry.lastOffset >= shard.startOffset && entry.baseOffset >= shard.tierEnd
@@ -243,9 +285,10 @@ extension Journal {
         do {
             try db.write(index, durable: false)
         } catch {
-            // The data is in the WAL and will be re-indexed on the next open; readers of these
-            // offsets get errors until then.
-            logger.critical("index write failed", metadata: ["error": "\(error)"])
+            // Unindexed batches must never be acknowledged or checkpointed past: the data is in the
+            // WAL and the next open re-indexes it.
+            failStop(error, group: group)
+            return
         }
 
         // Publish to readers and collect acknowledgements.
@@ -280,8 +323,12 @@ extension Journal {
                     waiters += shard.takeWaiters()
                     acknowledgements.append(
                         (completion, .success(AppendResult(baseOffset: entry.baseOffset, lastOffset: entry.lastOffset))))
+                case .control(let replaces, let completion):
+                    core.segmentLive[segment, default: 0] += Int64(entry.frameLength)
+                    if let replaces { core.segmentLive[replaces.segment, default: 0] -= Int64(replaces.frameLength) }
+                    completions.append(completion)
                 case .relocation(let from, let completion):
-                    if indexable[i], core.shards[entry.shardID] != nil {
+                    if indexable[i], entry.shardID == WALFormat.controlShardID || core.shards[entry.shardID] != nil {
                         core.segmentLive[from.segment, default: 0] -= Int64(entry.frameLength)
                         core.segmentLive[segment, default: 0] += Int64(entry.frameLength)
                     }
@@ -308,10 +355,14 @@ extension Journal {
             }
             return failed
         }
-        for entry in failed {
+        Self.fail(failed, with: error)
+    }
+
+    static func fail(_ entries: [PendingEntry], with error: JournalError) {
+        for entry in entries {
             switch entry.kind {
             case .append(let completion): completion(.failure(error))
-            case .relocation(_, let completion): completion.complete(.failure(error))
+            case .relocation(_, let completion), .control(_, let completion): completion.complete(.failure(error))
             }
         }
     }

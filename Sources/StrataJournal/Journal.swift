@@ -49,11 +49,14 @@ public final class Journal: Sendable {
         } catch {
             throw JournalError(.ioError, "cannot create \(configuration.dataDirectory): \(error)")
         }
+        // The directories' own entries are durable before anything is written into them.
+        try FileDescriptor.syncDirectory(configuration.dataDirectory)
+        try FileDescriptor.syncDirectory(configuration.dataDirectory + "/wal")
         db = try RocksDB(path: configuration.dataDirectory + "/index")
-        io = try Self.makeIO(configuration.walIO, logger: logger)
+        io = try configuration.walIOOverride ?? Self.makeIO(configuration.walIO, logger: logger)
         segments = SegmentFiles(directory: configuration.dataDirectory + "/wal")
         let recovered = try Recovery(
-            db: db, segments: segments, configuration: configuration, logger: logger, allocator: allocator
+            db: db, segments: segments, configuration: configuration, logger: logger, allocator: allocator, io: io
         ).run()
         core = Mutex(recovered.core)
         active = Mutex(recovered.active)
@@ -75,6 +78,12 @@ public final class Journal: Sendable {
             maintenance.start()
         } else {
             maintenanceDone.signal()
+        }
+        do {
+            try writeMissingControlFrames()
+        } catch {
+            close()
+            throw error
         }
     }
 
@@ -101,10 +110,12 @@ public final class Journal: Sendable {
             return core.closing
         }
         if alreadyClosing { return }
-        writerSignal.signal()
-        writerDone.wait()
+        // Maintenance first: a compaction in flight needs the writer for its copies.
         maintenanceSignal.signal()
         maintenanceDone.wait()
+        core.withLock { $0.writerStop = true }
+        writerSignal.signal()
+        writerDone.wait()
         do {
             try checkpoint()
         } catch {
@@ -117,6 +128,23 @@ public final class Journal: Sendable {
     }
 
     public var statistics: JournalStatistics { core.withLock { $0.statistics } }
+
+    /// Failed after a WAL or index I/O error (fail-stop, until a restart), degraded while the
+    /// disk reserve refuses appends, else ok.
+    public var health: JournalHealth {
+        if let failure = core.withLock({ $0.failure }) {
+            return JournalHealth(status: .failed, problems: [failure.message])
+        }
+        if configuration.minFreeDiskBytes > 0, let free = freeDiskBytes(), free < configuration.minFreeDiskBytes {
+            return JournalHealth(
+                status: .degraded,
+                problems: [
+                    "disk reserve reached: \(free) bytes free in \(configuration.dataDirectory), reserve "
+                        + "\(configuration.minFreeDiskBytes); appends are refused"
+                ])
+        }
+        return JournalHealth(status: .ok, problems: [])
+    }
 
     /// The WAL segments on disk, oldest first.
     public func segmentInfos() -> [SegmentInfo] {
@@ -165,13 +193,17 @@ public final class Journal: Sendable {
                 }
                 let batch = RocksDB.WriteBatch()
                 var runtimes: [ShardRuntime] = []
+                var records: [ShardRecord] = []
                 for (i, spec) in specs.enumerated() {
                     let id = first + UInt64(i)
                     let record = ShardRecord(id: id, name: spec.name, config: spec.config)
+                    records.append(record)
                     batch.put(StorageKeys.shard(spec.name), try record.encoded())
                     runtimes.append(ShardRuntime(id: id, name: spec.name, config: spec.config))
                 }
                 batch.put(StorageKeys.nextShardID, (first + UInt64(specs.count)).bigEndianBytes)
+                // In the WAL first: a catalog lost or behind is rebuilt from it.
+                try writeControl(records.map { ControlFrame.Change(record: $0, deleted: false) })
                 try db.write(batch, durable: true)
                 return core.withLock { core in
                     runtimes.map { shard in
@@ -195,17 +227,13 @@ public final class Journal: Sendable {
                     if let entry = IndexEntry(value) { bytesBySegment[entry.segment, default: 0] += Int64(entry.frameLength) }
                     return true
                 }
+                // The tombstone goes to the WAL first (and stays live there), so that a rebuild of
+                // the catalog from the WAL never brings the shard back.
+                try writeControl([
+                    ControlFrame.Change(record: ShardRecord(id: shard.id, name: name, config: shard.config), deleted: true)
+                ])
                 let batch = RocksDB.WriteBatch()
-                batch.delete(StorageKeys.shard(name))
-                batch.delete(StorageKeys.startFloor(shard.id))
-                batch.deleteRange(StorageKeys.indexPrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.indexPrefix(shard.id)))
-                batch.deleteRange(StorageKeys.timePrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.timePrefix(shard.id)))
-                // Its objects in the object tier are deleted from the store by the offloader.
-                db.scan(prefix: StorageKeys.tierPrefix(shard.id)) { key, value in
-                    TieredObject(value)?.release(catalogKey: Array(key), in: batch)
-                    return true
-                }
-                batch.deleteRange(StorageKeys.tierPrefix(shard.id), StorageKeys.prefixEnd(StorageKeys.tierPrefix(shard.id)))
+                Self.shardDeletion(id: shard.id, name: name, db: db, into: batch)
                 try db.write(batch, durable: true)
                 let waiters = core.withLock { core in
                     core.shards[shard.id] = nil
@@ -251,6 +279,7 @@ public final class Journal: Sendable {
         }
         var frame = WALFormat.frame(shardID: 0, batch: batch, allocator: allocator)
         let (failure, wake) = core.withLock { core -> (JournalError?, Bool) in
+            if let failure = core.failure { return (failure, false) }
             guard !core.closing else { return (JournalError(.closed, "the journal is closed"), false) }
             guard let id = core.idsByName[name], let shard = core.shards[id] else {
                 return (JournalError(.unknownShard, "no shard named \(name)"), false)

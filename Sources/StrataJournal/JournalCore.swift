@@ -119,6 +119,10 @@ struct PendingEntry {
         case append(AppendCompletion)
         /// A live batch copied forward out of a segment being compacted.
         case relocation(from: WALPosition, completion: Completion)
+        /// A catalog change (shard created, reconfigured or deleted) written to the WAL before
+        /// the catalog, so that the catalog can be rebuilt from the WAL; it becomes the shard's
+        /// current control frame, in place of `replaces`.
+        case control(replaces: IndexEntry?, completion: Completion)
     }
 
     var shardID: UInt64
@@ -144,14 +148,24 @@ struct JournalCore {
     var writerIdle = false
     /// Maintenance asks the writer to seal the active segment (it is older than `segmentMaxAge`).
     var rollRequested = false
+    /// No new work is taken (appends, catalog changes); maintenance stops.
     var closing = false
+    /// Set once maintenance has stopped: the writer exits when nothing is left queued.
+    var writerStop = false
+    /// Set by the first WAL (or index) write or sync error: nothing more is acknowledged until a
+    /// restart re-verifies the WAL (fail-stop).
+    var failure: JournalError?
     var nextWaiterID: UInt64 = 0
     var cancelledWaiters: Set<UInt64> = []
     /// Live (indexed) frame bytes and all frame bytes per segment.
     var segmentLive: [UInt64: Int64] = [:]
     var segmentTotal: [UInt64: Int64] = [:]
+    /// Sealed segments maintenance found still referenced (or unreadable) when it meant to
+    /// delete them: never deleted by this process.
+    var keptSegments: Set<UInt64> = []
     var activeSegment: UInt64 = 0
-    /// Every frame before this is both synced to disk and in the index.
+    /// Every frame before this is both synced to disk and in the index (the "indexed through"
+    /// watermark: it only moves past a group once the group's index write succeeded).
     var syncedThrough = WALPosition(segment: 0, position: 0)
     var statistics = JournalStatistics()
 }

@@ -173,6 +173,10 @@ public struct JournalConfiguration: Sendable {
     /// meet a full disk itself).
     public var minFreeDiskBytes: Int64 = 128 << 20
 
+    /// The WAL I/O layer to use instead of the one `walIO` selects: the seam through which tests
+    /// inject write and sync faults and record what a power cut would keep.
+    var walIOOverride: (any WALIO & Sendable)?
+
     public init(dataDirectory: String) {
         self.dataDirectory = dataDirectory
     }
@@ -187,4 +191,23 @@ public struct SegmentInfo: Sendable, Hashable, Codable {
     public var liveBytes: Int64
     /// The segment being appended to.
     public var active: Bool
+}
+
+/// What `Journal.health` (and the node's /health) reports.
+public struct JournalHealth: Sendable, Hashable, Codable {
+    public enum Status: String, Sendable, Hashable, Codable {
+        case ok
+        /// Serving, with a problem an operator should see (disk reserve, object tier errors).
+        case degraded
+        /// Not acknowledging appends (fail-stop after a WAL or index I/O error): restart the node.
+        case failed
+    }
+
+    public var status: Status
+    public var problems: [String]
+
+    public init(status: Status, problems: [String]) {
+        self.status = status
+        self.problems = problems
+    }
 }

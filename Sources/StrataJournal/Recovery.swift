@@ -13,6 +13,7 @@ struct Recovery {
     let configuration: JournalConfiguration
     let logger: Logger
     let allocator: ByteBufferAllocator
+    let io: any WALIO
 
     struct Outcome {
         var core: JournalCore
@@ -21,6 +22,23 @@ struct Recovery {
 
     func run() throws(JournalError) -> Outcome {
         var core = JournalCore()
+        let ids = segments.list()
+        let checkpoint = try db.get(StorageKeys.checkpoint).flatMap(WALPosition.init)
+        // No checkpoint but segments: the index was lost (or never finished its first open), so
+        // catalog and index are rebuilt from the WAL alone.
+        let rebuilding = checkpoint == nil && !ids.isEmpty
+        if rebuilding {
+            logger.warning(
+                "the index has no checkpoint: rebuilding the catalog and the index from the WAL",
+                metadata: ["journal.segments": "\(ids.count)"])
+        }
+
+        // 0. Catalog changes in the WAL past the checkpoint (all of it when rebuilding).
+        let controlled = try replayControlFrames(ids: ids, from: checkpoint)
+        let nextShardID = try db.get(StorageKeys.nextShardID).map { UInt64(bigEndianBytes: $0) } ?? 1
+        /// Whether a batch of a shard the catalog does not hold belongs to one that was deleted
+        /// (else the WAL cannot be accounted for and the open stops).
+        let deleted: (UInt64) -> Bool = { id in rebuilding ? controlled.contains(id) : id < nextShardID }
 
         // 1. Catalog.
         var records: [ShardRecord] = []
@@ -73,6 +91,11 @@ struct Recovery {
         db.scan(prefix: StorageKeys.indexTag) { key, value in
             let id = UInt64(bigEndianBytes: key[1..<9])
             let base = UInt64(bigEndianBytes: key[9..<17])
+            if id == WALFormat.controlShardID, let entry = IndexEntry(value) {
+                // A shard's current control frame (or a deleted one's tombstone) is live.
+                core.segmentLive[entry.segment, default: 0] += Int64(entry.frameLength)
+                return true
+            }
             guard let shard = core.shards[id], let entry = IndexEntry(value) else {
                 orphanIndex.delete(Array(key))
                 return true
@@ -87,8 +110,6 @@ struct Recovery {
         if orphanIndex.count > 0 { try db.write(orphanIndex, durable: false) }
 
         // 3. Replay the WAL past the checkpoint.
-        let ids = segments.list()
-        let checkpoint = try db.get(StorageKeys.checkpoint).flatMap(WALPosition.init)
         let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
         var validEnd: WALPosition?
         /// Creation time in the last segment's header.
@@ -133,6 +154,13 @@ struct Recovery {
                 position = scanner.position
                 switch check {
                 case .frame(let shardID, let header, let length):
+                    if core.shards[shardID] == nil, shardID != WALFormat.controlShardID, !deleted(shardID) {
+                        throw JournalError(
+                            .corruptData,
+                            "\(path) position \(position): a batch of shard id \(shardID), which neither the catalog nor "
+                                + "the WAL's control frames know: the WAL cannot be accounted for, so the journal does "
+                                + "not open (nothing was deleted)")
+                    }
                     try replay(
                         shardID: shardID, header: header, frame: scanner.buffer, at: bufferIndex, position: position,
                         length: length, segment: id, core: &core, index: index, firstIndexed: &firstIndexed,
@@ -201,7 +229,7 @@ struct Recovery {
             if let lastCreated { active.createdMilliseconds = lastCreated }
         } else {
             let id = (validEnd?.segment ?? 0) + 1
-            let created = try Journal.createSegment(id: id, directory: segments.directory)
+            let created = try Journal.createSegment(id: id, directory: segments.directory, io: io)
             active = ActiveSegment(id: id, file: created.file, position: UInt64(WALFormat.segmentHeaderSize))
             core.segmentTotal[id] = 0
         }
@@ -227,7 +255,8 @@ struct Recovery {
         segment: UInt64, core: inout JournalCore, index: RocksDB.WriteBatch, firstIndexed: inout [UInt64: UInt64],
         relocated: inout [[UInt8]: IndexEntry]
     ) throws(JournalError) {
-        guard let shard = core.shards[shardID] else { return }  // the shard was deleted
+        // Control frames were applied before the replay; a shard not in the catalog was deleted.
+        guard let shard = core.shards[shardID] else { return }
         let base = UInt64(header.baseOffset)
         let last = UInt64(header.lastOffset)
         let location = IndexEntry(
@@ -277,5 +306,77 @@ struct Recovery {
             core.segmentLive[existing.segment, default: 0] -= Int64(existing.frameLength)
             core.segmentLive[segment, default: 0] += Int64(length)
         }
+    }
+
+    /// Applies the control frames of the WAL past `checkpoint` (all of it without one) that the
+    /// index does not know yet: creations and reconfigurations write the shard's catalog record,
+    /// tombstones remove it, and each becomes the shard's current control entry. Returns the
+    /// shard ids the WAL's control frames name.
+    private func replayControlFrames(ids: [UInt64], from checkpoint: WALPosition?) throws(JournalError) -> Set<UInt64> {
+        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+        let headerSize = WALFormat.segmentHeaderSize
+        var latest: [UInt64: (change: ControlFrame.Change, location: IndexEntry)] = [:]
+        for id in ids {
+            if let checkpoint, id < checkpoint.segment { continue }
+            let file = try FileDescriptor(path: segments.path(id), flags: O_RDONLY)
+            let size = Int(file.size)
+            guard size >= headerSize else { continue }
+            let start = checkpoint?.segment == id ? Int(checkpoint!.position) : headerSize
+            var scanner = SegmentScanner(file: file, size: size, from: start, maxFrame: maxFrame, allocator: allocator)
+            // The replay proper judges damage; this pass only stops at it.
+            scan: while true {
+                let (check, index) = try scanner.check()
+                guard case .frame(let shardID, let header, let length) = check else { break scan }
+                if shardID == WALFormat.controlShardID,
+                    let batch = scanner.buffer.getSlice(
+                        at: index + WALFormat.frameHeaderSize, length: length - WALFormat.frameHeaderSize),
+                    let change = ControlFrame.decode(batch)
+                {
+                    latest[change.record.id] = (
+                        change,
+                        IndexEntry(
+                            segment: id, position: UInt64(scanner.position), frameLength: UInt32(length),
+                            lastOffset: change.record.id, maxTimestamp: header.maxTimestamp)
+                    )
+                }
+                scanner.advance(by: length)
+            }
+        }
+        var named = Set(latest.keys)
+        db.scan(prefix: StorageKeys.indexPrefix(WALFormat.controlShardID)) { key, _ in
+            named.insert(UInt64(bigEndianBytes: key[9..<17]))
+            return true
+        }
+        let batch = RocksDB.WriteBatch()
+        var nextID = try db.get(StorageKeys.nextShardID).map { UInt64(bigEndianBytes: $0) } ?? 1
+        let ordered = latest.sorted {
+            WALPosition(segment: $0.value.location.segment, position: $0.value.location.position)
+                < WALPosition(segment: $1.value.location.segment, position: $1.value.location.position)
+        }
+        for (id, item) in ordered {
+            nextID = max(nextID, id + 1)
+            let key = StorageKeys.index(WALFormat.controlShardID, id)
+            if let known = try db.get(key).flatMap(IndexEntry.init),
+                WALPosition(segment: known.segment, position: known.position)
+                    >= WALPosition(segment: item.location.segment, position: item.location.position)
+            {
+                continue
+            }
+            batch.put(key, item.location.encoded)
+            let name = item.change.record.name
+            let current = try db.get(StorageKeys.shard(name)).map { bytes throws(JournalError) in try ShardRecord(bytes) }
+            if item.change.deleted {
+                logger.notice("shard deletion found in the WAL", metadata: ["journal.shard": "\(name)", "journal.shard_id": "\(id)"])
+                Journal.shardDeletion(id: id, name: current?.id == id ? name : nil, db: db, into: batch)
+            } else {
+                logger.notice("shard found in the WAL", metadata: ["journal.shard": "\(name)", "journal.shard_id": "\(id)"])
+                batch.put(StorageKeys.shard(name), try item.change.record.encoded())
+            }
+        }
+        if batch.count > 0 {
+            batch.put(StorageKeys.nextShardID, nextID.bigEndianBytes)
+            try db.write(batch, durable: true)
+        }
+        return named
     }
 }

@@ -32,6 +32,8 @@ struct WALIOError: Error {
 }
 
 /// The WAL's write path: one positioned write of a whole group, optionally followed by a data sync.
+/// Every write and sync of a WAL file (segment headers included) goes through it: the one seam
+/// where tests inject faults (`JournalConfiguration.walIOOverride`).
 protocol WALIO: AnyObject {
     var name: String { get }
     /// Writes all `count` bytes at `offset`, then (if `sync`) makes them durable.
@@ -191,10 +193,14 @@ final class FileDescriptor: Sendable {
     }
 
     /// Makes the directory entry of a new or removed file durable.
-    static func syncDirectory(_ path: String) {
+    static func syncDirectory(_ path: String) throws(JournalError) {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        fsync(fd)
-        close(fd)
+        guard fd >= 0 else {
+            throw JournalError(.ioError, "open directory \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        while fsync(fd) != 0 {
+            if errno != EINTR { throw JournalError(.ioError, "fsync directory \(path): \(String(cString: strerror(errno)))") }
+        }
     }
 }

@@ -11,9 +11,10 @@ import Glibc
 
 /// A real full filesystem: a small tmpfs mounted for the test (needs root, as in CI).
 @Suite(.serialized) struct DiskFullTests {
-    /// No reserve: the WAL meets the filesystem's own ENOSPC.
+    /// No reserve: the WAL meets the filesystem's own ENOSPC. That is a WAL write error like any
+    /// other, so the journal stops (fail-stop) and a restart, with space back, resumes it.
     @Test(.enabled(if: getuid() == 0, "mounting a small tmpfs needs root"))
-    func enospcRefusesAppendsLosesNothingAndRecovers() async throws {
+    func enospcStopsTheJournalLosesNothingAndRecoversOnRestart() async throws {
         try await withTmpfs(size: "8m") { mount in
 
             var configuration = testConfiguration(mount + "/journal", segmentBytes: 16 << 20)
@@ -35,25 +36,25 @@ import Glibc
                 }
             }
             let error = try #require(refusal, "the disk never filled")
-            #expect(error.code == .diskFull)
+            #expect(error.code == .unavailable)
             #expect(error.message.contains("No space left"))
             #expect(acknowledged.count > 100)
-            // Still full: refused again, offsets unchanged.
+            #expect(journal.health.status == .failed)
+            // Space returns, but the journal acknowledges nothing until it is restarted.
+            try FileManager.default.removeItem(atPath: filler)
             await #expect(throws: JournalError.self) {
                 try await journal.append(shard: "s", batch: makeBatch("again", count: 1, size: 4000))
             }
             #expect(try journal.describeShard("s").endOffset == UInt64(acknowledged.count))
-            let whileFull = try await readAll(journal, "s").map(\.1)
-            #expect(whileFull == acknowledged, "\(whileFull.count) \(acknowledged.count) \(whileFull.suffix(2)) \(acknowledged.suffix(2))")
-
-            // Space returns: appends resume at the next dense offset.
-            try FileManager.default.removeItem(atPath: filler)
-            let next = try await journal.append(shard: "s", batch: makeBatch("after", count: 1, size: 4000))
-            #expect(next.baseOffset == UInt64(acknowledged.count))
-            acknowledged.append("after-0")
+            let whileStopped = try await readAll(journal, "s").map(\.1)
+            #expect(whileStopped == acknowledged, "\(whileStopped.count) \(acknowledged.count)")
             journal.close()
+
             let reopened = try Journal(configuration: configuration, logger: quietLogger)
+            #expect(reopened.health.status == .ok)
             #expect(try await readAll(reopened, "s").map(\.1) == acknowledged)
+            let next = try await reopened.append(shard: "s", batch: makeBatch("after", count: 1, size: 4000))
+            #expect(next.baseOffset == UInt64(acknowledged.count))
             reopened.close()
         }
     }

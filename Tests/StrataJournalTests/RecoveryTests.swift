@@ -69,11 +69,13 @@ import Testing
             let configuration = try await writeSixtyBatches(dir)
             let files = try segmentFiles(dir)
             #expect(files.count >= 2)
-            // Damage a byte of the second frame of the first segment (inside the record data).
+            // Damage a byte of the second batch of the first segment (inside the record data), past
+            // the shard's control frame and its first batch.
             let handle = try #require(FileHandle(forUpdatingAtPath: files[0]))
-            let frame = WALFormat.segmentHeaderSize
-            let firstLength = try handle.readLength(at: UInt64(frame))
-            let target = UInt64(frame) + UInt64(firstLength) + 200
+            let control = UInt64(WALFormat.segmentHeaderSize)
+            let frame = control + UInt64(try handle.readLength(at: control))
+            let firstLength = try handle.readLength(at: frame)
+            let target = frame + UInt64(firstLength) + 200
             try handle.seek(toOffset: target)
             let byte = try #require(try handle.read(upToCount: 1)).first!
             try handle.seek(toOffset: target)
@@ -91,7 +93,7 @@ import Testing
             } catch let error as JournalError {
                 #expect(error.code == .corruptData)
                 #expect(error.message.contains(files[0]))
-                #expect(error.message.contains("position \(frame + firstLength)"))
+                #expect(error.message.contains("position \(frame + UInt64(firstLength))"))
             }
             // Later batches are still served.
             #expect(try await reopened.read(shard: "s", from: 8, maxBytes: 1).batches.count == 1)
