@@ -66,7 +66,7 @@ extension Journal {
             var tierKept = false
             db.scan(prefix: StorageKeys.tierPrefix(id)) { key, value in
                 guard let object = TieredObject(value) else { return true }
-                let tooOld = config.retentionMilliseconds.map { object.maxTimestamp < now - $0 } ?? false
+                let tooOld = config.retentionMilliseconds.map { object.maxTimestamp < now.minusSaturating($0) } ?? false
                 let tooBig = config.retentionBytes.map { remaining - object.batchBytes >= $0 } ?? false
                 guard tooOld || tooBig else {
                     tierKept = true
@@ -82,7 +82,7 @@ extension Journal {
                 db.scan(prefix: StorageKeys.indexPrefix(id)) { key, value in
                     guard let entry = IndexEntry(value), entry.lastOffset < end else { return false }
                     let length = Int64(entry.frameLength) - Int64(WALFormat.frameHeaderSize)
-                    let tooOld = config.retentionMilliseconds.map { entry.maxTimestamp < now - $0 } ?? false
+                    let tooOld = config.retentionMilliseconds.map { entry.maxTimestamp < now.minusSaturating($0) } ?? false
                     let tooBig = config.retentionBytes.map { remaining > $0 } ?? false
                     guard tooOld || tooBig else { return false }
                     batch.delete(Array(key))

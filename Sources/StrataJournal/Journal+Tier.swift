@@ -163,13 +163,13 @@ extension Journal {
                 // may outlive a crash until retention's next round).
                 db.scan(prefix: StorageKeys.indexPrefix(id), from: StorageKeys.index(id, floor)) { key, value in
                     guard let entry = IndexEntry(value), entry.lastOffset < end, entry.segment < active,
-                        entry.maxTimestamp < now - localRetention
+                        entry.maxTimestamp < now.minusSaturating(localRetention)
                     else { return false }
                     let length = Int64(entry.frameLength) - Int64(WALFormat.frameHeaderSize)
                     if runs.count < maxRuns { entries.append((UInt64(bigEndianBytes: key[9..<17]), entry)) }
                     bytes += length
                     total += length
-                    oldest = oldest ?? (now - localRetention - entry.maxTimestamp)
+                    oldest = oldest ?? now.minusSaturating(localRetention).minusSaturating(entry.maxTimestamp)
                     if bytes >= maxRunBytes { cut() }
                     return true
                 }

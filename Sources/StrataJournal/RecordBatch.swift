@@ -98,6 +98,13 @@ public enum RecordBatch {
         guard header.compression != nil else {
             throw JournalError(.invalidBatch, "unknown compression codec \(header.attributes & 0x7)")
         }
+        for (name, timestamp) in [("baseTimestamp", header.baseTimestamp), ("maxTimestamp", header.maxTimestamp)]
+        where !validTimestamps.contains(timestamp) {
+            throw JournalError(
+                .invalidBatch,
+                "\(name) \(timestamp) is out of range: timestamps are milliseconds since the Unix epoch from 0 to "
+                    + "\(validTimestamps.upperBound), or -1 for none")
+        }
         let crc = CRC32C.checksum(batch, offset: attributesOffset, length: size - attributesOffset)
         guard crc == header.crc else {
             throw JournalError(
@@ -106,6 +113,10 @@ public enum RecordBatch {
         }
         return header
     }
+
+    /// Timestamps a batch may carry: -1 (none, as Kafka producers send it) and milliseconds since
+    /// the epoch up to 2^53 (about 285,000 years), so that arithmetic on them never overflows.
+    public static let validTimestamps: ClosedRange<Int64> = -1...(1 << 53)
 
     static func hex(_ value: UInt32) -> String {
         let digits = String(value, radix: 16)

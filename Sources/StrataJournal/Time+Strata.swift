@@ -20,3 +20,13 @@ extension Duration {
         return overflow ? (seconds < 0 ? .min : .max) : scaled + attoseconds / 1_000_000_000
     }
 }
+
+extension Int64 {
+    /// `self - other`, clamped to Int64's range instead of trapping: for arithmetic on values that
+    /// came from the wire or from disk (timestamps, retention settings).
+    public func minusSaturating(_ other: Int64) -> Int64 {
+        let (result, overflow) = subtractingReportingOverflow(other)
+        guard overflow else { return result }
+        return other < 0 ? .max : .min
+    }
+}

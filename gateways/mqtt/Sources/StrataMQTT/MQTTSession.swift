@@ -255,7 +255,8 @@ final class MQTTSession: Sendable {
         var properties = message.forwardedProperties
         for id in identifiers { properties.append(.subscriptionIdentifier(id)) }
         if let expiry = message.properties.messageExpiryInterval {
-            let age = UInt32(max(0, (WallClock.milliseconds() - message.timestamp) / 1000))
+            // Saturating: a record's timestamp is whatever its batch says.
+            let age = UInt32(clamping: max(0, WallClock.milliseconds().minusSaturating(message.timestamp) / 1000))
             guard age < expiry else { return }  // expired: not delivered (MQTT 3.3.2.3.3)
             properties.items.removeAll { if case .messageExpiryInterval = $0 { true } else { false } }
             properties.append(.messageExpiryInterval(expiry - age))
