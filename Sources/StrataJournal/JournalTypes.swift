@@ -173,6 +173,11 @@ public struct JournalConfiguration: Sendable {
     /// meet a full disk itself).
     public var minFreeDiskBytes: Int64 = 128 << 20
 
+    /// When recovery finds a damaged frame in the last segment with valid later data after it
+    /// (which a torn write cannot explain), copy the range from the damage on aside
+    /// (`<segment>.wal.damaged-<position>`) and cut it, instead of refusing to open.
+    public var quarantineDamagedWAL = false
+
     /// The WAL I/O layer to use instead of the one `walIO` selects: the seam through which tests
     /// inject write and sync faults and record what a power cut would keep.
     var walIOOverride: (any WALIO & Sendable)?

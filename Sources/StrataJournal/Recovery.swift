@@ -178,7 +178,19 @@ struct Recovery {
                 }
             }
             if Int64(position) < size {
-                // Only the segment being written when the node stopped can end in a torn write.
+                // Only the segment being written when the node stopped can end in a torn write,
+                // and only if nothing valid follows the damage.
+                if let later = try validFrame(after: position, in: file, size: Int(size), core: core) {
+                    guard configuration.quarantineDamagedWAL else {
+                        throw JournalError(
+                            .corruptData,
+                            "\(path) position \(position): a damaged frame followed by valid data (\(later)); this is "
+                                + "not a torn tail, so nothing is truncated and the journal does not open. To move the "
+                                + "damaged range aside and open without it, start with quarantineDamagedWAL "
+                                + "(journal-node --quarantine-damaged-wal)")
+                    }
+                    try quarantine(file: file, path: path, from: position, size: Int(size))
+                }
                 logger.warning(
                     "cutting torn WAL tail",
                     metadata: ["journal.file": "\(path)", "journal.position": "\(position)", "journal.bytes": "\(size - Int64(position))"])
@@ -378,5 +390,51 @@ struct Recovery {
             try db.write(batch, durable: true)
         }
         return named
+    }
+
+    /// The first valid frame (both checksums right) past the damage at `position`, described for
+    /// the error; nil when what follows is garbage, zeros or a torn frame. A torn write can only
+    /// end the data, so a valid frame after the damage means the damage is in written data.
+    private func validFrame(after position: Int, in file: FileDescriptor, size: Int, core: JournalCore) throws(
+        JournalError
+    ) -> String? {
+        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+        var scanner = SegmentScanner(file: file, size: size, from: position + 1, maxFrame: maxFrame, allocator: allocator)
+        while scanner.position + WALFormat.frameHeaderSize + RecordBatch.headerSize <= size {
+            let (check, _) = try scanner.check()
+            if case .frame(let shardID, let header, _) = check {
+                if shardID == WALFormat.controlShardID { return "a control frame at position \(scanner.position)" }
+                let shard = core.shards[shardID]?.name ?? "id \(shardID)"
+                return "shard \(shard) offset \(header.baseOffset) at position \(scanner.position)"
+            }
+            scanner.advance(by: 1)
+        }
+        return nil
+    }
+
+    /// Copies the bytes of a damaged WAL tail from `position` to `<segment>.damaged-<position>`
+    /// beside it (synced) before the tail is cut, so that an operator's choice to open without
+    /// them keeps them for inspection.
+    private func quarantine(file: FileDescriptor, path: String, from position: Int, size: Int) throws(JournalError) {
+        let target = path + ".damaged-\(position)"
+        let copy = try FileDescriptor(path: target, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        var done = position
+        while done < size {
+            let count = min(8 << 20, size - done)
+            var chunk = allocator.buffer(capacity: count)
+            try file.read(count: count, at: Int64(done), into: &chunk)
+            do throws(WALIOError) {
+                try chunk.withUnsafeReadableBytes { raw throws(WALIOError) in
+                    try PwriteIO.pwriteAll(fd: copy.fd, raw.baseAddress!, count: raw.count, offset: Int64(done - position))
+                }
+                try PwriteIO().sync(fd: copy.fd)
+            } catch {
+                throw JournalError(.ioError, "cannot quarantine the damaged tail of \(path) to \(target): \(error.journalError)")
+            }
+            done += count
+        }
+        try FileDescriptor.syncDirectory(segments.directory)
+        logger.critical(
+            "damaged WAL range quarantined", metadata: ["journal.file": "\(path)", "journal.position": "\(position)", "journal.copy": "\(target)"])
     }
 }

@@ -17,6 +17,9 @@ public struct NodeConfiguration: Sendable {
     /// never without), so quiet shards reach the object tier.
     public var segmentMilliseconds: Int64?
     public var minFreeDiskBytes: Int64?
+    /// Open even when the last WAL segment has a damaged frame with valid data after it, moving
+    /// the damaged range aside (`JournalConfiguration.quarantineDamagedWAL`).
+    public var quarantineDamagedWAL = false
     public var maxFrameBytes = 64 << 20
     /// The in-process MQTT gateway's listener and whether it lets anonymous clients in.
     public var mqttListen = HostPort(host: "127.0.0.1", port: 1883)
@@ -112,6 +115,7 @@ public struct NodeConfiguration: Sendable {
             case ("journal.max_batch_bytes", .integer(let v)): maxBatchBytes = Int(v)
             case ("journal.segment_ms", .integer(let v)) where v >= 100: segmentMilliseconds = v
             case ("journal.min_free_disk_bytes", .integer(let v)): minFreeDiskBytes = v
+            case ("journal.quarantine_damaged_wal", .bool(let v)): quarantineDamagedWAL = v
             case ("journal.max_frame_bytes", .integer(let v)):
                 guard (1 << 16)...(1 << 30) ~= v else {
                     throw JournalError(.invalidArgument, "config file: journal.max_frame_bytes is 64 KiB to 1 GiB")
@@ -150,6 +154,7 @@ public struct NodeConfiguration: Sendable {
             configuration.segmentMaxAge = .milliseconds(milliseconds)
         }
         if let minFreeDiskBytes { configuration.minFreeDiskBytes = minFreeDiskBytes }
+        configuration.quarantineDamagedWAL = quarantineDamagedWAL
         return configuration
     }
 

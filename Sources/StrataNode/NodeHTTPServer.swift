@@ -89,6 +89,22 @@ public struct NodeHTTPRoutes: Sendable {
         }
     }
 
+    /// The journal's health (failed after a WAL or index I/O error, degraded at the disk
+    /// reserve), degraded further by object-tier errors. Failed answers 503, the rest 200.
+    func health() -> JournalHealth {
+        var health = journal.health
+        if let tier = tier?() {
+            var problems: [String] = []
+            if let error = tier.lastError { problems.append("object tier: \(error)") }
+            for shard in tier.shards { if let error = shard.lastError { problems.append("object tier, \(shard.name): \(error)") } }
+            if !problems.isEmpty {
+                health.problems += problems
+                if health.status == .ok { health.status = .degraded }
+            }
+        }
+        return health
+    }
+
     func respond(method: HTTPMethod, uri: String) -> Response {
         guard method == .GET || method == .HEAD else { return .error(.methodNotAllowed, "only GET is served") }
         let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
@@ -97,7 +113,8 @@ public struct NodeHTTPRoutes: Sendable {
             return Response(
                 status: .ok, contentType: "text/plain; version=0.0.4", body: metrics.render(journal: journal, tier: tier?()))
         case "/health":
-            return .json(["status": "ok"])
+            let health = self.health()
+            return .json(health, status: health.status == .failed ? .serviceUnavailable : .ok)
         case "/admin/status":
             return .json(status())
         case "/admin/shards":

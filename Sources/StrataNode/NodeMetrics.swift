@@ -68,6 +68,9 @@ public final class NodeMetrics: Sendable {
         journalAppendedBytes.set(Double(statistics.appendedBytes))
         journalAppendedBatches.set(Double(statistics.appendedBatches))
         compactedBytes.set(Double(statistics.compactedBytes))
+        registry.makeGauge(
+            descriptor: Self.name("strata_journal_failed", "1 once a WAL or index I/O error stopped the journal (restart it)")
+        ).set(Double(journal.health.status == .failed ? 1 : 0))
         let segments = journal.segmentInfos()
         segmentCount.set(Double(segments.count))
         segmentBytes.set(Double(segments.reduce(0) { $0 + $1.bytes }))

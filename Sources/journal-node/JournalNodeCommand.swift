@@ -39,6 +39,12 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "The in-process MQTT gateway's WebSocket listener, HOST:PORT.")
     var mqttWsListen: String?
 
+    @Flag(
+        help:
+            "Open even when the last WAL segment has a damaged frame followed by valid data: the damaged range is copied aside (<segment>.wal.damaged-<position>) and cut. Without it such a WAL stops the start."
+    )
+    var quarantineDamagedWal = false
+
     @Flag(help: "Let MQTT clients without credentials in.")
     var mqttAllowAnonymous = false
 
@@ -107,6 +113,7 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let nodeName { settings.nodeName = nodeName }
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
+            if quarantineDamagedWal { settings.quarantineDamagedWAL = true }
             if let mqttWsListen { settings.mqttWebSocketListen = try .init(parsing: mqttWsListen) }
             if let mqttPasswords { settings.mqttPasswords = mqttPasswords }
             if let mqttAcl { settings.mqttACL = mqttAcl }

@@ -49,6 +49,44 @@ import Testing
         }
     }
 
+    /// A damaged frame in the middle of the last segment with valid batches after it is not a
+    /// torn tail: the open stops naming file and position and cuts nothing. With
+    /// quarantineDamagedWAL the damaged range is copied aside and the journal opens with what
+    /// came before it.
+    @Test func damageBeforeValidFramesStopsTheOpen() async throws {
+        try await withTemporaryDirectory { dir in
+            let (path, size) = try await writeTen(dir)
+            try resetCheckpoint(dir)
+            // Frames: the shard's control frame, then b0 ... b9. Damage b5 inside its records.
+            let handle = try #require(FileHandle(forUpdatingAtPath: path))
+            var position = UInt64(WALFormat.segmentHeaderSize)
+            for _ in 0..<6 { position += UInt64(try handle.readLength(at: position)) }
+            try handle.seek(toOffset: position + 70)
+            let byte = try #require(try handle.read(upToCount: 1)).first!
+            try handle.seek(toOffset: position + 70)
+            try handle.write(contentsOf: Data([byte ^ 0x40]))
+            try handle.close()
+            do {
+                _ = try Journal(configuration: testConfiguration(dir), logger: quietLogger)
+                Issue.record("the journal opened over damaged acknowledged data")
+            } catch let error as JournalError {
+                #expect(error.code == .corruptData)
+                #expect(error.message.contains("\(path) position \(position)"), "\(error)")
+                #expect(error.message.contains("valid data"), "\(error)")
+            }
+            #expect(try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int == size)
+
+            var configuration = testConfiguration(dir)
+            configuration.quarantineDamagedWAL = true
+            let journal = try Journal(configuration: configuration, logger: quietLogger)
+            #expect(try await readAll(journal, "s").map(\.1) == (0..<5).flatMap { n in (0..<3).map { "b\(n)-\($0)" } })
+            let copy = path + ".damaged-\(position)"
+            #expect(try FileManager.default.attributesOfItem(atPath: copy)[.size] as? Int == size - Int(position))
+            #expect(try await journal.append(shard: "s", batch: makeBatch("next")).baseOffset == 15)
+            journal.close()
+        }
+    }
+
     @Test func garbageAfterTheLastFrameIsCut() async throws {
         try await withTemporaryDirectory { dir in
             let (path, _) = try await writeTen(dir)
