@@ -83,9 +83,19 @@ extension Journal {
         try maintenanceLock.withLock { _ throws(JournalError) in
             let shards = core.withLock { core in core.shards.values.map { ($0.id, $0.name, $0.config) } }
             var missing: [ControlFrame.Change] = []
-            for (id, name, config) in shards
-            where try db.get(StorageKeys.index(WALFormat.controlShardID, id)) == nil {
-                missing.append(ControlFrame.Change(record: ShardRecord(id: id, name: name, config: config), deleted: false))
+            var known = Set<UInt64>()
+            for (id, name, config) in shards {
+                known.insert(id)
+                if try db.get(StorageKeys.index(WALFormat.controlShardID, id)) == nil {
+                    missing.append(ControlFrame.Change(record: ShardRecord(id: id, name: name, config: config), deleted: false))
+                }
+            }
+            // Ids deleted before control frames existed get tombstones, so that their batches still
+            // in the WAL are accounted for by a rebuild.
+            let next = try db.get(StorageKeys.nextShardID).map { UInt64(bigEndianBytes: $0) } ?? 1
+            for id in 1..<max(1, next) where !known.contains(id) {
+                guard try db.get(StorageKeys.index(WALFormat.controlShardID, id)) == nil else { continue }
+                missing.append(ControlFrame.Change(record: ShardRecord(id: id, name: "", config: ShardConfig()), deleted: true))
             }
             guard !missing.isEmpty else { return }
             logger.notice("writing the catalog to the WAL", metadata: ["journal.shards": "\(missing.count)"])

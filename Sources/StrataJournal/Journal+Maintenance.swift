@@ -147,7 +147,7 @@ extension Journal {
             return (dead.sorted(), sparse.sorted())
         }
         for segment in dead { removeSegment(segment) }
-        for segment in sparse { try compact(segment: segment) }
+        for segment in sparse where !core.withLock({ $0.closing }) { try compact(segment: segment) }
     }
 
     /// Unlinks a sealed segment, but only once a scan of its frames shows that the index points

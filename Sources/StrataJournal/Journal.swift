@@ -113,7 +113,8 @@ public final class Journal: Sendable {
         // Maintenance first: a compaction in flight needs the writer for its copies.
         maintenanceSignal.signal()
         maintenanceDone.wait()
-        core.withLock { $0.writerStop = true }
+        // A maintenance round run by another caller finishes (with the writer) before it stops.
+        maintenanceLock.withLock { _ in core.withLock { $0.writerStop = true } }
         writerSignal.signal()
         writerDone.wait()
         do {
@@ -204,7 +205,7 @@ public final class Journal: Sendable {
                 batch.put(StorageKeys.nextShardID, (first + UInt64(specs.count)).bigEndianBytes)
                 // In the WAL first: a catalog lost or behind is rebuilt from it.
                 try writeControl(records.map { ControlFrame.Change(record: $0, deleted: false) })
-                try db.write(batch, durable: true)
+                try writeCatalog(batch)
                 return core.withLock { core in
                     runtimes.map { shard in
                         core.shards[shard.id] = shard
@@ -219,30 +220,50 @@ public final class Journal: Sendable {
     public func deleteShard(_ name: String) async throws {
         try await blocking { [self] in
             try maintenanceLock.withLock { _ in
-                guard let shard = core.withLock({ core in core.idsByName[name].flatMap { core.shards[$0] } }) else {
-                    throw JournalError(.unknownShard, "no shard named \(name)")
+                // No append is queued for it from here on; those queued before are written before
+                // its tombstone.
+                let found = core.withLock { core -> ShardRuntime? in
+                    guard let shard = core.idsByName[name].flatMap({ core.shards[$0] }) else { return nil }
+                    core.idsByName[name] = nil
+                    return shard
+                }
+                guard let shard = found else { throw JournalError(.unknownShard, "no shard named \(name)") }
+                // The tombstone goes to the WAL first (and stays live there), so that a rebuild of
+                // the catalog from the WAL never brings the shard back.
+                do {
+                    try writeControl([
+                        ControlFrame.Change(record: ShardRecord(id: shard.id, name: name, config: shard.config), deleted: true)
+                    ])
+                } catch {
+                    core.withLock { $0.idsByName[name] = shard.id }
+                    throw error
                 }
                 var bytesBySegment: [UInt64: Int64] = [:]
                 db.scan(prefix: StorageKeys.indexPrefix(shard.id)) { _, value in
                     if let entry = IndexEntry(value) { bytesBySegment[entry.segment, default: 0] += Int64(entry.frameLength) }
                     return true
                 }
-                // The tombstone goes to the WAL first (and stays live there), so that a rebuild of
-                // the catalog from the WAL never brings the shard back.
-                try writeControl([
-                    ControlFrame.Change(record: ShardRecord(id: shard.id, name: name, config: shard.config), deleted: true)
-                ])
                 let batch = RocksDB.WriteBatch()
                 Self.shardDeletion(id: shard.id, name: name, db: db, into: batch)
-                try db.write(batch, durable: true)
+                try writeCatalog(batch)
                 let waiters = core.withLock { core in
                     core.shards[shard.id] = nil
-                    core.idsByName[name] = nil
                     for (segment, bytes) in bytesBySegment { core.segmentLive[segment, default: 0] -= bytes }
                     return shard.takeWaiters()
                 }
                 waiters.forEach { $0.resume() }
             }
+        }
+    }
+
+    /// The catalog write that follows a control frame. Its failure stops the journal: the WAL and
+    /// the catalog would disagree about the shard from here on.
+    private func writeCatalog(_ batch: RocksDB.WriteBatch) throws(JournalError) {
+        do {
+            try db.write(batch, durable: true)
+        } catch {
+            failStop(error)
+            throw error
         }
     }
 

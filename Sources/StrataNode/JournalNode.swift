@@ -85,11 +85,11 @@ public enum JournalNode {
                         logger: logger, onBound: { announce("kafka \(StrataProcess.display($0))") })))
         }
         services.append(.init(service: http))
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: services,
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
+        services.append(.init(service: ShutdownWatchdog(logger: logger)))
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = NodeShutdown.gracefulLimit
+        let group = ServiceGroup(configuration: groupConfiguration)
         do {
             try await group.run()
         } catch {

@@ -54,12 +54,13 @@ public final class JournalServer: Service {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.wrap
             .bind(host: configuration.host, port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
+                channel.eventLoop.makeCompletedFuture { () -> any Channel in
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(JournalFrameDecoder(maxFrameBytes: maxFrameBytes)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(JournalFrameEncoder()))
-                    return try NIOAsyncChannel<JournalFrame, JournalFrame>(wrappingChannelSynchronously: channel)
+                    return channel
                 }
             }
         if let address = server.channel.localAddress { onBound(address) }
@@ -67,8 +68,15 @@ public final class JournalServer: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        group.addTask { await self.serve(connection) }
+                    for try await accepted in inbound {
+                        group.addTask {
+                            do {
+                                await self.serve(
+                                    try await AcceptedConnection.wrap(accepted, as: NIOAsyncChannel<JournalFrame, JournalFrame>.self))
+                            } catch {
+                                accepted.close(promise: nil)
+                            }
+                        }
                     }
                 }
             }

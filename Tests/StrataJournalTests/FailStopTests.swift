@@ -74,7 +74,7 @@ final class FaultyWALIO: WALIO, Sendable {
     /// acknowledged is lost, nothing is acknowledged once an append has failed, the journal
     /// reports itself failed and refuses appends, and a restart serves everything acknowledged and
     /// resumes at dense offsets.
-    @Test(arguments: FaultyWALIO.Fault.allCases, [3, 17, 60])
+    @Test(arguments: FaultyWALIO.Fault.allCases, [2, 3, 17, 60])
     func aWALFaultStopsTheJournalAndLosesNothingAcknowledged(fault: FaultyWALIO.Fault, at operation: Int) async throws {
         try await withTemporaryDirectory { dir in
             var configuration = testConfiguration(dir, segmentBytes: 1 << 16)

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import StrataAuth
 import StrataClient
 import StrataJournal
+import StrataWire
 import Synchronization
 
 /// The Kafka gateway: the Kafka wire protocol on the journal. A topic-partition is the shard
@@ -92,11 +93,12 @@ public final class KafkaGateway: Service {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.wrap
             .bind(host: configuration.host, port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
+                channel.eventLoop.makeCompletedFuture { () -> any Channel in
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxRequestSize)))
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    return channel
                 }
             }
         let bound = server.channel.localAddress
@@ -116,8 +118,15 @@ public final class KafkaGateway: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        group.addTask { await KafkaConnection(gateway: self, channel: connection).run() }
+                    for try await accepted in inbound {
+                        group.addTask {
+                            do {
+                                let channel = try await AcceptedConnection.wrap(accepted, as: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self)
+                                await KafkaConnection(gateway: self, channel: channel).run()
+                            } catch {
+                                accepted.close(promise: nil)
+                            }
+                        }
                     }
                 }
                 group.cancelAll()

@@ -7,6 +7,7 @@ import ServiceLifecycle
 import StrataAuth
 import StrataClient
 import StrataJournal
+import StrataWire
 import Synchronization
 
 /// The MQTT gateway: an MQTT 3.1.1 / 5.0 listener whose messages live in journal shards.
@@ -150,12 +151,13 @@ public final class MQTTGateway: Service {
             // Idle clients are the common case: their read buffer (which the decoder keeps)
             // starts small and grows with traffic.
             .childChannelOption(.recvAllocator, value: MQTTGateway.receiveBuffers)
+            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.wrap
             .bind(host: configuration.host, port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
+                channel.eventLoop.makeCompletedFuture { () -> any Channel in
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(MQTTDecoder(maxPacketSize: maxPacketSize)))
-                    return try NIOAsyncChannel<MQTTPacket, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    return channel
                 }
             }
         if let address = server.channel.localAddress { onBound(address) }
@@ -199,8 +201,15 @@ public final class MQTTGateway: Service {
                     group.addTask { await self.route(bucket: bucket, from: from) }
                 }
                 try await server.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        group.addTask { await MQTTConnection(gateway: self, channel: connection).run() }
+                    for try await accepted in inbound {
+                        group.addTask {
+                            do {
+                                let channel = try await AcceptedConnection.wrap(accepted, as: NIOAsyncChannel<MQTTPacket, ByteBuffer>.self)
+                                await MQTTConnection(gateway: self, channel: channel).run()
+                            } catch {
+                                accepted.close(promise: nil)
+                            }
+                        }
                     }
                 }
                 // The listener closed (shutdown): end the sessions (they store their records),

@@ -1,0 +1,44 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Bounds a node's shutdown: once graceful shutdown begins, a thread waits `limit` and, if the
+/// process is still alive then, logs that shutdown did not finish and exits it. It is the last
+/// service of the group, so it is the first to hear of the shutdown. (The group itself cancels
+/// services that have not stopped after `NodeShutdown.gracefulLimit`.)
+public struct ShutdownWatchdog: Service {
+    let limit: Duration
+    let logger: Logger
+
+    public init(limit: Duration = NodeShutdown.exitLimit, logger: Logger) {
+        self.limit = limit
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        let limit = self.limit
+        let logger = self.logger
+        let thread = Thread {
+            Thread.sleep(forTimeInterval: limit.seconds)
+            logger.critical(
+                "shutdown did not finish: exiting anyway",
+                metadata: ["node.shutdown_limit_seconds": "\(limit.seconds)"])
+            _exit(70)
+        }
+        thread.name = "strata-shutdown-watchdog"
+        thread.start()
+    }
+}
+
+/// How long a node's shutdown may take.
+public enum NodeShutdown {
+    /// Services still running this long after SIGTERM are cancelled (and logged by the group).
+    public static let gracefulLimit: Duration = .seconds(10)
+    /// The process exits this long after SIGTERM whatever is still running.
+    public static let exitLimit: Duration = .seconds(15)
+}
