@@ -40,7 +40,7 @@ extension Journal {
         guard let maxAge = configuration.segmentMaxAge else { return }
         let aged = active.withLock { active in
             active.position > UInt64(WALFormat.segmentHeaderSize)
-                && WallClock.milliseconds() - active.createdMilliseconds >= Int64(maxAge.seconds * 1000)
+                && WallClock.milliseconds().minusSaturating(active.createdMilliseconds) >= Int64(maxAge.seconds * 1000)
         }
         guard aged else { return }
         core.withLock { $0.rollRequested = true }

@@ -159,6 +159,7 @@ extension Journal {
                 try io.sync(fd: active.file.fd)
                 let elapsed = ContinuousClock.now - started
                 active.unsynced = false
+                active.syncedPosition = active.position
                 let through = WALPosition(segment: active.id, position: active.position)
                 core.withLock { core in
                     core.syncedThrough = through
@@ -231,9 +232,12 @@ extension Journal {
             let start = active.position
             active.buffer.count = 0
             var position = start
+            let synced = UInt32(truncatingIfNeeded: active.syncedPosition)
             for entry in group {
                 positions.append(position)
+                let at = active.buffer.count
                 active.buffer.append(entry.frame)
+                active.buffer.stampSynced(frameAt: at, synced)
                 position += UInt64(entry.frameLength)
             }
             let started = ContinuousClock.now
@@ -251,6 +255,7 @@ extension Journal {
             }
             active.position = position
             active.unsynced = !sync
+            if sync { active.syncedPosition = position }
             return .success((active.id, position))
         }
         let segment: UInt64

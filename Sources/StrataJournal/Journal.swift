@@ -186,6 +186,9 @@ public final class Journal: Sendable {
             try maintenanceLock.withLock { _ in
                 try checkMetadataSpace()
                 let first = try db.get(StorageKeys.nextShardID).map { UInt64(bigEndianBytes: $0) } ?? 1
+                guard first + UInt64(specs.count) <= WALFormat.maxShardID else {
+                    throw JournalError(.invalidArgument, "this journal has used all \(WALFormat.maxShardID) shard ids")
+                }
                 let existing = core.withLock { core in specs.first { core.idsByName[$0.name] != nil }?.name }
                 if let existing { throw JournalError(.shardExists, "shard \(existing) exists already") }
                 var seen = Set<String>()
@@ -308,7 +311,7 @@ public final class Journal: Sendable {
             let base = shard.nextOffset
             let last = base + UInt64(header.lastOffsetDelta)
             shard.nextOffset = last + 1
-            frame.setInteger(id, at: frame.readerIndex + 8)
+            frame.setInteger(UInt32(truncatingIfNeeded: id), at: frame.readerIndex + 12)
             frame.setInteger(Int64(base), at: frame.readerIndex + WALFormat.frameHeaderSize)
             frame.setInteger(Int32(0), at: frame.readerIndex + WALFormat.frameHeaderSize + 12)
             WALFormat.sealFrame(&frame)

@@ -237,7 +237,10 @@ struct Recovery {
         var active: ActiveSegment
         if let last = validEnd, last.position + UInt64(maxFrame) <= UInt64(configuration.segmentBytes) {
             let file = try FileDescriptor(path: segments.path(last.segment), flags: O_RDWR)
+            // What a killed process left in the page cache is synced before new frames say so.
+            do throws(WALIOError) { try io.sync(fd: file.fd) } catch { throw error.journalError }
             active = ActiveSegment(id: last.segment, file: file, position: last.position)
+            active.syncedPosition = last.position
             if let lastCreated { active.createdMilliseconds = lastCreated }
         } else {
             let id = (validEnd?.segment ?? 0) + 1
@@ -392,22 +395,29 @@ struct Recovery {
         return named
     }
 
-    /// The first valid frame (both checksums right) past the damage at `position`, described for
-    /// the error; nil when what follows is garbage, zeros or a torn frame. A torn write can only
-    /// end the data, so a valid frame after the damage means the damage is in written data.
+    /// A valid frame (both checksums right) past the damage at `position` that was written after
+    /// the segment had been synced beyond `position`, described for the error; nil when nothing
+    /// proves the damaged bytes were synced (garbage, zeros, a torn frame, or frames written while
+    /// they were not: the torn and reordered writes of a power cut).
     private func validFrame(after position: Int, in file: FileDescriptor, size: Int, core: JournalCore) throws(
         JournalError
     ) -> String? {
         let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
         var scanner = SegmentScanner(file: file, size: size, from: position + 1, maxFrame: maxFrame, allocator: allocator)
         while scanner.position + WALFormat.frameHeaderSize + RecordBatch.headerSize <= size {
-            let (check, _) = try scanner.check()
-            if case .frame(let shardID, let header, _) = check {
-                if shardID == WALFormat.controlShardID { return "a control frame at position \(scanner.position)" }
-                let shard = core.shards[shardID]?.name ?? "id \(shardID)"
-                return "shard \(shard) offset \(header.baseOffset) at position \(scanner.position)"
+            let (check, index) = try scanner.check()
+            guard case .frame(let shardID, let header, let length) = check else {
+                scanner.advance(by: 1)
+                continue
             }
-            scanner.advance(by: 1)
+            let synced = WALFormat.syncedThrough(scanner.buffer, at: index)
+            if Int(synced) > position {
+                let what =
+                    shardID == WALFormat.controlShardID
+                    ? "a control frame" : "shard \(core.shards[shardID]?.name ?? "id \(shardID)") offset \(header.baseOffset)"
+                return "\(what) at position \(scanner.position), written once the segment was synced through \(synced)"
+            }
+            scanner.advance(by: length)
         }
         return nil
     }

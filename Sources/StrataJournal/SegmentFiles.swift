@@ -77,6 +77,8 @@ struct ActiveSegment {
     var position: UInt64
     /// Bytes written since the last sync.
     var unsynced = false
+    /// How far the file is known synced (every frame written carries it).
+    var syncedPosition = UInt64(WALFormat.segmentHeaderSize)
     var buffer = GatherBuffer()
     /// When it was created (its header's time; wall clock, milliseconds), for `segmentMaxAge`.
     var createdMilliseconds = WallClock.milliseconds()
@@ -94,6 +96,11 @@ final class GatherBuffer: @unchecked Sendable {  // Used by the WAL writer threa
     }
 
     deinit { pointer.deallocate() }
+
+    /// Stamps the synced position into the frame that starts `offset` bytes into the buffer.
+    func stampSynced(frameAt offset: Int, _ synced: UInt32) {
+        WALFormat.stampSynced(pointer + offset, synced)
+    }
 
     func append(_ bytes: ByteBuffer) {
         let needed = count + bytes.readableBytes

@@ -9,11 +9,17 @@ import NIOCore
 /// followed by frames, one per batch, back to back:
 ///
 ///     frameLength u32   whole frame, header included
-///     frameCRC    u32   CRC-32C of frameLength, shard id and the batch's first 21 bytes
-///     shard id    u64
+///     frameCRC    u32   CRC-32C of frameLength, synced-through, shard id and the batch's first 21 bytes
+///     synced      u32   how far this segment was synced when the frame's group was written
+///                       (0 in frames written before this field existed, when these four bytes
+///                       were the high half of a u64 shard id)
+///     shard id    u32   (0: a control frame, see ControlFrame)
 ///     batch             RecordBatch v2, its own CRC-32C covering the rest
 ///
-/// Together the two checksums cover every byte of the frame.
+/// Together the two checksums cover every byte of the frame. The synced position lets recovery
+/// tell damage in data that was synced (a valid frame written after the damage was synced
+/// names a position past it) from the torn or reordered writes of a power cut, which only
+/// touch what was not yet synced.
 enum WALFormat {
     static let magic: [UInt8] = Array("STRATAWL".utf8)
     static let version: UInt32 = 1
@@ -35,12 +41,17 @@ enum WALFormat {
         return UInt64(fileName.dropLast(4))
     }
 
-    /// Builds the frame for `batch` (whose base offset is already final).
+    /// Shard ids fit the frame's 32-bit field.
+    static let maxShardID = UInt64(UInt32.max)
+
+    /// Builds the frame for `batch` (whose base offset is already final); the writer fills in the
+    /// synced position.
     static func frame(shardID: UInt64, batch: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
         var frame = allocator.buffer(capacity: frameHeaderSize + batch.readableBytes)
         frame.writeInteger(UInt32(frameHeaderSize + batch.readableBytes))
         frame.writeInteger(UInt32(0))
-        frame.writeInteger(shardID)
+        frame.writeInteger(UInt32(0))
+        frame.writeInteger(UInt32(truncatingIfNeeded: shardID))
         frame.writeImmutableBuffer(batch)
         sealFrame(&frame)
         return frame
@@ -53,10 +64,26 @@ enum WALFormat {
     }
 
     static func frameChecksum(_ buffer: ByteBuffer, at index: Int) -> UInt32 {
-        let offset = index - buffer.readerIndex
-        let lengthCRC = CRC32C.checksum(buffer, offset: offset, length: 4)
-        return CRC32C.checksum(buffer, offset: offset + 8, length: 8 + RecordBatch.attributesOffset)
+        buffer.withUnsafeReadableBytes { raw in frameChecksum(raw.baseAddress! + (index - buffer.readerIndex)) }
+    }
+
+    /// The frame checksum of the frame whose header starts at `frame`.
+    static func frameChecksum(_ frame: UnsafeRawPointer) -> UInt32 {
+        let lengthCRC = CRC32C.checksum(UnsafeRawBufferPointer(start: frame, count: 4))
+        return CRC32C.checksum(UnsafeRawBufferPointer(start: frame + 8, count: 8 + RecordBatch.attributesOffset))
             ^ lengthCRC &* 0x9E37_79B1
+    }
+
+    /// Sets the synced position of the frame at `frame` (in the writer's gather buffer) and
+    /// reseals its checksum.
+    static func stampSynced(_ frame: UnsafeMutableRawPointer, _ synced: UInt32) {
+        frame.storeBytes(of: synced.bigEndian, toByteOffset: 8, as: UInt32.self)
+        frame.storeBytes(of: frameChecksum(frame).bigEndian, toByteOffset: 4, as: UInt32.self)
+    }
+
+    /// The synced position a checked frame at absolute index `index` carries.
+    static func syncedThrough(_ buffer: ByteBuffer, at index: Int) -> UInt32 {
+        buffer.getInteger(at: index + 8) ?? 0
     }
 
     enum FrameCheck {
@@ -80,7 +107,7 @@ enum WALFormat {
         guard stored == frameChecksum(buffer, at: index) else {
             return .corrupt("frame checksum mismatch")
         }
-        let shardID: UInt64 = buffer.getInteger(at: index + 8)!
+        let shardID = UInt64(buffer.getInteger(at: index + 12, as: UInt32.self)!)
         let batchIndex = index + frameHeaderSize
         guard let header = RecordBatch.Header.peek(buffer, at: batchIndex),
             header.totalSize == Int(length) - frameHeaderSize, header.magic == 2
