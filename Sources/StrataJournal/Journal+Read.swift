@@ -112,13 +112,34 @@ extension Journal {
             if entry.lastOffset >= offset {
                 let length = Int(entry.frameLength) - WALFormat.frameHeaderSize
                 if !batches.isEmpty && bytes + length > maxBytes { break }
-                batches.append(try segments.readBatch(entry, maxFrame: maxFrame, allocator: allocator))
+                // Gone meanwhile (retention, the object tier): what was read so far; an empty
+                // result makes the caller find out where it went.
+                guard let batch = try readMoving(Array(key), planned: entry, maxFrame: maxFrame) else { break }
+                batches.append(batch)
                 bytes += length
                 next = entry.lastOffset + 1
             }
             iterator.next()
         }
         return ReadResult(batches: batches, nextOffset: next, startOffset: start, endOffset: end)
+    }
+
+    /// Reads the batch of index key `key`, planned at `planned`. The iterator reads a snapshot of
+    /// the index, so compaction may have moved the batch (and deleted the planned segment) or
+    /// retention or the object tier may have taken it since: on a failed read the key is looked up
+    /// again and the batch read where it is now; nil when it is gone. Only a failure at the
+    /// current location is an error.
+    func readMoving(_ key: [UInt8], planned: IndexEntry, maxFrame: Int) throws(JournalError) -> ByteBuffer? {
+        var entry = planned
+        while true {
+            do {
+                return try segments.readBatch(entry, maxFrame: maxFrame, allocator: allocator)
+            } catch {
+                guard let current = try db.get(key).flatMap(IndexEntry.init) else { return nil }
+                if current == entry { throw error }
+                entry = current
+            }
+        }
     }
 
     /// The offset of the first record whose timestamp is at or after `timestamp`, or nil when
