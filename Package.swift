@@ -86,6 +86,7 @@ let package = Package(
             name: "StrataWire",
             dependencies: [
                 "StrataJournal", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),

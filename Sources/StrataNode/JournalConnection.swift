@@ -8,46 +8,87 @@ import Synchronization
 /// any order. Appends are queued in arrival order before the next frame is read, so pipelined
 /// appends to one shard keep their order. A malformed or oversize frame gets an error frame
 /// (correlation id 0) and the connection is closed.
+///
+/// Memory is bounded: a request takes an in-flight slot and its bytes (the request's and the
+/// most its answer may carry) from the connection's byte budget and the node's before it is
+/// handled, and gives them back once its answer has been written to the socket; a subscription
+/// takes the bytes of each `records` frame before it reads. A client that stops reading its
+/// answers therefore stops the node reading its requests (TCP backpressure), and holds at most
+/// its connection's budget of the node's.
 final class JournalConnection: Sendable {
     let server: JournalServer
     let logger: Logger
     private let subscriptions = Mutex<[UInt32: SubscriptionControl]>([:])
+    private let budget: ByteBudget
+    private let limiter: InflightLimiter
+
+    /// An answer for the writer, with what it gives back once written.
+    struct Answer: Sendable {
+        var frame: JournalFrame
+        /// It ends a request that holds an in-flight slot.
+        var slot = false
+        /// Bytes taken from the budgets for it.
+        var bytes = 0
+    }
+
+    typealias Sink = AsyncStream<Answer>.Continuation
 
     init(server: JournalServer, logger: Logger) {
         self.server = server
         self.logger = logger
+        budget = ByteBudget(limit: server.configuration.maxQueuedBytesPerConnection)
+        limiter = InflightLimiter(limit: server.configuration.maxInflightPerConnection)
     }
 
     private var journal: Journal { server.journal }
 
+    /// Takes `bytes` from the connection's budget and the node's; false when cancelled.
+    private func reserve(_ bytes: Int) async -> Bool {
+        guard await budget.acquire(bytes) else { return false }
+        guard await server.queuedBytes.acquire(bytes) else {
+            budget.release(bytes)
+            return false
+        }
+        return true
+    }
+
+    private func free(_ answer: Answer) {
+        if answer.slot { limiter.release() }
+        budget.release(answer.bytes)
+        server.queuedBytes.release(answer.bytes)
+    }
+
     func run(
-        inbound: NIOAsyncChannelInboundStream<JournalFrame>, outbound: NIOAsyncChannelOutboundWriter<JournalFrame>
+        inbound: NIOAsyncChannelInboundStream<JournalFrame>, outbound: NIOAsyncChannelOutboundWriter<JournalFrame>,
+        channel: any Channel
     ) async throws {
-        let (answers, sink) = AsyncStream<JournalFrame>.makeStream()
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            // The writer drains every answer, the last error frame included, then ends.
+        let (answers, sink) = AsyncStream<Answer>.makeStream()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            // The writer drains every answer, the last error frame included, giving back what
+            // each holds; after a failed write it closes the connection and drains unwritten.
             group.addTask {
-                for await frame in answers { try await outbound.write(frame) }
-                return true
+                var writable = true
+                for await answer in answers {
+                    if writable {
+                        do {
+                            try await outbound.write(answer.frame)
+                        } catch {
+                            writable = false
+                            channel.close(promise: nil)
+                        }
+                    }
+                    self.free(answer)
+                }
             }
             group.addTask {
                 defer { sink.finish() }
                 await self.readRequests(inbound, sink: sink)
-                return false
             }
-            // The connection is over when the writer is: after the reader finished the answers,
-            // or when writing failed (then the reader is cancelled).
-            while let writerDone = try await group.next() {
-                if writerDone { break }
-            }
-            group.cancelAll()
+            try await group.waitForAll()
         }
     }
 
-    private func readRequests(
-        _ inbound: NIOAsyncChannelInboundStream<JournalFrame>, sink: AsyncStream<JournalFrame>.Continuation
-    ) async {
-        let limiter = InflightLimiter(limit: server.configuration.maxInflightPerConnection)
+    private func readRequests(_ inbound: NIOAsyncChannelInboundStream<JournalFrame>, sink: Sink) async {
         await withDiscardingTaskGroup { group in
             do {
                 var iterator = inbound.makeAsyncIterator()
@@ -56,12 +97,25 @@ final class JournalConnection: Sendable {
                 while true {
                     await limiter.acquire()
                     guard let frame = try await iterator.next() else { break }
-                    dispatch(frame, group: &group, sink: sink, limiter: limiter)
+                    let id = frame.correlationID
+                    let request: JournalRequest
+                    do throws(JournalError) {
+                        request = try JournalRequest.decode(frame)
+                    } catch {
+                        // A request frame that does not parse is answered, and the connection
+                        // goes on: the framing itself is intact.
+                        server.metrics.protocolErrors.increment()
+                        sink.yield(Answer(frame: JournalResponse.error(id, error), slot: true))
+                        continue
+                    }
+                    let bytes = frame.payload.readableBytes + answerBytes(request)
+                    guard await reserve(bytes) else { break }
+                    dispatch(request, id: id, bytes: bytes, group: &group, sink: sink)
                 }
             } catch let error as JournalError {
                 server.metrics.protocolErrors.increment()
                 logger.warning("closing connection: \(error.message)")
-                sink.yield(JournalResponse.error(0, error))
+                sink.yield(Answer(frame: JournalResponse.error(0, error)))
             } catch {
                 logger.debug("connection read failed", metadata: ["error": "\(error)"])
             }
@@ -74,8 +128,17 @@ final class JournalConnection: Sendable {
         }
     }
 
+    /// The most bytes the answer to `request` may hold (reads carry batches; the rest is small).
+    private func answerBytes(_ request: JournalRequest) -> Int {
+        switch request {
+        case .read(_, _, let maxBytes, _): return answerLimit(maxBytes) + 256
+        case .listShards, .kvScan: return 1 << 20
+        default: return 256
+        }
+    }
+
     /// Answers the hello; false (after an error frame) when the client cannot be served.
-    private func handshake(_ frame: JournalFrame, sink: AsyncStream<JournalFrame>.Continuation) throws -> Bool {
+    private func handshake(_ frame: JournalFrame, sink: Sink) throws -> Bool {
         guard frame.type == .hello, case .hello(let minVersion, let maxVersion, let client) = try JournalRequest.decode(frame)
         else {
             throw JournalError(.protocolError, "the first frame must be hello, got \(frame.type)")
@@ -84,68 +147,56 @@ final class JournalConnection: Sendable {
         let version = min(maxVersion, supported.upperBound)
         guard version >= minVersion, version >= supported.lowerBound else {
             sink.yield(
-                JournalResponse.error(
-                    frame.correlationID,
-                    JournalError(
-                        .unsupported,
-                        "client speaks protocol \(minVersion)...\(maxVersion), this node \(supported.lowerBound)...\(supported.upperBound)")))
+                Answer(
+                    frame: JournalResponse.error(
+                        frame.correlationID,
+                        JournalError(
+                            .unsupported,
+                            "client speaks protocol \(minVersion)...\(maxVersion), this node \(supported.lowerBound)...\(supported.upperBound)"))))
             return false
         }
         logger.debug("client connected", metadata: ["journal.client": "\(client)", "journal.version": "\(version)"])
         let maxFrameBytes = server.configuration.maxFrameBytes
         let node = server.configuration.nodeName
         sink.yield(
-            JournalResponse.ok(frame.correlationID) { payload in
-                payload.writeInteger(version)
-                payload.writeInteger(UInt32(maxFrameBytes))
-                payload.writeWireString(node)
-            })
+            Answer(
+                frame: JournalResponse.ok(frame.correlationID) { payload in
+                    payload.writeInteger(version)
+                    payload.writeInteger(UInt32(maxFrameBytes))
+                    payload.writeWireString(node)
+                }))
         return true
     }
 
+    /// Handles one request holding an in-flight slot and `bytes` of the budgets; each request
+    /// ends with exactly one answer that gives them back (a subscription with its first one).
     private func dispatch(
-        _ frame: JournalFrame, group: inout DiscardingTaskGroup, sink: AsyncStream<JournalFrame>.Continuation,
-        limiter: InflightLimiter
+        _ request: JournalRequest, id: UInt32, bytes: Int, group: inout DiscardingTaskGroup, sink: Sink
     ) {
-        let id = frame.correlationID
-        let request: JournalRequest
-        do {
-            request = try JournalRequest.decode(frame)
-        } catch {
-            // A request frame that does not parse is answered, and the connection goes on: the
-            // framing itself is intact.
-            server.metrics.protocolErrors.increment()
-            sink.yield(JournalResponse.error(id, error))
-            limiter.release()
-            return
-        }
+        let answer = { @Sendable (frame: JournalFrame) in Answer(frame: frame, slot: true, bytes: bytes) }
         switch request {
         case .hello:
-            sink.yield(JournalResponse.error(id, JournalError(.protocolError, "hello was already done")))
-            limiter.release()
+            sink.yield(answer(JournalResponse.error(id, JournalError(.protocolError, "hello was already done"))))
         case .append(let shard, let batch):
             let metrics = server.metrics
-            let bytes = batch.readableBytes
+            let size = batch.readableBytes
             journal.enqueueAppend(shard: shard, batch: batch) { result in
                 switch result {
                 case .success(let offsets):
                     metrics.appends.increment()
-                    metrics.appendedBytes.increment(by: Int64(bytes))
-                    sink.yield(
-                        JournalResponse.ok(id) { $0.writeAppendResult(offsets) })
+                    metrics.appendedBytes.increment(by: Int64(size))
+                    sink.yield(answer(JournalResponse.ok(id) { $0.writeAppendResult(offsets) }))
                 case .failure(let error):
                     metrics.requestErrors.increment()
-                    sink.yield(JournalResponse.error(id, error))
+                    sink.yield(answer(JournalResponse.error(id, error)))
                 }
-                limiter.release()
             }
         case .credit(let subscription, let credits):
             subscriptions.withLock { $0[subscription] }?.grant(credits)
-            limiter.release()
+            free(Answer(frame: JournalFrame(type: .ok, correlationID: id, payload: ByteBuffer()), slot: true, bytes: bytes))
         case .unsubscribe(let subscription):
             subscriptions.withLock { $0.removeValue(forKey: subscription) }?.end()
-            sink.yield(JournalResponse.ok(id))
-            limiter.release()
+            sink.yield(answer(JournalResponse.ok(id)))
         case .subscribe(let shard, let offset, let maxBytes, let credits):
             let control = SubscriptionControl(credits: credits)
             let fresh = subscriptions.withLock { controls -> Bool in
@@ -153,29 +204,27 @@ final class JournalConnection: Sendable {
                 controls[id] = control
                 return true
             }
-            limiter.release()
             guard fresh else {
-                sink.yield(JournalResponse.error(id, JournalError(.invalidArgument, "subscription \(id) is already live")))
+                sink.yield(answer(JournalResponse.error(id, JournalError(.invalidArgument, "subscription \(id) is already live"))))
                 return
             }
             group.addTask {
                 await self.runSubscription(
                     id: id, shard: shard, offset: offset, maxBytes: self.answerLimit(maxBytes), control: control,
-                    sink: sink)
+                    first: { answer($0) }, sink: sink)
             }
         default:
             group.addTask {
-                let answer: JournalFrame
+                let frame: JournalFrame
                 do {
-                    answer = try await self.handle(request, id: id)
+                    frame = try await self.handle(request, id: id)
                 } catch let error as JournalError {
                     self.server.metrics.requestErrors.increment()
-                    answer = JournalResponse.error(id, error)
+                    frame = JournalResponse.error(id, error)
                 } catch {
-                    answer = JournalResponse.error(id, JournalError(.ioError, "\(error)"))
+                    frame = JournalResponse.error(id, JournalError(.ioError, "\(error)"))
                 }
-                sink.yield(answer)
-                limiter.release()
+                sink.yield(answer(frame))
             }
         }
     }
@@ -246,39 +295,48 @@ final class JournalConnection: Sendable {
     }
 
     /// Pushes reads to the client, one `records` frame per credit, woken by appends; ends on
-    /// unsubscribe, connection end, or an error (sent as `subscriptionEnd`).
+    /// unsubscribe, connection end, or an error (sent as `subscriptionEnd`). Each read first
+    /// takes its frame's bytes from the budgets; the writer gives them back.
     private func runSubscription(
         id: UInt32, shard: String, offset: UInt64, maxBytes: Int, control: SubscriptionControl,
-        sink: AsyncStream<JournalFrame>.Continuation
+        first: @Sendable (JournalFrame) -> Answer, sink: Sink
     ) async {
         do {
             _ = try journal.describeShard(shard)
-            sink.yield(JournalResponse.ok(id))
+            sink.yield(first(JournalResponse.ok(id)))
         } catch {
             subscriptions.withLock { $0[id] = nil }
-            sink.yield(JournalResponse.error(id, error))
+            sink.yield(first(JournalResponse.error(id, error)))
             return
         }
         let journal = self.journal
+        let bytes = maxBytes + 256
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 var next = offset
                 do {
                     while await control.takeCredit() {
+                        guard await self.reserve(bytes) else { break }
                         var result: ReadResult
-                        repeat {
-                            try Task.checkCancellation()
-                            result = try await journal.read(
-                                shard: shard, from: next, maxBytes: maxBytes, maxWait: .seconds(30))
-                        } while result.batches.isEmpty
+                        do {
+                            repeat {
+                                try Task.checkCancellation()
+                                result = try await journal.read(
+                                    shard: shard, from: next, maxBytes: maxBytes, maxWait: .seconds(30))
+                            } while result.batches.isEmpty
+                        } catch {
+                            self.free(Answer(frame: JournalFrame(type: .ok, correlationID: id, payload: ByteBuffer()), bytes: bytes))
+                            throw error
+                        }
                         next = result.nextOffset
-                        sink.yield(JournalFrame(type: .records, correlationID: id, payload: Self.encode(result)))
+                        sink.yield(
+                            Answer(frame: JournalFrame(type: .records, correlationID: id, payload: Self.encode(result)), bytes: bytes))
                     }
                 } catch is CancellationError {
                 } catch let error as JournalError {
-                    sink.yield(JournalResponse.subscriptionEnd(id, error))
+                    sink.yield(Answer(frame: JournalResponse.subscriptionEnd(id, error)))
                 } catch {
-                    sink.yield(JournalResponse.subscriptionEnd(id, JournalError(.ioError, "\(error)")))
+                    sink.yield(Answer(frame: JournalResponse.subscriptionEnd(id, JournalError(.ioError, "\(error)"))))
                 }
             }
             group.addTask { await control.waitUntilEnded() }

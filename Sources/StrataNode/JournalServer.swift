@@ -16,6 +16,11 @@ public final class JournalServer: Service {
         public var maxFrameBytes = JournalFrame.defaultMaxFrameBytes
         /// Requests one connection may have in flight before the node stops reading from it.
         public var maxInflightPerConnection = 1024
+        /// Bytes one connection's requests and unwritten answers may hold (a read reserves the
+        /// most its answer may carry)…
+        public var maxQueuedBytesPerConnection = 64 << 20
+        /// …and all connections together.
+        public var maxQueuedBytes = 512 << 20
         public var nodeName = "strata"
 
         public init(host: String, port: Int) {
@@ -32,6 +37,8 @@ public final class JournalServer: Service {
     private let onBound: @Sendable (SocketAddress) -> Void
     private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
     let started = ContinuousClock.now
+    /// What all connections' requests and unwritten answers may hold together.
+    let queuedBytes: ByteBudget
 
     public init(
         configuration: Configuration, journal: Journal, metrics: NodeMetrics,
@@ -39,6 +46,7 @@ public final class JournalServer: Service {
         onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
     ) {
         self.configuration = configuration
+        queuedBytes = ByteBudget(limit: configuration.maxQueuedBytes)
         self.journal = journal
         self.metrics = metrics
         self.group = eventLoopGroup
@@ -102,7 +110,7 @@ public final class JournalServer: Service {
         do {
             try await connection.executeThenClose { inbound, outbound in
                 let session = JournalConnection(server: self, logger: logger)
-                try await session.run(inbound: inbound, outbound: outbound)
+                try await session.run(inbound: inbound, outbound: outbound, channel: channel)
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])
