@@ -95,9 +95,10 @@ let package = Package(
         .target(
             name: "StrataClient",
             dependencies: [
-                "StrataJournal", "StrataWire",
+                "StrataJournal", "StrataWire", "StrataAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
@@ -106,10 +107,11 @@ let package = Package(
         .target(
             name: "StrataNode",
             dependencies: [
-                "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT", "StrataKafka", "StrataObjects",
+                "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT", "StrataKafka", "StrataObjects", "StrataAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

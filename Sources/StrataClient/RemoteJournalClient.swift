@@ -1,6 +1,9 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import StrataAuth
 import StrataJournal
 import StrataWire
 import Synchronization
@@ -19,10 +22,61 @@ public final class RemoteJournalClient: JournalClient {
         public var clientName = "strata-swift"
         /// Records frames a subscription lets the node send ahead of the consumer.
         public var subscriptionCredits: UInt32 = 8
+        /// SCRAM-SHA-256 credentials for a node that requires authentication.
+        public var user: String?
+        public var password: String?
+        /// TLS: the CA (PEM) that signed the node's certificate (TLS is on when this is set),
+        /// and a client certificate and key (PEM) for a node that verifies clients.
+        public var tlsCAFile: String?
+        public var tlsCertificateFile: String?
+        public var tlsKeyFile: String?
 
         public init(host: String, port: Int) {
             self.host = host
             self.port = port
+        }
+
+        /// A configuration with `applyEnvironment()` applied: how the gateways and storage-bench
+        /// get their journal credentials and TLS files.
+        public static func fromEnvironment(host: String, port: Int) -> Configuration {
+            var configuration = Configuration(host: host, port: port)
+            configuration.applyEnvironment()
+            return configuration
+        }
+
+        /// Takes credentials and TLS files from `STRATA_USER`, `STRATA_PASSWORD`, `STRATA_TLS_CA`,
+        /// `STRATA_TLS_CERT` and `STRATA_TLS_KEY` where they are set (flags given later win).
+        public mutating func applyEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) {
+            user = environment["STRATA_USER"] ?? user
+            password = environment["STRATA_PASSWORD"] ?? password
+            tlsCAFile = environment["STRATA_TLS_CA"] ?? tlsCAFile
+            tlsCertificateFile = environment["STRATA_TLS_CERT"] ?? tlsCertificateFile
+            tlsKeyFile = environment["STRATA_TLS_KEY"] ?? tlsKeyFile
+        }
+
+        /// The TLS context these settings describe (nil without a CA file).
+        func tlsContext() throws(JournalError) -> NIOSSLContext? {
+            guard let tlsCAFile else {
+                if tlsCertificateFile != nil {
+                    throw JournalError(.invalidArgument, "a client certificate needs the node's CA too (STRATA_TLS_CA)")
+                }
+                return nil
+            }
+            do {
+                var tls = TLSConfiguration.makeClientConfiguration()
+                tls.trustRoots = .file(tlsCAFile)
+                if let tlsCertificateFile, let tlsKeyFile {
+                    tls.certificateChain = try NIOSSLCertificate.fromPEMFile(tlsCertificateFile).map { .certificate($0) }
+                    tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: tlsKeyFile, format: .pem))
+                } else if tlsCertificateFile != nil || tlsKeyFile != nil {
+                    throw JournalError(.invalidArgument, "a client certificate needs both its certificate and key file")
+                }
+                return try NIOSSLContext(configuration: tls)
+            } catch let error as JournalError {
+                throw error
+            } catch {
+                throw JournalError(.invalidArgument, "journal TLS settings (\(tlsCAFile)): \(error)")
+            }
         }
     }
 
@@ -254,7 +308,11 @@ actor ConnectionManager {
                     logger.debug("connect failed", metadata: ["journal.peer": "\(peer)", "error": "\(error)"])
                 }
             }
-            if let error = lastError as? JournalError, error.code == .closed || error.code == .unsupported { throw error }
+            if let error = lastError as? JournalError,
+                [.closed, .unsupported, .unauthenticated, .invalidArgument].contains(error.code)
+            {
+                throw error
+            }
             if ContinuousClock.now + backoff >= deadline {
                 throw JournalError(.unavailable, "cannot reach journal-node at \(peer): \(lastError.map { "\($0)" } ?? "timed out")")
             }
@@ -265,11 +323,18 @@ actor ConnectionManager {
         let maxFrameBytes = configuration.maxFrameBytes
         let peer = self.peer
         let logger = self.logger
+        let tls = try configuration.tlsContext()
+        let host = configuration.host
+        let isAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
         let channel = try await ClientBootstrap(group: group)
             .connectTimeout(.seconds(5))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : host))
+                    }
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(JournalFrameDecoder(maxFrameBytes: maxFrameBytes)),
                         MessageToByteHandler(JournalFrameEncoder()),
@@ -288,11 +353,44 @@ actor ConnectionManager {
             guard StrataVersion.protocolVersions.contains(version) else {
                 throw JournalError(.unsupported, "journal-node chose protocol version \(version)")
             }
+            _ = try payload.readWireInteger(as: UInt32.self)
+            _ = try payload.readWireString()
+            let flag: UInt8 = version >= 3 ? try payload.readWireInteger() : 0
+            let mustAuthenticate = flag == 1
+            if let user = configuration.user {
+                try await authenticate(user: user, password: configuration.password ?? "", on: channel)
+            } else if mustAuthenticate {
+                throw JournalError(
+                    .unauthenticated,
+                    "journal-node at \(peer) requires authentication: give a user and password (STRATA_USER, "
+                        + "STRATA_PASSWORD) or a client certificate")
+            }
             return channel
         } catch {
             try? await channel.close()
             throw error
         }
+    }
+
+    /// SCRAM-SHA-256 over `authenticate` requests; the node's final message is verified too.
+    private func authenticate(user: String, password: String, on channel: any Channel) async throws {
+        var scram = SCRAMClient(user: user, password: password)
+        let timeout = configuration.requestTimeout
+        var first = try await RemoteJournalClient.call(
+            .authenticate(mechanism: "SCRAM-SHA-256", message: scram.firstMessage()), on: channel, timeout: timeout)
+        _ = try first.readWireInteger(as: UInt8.self)
+        let serverFirst = try first.readWireBytes()
+        let final: [UInt8]
+        do { final = try scram.finalMessage(serverFirst: serverFirst) } catch {
+            throw JournalError(.unauthenticated, "SCRAM with \(peer): \(error)")
+        }
+        var last = try await RemoteJournalClient.call(
+            .authenticate(mechanism: "SCRAM-SHA-256", message: final), on: channel, timeout: timeout)
+        let done = try last.readWireInteger(as: UInt8.self)
+        do { try scram.verify(serverFinal: try last.readWireBytes()) } catch {
+            throw JournalError(.unauthenticated, "SCRAM with \(peer): \(error)")
+        }
+        guard done == 1 else { throw JournalError(.unauthenticated, "journal-node at \(peer) did not finish authentication") }
     }
 
     func close() async {

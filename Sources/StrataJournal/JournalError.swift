@@ -32,11 +32,17 @@ public struct JournalError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let timeout = Code("timeout")
         /// The node cannot be reached.
         public static let unavailable = Code("unavailable")
+        /// The client is not authenticated (no credentials where they are required, a wrong
+        /// password, an unknown user, a refused certificate).
+        public static let unauthenticated = Code("unauthenticated")
+        /// The principal may not do this to this shard or namespace.
+        public static let permissionDenied = Code("permission_denied")
 
         /// Every code, for mapping to and from wire numbers.
         public static let all: [Code] = [
             .unknownShard, .shardExists, .invalidBatch, .batchTooLarge, .offsetOutOfRange, .corruptData, .diskFull,
-            .ioError, .closed, .invalidArgument, .protocolError, .unsupported, .timeout, .unavailable,
+            .ioError, .closed, .invalidArgument, .protocolError, .unsupported, .timeout, .unavailable, .unauthenticated,
+            .permissionDenied,
         ]
 
         /// Looks a code up by its name (unknown names map to `ioError`).

@@ -1,5 +1,7 @@
 import Logging
 import NIOCore
+import NIOSSL
+import StrataAuth
 import StrataJournal
 import StrataWire
 import Synchronization
@@ -18,6 +20,10 @@ import Synchronization
 final class JournalConnection: Sendable {
     let server: JournalServer
     let logger: Logger
+    let channel: any Channel
+    /// Who the client is, once authenticated (SCRAM or its certificate); nil before.
+    private let principal = Mutex<String?>(nil)
+    private let scram = Mutex(SCRAMServer())
     private let subscriptions = Mutex<[UInt32: SubscriptionControl]>([:])
     private let budget: ByteBudget
     private let limiter: InflightLimiter
@@ -33,8 +39,9 @@ final class JournalConnection: Sendable {
 
     typealias Sink = AsyncStream<Answer>.Continuation
 
-    init(server: JournalServer, logger: Logger) {
+    init(server: JournalServer, channel: any Channel, logger: Logger) {
         self.server = server
+        self.channel = channel
         self.logger = logger
         budget = ByteBudget(limit: server.configuration.maxQueuedBytesPerConnection)
         limiter = InflightLimiter(limit: server.configuration.maxInflightPerConnection)
@@ -59,9 +66,9 @@ final class JournalConnection: Sendable {
     }
 
     func run(
-        inbound: NIOAsyncChannelInboundStream<JournalFrame>, outbound: NIOAsyncChannelOutboundWriter<JournalFrame>,
-        channel: any Channel
+        inbound: NIOAsyncChannelInboundStream<JournalFrame>, outbound: NIOAsyncChannelOutboundWriter<JournalFrame>
     ) async throws {
+        let channel = self.channel
         let (answers, sink) = AsyncStream<Answer>.makeStream()
         try await withThrowingTaskGroup(of: Void.self) { group in
             // The writer drains every answer, the last error frame included, giving back what
@@ -93,7 +100,7 @@ final class JournalConnection: Sendable {
             do {
                 var iterator = inbound.makeAsyncIterator()
                 guard let first = try await iterator.next() else { return }
-                guard try handshake(first, sink: sink) else { return }
+                guard try await handshake(first, sink: sink) else { return }
                 while true {
                     await limiter.acquire()
                     guard let frame = try await iterator.next() else { break }
@@ -106,6 +113,16 @@ final class JournalConnection: Sendable {
                         // goes on: the framing itself is intact.
                         server.metrics.protocolErrors.increment()
                         sink.yield(Answer(frame: JournalResponse.error(id, error), slot: true))
+                        continue
+                    }
+                    if case .authenticate(let mechanism, let message) = request {
+                        let (answer, goOn) = authenticate(mechanism: mechanism, message: message, id: id)
+                        sink.yield(Answer(frame: answer, slot: true))
+                        if goOn { continue } else { break }
+                    }
+                    if let refusal = refusal(of: request) {
+                        server.metrics.requestErrors.increment()
+                        sink.yield(Answer(frame: JournalResponse.error(id, refusal), slot: true))
                         continue
                     }
                     let bytes = frame.payload.readableBytes + answerBytes(request)
@@ -137,8 +154,62 @@ final class JournalConnection: Sendable {
         }
     }
 
+    /// Nil when the client may send `request` (no access control, or a principal it grants).
+    private func refusal(of request: JournalRequest) -> JournalError? {
+        guard let access = server.configuration.access else { return nil }
+        guard let principal = principal.withLock({ $0 }) else {
+            return JournalError(
+                .unauthenticated, "this node requires authentication (SCRAM-SHA-256 or a client certificate) first")
+        }
+        return access.refusal(of: request, by: principal)
+    }
+
+    /// One SCRAM-SHA-256 step; the answer and whether the connection goes on (a failed
+    /// exchange closes it).
+    private func authenticate(mechanism: String, message: [UInt8], id: UInt32) -> (JournalFrame, Bool) {
+        guard let users = server.configuration.access?.users else {
+            return (JournalResponse.error(id, JournalError(.unsupported, "this node has no users: authenticate with a client certificate")), false)
+        }
+        guard mechanism == "SCRAM-SHA-256" else {
+            return (JournalResponse.error(id, JournalError(.unsupported, "unsupported mechanism \(mechanism); this node speaks SCRAM-SHA-256")), false)
+        }
+        // A SCRAM user replaces a certificate's principal; a second exchange fails (it is over).
+        do throws(SCRAMError) {
+            let (reply, user) = try scram.withLock { scram throws(SCRAMError) in
+                let reply = try scram.receive(message) { users[$0] }
+                return (reply, scram.authenticatedUser)
+            }
+            if let user {
+                principal.withLock { $0 = user }
+                logger.debug("client authenticated", metadata: ["journal.principal": "\(user)"])
+            }
+            return (
+                JournalResponse.ok(id) { payload in
+                    payload.writeInteger(user == nil ? UInt8(0) : 1)
+                    payload.writeWireBytes(reply)
+                }, true
+            )
+        } catch {
+            server.metrics.requestErrors.increment()
+            logger.warning("journal authentication failed", metadata: ["error": "\(error)"])
+            return (JournalResponse.error(id, JournalError(.unauthenticated, "authentication failed: \(error)")), false)
+        }
+    }
+
+    /// The principal a verified client certificate names (its common name), if TLS brought one.
+    private func certificatePrincipal() async -> String? {
+        guard server.configuration.tls != nil, let certificate = try? await channel.nioSSL_peerCertificate().get() else {
+            return nil
+        }
+        // NIOSSLCertificate shows its common name only in its description.
+        let text = certificate.description
+        guard let start = text.range(of: ";common_name=") else { return nil }
+        let name = text[start.upperBound...].prefix { $0 != ";" && $0 != ">" }
+        return name.isEmpty ? nil : String(name)
+    }
+
     /// Answers the hello; false (after an error frame) when the client cannot be served.
-    private func handshake(_ frame: JournalFrame, sink: Sink) throws -> Bool {
+    private func handshake(_ frame: JournalFrame, sink: Sink) async throws -> Bool {
         guard frame.type == .hello, case .hello(let minVersion, let maxVersion, let client) = try JournalRequest.decode(frame)
         else {
             throw JournalError(.protocolError, "the first frame must be hello, got \(frame.type)")
@@ -156,6 +227,10 @@ final class JournalConnection: Sendable {
             return false
         }
         logger.debug("client connected", metadata: ["journal.client": "\(client)", "journal.version": "\(version)"])
+        if server.configuration.access != nil, let name = await certificatePrincipal() {
+            principal.withLock { $0 = name }
+        }
+        let mustAuthenticate = server.configuration.access != nil && principal.withLock({ $0 }) == nil
         let maxFrameBytes = server.configuration.maxFrameBytes
         let node = server.configuration.nodeName
         sink.yield(
@@ -164,6 +239,8 @@ final class JournalConnection: Sendable {
                     payload.writeInteger(version)
                     payload.writeInteger(UInt32(maxFrameBytes))
                     payload.writeWireString(node)
+                    // Protocol 3: whether the client must authenticate before anything else.
+                    if version >= 3 { payload.writeInteger(mustAuthenticate ? UInt8(1) : 0) }
                 }))
         return true
     }
@@ -247,7 +324,10 @@ final class JournalConnection: Sendable {
             let info = try journal.describeShard(name)
             return JournalResponse.ok(id) { $0.writeShardInfo(info) }
         case .listShards:
-            let shards = journal.listShards()
+            var shards = journal.listShards()
+            if let access = server.configuration.access, let principal = principal.withLock({ $0 }) {
+                shards = shards.filter { access.allows(principal, .read, shard: $0.name) }
+            }
             return JournalResponse.ok(id) { payload in
                 payload.writeInteger(UInt32(shards.count))
                 for shard in shards { payload.writeShardInfo(shard) }
@@ -289,7 +369,7 @@ final class JournalConnection: Sendable {
         case .status:
             let status = server.status()
             return JournalResponse.ok(id) { $0.writeNodeStatus(status) }
-        case .hello, .append, .subscribe, .unsubscribe, .credit:
+        case .hello, .authenticate, .append, .subscribe, .unsubscribe, .credit:
             throw JournalError(.protocolError, "\(request.type) is not handled here")
         }
     }

@@ -17,12 +17,19 @@ public enum JournalNode {
         configuration: NodeConfiguration, logger: Logger, announce: @escaping @Sendable (String) -> Void
     ) async throws {
         let gateways = try configuration.resolvedGateways()
+        let (access, tls) = try configuration.journalSecurity()
+        let adminToken = try configuration.adminToken()
+        for warning in try configuration.checkExposure(access: access, adminToken: adminToken) {
+            logger.warning("\(warning)")
+        }
         let journal = try Journal(configuration: configuration.journalConfiguration, logger: logger)
         let metrics = NodeMetrics()
         var serverConfiguration = JournalServer.Configuration(
             host: configuration.listen.host, port: configuration.listen.port)
         serverConfiguration.maxFrameBytes = configuration.maxFrameBytes
         serverConfiguration.nodeName = configuration.nodeName
+        serverConfiguration.access = access
+        serverConfiguration.tls = tls
         let server = JournalServer(
             configuration: serverConfiguration, journal: journal, metrics: metrics, logger: logger,
             onBound: { announce("journal \(StrataProcess.display($0))") })
@@ -39,7 +46,7 @@ public enum JournalNode {
         }
         let routes = NodeHTTPRoutes(
             journal: journal, metrics: metrics, status: { server.status() }, config: { configuration.summary },
-            tier: tierStatus)
+            tier: tierStatus, adminToken: adminToken)
         let http = NodeHTTPServer(
             host: configuration.http.host, port: configuration.http.port, routes: routes, logger: logger,
             onBound: { announce("http \(StrataProcess.display($0))") })

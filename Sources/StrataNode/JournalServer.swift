@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import NIOSSL
 import StrataJournal
 import StrataWire
 import Synchronization
@@ -21,6 +22,11 @@ public final class JournalServer: Service {
         public var maxQueuedBytesPerConnection = 64 << 20
         /// …and all connections together.
         public var maxQueuedBytes = 512 << 20
+        /// Users, certificate principals and their grants; nil: every client may do everything
+        /// (refused by the node beyond loopback unless the operator says --insecure).
+        public var access: JournalAccess?
+        /// TLS for the listener (with client certificates verified when it has trust roots).
+        public var tls: NIOSSLContext?
         public var nodeName = "strata"
 
         public init(host: String, port: Int) {
@@ -58,6 +64,7 @@ public final class JournalServer: Service {
 
     public func run() async throws {
         let maxFrameBytes = configuration.maxFrameBytes
+        let tls = configuration.tls
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -65,6 +72,7 @@ public final class JournalServer: Service {
             .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.wrap
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> any Channel in
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(JournalFrameDecoder(maxFrameBytes: maxFrameBytes)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(JournalFrameEncoder()))
@@ -109,8 +117,8 @@ public final class JournalServer: Service {
         logger[metadataKey: "journal.peer"] = "\(peer)"
         do {
             try await connection.executeThenClose { inbound, outbound in
-                let session = JournalConnection(server: self, logger: logger)
-                try await session.run(inbound: inbound, outbound: outbound, channel: channel)
+                let session = JournalConnection(server: self, channel: channel, logger: logger)
+                try await session.run(inbound: inbound, outbound: outbound)
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": "\(error)"])

@@ -1,3 +1,4 @@
+import NIOSSL
 import StrataJournal
 import StrataWire
 
@@ -47,6 +48,19 @@ public struct NodeConfiguration: Sendable {
     /// The object tier (off unless a bucket or a WebHDFS endpoint is set).
     public var tier = TierSettings()
 
+    /// Journal protocol security: SCRAM users (`strata scram-user` lines) and the permissions
+    /// file (JournalAccess); TLS certificate and key for the listener, and a CA whose client
+    /// certificates it requires and accepts (mutual TLS, principal = common name).
+    public var journalUsers: String?
+    public var journalPermissions: String?
+    public var journalTLSCertificate: String?
+    public var journalTLSKey: String?
+    public var journalTLSClientCA: String?
+    /// A file holding the bearer token /admin requires (/metrics and /health stay open).
+    public var httpAdminTokenFile: String?
+    /// Run listeners beyond loopback without authentication anyway.
+    public var insecure = false
+
     /// Gateways this build can host in-process.
     public static let availableGateways: [String] = ["mqtt", "kafka"]
 
@@ -89,6 +103,13 @@ public struct NodeConfiguration: Sendable {
                 }
                 kafkaDefaultPartitions = Int32(v)
             case ("kafka.auto_create_topics", .bool(let v)): kafkaAutoCreateTopics = v
+            case ("journal.users", .string(let v)): journalUsers = v
+            case ("journal.permissions", .string(let v)): journalPermissions = v
+            case ("journal.tls_cert", .string(let v)): journalTLSCertificate = v
+            case ("journal.tls_key", .string(let v)): journalTLSKey = v
+            case ("journal.tls_client_ca", .string(let v)): journalTLSClientCA = v
+            case ("http.admin_token_file", .string(let v)): httpAdminTokenFile = v
+            case ("insecure", .bool(let v)): insecure = v
             case ("kafka.users", .string(let v)): kafkaUsers = v
             case ("kafka.acl", .string(let v)): kafkaACL = v
             case ("tier.endpoint", .string(let v)): tier.endpoint = v
@@ -125,6 +146,73 @@ public struct NodeConfiguration: Sendable {
                 throw JournalError(.invalidArgument, "config file: unknown setting or wrong type for \(key)")
             }
         }
+    }
+
+    /// The journal listener's access control and TLS, read from their files; both nil when none
+    /// is configured. A half configuration (users without permissions, a certificate without
+    /// its key, a client CA without TLS) is refused.
+    public func journalSecurity() throws(JournalError) -> (access: JournalAccess?, tls: NIOSSLContext?) {
+        var access: JournalAccess?
+        if let journalPermissions {
+            do { access = try JournalAccess(usersFile: journalUsers, permissionsFile: journalPermissions) } catch {
+                throw JournalError(.invalidArgument, "\(error)")
+            }
+        } else if journalUsers != nil {
+            throw JournalError(.invalidArgument, "journal.users needs journal.permissions (who may do what)")
+        }
+        var tls: NIOSSLContext?
+        switch (journalTLSCertificate, journalTLSKey) {
+        case (let certificate?, let key?):
+            do {
+                var configuration = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+                    privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+                if let journalTLSClientCA {
+                    configuration.trustRoots = .file(journalTLSClientCA)
+                    configuration.certificateVerification = .noHostnameVerification
+                }
+                tls = try NIOSSLContext(configuration: configuration)
+            } catch {
+                throw JournalError(.invalidArgument, "journal TLS (\(certificate), \(key)): \(error)")
+            }
+        case (nil, nil):
+            if journalTLSClientCA != nil { throw JournalError(.invalidArgument, "journal.tls_client_ca needs journal.tls_cert and journal.tls_key") }
+        default:
+            throw JournalError(.invalidArgument, "journal TLS needs both journal.tls_cert and journal.tls_key")
+        }
+        if journalTLSClientCA != nil, access == nil {
+            throw JournalError(.invalidArgument, "client certificates (journal.tls_client_ca) need journal.permissions")
+        }
+        return (access, tls)
+    }
+
+    /// The HTTP admin token, read from its file (nil when none is configured).
+    public func adminToken() throws(JournalError) -> String? {
+        guard let httpAdminTokenFile else { return nil }
+        let token: String
+        do { token = try String(contentsOfFile: httpAdminTokenFile, encoding: .utf8) } catch {
+            throw JournalError(.invalidArgument, "cannot read the admin token file \(httpAdminTokenFile): \(error.localizedDescription)")
+        }
+        let trimmed = token.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard trimmed.count >= 16 else {
+            throw JournalError(.invalidArgument, "the admin token in \(httpAdminTokenFile) is shorter than 16 characters")
+        }
+        return trimmed
+    }
+
+    /// Listeners beyond loopback need authentication: the journal protocol its permissions, the
+    /// HTTP admin API its token. Returns the warnings to log when `insecure` lets them run open.
+    public func checkExposure(access: JournalAccess?, adminToken: String?) throws(JournalError) -> [String] {
+        var open: [String] = []
+        if access == nil, !listen.isLoopback { open.append("the journal protocol on \(listen) has no authentication (journal.permissions)") }
+        if adminToken == nil, !http.isLoopback { open.append("the HTTP admin API on \(http) has no token (http.admin_token_file)") }
+        guard !open.isEmpty else { return [] }
+        guard insecure else {
+            throw JournalError(
+                .invalidArgument,
+                open.joined(separator: "; ") + ". Configure them, listen on loopback, or start with --insecure to run open anyway")
+        }
+        return open.map { "running insecure: \($0)" }
     }
 
     /// The gateways to start, with `all` expanded; unknown names are an error.

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
+import StrataAuth
 import StrataJournal
 import StrataObjects
 import StrataWire
@@ -61,10 +62,15 @@ public struct NodeHTTPRoutes: Sendable {
     /// The object tier's status, when the node has one.
     let tier: (@Sendable () -> TierOffloader.Status)?
 
+    /// The bearer token /admin requires (nil: none).
+    let adminToken: String?
+
     public init(
         journal: Journal, metrics: NodeMetrics, status: @escaping @Sendable () -> NodeStatus,
-        config: @escaping @Sendable () -> [String: String], tier: (@Sendable () -> TierOffloader.Status)? = nil
+        config: @escaping @Sendable () -> [String: String], tier: (@Sendable () -> TierOffloader.Status)? = nil,
+        adminToken: String? = nil
     ) {
+        self.adminToken = adminToken
         self.journal = journal
         self.metrics = metrics
         self.status = status
@@ -105,9 +111,15 @@ public struct NodeHTTPRoutes: Sendable {
         return health
     }
 
-    func respond(method: HTTPMethod, uri: String) -> Response {
+    func respond(method: HTTPMethod, uri: String, authorization: String? = nil) -> Response {
         guard method == .GET || method == .HEAD else { return .error(.methodNotAllowed, "only GET is served") }
         let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
+        if path.hasPrefix("/admin"), let adminToken {
+            let expected = Array("Bearer \(adminToken)".utf8)
+            guard let authorization, PasswordHashing.constantTimeEqual(Array(authorization.utf8), expected) else {
+                return .error(.unauthorized, "/admin needs the admin token: Authorization: Bearer TOKEN")
+            }
+        }
         switch path {
         case "/metrics":
             return Response(
@@ -161,7 +173,8 @@ final class HTTPRequestHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            let response = routes.respond(method: head.method, uri: head.uri)
+            let response = routes.respond(
+                method: head.method, uri: head.uri, authorization: head.headers.first(name: "Authorization"))
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: response.contentType)
             headers.add(name: "Content-Length", value: "\(response.body.count)")

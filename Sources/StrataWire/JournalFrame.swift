@@ -26,6 +26,8 @@ public struct JournalFrame: Sendable, Hashable {
 /// Frame types. Requests go client → node; `ok`, `error`, `records`, `subscriptionEnd` go node → client.
 public enum JournalMessageType: UInt8, Sendable, Hashable, CaseIterable {
     case hello = 0x01
+    /// One step of a SASL exchange (protocol 3): mechanism and the client's message.
+    case authenticate = 0x02
     case createShard = 0x10
     case deleteShard = 0x11
     case describeShard = 0x12

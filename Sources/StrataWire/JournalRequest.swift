@@ -4,6 +4,9 @@ import StrataJournal
 /// A client request: the typed payload of a request frame.
 public enum JournalRequest: Sendable {
     case hello(minVersion: UInt16, maxVersion: UInt16, client: String)
+    /// SCRAM-SHA-256: the client-first message, then the client-final one; each `ok` answer is
+    /// `done u8 | server message bytes`.
+    case authenticate(mechanism: String, message: [UInt8])
     case createShard(name: String, config: ShardConfig)
     case deleteShard(name: String)
     case describeShard(name: String)
@@ -28,6 +31,7 @@ public enum JournalRequest: Sendable {
     public var type: JournalMessageType {
         switch self {
         case .hello: .hello
+        case .authenticate: .authenticate
         case .createShard: .createShard
         case .deleteShard: .deleteShard
         case .describeShard: .describeShard
@@ -56,6 +60,9 @@ public enum JournalRequest: Sendable {
             payload.writeInteger(minVersion)
             payload.writeInteger(maxVersion)
             payload.writeWireString(client)
+        case .authenticate(let mechanism, let message):
+            payload.writeWireString(mechanism)
+            payload.writeWireBytes(message)
         case .createShard(let name, let config):
             payload.writeWireString(name)
             payload.writeShardConfig(config)
@@ -116,6 +123,8 @@ public enum JournalRequest: Sendable {
                 throw JournalError(.protocolError, "hello does not start with the STRJ magic")
             }
             request = .hello(minVersion: try p.readWireInteger(), maxVersion: try p.readWireInteger(), client: try p.readWireString())
+        case .authenticate:
+            request = .authenticate(mechanism: try p.readWireString(), message: try p.readWireBytes())
         case .createShard:
             request = .createShard(name: try p.readWireString(), config: try p.readShardConfig())
         case .deleteShard: request = .deleteShard(name: try p.readWireString())

@@ -1,6 +1,7 @@
 /// The version string nodes and tools report.
 public enum StrataVersion {
     public static let current = "0.1.0"
-    /// Journal protocol versions this build speaks.
-    public static let protocolVersions: ClosedRange<UInt16> = 2...2
+    /// Journal protocol versions this build speaks (3 added `authenticate` and the hello
+    /// answer's authentication flag).
+    public static let protocolVersions: ClosedRange<UInt16> = 2...3
 }

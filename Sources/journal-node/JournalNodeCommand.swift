@@ -93,6 +93,27 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "Milliseconds between offload passes that found nothing to do.")
     var tierIntervalMs: Int64?
 
+    @Option(help: "SCRAM-SHA-256 users of the journal protocol (lines from `strata scram-user`).")
+    var journalUsers: String?
+
+    @Option(help: "Who may do what on the journal protocol: PRINCIPAL read|write|all */shard:PREFIX/kv:PREFIX per line.")
+    var journalPermissions: String?
+
+    @Option(help: "TLS certificate chain (PEM) of the journal listener.")
+    var journalTlsCert: String?
+
+    @Option(help: "TLS private key (PEM) of the journal listener.")
+    var journalTlsKey: String?
+
+    @Option(help: "CA (PEM) whose client certificates the journal listener requires (principal = common name).")
+    var journalTlsClientCa: String?
+
+    @Option(help: "File holding the bearer token the HTTP /admin API requires.")
+    var httpAdminTokenFile: String?
+
+    @Flag(help: "Run a journal or HTTP listener beyond loopback without authentication anyway (logged).")
+    var insecure = false
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -114,6 +135,13 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
             if quarantineDamagedWal { settings.quarantineDamagedWAL = true }
+            if let journalUsers { settings.journalUsers = journalUsers }
+            if let journalPermissions { settings.journalPermissions = journalPermissions }
+            if let journalTlsCert { settings.journalTLSCertificate = journalTlsCert }
+            if let journalTlsKey { settings.journalTLSKey = journalTlsKey }
+            if let journalTlsClientCa { settings.journalTLSClientCA = journalTlsClientCa }
+            if let httpAdminTokenFile { settings.httpAdminTokenFile = httpAdminTokenFile }
+            if insecure { settings.insecure = true }
             if let mqttWsListen { settings.mqttWebSocketListen = try .init(parsing: mqttWsListen) }
             if let mqttPasswords { settings.mqttPasswords = mqttPasswords }
             if let mqttAcl { settings.mqttACL = mqttAcl }

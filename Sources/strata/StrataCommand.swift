@@ -32,7 +32,7 @@ struct StrataCommand: AsyncParsableCommand {
         var rest = arguments[...]
         while let first = rest.first, first.hasPrefix("--") {
             let name = first.split(separator: "=", maxSplits: 1)[0]
-            guard name == "--node" || name == "--timeout" else { break }
+            guard ["--node", "--timeout", "--user", "--password", "--tls-ca", "--tls-cert", "--tls-key"].contains(name) else { break }
             leading.append(first)
             rest = rest.dropFirst()
             if !first.contains("="), let value = rest.first {
@@ -56,6 +56,21 @@ struct NodeOptions: ParsableArguments {
     @Option(help: "Seconds to wait for each request (and for the node to be reachable).")
     var timeout: Double = 10
 
+    @Option(help: "SCRAM-SHA-256 user for a node that requires authentication (or STRATA_USER).")
+    var user: String?
+
+    @Option(help: "Its password (or STRATA_PASSWORD, which keeps it out of the process list).")
+    var password: String?
+
+    @Option(help: "CA (PEM) of the node's TLS certificate: connect with TLS (or STRATA_TLS_CA).")
+    var tlsCa: String?
+
+    @Option(help: "Client certificate (PEM) for a node that verifies clients (or STRATA_TLS_CERT).")
+    var tlsCert: String?
+
+    @Option(help: "Client certificate key (PEM) (or STRATA_TLS_KEY).")
+    var tlsKey: String?
+
     func withClient<T>(_ body: (RemoteJournalClient) async throws -> T) async throws -> T {
         guard let address = try? HostPort(parsing: node) else {
             throw ValidationError("--node must be HOST:PORT, got \(node)")
@@ -64,6 +79,12 @@ struct NodeOptions: ParsableArguments {
         configuration.requestTimeout = .milliseconds(Int64(timeout * 1000))
         configuration.connectTimeout = .milliseconds(Int64(timeout * 1000))
         configuration.clientName = "strata-cli"
+        configuration.applyEnvironment()
+        if let user { configuration.user = user }
+        if let password { configuration.password = password }
+        if let tlsCa { configuration.tlsCAFile = tlsCa }
+        if let tlsCert { configuration.tlsCertificateFile = tlsCert }
+        if let tlsKey { configuration.tlsKeyFile = tlsKey }
         var logger = Logger(label: "strata.cli")
         logger.logLevel = .critical
         let client = RemoteJournalClient(configuration: configuration, logger: logger)

@@ -21,7 +21,12 @@ struct TierCommand: AsyncParsableCommand {
             let transfer = CurlTransfer(threads: 1, timeoutSeconds: 10)
             let response: HTTPResponse
             do {
-                response = try await transfer.perform(HTTPRequest(method: "GET", url: "http://\(http)/admin/tier"))
+                // A node with an admin token wants it (STRATA_ADMIN_TOKEN).
+                let token = ProcessInfo.processInfo.environment["STRATA_ADMIN_TOKEN"]
+                response = try await transfer.perform(
+                    HTTPRequest(
+                        method: "GET", url: "http://\(http)/admin/tier",
+                        headers: token.map { [("Authorization", "Bearer \($0)")] } ?? []))
             } catch {
                 await transfer.shutdown()
                 let reason = if case ObjectStoreError.transport(let detail) = error { detail } else { "\(error)" }

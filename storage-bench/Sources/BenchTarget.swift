@@ -21,7 +21,7 @@ struct BenchTarget: Sendable {
         var logger = Logger(label: "strata.bench") { label in StreamLogHandler.standardError(label: label) }
         logger.logLevel = .notice
         let client = RemoteJournalClient(
-            configuration: .init(host: address.host, port: address.port), logger: logger)
+            configuration: .fromEnvironment(host: address.host, port: address.port), logger: logger)
         let existing = Set(try await client.listShards().map(\.name))
         for name in names where !existing.contains(name) {
             _ = try await client.createShard(name, config: ShardConfig(durability: durability))

@@ -59,7 +59,7 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "strata.kafka")
         let client = RemoteJournalClient(
-            configuration: .init(host: journalAddress.host, port: journalAddress.port), logger: logger)
+            configuration: .fromEnvironment(host: journalAddress.host, port: journalAddress.port), logger: logger)
         let gateway = KafkaGateway(
             configuration: settings, journal: client, logger: logger, onBound: { StrataProcess.announce("kafka", $0) })
         let group = ServiceGroup(

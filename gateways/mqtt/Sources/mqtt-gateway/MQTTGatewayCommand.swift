@@ -52,7 +52,7 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "strata.mqtt")
         let client = RemoteJournalClient(
-            configuration: .init(host: journalAddress.host, port: journalAddress.port), logger: logger)
+            configuration: .fromEnvironment(host: journalAddress.host, port: journalAddress.port), logger: logger)
         var settings = MQTTGateway.Configuration()
         settings.host = listenAddress.host
         settings.port = listenAddress.port

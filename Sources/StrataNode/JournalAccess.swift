@@ -1,0 +1,128 @@
+import Foundation
+import StrataAuth
+import StrataJournal
+import StrataWire
+
+/// Who may use the journal protocol, and for what: SCRAM-SHA-256 users (the users-file format
+/// of `strata scram-user`) or client-certificate principals (the certificate's common name),
+/// and grants per principal on shard-name prefixes and key-value namespace prefixes, one per
+/// line of the permissions file:
+///
+///     # principal  permission  resource
+///     admin        all         *
+///     kafka        all         shard:kafka/
+///     kafka        all         kv:kafka.
+///     reader       read        shard:kafka/orders/
+///
+/// `read` lets a principal describe, read, subscribe and fetch offsets (or get and scan keys);
+/// `write` adds appends and offset commits (puts and deletes); `all` adds creating and
+/// deleting shards. `*` is every shard and namespace. A principal sees only the shards it may
+/// read in `listShards`. Nothing is allowed that no line grants.
+public struct JournalAccess: Sendable {
+    public enum Permission: Int, Sendable, Comparable {
+        case read = 1, write = 2, all = 3
+        public static func < (a: Permission, b: Permission) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    enum Resource: Sendable, Equatable {
+        case everything
+        case shards(prefix: String)
+        case namespaces(prefix: String)
+    }
+
+    struct Grant: Sendable {
+        var principal: String
+        var permission: Permission
+        var resource: Resource
+    }
+
+    public let users: SCRAMUsers?
+    let grants: [Grant]
+
+    public init(users: SCRAMUsers?, permissions text: String, source: String = "permissions file") throws {
+        self.users = users
+        var grants: [Grant] = []
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+            if fields.isEmpty || fields[0].hasPrefix("#") { continue }
+            let permission: Permission? =
+                switch fields.count == 3 ? fields[1] : "" {
+                case "read": .read
+                case "write": .write
+                case "all": .all
+                default: nil
+                }
+            let resource: Resource? =
+                if fields.count != 3 { nil } else if fields[2] == "*" { .everything } else if fields[2].hasPrefix("shard:") {
+                    .shards(prefix: String(fields[2].dropFirst(6)))
+                } else if fields[2].hasPrefix("kv:") {
+                    .namespaces(prefix: String(fields[2].dropFirst(3)))
+                } else { nil }
+            guard let permission, let resource else {
+                throw ConfigFileError(
+                    "\(source) line \(number + 1): expected PRINCIPAL read|write|all */shard:PREFIX/kv:PREFIX")
+            }
+            grants.append(Grant(principal: fields[0], permission: permission, resource: resource))
+        }
+        self.grants = grants
+    }
+
+    public init(usersFile: String?, permissionsFile: String) throws {
+        let users = try usersFile.map { try SCRAMUsers(contentsOfFile: $0) }
+        let text: String
+        do { text = try String(contentsOfFile: permissionsFile, encoding: .utf8) } catch {
+            throw ConfigFileError("cannot read the permissions file \(permissionsFile): \(error.localizedDescription)")
+        }
+        try self.init(users: users, permissions: text, source: permissionsFile)
+    }
+
+    public func allows(_ principal: String, _ permission: Permission, shard name: String) -> Bool {
+        grants.contains { grant in
+            guard grant.principal == principal, grant.permission >= permission else { return false }
+            switch grant.resource {
+            case .everything: return true
+            case .shards(let prefix): return name.hasPrefix(prefix)
+            case .namespaces: return false
+            }
+        }
+    }
+
+    public func allows(_ principal: String, _ permission: Permission, namespace: String) -> Bool {
+        grants.contains { grant in
+            guard grant.principal == principal, grant.permission >= permission else { return false }
+            switch grant.resource {
+            case .everything: return true
+            case .namespaces(let prefix): return namespace.hasPrefix(prefix)
+            case .shards: return false
+            }
+        }
+    }
+
+    /// What `request` needs, as (permission, shard) or (permission, namespace); nil when any
+    /// authenticated principal may send it.
+    static func needs(_ request: JournalRequest) -> (Permission, shard: String?, namespace: String?)? {
+        switch request {
+        case .createShard(let name, _), .deleteShard(let name): (.all, name, nil)
+        case .describeShard(let name): (.read, name, nil)
+        case .read(let shard, _, _, _), .offsetForTimestamp(let shard, _), .subscribe(let shard, _, _, _),
+            .fetchOffset(_, let shard):
+            (.read, shard, nil)
+        case .append(let shard, _), .commitOffset(_, let shard, _): (.write, shard, nil)
+        case .kvGet(let namespace, _), .kvScan(let namespace, _, _): (.read, nil, namespace)
+        case .kvPut(let namespace, _, _), .kvDelete(let namespace, _): (.write, nil, namespace)
+        case .hello, .authenticate, .listShards, .status, .unsubscribe, .credit: nil
+        }
+    }
+
+    /// Nil when `principal` may send `request`, else the refusal.
+    func refusal(of request: JournalRequest, by principal: String) -> JournalError? {
+        guard let (permission, shard, namespace) = Self.needs(request) else { return nil }
+        if let shard, !allows(principal, permission, shard: shard) {
+            return JournalError(.permissionDenied, "\(principal) may not \(request.type) shard \(shard)")
+        }
+        if let namespace, !allows(principal, permission, namespace: namespace) {
+            return JournalError(.permissionDenied, "\(principal) may not \(request.type) in namespace \(namespace)")
+        }
+        return nil
+    }
+}
