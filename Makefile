@@ -55,15 +55,17 @@ run: deps build-release
 bench: build-release
 	"$$(swift build -c release --show-bin-path)/storage-bench" append --seconds 10
 
-# Coverage-guided fuzzing of the protocol and batch parsers (libFuzzer + ASan), FUZZ_SECONDS long.
+# Coverage-guided fuzzing (libFuzzer + ASan), FUZZ_SECONDS long, of one target (FUZZ_TARGET:
+# frames, batch, mqtt, kafka or journal; empty: all, picked by each input's first byte).
 # Crashes are written to Fuzz/crashes/; turn each into a regression test.
 FUZZ_SECONDS ?= 60
+FUZZ_TARGET ?=
 fuzz: apt
 	swift build -c release --scratch-path .build-fuzz --product journal-fuzz \
 		-Xswiftc -sanitize=fuzzer,address -Xswiftc -DSTRATA_LIBFUZZER -Xswiftc -use-ld=lld
-	mkdir -p Fuzz/corpus Fuzz/crashes
-	"$$(swift build -c release --scratch-path .build-fuzz --show-bin-path)/journal-fuzz" Fuzz/corpus \
-		-max_total_time=$(FUZZ_SECONDS) -artifact_prefix=Fuzz/crashes/
+	mkdir -p Fuzz/corpus/$(or $(FUZZ_TARGET),all) Fuzz/crashes
+	STRATA_FUZZ_TARGET=$(FUZZ_TARGET) "$$(swift build -c release --scratch-path .build-fuzz --show-bin-path)/journal-fuzz" \
+		Fuzz/corpus/$(or $(FUZZ_TARGET),all) -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=Fuzz/crashes/
 
 clean:
 	rm -rf .build $(VENV) $(DATA)

@@ -195,7 +195,11 @@ let package = Package(
         // libFuzzer harness (`make fuzz`); a normal build is a replay tool for saved inputs.
         .executableTarget(
             name: "JournalFuzz",
-            dependencies: ["StrataWire", "StrataMQTT", "CStrataShims", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "StrataJournal", "StrataWire", "StrataMQTT", "StrataKafka", "CStrataShims",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Fuzz/JournalFuzz",
             swiftSettings: swiftSettings),
 

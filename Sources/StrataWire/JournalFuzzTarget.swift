@@ -31,3 +31,45 @@ public enum JournalFuzzTarget {
         _ = try? RecordBatch.decode(buffer)
     }
 }
+
+extension JournalFuzzTarget {
+    /// Journal protocol bytes decoded into requests and carried out on `journal` (as the node
+    /// would), then offload planning and (every `maintenanceEvery` calls) maintenance over what
+    /// they appended: the path from the wire through append validation into the engine's
+    /// arithmetic. Shard names are cut to 8 bytes so that inputs reuse a few shards.
+    public static func execute(_ bytes: [UInt8], on journal: Journal, round: Int, maintenanceEvery: Int = 500) async {
+        var buffer = ByteBuffer(bytes: bytes)
+        var decoder = JournalFrameDecoder(maxFrameBytes: 1 << 20)
+        while let frame = try? decoder.decode(buffer: &buffer) {
+            guard frame.type.isRequest, let request = try? JournalRequest.decode(frame) else { continue }
+            func short(_ name: String) -> String {
+                let cut = String(decoding: name.utf8.prefix(8), as: UTF8.self)
+                return cut.isEmpty ? "s" : cut
+            }
+            switch request {
+            case .createShard(let name, let config): _ = try? await journal.createShard(short(name), config: config)
+            case .deleteShard(let name): try? await journal.deleteShard(short(name))
+            case .describeShard(let name): _ = try? journal.describeShard(short(name))
+            case .listShards: _ = journal.listShards()
+            case .append(let shard, let batch): _ = try? await journal.append(shard: short(shard), batch: batch)
+            case .read(let shard, let offset, let maxBytes, _):
+                _ = try? await journal.read(shard: short(shard), from: offset, maxBytes: Int(min(maxBytes, 1 << 20)))
+            case .offsetForTimestamp(let shard, let timestamp):
+                _ = try? await journal.offset(shard: short(shard), atOrAfter: timestamp)
+            case .commitOffset(let group, let shard, let offset):
+                try? await journal.commitOffset(group: group, shard: short(shard), offset: offset)
+            case .fetchOffset(let group, let shard): _ = try? await journal.committedOffset(group: group, shard: short(shard))
+            case .kvGet(let namespace, let key): _ = try? await journal.get(namespace: namespace, key: key)
+            case .kvPut(let namespace, let key, let value): try? await journal.put(namespace: namespace, key: key, value: value)
+            case .kvDelete(let namespace, let key): try? await journal.delete(namespace: namespace, key: key)
+            case .kvScan(let namespace, let prefix, let limit):
+                _ = try? await journal.scan(namespace: namespace, prefix: prefix, limit: Int(min(limit, 100)))
+            case .hello, .authenticate, .subscribe, .unsubscribe, .credit, .status: continue
+            }
+        }
+        for now in [Int64.min, 0, WallClock.milliseconds(), Int64.max] {
+            _ = try? await journal.offloadRuns(defaultLocalRetention: 0, maxRunBytes: 1 << 20, now: now)
+        }
+        if round % maintenanceEvery == 0 { try? journal.runMaintenance() }
+    }
+}
