@@ -186,7 +186,8 @@ extension Journal {
         let size = Int(file.size)
         let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
         var scanner = SegmentScanner(
-            file: file, size: size, from: WALFormat.segmentHeaderSize, maxFrame: maxFrame, allocator: allocator)
+            file: file, size: size, from: WALFormat.segmentHeaderSize, maxFrame: maxFrame, salt: try segments.salt(segment),
+            allocator: allocator)
         while scanner.position < size {
             let (check, _) = try scanner.check()
             switch check {
@@ -213,7 +214,8 @@ extension Journal {
         let size = Int(file.size)
         let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
         var scanner = SegmentScanner(
-            file: file, size: size, from: WALFormat.segmentHeaderSize, maxFrame: maxFrame, allocator: allocator)
+            file: file, size: size, from: WALFormat.segmentHeaderSize, maxFrame: maxFrame, salt: try segments.salt(segment),
+            allocator: allocator)
         var completions: [Completion] = []
         var entries: [PendingEntry] = []
         scan: while scanner.position < size {

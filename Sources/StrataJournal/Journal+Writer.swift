@@ -108,14 +108,27 @@ extension Journal {
     /// Seals the active segment (synced) and starts the next one.
     func rollSegment() throws(JournalError) {
         try active.withLock { (active: inout ActiveSegment) throws(JournalError) in
+            if active.recycled, active.file.size > Int64(active.position) {
+                // A reused file is cut to its frames when sealed (and the size made durable), so
+                // a sealed segment never holds another segment's old bytes.
+                guard ftruncate(active.file.fd, off_t(active.position)) == 0, fsync(active.file.fd) == 0 else {
+                    throw JournalError(
+                        .ioError, "cannot seal \(active.file.path) at \(active.position): \(String(cString: strerror(errno)))")
+                }
+                active.unsynced = false
+            }
             if active.unsynced {
                 do throws(WALIOError) { try io.sync(fd: active.file.fd) } catch { throw error.journalError }
                 active.unsynced = false
             }
-            let next = try Self.createSegment(id: active.id + 1, directory: walDirectory, io: io)
-            logger.debug("segment rolled", metadata: ["journal.segment": "\(next.id)"])
+            let next = try Self.createSegment(
+                id: active.id + 1, directory: walDirectory, io: io, spare: segments.takeSpare())
+            segments.setSalt(next.salt, for: next.id)
+            logger.debug("segment rolled", metadata: ["journal.segment": "\(next.id)", "journal.recycled": "\(next.recycled)"])
             let sealed = active.id
             active = ActiveSegment(id: next.id, file: next.file, position: UInt64(WALFormat.segmentHeaderSize))
+            active.salt = next.salt
+            active.recycled = next.recycled
             core.withLock { core in
                 core.activeSegment = next.id
                 core.segmentTotal[next.id] = 0
@@ -127,12 +140,17 @@ extension Journal {
         }
     }
 
-    /// Creates a segment file with its header, synced along with its directory entry.
-    static func createSegment(id: UInt64, directory: String, io: any WALIO) throws(JournalError) -> (
-        id: UInt64, file: FileDescriptor
+    /// Creates a segment file with its header, synced along with its directory entry. With a
+    /// `spare` (a deleted segment's file) the file is reused: renamed, its header rewritten, its
+    /// old bytes left to be overwritten, so that syncs of new frames overwrite written blocks
+    /// instead of allocating new ones (the frame checksum salt keeps the old frames out).
+    static func createSegment(id: UInt64, directory: String, io: any WALIO, spare: String? = nil) throws(JournalError) -> (
+        id: UInt64, file: FileDescriptor, salt: UInt32, recycled: Bool
     ) {
         let path = directory + "/" + WALFormat.segmentFileName(id)
-        let file = try FileDescriptor(path: path, flags: O_RDWR | O_CREAT | O_TRUNC)
+        var recycled = false
+        if let spare, rename(spare, path) == 0 { recycled = true }
+        let file = try FileDescriptor(path: path, flags: recycled ? O_RDWR : O_RDWR | O_CREAT | O_TRUNC)
         let header = WALFormat.segmentHeader(id: id, createdMilliseconds: WallClock.milliseconds())
         do throws(WALIOError) {
             var failure: WALIOError?
@@ -149,7 +167,7 @@ extension Journal {
             throw error.journalError
         }
         try FileDescriptor.syncDirectory(directory)
-        return (id, file)
+        return (id, file, WALFormat.salt(segment: id, version: WALFormat.version), recycled)
     }
 
     private func syncActive() {
@@ -237,7 +255,7 @@ extension Journal {
                 positions.append(position)
                 let at = active.buffer.count
                 active.buffer.append(entry.frame)
-                active.buffer.stampSynced(frameAt: at, synced)
+                active.buffer.stampSynced(frameAt: at, synced, salt: active.salt)
                 position += UInt64(entry.frameLength)
             }
             let started = ContinuousClock.now

@@ -55,6 +55,7 @@ public final class Journal: Sendable {
         db = try RocksDB(path: configuration.dataDirectory + "/index")
         io = try configuration.walIOOverride ?? Self.makeIO(configuration.walIO, logger: logger)
         segments = SegmentFiles(directory: configuration.dataDirectory + "/wal")
+        segments.adoptSpares()
         let recovered = try Recovery(
             db: db, segments: segments, configuration: configuration, logger: logger, allocator: allocator, io: io
         ).run()

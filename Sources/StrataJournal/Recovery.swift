@@ -112,8 +112,9 @@ struct Recovery {
         // 3. Replay the WAL past the checkpoint.
         let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
         var validEnd: WALPosition?
-        /// Creation time in the last segment's header.
+        /// Creation time and frame checksum salt of the last segment.
         var lastCreated: Int64?
+        var lastSalt: UInt32 = 0
         /// Index locations replayed for offsets below a shard's end (compaction copies), not yet in RocksDB.
         var relocated: [[UInt8]: IndexEntry] = [:]
         var replayed = 0
@@ -137,6 +138,9 @@ struct Recovery {
                 throw JournalError(.corruptData, "\(path) position 0: not a Strata WAL segment (or wrong segment id)")
             }
             lastCreated = header.getInteger(at: 24, as: UInt64.self).map { Int64(bitPattern: $0) }
+            let salt = WALFormat.salt(segment: id, version: header.getInteger(at: 8, as: UInt32.self) ?? 1)
+            segments.setSalt(salt, for: id)
+            lastSalt = salt
             var position = Int(headerSize)
             if let checkpoint {
                 if id < checkpoint.segment {
@@ -148,7 +152,7 @@ struct Recovery {
             }
             let index = RocksDB.WriteBatch()
             var scanner = SegmentScanner(
-                file: file, size: Int(size), from: position, maxFrame: maxFrame, allocator: allocator)
+                file: file, size: Int(size), from: position, maxFrame: maxFrame, salt: salt, allocator: allocator)
             scan: while true {
                 let (check, bufferIndex) = try scanner.check()
                 position = scanner.position
@@ -180,7 +184,7 @@ struct Recovery {
             if Int64(position) < size {
                 // Only the segment being written when the node stopped can end in a torn write,
                 // and only if nothing valid follows the damage.
-                if let later = try validFrame(after: position, in: file, size: Int(size), core: core) {
+                if let later = try validFrame(after: position, in: file, size: Int(size), salt: salt, core: core) {
                     guard configuration.quarantineDamagedWAL else {
                         throw JournalError(
                             .corruptData,
@@ -241,11 +245,15 @@ struct Recovery {
             do throws(WALIOError) { try io.sync(fd: file.fd) } catch { throw error.journalError }
             active = ActiveSegment(id: last.segment, file: file, position: last.position)
             active.syncedPosition = last.position
+            active.salt = lastSalt
             if let lastCreated { active.createdMilliseconds = lastCreated }
         } else {
             let id = (validEnd?.segment ?? 0) + 1
-            let created = try Journal.createSegment(id: id, directory: segments.directory, io: io)
+            let created = try Journal.createSegment(id: id, directory: segments.directory, io: io, spare: segments.takeSpare())
+            segments.setSalt(created.salt, for: id)
             active = ActiveSegment(id: id, file: created.file, position: UInt64(WALFormat.segmentHeaderSize))
+            active.salt = created.salt
+            active.recycled = created.recycled
             core.segmentTotal[id] = 0
         }
         core.activeSegment = active.id
@@ -337,7 +345,11 @@ struct Recovery {
             let size = Int(file.size)
             guard size >= headerSize else { continue }
             let start = checkpoint?.segment == id ? Int(checkpoint!.position) : headerSize
-            var scanner = SegmentScanner(file: file, size: size, from: start, maxFrame: maxFrame, allocator: allocator)
+            var header = allocator.buffer(capacity: headerSize)
+            try file.read(count: headerSize, at: 0, into: &header)
+            let salt = WALFormat.salt(segment: id, version: header.getInteger(at: 8, as: UInt32.self) ?? 1)
+            var scanner = SegmentScanner(
+                file: file, size: size, from: start, maxFrame: maxFrame, salt: salt, allocator: allocator)
             // The replay proper judges damage; this pass only stops at it.
             scan: while true {
                 let (check, index) = try scanner.check()
@@ -399,11 +411,12 @@ struct Recovery {
     /// the segment had been synced beyond `position`, described for the error; nil when nothing
     /// proves the damaged bytes were synced (garbage, zeros, a torn frame, or frames written while
     /// they were not: the torn and reordered writes of a power cut).
-    private func validFrame(after position: Int, in file: FileDescriptor, size: Int, core: JournalCore) throws(
-        JournalError
-    ) -> String? {
+    private func validFrame(
+        after position: Int, in file: FileDescriptor, size: Int, salt: UInt32, core: JournalCore
+    ) throws(JournalError) -> String? {
         let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
-        var scanner = SegmentScanner(file: file, size: size, from: position + 1, maxFrame: maxFrame, allocator: allocator)
+        var scanner = SegmentScanner(
+            file: file, size: size, from: position + 1, maxFrame: maxFrame, salt: salt, allocator: allocator)
         while scanner.position + WALFormat.frameHeaderSize + RecordBatch.headerSize <= size {
             let (check, index) = try scanner.check()
             guard case .frame(let shardID, let header, let length) = check else {

@@ -9,6 +9,10 @@ import Glibc
 final class SegmentFiles: Sendable {
     let directory: String
     private let open = Mutex<[UInt64: FileDescriptor]>([:])
+    private let salts = Mutex<[UInt64: UInt32]>([:])
+    /// Deleted segments' files kept for reuse (at most `maxSpares`).
+    private let spares = Mutex<[String]>([])
+    static let maxSpares = 2
 
     init(directory: String) {
         self.directory = directory
@@ -26,12 +30,27 @@ final class SegmentFiles: Sendable {
         }
     }
 
+    /// The frame checksum salt of segment `id`, from its header's format version (read once).
+    func salt(_ id: UInt64) throws(JournalError) -> UInt32 {
+        if let known = salts.withLock({ $0[id] }) { return known }
+        let file = try reader(id)
+        var header = ByteBuffer()
+        try file.read(count: WALFormat.segmentHeaderSize, at: 0, into: &header)
+        let salt = WALFormat.salt(segment: id, version: header.getInteger(at: 8, as: UInt32.self) ?? 1)
+        salts.withLock { $0[id] = salt }
+        return salt
+    }
+
+    /// Records the salt of a segment this process created.
+    func setSalt(_ salt: UInt32, for id: UInt64) { salts.withLock { $0[id] = salt } }
+
     /// Reads and checks the frame of `entry`; returns the batch. Corruption names file and position.
     func readBatch(_ entry: IndexEntry, maxFrame: Int, allocator: ByteBufferAllocator) throws(JournalError) -> ByteBuffer {
         let file = try reader(entry.segment)
+        let salt = try salt(entry.segment)
         var buffer = allocator.buffer(capacity: Int(entry.frameLength))
         try file.read(count: Int(entry.frameLength), at: Int64(entry.position), into: &buffer)
-        switch WALFormat.checkFrame(buffer, at: buffer.readerIndex, maxFrame: maxFrame) {
+        switch WALFormat.checkFrame(buffer, at: buffer.readerIndex, maxFrame: maxFrame, salt: salt) {
         case .frame(_, _, let length) where length == Int(entry.frameLength):
             buffer.moveReaderIndex(forwardBy: WALFormat.frameHeaderSize)
             return buffer
@@ -42,10 +61,38 @@ final class SegmentFiles: Sendable {
         }
     }
 
-    /// Forgets and unlinks a segment file.
+    /// Forgets a segment file and keeps it as a spare for a later segment (while fewer than
+    /// `maxSpares` are kept), else unlinks it. A spare's name is not a segment's, so recovery
+    /// never reads it.
     func remove(_ id: UInt64) {
         _ = open.withLock { $0.removeValue(forKey: id) }
-        unlink(path(id))
+        _ = salts.withLock { $0.removeValue(forKey: id) }
+        let spare = directory + "/" + String(id) + ".spare"
+        let kept = spares.withLock { spares -> Bool in
+            guard spares.count < Self.maxSpares, rename(path(id), spare) == 0 else { return false }
+            spares.append(spare)
+            return true
+        }
+        if !kept { unlink(path(id)) }
+    }
+
+    /// A spare file to reuse for a new segment, if one is kept.
+    func takeSpare() -> String? {
+        spares.withLock { $0.popLast() }
+    }
+
+    /// Spare files left from an earlier run: kept (up to `maxSpares`) or removed.
+    func adoptSpares() {
+        guard let names = try? FileManagerShim.contents(of: directory) else { return }
+        for name in names.filter({ $0.hasSuffix(".spare") }).sorted() {
+            let path = directory + "/" + name
+            let kept = spares.withLock { spares -> Bool in
+                guard spares.count < Self.maxSpares else { return false }
+                spares.append(path)
+                return true
+            }
+            if !kept { unlink(path) }
+        }
     }
 
     /// Segment ids present in the directory, ascending.
@@ -79,6 +126,10 @@ struct ActiveSegment {
     var unsynced = false
     /// How far the file is known synced (every frame written carries it).
     var syncedPosition = UInt64(WALFormat.segmentHeaderSize)
+    /// The segment's frame checksum salt.
+    var salt: UInt32 = 0
+    /// The file is a reused spare: its old bytes past `position` go when it is sealed.
+    var recycled = false
     var buffer = GatherBuffer()
     /// When it was created (its header's time; wall clock, milliseconds), for `segmentMaxAge`.
     var createdMilliseconds = WallClock.milliseconds()
@@ -98,8 +149,8 @@ final class GatherBuffer: @unchecked Sendable {  // Used by the WAL writer threa
     deinit { pointer.deallocate() }
 
     /// Stamps the synced position into the frame that starts `offset` bytes into the buffer.
-    func stampSynced(frameAt offset: Int, _ synced: UInt32) {
-        WALFormat.stampSynced(pointer + offset, synced)
+    func stampSynced(frameAt offset: Int, _ synced: UInt32, salt: UInt32) {
+        WALFormat.stampSynced(pointer + offset, synced, salt: salt)
     }
 
     func append(_ bytes: ByteBuffer) {

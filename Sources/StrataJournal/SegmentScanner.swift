@@ -6,6 +6,8 @@ struct SegmentScanner {
     let file: FileDescriptor
     let size: Int
     let maxFrame: Int
+    /// The segment's frame checksum salt (`WALFormat.salt`).
+    let salt: UInt32
     private let chunk: Int
     private let allocator: ByteBufferAllocator
     /// Bytes of the file from `bufferOffset` on; its reader index stays 0.
@@ -14,8 +16,9 @@ struct SegmentScanner {
     /// File position of the next frame.
     private(set) var position: Int
 
-    init(file: FileDescriptor, size: Int, from start: Int, maxFrame: Int, allocator: ByteBufferAllocator) {
+    init(file: FileDescriptor, size: Int, from start: Int, maxFrame: Int, salt: UInt32, allocator: ByteBufferAllocator) {
         self.file = file
+        self.salt = salt
         self.size = size
         self.maxFrame = maxFrame
         self.allocator = allocator
@@ -39,7 +42,7 @@ struct SegmentScanner {
             buffer = fresh
             index = 0
         }
-        return (WALFormat.checkFrame(buffer, at: index, maxFrame: maxFrame), index)
+        return (WALFormat.checkFrame(buffer, at: index, maxFrame: maxFrame, salt: salt), index)
     }
 
     mutating func advance(by length: Int) {

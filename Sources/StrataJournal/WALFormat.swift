@@ -4,7 +4,7 @@ import NIOCore
 ///
 /// A segment starts with a 32-byte header:
 ///
-///     "STRATAWL" (8) | version u32 = 1 | reserved u32 | segment id u64 | created ms i64
+///     "STRATAWL" (8) | version u32 = 2 | reserved u32 | segment id u64 | created ms i64
 ///
 /// followed by frames, one per batch, back to back:
 ///
@@ -16,13 +16,16 @@ import NIOCore
 ///     shard id    u32   (0: a control frame, see ControlFrame)
 ///     batch             RecordBatch v2, its own CRC-32C covering the rest
 ///
-/// Together the two checksums cover every byte of the frame. The synced position lets recovery
+/// Together the two checksums cover every byte of the frame. In version 2 segments the frame
+/// checksum is salted with the segment id (`salt`), so that the old frames left in a recycled
+/// segment file (a deleted segment's file reused, so that syncs overwrite written blocks instead
+/// of allocating new ones) never pass for frames of the new segment. The synced position lets recovery
 /// tell damage in data that was synced (a valid frame written after the damage was synced
 /// names a position past it) from the torn or reordered writes of a power cut, which only
 /// touch what was not yet synced.
 enum WALFormat {
     static let magic: [UInt8] = Array("STRATAWL".utf8)
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
     static let segmentHeaderSize = 32
     static let frameHeaderSize = 16
 
@@ -63,6 +66,12 @@ enum WALFormat {
         frame.setInteger(frameChecksum(frame, at: frame.readerIndex), at: frame.readerIndex + 4)
     }
 
+    /// The frame checksum salt of segment `id` written in format `version` (0 for version 1).
+    static func salt(segment id: UInt64, version: UInt32) -> UInt32 {
+        guard version >= 2 else { return 0 }
+        return UInt32(truncatingIfNeeded: (id &* 0x9E37_79B9_7F4A_7C15) >> 32) | 1
+    }
+
     static func frameChecksum(_ buffer: ByteBuffer, at index: Int) -> UInt32 {
         buffer.withUnsafeReadableBytes { raw in frameChecksum(raw.baseAddress! + (index - buffer.readerIndex)) }
     }
@@ -75,10 +84,10 @@ enum WALFormat {
     }
 
     /// Sets the synced position of the frame at `frame` (in the writer's gather buffer) and
-    /// reseals its checksum.
-    static func stampSynced(_ frame: UnsafeMutableRawPointer, _ synced: UInt32) {
+    /// reseals its checksum with the segment's salt.
+    static func stampSynced(_ frame: UnsafeMutableRawPointer, _ synced: UInt32, salt: UInt32) {
         frame.storeBytes(of: synced.bigEndian, toByteOffset: 8, as: UInt32.self)
-        frame.storeBytes(of: frameChecksum(frame).bigEndian, toByteOffset: 4, as: UInt32.self)
+        frame.storeBytes(of: (frameChecksum(frame) ^ salt).bigEndian, toByteOffset: 4, as: UInt32.self)
     }
 
     /// The synced position a checked frame at absolute index `index` carries.
@@ -95,7 +104,7 @@ enum WALFormat {
     }
 
     /// Checks the frame at absolute index `index` of `buffer`, both checksums included.
-    static func checkFrame(_ buffer: ByteBuffer, at index: Int, maxFrame: Int) -> FrameCheck {
+    static func checkFrame(_ buffer: ByteBuffer, at index: Int, maxFrame: Int, salt: UInt32) -> FrameCheck {
         let available = buffer.writerIndex - index
         guard available >= frameHeaderSize, let length: UInt32 = buffer.getInteger(at: index) else { return .end }
         if length == 0 { return .end }
@@ -104,7 +113,7 @@ enum WALFormat {
         }
         guard Int(length) <= available else { return .end }
         let stored: UInt32 = buffer.getInteger(at: index + 4)!
-        guard stored == frameChecksum(buffer, at: index) else {
+        guard stored == frameChecksum(buffer, at: index) ^ salt else {
             return .corrupt("frame checksum mismatch")
         }
         let shardID = UInt64(buffer.getInteger(at: index + 12, as: UInt32.self)!)

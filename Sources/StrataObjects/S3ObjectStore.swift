@@ -4,6 +4,10 @@ import Foundation
 /// An object store: whole-object writes, ranged reads, listing and deletion by key.
 public protocol ObjectStore: Sendable {
     func put(_ key: String, _ bytes: [UInt8]) async throws
+    /// Writes the object only if there is none under `key` (a conditional write); false when one
+    /// exists. A store that ignores the condition overwrites (S3-compatible stores without
+    /// conditional writes).
+    func putIfAbsent(_ key: String, _ bytes: [UInt8]) async throws -> Bool
     /// The object's bytes, or `range` of them (byte offsets, upper bound excluded).
     func get(_ key: String, range: Range<Int>?) async throws -> [UInt8]
     /// Keys under `prefix`, with their sizes, in key order.
@@ -75,6 +79,17 @@ public final class S3ObjectStore: ObjectStore {
     }
 
     // MARK: Operations
+
+    /// A single PUT with `If-None-Match: *` (S3 conditional writes): 412, or 409 for a
+    /// conditional write racing this one, means the key exists.
+    public func putIfAbsent(_ key: String, _ bytes: [UInt8]) async throws -> Bool {
+        do {
+            _ = try await send("PUT", key: key, body: bytes, headers: [("If-None-Match", "*")])
+            return true
+        } catch ObjectStoreError.service(let status, _, _) where status == 412 || status == 409 {
+            return false
+        }
+    }
 
     public func put(_ key: String, _ bytes: [UInt8]) async throws {
         if bytes.count <= configuration.partSize {

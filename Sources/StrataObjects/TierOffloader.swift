@@ -334,9 +334,9 @@ public final class TierOffloader: Service {
     }
 
     /// The prefix belongs to one node: its `strata-node` object names this journal's tier id (a
-    /// random id kept in the journal's key-value store). A prefix claimed by another journal is
-    /// an error (nothing is uploaded or deleted there): two nodes sharing one would delete each
-    /// other's objects as leftovers.
+    /// random id kept in the journal's key-value store), written with a conditional PUT. A
+    /// prefix claimed by another journal is an error (nothing is uploaded or deleted there): two
+    /// nodes sharing one would delete each other's objects as leftovers.
     private func claimPrefix() async throws {
         guard !state.withLock({ $0.claimed }) else { return }
         let ours: [UInt8]
@@ -346,13 +346,11 @@ public final class TierOffloader: Service {
             ours = Array(String(UInt64.random(in: 1..<UInt64.max), radix: 16).utf8)
             try await journal.put(namespace: "tier", key: Array("node-id".utf8), value: ours)
         }
-        var owner: [UInt8]?
-        do {
-            owner = try await store.get(Self.claimKey, range: nil)
-        } catch ObjectStoreError.notFound {
-            try await store.put(Self.claimKey, ours)
-            owner = try await store.get(Self.claimKey, range: nil)  // two nodes starting at once: one wins
-        }
+        // A conditional write: of two nodes claiming at once exactly one creates the object (S3
+        // If-None-Match, WebHDFS overwrite=false). The read back also catches a store that ignores
+        // the condition, except when the other node's overwrite lands after this read.
+        _ = try await store.putIfAbsent(Self.claimKey, ours)
+        let owner: [UInt8]? = try await store.get(Self.claimKey, range: nil)
         guard owner == ours else {
             throw ObjectStoreError.service(
                 status: 0, code: "PrefixClaimed",

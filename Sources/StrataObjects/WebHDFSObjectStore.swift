@@ -32,8 +32,22 @@ public final class WebHDFSObjectStore: ObjectStore {
     private func path(_ key: String) -> String { root + "/" + key }
 
     public func put(_ key: String, _ bytes: [UInt8]) async throws {
+        try await create(key, bytes, overwrite: true)
+    }
+
+    /// CREATE with `overwrite=false`: HDFS refuses an existing file (FileAlreadyExistsException).
+    public func putIfAbsent(_ key: String, _ bytes: [UInt8]) async throws -> Bool {
+        do {
+            try await create(key, bytes, overwrite: false)
+            return true
+        } catch ObjectStoreError.service(_, let code, _) where code == "FileAlreadyExistsException" {
+            return false
+        }
+    }
+
+    private func create(_ key: String, _ bytes: [UInt8], overwrite: Bool) async throws {
         let location = try await redirect(
-            HTTPRequest(method: "PUT", url: url(path(key), "CREATE", [("overwrite", "true")])), key: key)
+            HTTPRequest(method: "PUT", url: url(path(key), "CREATE", [("overwrite", "\(overwrite)")])), key: key)
         let response = try await transfer.perform(
             HTTPRequest(
                 method: "PUT", url: location, headers: [("Content-Type", "application/octet-stream")], body: bytes))

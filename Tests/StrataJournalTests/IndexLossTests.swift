@@ -87,9 +87,14 @@ import Glibc
             var batch = makeBatch("stray")
             batch.setInteger(Int64(0), at: 0)
             let frame = WALFormat.frame(shardID: 77, batch: batch, allocator: ByteBufferAllocator())
+            var bytes = Array(frame.readableBytesView)
+            let segment = try #require(WALFormat.segmentID(fileName: URL(fileURLWithPath: last).lastPathComponent))
+            bytes.withUnsafeMutableBytes {
+                WALFormat.stampSynced($0.baseAddress!, 0, salt: WALFormat.salt(segment: segment, version: WALFormat.version))
+            }
             let handle = try #require(FileHandle(forWritingAtPath: last))
             try handle.seekToEnd()
-            try handle.write(contentsOf: Data(frame.readableBytesView))
+            try handle.write(contentsOf: Data(bytes))
             try handle.close()
             if indexLost { try FileManager.default.removeItem(atPath: dir + "/index") }
             let sizes = try files.map { try FileManager.default.attributesOfItem(atPath: $0)[.size] as? Int }

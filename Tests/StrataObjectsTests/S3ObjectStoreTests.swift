@@ -36,6 +36,11 @@ import Testing
                 secretKey: "testing", partSize: 5 << 20),
             transfer: transfer)
         try await store.createBucket()
+        // A conditional write: only the first of two creates the object.
+        #expect(try await store.putIfAbsent("strata-node", Array("first".utf8)))
+        #expect(try await store.putIfAbsent("strata-node", Array("second".utf8)) == false)
+        #expect(try await store.get("strata-node", range: nil) == Array("first".utf8))
+        try await store.delete("strata-node")
         let small = Array("hello, object tier".utf8)
         try await store.put("shards/a/0001", small)
         #expect(try await store.get("shards/a/0001", range: nil) == small)

@@ -25,6 +25,10 @@ import Testing
                 try await store.get("kafka/t/1/00000000000000000000", range: nil)
             }
             #expect(try await store.list(prefix: "nothing/").isEmpty)
+            // A conditional create (overwrite=false): only the first of two creates the file.
+            #expect(try await store.putIfAbsent("strata-node", [1]))
+            #expect(try await store.putIfAbsent("strata-node", [2]) == false)
+            #expect(try await store.get("strata-node", range: nil) == [1])
             await transfer.shutdown()
         }
     }
