@@ -357,7 +357,9 @@ actor ConnectionManager {
             _ = try payload.readWireString()
             let flag: UInt8 = version >= 3 ? try payload.readWireInteger() : 0
             let mustAuthenticate = flag == 1
-            if let user = configuration.user {
+            // Only a node that asks for it gets a SCRAM exchange (one without users, or that took
+            // this client's certificate, does not).
+            if mustAuthenticate, let user = configuration.user {
                 try await authenticate(user: user, password: configuration.password ?? "", on: channel)
             } else if mustAuthenticate {
                 throw JournalError(

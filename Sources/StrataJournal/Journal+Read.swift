@@ -183,7 +183,7 @@ extension Journal {
     }
 
     /// Waits until `shard` has data past `offset`, the timeout passes, or the task is cancelled.
-    func waitForData(shard name: String, beyond offset: UInt64, timeout: Duration) async throws {
+    public func waitForData(shard name: String, beyond offset: UInt64, timeout: Duration) async throws {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.waitUntilAvailable(shard: name, beyond: offset) }
             group.addTask { try? await Task.sleep(for: timeout) }

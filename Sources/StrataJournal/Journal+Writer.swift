@@ -148,9 +148,10 @@ extension Journal {
         id: UInt64, file: FileDescriptor, salt: UInt32, recycled: Bool
     ) {
         let path = directory + "/" + WALFormat.segmentFileName(id)
-        var recycled = false
-        if let spare, rename(spare, path) == 0 { recycled = true }
-        let file = try FileDescriptor(path: path, flags: recycled ? O_RDWR : O_RDWR | O_CREAT | O_TRUNC)
+        // A spare gets its new header (synced) under its spare name first and only then its
+        // segment name, so a segment name never shows another segment's header.
+        let recycled = spare != nil
+        let file = try FileDescriptor(path: spare ?? path, flags: recycled ? O_RDWR : O_RDWR | O_CREAT | O_TRUNC)
         let header = WALFormat.segmentHeader(id: id, createdMilliseconds: WallClock.milliseconds())
         do throws(WALIOError) {
             var failure: WALIOError?
@@ -163,8 +164,14 @@ extension Journal {
             }
             if let failure { throw failure }
         } catch {
-            unlink(path)
+            unlink(spare ?? path)
             throw error.journalError
+        }
+        if let spare {
+            guard rename(spare, path) == 0 else {
+                throw JournalError(.ioError, "cannot reuse \(spare) as \(path): \(String(cString: strerror(errno)))")
+            }
+            io.renamed(from: spare, to: path)
         }
         try FileDescriptor.syncDirectory(directory)
         return (id, file, WALFormat.salt(segment: id, version: WALFormat.version), recycled)

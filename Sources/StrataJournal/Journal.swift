@@ -4,6 +4,10 @@ import NIOCore
 import NIOPosix
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The tiered journal engine: named shards of RecordBatch v2 batches with dense offsets, one
 /// node-wide WAL with group commit, a RocksDB index and catalog, memory tails for live readers.
 ///
@@ -118,6 +122,12 @@ public final class Journal: Sendable {
         maintenanceLock.withLock { _ in core.withLock { $0.writerStop = true } }
         writerSignal.signal()
         writerDone.wait()
+        // A reused active segment loses its old bytes past the frames, so the next open does not
+        // scan them as a torn tail.
+        active.withLock { active in
+            guard active.recycled, active.file.size > Int64(active.position) else { return }
+            if ftruncate(active.file.fd, off_t(active.position)) == 0, fsync(active.file.fd) == 0 { active.recycled = false }
+        }
         do {
             try checkpoint()
         } catch {

@@ -290,6 +290,8 @@ final class RecordingWALIO: WALIO, Sendable {
     }
 
     let name = "power-cut recorder"
+    /// Files by the path they were written under; a reused segment file's header is written
+    /// under its spare name and then renamed (`renamed`), which moves its record along.
     private let state = Mutex<(operations: [Operation], files: [String], index: [String: Int])>(([], [], [:]))
 
     var operationCount: Int { state.withLock { $0.operations.count } }
@@ -308,6 +310,14 @@ final class RecordingWALIO: WALIO, Sendable {
         state.files.append(path)
         state.index[path] = state.files.count - 1
         return state.files.count - 1
+    }
+
+    func renamed(from old: String, to new: String) {
+        state.withLock { state in
+            guard let file = state.index.removeValue(forKey: old) else { return }
+            state.files[file] = new
+            state.index[new] = file
+        }
     }
 
     func write(fd: Int32, _ bytes: UnsafeRawPointer, count: Int, offset: Int64, sync: Bool) throws(WALIOError) {

@@ -133,12 +133,12 @@ struct Recovery {
             }
             var header = allocator.buffer(capacity: WALFormat.segmentHeaderSize)
             try file.read(count: WALFormat.segmentHeaderSize, at: 0, into: &header)
-            guard header.getBytes(at: 0, length: 8) == WALFormat.magic, header.getInteger(at: 16, as: UInt64.self) == id
+            guard let version = WALFormat.headerVersion(header), header.getInteger(at: 16, as: UInt64.self) == id
             else {
                 throw JournalError(.corruptData, "\(path) position 0: not a Strata WAL segment (or wrong segment id)")
             }
             lastCreated = header.getInteger(at: 24, as: UInt64.self).map { Int64(bitPattern: $0) }
-            let salt = WALFormat.salt(segment: id, version: header.getInteger(at: 8, as: UInt32.self) ?? 1)
+            let salt = WALFormat.salt(segment: id, version: version)
             segments.setSalt(salt, for: id)
             lastSalt = salt
             var position = Int(headerSize)
@@ -347,7 +347,8 @@ struct Recovery {
             let start = checkpoint?.segment == id ? Int(checkpoint!.position) : headerSize
             var header = allocator.buffer(capacity: headerSize)
             try file.read(count: headerSize, at: 0, into: &header)
-            let salt = WALFormat.salt(segment: id, version: header.getInteger(at: 8, as: UInt32.self) ?? 1)
+            guard let version = WALFormat.headerVersion(header) else { continue }  // the replay refuses it
+            let salt = WALFormat.salt(segment: id, version: version)
             var scanner = SegmentScanner(
                 file: file, size: size, from: start, maxFrame: maxFrame, salt: salt, allocator: allocator)
             // The replay proper judges damage; this pass only stops at it.

@@ -36,7 +36,7 @@ final class SegmentFiles: Sendable {
         let file = try reader(id)
         var header = ByteBuffer()
         try file.read(count: WALFormat.segmentHeaderSize, at: 0, into: &header)
-        let salt = WALFormat.salt(segment: id, version: header.getInteger(at: 8, as: UInt32.self) ?? 1)
+        let salt = WALFormat.salt(segment: id, version: WALFormat.headerVersion(header) ?? 1)
         salts.withLock { $0[id] = salt }
         return salt
     }

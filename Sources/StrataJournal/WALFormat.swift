@@ -4,7 +4,11 @@ import NIOCore
 ///
 /// A segment starts with a 32-byte header:
 ///
-///     "STRATAWL" (8) | version u32 = 2 | reserved u32 | segment id u64 | created ms i64
+///     "STRATAW2" (8) | version u32 = 2 | reserved u32 | segment id u64 | created ms i64
+///
+/// (version 1 segments, read as before, start "STRATAWL"; the magic changed with the salted
+/// checksums so that a build that predates them refuses these segments instead of taking their
+/// frames for a torn tail)
 ///
 /// followed by frames, one per batch, back to back:
 ///
@@ -24,7 +28,18 @@ import NIOCore
 /// names a position past it) from the torn or reordered writes of a power cut, which only
 /// touch what was not yet synced.
 enum WALFormat {
-    static let magic: [UInt8] = Array("STRATAWL".utf8)
+    static let magic: [UInt8] = Array("STRATAW2".utf8)
+    static let magicVersion1: [UInt8] = Array("STRATAWL".utf8)
+
+    /// The format version a segment header declares, nil when it is not a Strata segment (or one
+    /// of a newer format than this build reads).
+    static func headerVersion(_ header: ByteBuffer) -> UInt32? {
+        let magic = header.getBytes(at: header.readerIndex, length: 8)
+        let version: UInt32? = header.getInteger(at: header.readerIndex + 8)
+        if magic == Self.magic, version == 2 { return 2 }
+        if magic == magicVersion1, version == 1 { return 1 }
+        return nil
+    }
     static let version: UInt32 = 2
     static let segmentHeaderSize = 32
     static let frameHeaderSize = 16

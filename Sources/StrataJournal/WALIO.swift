@@ -39,6 +39,12 @@ protocol WALIO: AnyObject {
     /// Writes all `count` bytes at `offset`, then (if `sync`) makes them durable.
     func write(fd: Int32, _ bytes: UnsafeRawPointer, count: Int, offset: Int64, sync: Bool) throws(WALIOError)
     func sync(fd: Int32) throws(WALIOError)
+    /// A WAL file was renamed (a spare reused as a segment): for layers that track files.
+    func renamed(from old: String, to new: String)
+}
+
+extension WALIO {
+    func renamed(from old: String, to new: String) {}
 }
 
 /// Plain `pwrite` + `fdatasync`.

@@ -59,6 +59,16 @@ final class JournalConnection: Sendable {
         return true
     }
 
+    /// Hands `answer` to the writer; one the writer will never see (the connection is over)
+    /// gives back what it holds at once.
+    private func send(_ sink: Sink, _ answer: Answer) {
+        switch sink.yield(answer) {
+        case .enqueued: break
+        case .dropped, .terminated: free(answer)
+        @unknown default: free(answer)
+        }
+    }
+
     private func free(_ answer: Answer) {
         if answer.slot { limiter.release() }
         budget.release(answer.bytes)
@@ -112,17 +122,17 @@ final class JournalConnection: Sendable {
                         // A request frame that does not parse is answered, and the connection
                         // goes on: the framing itself is intact.
                         server.metrics.protocolErrors.increment()
-                        sink.yield(Answer(frame: JournalResponse.error(id, error), slot: true))
+                        send(sink, Answer(frame: JournalResponse.error(id, error), slot: true))
                         continue
                     }
                     if case .authenticate(let mechanism, let message) = request {
                         let (answer, goOn) = authenticate(mechanism: mechanism, message: message, id: id)
-                        sink.yield(Answer(frame: answer, slot: true))
+                        send(sink, Answer(frame: answer, slot: true))
                         if goOn { continue } else { break }
                     }
                     if let refusal = refusal(of: request) {
                         server.metrics.requestErrors.increment()
-                        sink.yield(Answer(frame: JournalResponse.error(id, refusal), slot: true))
+                        send(sink, Answer(frame: JournalResponse.error(id, refusal), slot: true))
                         continue
                     }
                     let bytes = frame.payload.readableBytes + answerBytes(request)
@@ -132,7 +142,7 @@ final class JournalConnection: Sendable {
             } catch let error as JournalError {
                 server.metrics.protocolErrors.increment()
                 logger.warning("closing connection: \(error.message)")
-                sink.yield(Answer(frame: JournalResponse.error(0, error)))
+                send(sink, Answer(frame: JournalResponse.error(0, error)))
             } catch {
                 logger.debug("connection read failed", metadata: ["error": "\(error)"])
             }
@@ -201,11 +211,20 @@ final class JournalConnection: Sendable {
         guard server.configuration.tls != nil, let certificate = try? await channel.nioSSL_peerCertificate().get() else {
             return nil
         }
-        // NIOSSLCertificate shows its common name only in its description.
+        // NIOSSLCertificate shows its common name only in its description:
+        // "<NIOSSLCertificate;serial_number=HEX;common_name=NAME[;alternative_names=…]>". The name
+        // must follow the serial number directly and be followed by one of those two endings, so
+        // that a name holding ";" or ">" (or text in an alternative name) is refused.
         let text = certificate.description
-        guard let start = text.range(of: ";common_name=") else { return nil }
-        let name = text[start.upperBound...].prefix { $0 != ";" && $0 != ">" }
-        return name.isEmpty ? nil : String(name)
+        let prefix = "<NIOSSLCertificate;serial_number="
+        guard text.hasPrefix(prefix) else { return nil }
+        let afterSerial = text.dropFirst(prefix.count).drop { $0.isHexDigit }
+        guard afterSerial.hasPrefix(";common_name=") else { return nil }
+        let rest = afterSerial.dropFirst(";common_name=".count)
+        let name = rest.prefix { $0 != ";" && $0 != ">" }
+        let tail = rest.dropFirst(name.count)
+        guard !name.isEmpty, tail == ">" || tail.hasPrefix(";alternative_names=") else { return nil }
+        return String(name)
     }
 
     /// Answers the hello; false (after an error frame) when the client cannot be served.
@@ -217,7 +236,7 @@ final class JournalConnection: Sendable {
         let supported = StrataVersion.protocolVersions
         let version = min(maxVersion, supported.upperBound)
         guard version >= minVersion, version >= supported.lowerBound else {
-            sink.yield(
+            send(sink, 
                 Answer(
                     frame: JournalResponse.error(
                         frame.correlationID,
@@ -233,7 +252,7 @@ final class JournalConnection: Sendable {
         let mustAuthenticate = server.configuration.access != nil && principal.withLock({ $0 }) == nil
         let maxFrameBytes = server.configuration.maxFrameBytes
         let node = server.configuration.nodeName
-        sink.yield(
+        send(sink, 
             Answer(
                 frame: JournalResponse.ok(frame.correlationID) { payload in
                     payload.writeInteger(version)
@@ -253,7 +272,7 @@ final class JournalConnection: Sendable {
         let answer = { @Sendable (frame: JournalFrame) in Answer(frame: frame, slot: true, bytes: bytes) }
         switch request {
         case .hello:
-            sink.yield(answer(JournalResponse.error(id, JournalError(.protocolError, "hello was already done"))))
+            send(sink, answer(JournalResponse.error(id, JournalError(.protocolError, "hello was already done"))))
         case .append(let shard, let batch):
             let metrics = server.metrics
             let size = batch.readableBytes
@@ -262,10 +281,10 @@ final class JournalConnection: Sendable {
                 case .success(let offsets):
                     metrics.appends.increment()
                     metrics.appendedBytes.increment(by: Int64(size))
-                    sink.yield(answer(JournalResponse.ok(id) { $0.writeAppendResult(offsets) }))
+                    self.send(sink, answer(JournalResponse.ok(id) { $0.writeAppendResult(offsets) }))
                 case .failure(let error):
                     metrics.requestErrors.increment()
-                    sink.yield(answer(JournalResponse.error(id, error)))
+                    self.send(sink, answer(JournalResponse.error(id, error)))
                 }
             }
         case .credit(let subscription, let credits):
@@ -273,7 +292,7 @@ final class JournalConnection: Sendable {
             free(Answer(frame: JournalFrame(type: .ok, correlationID: id, payload: ByteBuffer()), slot: true, bytes: bytes))
         case .unsubscribe(let subscription):
             subscriptions.withLock { $0.removeValue(forKey: subscription) }?.end()
-            sink.yield(answer(JournalResponse.ok(id)))
+            send(sink, answer(JournalResponse.ok(id)))
         case .subscribe(let shard, let offset, let maxBytes, let credits):
             let control = SubscriptionControl(credits: credits)
             let fresh = subscriptions.withLock { controls -> Bool in
@@ -282,7 +301,7 @@ final class JournalConnection: Sendable {
                 return true
             }
             guard fresh else {
-                sink.yield(answer(JournalResponse.error(id, JournalError(.invalidArgument, "subscription \(id) is already live"))))
+                send(sink, answer(JournalResponse.error(id, JournalError(.invalidArgument, "subscription \(id) is already live"))))
                 return
             }
             group.addTask {
@@ -301,7 +320,7 @@ final class JournalConnection: Sendable {
                 } catch {
                     frame = JournalResponse.error(id, JournalError(.ioError, "\(error)"))
                 }
-                sink.yield(answer(frame))
+                self.send(sink, answer(frame))
             }
         }
     }
@@ -383,10 +402,10 @@ final class JournalConnection: Sendable {
     ) async {
         do {
             _ = try journal.describeShard(shard)
-            sink.yield(first(JournalResponse.ok(id)))
+            send(sink, first(JournalResponse.ok(id)))
         } catch {
             subscriptions.withLock { $0[id] = nil }
-            sink.yield(first(JournalResponse.error(id, error)))
+            send(sink, first(JournalResponse.error(id, error)))
             return
         }
         let journal = self.journal
@@ -396,6 +415,11 @@ final class JournalConnection: Sendable {
                 var next = offset
                 do {
                     while await control.takeCredit() {
+                        // Wait for data first, so an idle subscription holds no budget.
+                        while try journal.describeShard(shard).endOffset <= next {
+                            try Task.checkCancellation()
+                            try await journal.waitForData(shard: shard, beyond: next, timeout: .seconds(30))
+                        }
                         guard await self.reserve(bytes) else { break }
                         var result: ReadResult
                         do {
@@ -409,14 +433,14 @@ final class JournalConnection: Sendable {
                             throw error
                         }
                         next = result.nextOffset
-                        sink.yield(
+                        self.send(sink, 
                             Answer(frame: JournalFrame(type: .records, correlationID: id, payload: Self.encode(result)), bytes: bytes))
                     }
                 } catch is CancellationError {
                 } catch let error as JournalError {
-                    sink.yield(Answer(frame: JournalResponse.subscriptionEnd(id, error)))
+                    self.send(sink, Answer(frame: JournalResponse.subscriptionEnd(id, error)))
                 } catch {
-                    sink.yield(Answer(frame: JournalResponse.subscriptionEnd(id, JournalError(.ioError, "\(error)"))))
+                    self.send(sink, Answer(frame: JournalResponse.subscriptionEnd(id, JournalError(.ioError, "\(error)"))))
                 }
             }
             group.addTask { await control.waitUntilEnded() }

@@ -346,11 +346,17 @@ public final class TierOffloader: Service {
             ours = Array(String(UInt64.random(in: 1..<UInt64.max), radix: 16).utf8)
             try await journal.put(namespace: "tier", key: Array("node-id".utf8), value: ours)
         }
-        // A conditional write: of two nodes claiming at once exactly one creates the object (S3
-        // If-None-Match, WebHDFS overwrite=false). The read back also catches a store that ignores
-        // the condition, except when the other node's overwrite lands after this read.
-        _ = try await store.putIfAbsent(Self.claimKey, ours)
-        let owner: [UInt8]? = try await store.get(Self.claimKey, range: nil)
+        // An existing claim is read, never overwritten. A missing one is created with a
+        // conditional write: of two nodes claiming at once exactly one creates it (S3
+        // If-None-Match, WebHDFS overwrite=false). The read back also catches a store that
+        // ignores the condition, except when the other node's overwrite lands after this read.
+        var owner: [UInt8]?
+        do {
+            owner = try await store.get(Self.claimKey, range: nil)
+        } catch ObjectStoreError.notFound {
+            _ = try await store.putIfAbsent(Self.claimKey, ours)
+            owner = try await store.get(Self.claimKey, range: nil)
+        }
         guard owner == ours else {
             throw ObjectStoreError.service(
                 status: 0, code: "PrefixClaimed",
