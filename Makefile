@@ -66,7 +66,7 @@ fuzz: apt
 	swift build -c release --scratch-path .build-fuzz --product journal-fuzz \
 		-Xswiftc -sanitize=fuzzer,address -Xswiftc -DSTRATA_LIBFUZZER -Xswiftc -use-ld=lld
 	mkdir -p Fuzz/corpus/$(or $(FUZZ_TARGET),all) Fuzz/crashes
-	STRATA_FUZZ_TARGET=$(FUZZ_TARGET) "$$(swift build -c release --scratch-path .build-fuzz --show-bin-path)/journal-fuzz" \
+	STRATA_FUZZ_TARGET=$(FUZZ_TARGET) $(if $(filter kafka journal,$(FUZZ_TARGET)),ASAN_OPTIONS=detect_leaks=0) "$$(swift build -c release --scratch-path .build-fuzz --show-bin-path)/journal-fuzz" \
 		Fuzz/corpus/$(or $(FUZZ_TARGET),all) -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=Fuzz/crashes/ \
 		$(if $(filter kafka journal,$(FUZZ_TARGET)),-detect_leaks=0)
 
