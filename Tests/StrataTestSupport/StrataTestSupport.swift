@@ -64,18 +64,11 @@ public func run(_ executable: String, _ arguments: [String]) -> Int32 {
 /// Seeded mutation for the parsers' fuzz tests: valid inputs flipped, truncated, extended, given
 /// plausible lengths; the same seed gives the same inputs on every run.
 public struct SeededMutator: RandomNumberGenerator {
-    var state: UInt64
+    var generator: SplitMix64
 
-    public init(seed: UInt64) { state = seed }
+    public init(seed: UInt64) { generator = SplitMix64(seed: seed) }
 
-    /// SplitMix64.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { generator.next() }
 
     public mutating func mutate(_ input: [UInt8]) -> [UInt8] {
         var bytes = input
