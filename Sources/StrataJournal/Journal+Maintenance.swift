@@ -182,13 +182,8 @@ extension Journal {
 
     /// What in `segment` the index still points at (a batch or a control frame), nil for nothing.
     func indexedFrame(in segment: UInt64) throws -> String? {
-        let file = try segments.reader(segment)
-        let size = Int(file.size)
-        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
-        var scanner = SegmentScanner(
-            file: file, size: size, from: WALFormat.segmentHeaderSize, maxFrame: maxFrame, salt: try segments.salt(segment),
-            allocator: allocator)
-        while scanner.position < size {
+        var scanner = try segments.scanner(segment, maxFrame: configuration.maxWALFrameBytes, allocator: allocator)
+        while scanner.position < scanner.size {
             let (check, _) = try scanner.check()
             switch check {
             case .frame(let shardID, let header, let length):
@@ -210,15 +205,10 @@ extension Journal {
     /// Copies the live batches of `segment` forward into the WAL, makes the index point at the
     /// copies, checkpoints, then deletes the segment.
     func compact(segment: UInt64) throws {
-        let file = try segments.reader(segment)
-        let size = Int(file.size)
-        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
-        var scanner = SegmentScanner(
-            file: file, size: size, from: WALFormat.segmentHeaderSize, maxFrame: maxFrame, salt: try segments.salt(segment),
-            allocator: allocator)
+        var scanner = try segments.scanner(segment, maxFrame: configuration.maxWALFrameBytes, allocator: allocator)
         var completions: [Completion] = []
         var entries: [PendingEntry] = []
-        scan: while scanner.position < size {
+        scan: while scanner.position < scanner.size {
             let (check, bufferIndex) = try scanner.check()
             let position = scanner.position
             switch check {
@@ -240,7 +230,7 @@ extension Journal {
             case .end:
                 break scan
             case .corrupt(let reason):
-                throw JournalError(.corruptData, "\(file.path) position \(position): \(reason)")
+                throw JournalError(.corruptData, "\(scanner.file.path) position \(position): \(reason)")
             }
         }
         let (failure, wake) = core.withLock { core -> (JournalError?, Bool) in

@@ -103,7 +103,7 @@ extension Journal {
         var batches: [ByteBuffer] = []
         var bytes = 0
         var next = offset
-        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+        let maxFrame = configuration.maxWALFrameBytes
         while iterator.isValid {
             let key = iterator.key
             guard key.starts(with: prefix), let entry = IndexEntry(iterator.value) else { break }

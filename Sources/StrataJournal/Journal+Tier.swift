@@ -183,7 +183,7 @@ extension Journal {
     /// The batches of a run, read from the segments and checked.
     public func batches(of run: OffloadRun) async throws -> [ByteBuffer] {
         try await blocking { [self] in
-            let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+            let maxFrame = configuration.maxWALFrameBytes
             return try run.entries.map { item throws(JournalError) in
                 try segments.readBatch(item.entry, maxFrame: maxFrame, allocator: allocator)
             }

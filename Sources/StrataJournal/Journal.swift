@@ -38,7 +38,7 @@ public final class Journal: Sendable {
     /// Opens (creating if needed) the journal in `configuration.dataDirectory` and recovers it.
     public init(configuration: JournalConfiguration, logger: Logger = Logger(label: "strata.journal")) throws {
         guard configuration.segmentBytes >= 1 << 16, configuration.maxBatchBytes >= RecordBatch.headerSize,
-            configuration.maxBatchBytes + WALFormat.frameHeaderSize + WALFormat.segmentHeaderSize
+            configuration.maxWALFrameBytes + WALFormat.segmentHeaderSize
                 <= configuration.segmentBytes
         else {
             throw JournalError(

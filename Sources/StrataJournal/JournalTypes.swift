@@ -157,6 +157,9 @@ public struct JournalConfiguration: Sendable {
     /// `tailBytesTotal / shards` (older reads are then served from the segments).
     public var tailBytesTotal: Int = 256 << 20
 
+    /// The largest WAL frame: a batch of `maxBatchBytes` and its frame header.
+    var maxWALFrameBytes: Int { maxBatchBytes + WALFormat.frameHeaderSize }
+
     /// The memory tail one shard may hold when the journal has `shards` shards.
     func tailLimit(shards: Int) -> Int {
         min(tailBytesPerShard, tailBytesTotal / max(1, shards))

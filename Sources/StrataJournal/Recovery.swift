@@ -110,7 +110,7 @@ struct Recovery {
         if orphanIndex.count > 0 { try db.write(orphanIndex, durable: false) }
 
         // 3. Replay the WAL past the checkpoint.
-        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+        let maxFrame = configuration.maxWALFrameBytes
         var validEnd: WALPosition?
         /// Creation time and frame checksum salt of the last segment.
         var lastCreated: Int64?
@@ -336,21 +336,15 @@ struct Recovery {
     /// tombstones remove it, and each becomes the shard's current control entry. Returns the
     /// shard ids the WAL's control frames name.
     private func replayControlFrames(ids: [UInt64], from checkpoint: WALPosition?) throws(JournalError) -> Set<UInt64> {
-        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+        let maxFrame = configuration.maxWALFrameBytes
         let headerSize = WALFormat.segmentHeaderSize
         var latest: [UInt64: (change: ControlFrame.Change, location: IndexEntry)] = [:]
         for id in ids {
             if let checkpoint, id < checkpoint.segment { continue }
-            let file = try FileDescriptor(path: segments.path(id), flags: O_RDONLY)
-            let size = Int(file.size)
-            guard size >= headerSize else { continue }
+            // A torn header or a file that is no segment is for the replay to judge.
+            guard try segments.reader(id).size >= Int64(headerSize) else { continue }
             let start = checkpoint?.segment == id ? Int(checkpoint!.position) : headerSize
-            var header = allocator.buffer(capacity: headerSize)
-            try file.read(count: headerSize, at: 0, into: &header)
-            guard let version = WALFormat.headerVersion(header) else { continue }  // the replay refuses it
-            let salt = WALFormat.salt(segment: id, version: version)
-            var scanner = SegmentScanner(
-                file: file, size: size, from: start, maxFrame: maxFrame, salt: salt, allocator: allocator)
+            var scanner = try segments.scanner(id, from: start, maxFrame: maxFrame, allocator: allocator)
             // The replay proper judges damage; this pass only stops at it.
             scan: while true {
                 let (check, index) = try scanner.check()
@@ -415,7 +409,7 @@ struct Recovery {
     private func validFrame(
         after position: Int, in file: FileDescriptor, size: Int, salt: UInt32, core: JournalCore
     ) throws(JournalError) -> String? {
-        let maxFrame = configuration.maxBatchBytes + WALFormat.frameHeaderSize
+        let maxFrame = configuration.maxWALFrameBytes
         var scanner = SegmentScanner(
             file: file, size: size, from: position + 1, maxFrame: maxFrame, salt: salt, allocator: allocator)
         while scanner.position + WALFormat.frameHeaderSize + RecordBatch.headerSize <= size {

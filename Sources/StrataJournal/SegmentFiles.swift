@@ -41,6 +41,16 @@ final class SegmentFiles: Sendable {
         return salt
     }
 
+    /// A scanner over segment `id`'s frames from `start` (the end of its header by default), with
+    /// the segment's checksum salt.
+    func scanner(
+        _ id: UInt64, from start: Int = WALFormat.segmentHeaderSize, maxFrame: Int, allocator: ByteBufferAllocator
+    ) throws(JournalError) -> SegmentScanner {
+        let file = try reader(id)
+        return SegmentScanner(
+            file: file, size: Int(file.size), from: start, maxFrame: maxFrame, salt: try salt(id), allocator: allocator)
+    }
+
     /// Records the salt of a segment this process created.
     func setSalt(_ salt: UInt32, for id: UInt64) { salts.withLock { $0[id] = salt } }
 
