@@ -48,33 +48,19 @@ extension Journal {
     /// with the maintenance lock held (so no compaction moves a control frame meanwhile).
     func writeControl(_ changes: [ControlFrame.Change]) throws(JournalError) {
         var entries: [PendingEntry] = []
-        var completions: [Completion] = []
         for change in changes {
             let replaces = try db.get(StorageKeys.index(WALFormat.controlShardID, change.record.id)).flatMap(
                 IndexEntry.init)
             let frame = WALFormat.frame(
                 shardID: WALFormat.controlShardID, batch: try ControlFrame.batch(change, allocator: allocator),
                 allocator: allocator)
-            let completion = Completion()
-            completions.append(completion)
             entries.append(
                 PendingEntry(
                     shardID: WALFormat.controlShardID, frame: frame, baseOffset: change.record.id,
                     lastOffset: change.record.id, maxTimestamp: WallClock.milliseconds(), durability: .fsync,
-                    addsTimeIndex: false, kind: .control(replaces: replaces, completion: completion)))
+                    addsTimeIndex: false, kind: .control(replaces: replaces, completion: Completion())))
         }
-        let (refusal, wake) = core.withLock { core -> (JournalError?, Bool) in
-            if let failure = core.failure { return (failure, false) }
-            if core.closing { return (JournalError(.closed, "the journal is closed"), false) }
-            core.pending.append(contentsOf: entries)
-            defer { core.writerIdle = false }
-            return (nil, core.writerIdle)
-        }
-        if let refusal { throw refusal }
-        if wake { writerSignal.signal() }
-        for completion in completions {
-            if case .failure(let error) = completion.wait() { throw error }
-        }
+        try writeAndWait(entries, whileClosing: false)
     }
 
     /// Shards of a catalog written before control frames existed get theirs now, so that from

@@ -206,7 +206,6 @@ extension Journal {
     /// copies, checkpoints, then deletes the segment.
     func compact(segment: UInt64) throws {
         var scanner = try segments.scanner(segment, maxFrame: configuration.maxWALFrameBytes, allocator: allocator)
-        var completions: [Completion] = []
         var entries: [PendingEntry] = []
         scan: while scanner.position < scanner.size {
             let (check, bufferIndex) = try scanner.check()
@@ -217,14 +216,13 @@ extension Journal {
                 if let entry = try db.get(key).flatMap(IndexEntry.init), entry.segment == segment,
                     entry.position == UInt64(position)
                 {
-                    let completion = Completion()
-                    completions.append(completion)
                     entries.append(
                         PendingEntry(
                             shardID: shardID, frame: Self.copy(scanner.buffer, at: bufferIndex, length: length, allocator),
                             baseOffset: UInt64(header.baseOffset), lastOffset: UInt64(header.lastOffset),
                             maxTimestamp: header.maxTimestamp, durability: .fsync, addsTimeIndex: false,
-                            kind: .relocation(from: WALPosition(segment: segment, position: UInt64(position)), completion: completion)))
+                            kind: .relocation(
+                                from: WALPosition(segment: segment, position: UInt64(position)), completion: Completion())))
                 }
                 scanner.advance(by: length)
             case .end:
@@ -233,17 +231,8 @@ extension Journal {
                 throw JournalError(.corruptData, "\(scanner.file.path) position \(position): \(reason)")
             }
         }
-        let (failure, wake) = core.withLock { core -> (JournalError?, Bool) in
-            if let failure = core.failure { return (failure, false) }
-            core.pending.append(contentsOf: entries)
-            defer { core.writerIdle = false }
-            return (nil, core.writerIdle)
-        }
-        if let failure { throw failure }
-        if wake { writerSignal.signal() }
-        for completion in completions {
-            if case .failure(let error) = completion.wait() { throw error }
-        }
+        // Copies go on while closing: close waits for this round before it stops the writer.
+        try writeAndWait(entries, whileClosing: true)
         try checkpoint()
         removeSegment(segment)
         logger.info(

@@ -382,6 +382,24 @@ extension Journal {
         for waiter in waiters { waiter.resume() }
     }
 
+    /// Queues the entries of a blocking caller (catalog changes, compaction copies) for the writer
+    /// and waits until each is written and synced (they always force a sync). Refused after a
+    /// fail-stop, and once the journal is closing unless `whileClosing`.
+    func writeAndWait(_ entries: [PendingEntry], whileClosing: Bool) throws(JournalError) {
+        let (refusal, wake) = core.withLock { core -> (JournalError?, Bool) in
+            if let failure = core.failure { return (failure, false) }
+            if core.closing && !whileClosing { return (JournalError(.closed, "the journal is closed"), false) }
+            core.pending.append(contentsOf: entries)
+            defer { core.writerIdle = false }
+            return (nil, core.writerIdle)
+        }
+        if let refusal { throw refusal }
+        if wake { writerSignal.signal() }
+        for case let completion? in entries.map(\.kind.completion) {
+            if case .failure(let error) = completion.wait() { throw error }
+        }
+    }
+
     /// Fails `group` and everything still queued: their offsets were assigned after the last
     /// written batch, so each shard's next offset goes back to its end and offsets stay dense.
     func failPending(_ error: JournalError, group: [PendingEntry] = []) {
@@ -399,10 +417,8 @@ extension Journal {
 
     static func fail(_ entries: [PendingEntry], with error: JournalError) {
         for entry in entries {
-            switch entry.kind {
-            case .append(let completion): completion(.failure(error))
-            case .relocation(_, let completion), .control(_, let completion): completion.complete(.failure(error))
-            }
+            if case .append(let completion) = entry.kind { completion(.failure(error)) }
+            entry.kind.completion?.complete(.failure(error))
         }
     }
 }

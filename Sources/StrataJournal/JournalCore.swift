@@ -123,6 +123,14 @@ struct PendingEntry {
         /// the catalog, so that the catalog can be rebuilt from the WAL; it becomes the shard's
         /// current control frame, in place of `replaces`.
         case control(replaces: IndexEntry?, completion: Completion)
+
+        /// What a blocking caller waits on (nil for appends, which complete through their closure).
+        var completion: Completion? {
+            switch self {
+            case .append: nil
+            case .relocation(_, let completion), .control(_, let completion): completion
+            }
+        }
     }
 
     var shardID: UInt64
