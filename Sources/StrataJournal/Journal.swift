@@ -325,7 +325,6 @@ public final class Journal: Sendable {
             frame.setInteger(UInt32(truncatingIfNeeded: id), at: frame.readerIndex + 12)
             frame.setInteger(Int64(base), at: frame.readerIndex + WALFormat.frameHeaderSize)
             frame.setInteger(Int32(0), at: frame.readerIndex + WALFormat.frameHeaderSize + 12)
-            WALFormat.sealFrame(&frame)
             let raisesTime = header.maxTimestamp > shard.queuedMaxTimestamp
             if raisesTime { shard.queuedMaxTimestamp = header.maxTimestamp }
             core.pending.append(

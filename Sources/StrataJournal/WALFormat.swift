@@ -62,8 +62,9 @@ enum WALFormat {
     /// Shard ids fit the frame's 32-bit field.
     static let maxShardID = UInt64(UInt32.max)
 
-    /// Builds the frame for `batch` (whose base offset is already final); the writer fills in the
-    /// synced position.
+    /// Builds the frame for `batch`, unsealed: the writer stamps the synced position and the
+    /// segment-salted checksum into its copy of the frame (`stampSynced`), the one checksum a
+    /// frame gets.
     static func frame(shardID: UInt64, batch: ByteBuffer, allocator: ByteBufferAllocator) -> ByteBuffer {
         var frame = allocator.buffer(capacity: frameHeaderSize + batch.readableBytes)
         frame.writeInteger(UInt32(frameHeaderSize + batch.readableBytes))
@@ -71,14 +72,7 @@ enum WALFormat {
         frame.writeInteger(UInt32(0))
         frame.writeInteger(UInt32(truncatingIfNeeded: shardID))
         frame.writeImmutableBuffer(batch)
-        sealFrame(&frame)
         return frame
-    }
-
-    /// Recomputes the frame checksum of a frame at the buffer's reader index (after the batch's
-    /// base offset was rewritten).
-    static func sealFrame(_ frame: inout ByteBuffer) {
-        frame.setInteger(frameChecksum(frame, at: frame.readerIndex), at: frame.readerIndex + 4)
     }
 
     /// The frame checksum salt of segment `id` written in format `version` (0 for version 1).
