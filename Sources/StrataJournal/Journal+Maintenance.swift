@@ -101,15 +101,19 @@ extension Journal {
             if tierFreed > 0 {
                 // Objects leave the catalog for the deletion queue with the new floor, atomically.
                 batch.put(StorageKeys.startFloor(id), newStart.bigEndianBytes)
-                try db.write(batch, durable: true)
             } else {
                 // The floor is synced first: offsets never go back, even if the deletions are lost.
                 try db.put(StorageKeys.startFloor(id), newStart.bigEndianBytes, durable: true)
-                try db.write(batch, durable: false)
             }
+            // Readers see the new start before its batches leave the index: one that finds its
+            // batch gone then answers offset_out_of_range instead of serving the next batch.
             core.withLock { core in
                 guard let shard = core.shards[id] else { return }
                 shard.startOffset = max(shard.startOffset, newStart)
+            }
+            try db.write(batch, durable: tierFreed > 0)
+            core.withLock { core in
+                guard let shard = core.shards[id] else { return }
                 shard.storedBytes -= storedBytes - remaining
                 shard.tierBytes -= tierFreed
                 shard.dropTail(below: newStart)
