@@ -69,7 +69,7 @@ public final class JournalServer: Service {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.wrap
+            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.serve
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> any Channel in
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
@@ -86,11 +86,8 @@ public final class JournalServer: Service {
                 try await server.executeThenClose { inbound in
                     for try await accepted in inbound {
                         group.addTask {
-                            do {
-                                await self.serve(
-                                    try await AcceptedConnection.wrap(accepted, as: NIOAsyncChannel<JournalFrame, JournalFrame>.self))
-                            } catch {
-                                accepted.close(promise: nil)
+                            await AcceptedConnection.serve(accepted, as: NIOAsyncChannel<JournalFrame, JournalFrame>.self) {
+                                await self.serve($0)
                             }
                         }
                     }

@@ -93,7 +93,7 @@ public final class KafkaGateway: Service {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.wrap
+            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.serve
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> any Channel in
                     try channel.pipeline.syncOperations.addHandler(
@@ -120,11 +120,8 @@ public final class KafkaGateway: Service {
                 try await server.executeThenClose { inbound in
                     for try await accepted in inbound {
                         group.addTask {
-                            do {
-                                let channel = try await AcceptedConnection.wrap(accepted, as: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self)
-                                await KafkaConnection(gateway: self, channel: channel).run()
-                            } catch {
-                                accepted.close(promise: nil)
+                            await AcceptedConnection.serve(accepted, as: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self) {
+                                await KafkaConnection(gateway: self, channel: $0).run()
                             }
                         }
                     }

@@ -151,7 +151,7 @@ public final class MQTTGateway: Service {
             // Idle clients are the common case: their read buffer (which the decoder keeps)
             // starts small and grows with traffic.
             .childChannelOption(.recvAllocator, value: MQTTGateway.receiveBuffers)
-            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.wrap
+            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.serve
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> any Channel in
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
@@ -203,11 +203,8 @@ public final class MQTTGateway: Service {
                 try await server.executeThenClose { inbound in
                     for try await accepted in inbound {
                         group.addTask {
-                            do {
-                                let channel = try await AcceptedConnection.wrap(accepted, as: NIOAsyncChannel<MQTTPacket, ByteBuffer>.self)
-                                await MQTTConnection(gateway: self, channel: channel).run()
-                            } catch {
-                                accepted.close(promise: nil)
+                            await AcceptedConnection.serve(accepted, as: NIOAsyncChannel<MQTTPacket, ByteBuffer>.self) {
+                                await MQTTConnection(gateway: self, channel: $0).run()
                             }
                         }
                     }
