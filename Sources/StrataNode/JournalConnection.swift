@@ -69,10 +69,13 @@ final class JournalConnection: Sendable {
         }
     }
 
-    private func free(_ answer: Answer) {
-        if answer.slot { limiter.release() }
-        budget.release(answer.bytes)
-        server.queuedBytes.release(answer.bytes)
+    private func free(_ answer: Answer) { release(slot: answer.slot, bytes: answer.bytes) }
+
+    /// Gives back an in-flight slot and budget bytes.
+    private func release(slot: Bool, bytes: Int) {
+        if slot { limiter.release() }
+        budget.release(bytes)
+        server.queuedBytes.release(bytes)
     }
 
     func run(
@@ -289,7 +292,7 @@ final class JournalConnection: Sendable {
             }
         case .credit(let subscription, let credits):
             subscriptions.withLock { $0[subscription] }?.grant(credits)
-            free(Answer(frame: JournalFrame(type: .ok, correlationID: id, payload: ByteBuffer()), slot: true, bytes: bytes))
+            release(slot: true, bytes: bytes)  // a credit has no answer
         case .unsubscribe(let subscription):
             subscriptions.withLock { $0.removeValue(forKey: subscription) }?.end()
             send(sink, answer(JournalResponse.ok(id)))
@@ -429,7 +432,7 @@ final class JournalConnection: Sendable {
                                     shard: shard, from: next, maxBytes: maxBytes, maxWait: .seconds(30))
                             } while result.batches.isEmpty
                         } catch {
-                            self.free(Answer(frame: JournalFrame(type: .ok, correlationID: id, payload: ByteBuffer()), bytes: bytes))
+                            self.release(slot: false, bytes: bytes)
                             throw error
                         }
                         next = result.nextOffset
