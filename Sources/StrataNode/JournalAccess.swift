@@ -76,53 +76,47 @@ public struct JournalAccess: Sendable {
         try self.init(users: users, permissions: text, source: permissionsFile)
     }
 
-    public func allows(_ principal: String, _ permission: Permission, shard name: String) -> Bool {
+    /// What a request acts on: a shard or a key-value namespace, by name.
+    public enum Target: Sendable, Hashable {
+        case shard(String)
+        case namespace(String)
+    }
+
+    public func allows(_ principal: String, _ permission: Permission, _ target: Target) -> Bool {
         grants.contains { grant in
             guard grant.principal == principal, grant.permission >= permission else { return false }
-            switch grant.resource {
-            case .everything: return true
-            case .shards(let prefix): return name.hasPrefix(prefix)
-            case .namespaces: return false
+            switch (grant.resource, target) {
+            case (.everything, _): return true
+            case (.shards(let prefix), .shard(let name)), (.namespaces(let prefix), .namespace(let name)):
+                return name.hasPrefix(prefix)
+            case (.shards, .namespace), (.namespaces, .shard): return false
             }
         }
     }
 
-    public func allows(_ principal: String, _ permission: Permission, namespace: String) -> Bool {
-        grants.contains { grant in
-            guard grant.principal == principal, grant.permission >= permission else { return false }
-            switch grant.resource {
-            case .everything: return true
-            case .namespaces(let prefix): return namespace.hasPrefix(prefix)
-            case .shards: return false
-            }
-        }
-    }
-
-    /// What `request` needs, as (permission, shard) or (permission, namespace); nil when any
-    /// authenticated principal may send it.
-    static func needs(_ request: JournalRequest) -> (Permission, shard: String?, namespace: String?)? {
+    /// What `request` needs; nil when any authenticated principal may send it.
+    static func needs(_ request: JournalRequest) -> (Permission, Target)? {
         switch request {
-        case .createShard(let name, _), .deleteShard(let name): (.all, name, nil)
-        case .describeShard(let name): (.read, name, nil)
+        case .createShard(let name, _), .deleteShard(let name): (.all, .shard(name))
+        case .describeShard(let name): (.read, .shard(name))
         case .read(let shard, _, _, _), .offsetForTimestamp(let shard, _), .subscribe(let shard, _, _, _),
             .fetchOffset(_, let shard):
-            (.read, shard, nil)
-        case .append(let shard, _), .commitOffset(_, let shard, _): (.write, shard, nil)
-        case .kvGet(let namespace, _), .kvScan(let namespace, _, _): (.read, nil, namespace)
-        case .kvPut(let namespace, _, _), .kvDelete(let namespace, _): (.write, nil, namespace)
+            (.read, .shard(shard))
+        case .append(let shard, _), .commitOffset(_, let shard, _): (.write, .shard(shard))
+        case .kvGet(let namespace, _), .kvScan(let namespace, _, _): (.read, .namespace(namespace))
+        case .kvPut(let namespace, _, _), .kvDelete(let namespace, _): (.write, .namespace(namespace))
         case .hello, .authenticate, .listShards, .status, .unsubscribe, .credit: nil
         }
     }
 
     /// Nil when `principal` may send `request`, else the refusal.
     func refusal(of request: JournalRequest, by principal: String) -> JournalError? {
-        guard let (permission, shard, namespace) = Self.needs(request) else { return nil }
-        if let shard, !allows(principal, permission, shard: shard) {
-            return JournalError(.permissionDenied, "\(principal) may not \(request.type) shard \(shard)")
-        }
-        if let namespace, !allows(principal, permission, namespace: namespace) {
-            return JournalError(.permissionDenied, "\(principal) may not \(request.type) in namespace \(namespace)")
-        }
-        return nil
+        guard let (permission, target) = Self.needs(request), !allows(principal, permission, target) else { return nil }
+        let what: String =
+            switch target {
+            case .shard(let name): "shard \(name)"
+            case .namespace(let name): "in namespace \(name)"
+            }
+        return JournalError(.permissionDenied, "\(principal) may not \(request.type) \(what)")
     }
 }

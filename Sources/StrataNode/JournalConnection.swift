@@ -348,7 +348,7 @@ final class JournalConnection: Sendable {
         case .listShards:
             var shards = journal.listShards()
             if let access = server.configuration.access, let principal = principal.withLock({ $0 }) {
-                shards = shards.filter { access.allows(principal, .read, shard: $0.name) }
+                shards = shards.filter { access.allows(principal, .read, .shard($0.name)) }
             }
             return JournalResponse.ok(id) { payload in
                 payload.writeInteger(UInt32(shards.count))
