@@ -108,22 +108,10 @@ extension Journal {
     /// Seals the active segment (synced) and starts the next one.
     func rollSegment() throws(JournalError) {
         try active.withLock { (active: inout ActiveSegment) throws(JournalError) in
-            // A reused file is cut to its frames when sealed, so a sealed segment never holds
-            // another segment's old bytes; the data sync goes through the WAL I/O layer as every
-            // other, and a full fsync then makes the new size durable.
-            let cut = active.recycled && active.file.size > Int64(active.position)
-            if cut {
-                guard ftruncate(active.file.fd, off_t(active.position)) == 0 else {
-                    throw JournalError(
-                        .ioError, "cannot seal \(active.file.path) at \(active.position): \(String(cString: strerror(errno)))")
-                }
-            }
-            if active.unsynced || cut {
+            try active.cutReusedTail(io: io)
+            if active.unsynced {
                 do throws(WALIOError) { try io.sync(fd: active.file.fd) } catch { throw error.journalError }
                 active.unsynced = false
-            }
-            if cut, fsync(active.file.fd) != 0 {
-                throw JournalError(.ioError, "cannot sync the size of \(active.file.path): \(String(cString: strerror(errno)))")
             }
             let next = try Self.createSegment(
                 id: active.id + 1, directory: walDirectory, io: io, spare: segments.takeSpare())

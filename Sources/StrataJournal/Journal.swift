@@ -124,9 +124,12 @@ public final class Journal: Sendable {
         writerDone.wait()
         // A reused active segment loses its old bytes past the frames, so the next open does not
         // scan them as a torn tail.
-        active.withLock { active in
-            guard active.recycled, active.file.size > Int64(active.position) else { return }
-            if ftruncate(active.file.fd, off_t(active.position)) == 0, fsync(active.file.fd) == 0 { active.recycled = false }
+        if core.withLock({ $0.failure == nil }) {
+            do {
+                try active.withLock { (active: inout ActiveSegment) throws(JournalError) in try active.cutReusedTail(io: io) }
+            } catch {
+                logger.error("cannot cut the reused active segment", metadata: ["error": "\(error)"])
+            }
         }
         do {
             try checkpoint()

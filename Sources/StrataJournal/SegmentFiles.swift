@@ -145,6 +145,24 @@ struct ActiveSegment {
     var createdMilliseconds = WallClock.milliseconds()
 }
 
+extension ActiveSegment {
+    /// Cuts a reused file to its frames (when sealed, and at close) so that no segment keeps
+    /// another segment's old bytes past its end: the data sync goes through the WAL I/O layer
+    /// like every other, then a full fsync makes the new size durable.
+    mutating func cutReusedTail(io: any WALIO) throws(JournalError) {
+        guard recycled, file.size > Int64(position) else { return }
+        guard ftruncate(file.fd, off_t(position)) == 0 else {
+            throw JournalError(.ioError, "cannot cut \(file.path) at \(position): \(String(cString: strerror(errno)))")
+        }
+        do throws(WALIOError) { try io.sync(fd: file.fd) } catch { throw error.journalError }
+        guard fsync(file.fd) == 0 else {
+            throw JournalError(.ioError, "cannot sync the size of \(file.path): \(String(cString: strerror(errno)))")
+        }
+        unsynced = false
+        recycled = false
+    }
+}
+
 /// A page-aligned buffer the writer copies a group's frames into for one write call.
 final class GatherBuffer: @unchecked Sendable {  // Used by the WAL writer thread only.
     private(set) var pointer: UnsafeMutableRawPointer
