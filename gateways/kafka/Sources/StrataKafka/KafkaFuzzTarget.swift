@@ -2,7 +2,6 @@ import Logging
 import NIOCore
 import StrataClient
 import StrataJournal
-import Synchronization
 
 /// The Kafka request path for the libFuzzer harness (`Fuzz/`): one request frame's bytes,
 /// decoded and handled by a gateway on an in-process journal. It must return normally for any
@@ -26,26 +25,18 @@ public enum KafkaFuzzTarget {
         // Some requests wait as long as the client asked (a join waits up to its rebalance
         // timeout): the input is done after `timeout` whether or not its answer is, and the
         // request goes on without being awaited.
-        let done = Box(false)
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let finish: @Sendable () -> Void = {
-                if done.value.withLock({ done in defer { done = true }; return !done }) { continuation.resume() }
-            }
-            Task {
-                _ = await task.value
-                finish()
-            }
-            Task {
-                try? await Task.sleep(for: timeout)
-                task.cancel()
-                finish()
-            }
+        // The first of the two to finish ends the input; the stream takes the second's yield too.
+        let (finished, finish) = AsyncStream<Void>.makeStream()
+        Task {
+            _ = await task.value
+            finish.yield()
         }
+        Task {
+            try? await Task.sleep(for: timeout)
+            task.cancel()
+            finish.yield()
+        }
+        for await _ in finished { break }
+        finish.finish()
     }
-}
-
-/// Shared state for the harness's escaping closures.
-final class Box<Value: Sendable>: Sendable {
-    let value: Mutex<Value>
-    init(_ value: Value) { self.value = Mutex(value) }
 }
