@@ -221,8 +221,15 @@ public enum PowerCut {
         func required(_ ack: Ack) -> Bool {
             guard ack.operation <= point else { return false }
             if ack.durability == .fsync { return true }
-            // An async record must survive once a sync after its acknowledgement happened.
-            return syncs.contains { $0 >= ack.operation - 1 && $0 < point }
+            // An async record must survive once a sync after its acknowledgement happened: the
+            // first sync from its write on (`syncs` is in order) comes before the crash point.
+            var low = 0
+            var high = syncs.count
+            while low < high {
+                let middle = (low + high) / 2
+                if syncs[middle] < ack.operation - 1 { low = middle + 1 } else { high = middle }
+            }
+            return low < syncs.count && syncs[low] < point
         }
         let due = acks.filter { $0.shard != "r0" && required($0) }
         func fail(_ what: String) {

@@ -37,15 +37,17 @@ extension JournalFuzzTarget {
     /// would), then offload planning and (every `maintenanceEvery` calls) maintenance over what
     /// they appended: the path from the wire through append validation into the engine's
     /// arithmetic. Shard names are cut to 8 bytes so that inputs reuse a few shards.
+    /// A shard name cut to 8 bytes (never empty), so that inputs reuse a few shards.
+    private static func short(_ name: String) -> String {
+        let cut = String(decoding: name.utf8.prefix(8), as: UTF8.self)
+        return cut.isEmpty ? "s" : cut
+    }
+
     public static func execute(_ bytes: [UInt8], on journal: Journal, round: Int, maintenanceEvery: Int = 500) async {
         var buffer = ByteBuffer(bytes: bytes)
         var decoder = JournalFrameDecoder(maxFrameBytes: 1 << 20)
         while let frame = try? decoder.decode(buffer: &buffer) {
             guard frame.type.isRequest, let request = try? JournalRequest.decode(frame) else { continue }
-            func short(_ name: String) -> String {
-                let cut = String(decoding: name.utf8.prefix(8), as: UTF8.self)
-                return cut.isEmpty ? "s" : cut
-            }
             switch request {
             case .createShard(let name, let config): _ = try? await journal.createShard(short(name), config: config)
             case .deleteShard(let name): try? await journal.deleteShard(short(name))
