@@ -114,33 +114,19 @@ final class JournalConnection: Sendable {
                 var iterator = inbound.makeAsyncIterator()
                 guard let first = try await iterator.next() else { return }
                 guard try await handshake(first, sink: sink) else { return }
-                while true {
+                reading: while true {
                     await limiter.acquire()
                     guard let frame = try await iterator.next() else { break }
-                    let id = frame.correlationID
-                    let request: JournalRequest
-                    do throws(JournalError) {
-                        request = try JournalRequest.decode(frame)
-                    } catch {
-                        // A request frame that does not parse is answered, and the connection
-                        // goes on: the framing itself is intact.
-                        server.metrics.protocolErrors.increment()
-                        send(sink, Answer(frame: JournalResponse.error(id, error), slot: true))
-                        continue
+                    switch admit(frame) {
+                    case .answered(let answer):
+                        send(sink, answer)
+                    case .answeredThenClosed(let answer):
+                        send(sink, answer)
+                        break reading
+                    case .handle(let request, let bytes):
+                        guard await reserve(bytes) else { break reading }
+                        dispatch(request, id: frame.correlationID, bytes: bytes, group: &group, sink: sink)
                     }
-                    if case .authenticate(let mechanism, let message) = request {
-                        let (answer, goOn) = authenticate(mechanism: mechanism, message: message, id: id)
-                        send(sink, Answer(frame: answer, slot: true))
-                        if goOn { continue } else { break }
-                    }
-                    if let refusal = refusal(of: request) {
-                        server.metrics.requestErrors.increment()
-                        send(sink, Answer(frame: JournalResponse.error(id, refusal), slot: true))
-                        continue
-                    }
-                    let bytes = frame.payload.readableBytes + answerBytes(request)
-                    guard await reserve(bytes) else { break }
-                    dispatch(request, id: id, bytes: bytes, group: &group, sink: sink)
                 }
             } catch let error as JournalError {
                 server.metrics.protocolErrors.increment()
@@ -156,6 +142,37 @@ final class JournalConnection: Sendable {
             }
             group.cancelAll()
         }
+    }
+
+    /// What becomes of one request frame (which holds an in-flight slot).
+    private enum Admission {
+        /// Answered here: it does not parse (the framing is intact, the connection goes on), it
+        /// is refused, or it was an authentication step.
+        case answered(Answer)
+        /// Answered, and the connection closes (a failed authentication).
+        case answeredThenClosed(Answer)
+        /// To be handled, once `bytes` of the budgets are taken.
+        case handle(JournalRequest, bytes: Int)
+    }
+
+    private func admit(_ frame: JournalFrame) -> Admission {
+        let id = frame.correlationID
+        let request: JournalRequest
+        do throws(JournalError) {
+            request = try JournalRequest.decode(frame)
+        } catch {
+            server.metrics.protocolErrors.increment()
+            return .answered(Answer(frame: JournalResponse.error(id, error), slot: true))
+        }
+        if case .authenticate(let mechanism, let message) = request {
+            let (answer, goOn) = authenticate(mechanism: mechanism, message: message, id: id)
+            return goOn ? .answered(Answer(frame: answer, slot: true)) : .answeredThenClosed(Answer(frame: answer, slot: true))
+        }
+        if let refusal = refusal(of: request) {
+            server.metrics.requestErrors.increment()
+            return .answered(Answer(frame: JournalResponse.error(id, refusal), slot: true))
+        }
+        return .handle(request, bytes: frame.payload.readableBytes + answerBytes(request))
     }
 
     /// The most bytes the answer to `request` may hold (reads carry batches; the rest is small).
