@@ -44,44 +44,37 @@ extension Journal {
         }
     }
 
+    /// What the writer does next, decided under the core lock.
+    private enum NextStep {
+        /// Write these entries (all fit the active segment, at most 64 MiB).
+        case write([PendingEntry])
+        /// Nothing is queued.
+        case wait
+        /// Seal the active segment first: the next entry does not fit (or maintenance asked).
+        case roll(requested: Bool)
+        /// The journal has stopped: fail these.
+        case fail([PendingEntry], JournalError)
+    }
+
     /// Takes the entries that fit in the active segment (at least one), rolling to a new segment
-    /// first when the next entry does not fit. After a fail-stop everything queued is failed.
+    /// first when the next entry does not fit; also whether the writer may stop. After a
+    /// fail-stop everything queued is failed.
     private func takeGroup() -> ([PendingEntry], Bool) {
         let (room, isEmptySegment) = active.withLock {
             (Int(configuration.segmentBytes) - Int($0.position), $0.position == UInt64(WALFormat.segmentHeaderSize))
         }
-        let (group, stopping, needsRoll, requested, failed) = core.withLock {
-            core -> ([PendingEntry], Bool, Bool, Bool, JournalError?) in
-            if let failure = core.failure {
-                let failed = Array(core.pending)
-                core.pending.removeAll()
-                core.writerIdle = true
-                return (failed, core.writerStop, false, false, failure)
-            }
-            if core.rollRequested {
-                core.rollRequested = false
-                if !isEmptySegment { return ([], core.writerStop, true, true, nil) }
-            }
-            guard let first = core.pending.first else {
-                core.writerIdle = true
-                return ([], core.writerStop, false, false, nil)
-            }
-            if first.frameLength > room && !isEmptySegment { return ([], core.writerStop, true, false, nil) }
-            var taken: [PendingEntry] = []
-            var bytes = 0
-            while let next = core.pending.first, taken.isEmpty || bytes + next.frameLength <= room,
-                bytes < 64 << 20
-            {
-                bytes += next.frameLength
-                taken.append(core.pending.removeFirst())
-            }
-            return (taken, core.writerStop, false, false, nil)
+        let (step, stopping) = core.withLock { core -> (NextStep, Bool) in
+            (Self.nextStep(&core, room: room, isEmptySegment: isEmptySegment), core.writerStop)
         }
-        if let failed {
-            Self.fail(group, with: failed)
+        switch step {
+        case .write(let group):
+            return (group, stopping)
+        case .wait:
             return ([], stopping)
-        }
-        if needsRoll {
+        case .fail(let entries, let failure):
+            Self.fail(entries, with: failure)
+            return ([], stopping)
+        case .roll(let requested):
             do {
                 try checkFreeSpace(for: WALFormat.segmentHeaderSize)
             } catch {
@@ -102,7 +95,31 @@ extension Journal {
             }
             return takeGroup()
         }
-        return (group, stopping)
+    }
+
+    private static func nextStep(_ core: inout JournalCore, room: Int, isEmptySegment: Bool) -> NextStep {
+        if let failure = core.failure {
+            let failed = Array(core.pending)
+            core.pending.removeAll()
+            core.writerIdle = true
+            return .fail(failed, failure)
+        }
+        if core.rollRequested {
+            core.rollRequested = false
+            if !isEmptySegment { return .roll(requested: true) }
+        }
+        guard let first = core.pending.first else {
+            core.writerIdle = true
+            return .wait
+        }
+        if first.frameLength > room && !isEmptySegment { return .roll(requested: false) }
+        var taken: [PendingEntry] = []
+        var bytes = 0
+        while let next = core.pending.first, taken.isEmpty || bytes + next.frameLength <= room, bytes < 64 << 20 {
+            bytes += next.frameLength
+            taken.append(core.pending.removeFirst())
+        }
+        return .write(taken)
     }
 
     /// Seals the active segment (synced) and starts the next one.
