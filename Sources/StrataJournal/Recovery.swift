@@ -182,25 +182,7 @@ struct Recovery {
                 }
             }
             if Int64(position) < size {
-                // Only the segment being written when the node stopped can end in a torn write,
-                // and only if nothing valid follows the damage.
-                if let later = try validFrame(after: position, in: file, size: Int(size), salt: salt, core: core) {
-                    guard configuration.quarantineDamagedWAL else {
-                        throw JournalError(
-                            .corruptData,
-                            "\(path) position \(position): a damaged frame followed by valid data (\(later)); this is "
-                                + "not a torn tail, so nothing is truncated and the journal does not open. To move the "
-                                + "damaged range aside and open without it, start with quarantineDamagedWAL "
-                                + "(journal-node --quarantine-damaged-wal)")
-                    }
-                    try quarantine(file: file, path: path, from: position, size: Int(size))
-                }
-                logger.warning(
-                    "cutting torn WAL tail",
-                    metadata: ["journal.file": "\(path)", "journal.position": "\(position)", "journal.bytes": "\(size - Int64(position))"])
-                guard ftruncate(file.fd, off_t(position)) == 0, fdatasync(file.fd) == 0 else {
-                    throw JournalError(.ioError, "cannot cut the torn tail of \(path): \(String(cString: strerror(errno)))")
-                }
+                try cutTail(of: file, path: path, at: position, size: Int(size), salt: salt, core: core)
             }
             if index.count > 0 { try db.write(index, durable: false) }
             core.segmentTotal[id] = Int64(position) - headerSize
@@ -400,6 +382,32 @@ struct Recovery {
             try db.write(batch, durable: true)
         }
         return named
+    }
+
+    /// The bytes after the last valid frame of the last segment: a torn tail is cut (synced).
+    /// Only the segment being written when the node stopped can end in a torn write, and only
+    /// if nothing written after the damage was synced proves it otherwise: then the open stops,
+    /// or with quarantineDamagedWAL the range is copied aside first.
+    private func cutTail(
+        of file: FileDescriptor, path: String, at position: Int, size: Int, salt: UInt32, core: JournalCore
+    ) throws(JournalError) {
+        if let later = try validFrame(after: position, in: file, size: size, salt: salt, core: core) {
+            guard configuration.quarantineDamagedWAL else {
+                throw JournalError(
+                    .corruptData,
+                    "\(path) position \(position): a damaged frame followed by valid data (\(later)); this is "
+                        + "not a torn tail, so nothing is truncated and the journal does not open. To move the "
+                        + "damaged range aside and open without it, start with quarantineDamagedWAL "
+                        + "(journal-node --quarantine-damaged-wal)")
+            }
+            try quarantine(file: file, path: path, from: position, size: size)
+        }
+        logger.warning(
+            "cutting torn WAL tail",
+            metadata: ["journal.file": "\(path)", "journal.position": "\(position)", "journal.bytes": "\(size - position)"])
+        guard ftruncate(file.fd, off_t(position)) == 0, fdatasync(file.fd) == 0 else {
+            throw JournalError(.ioError, "cannot cut the torn tail of \(path): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// A valid frame (both checksums right) past the damage at `position` that was written after
