@@ -53,7 +53,9 @@ let package = Package(
         // Password hashing and SASL shared by the gateways' authentication.
         .target(
             name: "StrataAuth",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
             swiftSettings: swiftSettings),
 
         // Object stores for the object tier: S3 (SigV4) over libcurl.

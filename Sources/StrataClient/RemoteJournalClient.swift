@@ -62,20 +62,8 @@ public final class RemoteJournalClient: JournalClient {
                 }
                 return nil
             }
-            do {
-                var tls = TLSConfiguration.makeClientConfiguration()
-                tls.trustRoots = .file(tlsCAFile)
-                if let tlsCertificateFile, let tlsKeyFile {
-                    tls.certificateChain = try NIOSSLCertificate.fromPEMFile(tlsCertificateFile).map { .certificate($0) }
-                    tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: tlsKeyFile, format: .pem))
-                } else if tlsCertificateFile != nil || tlsKeyFile != nil {
-                    throw JournalError(.invalidArgument, "a client certificate needs both its certificate and key file")
-                }
-                return try NIOSSLContext(configuration: tls)
-            } catch let error as JournalError {
-                throw error
-            } catch {
-                throw JournalError(.invalidArgument, "journal TLS settings (\(tlsCAFile)): \(error)")
+            do { return try TLSFiles.clientContext(ca: tlsCAFile, certificate: tlsCertificateFile, key: tlsKeyFile) } catch {
+                throw JournalError(.invalidArgument, "journal \(error)")
             }
         }
     }

@@ -1,4 +1,5 @@
 import NIOSSL
+import StrataAuth
 import StrataJournal
 import StrataWire
 
@@ -163,17 +164,8 @@ public struct NodeConfiguration: Sendable {
         var tls: NIOSSLContext?
         switch (journalTLSCertificate, journalTLSKey) {
         case (let certificate?, let key?):
-            do {
-                var configuration = TLSConfiguration.makeServerConfiguration(
-                    certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
-                    privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-                if let journalTLSClientCA {
-                    configuration.trustRoots = .file(journalTLSClientCA)
-                    configuration.certificateVerification = .noHostnameVerification
-                }
-                tls = try NIOSSLContext(configuration: configuration)
-            } catch {
-                throw JournalError(.invalidArgument, "journal TLS (\(certificate), \(key)): \(error)")
+            do { tls = try TLSFiles.serverContext(certificate: certificate, key: key, clientCA: journalTLSClientCA) } catch {
+                throw JournalError(.invalidArgument, "journal \(error)")
             }
         case (nil, nil):
             if journalTLSClientCA != nil { throw JournalError(.invalidArgument, "journal.tls_client_ca needs journal.tls_cert and journal.tls_key") }

@@ -60,26 +60,12 @@ public final class MQTTGateway: Service {
             case (nil, nil):
                 tls = nil
             case (let certificate?, let key?):
-                tls = try Self.tlsContext(certificate: certificate, key: key)
+                tls = try TLSFiles.serverContext(certificate: certificate, key: key)
             default:
                 throw ConfigFileError("TLS needs both a certificate file and a key file")
             }
         }
 
-        static func tlsContext(certificate: String, key: String) throws -> NIOSSLContext {
-            do {
-                let chain = try NIOSSLCertificate.fromPEMFile(certificate)
-                guard !chain.isEmpty else { throw ConfigFileError("no certificate in \(certificate)") }
-                let privateKey = try NIOSSLPrivateKey(file: key, format: .pem)
-                let configuration = TLSConfiguration.makeServerConfiguration(
-                    certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(privateKey))
-                return try NIOSSLContext(configuration: configuration)
-            } catch let error as ConfigFileError {
-                throw error
-            } catch {
-                throw ConfigFileError("TLS certificate \(certificate) / key \(key): \(error)")
-            }
-        }
     }
 
     let configuration: Configuration
