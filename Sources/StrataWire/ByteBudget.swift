@@ -59,12 +59,24 @@ public final class ByteBudget: Sendable {
                 if let granted { continuation.resume(returning: granted) }
             }
         } onCancel: {
-            let waiter = state.withLock { state -> Waiter? in
-                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                return state.waiters.remove(at: index)
+            // The cancelled waiter leaves the line; those behind it may fit now.
+            let (cancelled, ready) = state.withLock { state -> (Waiter?, [Waiter]) in
+                guard let index = state.waiters.firstIndex(where: { $0.id == id }) else { return (nil, []) }
+                return (state.waiters.remove(at: index), Self.takeReady(&state))
             }
-            waiter?.continuation.resume(returning: false)
+            cancelled?.continuation.resume(returning: false)
+            for waiter in ready { waiter.continuation.resume(returning: true) }
         }
+    }
+
+    /// Grants waiters in order while the first of them fits.
+    private static func takeReady(_ state: inout State) -> [Waiter] {
+        var ready: [Waiter] = []
+        while let first = state.waiters.first, first.bytes <= state.available {
+            state.available -= first.bytes
+            ready.append(state.waiters.removeFirst())
+        }
+        return ready
     }
 
     /// Gives back bytes taken with `acquire(bytes)`.
@@ -73,12 +85,7 @@ public final class ByteBudget: Sendable {
         if bytes == 0 { return }
         let ready = state.withLock { state -> [Waiter] in
             state.available += bytes
-            var ready: [Waiter] = []
-            while let first = state.waiters.first, first.bytes <= state.available {
-                state.available -= first.bytes
-                ready.append(state.waiters.removeFirst())
-            }
-            return ready
+            return Self.takeReady(&state)
         }
         for waiter in ready { waiter.continuation.resume(returning: true) }
     }
