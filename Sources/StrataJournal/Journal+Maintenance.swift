@@ -207,10 +207,23 @@ extension Journal {
     }
 
     /// Copies the live batches of `segment` forward into the WAL, makes the index point at the
-    /// copies, checkpoints, then deletes the segment.
+    /// copies, checkpoints, then deletes the segment. The copies go to the writer in rounds of at
+    /// most `compactionChunkBytes`, each waited for before the next is read: foreground appends
+    /// queued meanwhile are written between two rounds, never behind a whole segment's copies,
+    /// and at most one round is held in memory.
     func compact(segment: UInt64) throws {
         var scanner = try segments.scanner(segment, maxFrame: configuration.maxWALFrameBytes, allocator: allocator)
-        var entries: [PendingEntry] = []
+        var round: [PendingEntry] = []
+        var roundBytes = 0
+        var copied = 0
+        func flush() throws {
+            guard !round.isEmpty else { return }
+            // Copies go on while closing: close waits for this compaction before it stops the writer.
+            try writeAndWait(round, whileClosing: true)
+            copied += round.count
+            round.removeAll(keepingCapacity: true)
+            roundBytes = 0
+        }
         scan: while scanner.position < scanner.size {
             let (check, bufferIndex) = try scanner.check()
             let position = scanner.position
@@ -220,13 +233,15 @@ extension Journal {
                 if let entry = try db.get(key).flatMap(IndexEntry.init), entry.segment == segment,
                     entry.position == UInt64(position)
                 {
-                    entries.append(
+                    round.append(
                         PendingEntry(
                             shardID: shardID, frame: Self.copy(scanner.buffer, at: bufferIndex, length: length, allocator),
                             baseOffset: UInt64(header.baseOffset), lastOffset: UInt64(header.lastOffset),
                             maxTimestamp: header.maxTimestamp, durability: .fsync, addsTimeIndex: false,
                             kind: .relocation(
                                 from: WALPosition(segment: segment, position: UInt64(position)), completion: Completion())))
+                    roundBytes += length
+                    if roundBytes >= configuration.compactionChunkBytes { try flush() }
                 }
                 scanner.advance(by: length)
             case .end:
@@ -235,12 +250,11 @@ extension Journal {
                 throw JournalError(.corruptData, "\(scanner.file.path) position \(position): \(reason)")
             }
         }
-        // Copies go on while closing: close waits for this round before it stops the writer.
-        try writeAndWait(entries, whileClosing: true)
+        try flush()
         try checkpoint()
         removeSegment(segment)
         logger.info(
             "segment compacted",
-            metadata: ["journal.segment": "\(segment)", "journal.batches": "\(entries.count)"])
+            metadata: ["journal.segment": "\(segment)", "journal.batches": "\(copied)"])
     }
 }

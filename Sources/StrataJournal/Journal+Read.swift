@@ -182,8 +182,15 @@ extension Journal {
         return nil
     }
 
-    /// Waits until `shard` has data past `offset`, the timeout passes, or the task is cancelled.
-    public func waitForData(shard name: String, beyond offset: UInt64, timeout: Duration) async throws {
+    /// Waits until `shard` has data past `offset`, the timeout passes (none: no timeout), or the
+    /// task is cancelled. A timeout costs a sleeping task that lives until it runs out, even when
+    /// data came first (Swift's `Task.sleep` keeps its timer after cancellation): long waits,
+    /// such as a subscription's, pass no timeout and end by cancellation instead.
+    public func waitForData(shard name: String, beyond offset: UInt64, timeout: Duration?) async throws {
+        guard let timeout else {
+            await waitUntilAvailable(shard: name, beyond: offset)
+            return
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.waitUntilAvailable(shard: name, beyond: offset) }
             group.addTask { try? await Task.sleep(for: timeout) }
@@ -219,6 +226,9 @@ extension Journal {
             }
             continuation?.resume()
         }
+        // A cancellation that came after an append had already resumed the waiter left its id
+        // behind: nothing will look for it again.
+        core.withLock { _ = $0.cancelledWaiters.remove(waiterID) }
     }
 
     /// Batches of `shard` from `offset` on, as they are appended: each element is one non-empty
@@ -243,11 +253,12 @@ public struct JournalSubscription: AsyncSequence, Sendable {
 
         public mutating func next() async throws -> ReadResult? {
             while !Task.isCancelled {
-                let result = try await journal.read(shard: shard, from: offset, maxBytes: maxBytes, maxWait: .seconds(3600))
+                let result = try await journal.read(shard: shard, from: offset, maxBytes: maxBytes, maxWait: .zero)
                 if !result.batches.isEmpty {
                     offset = result.nextOffset
                     return result
                 }
+                try await journal.waitForData(shard: shard, beyond: offset, timeout: nil)
             }
             return nil
         }

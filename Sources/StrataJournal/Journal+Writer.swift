@@ -88,7 +88,10 @@ extension Journal {
                 return takeGroup()
             }
             do {
+                let started = ContinuousClock.now
                 try rollSegment()
+                let elapsed = ContinuousClock.now - started
+                if elapsed >= Self.slowWrite { logSlow("WAL segment roll", elapsed, group: [], sync: true) }
             } catch {
                 failStop(error)
                 return ([], stopping)
@@ -247,6 +250,20 @@ extension Journal {
         }
     }
 
+    /// A WAL write, sync or roll that takes this long is logged (appends waited behind it).
+    static let slowWrite: Duration = .milliseconds(200)
+
+    private func logSlow(_ what: String, _ elapsed: Duration, group: [PendingEntry], sync: Bool) {
+        let relocations = group.count { if case .relocation = $0.kind { true } else { false } }
+        logger.warning(
+            "slow \(what): appends waited behind it",
+            metadata: [
+                "journal.ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+                "journal.bytes": "\(group.reduce(0) { $0 + $1.frameLength })", "journal.entries": "\(group.count)",
+                "journal.relocations": "\(relocations)", "journal.sync": "\(sync)",
+            ])
+    }
+
     private func writeGroup(_ group: [PendingEntry], sync: Bool) {
         do {
             // Catalog changes are tiny and must go on at the reserve (deleting a shard frees space).
@@ -278,10 +295,9 @@ extension Journal {
             do throws(WALIOError) {
                 try io.write(
                     fd: active.file.fd, active.buffer.pointer, count: active.buffer.count, offset: Int64(start), sync: sync)
-                if sync {
-                    let elapsed = ContinuousClock.now - started
-                    core.withLock { $0.statistics.walSyncLatency.record(elapsed) }
-                }
+                let elapsed = ContinuousClock.now - started
+                if sync { core.withLock { $0.statistics.walSyncLatency.record(elapsed) } }
+                if elapsed >= Self.slowWrite { logSlow("WAL write", elapsed, group: group, sync: sync) }
             } catch {
                 // Nothing of this group is acknowledged, and nothing after it will be: no truncate
                 // and no retry of a file whose pages the kernel may have dropped.

@@ -170,6 +170,9 @@ public struct JournalConfiguration: Sendable {
     public var backgroundMaintenance: Bool = true
     /// A sealed segment whose live bytes fall below this fraction is compacted.
     public var compactionThreshold: Double = 0.5
+    /// Bytes of compaction copies handed to the WAL writer at once (the most a foreground append
+    /// can find queued ahead of it from compaction).
+    public var compactionChunkBytes: Int = 1 << 20
 
     /// Appends are refused with `diskFull` while the data directory's filesystem has less free
     /// space than this, so that the index database always has room to write (it must never

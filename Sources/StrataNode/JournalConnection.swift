@@ -438,7 +438,7 @@ final class JournalConnection: Sendable {
                         // Wait for data first, so an idle subscription holds no budget.
                         while try journal.describeShard(shard).endOffset <= next {
                             try Task.checkCancellation()
-                            try await journal.waitForData(shard: shard, beyond: next, timeout: .seconds(30))
+                            try await journal.waitForData(shard: shard, beyond: next, timeout: nil)
                         }
                         guard await self.reserve(bytes) else { break }
                         var result: ReadResult

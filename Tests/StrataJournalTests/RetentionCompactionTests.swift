@@ -106,4 +106,35 @@ import Testing
             replayed.close()
         }
     }
+
+    /// Compaction hands its copies to the writer in rounds of `compactionChunkBytes`, so a
+    /// foreground append never waits behind a whole segment's copies (the soak's stalls).
+    @Test func compactionCopiesInBoundedRounds() async throws {
+        try await withTemporaryDirectory { dir in
+            var configuration = testConfiguration(dir, segmentBytes: 1 << 16)
+            configuration.compactionChunkBytes = 4096
+            let journal = try Journal(configuration: configuration, logger: quietLogger)
+            _ = try await journal.createShards([("keep", ShardConfig()), ("drop", ShardConfig(retentionBytes: 1))])
+            var kept: [String] = []
+            for n in 0..<400 {
+                if n % 3 == 0 {
+                    _ = try await journal.append(shard: "keep", batch: makeBatch("k\(n)", count: 1, size: 900))
+                    kept.append("k\(n)-0")
+                } else {
+                    _ = try await journal.append(shard: "drop", batch: makeBatch("d\(n)", count: 1, size: 900))
+                }
+            }
+            let before = journal.statistics
+            try journal.runMaintenance()
+            let after = journal.statistics
+            let compacted = after.compactedBytes - before.compactedBytes
+            let writes = after.walWrites - before.walWrites
+            #expect(compacted > 40_000)
+            // One write per round: at least compacted / (chunk + one frame) of them, where one
+            // write per compacted segment was the old behaviour.
+            #expect(writes >= compacted / (4096 + 1100), "\(writes) writes for \(compacted) bytes")
+            #expect(try await readAll(journal, "keep").map(\.1) == kept)
+            journal.close()
+        }
+    }
 }

@@ -105,15 +105,19 @@ final class KafkaBenchConnection: Sendable {
         buffer.writeString(value)
     }
 
-    /// CreateTopics v4; an existing topic (error 36) is fine.
-    func createTopic(_ name: String, partitions: Int32) async throws {
+    /// CreateTopics v4 with topic configs; an existing topic (error 36) is fine.
+    func createTopic(_ name: String, partitions: Int32, configs: [(name: String, value: String)] = []) async throws {
         var body = ByteBuffer()
         body.writeInteger(Int32(1))
         Self.string(name, into: &body)
         body.writeInteger(partitions)
         body.writeInteger(Int16(1))
         body.writeInteger(Int32(0))  // assignments
-        body.writeInteger(Int32(0))  // configs
+        body.writeInteger(Int32(configs.count))
+        for config in configs {
+            Self.string(config.name, into: &body)
+            Self.string(config.value, into: &body)
+        }
         body.writeInteger(Int32(30_000))
         body.writeInteger(Int8(0))
         var answer = try await call(api: 19, version: 4, body: body)

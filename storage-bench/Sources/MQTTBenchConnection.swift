@@ -124,10 +124,11 @@ final class MQTTBenchConnection: Sendable {
         try await closed.futureResult.get()
     }
 
-    /// Publishes round robin over `topics` until `deadline`; returns how many it sent.
+    /// Publishes round robin over `topics` until `deadline`, at most `perSecond` messages a second
+    /// when given; returns how many it sent.
     func publishUntil(
         _ deadline: ContinuousClock.Instant, topics: [String], first: Int, qos: UInt8, size: Int, inflight: Int,
-        origin: ContinuousClock.Instant
+        origin: ContinuousClock.Instant, perSecond: Double? = nil
     ) async throws -> Int {
         let window = BenchWindow(size: inflight)
         let handler = self.handler
@@ -152,7 +153,12 @@ final class MQTTBenchConnection: Sendable {
         var sent = 0
         var packetID: UInt16 = 0
         let padding = [UInt8](repeating: 0x61, count: size - 8)
+        let start = ContinuousClock.now
         while ContinuousClock.now < deadline {
+            if let perSecond {
+                let due = start + .seconds(Double(sent) / perSecond)
+                if due > ContinuousClock.now { try await Task.sleep(until: min(due, deadline)) }
+            }
             if qos > 0 { guard await window.acquire() else { break } }
             var payload = channel.allocator.buffer(capacity: size)
             payload.writeInteger(UInt64((ContinuousClock.now - origin).nanoseconds))

@@ -133,6 +133,8 @@ final class MQTTBenchStats: Sendable {
         var delivered = 0
         var histogram = Histogram<UInt64>.latency()
         var lastDelivery: ContinuousClock.Instant?
+        var sinceTake = 0
+        var histogramSinceTake = Histogram<UInt64>.latency()
     }
 
     private let state = Mutex(State())
@@ -142,6 +144,19 @@ final class MQTTBenchStats: Sendable {
             state.delivered += 1
             state.histogram.record(latency: latency)
             state.lastDelivery = instant
+            state.sinceTake += 1
+            state.histogramSinceTake.record(latency: latency)
+        }
+    }
+
+    /// The deliveries and their latencies since the last call (for per-interval reports).
+    func take() -> (delivered: Int, histogram: Histogram<UInt64>) {
+        state.withLock { state in
+            defer {
+                state.sinceTake = 0
+                state.histogramSinceTake.reset()
+            }
+            return (state.sinceTake, state.histogramSinceTake)
         }
     }
 

@@ -70,7 +70,7 @@ struct ProcessStats: Sendable {
     }
 
     /// Reads a file that reports no size (as /proc files do) to its end.
-    private static func readSmallFile(_ path: String) -> String? {
+    static func readSmallFile(_ path: String) -> String? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }

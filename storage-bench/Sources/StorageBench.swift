@@ -9,6 +9,6 @@ struct StorageBench: AsyncParsableCommand {
         abstract: "Benchmarks the Strata journal against the limits of the disk under it.",
         subcommands: [
             LimitCommand.self, AppendCommand.self, ReadCommand.self, MQTTCommand.self, KafkaCommand.self,
-            TierCommand.self, CrashWriterCommand.self, CrashSimCommand.self,
+            TierCommand.self, SoakCommand.self, CrashWriterCommand.self, CrashSimCommand.self,
         ])
 }
