@@ -2,12 +2,18 @@
 # Runs the engine benchmark set of docs/benchmarks.md, each engine figure beside the disk limit
 # measured in the same invocation, and keeps the JSON lines in storage-bench/results/.
 # Usage: storage-bench/run-suite.sh [DATA_PARENT_DIR]   (default /tmp; must be on the disk to measure)
+# STORAGE_BENCH=PATH runs another build of storage-bench (an older commit's, for a before/after
+# comparison) instead of building this one; STRATA_SUITE_LABEL=NAME goes into the file names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product storage-bench >/dev/null
-bench="$(swift build -c release --show-bin-path)/storage-bench"
+if [ -n "${STORAGE_BENCH:-}" ]; then
+    bench="$STORAGE_BENCH"
+else
+    swift build -c release --product storage-bench >/dev/null
+    bench="$(swift build -c release --show-bin-path)/storage-bench"
+fi
 parent="${1:-/tmp}"
-out="storage-bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl"
+out="storage-bench/results/$(date -u +%Y%m%dT%H%M%SZ)${STRATA_SUITE_LABEL:+-$STRATA_SUITE_LABEL}.jsonl"
 run() {
     local dir
     dir="$(mktemp -d "$parent/strata-bench-XXXXXX")"

@@ -29,5 +29,5 @@ status=0
 "$bin/storage-bench" soak --pid "$node" --mqtt-url "mqtt://$mqtt" --kafka-bootstrap "$kafka" --seconds "$seconds" "$@" || status=$?
 logged="$(grep -cv '^\(mqtt\|mqtt-ws\|kafka\|journal\|http\) ' "$work/node.out" || true)"
 echo "node log: $logged lines at warning or above$([ "$logged" -gt 0 ] && echo ', the last ones:')"
-grep -v '^\(mqtt\|mqtt-ws\|kafka\|journal\|http\) ' "$work/node.out" | tail -10
+grep -v '^\(mqtt\|mqtt-ws\|kafka\|journal\|http\) ' "$work/node.out" | tail -10 || true
 exit "$status"

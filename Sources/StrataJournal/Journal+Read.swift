@@ -259,6 +259,8 @@ public struct JournalSubscription: AsyncSequence, Sendable {
                     return result
                 }
                 try await journal.waitForData(shard: shard, beyond: offset, timeout: nil)
+                // A closed journal wakes every waiter and takes no more: end instead of spinning.
+                if journal.core.withLock({ $0.closing }) { throw JournalError(.closed, "the journal is closed") }
             }
             return nil
         }

@@ -263,7 +263,7 @@ struct SoakSample {
                 line.add("\(name)_p99_us", Int(part.histogram.valueAtPercentile(99)))
                 line.add("\(name)_max_us", Int(part.histogram.max))
             }
-            Swift.print(line.text)
+            Console.out(line.text + "\n")
             return
         }
         var text = "\(String(Int(atSeconds.rounded())).padded(to: 6)) s  rss \((Double(rssBytes) / 1_048_576).fixed(0).padded(to: 5)) MiB"
@@ -273,7 +273,7 @@ struct SoakSample {
             text +=
                 "  \(name) \(Int(Double(part.delivered) / seconds)) \(unit) p50/p99/max \(ms(part.histogram.valueAtPercentile(50)))/\(ms(part.histogram.valueAtPercentile(99)))/\(ms(part.histogram.max)) ms"
         }
-        Swift.print(text)
+        Console.out(text + "\n")
     }
 }
 
@@ -350,10 +350,10 @@ struct SoakVerdict {
             line.add("verdict", failures.isEmpty ? "flat" : "failed")
             for (name, text) in lines { line.add(name, text) }
             line.add("failures", failures.joined(separator: "; "))
-            Swift.print(line.text)
+            Console.out(line.text + "\n")
             return
         }
-        for (name, text) in lines { Swift.print("\(name.padded(to: 6)) \(text)") }
-        Swift.print(failures.isEmpty ? "verdict: flat" : "verdict: FAILED: \(failures.joined(separator: "; "))")
+        for (name, text) in lines { Console.out("\(name.padded(to: 6)) \(text)\n") }
+        Console.out(failures.isEmpty ? "verdict: flat\n" : "verdict: FAILED: \(failures.joined(separator: "; "))\n")
     }
 }
