@@ -258,7 +258,7 @@ extension Journal {
         logger.warning(
             "slow \(what): appends waited behind it",
             metadata: [
-                "journal.ms": "\(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)",
+                "journal.ms": "\(Int(elapsed.seconds * 1000))",
                 "journal.bytes": "\(group.reduce(0) { $0 + $1.frameLength })", "journal.entries": "\(group.count)",
                 "journal.relocations": "\(relocations)", "journal.sync": "\(sync)",
             ])

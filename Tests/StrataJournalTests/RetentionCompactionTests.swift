@@ -77,15 +77,7 @@ import Testing
             let configuration = testConfiguration(dir, segmentBytes: 1 << 16)
             let journal = try Journal(configuration: configuration, logger: quietLogger)
             _ = try await journal.createShards([("keep", ShardConfig()), ("drop", ShardConfig(retentionBytes: 1))])
-            var kept: [String] = []
-            for n in 0..<400 {
-                if n % 4 == 0 {
-                    _ = try await journal.append(shard: "keep", batch: makeBatch("k\(n)", count: 1, size: 900))
-                    kept.append("k\(n)-0")
-                } else {
-                    _ = try await journal.append(shard: "drop", batch: makeBatch("d\(n)", count: 1, size: 900))
-                }
-            }
+            let kept = try await appendInterleaved(journal, keepEvery: 4)
             let filesBefore = try segmentFiles(dir)
             #expect(filesBefore.count >= 5)
             try journal.runMaintenance()
@@ -115,15 +107,7 @@ import Testing
             configuration.compactionChunkBytes = 4096
             let journal = try Journal(configuration: configuration, logger: quietLogger)
             _ = try await journal.createShards([("keep", ShardConfig()), ("drop", ShardConfig(retentionBytes: 1))])
-            var kept: [String] = []
-            for n in 0..<400 {
-                if n % 3 == 0 {
-                    _ = try await journal.append(shard: "keep", batch: makeBatch("k\(n)", count: 1, size: 900))
-                    kept.append("k\(n)-0")
-                } else {
-                    _ = try await journal.append(shard: "drop", batch: makeBatch("d\(n)", count: 1, size: 900))
-                }
-            }
+            let kept = try await appendInterleaved(journal, keepEvery: 3)
             let before = journal.statistics
             try journal.runMaintenance()
             let after = journal.statistics
@@ -136,5 +120,20 @@ import Testing
             #expect(try await readAll(journal, "keep").map(\.1) == kept)
             journal.close()
         }
+    }
+
+    /// 400 batches of 900 B, one in `keepEvery` to shard "keep" and the rest to "drop" (which
+    /// retention empties), so every segment is left sparse; returns the kept records' values.
+    private func appendInterleaved(_ journal: Journal, keepEvery: Int) async throws -> [String] {
+        var kept: [String] = []
+        for n in 0..<400 {
+            if n % keepEvery == 0 {
+                _ = try await journal.append(shard: "keep", batch: makeBatch("k\(n)", count: 1, size: 900))
+                kept.append("k\(n)-0")
+            } else {
+                _ = try await journal.append(shard: "drop", batch: makeBatch("d\(n)", count: 1, size: 900))
+            }
+        }
+        return kept
     }
 }

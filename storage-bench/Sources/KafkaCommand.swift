@@ -41,10 +41,8 @@ struct KafkaCommand: AsyncParsableCommand {
     }
 
     func endpoint() throws -> (String, Int) {
-        guard let colon = bootstrap.lastIndex(of: ":"), let port = Int(bootstrap[bootstrap.index(after: colon)...]) else {
-            throw ValidationError("--bootstrap is HOST:PORT")
-        }
-        return (String(bootstrap[..<colon]), port)
+        guard let endpoint = parseHostPort(bootstrap[...]) else { throw ValidationError("--bootstrap is HOST:PORT") }
+        return endpoint
     }
 
     func run() async throws {

@@ -40,11 +40,10 @@ struct MQTTCommand: AsyncParsableCommand {
     }
 
     func endpoint() throws -> (String, Int) {
-        let rest = url.dropFirst("mqtt://".count)
-        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]) else {
+        guard let endpoint = parseHostPort(url.dropFirst("mqtt://".count)) else {
             throw ValidationError("--url is mqtt://HOST:PORT")
         }
-        return (String(rest[..<colon]), port)
+        return endpoint
     }
 
     func run() async throws {

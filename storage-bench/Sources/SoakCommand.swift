@@ -39,6 +39,10 @@ struct SoakCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard mqttUrl != nil || kafkaBootstrap != nil else { throw ValidationError("give --mqtt-url, --kafka-bootstrap or both") }
+        if mqttUrl != nil && mqttURL == nil { throw ValidationError("--mqtt-url is mqtt://HOST:PORT") }
+        if let kafkaBootstrap, parseHostPort(kafkaBootstrap[...]) == nil {
+            throw ValidationError("--kafka-bootstrap is HOST:PORT")
+        }
         guard seconds > 0, interval > 0, interval <= seconds, mqttInflight >= 1, mqttSize >= 16, kafkaPartitions >= 1,
             kafkaSize >= 1, kafkaBatchBytes >= kafkaSize, kafkaInflight >= 1, retentionBytes >= 0, mqttRate >= 0, kafkaRate >= 0
         else { throw ValidationError("check --seconds, --interval, the rates, sizes and windows") }
@@ -96,9 +100,7 @@ struct SoakCommand: AsyncParsableCommand {
 
     private var mqttURL: (host: String, port: Int)? {
         guard let mqttUrl, mqttUrl.hasPrefix("mqtt://") else { return nil }
-        let rest = mqttUrl.dropFirst("mqtt://".count)
-        guard let colon = rest.lastIndex(of: ":"), let port = Int(rest[rest.index(after: colon)...]) else { return nil }
-        return (String(rest[..<colon]), port)
+        return parseHostPort(mqttUrl.dropFirst("mqtt://".count))
     }
 }
 
@@ -173,10 +175,8 @@ final class SoakKafka: Sendable {
     static func open(
         bootstrap: String, topic: String, partitions: Int32, retentionBytes: Int64, size: Int, batchBytes: Int, inflight: Int
     ) async throws -> SoakKafka {
-        guard let colon = bootstrap.lastIndex(of: ":"), let port = Int(bootstrap[bootstrap.index(after: colon)...]) else {
-            throw BenchError("--kafka-bootstrap is HOST:PORT")
-        }
-        let connection = try await KafkaBenchConnection.open(host: String(bootstrap[..<colon]), port: port)
+        guard let endpoint = parseHostPort(bootstrap[...]) else { throw BenchError("--kafka-bootstrap is HOST:PORT") }
+        let connection = try await KafkaBenchConnection.open(host: endpoint.host, port: endpoint.port)
         try await connection.createTopic(
             topic, partitions: partitions,
             configs: retentionBytes > 0 ? [(name: "retention.bytes", value: "\(retentionBytes)")] : [])
