@@ -5,6 +5,8 @@
 # node's RSS and each protocol's rate and p50/p99/max are printed per minute, then a verdict.
 # Extra arguments go to `storage-bench soak` (e.g. --retention-bytes 0 for the baseline without
 # retention, --baseline-max-ms MS to hold the max latency to twice that baseline's).
+# NODE_ARGS adds journal-node flags (e.g. NODE_ARGS="--slow-log-ms 50" to see slow steps);
+# NODE_LOG=FILE keeps every warning the node logged.
 # Usage: storage-bench/soak.sh [SECONDS] [DATA_PARENT_DIR] [storage-bench soak options…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ bin="$(swift build -c release --show-bin-path)"
 work="$(mktemp -d "$parent/strata-soak-XXXXXX")"
 trap 'kill "$node" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 "$bin/journal-node" --data-dir "$work/data" --listen 127.0.0.1:0 --http 127.0.0.1:0 --gateways all \
-    --mqtt-listen 127.0.0.1:0 --mqtt-allow-anonymous --kafka-listen 127.0.0.1:0 --log-level warning >"$work/node.out" 2>&1 &
+    --mqtt-listen 127.0.0.1:0 --mqtt-allow-anonymous --kafka-listen 127.0.0.1:0 --log-level warning ${NODE_ARGS:-} >"$work/node.out" 2>&1 &
 node=$!
 for _ in $(seq 100); do grep -q '^kafka ' "$work/node.out" 2>/dev/null && grep -q '^mqtt ' "$work/node.out" && break; sleep 0.1; done
 mqtt="$(awk '/^mqtt / {print $2; exit}' "$work/node.out")"
@@ -27,6 +29,9 @@ echo "disk: $(df -h "$parent" | tail -1); node pid $node, mqtt $mqtt, kafka $kaf
 echo "### storage-bench soak --seconds $seconds $*"
 status=0
 "$bin/storage-bench" soak --pid "$node" --mqtt-url "mqtt://$mqtt" --kafka-bootstrap "$kafka" --seconds "$seconds" "$@" || status=$?
+grep -v '^\(mqtt\|mqtt-ws\|kafka\|journal\|http\) ' "$work/node.out" >"${NODE_LOG:-/dev/null}" || true
+http="$(awk '/^http / {print $2; exit}' "$work/node.out")"
+echo "index memory at the end: $(curl -fsS "http://$http/metrics" 2>/dev/null | awk '/^strata_journal_index_/ {printf "%s %.1f MiB  ", $1, $2 / 1048576}')"
 logged="$(grep -cv '^\(mqtt\|mqtt-ws\|kafka\|journal\|http\) ' "$work/node.out" || true)"
 echo "node log: $logged lines at warning or above$([ "$logged" -gt 0 ] && echo ', the last ones:')"
 grep -v '^\(mqtt\|mqtt-ws\|kafka\|journal\|http\) ' "$work/node.out" | tail -10 || true

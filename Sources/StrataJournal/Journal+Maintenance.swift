@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 
 extension Journal {
@@ -23,13 +24,27 @@ extension Journal {
         try db.flush()
     }
 
+    /// Runs one maintenance step, logged at warning when it took `slowOperationLog` or longer.
+    private func timed<T>(_ what: String, _ metadata: Logger.Metadata = [:], _ body: () throws -> T) rethrows -> T {
+        let started = ContinuousClock.now
+        defer {
+            let elapsed = ContinuousClock.now - started
+            if elapsed >= configuration.slowOperationLog {
+                logger.warning(
+                    "slow maintenance step: \(what)",
+                    metadata: metadata.merging(["journal.ms": "\(Int(elapsed.seconds * 1000))"]) { $1 })
+            }
+        }
+        return try body()
+    }
+
     /// One round of upkeep: retention, index checkpoint, removal of dead segments, compaction of
     /// sparse ones. Runs on the maintenance thread every `maintenanceInterval`; blocking.
     public func runMaintenance() throws {
         try maintenanceLock.withLock { _ in
             try applyRetention()
             requestRollIfAged()
-            try checkpoint()
+            try timed("index checkpoint") { try checkpoint() }
             try reclaimSegments()
         }
     }
@@ -82,7 +97,8 @@ extension Journal {
                 db.scan(prefix: StorageKeys.indexPrefix(id)) { key, value in
                     guard let entry = IndexEntry(value), entry.lastOffset < end else { return false }
                     let length = Int64(entry.frameLength) - Int64(WALFormat.frameHeaderSize)
-                    let tooOld = config.retentionMilliseconds.map { entry.maxTimestamp < now.minusSaturating($0) } ?? false
+                    let tooOld =
+                        config.retentionMilliseconds.map { entry.maxTimestamp < now.minusSaturating($0) } ?? false
                     let tooBig = config.retentionBytes.map { remaining > $0 } ?? false
                     guard tooOld || tooBig else { return false }
                     batch.delete(Array(key))
@@ -103,7 +119,9 @@ extension Journal {
                 batch.put(StorageKeys.startFloor(id), newStart.bigEndianBytes)
             } else {
                 // The floor is synced first: offsets never go back, even if the deletions are lost.
-                try db.put(StorageKeys.startFloor(id), newStart.bigEndianBytes, durable: true)
+                try timed("retention floor sync", ["journal.shard": "\(name)"]) {
+                    try db.put(StorageKeys.startFloor(id), newStart.bigEndianBytes, durable: true)
+                }
             }
             // Readers see the new start before its batches leave the index: one that finds its
             // batch gone then answers offset_out_of_range instead of serving the next batch.
@@ -111,7 +129,9 @@ extension Journal {
                 guard let shard = core.shards[id] else { return }
                 shard.startOffset = max(shard.startOffset, newStart)
             }
-            try db.write(batch, durable: tierFreed > 0)
+            try timed("retention index deletes", ["journal.shard": "\(name)"]) {
+                try db.write(batch, durable: tierFreed > 0)
+            }
             core.withLock { core in
                 guard let shard = core.shards[id] else { return }
                 shard.storedBytes -= storedBytes - remaining
@@ -121,14 +141,19 @@ extension Journal {
             }
             logger.debug(
                 "retention applied",
-                metadata: ["journal.shard": "\(name)", "journal.start": "\(newStart)", "journal.freed": "\(storedBytes - remaining)"])
+                metadata: [
+                    "journal.shard": "\(name)", "journal.start": "\(newStart)",
+                    "journal.freed": "\(storedBytes - remaining)",
+                ])
         }
     }
 
     // MARK: Segments
 
     /// A frame copied out of a scan buffer, so queued copies do not pin whole chunks.
-    private static func copy(_ buffer: ByteBuffer, at index: Int, length: Int, _ allocator: ByteBufferAllocator) -> ByteBuffer {
+    private static func copy(_ buffer: ByteBuffer, at index: Int, length: Int, _ allocator: ByteBufferAllocator)
+        -> ByteBuffer
+    {
         var frame = allocator.buffer(capacity: length)
         frame.writeImmutableBuffer(buffer.getSlice(at: index, length: length)!)
         return frame
@@ -175,11 +200,13 @@ extension Journal {
             core.segmentTotal[segment] = nil
             core.segmentLive[segment] = nil
         }
-        segments.remove(segment)
-        do {
-            try FileDescriptor.syncDirectory(walDirectory)
-        } catch {
-            logger.error("segment removal not synced", metadata: ["error": "\(error)"])
+        timed("segment removal", ["journal.segment": "\(segment)"]) {
+            segments.remove(segment)
+            do {
+                try FileDescriptor.syncDirectory(walDirectory)
+            } catch {
+                logger.error("segment removal not synced", metadata: ["error": "\(error)"])
+            }
         }
         logger.debug("segment removed", metadata: ["journal.segment": "\(segment)"])
     }
@@ -191,10 +218,12 @@ extension Journal {
             let (check, _) = try scanner.check()
             switch check {
             case .frame(let shardID, let header, let length):
-                if let entry = try db.get(StorageKeys.index(shardID, UInt64(header.baseOffset))).flatMap(IndexEntry.init),
+                if let entry = try db.get(StorageKeys.index(shardID, UInt64(header.baseOffset))).flatMap(
+                    IndexEntry.init),
                     entry.segment == segment
                 {
-                    return "the index points at shard id \(shardID) offset \(header.baseOffset) at position \(scanner.position)"
+                    return
+                        "the index points at shard id \(shardID) offset \(header.baseOffset) at position \(scanner.position)"
                 }
                 scanner.advance(by: length)
             case .end:
@@ -235,11 +264,13 @@ extension Journal {
                 {
                     round.append(
                         PendingEntry(
-                            shardID: shardID, frame: Self.copy(scanner.buffer, at: bufferIndex, length: length, allocator),
+                            shardID: shardID,
+                            frame: Self.copy(scanner.buffer, at: bufferIndex, length: length, allocator),
                             baseOffset: UInt64(header.baseOffset), lastOffset: UInt64(header.lastOffset),
                             maxTimestamp: header.maxTimestamp, durability: .fsync, addsTimeIndex: false,
                             kind: .relocation(
-                                from: WALPosition(segment: segment, position: UInt64(position)), completion: Completion())))
+                                from: WALPosition(segment: segment, position: UInt64(position)),
+                                completion: Completion())))
                     roundBytes += length
                     if roundBytes >= configuration.compactionChunkBytes { try flush() }
                 }
@@ -251,7 +282,7 @@ extension Journal {
             }
         }
         try flush()
-        try checkpoint()
+        try timed("index checkpoint after compaction") { try checkpoint() }
         removeSegment(segment)
         logger.info(
             "segment compacted",

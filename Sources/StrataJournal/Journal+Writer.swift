@@ -2,7 +2,7 @@ import Foundation
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 extension Journal {
@@ -91,7 +91,9 @@ extension Journal {
                 let started = ContinuousClock.now
                 try rollSegment()
                 let elapsed = ContinuousClock.now - started
-                if elapsed >= Self.slowWrite { logSlow("WAL segment roll", elapsed, group: [], sync: true) }
+                if elapsed >= configuration.slowOperationLog {
+                    logSlow("WAL segment roll", elapsed, group: [], sync: true)
+                }
             } catch {
                 failStop(error)
                 return ([], stopping)
@@ -136,7 +138,8 @@ extension Journal {
             let next = try Self.createSegment(
                 id: active.id + 1, directory: walDirectory, io: io, spare: segments.takeSpare())
             segments.setSalt(next.salt, for: next.id)
-            logger.debug("segment rolled", metadata: ["journal.segment": "\(next.id)", "journal.recycled": "\(next.recycled)"])
+            logger.debug(
+                "segment rolled", metadata: ["journal.segment": "\(next.id)", "journal.recycled": "\(next.recycled)"])
             let sealed = active.id
             active = ActiveSegment(id: next.id, file: next.file, position: UInt64(WALFormat.segmentHeaderSize))
             active.salt = next.salt
@@ -156,9 +159,11 @@ extension Journal {
     /// `spare` (a deleted segment's file) the file is reused: renamed, its header rewritten, its
     /// old bytes left to be overwritten, so that syncs of new frames overwrite written blocks
     /// instead of allocating new ones (the frame checksum salt keeps the old frames out).
-    static func createSegment(id: UInt64, directory: String, io: any WALIO, spare: String? = nil) throws(JournalError) -> (
-        id: UInt64, file: FileDescriptor, salt: UInt32, recycled: Bool
-    ) {
+    static func createSegment(id: UInt64, directory: String, io: any WALIO, spare: String? = nil) throws(JournalError)
+        -> (
+            id: UInt64, file: FileDescriptor, salt: UInt32, recycled: Bool
+        )
+    {
         let path = directory + "/" + WALFormat.segmentFileName(id)
         // A spare gets its new header (synced) under its spare name first and only then its
         // segment name, so a segment name never shows another segment's header.
@@ -250,9 +255,6 @@ extension Journal {
         }
     }
 
-    /// A WAL write, sync or roll that takes this long is logged (appends waited behind it).
-    static let slowWrite: Duration = .milliseconds(200)
-
     private func logSlow(_ what: String, _ elapsed: Duration, group: [PendingEntry], sync: Bool) {
         let relocations = group.count { if case .relocation = $0.kind { true } else { false } }
         logger.warning(
@@ -294,10 +296,11 @@ extension Journal {
             let started = ContinuousClock.now
             do throws(WALIOError) {
                 try io.write(
-                    fd: active.file.fd, active.buffer.pointer, count: active.buffer.count, offset: Int64(start), sync: sync)
+                    fd: active.file.fd, active.buffer.pointer, count: active.buffer.count, offset: Int64(start),
+                    sync: sync)
                 let elapsed = ContinuousClock.now - started
                 if sync { core.withLock { $0.statistics.walSyncLatency.record(elapsed) } }
-                if elapsed >= Self.slowWrite { logSlow("WAL write", elapsed, group: group, sync: sync) }
+                if elapsed >= configuration.slowOperationLog { logSlow("WAL write", elapsed, group: group, sync: sync) }
             } catch {
                 // Nothing of this group is acknowledged, and nothing after it will be: no truncate
                 // and no retry of a file whose pages the kernel may have dropped.
@@ -368,7 +371,8 @@ extension Journal {
                 switch entry.kind {
                 case .append(let completion):
                     guard let shard = core.shards[entry.shardID] else {
-                        acknowledgements.append((completion, .failure(JournalError(.unknownShard, "the shard was deleted"))))
+                        acknowledgements.append(
+                            (completion, .failure(JournalError(.unknownShard, "the shard was deleted"))))
                         continue
                     }
                     core.segmentLive[segment, default: 0] += Int64(entry.frameLength)
@@ -382,7 +386,8 @@ extension Journal {
                         limit: tailLimit)
                     waiters += shard.takeWaiters()
                     acknowledgements.append(
-                        (completion, .success(AppendResult(baseOffset: entry.baseOffset, lastOffset: entry.lastOffset))))
+                        (completion, .success(AppendResult(baseOffset: entry.baseOffset, lastOffset: entry.lastOffset)))
+                    )
                 case .control(let replaces, let completion):
                     core.segmentLive[segment, default: 0] += Int64(entry.frameLength)
                     if let replaces { core.segmentLive[replaces.segment, default: 0] -= Int64(replaces.frameLength) }

@@ -5,7 +5,7 @@ import NIOPosix
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The tiered journal engine: named shards of RecordBatch v2 batches with dense offsets, one
@@ -48,15 +48,17 @@ public final class Journal: Sendable {
         self.logger = logger
         let fileManager = FileManager.default
         do {
-            try fileManager.createDirectory(atPath: configuration.dataDirectory + "/wal", withIntermediateDirectories: true)
-            try fileManager.createDirectory(atPath: configuration.dataDirectory + "/index", withIntermediateDirectories: true)
+            try fileManager.createDirectory(
+                atPath: configuration.dataDirectory + "/wal", withIntermediateDirectories: true)
+            try fileManager.createDirectory(
+                atPath: configuration.dataDirectory + "/index", withIntermediateDirectories: true)
         } catch {
             throw JournalError(.ioError, "cannot create \(configuration.dataDirectory): \(error)")
         }
         // The directories' own entries are durable before anything is written into them.
         try FileDescriptor.syncDirectory(configuration.dataDirectory)
         try FileDescriptor.syncDirectory(configuration.dataDirectory + "/wal")
-        db = try RocksDB(path: configuration.dataDirectory + "/index")
+        db = try RocksDB(path: configuration.dataDirectory + "/index", cacheBytes: configuration.indexCacheBytes)
         io = try configuration.walIOOverride ?? Self.makeIO(configuration.walIO, logger: logger)
         segments = SegmentFiles(directory: configuration.dataDirectory + "/wal")
         segments.adoptSpares()
@@ -102,7 +104,8 @@ public final class Journal: Sendable {
             do throws(WALIOError) {
                 return try URingIO()
             } catch {
-                logger.notice("io_uring unavailable, using pwrite + fdatasync", metadata: ["error": "\(error.journalError)"])
+                logger.notice(
+                    "io_uring unavailable, using pwrite + fdatasync", metadata: ["error": "\(error.journalError)"])
                 return PwriteIO()
             }
         }
@@ -126,7 +129,9 @@ public final class Journal: Sendable {
         // scan them as a torn tail.
         if core.withLock({ $0.failure == nil }) {
             do {
-                try active.withLock { (active: inout ActiveSegment) throws(JournalError) in try active.cutReusedTail(io: io) }
+                try active.withLock { (active: inout ActiveSegment) throws(JournalError) in
+                    try active.cutReusedTail(io: io)
+                }
             } catch {
                 logger.error("cannot cut the reused active segment", metadata: ["error": "\(error)"])
             }
@@ -143,6 +148,8 @@ public final class Journal: Sendable {
     }
 
     public var statistics: JournalStatistics { core.withLock { $0.statistics } }
+    /// What the index database holds in memory now.
+    public var indexMemory: IndexMemory { db.memoryUsage }
 
     /// Failed after a WAL or index I/O error (fail-stop, until a restart), degraded while the
     /// disk reserve refuses appends, else ok.
@@ -249,7 +256,8 @@ public final class Journal: Sendable {
                 // the catalog from the WAL never brings the shard back.
                 do {
                     try writeControl([
-                        ControlFrame.Change(record: ShardRecord(id: shard.id, name: name, config: shard.config), deleted: true)
+                        ControlFrame.Change(
+                            record: ShardRecord(id: shard.id, name: name, config: shard.config), deleted: true)
                     ])
                 } catch {
                     core.withLock { $0.idsByName[name] = shard.id }
@@ -257,7 +265,9 @@ public final class Journal: Sendable {
                 }
                 var bytesBySegment: [UInt64: Int64] = [:]
                 db.scan(prefix: StorageKeys.indexPrefix(shard.id)) { _, value in
-                    if let entry = IndexEntry(value) { bytesBySegment[entry.segment, default: 0] += Int64(entry.frameLength) }
+                    if let entry = IndexEntry(value) {
+                        bytesBySegment[entry.segment, default: 0] += Int64(entry.frameLength)
+                    }
                     return true
                 }
                 let batch = RocksDB.WriteBatch()

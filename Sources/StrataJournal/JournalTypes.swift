@@ -121,10 +121,27 @@ public struct JournalStatistics: Sendable, Hashable {
     public init() {}
 }
 
+/// What the index database (RocksDB) holds in memory.
+public struct IndexMemory: Sendable, Hashable {
+    /// The block cache: data, index and filter blocks (at most `JournalConfiguration.indexCacheBytes`).
+    public var cacheBytes = 0
+    /// Table readers outside the cache.
+    public var tableReaderBytes = 0
+    public var memtableBytes = 0
+
+    public init(cacheBytes: Int = 0, tableReaderBytes: Int = 0, memtableBytes: Int = 0) {
+        self.cacheBytes = cacheBytes
+        self.tableReaderBytes = tableReaderBytes
+        self.memtableBytes = memtableBytes
+    }
+}
+
 /// A cumulative-bucket latency histogram (Prometheus style) with fixed bounds.
 public struct LatencyHistogram: Sendable, Hashable {
     /// Upper bounds in seconds; a last, implicit bucket is +Inf.
-    public static let bounds: [Double] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1]
+    public static let bounds: [Double] = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+    ]
     /// Observations per bucket (not cumulative), one more than `bounds` for +Inf.
     public private(set) var counts = [Int64](repeating: 0, count: LatencyHistogram.bounds.count + 1)
     public private(set) var sum: Double = 0
@@ -173,6 +190,14 @@ public struct JournalConfiguration: Sendable {
     /// Bytes of compaction copies handed to the WAL writer at once (the most a foreground append
     /// can find queued ahead of it from compaction).
     public var compactionChunkBytes: Int = 1 << 20
+    /// A WAL write, sync or segment roll, or a maintenance step (retention of one shard, index
+    /// checkpoint, removal or compaction of one segment), that takes at least this long is
+    /// logged at warning with what it did: how an operator ties stalled appends to a cause.
+    public var slowOperationLog: Duration = .milliseconds(200)
+
+    /// The index database's block cache, which also holds its tables' index blocks: what bounds
+    /// the index's memory however many batches it indexes.
+    public var indexCacheBytes: Int = 64 << 20
 
     /// Appends are refused with `diskFull` while the data directory's filesystem has less free
     /// space than this, so that the index database always has room to write (it must never

@@ -6,27 +6,43 @@ import Synchronization
 final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all fields are immutable.
     private let db: OpaquePointer
     private let options: OpaquePointer
+    private let tableOptions: OpaquePointer
+    private let cache: OpaquePointer
     private let syncWrite: OpaquePointer
     private let unsyncedWrite: OpaquePointer
     private let readOptions: OpaquePointer
     let path: String
     private let closed = Mutex(false)
 
-    init(path: String) throws(JournalError) {
+    /// Opens (creating when missing) the database at `path`. Data blocks, index blocks and
+    /// filters all live in one LRU cache of `cacheBytes`, so the index's memory does not grow
+    /// with the number of keys (RocksDB's default keeps every open table's index in memory).
+    init(path: String, cacheBytes: Int) throws(JournalError) {
         let options = rocksdb_options_create()!
         rocksdb_options_set_create_if_missing(options, 1)
         rocksdb_options_increase_parallelism(options, 2)
         rocksdb_options_set_compression(options, Int32(rocksdb_lz4_compression))
         rocksdb_options_set_max_open_files(options, 512)
         rocksdb_options_set_write_buffer_size(options, 16 << 20)
+        let cache = rocksdb_cache_create_lru(cacheBytes)!
+        let tableOptions = rocksdb_block_based_options_create()!
+        rocksdb_block_based_options_set_block_cache(tableOptions, cache)
+        rocksdb_block_based_options_set_cache_index_and_filter_blocks(tableOptions, 1)
+        // Level-0 tables are read by every lookup: their index stays in the cache, pinned.
+        rocksdb_block_based_options_set_pin_l0_filter_and_index_blocks_in_cache(tableOptions, 1)
+        rocksdb_options_set_block_based_table_factory(options, tableOptions)
         var error: UnsafeMutablePointer<CChar>?
         let handle = rocksdb_open(options, path, &error)
         guard let handle, error == nil else {
             rocksdb_options_destroy(options)
+            rocksdb_block_based_options_destroy(tableOptions)
+            rocksdb_cache_destroy(cache)
             throw JournalError(.ioError, "cannot open the index database at \(path): \(Self.consume(error))")
         }
         self.db = handle
         self.options = options
+        self.tableOptions = tableOptions
+        self.cache = cache
         self.path = path
         // Catalog, consumer offsets and gateway KV: on disk before the call returns.
         syncWrite = rocksdb_writeoptions_create()!
@@ -52,6 +68,23 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
         rocksdb_writeoptions_destroy(syncWrite)
         rocksdb_writeoptions_destroy(unsyncedWrite)
         rocksdb_options_destroy(options)
+        rocksdb_block_based_options_destroy(tableOptions)
+        rocksdb_cache_destroy(cache)
+    }
+
+    /// Memory the database holds: the block cache (data, index and filter blocks), table
+    /// readers outside it, and the memtables.
+    var memoryUsage: IndexMemory {
+        func property(_ name: String) -> Int {
+            guard let value = rocksdb_property_value(db, name) else { return 0 }
+            defer { rocksdb_free(value) }
+            return Int(String(cString: value)) ?? 0
+        }
+        guard (try? checkOpen()) != nil else { return IndexMemory() }
+        return IndexMemory(
+            cacheBytes: Int(rocksdb_cache_get_usage(cache)),
+            tableReaderBytes: property("rocksdb.estimate-table-readers-mem"),
+            memtableBytes: property("rocksdb.cur-size-all-mem-tables"))
     }
 
     private static func consume(_ error: UnsafeMutablePointer<CChar>?) -> String {
@@ -82,7 +115,9 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
         try check(error, "get")
         guard let value else { return nil }
         defer { rocksdb_free(value) }
-        return value.withMemoryRebound(to: UInt8.self, capacity: length) { Array(UnsafeBufferPointer(start: $0, count: length)) }
+        return value.withMemoryRebound(to: UInt8.self, capacity: length) {
+            Array(UnsafeBufferPointer(start: $0, count: length))
+        }
     }
 
     /// Writes `batch` atomically; `durable` syncs RocksDB's own WAL before returning.
@@ -120,7 +155,8 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
     func makeIterator() -> Iterator { Iterator(rocksdb_create_iterator(db, readOptions)!) }
 
     /// Calls `body` with every key/value whose key starts with `prefix`, in key order, until it returns false.
-    func scan(prefix: [UInt8], from start: [UInt8]? = nil, _ body: (ArraySlice<UInt8>, [UInt8]) throws -> Bool) rethrows {
+    func scan(prefix: [UInt8], from start: [UInt8]? = nil, _ body: (ArraySlice<UInt8>, [UInt8]) throws -> Bool) rethrows
+    {
         let iterator = makeIterator()
         iterator.seek(start ?? prefix)
         while iterator.isValid {
@@ -173,7 +209,9 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
 
         var isValid: Bool { rocksdb_iter_valid(handle) != 0 }
         func seek(_ key: [UInt8]) {
-            key.withUnsafeBytes { rocksdb_iter_seek(handle, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+            key.withUnsafeBytes {
+                rocksdb_iter_seek(handle, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count)
+            }
         }
         /// Positions at the last key <= `key`.
         func seekForPrev(_ key: [UInt8]) {
@@ -186,12 +224,16 @@ final class RocksDB: @unchecked Sendable {  // The C handle is thread-safe; all 
         var key: [UInt8] {
             var length = 0
             let pointer = rocksdb_iter_key(handle, &length)!
-            return pointer.withMemoryRebound(to: UInt8.self, capacity: length) { Array(UnsafeBufferPointer(start: $0, count: length)) }
+            return pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
+                Array(UnsafeBufferPointer(start: $0, count: length))
+            }
         }
         var value: [UInt8] {
             var length = 0
             guard let pointer = rocksdb_iter_value(handle, &length) else { return [] }
-            return pointer.withMemoryRebound(to: UInt8.self, capacity: length) { Array(UnsafeBufferPointer(start: $0, count: length)) }
+            return pointer.withMemoryRebound(to: UInt8.self, capacity: length) {
+                Array(UnsafeBufferPointer(start: $0, count: length))
+            }
         }
     }
 }

@@ -22,6 +22,8 @@ public struct NodeConfiguration: Sendable {
     /// Open even when the last WAL segment has a damaged frame with valid data after it, moving
     /// the damaged range aside (`JournalConfiguration.quarantineDamagedWAL`).
     public var quarantineDamagedWAL = false
+    /// WAL writes and maintenance steps at least this slow are logged (`JournalConfiguration.slowOperationLog`).
+    public var slowLogMilliseconds: Int64?
     public var maxFrameBytes = 64 << 20
     /// The in-process MQTT gateway's listener and whether it lets anonymous clients in.
     public var mqttListen = HostPort(host: "127.0.0.1", port: 1883)
@@ -138,6 +140,7 @@ public struct NodeConfiguration: Sendable {
             case ("journal.segment_ms", .integer(let v)) where v >= 100: segmentMilliseconds = v
             case ("journal.min_free_disk_bytes", .integer(let v)): minFreeDiskBytes = v
             case ("journal.quarantine_damaged_wal", .bool(let v)): quarantineDamagedWAL = v
+            case ("journal.slow_log_ms", .integer(let v)) where v >= 1: slowLogMilliseconds = v
             case ("journal.max_frame_bytes", .integer(let v)):
                 guard (1 << 16)...(1 << 30) ~= v else {
                     throw JournalError(.invalidArgument, "config file: journal.max_frame_bytes is 64 KiB to 1 GiB")
@@ -164,11 +167,15 @@ public struct NodeConfiguration: Sendable {
         var tls: NIOSSLContext?
         switch (journalTLSCertificate, journalTLSKey) {
         case (let certificate?, let key?):
-            do { tls = try TLSFiles.serverContext(certificate: certificate, key: key, clientCA: journalTLSClientCA) } catch {
+            do {
+                tls = try TLSFiles.serverContext(certificate: certificate, key: key, clientCA: journalTLSClientCA)
+            } catch {
                 throw JournalError(.invalidArgument, "journal \(error)")
             }
         case (nil, nil):
-            if journalTLSClientCA != nil { throw JournalError(.invalidArgument, "journal.tls_client_ca needs journal.tls_cert and journal.tls_key") }
+            if journalTLSClientCA != nil {
+                throw JournalError(.invalidArgument, "journal.tls_client_ca needs journal.tls_cert and journal.tls_key")
+            }
         default:
             throw JournalError(.invalidArgument, "journal TLS needs both journal.tls_cert and journal.tls_key")
         }
@@ -183,11 +190,14 @@ public struct NodeConfiguration: Sendable {
         guard let httpAdminTokenFile else { return nil }
         let token: String
         do { token = try String(contentsOfFile: httpAdminTokenFile, encoding: .utf8) } catch {
-            throw JournalError(.invalidArgument, "cannot read the admin token file \(httpAdminTokenFile): \(error.localizedDescription)")
+            throw JournalError(
+                .invalidArgument,
+                "cannot read the admin token file \(httpAdminTokenFile): \(error.localizedDescription)")
         }
         let trimmed = token.trimmingCharacters(in: .whitespacesAndNewlines)
         guard trimmed.count >= 16 else {
-            throw JournalError(.invalidArgument, "the admin token in \(httpAdminTokenFile) is shorter than 16 characters")
+            throw JournalError(
+                .invalidArgument, "the admin token in \(httpAdminTokenFile) is shorter than 16 characters")
         }
         return trimmed
     }
@@ -196,13 +206,18 @@ public struct NodeConfiguration: Sendable {
     /// HTTP admin API its token. Returns the warnings to log when `insecure` lets them run open.
     public func checkExposure(access: JournalAccess?, adminToken: String?) throws(JournalError) -> [String] {
         var open: [String] = []
-        if access == nil, !listen.isLoopback { open.append("the journal protocol on \(listen) has no authentication (journal.permissions)") }
-        if adminToken == nil, !http.isLoopback { open.append("the HTTP admin API on \(http) has no token (http.admin_token_file)") }
+        if access == nil, !listen.isLoopback {
+            open.append("the journal protocol on \(listen) has no authentication (journal.permissions)")
+        }
+        if adminToken == nil, !http.isLoopback {
+            open.append("the HTTP admin API on \(http) has no token (http.admin_token_file)")
+        }
         guard !open.isEmpty else { return [] }
         guard insecure else {
             throw JournalError(
                 .invalidArgument,
-                open.joined(separator: "; ") + ". Configure them, listen on loopback, or start with --insecure to run open anyway")
+                open.joined(separator: "; ")
+                    + ". Configure them, listen on loopback, or start with --insecure to run open anyway")
         }
         return open.map { "running insecure: \($0)" }
     }
@@ -218,7 +233,8 @@ public struct NodeConfiguration: Sendable {
             } else if Self.availableGateways.contains(name) {
                 result.append(name)
             } else {
-                let known = Self.availableGateways.isEmpty ? "none exist yet" : Self.availableGateways.joined(separator: ", ")
+                let known =
+                    Self.availableGateways.isEmpty ? "none exist yet" : Self.availableGateways.joined(separator: ", ")
                 throw JournalError(.invalidArgument, "unknown gateway \(name) (gateways: \(known))")
             }
         }
@@ -235,6 +251,7 @@ public struct NodeConfiguration: Sendable {
         }
         if let minFreeDiskBytes { configuration.minFreeDiskBytes = minFreeDiskBytes }
         configuration.quarantineDamagedWAL = quarantineDamagedWAL
+        if let slowLogMilliseconds { configuration.slowOperationLog = .milliseconds(slowLogMilliseconds) }
         return configuration
     }
 
@@ -247,9 +264,11 @@ public struct NodeConfiguration: Sendable {
             "journal.max_batch_bytes": "\(journalConfiguration.maxBatchBytes)",
             "journal.min_free_disk_bytes": "\(journalConfiguration.minFreeDiskBytes)",
             "journal.max_frame_bytes": "\(maxFrameBytes)",
+            "journal.slow_log_ms": "\(Int(journalConfiguration.slowOperationLog.seconds * 1000))",
             "mqtt.listen": mqttListen.description, "mqtt.allow_anonymous": "\(mqttAllowAnonymous)",
             "kafka.listen": kafkaListen.description, "kafka.advertised": kafkaAdvertised?.description ?? "",
-            "kafka.default_partitions": "\(kafkaDefaultPartitions)", "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",
+            "kafka.default_partitions": "\(kafkaDefaultPartitions)",
+            "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",
             "tier": tier.destination ?? "none", "tier.local_retention_ms": "\(tier.localRetentionMilliseconds)",
         ]
     }

@@ -20,24 +20,46 @@ public final class NodeMetrics: Sendable {
     private let segmentCount: Gauge
     private let segmentBytes: Gauge
     private let segmentLiveBytes: Gauge
+    private let indexCache: Gauge
+    private let indexTableReaders: Gauge
+    private let indexMemtables: Gauge
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
-        connections = registry.makeGauge(descriptor: Self.name("strata_node_connections", "Open journal protocol connections"))
-        appends = registry.makeCounter(descriptor: Self.name("strata_node_appends_total", "Appends acknowledged over the network"))
-        appendedBytes = registry.makeCounter(descriptor: Self.name("strata_node_append_bytes_total", "Batch bytes acknowledged over the network"))
-        requestErrors = registry.makeCounter(descriptor: Self.name("strata_node_request_errors_total", "Requests answered with an error"))
-        protocolErrors = registry.makeCounter(descriptor: Self.name("strata_node_protocol_errors_total", "Malformed frames and protocol violations"))
-        walBytes = registry.makeGauge(descriptor: Self.name("strata_journal_wal_bytes_written", "Bytes written to WAL segments"))
+        connections = registry.makeGauge(
+            descriptor: Self.name("strata_node_connections", "Open journal protocol connections"))
+        appends = registry.makeCounter(
+            descriptor: Self.name("strata_node_appends_total", "Appends acknowledged over the network"))
+        appendedBytes = registry.makeCounter(
+            descriptor: Self.name("strata_node_append_bytes_total", "Batch bytes acknowledged over the network"))
+        requestErrors = registry.makeCounter(
+            descriptor: Self.name("strata_node_request_errors_total", "Requests answered with an error"))
+        protocolErrors = registry.makeCounter(
+            descriptor: Self.name("strata_node_protocol_errors_total", "Malformed frames and protocol violations"))
+        walBytes = registry.makeGauge(
+            descriptor: Self.name("strata_journal_wal_bytes_written", "Bytes written to WAL segments"))
         walSyncs = registry.makeGauge(descriptor: Self.name("strata_journal_wal_syncs", "WAL fdatasync calls"))
-        journalAppendedBytes = registry.makeGauge(descriptor: Self.name("strata_journal_appended_bytes", "Batch bytes appended"))
-        journalAppendedBatches = registry.makeGauge(descriptor: Self.name("strata_journal_appended_batches", "Batches appended"))
-        compactedBytes = registry.makeGauge(descriptor: Self.name("strata_journal_compacted_bytes", "Bytes copied by compaction"))
+        journalAppendedBytes = registry.makeGauge(
+            descriptor: Self.name("strata_journal_appended_bytes", "Batch bytes appended"))
+        journalAppendedBatches = registry.makeGauge(
+            descriptor: Self.name("strata_journal_appended_batches", "Batches appended"))
+        compactedBytes = registry.makeGauge(
+            descriptor: Self.name("strata_journal_compacted_bytes", "Bytes copied by compaction"))
         segmentCount = registry.makeGauge(descriptor: Self.name("strata_journal_segments", "WAL segment files"))
-        segmentBytes = registry.makeGauge(descriptor: Self.name("strata_journal_segment_bytes", "Frame bytes in WAL segments"))
+        segmentBytes = registry.makeGauge(
+            descriptor: Self.name("strata_journal_segment_bytes", "Frame bytes in WAL segments"))
         segmentLiveBytes = registry.makeGauge(
             descriptor: Self.name("strata_journal_segment_live_bytes", "Frame bytes the index still points at"))
         shards = registry.makeGauge(descriptor: Self.name("strata_journal_shards", "Shards in the catalog"))
+        indexCache = registry.makeGauge(
+            descriptor: Self.name(
+                "strata_journal_index_cache_bytes", "Index database block cache in use (data, index and filter blocks)")
+        )
+        indexTableReaders = registry.makeGauge(
+            descriptor: Self.name(
+                "strata_journal_index_table_readers_bytes", "Index database table readers outside the cache"))
+        indexMemtables = registry.makeGauge(
+            descriptor: Self.name("strata_journal_index_memtables_bytes", "Index database memtables"))
     }
 
     /// The engine's pre-aggregated histogram in the Prometheus text format.
@@ -68,8 +90,13 @@ public final class NodeMetrics: Sendable {
         journalAppendedBytes.set(Double(statistics.appendedBytes))
         journalAppendedBatches.set(Double(statistics.appendedBatches))
         compactedBytes.set(Double(statistics.compactedBytes))
+        let memory = journal.indexMemory
+        indexCache.set(Double(memory.cacheBytes))
+        indexTableReaders.set(Double(memory.tableReaderBytes))
+        indexMemtables.set(Double(memory.memtableBytes))
         registry.makeGauge(
-            descriptor: Self.name("strata_journal_failed", "1 once a WAL or index I/O error stopped the journal (restart it)")
+            descriptor: Self.name(
+                "strata_journal_failed", "1 once a WAL or index I/O error stopped the journal (restart it)")
         ).set(Double(journal.health.status == .failed ? 1 : 0))
         let segments = journal.segmentInfos()
         segmentCount.set(Double(segments.count))
@@ -79,15 +106,18 @@ public final class NodeMetrics: Sendable {
         shards.set(Double(infos.count))
         for info in infos {
             let labels = [("shard", info.name)]
-            registry.makeGauge(descriptor: Self.name("strata_shard_end_offset", "One past the last offset"), labels: labels)
-                .set(Double(info.endOffset))
+            registry.makeGauge(
+                descriptor: Self.name("strata_shard_end_offset", "One past the last offset"), labels: labels
+            )
+            .set(Double(info.endOffset))
             registry.makeGauge(descriptor: Self.name("strata_shard_stored_bytes", "Batch bytes stored"), labels: labels)
                 .set(Double(info.storedBytes))
         }
         if let tier { renderTier(tier) }
-        return registry.emitToBuffer() + Self.histogramText(
-            "strata_journal_wal_sync_seconds", "Synced WAL writes (write + fdatasync), seconds",
-            statistics.walSyncLatency)
+        return registry.emitToBuffer()
+            + Self.histogramText(
+                "strata_journal_wal_sync_seconds", "Synced WAL writes (write + fdatasync), seconds",
+                statistics.walSyncLatency)
     }
 
     private func renderTier(_ tier: TierOffloader.Status) {
@@ -100,14 +130,25 @@ public final class NodeMetrics: Sendable {
         for (name, help, value) in totals { registry.makeGauge(descriptor: Self.name(name, help)).set(Double(value)) }
         for shard in tier.shards {
             let labels = [("shard", shard.name)]
-            registry.makeGauge(descriptor: Self.name("strata_tier_offload_lag_bytes", "Local bytes past local retention, not yet offloaded"), labels: labels)
-                .set(Double(shard.offloadLagBytes))
-            registry.makeGauge(descriptor: Self.name("strata_tier_offload_lag_seconds", "How long the oldest of them has waited"), labels: labels)
-                .set(shard.offloadLagSeconds)
-            registry.makeGauge(descriptor: Self.name("strata_tier_shard_bytes", "Batch bytes in the object tier"), labels: labels)
-                .set(Double(shard.tierBytes))
-            registry.makeGauge(descriptor: Self.name("strata_tier_shard_objects", "Objects in the object tier"), labels: labels)
-                .set(Double(shard.tierObjects))
+            registry.makeGauge(
+                descriptor: Self.name(
+                    "strata_tier_offload_lag_bytes", "Local bytes past local retention, not yet offloaded"),
+                labels: labels
+            )
+            .set(Double(shard.offloadLagBytes))
+            registry.makeGauge(
+                descriptor: Self.name("strata_tier_offload_lag_seconds", "How long the oldest of them has waited"),
+                labels: labels
+            )
+            .set(shard.offloadLagSeconds)
+            registry.makeGauge(
+                descriptor: Self.name("strata_tier_shard_bytes", "Batch bytes in the object tier"), labels: labels
+            )
+            .set(Double(shard.tierBytes))
+            registry.makeGauge(
+                descriptor: Self.name("strata_tier_shard_objects", "Objects in the object tier"), labels: labels
+            )
+            .set(Double(shard.tierObjects))
         }
     }
 }

@@ -96,7 +96,8 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "SCRAM-SHA-256 users of the journal protocol (lines from `strata scram-user`).")
     var journalUsers: String?
 
-    @Option(help: "Who may do what on the journal protocol: PRINCIPAL read|write|all */shard:PREFIX/kv:PREFIX per line.")
+    @Option(
+        help: "Who may do what on the journal protocol: PRINCIPAL read|write|all */shard:PREFIX/kv:PREFIX per line.")
     var journalPermissions: String?
 
     @Option(help: "TLS certificate chain (PEM) of the journal listener.")
@@ -114,6 +115,9 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Flag(help: "Run a journal or HTTP listener beyond loopback without authentication anyway (logged).")
     var insecure = false
 
+    @Option(help: "Log WAL writes and maintenance steps that take at least this many milliseconds (default 200).")
+    var slowLogMs: Int64?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -123,7 +127,8 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let config {
                 let text: String
                 do { text = try String(contentsOfFile: config, encoding: .utf8) } catch {
-                    throw JournalError(.invalidArgument, "cannot read config file \(config): \(error.localizedDescription)")
+                    throw JournalError(
+                        .invalidArgument, "cannot read config file \(config): \(error.localizedDescription)")
                 }
                 try settings.apply(toml: text)
             }
@@ -135,6 +140,10 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
             if quarantineDamagedWal { settings.quarantineDamagedWAL = true }
+            if let slowLogMs {
+                guard slowLogMs >= 1 else { throw JournalError(.invalidArgument, "--slow-log-ms is at least 1") }
+                settings.slowLogMilliseconds = slowLogMs
+            }
             if let journalUsers { settings.journalUsers = journalUsers }
             if let journalPermissions { settings.journalPermissions = journalPermissions }
             if let journalTlsCert { settings.journalTLSCertificate = journalTlsCert }

@@ -205,7 +205,7 @@ extension RecoveryTests {
 
 /// Points the index checkpoint at the first segment's start so that open replays the whole WAL.
 func resetCheckpoint(_ dir: String) throws {
-    let db = try RocksDB(path: dir + "/index")
+    let db = try RocksDB(path: dir + "/index", cacheBytes: 8 << 20)
     let first = try #require(try segmentFiles(dir).first)
     let id = try #require(WALFormat.segmentID(fileName: URL(fileURLWithPath: first).lastPathComponent))
     try db.put(StorageKeys.checkpoint, WALPosition(segment: id, position: UInt64(WALFormat.segmentHeaderSize)).encoded, durable: true)
@@ -214,7 +214,7 @@ func resetCheckpoint(_ dir: String) throws {
 /// Deletes every batch- and time-index key and resets the checkpoint.
 func dropIndex(_ dir: String) throws {
     do {
-        let db = try RocksDB(path: dir + "/index")
+        let db = try RocksDB(path: dir + "/index", cacheBytes: 8 << 20)
         let batch = RocksDB.WriteBatch()
         batch.deleteRange([UInt8(ascii: "t")], [UInt8(ascii: "u")])
         batch.deleteRange([UInt8(ascii: "x")], [UInt8(ascii: "y")])
