@@ -10,7 +10,8 @@ public enum PasswordHashing {
         var output: [UInt8] = []
         var block: UInt32 = 1
         while output.count < length {
-            var u = Array(HMAC<H>.authenticationCode(for: salt + withUnsafeBytes(of: block.bigEndian, Array.init), using: key))
+            var u = Array(
+                HMAC<H>.authenticationCode(for: salt + withUnsafeBytes(of: block.bigEndian, Array.init), using: key))
             var t = u
             for _ in 1..<max(1, iterations) {
                 u = Array(HMAC<H>.authenticationCode(for: u, using: key))

@@ -19,7 +19,8 @@ public struct SCRAMCredential: Sendable, Hashable {
 
     /// Derives the credential for `password`.
     public init(password: [UInt8], salt: [UInt8], iterations: Int) {
-        let salted = PasswordHashing.pbkdf2(SHA256.self, password: password, salt: salt, iterations: iterations, length: 32)
+        let salted = PasswordHashing.pbkdf2(
+            SHA256.self, password: password, salt: salt, iterations: iterations, length: 32)
         let saltedKey = SymmetricKey(data: salted)
         let clientKey = Array(HMAC<SHA256>.authenticationCode(for: Array("Client Key".utf8), using: saltedKey))
         self.init(
@@ -62,7 +63,9 @@ public struct SCRAMServer: Sendable {
         let text = String(decoding: message, as: UTF8.self)
         switch stage {
         case .initial:
-            guard text.hasPrefix("n,") else { throw SCRAMError("channel binding is not supported (gs2 header must be n,,)") }
+            guard text.hasPrefix("n,") else {
+                throw SCRAMError("channel binding is not supported (gs2 header must be n,,)")
+            }
             let parts = text.split(separator: ",", maxSplits: 2, omittingEmptySubsequences: false)
             guard parts.count == 3, parts[1].isEmpty || parts[1].hasPrefix("a=") else {
                 throw SCRAMError("malformed client-first message")
@@ -90,7 +93,9 @@ public struct SCRAMServer: Sendable {
             guard let proofRange = text.range(of: ",p=") else { throw SCRAMError("client-final message without proof") }
             let withoutProof = String(text[..<proofRange.lowerBound])
             let attributes = Self.attributes(withoutProof)
-            guard attributes["c"] == "biws" else { throw SCRAMError("unexpected channel binding in client-final message") }
+            guard attributes["c"] == "biws" else {
+                throw SCRAMError("unexpected channel binding in client-final message")
+            }
             guard attributes["r"] == nonce else { throw SCRAMError("nonce mismatch") }
             guard let proof = Data(base64Encoded: String(text[proofRange.upperBound...])), proof.count == 32 else {
                 throw SCRAMError("malformed proof")
@@ -99,7 +104,8 @@ public struct SCRAMServer: Sendable {
             let signature = Array(
                 HMAC<SHA256>.authenticationCode(for: authMessage, using: SymmetricKey(data: credential.storedKey)))
             let clientKey = zip(Array(proof), signature).map { $0 ^ $1 }
-            guard known, PasswordHashing.constantTimeEqual(Array(SHA256.hash(data: clientKey)), credential.storedKey) else {
+            guard known, PasswordHashing.constantTimeEqual(Array(SHA256.hash(data: clientKey)), credential.storedKey)
+            else {
                 throw SCRAMError("authentication failed for user \(user)")
             }
             authenticatedUser = user

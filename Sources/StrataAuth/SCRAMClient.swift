@@ -18,7 +18,8 @@ public struct SCRAMClient: Sendable {
     }
 
     private var firstBare: String {
-        "n=" + user.replacingOccurrences(of: "=", with: "=3D").replacingOccurrences(of: ",", with: "=2C") + ",r=" + nonce
+        "n=" + user.replacingOccurrences(of: "=", with: "=3D").replacingOccurrences(of: ",", with: "=2C") + ",r="
+            + nonce
     }
 
     public func firstMessage() -> [UInt8] { Array(("n,," + firstBare).utf8) }
@@ -33,7 +34,8 @@ public struct SCRAMClient: Sendable {
             let saltText = attributes["s"], let salt = Data(base64Encoded: saltText),
             let iterations = attributes["i"].flatMap(Int.init), (4096...1_000_000) ~= iterations
         else { throw SCRAMError("malformed server-first message") }
-        let salted = PasswordHashing.pbkdf2(SHA256.self, password: password, salt: Array(salt), iterations: iterations, length: 32)
+        let salted = PasswordHashing.pbkdf2(
+            SHA256.self, password: password, salt: Array(salt), iterations: iterations, length: 32)
         let saltedKey = SymmetricKey(data: salted)
         let clientKey = Array(HMAC<SHA256>.authenticationCode(for: Array("Client Key".utf8), using: saltedKey))
         let storedKey = Array(SHA256.hash(data: clientKey))

@@ -25,10 +25,13 @@ public struct SCRAMUsers: Sendable {
             if line.isEmpty || line.hasPrefix("#") { continue }
             let fields = line.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
             guard fields.count == 6, fields[1] == "SCRAM-SHA-256", let iterations = Int(fields[2]), iterations >= 4096,
-                let salt = Data(base64Encoded: fields[3]), let stored = Data(base64Encoded: fields[4]), stored.count == 32,
+                let salt = Data(base64Encoded: fields[3]), let stored = Data(base64Encoded: fields[4]),
+                stored.count == 32,
                 let server = Data(base64Encoded: fields[5]), server.count == 32, !fields[0].isEmpty
             else {
-                throw ConfigFileError("\(source) line \(number + 1): expected user:SCRAM-SHA-256:ITERATIONS(>=4096):SALT:STORED_KEY:SERVER_KEY")
+                throw ConfigFileError(
+                    "\(source) line \(number + 1): expected user:SCRAM-SHA-256:ITERATIONS(>=4096):SALT:STORED_KEY:SERVER_KEY"
+                )
             }
             credentials[fields[0]] = SCRAMCredential(
                 salt: Array(salt), iterations: iterations, storedKey: Array(stored), serverKey: Array(server))

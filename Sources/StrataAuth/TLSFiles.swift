@@ -6,10 +6,12 @@ import NIOSSL
 public enum TLSFiles {
     /// A server's context: its certificate chain and key; with `clientCA`, client certificates
     /// signed by it are required and verified (mutual TLS).
-    public static func serverContext(certificate: String, key: String, clientCA: String? = nil) throws -> NIOSSLContext {
+    public static func serverContext(certificate: String, key: String, clientCA: String? = nil) throws -> NIOSSLContext
+    {
         do {
             var configuration = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try chain(certificate), privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+                certificateChain: try chain(certificate),
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
             if let clientCA {
                 configuration.trustRoots = .file(clientCA)
                 configuration.certificateVerification = .noHostnameVerification
@@ -24,7 +26,8 @@ public enum TLSFiles {
 
     /// A client's context: the CA that signed the server's certificate, and optionally the
     /// client's own certificate and key.
-    public static func clientContext(ca: String, certificate: String? = nil, key: String? = nil) throws -> NIOSSLContext {
+    public static func clientContext(ca: String, certificate: String? = nil, key: String? = nil) throws -> NIOSSLContext
+    {
         do {
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.trustRoots = .file(ca)

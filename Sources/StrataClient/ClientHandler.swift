@@ -55,15 +55,20 @@ final class ClientHandler: ChannelDuplexHandler {
                 entry.promise.fail(JournalError(.timeout, "no answer to \(request.type) within \(timeout)"))
             }
             pending[id] = (response, deadline)
-            context.write(wrapOutboundOut(request.frame(correlationID: id, allocator: context.channel.allocator)), promise: promise)
+            context.write(
+                wrapOutboundOut(request.frame(correlationID: id, allocator: context.channel.allocator)),
+                promise: promise)
         case .subscribe(let request, let continuation, let subscriptionID):
             let id = takeCorrelationID()
             subscriptions[id] = continuation
-            context.write(wrapOutboundOut(request.frame(correlationID: id, allocator: context.channel.allocator)), promise: promise)
+            context.write(
+                wrapOutboundOut(request.frame(correlationID: id, allocator: context.channel.allocator)),
+                promise: promise)
             subscriptionID.succeed(id)
         case .send(let request):
             context.write(
-                wrapOutboundOut(request.frame(correlationID: takeCorrelationID(), allocator: context.channel.allocator)),
+                wrapOutboundOut(
+                    request.frame(correlationID: takeCorrelationID(), allocator: context.channel.allocator)),
                 promise: promise)
         case .forget(let id):
             subscriptions[id] = nil
@@ -79,7 +84,8 @@ final class ClientHandler: ChannelDuplexHandler {
         case .error where frame.correlationID == 0:
             // The node refuses the connection as a whole and is about to close it.
             closeReason = JournalResponse.decodeError(frame)
-            logger.error("journal-node closed the connection", metadata: ["journal.peer": "\(peer)", "error": "\(closeReason!)"])
+            logger.error(
+                "journal-node closed the connection", metadata: ["journal.peer": "\(peer)", "error": "\(closeReason!)"])
         case .error:
             answer(frame)
             // A refused subscribe answers with an error under the subscription's id.
@@ -96,7 +102,8 @@ final class ClientHandler: ChannelDuplexHandler {
         case .subscriptionEnd:
             subscriptions.removeValue(forKey: frame.correlationID)?.finish(throwing: JournalResponse.decodeError(frame))
         default:
-            logger.error("node sent a request frame", metadata: ["journal.peer": "\(peer)", "frame.type": "\(frame.type)"])
+            logger.error(
+                "node sent a request frame", metadata: ["journal.peer": "\(peer)", "frame.type": "\(frame.type)"])
             context.close(promise: nil)
         }
     }
@@ -108,7 +115,10 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let error = closeReason.map { JournalError(.unavailable, "journal-node at \(peer) closed the connection: \($0.message)") }
+        let error =
+            closeReason.map {
+                JournalError(.unavailable, "journal-node at \(peer) closed the connection: \($0.message)")
+            }
             ?? JournalError(.unavailable, "connection to \(peer) lost")
         let pending = self.pending
         let subscriptions = self.subscriptions

@@ -62,7 +62,9 @@ public final class RemoteJournalClient: JournalClient {
                 }
                 return nil
             }
-            do { return try TLSFiles.clientContext(ca: tlsCAFile, certificate: tlsCertificateFile, key: tlsKeyFile) } catch {
+            do {
+                return try TLSFiles.clientContext(ca: tlsCAFile, certificate: tlsCertificateFile, key: tlsKeyFile)
+            } catch {
                 throw JournalError(.invalidArgument, "journal \(error)")
             }
         }
@@ -104,7 +106,9 @@ public final class RemoteJournalClient: JournalClient {
 
     /// Writes `request`; the future holds the answer's payload, or the error answer or send
     /// failure as an error.
-    static func send(_ request: JournalRequest, on channel: any Channel, timeout: Duration) -> EventLoopFuture<ByteBuffer> {
+    static func send(_ request: JournalRequest, on channel: any Channel, timeout: Duration) -> EventLoopFuture<
+        ByteBuffer
+    > {
         let promise = channel.eventLoop.makePromise(of: JournalFrame.self)
         channel.writeAndFlush(ClientOutbound.call(request, promise, timeout: .nanoseconds(timeout.nanoseconds)))
             .whenFailure { promise.fail(Self.sendFailure($0)) }
@@ -146,10 +150,11 @@ public final class RemoteJournalClient: JournalClient {
         let pending = PendingAppend()
         Self.send(.append(shard: shard, batch: batch), on: channel, timeout: configuration.requestTimeout)
             .whenComplete { outcome in
-                pending.complete(outcome.flatMap { payload in
-                    var payload = payload
-                    return Result { try payload.readAppendResult() }
-                })
+                pending.complete(
+                    outcome.flatMap { payload in
+                        var payload = payload
+                        return Result { try payload.readAppendResult() }
+                    })
             }
         return pending
     }
@@ -302,7 +307,8 @@ actor ConnectionManager {
                 throw error
             }
             if ContinuousClock.now + backoff >= deadline {
-                throw JournalError(.unavailable, "cannot reach journal-node at \(peer): \(lastError.map { "\($0)" } ?? "timed out")")
+                throw JournalError(
+                    .unavailable, "cannot reach journal-node at \(peer): \(lastError.map { "\($0)" } ?? "timed out")")
             }
         }
     }
@@ -380,7 +386,9 @@ actor ConnectionManager {
         do { try scram.verify(serverFinal: try last.readWireBytes()) } catch {
             throw JournalError(.unauthenticated, "SCRAM with \(peer): \(error)")
         }
-        guard done == 1 else { throw JournalError(.unauthenticated, "journal-node at \(peer) did not finish authentication") }
+        guard done == 1 else {
+            throw JournalError(.unauthenticated, "journal-node at \(peer) did not finish authentication")
+        }
     }
 
     func close() async {

@@ -73,7 +73,8 @@ extension Journal {
             for (id, name, config) in shards {
                 known.insert(id)
                 if try db.get(StorageKeys.index(WALFormat.controlShardID, id)) == nil {
-                    missing.append(ControlFrame.Change(record: ShardRecord(id: id, name: name, config: config), deleted: false))
+                    missing.append(
+                        ControlFrame.Change(record: ShardRecord(id: id, name: name, config: config), deleted: false))
                 }
             }
             // Ids deleted before control frames existed get tombstones, so that their batches still
@@ -81,7 +82,8 @@ extension Journal {
             let next = try db.get(StorageKeys.nextShardID).map { UInt64(bigEndianBytes: $0) } ?? 1
             for id in 1..<max(1, next) where !known.contains(id) {
                 guard try db.get(StorageKeys.index(WALFormat.controlShardID, id)) == nil else { continue }
-                missing.append(ControlFrame.Change(record: ShardRecord(id: id, name: "", config: ShardConfig()), deleted: true))
+                missing.append(
+                    ControlFrame.Change(record: ShardRecord(id: id, name: "", config: ShardConfig()), deleted: true))
             }
             guard !missing.isEmpty else { return }
             logger.notice("writing the catalog to the WAL", metadata: ["journal.shards": "\(missing.count)"])

@@ -21,7 +21,8 @@ extension Journal {
                 guard offset >= shard.startOffset, offset <= shard.endOffset else {
                     throw JournalError(
                         .offsetOutOfRange,
-                        "offset \(offset) is outside \(name)'s readable range \(shard.startOffset)...\(shard.endOffset)")
+                        "offset \(offset) is outside \(name)'s readable range \(shard.startOffset)...\(shard.endOffset)"
+                    )
                 }
                 if offset == shard.endOffset { return .empty(start: shard.startOffset, end: shard.endOffset) }
                 if let first = shard.tail.first, first.baseOffset <= offset {
@@ -35,7 +36,9 @@ extension Journal {
                         next = tail.lastOffset + 1
                     }
                     return .memory(
-                        ReadResult(batches: batches, nextOffset: next, startOffset: shard.startOffset, endOffset: shard.endOffset))
+                        ReadResult(
+                            batches: batches, nextOffset: next, startOffset: shard.startOffset,
+                            endOffset: shard.endOffset))
                 }
                 return .stored(shardID: id, start: shard.startOffset, end: shard.endOffset, tierEnd: shard.tierEnd)
             }
@@ -44,7 +47,8 @@ extension Journal {
                 return result
             case .stored(let id, let start, let end, let tierEnd):
                 return try await readStored(
-                    shardID: id, shard: name, from: offset, maxBytes: maxBytes, start: start, end: end, tierEnd: tierEnd)
+                    shardID: id, shard: name, from: offset, maxBytes: maxBytes, start: start, end: end, tierEnd: tierEnd
+                )
             case .empty(let start, let end):
                 if waited || maxWait <= .zero {
                     return ReadResult(batches: [], nextOffset: offset, startOffset: start, endOffset: end)
@@ -91,7 +95,8 @@ extension Journal {
 
     /// Reads indexed batches from the segment files (blocking; runs on the pool); empty when the
     /// index has none at or after `offset` (the caller tells why).
-    func readFromDisk(shardID: UInt64, from offset: UInt64, maxBytes: Int, start: UInt64, end: UInt64) throws(JournalError)
+    func readFromDisk(shardID: UInt64, from offset: UInt64, maxBytes: Int, start: UInt64, end: UInt64)
+        throws(JournalError)
         -> ReadResult
     {
         let prefix = StorageKeys.indexPrefix(shardID)
@@ -171,7 +176,9 @@ extension Journal {
             guard let batch = result.batches.first, let header = RecordBatch.Header.peek(batch, at: batch.readerIndex)
             else { return nil }
             if header.maxTimestamp >= timestamp {
-                if header.compression != RecordBatch.Compression.none { return max(UInt64(header.baseOffset), candidate) }
+                if header.compression != RecordBatch.Compression.none {
+                    return max(UInt64(header.baseOffset), candidate)
+                }
                 let records = try RecordBatch.decode(batch)
                 if let hit = records.first(where: { $0.timestamp >= timestamp && $0.offset! >= candidate }) {
                     return hit.offset

@@ -89,7 +89,8 @@ extension Journal {
     ) async throws -> ReadResult {
         guard let tier = coldTier.withLock({ $0 }) else {
             throw JournalError(
-                .unavailable, "offset \(offset) of \(name) is in the object tier (\(object.key)) and no object store is attached")
+                .unavailable,
+                "offset \(offset) of \(name) is in the object tier (\(object.key)) and no object store is attached")
         }
         let batches: [ByteBuffer]
         do {
@@ -101,7 +102,8 @@ extension Journal {
         guard let last = batches.last, let header = RecordBatch.Header.peek(last, at: last.readerIndex) else {
             throw JournalError(.corruptData, "\(object.key) holds no batch for offset \(offset) of \(name)")
         }
-        return ReadResult(batches: batches, nextOffset: UInt64(header.lastOffset) + 1, startOffset: start, endOffset: end)
+        return ReadResult(
+            batches: batches, nextOffset: UInt64(header.lastOffset) + 1, startOffset: start, endOffset: end)
     }
 
     /// `offsetOutOfRange` when retention has moved the shard's start past `offset` (or the shard
@@ -133,10 +135,14 @@ extension Journal {
         defaultLocalRetention: Int64, maxRunBytes: Int64, maxRuns: Int = 16, now: Int64 = WallClock.milliseconds()
     ) async throws -> (runs: [OffloadRun], backlog: [OffloadBacklog]) {
         let (shards, active) = core.withLock { core in
-            (core.shards.values.map {
-                ($0.id, $0.name, $0.config.localRetentionMilliseconds ?? defaultLocalRetention, $0.endOffset,
-                 max($0.startOffset, $0.tierEnd))
-            }, core.activeSegment)
+            (
+                core.shards.values.map {
+                    (
+                        $0.id, $0.name, $0.config.localRetentionMilliseconds ?? defaultLocalRetention, $0.endOffset,
+                        max($0.startOffset, $0.tierEnd)
+                    )
+                }, core.activeSegment
+            )
         }
         return try await blocking { [self] in
             var runs: [OffloadRun] = []
@@ -155,7 +161,8 @@ extension Journal {
                     runs.append(
                         OffloadRun(
                             shardID: id, shard: name, firstOffset: first.base, lastOffset: last.entry.lastOffset,
-                            maxTimestamp: entries.map(\.entry.maxTimestamp).max()!, batchBytes: bytes, entries: entries))
+                            maxTimestamp: entries.map(\.entry.maxTimestamp).max()!, batchBytes: bytes, entries: entries)
+                    )
                     entries = []
                     bytes = 0
                 }
@@ -205,7 +212,8 @@ extension Journal {
                 // …and its first batch must be the shard's first local one: a run planned behind
                 // one that was refused would leave a gap below the tier's end.
                 var firstLocal: UInt64?
-                db.scan(prefix: StorageKeys.indexPrefix(run.shardID), from: StorageKeys.index(run.shardID, floor)) { key, _ in
+                db.scan(prefix: StorageKeys.indexPrefix(run.shardID), from: StorageKeys.index(run.shardID, floor)) {
+                    key, _ in
                     firstLocal = UInt64(bigEndianBytes: key[9..<17])
                     return false
                 }
@@ -213,7 +221,8 @@ extension Journal {
                 // Where each batch is now (compaction may have moved it since the run was planned).
                 var located: [IndexEntry] = []
                 for item in run.entries {
-                    guard let entry = try db.get(StorageKeys.index(run.shardID, item.base)).flatMap(IndexEntry.init) else {
+                    guard let entry = try db.get(StorageKeys.index(run.shardID, item.base)).flatMap(IndexEntry.init)
+                    else {
                         return nil
                     }
                     located.append(entry)

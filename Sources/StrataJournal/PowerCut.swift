@@ -4,7 +4,7 @@ import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A power-cut simulator. SIGKILL cannot show a missing fsync (the page cache outlives the
@@ -48,7 +48,9 @@ public enum PowerCut {
             let recorder = RecordingWALIO()
             let acks = try await runWorkload(directory: dir, io: recorder, random: &random, logger: logger)
             let (operations, files) = recorder.recorded
-            let syncs = operations.indices.filter { if case .sync = operations[$0] { return true } else { return false } }
+            let syncs = operations.indices.filter {
+                if case .sync = operations[$0] { return true } else { return false }
+            }
             let count = min(pointsPerWorkload, points - report.points)
             for n in 0..<count {
                 let point = Int(random.next() % UInt64(operations.count)) + 1
@@ -123,7 +125,8 @@ public enum PowerCut {
                         let (shard, config) = shards[Int(random.next() % UInt64(shards.count))]
                         let values = (0..<Int(1 + random.next() % 4)).map { i in
                             let size = Int(40 + random.next() % 1400)
-                            return Array("\(shard)-\(seed)-\(n)-\(i)|".utf8) + [UInt8](repeating: UInt8(n & 0x7f), count: size)
+                            return Array("\(shard)-\(seed)-\(n)-\(i)|".utf8)
+                                + [UInt8](repeating: UInt8(n & 0x7f), count: size)
                         }
                         let batch = RecordBatch.encode(
                             values.map { Record(timestamp: WallClock.milliseconds(), value: $0) })
@@ -158,7 +161,9 @@ public enum PowerCut {
 
     static let sector = 512
 
-    static func crashImage(_ operations: ArraySlice<RecordingWALIO.Operation>, random: inout SplitMix64) -> [Int: [UInt8]] {
+    static func crashImage(_ operations: ArraySlice<RecordingWALIO.Operation>, random: inout SplitMix64) -> [Int:
+        [UInt8]]
+    {
         var durable: [Int: [UInt8]] = [:]
         var pending: [Int: [(offset: Int, bytes: [UInt8])]] = [:]
         for operation in operations {
@@ -167,7 +172,9 @@ public enum PowerCut {
                 pending[file, default: []].append((Int(offset), bytes))
                 if durable[file] == nil { durable[file] = [] }
             case .sync(let file):
-                for write in pending[file] ?? [] { apply(write.bytes, at: write.offset, to: &durable[file, default: []]) }
+                for write in pending[file] ?? [] {
+                    apply(write.bytes, at: write.offset, to: &durable[file, default: []])
+                }
                 pending[file] = nil
             }
         }
@@ -311,7 +318,9 @@ final class RecordingWALIO: WALIO, Sendable {
         return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    private func file(_ fd: Int32, in state: inout (operations: [Operation], files: [String], index: [String: Int])) -> Int {
+    private func file(_ fd: Int32, in state: inout (operations: [Operation], files: [String], index: [String: Int]))
+        -> Int
+    {
         let path = Self.path(fd)
         if let known = state.index[path] { return known }
         state.files.append(path)

@@ -10,7 +10,8 @@ extension RecordBatch {
         precondition(!records.isEmpty, "a RecordBatch holds at least one record")
         let baseTimestamp = records.map(\.timestamp).min()!
         let maxTimestamp = records.map(\.timestamp).max()!
-        var body = allocator.buffer(capacity: records.reduce(0) { $0 + 16 + ($1.value?.count ?? 0) + ($1.key?.count ?? 0) })
+        var body = allocator.buffer(
+            capacity: records.reduce(0) { $0 + 16 + ($1.value?.count ?? 0) + ($1.key?.count ?? 0) })
         var scratch = allocator.buffer(capacity: 64)
         for (delta, record) in records.enumerated() {
             scratch.clear()
@@ -54,12 +55,14 @@ extension RecordBatch {
             throw JournalError(.invalidBatch, "truncated RecordBatch")
         }
         guard header.compression == RecordBatch.Compression.none else {
-            throw JournalError(.invalidBatch, "cannot decode a \(header.compression.map { "\($0)" } ?? "?")-compressed batch")
+            throw JournalError(
+                .invalidBatch, "cannot decode a \(header.compression.map { "\($0)" } ?? "?")-compressed batch")
         }
         guard header.baseOffset >= 0, header.recordCount >= 0, header.totalSize >= headerSize else {
             throw JournalError(
                 .invalidBatch,
-                "batch header has base offset \(header.baseOffset), record count \(header.recordCount), length \(header.totalSize)")
+                "batch header has base offset \(header.baseOffset), record count \(header.recordCount), length \(header.totalSize)"
+            )
         }
         var body = batch.getSlice(at: batch.readerIndex + headerSize, length: header.totalSize - headerSize)!
         var records: [Record] = []
@@ -89,11 +92,13 @@ extension RecordBatch {
             guard offsetDelta >= 0, offsetDelta <= Int64(header.lastOffsetDelta), !overflow else {
                 throw JournalError(
                     .invalidBatch,
-                    "record with offset delta \(offsetDelta) / timestamp delta \(timestampDelta) in batch at offset \(header.baseOffset)")
+                    "record with offset delta \(offsetDelta) / timestamp delta \(timestampDelta) in batch at offset \(header.baseOffset)"
+                )
             }
             records.append(
                 Record(
-                    offset: UInt64(header.baseOffset) + UInt64(offsetDelta), timestamp: timestamp, key: key, value: value,
+                    offset: UInt64(header.baseOffset) + UInt64(offsetDelta), timestamp: timestamp, key: key,
+                    value: value,
                     headers: headers))
         }
         return records

@@ -84,7 +84,8 @@ public enum RecordBatch {
             throw JournalError(.batchTooLarge, "batch of \(size) bytes exceeds the limit of \(maxBytes) bytes")
         }
         guard header.magic == 2 else {
-            throw JournalError(.invalidBatch, "batch magic is \(header.magic), only RecordBatch v2 (magic 2) is accepted")
+            throw JournalError(
+                .invalidBatch, "batch magic is \(header.magic), only RecordBatch v2 (magic 2) is accepted")
         }
         guard header.totalSize == size else {
             throw JournalError(

@@ -2,7 +2,7 @@ import Logging
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Opening a journal: load the catalog, account the index, replay the WAL past the last index
@@ -126,7 +126,9 @@ struct Recovery {
             let headerSize = Int64(WALFormat.segmentHeaderSize)
             if size < headerSize {
                 // A segment whose creation never finished holds nothing.
-                guard isLast else { throw JournalError(.corruptData, "\(path) position 0: segment header is truncated") }
+                guard isLast else {
+                    throw JournalError(.corruptData, "\(path) position 0: segment header is truncated")
+                }
                 logger.warning("removing a segment with a torn header", metadata: ["journal.file": "\(path)"])
                 segments.remove(id)
                 continue
@@ -201,7 +203,9 @@ struct Recovery {
                 WALPosition(segment: entry.segment, position: entry.position) >= end
             {
                 let base = UInt64(bigEndianBytes: iterator.key[9..<17])
-                logger.warning("dropping index entry past the WAL end", metadata: ["journal.shard": "\(shard.name)", "journal.offset": "\(base)"])
+                logger.warning(
+                    "dropping index entry past the WAL end",
+                    metadata: ["journal.shard": "\(shard.name)", "journal.offset": "\(base)"])
                 stale.delete(iterator.key)
                 shard.nextOffset = min(shard.nextOffset, base)
                 shard.storedBytes -= Int64(entry.frameLength) - Int64(WALFormat.frameHeaderSize)
@@ -212,7 +216,8 @@ struct Recovery {
         if stale.count > 0 { try db.write(stale, durable: false) }
 
         for shard in core.shards.values {
-            shard.startOffset = max(shard.startOffset, min(firstIndexed[shard.id] ?? shard.nextOffset, shard.nextOffset))
+            shard.startOffset = max(
+                shard.startOffset, min(firstIndexed[shard.id] ?? shard.nextOffset, shard.nextOffset))
             shard.endOffset = shard.nextOffset
             shard.queuedMaxTimestamp = shard.indexedMaxTimestamp
             shard.tail.removeAll { $0.lastOffset >= shard.nextOffset }
@@ -231,7 +236,8 @@ struct Recovery {
             if let lastCreated { active.createdMilliseconds = lastCreated }
         } else {
             let id = (validEnd?.segment ?? 0) + 1
-            let created = try Journal.createSegment(id: id, directory: segments.directory, io: io, spare: segments.takeSpare())
+            let created = try Journal.createSegment(
+                id: id, directory: segments.directory, io: io, spare: segments.takeSpare())
             segments.setSalt(created.salt, for: id)
             active = ActiveSegment(id: id, file: created.file, position: UInt64(WALFormat.segmentHeaderSize))
             active.salt = created.salt
@@ -271,7 +277,10 @@ struct Recovery {
             if base > shard.nextOffset {
                 logger.error(
                     "offset gap in the WAL",
-                    metadata: ["journal.shard": "\(shard.name)", "journal.expected": "\(shard.nextOffset)", "journal.found": "\(base)"])
+                    metadata: [
+                        "journal.shard": "\(shard.name)", "journal.expected": "\(shard.nextOffset)",
+                        "journal.found": "\(base)",
+                    ])
             }
             if firstIndexed[shardID] == nil { firstIndexed[shardID] = base }
             index.put(StorageKeys.index(shardID, base), location.encoded)
@@ -284,7 +293,8 @@ struct Recovery {
             core.segmentLive[segment, default: 0] += Int64(length)
             var copy = allocator.buffer(capacity: length - WALFormat.frameHeaderSize)
             copy.writeImmutableBuffer(
-                buffer.getSlice(at: bufferIndex + WALFormat.frameHeaderSize, length: length - WALFormat.frameHeaderSize)!)
+                buffer.getSlice(
+                    at: bufferIndex + WALFormat.frameHeaderSize, length: length - WALFormat.frameHeaderSize)!)
             shard.addToTail(
                 TailBatch(baseOffset: base, lastOffset: last, batch: copy),
                 limit: configuration.tailLimit(shards: core.shards.count))
@@ -368,12 +378,16 @@ struct Recovery {
             }
             batch.put(key, item.location.encoded)
             let name = item.change.record.name
-            let current = try db.get(StorageKeys.shard(name)).map { bytes throws(JournalError) in try ShardRecord(bytes) }
+            let current = try db.get(StorageKeys.shard(name)).map { bytes throws(JournalError) in try ShardRecord(bytes)
+            }
             if item.change.deleted {
-                logger.notice("shard deletion found in the WAL", metadata: ["journal.shard": "\(name)", "journal.shard_id": "\(id)"])
+                logger.notice(
+                    "shard deletion found in the WAL",
+                    metadata: ["journal.shard": "\(name)", "journal.shard_id": "\(id)"])
                 Journal.shardDeletion(id: id, name: current?.id == id ? name : nil, db: db, into: batch)
             } else {
-                logger.notice("shard found in the WAL", metadata: ["journal.shard": "\(name)", "journal.shard_id": "\(id)"])
+                logger.notice(
+                    "shard found in the WAL", metadata: ["journal.shard": "\(name)", "journal.shard_id": "\(id)"])
                 batch.put(StorageKeys.shard(name), try item.change.record.encoded())
             }
         }
@@ -404,7 +418,9 @@ struct Recovery {
         }
         logger.warning(
             "cutting torn WAL tail",
-            metadata: ["journal.file": "\(path)", "journal.position": "\(position)", "journal.bytes": "\(size - position)"])
+            metadata: [
+                "journal.file": "\(path)", "journal.position": "\(position)", "journal.bytes": "\(size - position)",
+            ])
         guard ftruncate(file.fd, off_t(position)) == 0, fdatasync(file.fd) == 0 else {
             throw JournalError(.ioError, "cannot cut the torn tail of \(path): \(String(cString: strerror(errno)))")
         }
@@ -430,7 +446,8 @@ struct Recovery {
             if Int(synced) > position {
                 let what =
                     shardID == WALFormat.controlShardID
-                    ? "a control frame" : "shard \(core.shards[shardID]?.name ?? "id \(shardID)") offset \(header.baseOffset)"
+                    ? "a control frame"
+                    : "shard \(core.shards[shardID]?.name ?? "id \(shardID)") offset \(header.baseOffset)"
                 return "\(what) at position \(scanner.position), written once the segment was synced through \(synced)"
             }
             scanner.advance(by: length)
@@ -451,16 +468,19 @@ struct Recovery {
             try file.read(count: count, at: Int64(done), into: &chunk)
             do throws(WALIOError) {
                 try chunk.withUnsafeReadableBytes { raw throws(WALIOError) in
-                    try PwriteIO.pwriteAll(fd: copy.fd, raw.baseAddress!, count: raw.count, offset: Int64(done - position))
+                    try PwriteIO.pwriteAll(
+                        fd: copy.fd, raw.baseAddress!, count: raw.count, offset: Int64(done - position))
                 }
                 try PwriteIO().sync(fd: copy.fd)
             } catch {
-                throw JournalError(.ioError, "cannot quarantine the damaged tail of \(path) to \(target): \(error.journalError)")
+                throw JournalError(
+                    .ioError, "cannot quarantine the damaged tail of \(path) to \(target): \(error.journalError)")
             }
             done += count
         }
         try FileDescriptor.syncDirectory(segments.directory)
         logger.critical(
-            "damaged WAL range quarantined", metadata: ["journal.file": "\(path)", "journal.position": "\(position)", "journal.copy": "\(target)"])
+            "damaged WAL range quarantined",
+            metadata: ["journal.file": "\(path)", "journal.position": "\(position)", "journal.copy": "\(target)"])
     }
 }

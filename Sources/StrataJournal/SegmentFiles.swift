@@ -2,7 +2,7 @@ import NIOCore
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Read handles of WAL segment files, opened on first use and shared by readers.
@@ -55,7 +55,9 @@ final class SegmentFiles: Sendable {
     func setSalt(_ salt: UInt32, for id: UInt64) { salts.withLock { $0[id] = salt } }
 
     /// Reads and checks the frame of `entry`; returns the batch. Corruption names file and position.
-    func readBatch(_ entry: IndexEntry, maxFrame: Int, allocator: ByteBufferAllocator) throws(JournalError) -> ByteBuffer {
+    func readBatch(_ entry: IndexEntry, maxFrame: Int, allocator: ByteBufferAllocator) throws(JournalError)
+        -> ByteBuffer
+    {
         let file = try reader(entry.segment)
         let salt = try salt(entry.segment)
         var buffer = allocator.buffer(capacity: Int(entry.frameLength))

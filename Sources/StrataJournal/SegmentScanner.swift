@@ -16,7 +16,8 @@ struct SegmentScanner {
     /// File position of the next frame.
     private(set) var position: Int
 
-    init(file: FileDescriptor, size: Int, from start: Int, maxFrame: Int, salt: UInt32, allocator: ByteBufferAllocator) {
+    init(file: FileDescriptor, size: Int, from start: Int, maxFrame: Int, salt: UInt32, allocator: ByteBufferAllocator)
+    {
         self.file = file
         self.salt = salt
         self.size = size

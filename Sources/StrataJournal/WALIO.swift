@@ -2,9 +2,9 @@ import CURing
 import NIOCore
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// How the WAL submits its writes and syncs.
@@ -113,7 +113,8 @@ final class URingIO: WALIO, @unchecked Sendable {  // Used by the WAL writer thr
         if written < 0 { throw WALIOError(errno: -written, operation: "io_uring write") }
         if written < count {
             // A short write breaks the link (the fsync completes with ECANCELED): finish plainly.
-            try PwriteIO.pwriteAll(fd: fd, bytes + Int(written), count: count - Int(written), offset: offset + Int64(written))
+            try PwriteIO.pwriteAll(
+                fd: fd, bytes + Int(written), count: count - Int(written), offset: offset + Int64(written))
             if sync { try PwriteIO().sync(fd: fd) }
             return
         }
@@ -183,12 +184,14 @@ final class FileDescriptor: Sendable {
                 let n = pread(fd, raw.baseAddress! + done, count - done, off_t(offset) + off_t(done))
                 if n < 0 {
                     if errno == EINTR { continue }
-                    failure = JournalError(.ioError, "read \(path) at \(offset + Int64(done)): \(String(cString: strerror(errno)))")
+                    failure = JournalError(
+                        .ioError, "read \(path) at \(offset + Int64(done)): \(String(cString: strerror(errno)))")
                     return done
                 }
                 if n == 0 {
                     failure = JournalError(
-                        .corruptData, "\(path): expected \(count) bytes at position \(offset), file ends at \(offset + Int64(done))")
+                        .corruptData,
+                        "\(path): expected \(count) bytes at position \(offset), file ends at \(offset + Int64(done))")
                     return done
                 }
                 done += n
@@ -206,7 +209,9 @@ final class FileDescriptor: Sendable {
         }
         defer { close(fd) }
         while fsync(fd) != 0 {
-            if errno != EINTR { throw JournalError(.ioError, "fsync directory \(path): \(String(cString: strerror(errno)))") }
+            if errno != EINTR {
+                throw JournalError(.ioError, "fsync directory \(path): \(String(cString: strerror(errno)))")
+            }
         }
     }
 }

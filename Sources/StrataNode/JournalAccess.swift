@@ -20,7 +20,9 @@ import StrataWire
 /// read in `listShards`. Nothing is allowed that no line grants.
 public struct JournalAccess: Sendable {
     public enum Permission: Int, Sendable, Comparable {
-        case read = 1, write = 2, all = 3
+        case read = 1
+        case write = 2
+        case all = 3
         public static func < (a: Permission, b: Permission) -> Bool { a.rawValue < b.rawValue }
     }
 
@@ -53,7 +55,9 @@ public struct JournalAccess: Sendable {
                 default: nil
                 }
             let resource: Resource? =
-                if fields.count != 3 { nil } else if fields[2] == "*" { .everything } else if fields[2].hasPrefix("shard:") {
+                if fields.count != 3 { nil } else if fields[2] == "*" {
+                    .everything
+                } else if fields[2].hasPrefix("shard:") {
                     .shards(prefix: String(fields[2].dropFirst(6)))
                 } else if fields[2].hasPrefix("kv:") {
                     .namespaces(prefix: String(fields[2].dropFirst(3)))

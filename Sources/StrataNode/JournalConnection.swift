@@ -166,7 +166,8 @@ final class JournalConnection: Sendable {
         }
         if case .authenticate(let mechanism, let message) = request {
             let (answer, goOn) = authenticate(mechanism: mechanism, message: message, id: id)
-            return goOn ? .answered(Answer(frame: answer, slot: true)) : .answeredThenClosed(Answer(frame: answer, slot: true))
+            return goOn
+                ? .answered(Answer(frame: answer, slot: true)) : .answeredThenClosed(Answer(frame: answer, slot: true))
         }
         if let refusal = refusal(of: request) {
             server.metrics.requestErrors.increment()
@@ -198,10 +199,18 @@ final class JournalConnection: Sendable {
     /// exchange closes it).
     private func authenticate(mechanism: String, message: [UInt8], id: UInt32) -> (JournalFrame, Bool) {
         guard let users = server.configuration.access?.users else {
-            return (JournalResponse.error(id, JournalError(.unsupported, "this node has no users: authenticate with a client certificate")), false)
+            return (
+                JournalResponse.error(
+                    id, JournalError(.unsupported, "this node has no users: authenticate with a client certificate")),
+                false
+            )
         }
         guard mechanism == "SCRAM-SHA-256" else {
-            return (JournalResponse.error(id, JournalError(.unsupported, "unsupported mechanism \(mechanism); this node speaks SCRAM-SHA-256")), false)
+            return (
+                JournalResponse.error(
+                    id, JournalError(.unsupported, "unsupported mechanism \(mechanism); this node speaks SCRAM-SHA-256")
+                ), false
+            )
         }
         // A SCRAM user replaces a certificate's principal; a second exchange fails (it is over).
         do throws(SCRAMError) {
@@ -228,7 +237,8 @@ final class JournalConnection: Sendable {
 
     /// The principal a verified client certificate names (its common name), if TLS brought one.
     private func certificatePrincipal() async -> String? {
-        guard server.configuration.tls != nil, let certificate = try? await channel.nioSSL_peerCertificate().get() else {
+        guard server.configuration.tls != nil, let certificate = try? await channel.nioSSL_peerCertificate().get()
+        else {
             return nil
         }
         // NIOSSLCertificate shows its common name only in its description:
@@ -249,20 +259,23 @@ final class JournalConnection: Sendable {
 
     /// Answers the hello; false (after an error frame) when the client cannot be served.
     private func handshake(_ frame: JournalFrame, sink: Sink) async throws -> Bool {
-        guard frame.type == .hello, case .hello(let minVersion, let maxVersion, let client) = try JournalRequest.decode(frame)
+        guard frame.type == .hello,
+            case .hello(let minVersion, let maxVersion, let client) = try JournalRequest.decode(frame)
         else {
             throw JournalError(.protocolError, "the first frame must be hello, got \(frame.type)")
         }
         let supported = StrataVersion.protocolVersions
         let version = min(maxVersion, supported.upperBound)
         guard version >= minVersion, version >= supported.lowerBound else {
-            send(sink, 
+            send(
+                sink,
                 Answer(
                     frame: JournalResponse.error(
                         frame.correlationID,
                         JournalError(
                             .unsupported,
-                            "client speaks protocol \(minVersion)...\(maxVersion), this node \(supported.lowerBound)...\(supported.upperBound)"))))
+                            "client speaks protocol \(minVersion)...\(maxVersion), this node \(supported.lowerBound)...\(supported.upperBound)"
+                        ))))
             return false
         }
         logger.debug("client connected", metadata: ["journal.client": "\(client)", "journal.version": "\(version)"])
@@ -272,7 +285,8 @@ final class JournalConnection: Sendable {
         let mustAuthenticate = server.configuration.access != nil && principal.withLock({ $0 }) == nil
         let maxFrameBytes = server.configuration.maxFrameBytes
         let node = server.configuration.nodeName
-        send(sink, 
+        send(
+            sink,
             Answer(
                 frame: JournalResponse.ok(frame.correlationID) { payload in
                     payload.writeInteger(version)
@@ -321,7 +335,11 @@ final class JournalConnection: Sendable {
                 return true
             }
             guard fresh else {
-                send(sink, answer(JournalResponse.error(id, JournalError(.invalidArgument, "subscription \(id) is already live"))))
+                send(
+                    sink,
+                    answer(
+                        JournalResponse.error(id, JournalError(.invalidArgument, "subscription \(id) is already live")))
+                )
                 return
             }
             group.addTask {
@@ -453,14 +471,18 @@ final class JournalConnection: Sendable {
                             throw error
                         }
                         next = result.nextOffset
-                        self.send(sink, 
-                            Answer(frame: JournalFrame(type: .records, correlationID: id, payload: Self.encode(result)), bytes: bytes))
+                        self.send(
+                            sink,
+                            Answer(
+                                frame: JournalFrame(type: .records, correlationID: id, payload: Self.encode(result)),
+                                bytes: bytes))
                     }
                 } catch is CancellationError {
                 } catch let error as JournalError {
                     self.send(sink, Answer(frame: JournalResponse.subscriptionEnd(id, error)))
                 } catch {
-                    self.send(sink, Answer(frame: JournalResponse.subscriptionEnd(id, JournalError(.ioError, "\(error)"))))
+                    self.send(
+                        sink, Answer(frame: JournalResponse.subscriptionEnd(id, JournalError(.ioError, "\(error)"))))
                 }
             }
             group.addTask { await control.waitUntilEnded() }

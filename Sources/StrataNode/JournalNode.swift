@@ -40,7 +40,8 @@ public enum JournalNode {
         if let store {
             journal.attachColdTier(ObjectColdTier(store: store, cacheBytes: configuration.tier.cacheBytes))
             let tier = TierOffloader(
-                configuration: configuration.tier.offloaderConfiguration, journal: journal, store: store, logger: logger)
+                configuration: configuration.tier.offloaderConfiguration, journal: journal, store: store, logger: logger
+            )
             offloader = tier
             tierStatus = { tier.status() }
         }
@@ -72,7 +73,8 @@ public enum JournalNode {
             services.append(
                 .init(
                     service: MQTTGateway(
-                        configuration: mqtt, journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
+                        configuration: mqtt,
+                        journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
                         logger: logger, onBound: { announce("mqtt \(StrataProcess.display($0))") },
                         onWebSocketBound: { announce("mqtt-ws \(StrataProcess.display($0))") })))
         }
@@ -84,11 +86,14 @@ public enum JournalNode {
             kafka.advertisedPort = configuration.kafkaAdvertised?.port
             kafka.defaultPartitions = configuration.kafkaDefaultPartitions
             kafka.autoCreateTopics = configuration.kafkaAutoCreateTopics
-            try configuring(journal) { try kafka.loadAccessFiles(users: configuration.kafkaUsers, acl: configuration.kafkaACL) }
+            try configuring(journal) {
+                try kafka.loadAccessFiles(users: configuration.kafkaUsers, acl: configuration.kafkaACL)
+            }
             services.append(
                 .init(
                     service: KafkaGateway(
-                        configuration: kafka, journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
+                        configuration: kafka,
+                        journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
                         logger: logger, onBound: { announce("kafka \(StrataProcess.display($0))") })))
         }
         services.append(.init(service: http))

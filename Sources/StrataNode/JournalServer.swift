@@ -1,8 +1,8 @@
 import Logging
 import NIOCore
 import NIOPosix
-import ServiceLifecycle
 import NIOSSL
+import ServiceLifecycle
 import StrataJournal
 import StrataWire
 import Synchronization
@@ -80,13 +80,17 @@ public final class JournalServer: Service {
                 }
             }
         if let address = server.channel.localAddress { onBound(address) }
-        logger.info("journal protocol listening", metadata: ["node.listen": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
+        logger.info(
+            "journal protocol listening",
+            metadata: ["node.listen": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 try await server.executeThenClose { inbound in
                     for try await accepted in inbound {
                         group.addTask {
-                            await AcceptedConnection.serve(accepted, as: NIOAsyncChannel<JournalFrame, JournalFrame>.self) {
+                            await AcceptedConnection.serve(
+                                accepted, as: NIOAsyncChannel<JournalFrame, JournalFrame>.self
+                            ) {
                                 await self.serve($0)
                             }
                         }

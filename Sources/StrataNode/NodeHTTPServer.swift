@@ -20,7 +20,8 @@ public final class NodeHTTPServer: Service {
     private let onBound: @Sendable (SocketAddress) -> Void
 
     public init(
-        host: String, port: Int, routes: NodeHTTPRoutes, eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        host: String, port: Int, routes: NodeHTTPRoutes,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger, onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
     ) {
         self.host = host
@@ -102,7 +103,9 @@ public struct NodeHTTPRoutes: Sendable {
         if let tier = tier?() {
             var problems: [String] = []
             if let error = tier.lastError { problems.append("object tier: \(error)") }
-            for shard in tier.shards { if let error = shard.lastError { problems.append("object tier, \(shard.name): \(error)") } }
+            for shard in tier.shards {
+                if let error = shard.lastError { problems.append("object tier, \(shard.name): \(error)") }
+            }
             if !problems.isEmpty {
                 health.problems += problems
                 if health.status == .ok { health.status = .degraded }
@@ -123,7 +126,8 @@ public struct NodeHTTPRoutes: Sendable {
         switch path {
         case "/metrics":
             return Response(
-                status: .ok, contentType: "text/plain; version=0.0.4", body: metrics.render(journal: journal, tier: tier?()))
+                status: .ok, contentType: "text/plain; version=0.0.4",
+                body: metrics.render(journal: journal, tier: tier?()))
         case "/health":
             let health = self.health()
             return .json(health, status: health.status == .failed ? .serviceUnavailable : .ok)
@@ -136,7 +140,9 @@ public struct NodeHTTPRoutes: Sendable {
         case "/admin/config":
             return .json(config())
         case "/admin/tier":
-            guard let tier else { return .error(.notFound, "this node has no object tier (tier.bucket or tier.webhdfs)") }
+            guard let tier else {
+                return .error(.notFound, "this node has no object tier (tier.bucket or tier.webhdfs)")
+            }
             return .json(tier())
         default:
             if path.hasPrefix("/admin/shards/") {
@@ -180,7 +186,8 @@ final class HTTPRequestHandler: ChannelInboundHandler {
             headers.add(name: "Content-Length", value: "\(response.body.count)")
             if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
             context.write(
-                wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))),
+                wrapOutboundOut(
+                    .head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))),
                 promise: nil)
             if head.method != .HEAD {
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: response.body)))), promise: nil)

@@ -3,7 +3,7 @@ import Logging
 import ServiceLifecycle
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Bounds a node's shutdown: once graceful shutdown begins, a thread waits `limit` and, if the

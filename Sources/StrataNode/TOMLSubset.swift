@@ -29,7 +29,9 @@ public enum TOMLSubset {
                     throw ParseError(line: number, message: "only [table] headers are supported")
                 }
                 table = String(line.dropFirst().dropLast()).trimmingWhitespace()
-                guard isBareKey(table, dotted: true) else { throw ParseError(line: number, message: "bad table name \(table)") }
+                guard isBareKey(table, dotted: true) else {
+                    throw ParseError(line: number, message: "bad table name \(table)")
+                }
                 continue
             }
             guard let equals = line.firstIndex(of: "=") else {
@@ -113,7 +115,9 @@ public enum TOMLSubset {
                 }
                 values.append(try parseValue(&text, line: line))
                 text = Substring(String(text).trimmingWhitespace())
-                if text.first == "," { text = text.dropFirst() } else if text.first != "]" {
+                if text.first == "," {
+                    text = text.dropFirst()
+                } else if text.first != "]" {
                     throw ParseError(line: line, message: "expected , or ] in an array")
                 }
             }
@@ -134,7 +138,9 @@ public enum TOMLSubset {
 
 extension StringProtocol {
     func trimmingWhitespace() -> String {
-        String(drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed())
+        String(
+            drop { $0 == " " || $0 == "\t" || $0 == "\r" }.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\r" }
+                .reversed())
     }
 
     func replacingOccurrences(of target: Character, with replacement: String) -> String {

@@ -50,7 +50,10 @@ public final class CurlTransfer: Sendable {
 
     public func shutdown() async {
         try? await pool.shutdownGracefully()
-        for handle in handles.withLock({ handles in defer { handles = [] }; return handles }) {
+        for handle in handles.withLock({ handles in
+            defer { handles = [] }
+            return handles
+        }) {
             curl_easy_cleanup(handle.pointer)
         }
     }
@@ -88,7 +91,8 @@ public final class CurlTransfer: Sendable {
                     _ = strata_curl_setopt_long(handle, CURLOPT_LOW_SPEED_TIME, timeoutSeconds)
                     _ = strata_curl_setopt_long(handle, CURLOPT_CONNECTTIMEOUT, 10)
                     if !body.isEmpty || request.method == "PUT" || request.method == "POST" {
-                        _ = strata_curl_setopt_pointer(handle, CURLOPT_POSTFIELDS, body.baseAddress ?? UnsafeRawPointer(bitPattern: 1))
+                        _ = strata_curl_setopt_pointer(
+                            handle, CURLOPT_POSTFIELDS, body.baseAddress ?? UnsafeRawPointer(bitPattern: 1))
                         _ = strata_curl_setopt_off(handle, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
                     }
                     _ = strata_curl_setopt_callback(handle, CURLOPT_WRITEFUNCTION) { data, size, count, context in
@@ -99,10 +103,12 @@ public final class CurlTransfer: Sendable {
                     _ = strata_curl_setopt_pointer(handle, CURLOPT_WRITEDATA, context)
                     _ = strata_curl_setopt_callback(handle, CURLOPT_HEADERFUNCTION) { data, size, count, context in
                         let sink = Unmanaged<ResponseSink>.fromOpaque(context!).takeUnretainedValue()
-                        let line = String(decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
+                        let line = String(
+                            decoding: UnsafeRawBufferPointer(start: data, count: size * count), as: UTF8.self)
                         if let colon = line.firstIndex(of: ":") {
                             let name = line[..<colon].lowercased()
-                            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+                            let value = line[line.index(after: colon)...].trimmingCharacters(
+                                in: .whitespacesAndNewlines)
                             sink.headers[name] = value
                             // The body arrives in pieces: room for all of it at once.
                             if name == "content-length", let length = Int(value), length <= 1 << 30 {
@@ -117,7 +123,8 @@ public final class CurlTransfer: Sendable {
             }
         }
         guard code == CURLE_OK else {
-            throw ObjectStoreError.transport("\(request.method) \(request.url): \(String(cString: curl_easy_strerror(code)))")
+            throw ObjectStoreError.transport(
+                "\(request.method) \(request.url): \(String(cString: curl_easy_strerror(code)))")
         }
         return HTTPResponse(status: strata_curl_response_code(handle), headers: sink.headers, body: sink.body)
     }

@@ -53,7 +53,8 @@ public struct S3Configuration: Sendable {
         bucket: String, endpoint: String? = nil, region: String? = nil, prefix: String = "",
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws -> S3Configuration {
-        guard let accessKey = environment["AWS_ACCESS_KEY_ID"], let secretKey = environment["AWS_SECRET_ACCESS_KEY"] else {
+        guard let accessKey = environment["AWS_ACCESS_KEY_ID"], let secretKey = environment["AWS_SECRET_ACCESS_KEY"]
+        else {
             throw ObjectStoreError.service(
                 status: 0, code: "NoCredentials", message: "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set")
         }
@@ -62,7 +63,8 @@ public struct S3Configuration: Sendable {
             endpoint ?? environment["AWS_ENDPOINT_URL_S3"] ?? environment["AWS_ENDPOINT_URL"]
             ?? "https://s3.\(region).amazonaws.com"
         return S3Configuration(
-            endpoint: endpoint, region: region, bucket: bucket, prefix: prefix, accessKey: accessKey, secretKey: secretKey,
+            endpoint: endpoint, region: region, bucket: bucket, prefix: prefix, accessKey: accessKey,
+            secretKey: secretKey,
             sessionToken: environment["AWS_SESSION_TOKEN"], pathStyle: environment["AWS_S3_VIRTUAL_HOSTED"] == nil)
     }
 }
@@ -111,7 +113,8 @@ public final class S3ObjectStore: ObjectStore {
                     "PUT", key: key, query: [("partNumber", "\(number)"), ("uploadId", uploadID)],
                     body: Array(bytes[offset..<end]))
                 guard let etag = part.headers["etag"] else {
-                    throw ObjectStoreError.service(status: part.status, code: "MalformedResponse", message: "part without ETag")
+                    throw ObjectStoreError.service(
+                        status: part.status, code: "MalformedResponse", message: "part without ETag")
                 }
                 etags.append(etag)
                 offset = end
@@ -153,11 +156,13 @@ public final class S3ObjectStore: ObjectStore {
             if let token { query.append(("continuation-token", token)) }
             let page = try await send("GET", key: nil, query: query)
             for contents in XMLText.all("Contents", in: page.body) {
-                guard let key = XMLText.first("Key", in: contents), let size = XMLText.first("Size", in: contents).flatMap({ Int($0) })
+                guard let key = XMLText.first("Key", in: contents),
+                    let size = XMLText.first("Size", in: contents).flatMap({ Int($0) })
                 else { continue }
                 found.append((String(key.dropFirst(configuration.prefix.count)), size))
             }
-            token = XMLText.first("IsTruncated", in: page.body) == "true"
+            token =
+                XMLText.first("IsTruncated", in: page.body) == "true"
                 ? XMLText.first("NextContinuationToken", in: page.body) : nil
         } while token != nil
         return found
@@ -182,16 +187,21 @@ public final class S3ObjectStore: ObjectStore {
 
     /// Signs and sends one request; a non-2xx answer becomes an `ObjectStoreError`.
     private func send(
-        _ method: String, key: String?, query: [(String, String)] = [], body: [UInt8] = [], headers: [(String, String)] = []
+        _ method: String, key: String?, query: [(String, String)] = [], body: [UInt8] = [],
+        headers: [(String, String)] = []
     ) async throws -> HTTPResponse {
-        let request = sign(method: method, key: key.map { configuration.prefix + $0 }, query: query, body: body, headers: headers)
+        let request = sign(
+            method: method, key: key.map { configuration.prefix + $0 }, query: query, body: body, headers: headers)
         let response = try await transfer.perform(request)
         guard (200..<300).contains(response.status) else {
             let code = XMLText.first("Code", in: response.body)
-            if let key, response.status == 404, code == nil || code == "NoSuchKey" { throw ObjectStoreError.notFound(key) }
+            if let key, response.status == 404, code == nil || code == "NoSuchKey" {
+                throw ObjectStoreError.notFound(key)
+            }
             throw ObjectStoreError.service(
                 status: response.status, code: code ?? "HTTP\(response.status)",
-                message: XMLText.first("Message", in: response.body) ?? String(decoding: response.body.prefix(200), as: UTF8.self))
+                message: XMLText.first("Message", in: response.body)
+                    ?? String(decoding: response.body.prefix(200), as: UTF8.self))
         }
         return response
     }
@@ -211,8 +221,10 @@ public final class S3ObjectStore: ObjectStore {
         }
         if let key { path += "/" + key }
         if path.isEmpty { path = "/" }
-        let canonicalPath = path.split(separator: "/", omittingEmptySubsequences: false).map { SigV4.encode(String($0)) }
-            .joined(separator: "/")
+        let canonicalPath = path.split(separator: "/", omittingEmptySubsequences: false).map {
+            SigV4.encode(String($0))
+        }
+        .joined(separator: "/")
         let canonicalQuery = query.map { (SigV4.encode($0.0), SigV4.encode($0.1)) }.sorted { $0 < $1 }
             .map { "\($0.0)=\($0.1)" }.joined(separator: "&")
         let payloadHash = SigV4.hex(SHA256.hash(data: body))
@@ -226,17 +238,22 @@ public final class S3ObjectStore: ObjectStore {
         let signedHeaders = headers.map(\.0).joined(separator: ";")
         let canonicalRequest = [
             method, canonicalPath, canonicalQuery,
-            headers.map { "\($0.0):\($0.1.trimmingCharacters(in: .whitespaces))\n" }.joined(), signedHeaders, payloadHash,
+            headers.map { "\($0.0):\($0.1.trimmingCharacters(in: .whitespaces))\n" }.joined(), signedHeaders,
+            payloadHash,
         ].joined(separator: "\n")
         let scope = "\(day)/\(configuration.region)/s3/aws4_request"
-        let stringToSign = ["AWS4-HMAC-SHA256", amzDate, scope, SigV4.hex(SHA256.hash(data: Array(canonicalRequest.utf8)))]
-            .joined(separator: "\n")
+        let stringToSign = [
+            "AWS4-HMAC-SHA256", amzDate, scope, SigV4.hex(SHA256.hash(data: Array(canonicalRequest.utf8))),
+        ]
+        .joined(separator: "\n")
         let signature = SigV4.signature(
             secret: configuration.secretKey, day: day, region: configuration.region, stringToSign: stringToSign)
         var sent = headers.filter { $0.0 != "host" }
         sent.append(
-            ("Authorization",
-             "AWS4-HMAC-SHA256 Credential=\(configuration.accessKey)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"))
+            (
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=\(configuration.accessKey)/\(scope), SignedHeaders=\(signedHeaders), Signature=\(signature)"
+            ))
         let url = "\(scheme)://\(host)\(canonicalPath)" + (canonicalQuery.isEmpty ? "" : "?" + canonicalQuery)
         return HTTPRequest(method: method, url: url, headers: sent, body: body)
     }
@@ -254,7 +271,8 @@ enum SigV4 {
         var out = ""
         for byte in text.utf8 {
             switch byte {
-            case 0x41...0x5A, 0x61...0x7A, 0x30...0x39, 0x2D, 0x2E, 0x5F, 0x7E: out.unicodeScalars.append(UnicodeScalar(byte))
+            case 0x41...0x5A, 0x61...0x7A, 0x30...0x39, 0x2D, 0x2E, 0x5F, 0x7E:
+                out.unicodeScalars.append(UnicodeScalar(byte))
             default: out += String(format: "%%%02X", byte)
             }
         }

@@ -78,7 +78,8 @@ public enum TierObject {
             let crc = CRC32C.checksum(bytes[compressed])
             blocks.append(
                 Block(
-                    firstOffset: UInt64(head.baseOffset), lastOffset: UInt64(tail.lastOffset), minTimestamp: minTimestamp,
+                    firstOffset: UInt64(head.baseOffset), lastOffset: UInt64(tail.lastOffset),
+                    minTimestamp: minTimestamp,
                     maxTimestamp: maxTimestamp, position: compressed.lowerBound, compressedLength: compressed.count,
                     uncompressedLength: pending.count, crc: crc))
             objectCRC = CRC32C.checksum(bytes[compressed], continuing: objectCRC)
@@ -128,7 +129,9 @@ public enum TierObject {
     // MARK: Reading
 
     /// The trailer's length (and checksums) from the object's last `footerSize` bytes.
-    public static func footer(_ bytes: [UInt8], key: String) throws -> (trailerLength: Int, trailerCRC: UInt32, objectCRC: UInt32) {
+    public static func footer(_ bytes: [UInt8], key: String) throws -> (
+        trailerLength: Int, trailerCRC: UInt32, objectCRC: UInt32
+    ) {
         var buffer = ByteBuffer(bytes: bytes)
         guard bytes.count == footerSize, let length = buffer.readInteger(as: UInt32.self),
             let trailerCRC = buffer.readInteger(as: UInt32.self), let objectCRC = buffer.readInteger(as: UInt32.self),
@@ -144,7 +147,8 @@ public enum TierObject {
         guard CRC32C.checksum(bytes) == crc else { throw ObjectStoreError.corrupt("\(key): trailer checksum mismatch") }
         var buffer = ByteBuffer(bytes: bytes)
         guard buffer.readBytes(length: 8) == trailerMagic, buffer.readInteger(as: UInt16.self) == UInt16(version),
-            let nameLength = buffer.readInteger(as: UInt16.self), let shard = buffer.readString(length: Int(nameLength)),
+            let nameLength = buffer.readInteger(as: UInt16.self),
+            let shard = buffer.readString(length: Int(nameLength)),
             let count = buffer.readInteger(as: UInt32.self), buffer.readableBytes == Int(count) * entrySize
         else {
             throw ObjectStoreError.corrupt("\(key): malformed trailer")
@@ -153,7 +157,8 @@ public enum TierObject {
         blocks.reserveCapacity(Int(count))
         for _ in 0..<count {
             let block = Block(
-                firstOffset: buffer.readInteger()!, lastOffset: buffer.readInteger()!, minTimestamp: buffer.readInteger()!,
+                firstOffset: buffer.readInteger()!, lastOffset: buffer.readInteger()!,
+                minTimestamp: buffer.readInteger()!,
                 maxTimestamp: buffer.readInteger()!, position: Int(buffer.readInteger(as: UInt64.self)!),
                 compressedLength: Int(buffer.readInteger(as: UInt32.self)!),
                 uncompressedLength: Int(buffer.readInteger(as: UInt32.self)!), crc: buffer.readInteger()!)
@@ -166,14 +171,16 @@ public enum TierObject {
     }
 
     /// A block's batches, after its checksum.
-    public static func batches(ofBlock bytes: [UInt8], _ block: Block, key: String, number: Int) throws -> [ByteBuffer] {
+    public static func batches(ofBlock bytes: [UInt8], _ block: Block, key: String, number: Int) throws -> [ByteBuffer]
+    {
         guard bytes.count == block.compressedLength, CRC32C.checksum(bytes) == block.crc else {
             throw ObjectStoreError.corrupt("\(key): block \(number) checksum mismatch")
         }
         var buffer = try decompress(bytes, size: block.uncompressedLength, key: key, number: number)
         var batches: [ByteBuffer] = []
         while buffer.readableBytes > 0 {
-            guard let header = RecordBatch.Header.peek(buffer, at: buffer.readerIndex), header.totalSize <= buffer.readableBytes
+            guard let header = RecordBatch.Header.peek(buffer, at: buffer.readerIndex),
+                header.totalSize <= buffer.readableBytes
             else {
                 throw ObjectStoreError.corrupt("\(key): block \(number) holds a truncated batch")
             }

@@ -42,7 +42,8 @@ public final class ObjectColdTier: ColdTier {
         let index = try await TierObject.index(of: object.key, size: Int(object.objectBytes), in: reader.store)
         guard index.firstOffset == object.firstOffset, index.lastOffset == object.lastOffset else {
             throw ObjectStoreError.corrupt(
-                "\(object.key): holds offsets \(index.firstOffset ?? 0)...\(index.lastOffset ?? 0), the catalog says \(object.firstOffset)...\(object.lastOffset)")
+                "\(object.key): holds offsets \(index.firstOffset ?? 0)...\(index.lastOffset ?? 0), the catalog says \(object.firstOffset)...\(object.lastOffset)"
+            )
         }
         indexes.withLock { indexes in
             if indexes.count >= maxIndexes, let any = indexes.keys.first { indexes[any] = nil }
@@ -178,7 +179,9 @@ public final class TierOffloader: Service {
             let runs = try await plan(maxRuns: configuration.maxRunsPerPass)
             try await claimPrefix()
             let now = ContinuousClock.now
-            if state.withLock({ state in state.lastSweep.map { now - $0 >= configuration.leftoverSweepInterval } ?? true }) {
+            if state.withLock({ state in state.lastSweep.map { now - $0 >= configuration.leftoverSweepInterval } ?? true
+                })
+            {
                 do {
                     try await deleteLeftovers()
                     state.withLock { $0.lastSweep = now }
@@ -379,7 +382,8 @@ public final class TierOffloader: Service {
             } catch ObjectStoreError.notFound {
                 // Gone already.
             } catch let error as ObjectStoreError {
-                logger.warning("cannot delete a released object", metadata: ["tier.key": "\(key)", "error": "\(error)"])
+                logger.warning(
+                    "cannot delete a released object", metadata: ["tier.key": "\(key)", "error": "\(error)"])
                 state.withLock { $0.status.lastDeleteError = "\(key): \(error)" }
                 // Refused: the next key may go. Unreachable: the rest wait for the next pass.
                 if case .transport = error { break }
@@ -400,15 +404,19 @@ public final class TierOffloader: Service {
     private func deleteLeftovers() async throws {
         let known = try await journal.knownObjectKeys()
         var removed = 0
-        for object in try await store.list(prefix: "shard-") where object.key.hasSuffix(".strata") && !known.contains(object.key) {
+        for object in try await store.list(prefix: "shard-")
+        where object.key.hasSuffix(".strata") && !known.contains(object.key) {
             do {
                 try await store.delete(object.key)
                 removed += 1
             } catch let error as ObjectStoreError {
-                logger.warning("cannot delete a leftover object", metadata: ["tier.key": "\(object.key)", "error": "\(error)"])
+                logger.warning(
+                    "cannot delete a leftover object", metadata: ["tier.key": "\(object.key)", "error": "\(error)"])
             }
         }
-        if removed > 0 { logger.notice("deleted objects no catalog entry names", metadata: ["tier.objects": "\(removed)"]) }
+        if removed > 0 {
+            logger.notice("deleted objects no catalog entry names", metadata: ["tier.objects": "\(removed)"])
+        }
     }
 
     /// Counts each shard's objects again when its tier bytes changed since the last count
@@ -442,7 +450,8 @@ public final class TierOffloader: Service {
                 return Status.Shard(
                     name: info.name, memoryBytes: info.memoryBytes, localBytes: info.storedBytes - info.tierBytes,
                     tierBytes: info.tierBytes, tierObjects: objects?.count ?? 0, tierObjectBytes: objects?.bytes ?? 0,
-                    offloadLagBytes: backlog?.bytes ?? 0, offloadLagSeconds: Double(backlog?.ageMilliseconds ?? 0) / 1000,
+                    offloadLagBytes: backlog?.bytes ?? 0,
+                    offloadLagSeconds: Double(backlog?.ageMilliseconds ?? 0) / 1000,
                     lastError: state.errors[info.name])
             }
             return status

@@ -79,7 +79,9 @@ public final class TierBlockCache: Sendable {
         state.withLock { state in
             state.clock += 1
             let key = Key(object: object, block: block)
-            if let old = state.entries.updateValue((batches, size, state.clock), forKey: key) { state.bytes -= old.bytes }
+            if let old = state.entries.updateValue((batches, size, state.clock), forKey: key) {
+                state.bytes -= old.bytes
+            }
             state.bytes += size
             while state.bytes > capacityBytes, let oldest = state.entries.min(by: { $0.value.used < $1.value.used }) {
                 state.entries[oldest.key] = nil
@@ -110,17 +112,22 @@ public struct TierReader: Sendable {
     /// when there is one), as a journal read returns them: the first may start before `offset`.
     /// The `readAhead` blocks after the first are fetched in the background meanwhile (when
     /// the cache has room for them).
-    public func read(_ key: String, index: TierObject.Index, from offset: UInt64, maxBytes: Int) async throws -> [ByteBuffer] {
+    public func read(_ key: String, index: TierObject.Index, from offset: UInt64, maxBytes: Int) async throws
+        -> [ByteBuffer]
+    {
         guard var number = index.block(for: offset) else { return [] }
         let ahead = (number + 1)..<min(index.blocks.count, number + 1 + readAhead)
         if index.blocks[ahead].reduce(0, { $0 + $1.uncompressedLength }) <= cache.capacityBytes / 2 {
-            for next in ahead { cache.prefetch(key, next) { [self] in try await fetch(key, index: index, number: next) } }
+            for next in ahead {
+                cache.prefetch(key, next) { [self] in try await fetch(key, index: index, number: next) }
+            }
         }
         var result: [ByteBuffer] = []
         var bytes = 0
         reading: while number < index.blocks.count {
             for batch in try await block(key, index: index, number: number) {
-                guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex), UInt64(header.lastOffset) >= offset
+                guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex),
+                    UInt64(header.lastOffset) >= offset
                 else { continue }
                 if !result.isEmpty && bytes + batch.readableBytes > maxBytes { break reading }
                 result.append(batch)

@@ -114,7 +114,8 @@ public final class WebHDFSObjectStore: ObjectStore {
     /// Turns a WebHDFS error (RemoteException JSON) into an `ObjectStoreError`.
     private func check(_ response: HTTPResponse, key: String, expecting status: Int) throws {
         guard response.status != status else { return }
-        let exception = (try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any])?["RemoteException"]
+        let exception =
+            (try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any])?["RemoteException"]
             as? [String: Any]
         let name = exception?["exception"] as? String ?? "HTTP\(response.status)"
         if response.status == 404 || name == "FileNotFoundException" { throw ObjectStoreError.notFound(key) }

@@ -60,9 +60,11 @@ extension JournalFuzzTarget {
                 _ = try? await journal.offset(shard: short(shard), atOrAfter: timestamp)
             case .commitOffset(let group, let shard, let offset):
                 try? await journal.commitOffset(group: group, shard: short(shard), offset: offset)
-            case .fetchOffset(let group, let shard): _ = try? await journal.committedOffset(group: group, shard: short(shard))
+            case .fetchOffset(let group, let shard):
+                _ = try? await journal.committedOffset(group: group, shard: short(shard))
             case .kvGet(let namespace, let key): _ = try? await journal.get(namespace: namespace, key: key)
-            case .kvPut(let namespace, let key, let value): try? await journal.put(namespace: namespace, key: key, value: value)
+            case .kvPut(let namespace, let key, let value):
+                try? await journal.put(namespace: namespace, key: key, value: value)
             case .kvDelete(let namespace, let key): try? await journal.delete(namespace: namespace, key: key)
             case .kvScan(let namespace, let prefix, let limit):
                 _ = try? await journal.scan(namespace: namespace, prefix: prefix, limit: Int(min(limit, 100)))

@@ -122,7 +122,9 @@ public enum JournalRequest: Sendable {
             guard try p.readWireInteger(as: UInt32.self) == magic else {
                 throw JournalError(.protocolError, "hello does not start with the STRJ magic")
             }
-            request = .hello(minVersion: try p.readWireInteger(), maxVersion: try p.readWireInteger(), client: try p.readWireString())
+            request = .hello(
+                minVersion: try p.readWireInteger(), maxVersion: try p.readWireInteger(), client: try p.readWireString()
+            )
         case .authenticate:
             request = .authenticate(mechanism: try p.readWireString(), message: try p.readWireBytes())
         case .createShard:
@@ -145,14 +147,17 @@ public enum JournalRequest: Sendable {
         case .unsubscribe: request = .unsubscribe(subscription: try p.readWireInteger())
         case .credit: request = .credit(subscription: try p.readWireInteger(), credits: try p.readWireInteger())
         case .commitOffset:
-            request = .commitOffset(group: try p.readWireString(), shard: try p.readWireString(), offset: try p.readWireInteger())
+            request = .commitOffset(
+                group: try p.readWireString(), shard: try p.readWireString(), offset: try p.readWireInteger())
         case .fetchOffset: request = .fetchOffset(group: try p.readWireString(), shard: try p.readWireString())
         case .kvGet: request = .kvGet(namespace: try p.readWireString(), key: try p.readWireBytes())
         case .kvDelete: request = .kvDelete(namespace: try p.readWireString(), key: try p.readWireBytes())
         case .kvPut:
-            request = .kvPut(namespace: try p.readWireString(), key: try p.readWireBytes(), value: try p.readWireBytes())
+            request = .kvPut(
+                namespace: try p.readWireString(), key: try p.readWireBytes(), value: try p.readWireBytes())
         case .kvScan:
-            request = .kvScan(namespace: try p.readWireString(), prefix: try p.readWireBytes(), limit: try p.readWireInteger())
+            request = .kvScan(
+                namespace: try p.readWireString(), prefix: try p.readWireBytes(), limit: try p.readWireInteger())
         case .ok, .error, .records, .subscriptionEnd:
             throw JournalError(.protocolError, "a client sent a \(frame.type) frame")
         }

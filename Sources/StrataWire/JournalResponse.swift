@@ -142,7 +142,9 @@ extension ByteBuffer {
         let end: UInt64 = try readWireInteger()
         let next: UInt64 = try readWireInteger()
         let count: UInt32 = try readWireInteger()
-        guard Int(count) <= readableBytes / 4 else { throw JournalError(.protocolError, "batch count \(count) is too large") }
+        guard Int(count) <= readableBytes / 4 else {
+            throw JournalError(.protocolError, "batch count \(count) is too large")
+        }
         var batches: [ByteBuffer] = []
         batches.reserveCapacity(Int(count))
         for _ in 0..<count { batches.append(try readWireBuffer()) }

@@ -48,7 +48,8 @@ struct ConsumeCommand: AsyncParsableCommand {
             do {
                 records = try RecordBatch.decode(batch)
             } catch {
-                text += "# batch at \(RecordBatch.Header.peek(batch, at: batch.readerIndex)?.baseOffset ?? -1): \(error.message)\n"
+                text +=
+                    "# batch at \(RecordBatch.Header.peek(batch, at: batch.readerIndex)?.baseOffset ?? -1): \(error.message)\n"
                 continue
             }
             for record in records where record.offset! >= from {

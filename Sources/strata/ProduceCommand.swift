@@ -39,7 +39,9 @@ struct ProduceCommand: AsyncParsableCommand {
                     }
                     group.addTask {
                         // Every line that arrived while the previous batch was in flight joins the next one.
-                        for await _ in arrivals { try await Self.send(buffered, maxBatch: maxBatch, shard: shard, client: client) }
+                        for await _ in arrivals {
+                            try await Self.send(buffered, maxBatch: maxBatch, shard: shard, client: client)
+                        }
                         try await Self.send(buffered, maxBatch: maxBatch, shard: shard, client: client)
                     }
                     try await group.waitForAll()

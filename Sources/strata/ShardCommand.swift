@@ -13,8 +13,10 @@ struct ShardCommand: AsyncParsableCommand {
         @Argument(help: "Shard name, e.g. kafka/orders/0.") var name: String
         @Option(help: "fsync (acknowledged once on disk) or async.") var durability: String = "fsync"
         @Option(help: "Delete batches older than this many milliseconds.") var retentionMs: Int64?
-        @Option(help: "Delete the oldest batches while the shard holds more bytes than this.") var retentionBytes: Int64?
-        @Option(help: "With an object tier: move batches older than this many milliseconds there.") var localRetentionMs: Int64?
+        @Option(help: "Delete the oldest batches while the shard holds more bytes than this.") var retentionBytes:
+            Int64?
+        @Option(help: "With an object tier: move batches older than this many milliseconds there.")
+        var localRetentionMs: Int64?
 
         func run() async throws {
             guard let durability = Durability(rawValue: durability) else {
@@ -39,7 +41,8 @@ struct ShardCommand: AsyncParsableCommand {
                 let shards = try await node.withClient { try await $0.listShards() }
                 for shard in shards {
                     Output.write(
-                        "\(shard.name)\t\(shard.startOffset)\t\(shard.endOffset)\t\(shard.storedBytes)\t\(shard.config.durability.rawValue)\n")
+                        "\(shard.name)\t\(shard.startOffset)\t\(shard.endOffset)\t\(shard.storedBytes)\t\(shard.config.durability.rawValue)\n"
+                    )
                 }
             }
         }

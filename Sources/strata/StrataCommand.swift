@@ -32,7 +32,8 @@ struct StrataCommand: AsyncParsableCommand {
         var rest = arguments[...]
         while let first = rest.first, first.hasPrefix("--") {
             let name = first.split(separator: "=", maxSplits: 1)[0]
-            guard ["--node", "--timeout", "--user", "--password", "--tls-ca", "--tls-cert", "--tls-key"].contains(name) else { break }
+            guard ["--node", "--timeout", "--user", "--password", "--tls-ca", "--tls-cert", "--tls-key"].contains(name)
+            else { break }
             leading.append(first)
             rest = rest.dropFirst()
             if !first.contains("="), let value = rest.first {

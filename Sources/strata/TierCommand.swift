@@ -9,7 +9,8 @@ struct TierCommand: AsyncParsableCommand {
 
     struct Status: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Per shard: bytes in memory, on local disk and in the object tier; offload lag; last upload error.")
+            abstract:
+                "Per shard: bytes in memory, on local disk and in the object tier; offload lag; last upload error.")
 
         @Option(help: "The journal-node's HTTP address, HOST:PORT.")
         var http: String = "127.0.0.1:7451"
@@ -30,7 +31,8 @@ struct TierCommand: AsyncParsableCommand {
             } catch {
                 await transfer.shutdown()
                 let reason = if case ObjectStoreError.transport(let detail) = error { detail } else { "\(error)" }
-                FileHandle.standardError.write(Data("strata: cannot reach the node's HTTP at \(http): \(reason)\n".utf8))
+                FileHandle.standardError.write(
+                    Data("strata: cannot reach the node's HTTP at \(http): \(reason)\n".utf8))
                 throw ExitCode(3)
             }
             await transfer.shutdown()
@@ -50,8 +52,10 @@ struct TierCommand: AsyncParsableCommand {
             text += "last error: \(status.lastError ?? "none")\n"
             text += "shard\tmemory_bytes\tlocal_bytes\ttier_bytes\ttier_objects\tlag_bytes\tlag_seconds\tlast_error\n"
             for shard in status.shards {
-                text += "\(shard.name)\t\(shard.memoryBytes)\t\(shard.localBytes)\t\(shard.tierBytes)\t\(shard.tierObjects)"
-                text += "\t\(shard.offloadLagBytes)\t\(String(format: "%.1f", shard.offloadLagSeconds))\t\(shard.lastError ?? "-")\n"
+                text +=
+                    "\(shard.name)\t\(shard.memoryBytes)\t\(shard.localBytes)\t\(shard.tierBytes)\t\(shard.tierObjects)"
+                text +=
+                    "\t\(shard.offloadLagBytes)\t\(String(format: "%.1f", shard.offloadLagSeconds))\t\(shard.lastError ?? "-")\n"
             }
             Output.write(text)
         }

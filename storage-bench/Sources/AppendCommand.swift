@@ -73,7 +73,8 @@ struct AppendCommand: AsyncParsableCommand {
         }
 
         let written = after.bytesWritten(since: before)
-        let label = durability == .fsync
+        let label =
+            durability == .fsync
             ? "durable limit (best sequential write with fdatasync after each; mean of before and after the run)"
             : "async limit (buffered sequential 1 MiB writes and one final fdatasync; mean of before and after)"
         let result = BenchResult(

@@ -21,7 +21,8 @@ enum BatchFactory {
                 while text.utf8.count < valueSize {
                     let session = String(UInt64.random(in: 0..<(1 << 40)), radix: 16)
                     text += "{\"ts\":\(now + Int64(i)),\"user\":\"user-\(Int.random(in: 0..<100_000))\","
-                    text += "\"event\":\"\(events.randomElement()!)\",\"path\":\"/products/\(Int.random(in: 0..<50_000))\","
+                    text +=
+                        "\"event\":\"\(events.randomElement()!)\",\"path\":\"/products/\(Int.random(in: 0..<50_000))\","
                     text += "\"session\":\"\(session)\",\"latency_ms\":\(Int.random(in: 1..<2000))}\n"
                 }
                 return Record(timestamp: now, value: Array(text.utf8.prefix(valueSize)))

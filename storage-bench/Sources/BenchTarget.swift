@@ -14,7 +14,8 @@ struct BenchTarget: Sendable {
         node: String?, directory: String, walIO: WALIOMode, shards names: [String], durability: Durability
     ) async throws -> BenchTarget {
         guard let node else {
-            let journal = try await BenchJournal.openNew(in: directory, walIO: walIO, shards: names, durability: durability)
+            let journal = try await BenchJournal.openNew(
+                in: directory, walIO: walIO, shards: names, durability: durability)
             return BenchTarget(client: InProcessJournalClient(journal: journal), journal: journal, remote: nil)
         }
         guard let address = try? HostPort(parsing: node) else { throw BenchError("--node must be HOST:PORT") }

@@ -9,7 +9,8 @@ import StrataJournal
 struct CrashSimCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "crash-sim",
-        abstract: "Simulates power cuts (unsynced writes dropped, torn or reordered) and checks every acknowledged record.")
+        abstract:
+            "Simulates power cuts (unsynced writes dropped, torn or reordered) and checks every acknowledged record.")
 
     @Option(help: "Crash points to try.")
     var points = 1000
@@ -27,7 +28,9 @@ struct CrashSimCommand: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
-        guard points >= 1, pointsPerWorkload >= 1 else { throw ValidationError("--points and --points-per-workload are at least 1") }
+        guard points >= 1, pointsPerWorkload >= 1 else {
+            throw ValidationError("--points and --points-per-workload are at least 1")
+        }
     }
 
     func run() async throws {

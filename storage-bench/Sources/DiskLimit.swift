@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// What the disk itself delivers, measured with plain system calls next to the journal: the
@@ -69,7 +69,8 @@ struct DiskLimit: Sendable {
         figures.append(
             Figure(
                 name: overwriteName,
-                mbPerSec: try writeTest(in: directory, chunk: 1 << 20, seconds: seconds, syncEachWrite: true, overwrite: true)))
+                mbPerSec: try writeTest(
+                    in: directory, chunk: 1 << 20, seconds: seconds, syncEachWrite: true, overwrite: true)))
         let durable = figures.map(\.mbPerSec).max() ?? 0
         let bufferedName = "buffered-\(sizeName(1 << 20))"
         Console.error("\rmeasuring the disk: \(bufferedName)      ")

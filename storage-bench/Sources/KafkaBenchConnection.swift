@@ -65,7 +65,10 @@ final class KafkaBenchConnection: Sendable {
     }
 
     fileprivate func failAll(_ error: any Error) {
-        for waiter in waiting.withLock({ waiting in defer { waiting = [] }; return waiting }) {
+        for waiter in waiting.withLock({ waiting in
+            defer { waiting = [] }
+            return waiting
+        }) {
             waiter.resume(throwing: error)
         }
     }
@@ -176,8 +179,8 @@ final class KafkaBenchConnection: Sendable {
         body.writeInteger(Int32(0))  // forgotten
         Self.string("", into: &body)  // rack
         var answer = try await call(api: 1, version: 11, body: body)
-        guard let _ = answer.readInteger(as: Int32.self), let error = answer.readInteger(as: Int16.self), error == 0,
-            let _ = answer.readInteger(as: Int32.self), let topics = answer.readInteger(as: Int32.self), topics == 1,
+        guard answer.readInteger(as: Int32.self) != nil, let error = answer.readInteger(as: Int16.self), error == 0,
+            answer.readInteger(as: Int32.self) != nil, let topics = answer.readInteger(as: Int32.self), topics == 1,
             let nameLength = answer.readInteger(as: Int16.self)
         else { throw BenchError("unexpected Fetch response") }
         answer.moveReaderIndex(forwardBy: Int(nameLength))
@@ -195,7 +198,9 @@ final class KafkaBenchConnection: Sendable {
             var records = 0
             var next = offsets[partition] ?? 0
             if size > 0, var set = answer.readSlice(length: size) {
-                while let header = RecordBatch.Header.peek(set, at: set.readerIndex), set.readableBytes >= header.totalSize {
+                while let header = RecordBatch.Header.peek(set, at: set.readerIndex),
+                    set.readableBytes >= header.totalSize
+                {
                     records += Int(header.lastOffsetDelta) + 1
                     next = header.lastOffset + 1
                     set.moveReaderIndex(forwardBy: header.totalSize)
@@ -229,7 +234,8 @@ final class KafkaBenchConnection: Sendable {
         batch.writeBytes(compressed.prefix(written))
         batch.setInteger(Int32(batch.readableBytes - 12), at: 8)
         batch.setInteger(Int16(RecordBatch.Compression.zstd.rawValue), at: RecordBatch.attributesOffset)
-        let crc = CRC32C.checksum(batch, offset: RecordBatch.attributesOffset, length: batch.readableBytes - RecordBatch.attributesOffset)
+        let crc = CRC32C.checksum(
+            batch, offset: RecordBatch.attributesOffset, length: batch.readableBytes - RecordBatch.attributesOffset)
         batch.setInteger(crc, at: RecordBatch.crcOffset)
         return batch
     }

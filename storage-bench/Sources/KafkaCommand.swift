@@ -12,7 +12,8 @@ import Synchronization
 /// and after the run (the same disk as the broker's data, for the comparison to mean much).
 struct KafkaCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "kafka", abstract: "Measures a Kafka-protocol broker: produce or consume MB/s, records/s, latency.")
+        commandName: "kafka", abstract: "Measures a Kafka-protocol broker: produce or consume MB/s, records/s, latency."
+    )
 
     @Option(help: "Broker address, HOST:PORT.") var bootstrap: String
     @Option(help: "Topic (created with --partitions if missing; default: a new one per run).") var topic: String?
@@ -25,14 +26,17 @@ struct KafkaCommand: AsyncParsableCommand {
     @Option(help: "Produce requests each producer keeps outstanding.") var inflight = 5
     @Option(help: "Length of the timed produce run in seconds.") var seconds: Double = 10
     @Flag(help: "Consume the topic from offset 0 to its end instead of producing.") var consume = false
-    @Option(help: "Directory on the broker's disk for the disk-limit measurement (default: /tmp).") var limitDir: String?
+    @Option(help: "Directory on the broker's disk for the disk-limit measurement (default: /tmp).") var limitDir:
+        String?
     @Flag(name: .customLong("no-limit"), help: "Skip measuring the disk's limit.") var noLimit = false
     @Flag(help: "Print one JSON object per result line.") var json = false
 
     func validate() throws {
         guard (try? endpoint()) != nil else { throw ValidationError("--bootstrap is HOST:PORT") }
         guard acks == "all" || acks == "1" else { throw ValidationError("--acks is all or 1") }
-        guard compression == "none" || compression == "zstd" else { throw ValidationError("--compression is none or zstd") }
+        guard compression == "none" || compression == "zstd" else {
+            throw ValidationError("--compression is none or zstd")
+        }
         guard producers >= 1, partitions >= 1, size >= 1, batchBytes >= size, inflight >= 1, seconds > 0 else {
             throw ValidationError("check --producers, --partitions, --size, --batch-bytes, --inflight, --seconds")
         }
@@ -80,7 +84,9 @@ struct KafkaCommand: AsyncParsableCommand {
         var connections: [KafkaBenchConnection] = []
         for _ in 0..<producers { connections.append(try await KafkaBenchConnection.open(host: host, port: port)) }
         defer { connections.forEach { $0.close() } }
-        let batches = try (0..<producers).map { _ in try KafkaBenchConnection.batch(count: perBatch, size: size, zstd: zstd) }
+        let batches = try (0..<producers).map { _ in
+            try KafkaBenchConnection.batch(count: perBatch, size: size, zstd: zstd)
+        }
         let stats = ProduceTally()
         let meter = ProgressMeter(label: "kafka produce")
         let start = ContinuousClock.now
@@ -154,7 +160,8 @@ struct KafkaCommand: AsyncParsableCommand {
         }
         let elapsed = start.duration(to: .now).seconds
         return KafkaBenchResult(
-            mode: "kafka-consume", seconds: elapsed, records: records, bytes: bytes, wireBytes: bytes, latency: histogram,
+            mode: "kafka-consume", seconds: elapsed, records: records, bytes: bytes, wireBytes: bytes,
+            latency: histogram,
             producers: 1, partitions: Int(partitions), size: size, acks: "-", compression: "as stored", perBatch: 0)
     }
 }

@@ -49,7 +49,8 @@ final class MQTTBenchConnection: Sendable {
             }
             .connect(host: host, port: port).get()
         let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: BenchHandler.self), eventLoop: channel.eventLoop)
+            NIOLoopBound(
+                try channel.pipeline.syncOperations.handler(type: BenchHandler.self), eventLoop: channel.eventLoop)
         }.get()
         let connection = MQTTBenchConnection(channel: channel, version: version, handler: handler)
         let connack = try await connection.request(
@@ -71,7 +72,9 @@ final class MQTTBenchConnection: Sendable {
     }
 
     /// Sends `packet` and waits for the first answer `matches` accepts.
-    private func request(_ packet: MQTTPacket, matches: @escaping @Sendable (MQTTPacket) -> Bool) async throws -> MQTTPacket {
+    private func request(_ packet: MQTTPacket, matches: @escaping @Sendable (MQTTPacket) -> Bool) async throws
+        -> MQTTPacket
+    {
         let answer = channel.eventLoop.makePromise(of: MQTTPacket.self)
         let handler = self.handler
         channel.eventLoop.execute {
@@ -165,7 +168,9 @@ final class MQTTBenchConnection: Sendable {
             payload.writeBytes(padding)
             packetID = packetID == .max ? 1 : packetID + 1
             let publish = MQTTPacket.publish(
-                .init(topic: topics[(first + sent) % topics.count], qos: qos, packetID: qos > 0 ? packetID : nil, payload: payload))
+                .init(
+                    topic: topics[(first + sent) % topics.count], qos: qos, packetID: qos > 0 ? packetID : nil,
+                    payload: payload))
             sent += 1
             if qos == 0 && sent % 64 == 0 {
                 // QoS 0 has no window: every 64 messages wait for the socket to take them.

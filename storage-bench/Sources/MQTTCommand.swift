@@ -32,7 +32,9 @@ struct MQTTCommand: AsyncParsableCommand {
     @Option(help: "Seconds to hold the idle connections.") var hold: Double = 10
 
     func validate() throws {
-        guard url.hasPrefix("mqtt://"), (try? endpoint()) != nil else { throw ValidationError("--url is mqtt://HOST:PORT") }
+        guard url.hasPrefix("mqtt://"), (try? endpoint()) != nil else {
+            throw ValidationError("--url is mqtt://HOST:PORT")
+        }
         guard qos <= 2, size >= 16, publishers >= 1, subscribers >= 0, topics >= 1, inflight >= 1, seconds > 0 else {
             throw ValidationError("check --qos (0-2), --size (>= 16), --publishers, --topics, --inflight, --seconds")
         }
@@ -57,7 +59,8 @@ struct MQTTCommand: AsyncParsableCommand {
             for index in 0..<idleConnections {
                 held.append(
                     try await MQTTBenchConnection.open(
-                        host: host, port: port, version: mqttVersion, clientID: "idle-\(run)-\(index)", username: username,
+                        host: host, port: port, version: mqttVersion, clientID: "idle-\(run)-\(index)",
+                        username: username,
                         password: password.map { Array($0.utf8) }))
             }
             Console.out("holding \(held.count) connections\n")

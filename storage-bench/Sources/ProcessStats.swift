@@ -2,9 +2,9 @@ import Foundation
 import StrataJournal
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #endif
 
 /// What the process has used so far: CPU time, the bytes it caused to be written to storage
@@ -48,10 +48,10 @@ struct ProcessStats: Sendable {
     private static func readCPUSeconds() -> Double {
         var usage = rusage()
         #if canImport(Glibc)
-        // Glibc imports RUSAGE_SELF as a member of an enum type; getrusage may want an Int32.
-        guard getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage) == 0 else { return 0 }
+            // Glibc imports RUSAGE_SELF as a member of an enum type; getrusage may want an Int32.
+            guard getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage) == 0 else { return 0 }
         #else
-        guard getrusage(RUSAGE_SELF, &usage) == 0 else { return 0 }
+            guard getrusage(RUSAGE_SELF, &usage) == 0 else { return 0 }
         #endif
         func seconds(_ time: timeval) -> Double {
             Double(time.tv_sec) + Double(time.tv_usec) / 1e6

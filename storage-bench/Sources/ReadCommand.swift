@@ -67,7 +67,8 @@ struct ReadCommand: AsyncParsableCommand {
         let batchBytes = batches[0].readableBytes
         let tickets = AppendStop.Tickets(total: (bytes + batchBytes - 1) / batchBytes)
         let workload = AppendWorkload(
-            journal: InProcessJournalClient(journal: journal), shardNames: shardNames, batches: batches, recordsPerBatch: options.batch,
+            journal: InProcessJournalClient(journal: journal), shardNames: shardNames, batches: batches,
+            recordsPerBatch: options.batch,
             inflight: Self.fillInflight)
         let meter = ProgressMeter(label: "fill")
         _ = try await meter.reporting { try await workload.run(until: .batches(tickets), meter: meter) }

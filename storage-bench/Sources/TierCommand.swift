@@ -20,7 +20,8 @@ struct TierCommand: AsyncParsableCommand {
     @Option(help: "S3-compatible endpoint URL.") var endpoint: String
     @Option(help: "Bucket (must exist unless --create-bucket).") var bucket: String
     @Flag(help: "Create the bucket first (it may exist).") var createBucket = false
-    @Option(help: "Key prefix for this run's objects (default: storage-bench/<random>/); removed at the end.") var prefix: String?
+    @Option(help: "Key prefix for this run's objects (default: storage-bench/<random>/); removed at the end.")
+    var prefix: String?
     @Option(help: "Bytes of batches to write and offload.") var bytes = 512 << 20
     @Option(help: "Shards.") var shards = 4
     @Option(help: "Bytes of each record's value.") var recordSize = 1024
@@ -68,12 +69,15 @@ struct TierCommand: AsyncParsableCommand {
         offloadConfiguration.maxObjectBytes = Int64(objectMib) << 20
         var logger = Logger(label: "strata.bench")
         logger.logLevel = .notice
-        let offloader = TierOffloader(configuration: offloadConfiguration, journal: journal, store: store, logger: logger)
+        let offloader = TierOffloader(
+            configuration: offloadConfiguration, journal: journal, store: store, logger: logger)
         let offloadStart = ContinuousClock.now
         while try await offloader.pass() {}
         let offloadSeconds = offloadStart.duration(to: .now).seconds
         let status = offloader.status()
-        guard status.uploadedObjects > 0 else { throw BenchError("nothing was offloaded (less than one segment written?)") }
+        guard status.uploadedObjects > 0 else {
+            throw BenchError("nothing was offloaded (less than one segment written?)")
+        }
         let objectSize = Int(status.uploadedBytes / status.uploadedObjects)
 
         // The endpoint alone: PUTs of incompressible objects of the same size.
@@ -146,7 +150,8 @@ struct TierCommand: AsyncParsableCommand {
             put: Double(rawCount * objectSize) / putSeconds / 1e6,
             p50: Double(latencies.valueAtPercentile(50)), p99: Double(latencies.valueAtPercentile(99)),
             rawP50: Double(rawLatencies.valueAtPercentile(50)), rawP99: Double(rawLatencies.valueAtPercentile(99)),
-            scan: Double(scanned) / scanSeconds / 1e6, rawScan: Double(fetched) / rawScanSeconds / 1e6)
+            scan: Double(scanned) / scanSeconds / 1e6, rawScan: Double(fetched) / rawScanSeconds / 1e6
+        )
         if json {
             var line = JSONLine()
             line.add("mode", "tier")
