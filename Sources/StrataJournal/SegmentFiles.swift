@@ -74,8 +74,9 @@ final class SegmentFiles: Sendable {
     }
 
     /// Forgets a segment file and keeps it as a spare for a later segment (while fewer than
-    /// `maxSpares` are kept), else unlinks it. A spare's name is not a segment's, so recovery
-    /// never reads it.
+    /// `maxSpares` are kept), else deletes it: renamed to `<id>.deleting` (so that recovery never
+    /// sees a part-cut segment), cut down in steps, unlinked. Neither name is a segment's, so
+    /// recovery never reads them; a `.deleting` file left by a crash goes at the next open.
     func remove(_ id: UInt64) {
         _ = open.withLock { $0.removeValue(forKey: id) }
         _ = salts.withLock { $0.removeValue(forKey: id) }
@@ -85,7 +86,13 @@ final class SegmentFiles: Sendable {
             spares.append(spare)
             return true
         }
-        if !kept { unlink(path(id)) }
+        guard !kept else { return }
+        let deleting = directory + "/" + String(id) + ".deleting"
+        if rename(path(id), deleting) == 0 {
+            FileDescriptor.removeGradually(deleting)
+        } else {
+            unlink(path(id))
+        }
     }
 
     /// A spare file to reuse for a new segment, if one is kept.
@@ -93,9 +100,11 @@ final class SegmentFiles: Sendable {
         spares.withLock { $0.popLast() }
     }
 
-    /// Spare files left from an earlier run: kept (up to `maxSpares`) or removed.
+    /// Spare files left from an earlier run: kept (up to `maxSpares`) or removed; files a crash
+    /// left half deleted are removed.
     func adoptSpares() {
         guard let names = try? FileManagerShim.contents(of: directory) else { return }
+        for name in names where name.hasSuffix(".deleting") { FileDescriptor.removeGradually(directory + "/" + name) }
         for name in names.filter({ $0.hasSuffix(".spare") }).sorted() {
             let path = directory + "/" + name
             let kept = spares.withLock { spares -> Bool in
@@ -103,7 +112,7 @@ final class SegmentFiles: Sendable {
                 spares.append(path)
                 return true
             }
-            if !kept { unlink(path) }
+            if !kept { FileDescriptor.removeGradually(path) }
         }
     }
 
@@ -153,7 +162,7 @@ extension ActiveSegment {
     /// like every other, then a full fsync makes the new size durable.
     mutating func cutReusedTail(io: any WALIO) throws(JournalError) {
         guard recycled, file.size > Int64(position) else { return }
-        guard ftruncate(file.fd, off_t(position)) == 0 else {
+        guard FileDescriptor.shrink(fd: file.fd, from: file.size, to: Int64(position)) else {
             throw JournalError(.ioError, "cannot cut \(file.path) at \(position): \(String(cString: strerror(errno)))")
         }
         do throws(WALIOError) { try io.sync(fd: file.fd) } catch { throw error.journalError }

@@ -201,6 +201,30 @@ final class FileDescriptor: Sendable {
         if let failure { throw failure }
     }
 
+    /// Cuts the file at `fd` from `current` bytes to `size` in steps of at most `step`. Freeing a
+    /// whole segment's blocks in one call keeps ext4's journal busy for 60–110 ms (over 300 under
+    /// load), and every WAL sync on the filesystem waits for it; in 8 MiB steps a sync waits for
+    /// about one step, some 10 ms (docs/architecture.md, "Deleting a segment file").
+    static func shrink(fd: Int32, from current: Int64, to size: Int64, step: Int64 = 8 << 20) -> Bool {
+        var at = current
+        while at > size {
+            at = max(size, at - step)
+            guard ftruncate(fd, off_t(at)) == 0 else { return false }
+        }
+        return true
+    }
+
+    /// Unlinks a file once `shrink` has cut it to nothing.
+    static func removeGradually(_ path: String) {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        if fd >= 0 {
+            var info = stat()
+            if fstat(fd, &info) == 0 { _ = shrink(fd: fd, from: Int64(info.st_size), to: 0) }
+            close(fd)
+        }
+        unlink(path)
+    }
+
     /// Makes the directory entry of a new or removed file durable.
     static func syncDirectory(_ path: String) throws(JournalError) {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -54,4 +54,42 @@ import Testing
             }
         }
     }
+
+    /// Beyond the spares, a deleted segment's file is cut down in steps under a name that is not a
+    /// segment's and then unlinked; such a file left by a crash (here: half cut, as a crash in
+    /// the middle leaves it) is removed at the next open and never read as a segment.
+    @Test func segmentFilesBeyondTheSparesAreDeletedInStepsUnderAnotherName() async throws {
+        try await withTemporaryDirectory { dir in
+            var configuration = testConfiguration(dir, segmentBytes: 1 << 16)
+            configuration.maxBatchBytes = 8 << 10
+            let journal = try Journal(configuration: configuration, logger: quietLogger)
+            _ = try await journal.createShards([
+                (name: "keep", config: ShardConfig()), (name: "ret", config: ShardConfig(retentionBytes: 1)),
+            ])
+            for n in 0..<1000 {
+                _ = try await journal.append(shard: "ret", batch: makeBatch("r\(n)", count: 1, size: 600))
+            }
+            _ = try await journal.append(shard: "keep", batch: makeBatch("k", count: 1))
+            let before = try FileManager.default.contentsOfDirectory(atPath: dir + "/wal").filter { $0.hasSuffix(".wal") }
+            try journal.runMaintenance()
+            let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/wal")
+            let after = names.filter { $0.hasSuffix(".wal") }
+            #expect(before.count - after.count > SegmentFiles.maxSpares, "too few segments were deleted to need unlinks")
+            #expect(names.filter { $0.hasSuffix(".spare") }.count == SegmentFiles.maxSpares)
+            #expect(!names.contains { $0.hasSuffix(".deleting") })
+            journal.close()
+
+            // A crash in the middle of a deletion: the renamed file, partly cut.
+            let leftover = dir + "/wal/" + after.sorted().last!
+            let crashed = dir + "/wal/999.deleting"
+            try FileManager.default.copyItem(atPath: leftover, toPath: crashed)
+            let fd = open(crashed, O_WRONLY)
+            #expect(fd >= 0 && FileDescriptor.shrink(fd: fd, from: 1 << 16, to: 1000, step: 4096))
+            close(fd)
+            let reopened = try Journal(configuration: configuration, logger: quietLogger)
+            #expect(try await readAll(reopened, "keep").map(\.1) == ["k-0"])
+            #expect(!FileManager.default.fileExists(atPath: crashed))
+            reopened.close()
+        }
+    }
 }
