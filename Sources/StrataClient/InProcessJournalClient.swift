@@ -17,6 +17,10 @@ public struct InProcessJournalClient: JournalClient {
         try await journal.createShard(name, config: config)
     }
 
+    public func alterShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
+        try await journal.alterShard(name, config: config)
+    }
+
     public func deleteShard(_ name: String) async throws { try await journal.deleteShard(name) }
     public func describeShard(_ name: String) async throws -> ShardInfo { try journal.describeShard(name) }
     public func listShards() async throws -> [ShardInfo] { journal.listShards() }

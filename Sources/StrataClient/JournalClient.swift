@@ -6,6 +6,8 @@ import StrataWire
 /// process (`RemoteJournalClient`) or this one (`InProcessJournalClient`).
 public protocol JournalClient: Sendable {
     func createShard(_ name: String, config: ShardConfig) async throws -> ShardInfo
+    /// Replaces a shard's configuration (retention takes effect at the node's next maintenance round).
+    func alterShard(_ name: String, config: ShardConfig) async throws -> ShardInfo
     func deleteShard(_ name: String) async throws
     func describeShard(_ name: String) async throws -> ShardInfo
     func listShards() async throws -> [ShardInfo]

@@ -123,6 +123,16 @@ public final class RemoteJournalClient: JournalClient {
         return try payload.readShardInfo()
     }
 
+    public func alterShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
+        _ = try await connections.channel()
+        guard await connections.protocolVersion >= StrataVersion.alterShardVersion else {
+            throw JournalError(
+                .unsupported, "this journal-node cannot change a shard's configuration (protocol 4); upgrade it")
+        }
+        var payload = try await call(.alterShard(name: name, config: config))
+        return try payload.readShardInfo()
+    }
+
     public func deleteShard(_ name: String) async throws {
         _ = try await call(.deleteShard(name: name))
     }
@@ -258,6 +268,8 @@ actor ConnectionManager {
     private let logger: Logger
     private var state = State.idle
     private var backoff: Duration = .zero
+    /// The protocol version the node chose for the current connection (0 before the first).
+    private(set) var protocolVersion: UInt16 = 0
 
     init(configuration: RemoteJournalClient.Configuration, group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
@@ -347,6 +359,7 @@ actor ConnectionManager {
             guard StrataVersion.protocolVersions.contains(version) else {
                 throw JournalError(.unsupported, "journal-node chose protocol version \(version)")
             }
+            protocolVersion = version
             _ = try payload.readWireInteger(as: UInt32.self)
             _ = try payload.readWireString()
             let flag: UInt8 = version >= 3 ? try payload.readWireInteger() : 0

@@ -283,6 +283,28 @@ public final class Journal: Sendable {
         }
     }
 
+    /// Changes a shard's configuration (durability, retention, local retention): in the WAL first
+    /// as a control frame, then in the catalog, then for the running shard. Retention takes effect
+    /// at the next maintenance round; appends already queued keep the durability they had.
+    public func alterShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
+        try await blocking { [self] in
+            try maintenanceLock.withLock { _ in
+                try checkMetadataSpace()
+                let found = core.withLock { core in core.idsByName[name].flatMap { core.shards[$0] } }
+                guard let shard = found else { throw JournalError(.unknownShard, "no shard named \(name)") }
+                let record = ShardRecord(id: shard.id, name: name, config: config)
+                try writeControl([ControlFrame.Change(record: record, deleted: false)])
+                let batch = RocksDB.WriteBatch()
+                batch.put(StorageKeys.shard(name), try record.encoded())
+                try writeCatalog(batch)
+                return core.withLock { _ in
+                    shard.config = config
+                    return shard.info
+                }
+            }
+        }
+    }
+
     /// The catalog write that follows a control frame. Its failure stops the journal: the WAL and
     /// the catalog would disagree about the shard from here on.
     private func writeCatalog(_ batch: RocksDB.WriteBatch) throws(JournalError) {

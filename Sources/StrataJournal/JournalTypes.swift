@@ -156,6 +156,18 @@ public struct LatencyHistogram: Sendable, Hashable {
     }
 }
 
+extension ShardConfig {
+    /// A retention limit given as text (a flag or setting): a number of at least 0, or `none`
+    /// for no limit (nil).
+    public static func parseLimit(_ text: String, none: String = "none") throws(JournalError) -> Int64? {
+        if text == none { return nil }
+        guard let value = Int64(text), value >= 0 else {
+            throw JournalError(.invalidArgument, "\(text) is not a number of at least 0 or \(none)")
+        }
+        return value
+    }
+}
+
 public struct JournalConfiguration: Sendable {
     public var dataDirectory: String
     /// A segment is sealed and a new one started past this size.

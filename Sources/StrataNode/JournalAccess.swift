@@ -101,7 +101,7 @@ public struct JournalAccess: Sendable {
     /// What `request` needs; nil when any authenticated principal may send it.
     static func needs(_ request: JournalRequest) -> (Permission, Target)? {
         switch request {
-        case .createShard(let name, _), .deleteShard(let name): (.all, .shard(name))
+        case .createShard(let name, _), .alterShard(let name, _), .deleteShard(let name): (.all, .shard(name))
         case .describeShard(let name): (.read, .shard(name))
         case .read(let shard, _, _, _), .offsetForTimestamp(let shard, _), .subscribe(let shard, _, _, _),
             .fetchOffset(_, let shard):

@@ -23,6 +23,8 @@ final class JournalConnection: Sendable {
     let channel: any Channel
     /// Who the client is, once authenticated (SCRAM or its certificate); nil before.
     private let principal = Mutex<String?>(nil)
+    /// The protocol version the hello settled on.
+    private let version = Mutex<UInt16>(0)
     private let scram = Mutex(SCRAMServer())
     private let subscriptions = Mutex<[UInt32: SubscriptionControl]>([:])
     private let budget: ByteBudget
@@ -279,6 +281,7 @@ final class JournalConnection: Sendable {
             return false
         }
         logger.debug("client connected", metadata: ["journal.client": "\(client)", "journal.version": "\(version)"])
+        self.version.withLock { $0 = version }
         if server.configuration.access != nil, let name = await certificatePrincipal() {
             principal.withLock { $0 = name }
         }
@@ -373,6 +376,12 @@ final class JournalConnection: Sendable {
         switch request {
         case .createShard(let name, let config):
             let info = try await journal.createShard(name, config: config)
+            return JournalResponse.ok(id) { $0.writeShardInfo(info) }
+        case .alterShard(let name, let config):
+            guard version.withLock({ $0 }) >= StrataVersion.alterShardVersion else {
+                throw JournalError(.unsupported, "alterShard needs protocol 4; this connection speaks \(version.withLock { $0 })")
+            }
+            let info = try await journal.alterShard(name, config: config)
             return JournalResponse.ok(id) { $0.writeShardInfo(info) }
         case .deleteShard(let name):
             try await journal.deleteShard(name)

@@ -32,6 +32,8 @@ public enum JournalMessageType: UInt8, Sendable, Hashable, CaseIterable {
     case deleteShard = 0x11
     case describeShard = 0x12
     case listShards = 0x13
+    /// Protocol 4: a shard's new configuration.
+    case alterShard = 0x14
     case append = 0x20
     case read = 0x21
     case offsetForTimestamp = 0x22

@@ -50,6 +50,7 @@ extension JournalFuzzTarget {
             guard frame.type.isRequest, let request = try? JournalRequest.decode(frame) else { continue }
             switch request {
             case .createShard(let name, let config): _ = try? await journal.createShard(short(name), config: config)
+            case .alterShard(let name, let config): _ = try? await journal.alterShard(short(name), config: config)
             case .deleteShard(let name): try? await journal.deleteShard(short(name))
             case .describeShard(let name): _ = try? journal.describeShard(short(name))
             case .listShards: _ = journal.listShards()

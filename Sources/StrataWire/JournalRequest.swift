@@ -9,6 +9,8 @@ public enum JournalRequest: Sendable {
     case authenticate(mechanism: String, message: [UInt8])
     case createShard(name: String, config: ShardConfig)
     case deleteShard(name: String)
+    /// Protocol 4: replaces the shard's configuration.
+    case alterShard(name: String, config: ShardConfig)
     case describeShard(name: String)
     case listShards
     case append(shard: String, batch: ByteBuffer)
@@ -34,6 +36,7 @@ public enum JournalRequest: Sendable {
         case .authenticate: .authenticate
         case .createShard: .createShard
         case .deleteShard: .deleteShard
+        case .alterShard: .alterShard
         case .describeShard: .describeShard
         case .listShards: .listShards
         case .append: .append
@@ -63,7 +66,7 @@ public enum JournalRequest: Sendable {
         case .authenticate(let mechanism, let message):
             payload.writeWireString(mechanism)
             payload.writeWireBytes(message)
-        case .createShard(let name, let config):
+        case .createShard(let name, let config), .alterShard(let name, let config):
             payload.writeWireString(name)
             payload.writeShardConfig(config)
         case .deleteShard(let name), .describeShard(let name):
@@ -129,6 +132,8 @@ public enum JournalRequest: Sendable {
             request = .authenticate(mechanism: try p.readWireString(), message: try p.readWireBytes())
         case .createShard:
             request = .createShard(name: try p.readWireString(), config: try p.readShardConfig())
+        case .alterShard:
+            request = .alterShard(name: try p.readWireString(), config: try p.readShardConfig())
         case .deleteShard: request = .deleteShard(name: try p.readWireString())
         case .describeShard: request = .describeShard(name: try p.readWireString())
         case .listShards: request = .listShards

@@ -2,6 +2,8 @@
 public enum StrataVersion {
     public static let current = "0.1.0"
     /// Journal protocol versions this build speaks (3 added `authenticate` and the hello
-    /// answer's authentication flag).
-    public static let protocolVersions: ClosedRange<UInt16> = 2...3
+    /// answer's authentication flag, 4 `alterShard`).
+    public static let protocolVersions: ClosedRange<UInt16> = 2...4
+    /// The first version with `alterShard`.
+    public static let alterShardVersion: UInt16 = 4
 }

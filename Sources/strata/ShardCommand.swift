@@ -4,8 +4,8 @@ import StrataJournal
 
 struct ShardCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "shard", abstract: "Creates, lists, describes and deletes shards.",
-        subcommands: [Create.self, List.self, Describe.self, Delete.self])
+        commandName: "shard", abstract: "Creates, lists, describes, alters and deletes shards.",
+        subcommands: [Create.self, List.self, Describe.self, Alter.self, Delete.self])
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Creates a shard.")
@@ -72,6 +72,51 @@ struct ShardCommand: AsyncParsableCommand {
                     tier_end_offset: \(shard.tierEndOffset)
 
                     """)
+            }
+        }
+    }
+
+    struct Alter: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Changes a shard's durability or retention; what is not given stays as it is.")
+        @OptionGroup var node: NodeOptions
+        @Argument(help: "Shard name.") var name: String
+        @Option(help: "fsync or async.") var durability: String?
+        @Option(help: "Milliseconds, or none to keep batches however old.") var retentionMs: String?
+        @Option(help: "Bytes, or none for no size limit.") var retentionBytes: String?
+        @Option(help: "Milliseconds, or default for the object tier's.") var localRetentionMs: String?
+
+        /// nil (not given), .some(nil) (cleared) or .some(value).
+        private static func limit(_ text: String?, _ option: String, clear: String) throws -> Int64?? {
+            guard let text else { return nil }
+            do { return .some(try ShardConfig.parseLimit(text, none: clear)) } catch {
+                throw ValidationError("--\(option): \(error.message)")
+            }
+        }
+
+        func run() async throws {
+            let durability = try durability.map { text in
+                guard let value = Durability(rawValue: text) else { throw ValidationError("--durability is fsync or async") }
+                return value
+            }
+            let retentionMs = try Self.limit(retentionMs, "retention-ms", clear: "none")
+            let retentionBytes = try Self.limit(retentionBytes, "retention-bytes", clear: "none")
+            let localRetentionMs = try Self.limit(localRetentionMs, "local-retention-ms", clear: "default")
+            guard durability != nil || retentionMs != nil || retentionBytes != nil || localRetentionMs != nil else {
+                throw ValidationError("give at least one of --durability, --retention-ms, --retention-bytes, --local-retention-ms")
+            }
+            try await reportingFailures {
+                let info = try await node.withClient { client in
+                    var config = try await client.describeShard(name).config
+                    if let durability { config.durability = durability }
+                    if let retentionMs { config.retentionMilliseconds = retentionMs }
+                    if let retentionBytes { config.retentionBytes = retentionBytes }
+                    if let localRetentionMs { config.localRetentionMilliseconds = localRetentionMs }
+                    return try await client.alterShard(name, config: config)
+                }
+                Output.write(
+                    "altered \(info.name): \(info.config.durability.rawValue), retention_ms \(info.config.retentionMilliseconds.map(String.init) ?? "none"), retention_bytes \(info.config.retentionBytes.map(String.init) ?? "none")\n"
+                )
             }
         }
     }

@@ -71,6 +71,43 @@ import Glibc
         }
     }
 
+    /// A changed configuration is in the WAL (a control frame replacing the shard's earlier one):
+    /// retention follows it at once, and it outlives a restart and, after compaction moved the
+    /// frames, the loss of `index/`.
+    @Test func alteredConfigurationTakesEffectAndIsRebuiltFromTheWAL() async throws {
+        try await withTemporaryDirectory { dir in
+            var configuration = configuration(dir)
+            configuration.compactionThreshold = 0.9
+            let journal = try Journal(configuration: configuration, logger: quietLogger)
+            _ = try await journal.createShards(["kept", "trimmed"].map { (name: $0, config: ShardConfig()) })
+            for n in 0..<200 {
+                for shard in ["kept", "trimmed"] {
+                    _ = try await journal.append(shard: shard, batch: makeBatch("\(shard)\(n)", count: 2, size: 300))
+                }
+            }
+            let altered = ShardConfig(durability: .async, retentionMilliseconds: nil, retentionBytes: 4_000)
+            let info = try await journal.alterShard("trimmed", config: altered)
+            #expect(info.config == altered)
+            await #expect(throws: JournalError.self) { try await journal.alterShard("missing", config: altered) }
+            try journal.runMaintenance()
+            let trimmed = try journal.describeShard("trimmed")
+            #expect(trimmed.startOffset > 0 && trimmed.storedBytes <= 4_000, "retention did not follow the change")
+            #expect(try journal.describeShard("kept").startOffset == 0)
+            #expect(journal.statistics.compactedBytes > 0, "nothing was compacted")
+            journal.close()
+
+            for indexLost in [false, true] {
+                if indexLost { try FileManager.default.removeItem(atPath: dir + "/index") }
+                let reopened = try Journal(configuration: configuration, logger: quietLogger)
+                #expect(try reopened.describeShard("trimmed").config == altered, "index lost: \(indexLost)")
+                #expect(try reopened.describeShard("kept").config == ShardConfig())
+                let read = try await readAll(reopened, "kept")
+                #expect(read.count == 400, "index lost: \(indexLost)")
+                reopened.close()
+            }
+        }
+    }
+
     /// A batch of a shard id that neither the catalog nor any control frame knows stops the open
     /// with file and position, with and without an index, and the segment is left as it was.
     @Test(arguments: [false, true])

@@ -18,6 +18,10 @@ import Testing
             await #expect(throws: JournalError(.shardExists, "shard b exists already")) { try await client.createShard("b") }
             #expect(try await client.listShards().map(\.name) == ["b", "kafka/t/0"])
             #expect(try await client.describeShard("b").endOffset == 0)
+            let altered = ShardConfig(durability: .fsync, retentionMilliseconds: 60_000, retentionBytes: nil)
+            #expect(try await client.alterShard("kafka/t/0", config: altered).config == altered)
+            #expect(try await client.describeShard("kafka/t/0").config == altered)
+            await #expect(throws: JournalError.self) { try await client.alterShard("nope", config: altered) }
             try await client.deleteShard("b")
             do {
                 _ = try await client.describeShard("b")
