@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Prometheus
 import ServiceLifecycle
 import StrataClient
 import StrataJournal
@@ -14,7 +15,9 @@ public enum JournalNode {
     /// Runs until a shutdown signal. `announce` receives one line per listener once it is bound
     /// (`journal LISTEN-ADDRESS`, `http ADDRESS`), which `make run` and the tests read.
     public static func run(
-        configuration: NodeConfiguration, logger: Logger, announce: @escaping @Sendable (String) -> Void
+        configuration: NodeConfiguration, logger: Logger,
+        metricsRegistry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+        announce: @escaping @Sendable (String) -> Void
     ) async throws {
         let gateways = try configuration.resolvedGateways()
         let (access, tls) = try configuration.journalSecurity()
@@ -23,7 +26,7 @@ public enum JournalNode {
             logger.warning("\(warning)")
         }
         let journal = try Journal(configuration: configuration.journalConfiguration, logger: logger)
-        let metrics = NodeMetrics()
+        let metrics = NodeMetrics(registry: metricsRegistry)
         var serverConfiguration = JournalServer.Configuration(
             host: configuration.listen.host, port: configuration.listen.port)
         serverConfiguration.maxFrameBytes = configuration.maxFrameBytes
@@ -62,6 +65,8 @@ public enum JournalNode {
             mqtt.host = configuration.mqttListen.host
             mqtt.port = configuration.mqttListen.port
             mqtt.allowAnonymous = configuration.mqttAllowAnonymous
+            mqtt.retentionMilliseconds = configuration.mqttRetentionMilliseconds
+            mqtt.retentionBytes = configuration.mqttRetentionBytes
             mqtt.webSocketHost = configuration.mqttWebSocketListen?.host
             mqtt.webSocketPort = configuration.mqttWebSocketListen?.port ?? 0
             try configuring(journal) {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import StrataJournal
 import StrataNode
 import StrataWire
@@ -47,6 +49,12 @@ struct JournalNodeCommand: AsyncParsableCommand {
 
     @Flag(help: "Let MQTT clients without credentials in.")
     var mqttAllowAnonymous = false
+
+    @Option(help: "Delete MQTT messages older than this many milliseconds, or none (default 604800000, 7 days).")
+    var mqttRetentionMs: String?
+
+    @Option(help: "Delete the oldest MQTT messages while a bucket shard holds more bytes than this, or none (default).")
+    var mqttRetentionBytes: String?
 
     @Option(help: "MQTT password file (mosquitto's format).")
     var mqttPasswords: String?
@@ -139,6 +147,8 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let nodeName { settings.nodeName = nodeName }
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
+            if let mqttRetentionMs { settings.mqttRetentionMilliseconds = try ShardConfig.parseLimit(mqttRetentionMs) }
+            if let mqttRetentionBytes { settings.mqttRetentionBytes = try ShardConfig.parseLimit(mqttRetentionBytes) }
             if quarantineDamagedWal { settings.quarantineDamagedWAL = true }
             if let slowLogMs {
                 guard slowLogMs >= 1 else { throw JournalError(.invalidArgument, "--slow-log-ms is at least 1") }
@@ -180,7 +190,11 @@ struct JournalNodeCommand: AsyncParsableCommand {
         guard StrataProcess.bootstrapLogging(level: logLevel) != nil else {
             throw ValidationError("unknown log level \(logLevel)")
         }
+        // The gateways' swift-metrics counters go to the registry /metrics renders.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         try await JournalNode.run(
-            configuration: settings, logger: Logger(label: "strata.node"), announce: StrataProcess.announce)
+            configuration: settings, logger: Logger(label: "strata.node"), metricsRegistry: registry,
+            announce: StrataProcess.announce)
     }
 }

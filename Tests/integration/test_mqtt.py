@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -12,7 +13,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 import pytest
 
-from conftest import BIN, GatewayProcess, Node
+from conftest import BIN, GatewayProcess, Node, shard_info
 
 TIMEOUT = 10
 
@@ -706,3 +707,56 @@ def test_enhanced_authentication_with_scram(data_dir):
         assert _scram_connect(started.mqtt_port, "carol", "pa55", method="KERBEROS")[0] == 0x8C
     finally:
         started.stop()
+
+
+def metric(node, name):
+    """A counter's value on the node's /metrics (0 when it has not been incremented yet)."""
+    with urllib.request.urlopen(f"http://{node.http}/metrics") as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_bucket_retention_and_a_session_below_its_floor(data_dir):
+    """Bucket shards have retention (7 days by default; a changed setting alters existing buckets
+    at start). A persistent session away longer than that loses what retention removed, and the
+    node counts it on /metrics."""
+    buckets = [f"mqtt/default/{b}" for b in range(16)]
+    first = Node(data_dir, ["--mqtt-allow-anonymous"])
+    try:
+        assert {shard_info(first, b)["config"].get("retentionMilliseconds") for b in buckets} == {604_800_000}
+    finally:
+        first.stop()
+    node = Node(data_dir, ["--mqtt-allow-anonymous", "--mqtt-retention-ms", "1000"])
+    try:
+        assert {shard_info(node, b)["config"].get("retentionMilliseconds") for b in buckets} == {1000}
+        cid = f"away-{uuid.uuid4().hex[:6]}"
+        sub = persistent_client(node, cid)
+        connect_persistent(sub, node)
+        subscribe(sub, "gone/#", qos=1)
+        close(sub)
+        time.sleep(0.3)  # the session record is written when the gateway sees the connection end
+        pub = client(node)
+        connect(pub, node)
+        for i in range(5):
+            pub.publish(f"gone/{i}", f"g{i}", qos=1).wait_for_publish(TIMEOUT)
+        # Maintenance (every 5 s) removes them once they are a second old.
+        deadline = time.monotonic() + 20
+        while any(shard_info(node, b)["startOffset"] < shard_info(node, b)["endOffset"] for b in buckets):
+            assert time.monotonic() < deadline, "retention did not remove the messages"
+            time.sleep(0.5)
+        assert metric(node, "strata_mqtt_session_retention_skips_total") == 0
+        again = persistent_client(node, cid)
+        flags, _ = connect_persistent(again, node)
+        assert flags.session_present
+        with pytest.raises(queue.Empty):
+            again.inbox.get(timeout=1.5)
+        assert metric(node, "strata_mqtt_session_retention_skips_total") >= 1
+        assert metric(node, "strata_mqtt_session_retention_skipped_offsets_total") >= 5
+        # Still subscribed: what is published now arrives.
+        pub.publish("gone/live", "now", qos=1).wait_for_publish(TIMEOUT)
+        assert again.inbox.get(timeout=TIMEOUT).payload == b"now"
+        close(pub, again)
+    finally:
+        node.stop()

@@ -24,6 +24,11 @@ public final class MQTTGateway: Service {
         public var tenant = "default"
         /// Shards messages are spread over by topic hash.
         public var buckets = 16
+        /// Retention of the bucket shards: messages older than this (milliseconds; nil: kept
+        /// however old) or beyond this many bytes per bucket (nil: no size limit) are deleted,
+        /// offline sessions' unread ones included (docs/mqtt.md). Applied to existing buckets at start.
+        public var retentionMilliseconds: Int64? = 7 * 24 * 3_600_000
+        public var retentionBytes: Int64?
         public var maxPacketSize = 1 << 20
         /// Messages queued for one subscriber beyond its receive maximum before the gateway
         /// drops QoS 0 messages and disconnects for QoS 1/2 (see docs/mqtt.md).
@@ -120,9 +125,27 @@ public final class MQTTGateway: Service {
             let name = shardName(bucket: bucket)
             if let info = existing[name] {
                 ends[bucket] = info.endOffset
+                if info.config.retentionMilliseconds != configuration.retentionMilliseconds
+                    || info.config.retentionBytes != configuration.retentionBytes
+                {
+                    var config = info.config
+                    config.retentionMilliseconds = configuration.retentionMilliseconds
+                    config.retentionBytes = configuration.retentionBytes
+                    _ = try await journal.alterShard(name, config: config)
+                    logger.notice(
+                        "mqtt bucket retention changed",
+                        metadata: [
+                            "mqtt.shard": "\(name)",
+                            "mqtt.retention_ms": "\(configuration.retentionMilliseconds.map(String.init) ?? "none")",
+                            "mqtt.retention_bytes": "\(configuration.retentionBytes.map(String.init) ?? "none")",
+                        ])
+                }
             } else {
+                let config = ShardConfig(
+                    durability: .fsync, retentionMilliseconds: configuration.retentionMilliseconds,
+                    retentionBytes: configuration.retentionBytes)
                 do {
-                    ends[bucket] = try await journal.createShard(name, config: ShardConfig(durability: .fsync)).endOffset
+                    ends[bucket] = try await journal.createShard(name, config: config).endOffset
                 } catch let error as JournalError where error.code == .shardExists {
                     ends[bucket] = try await journal.describeShard(name).endOffset
                 }
@@ -409,7 +432,18 @@ public final class MQTTGateway: Service {
             let shard = shardName(bucket: bucket)
             guard var next = from[bucket], let end = to[bucket], next < end else { continue }
             let start = try await journal.describeShard(shard).startOffset
-            next = max(next, start)  // retention may have removed the oldest
+            if next < start {
+                // Retention removed what this session had not read yet (docs/mqtt.md, "Retention").
+                MQTTMetrics.retentionSkips.increment()
+                MQTTMetrics.retentionSkippedOffsets.increment(by: Int64(start - next))
+                logger.warning(
+                    "offline session fell below the retention floor: messages removed before it returned",
+                    metadata: [
+                        "mqtt.client_id": "\(session.clientID)", "mqtt.shard": "\(shard)",
+                        "mqtt.skipped_offsets": "\(start - next)",
+                    ])
+                next = start
+            }
             while next < end {
                 let result = try await journal.read(shard: shard, from: next, maxBytes: 1 << 20)
                 guard !result.batches.isEmpty else { break }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import ServiceLifecycle
 import StrataClient
+import StrataJournal
 import StrataMQTT
 import StrataWire
 
@@ -41,6 +42,12 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     @Option(help: "TLS private key (PEM).")
     var tlsKey: String?
 
+    @Option(help: "Delete messages older than this many milliseconds, or none (default 604800000, 7 days).")
+    var retentionMs: String?
+
+    @Option(help: "Delete the oldest messages while a bucket shard holds more bytes than this, or none (default).")
+    var retentionBytes: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -57,6 +64,12 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         settings.host = listenAddress.host
         settings.port = listenAddress.port
         settings.allowAnonymous = allowAnonymous
+        do {
+            if let retentionMs { settings.retentionMilliseconds = try ShardConfig.parseLimit(retentionMs) }
+            if let retentionBytes { settings.retentionBytes = try ShardConfig.parseLimit(retentionBytes) }
+        } catch {
+            throw ValidationError("--retention-ms / --retention-bytes: \(error.message)")
+        }
         guard maxQueuedMessages >= 2 else { throw ValidationError("--max-queued-messages must be at least 2") }
         settings.maxQueuedMessages = maxQueuedMessages
         if let wsListen {
