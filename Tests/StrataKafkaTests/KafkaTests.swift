@@ -249,6 +249,24 @@ extension KafkaIdempotenceTests {
                 w.array(["t"]) { w, name in w.int8(2); w.string(name); w.count(nil); w.taggedFields() }
                 w.bool(false); w.bool(false); w.taggedFields()
             },
+            request(.alterConfigs, 2) { w in
+                w.array(["t"]) { w, name in
+                    w.int8(2); w.string(name)
+                    w.array([("retention.ms", "1000")]) { w, c in w.string(c.0); w.nullableString(c.1); w.taggedFields() }
+                    w.taggedFields()
+                }
+                w.bool(false); w.taggedFields()
+            },
+            request(.incrementalAlterConfigs, 1) { w in
+                w.array(["t"]) { w, name in
+                    w.int8(2); w.string(name)
+                    w.array([("retention.bytes", Int8(0), "4096")]) { w, c in
+                        w.string(c.0); w.int8(c.1); w.nullableString(c.2); w.taggedFields()
+                    }
+                    w.taggedFields()
+                }
+                w.bool(true); w.taggedFields()
+            },
         ]
     }
 

@@ -10,7 +10,7 @@ import uuid
 import kafka
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
 from conftest import BIN, GatewayProcess, Node, free_port, shard_info
 
@@ -196,6 +196,48 @@ def test_admin_create_describe_grow_delete(broker):
         admin.delete_topics([topic])[topic].result()
     assert refused.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
+
+
+def test_alter_configs_take_effect_and_unimplemented_configs_are_refused(broker):
+    """IncrementalAlterConfigs and AlterConfigs change the partitions' shards (retention), and
+    a config the gateway would not put into effect is INVALID_CONFIG, at create and at alter."""
+    admin = AdminClient({"bootstrap.servers": broker.kafka})
+    topic = topic_name("alter")
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result()
+
+    def shard_configs():
+        return [shard_info(broker, f"kafka/{topic}/{p}")["config"] for p in range(2)]
+
+    def described():
+        return list(admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)]).values())[0].result()
+
+    for bad in ({"segment.bytes": "1048576"}, {"max.message.bytes": "1000"}, {"min.insync.replicas": "2"},
+                {"compression.type": "zstd"}):
+        other = topic_name("refused")
+        with pytest.raises(KafkaException) as refused:
+            admin.create_topics([NewTopic(other, 1, 1, config=bad)])[other].result()
+        assert refused.value.args[0].code() == KafkaError.INVALID_CONFIG, bad
+    def incremental(*entries):
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=op) for name, value, op in entries])
+        admin.incremental_alter_configs([resource])[resource].result()
+
+    incremental(("retention.ms", "60000", AlterConfigOpType.SET), ("retention.bytes", "1048576", AlterConfigOpType.SET))
+    assert all(c["retentionMilliseconds"] == 60000 and c["retentionBytes"] == 1048576 for c in shard_configs())
+    assert described()["retention.ms"].value == "60000"
+    with pytest.raises(KafkaException) as refused:
+        incremental(("segment.bytes", "1048576", AlterConfigOpType.SET))
+    assert refused.value.args[0].code() == KafkaError.INVALID_CONFIG
+    assert described()["retention.bytes"].value == "1048576"  # the refused change changed nothing
+    incremental(("retention.ms", None, AlterConfigOpType.DELETE))
+    assert all(c["retentionMilliseconds"] == 604_800_000 and c["retentionBytes"] == 1048576 for c in shard_configs())
+    # AlterConfigs replaces the whole set: what it does not name goes back to its default.
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={"retention.ms": "120000"})
+    admin.alter_configs([resource])[resource].result()
+    assert all(c["retentionMilliseconds"] == 120000 and c.get("retentionBytes") is None for c in shard_configs())
+    broker_resource = ConfigResource(ConfigResource.Type.BROKER, "0", set_config={"num.partitions": "3"})
+    with pytest.raises(KafkaException):
+        admin.alter_configs([broker_resource])[broker_resource].result()
 
 def test_kafka_python_producer_group_consumer_and_admin(broker):
     topic = topic_name("kp")

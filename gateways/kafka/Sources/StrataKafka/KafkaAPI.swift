@@ -16,6 +16,8 @@ enum KafkaAPI: Int16, CaseIterable, Sendable {
     case listGroups = 16
     case saslHandshake = 17
     case describeConfigs = 32
+    case alterConfigs = 33
+    case incrementalAlterConfigs = 44
     case saslAuthenticate = 36
     case createPartitions = 37
     case initProducerID = 22
@@ -49,6 +51,8 @@ enum KafkaAPI: Int16, CaseIterable, Sendable {
         // v0 would switch the connection to raw SASL tokens; v1 uses SaslAuthenticate.
         case .saslHandshake: 1...1
         case .describeConfigs: 0...4
+        case .alterConfigs: 0...2
+        case .incrementalAlterConfigs: 0...1
         case .saslAuthenticate: 0...2
         case .createPartitions: 0...3
         }
@@ -76,6 +80,8 @@ enum KafkaAPI: Int16, CaseIterable, Sendable {
         case .listGroups: 3
         case .saslHandshake: .max
         case .describeConfigs: 4
+        case .alterConfigs: 2
+        case .incrementalAlterConfigs: 1
         case .saslAuthenticate: 2
         case .createPartitions: 2
         }

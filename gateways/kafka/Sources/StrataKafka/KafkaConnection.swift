@@ -171,6 +171,8 @@ extension KafkaGateway {
         case .listGroups: return try listGroups(&reader, header)
         case .createPartitions: return try createPartitions(&reader, header)
         case .describeConfigs: return try describeConfigs(&reader, header)
+        case .alterConfigs: return try alterConfigs(&reader, header, incremental: false)
+        case .incrementalAlterConfigs: return try alterConfigs(&reader, header, incremental: true)
         case .apiVersions, .produce:
             preconditionFailure("\(api) is answered by handle(_:peer:session:) itself")
         }

@@ -408,3 +408,109 @@ extension KafkaGateway {
         }
     }
 }
+
+// AlterConfigs, IncrementalAlterConfigs.
+
+extension KafkaGateway {
+    /// One resource's change in AlterConfigs (`operation` nil: the whole set is replaced) or
+    /// IncrementalAlterConfigs (0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT).
+    struct ConfigChange: Sendable {
+        var name: String
+        var operation: Int8?
+        var value: String?
+    }
+
+    /// Reads AlterConfigs (`incremental` false) or IncrementalAlterConfigs; topics only (broker
+    /// settings are read only). A topic's new configs are checked whole, then its partitions'
+    /// shards take the new retention and durability, then the topic entry is written.
+    func alterConfigs(_ reader: inout KafkaReader, _ header: KafkaRequestHeader, incremental: Bool) throws -> KafkaWork {
+        let resources = try reader.array { reader -> (Int8, String, [ConfigChange]) in
+            let type = try reader.int8()
+            let name = try reader.string()
+            let changes = try reader.array { reader -> ConfigChange in
+                let key = try reader.string()
+                let operation: Int8? = incremental ? try reader.int8() : nil
+                let value = try reader.nullableString()
+                try reader.taggedFields()
+                return ConfigChange(name: key, operation: operation, value: value)
+            }
+            try reader.taggedFields()
+            return (type, name, changes)
+        }
+        let validateOnly = try reader.bool()
+        try reader.taggedFields()
+        return { [self] in
+            var results: [(type: Int8, name: String, failure: KafkaFailure?)] = []
+            for (type, name, changes) in resources {
+                do {
+                    guard type == 2 else {
+                        throw KafkaFailure(
+                            .invalidRequest,
+                            type == 4 ? "broker settings are read only here (journal-node's config file)" : "resource type \(type) has no configs here")
+                    }
+                    guard permits(header, .admin, topic: name) else {
+                        throw KafkaFailure(.topicAuthorizationFailed, "not allowed to change topic '\(name)'")
+                    }
+                    try await alterTopicConfigs(name, changes, incremental: incremental, validateOnly: validateOnly)
+                    results.append((type, name, nil))
+                } catch {
+                    results.append((type, name, KafkaFailure.from(error)))
+                }
+            }
+            var writer = KafkaWriter(flexible: header.flexible)
+            writer.int32(0)
+            writer.array(results) { writer, result in
+                writer.int16(result.failure?.code.rawValue ?? 0)
+                writer.nullableString(result.failure?.message)
+                writer.int8(result.type)
+                writer.string(result.name)
+                writer.taggedFields()
+            }
+            writer.taggedFields()
+            return writer
+        }
+    }
+
+    /// The topic's configs after `changes` (AlterConfigs replaces them all, IncrementalAlterConfigs
+    /// changes the named ones), checked; unless `validateOnly`, in effect on return.
+    func alterTopicConfigs(
+        _ name: String, _ changes: [ConfigChange], incremental: Bool, validateOnly: Bool
+    ) async throws {
+        guard var topic = try await topic(name) else { throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'") }
+        var configs = incremental ? topic.configs : [:]
+        for change in changes {
+            switch change.operation {
+            case nil, 0:
+                guard let value = change.value else {
+                    if change.operation == nil { continue }  // AlterConfigs: a null value leaves the default
+                    throw KafkaFailure(.invalidConfig, "SET of \(change.name) needs a value")
+                }
+                configs[change.name] = value
+            case 1:
+                configs[change.name] = nil
+            case 2, 3:
+                // cleanup.policy is Kafka's one list config here, and only "delete" is supported.
+                guard change.name == "cleanup.policy" else {
+                    throw KafkaFailure(.invalidConfig, "\(change.name) is not a list: APPEND and SUBTRACT do not apply")
+                }
+                let current = Set((configs[change.name] ?? "delete").split(separator: ",").map(String.init))
+                let given = Set((change.value ?? "").split(separator: ",").map(String.init))
+                let result = change.operation == 2 ? current.union(given) : current.subtracting(given)
+                configs[change.name] = result.sorted().joined(separator: ",")
+            default:
+                throw KafkaFailure(.invalidRequest, "config operation \(change.operation!) is unknown")
+            }
+        }
+        try KafkaTopic.validate(configs)
+        guard !validateOnly else { return }
+        let old = topic.shardConfig
+        topic.configs = configs
+        if topic.shardConfig != old {
+            for partition in 0..<topic.partitions {
+                _ = try await journal.alterShard(Self.shardName(name, partition), config: topic.shardConfig)
+            }
+        }
+        try await store(topic, as: name)
+        logger.info("kafka topic configs changed", metadata: ["kafka.topic": "\(name)", "kafka.configs": "\(configs)"])
+    }
+}

@@ -306,23 +306,44 @@ struct KafkaTopic: Codable, Sendable {
     var id: [UInt8]
     var configs: [String: String]
 
-    /// Topic configs the gateway takes, and what Apache Kafka reports for them by default.
+    /// Topic configs the gateway takes (each one in effect), and their defaults as reported.
+    /// `segment.bytes` and `max.message.bytes` are refused: segments and the largest batch are
+    /// node-wide in Strata (`journal.segment_bytes`, `journal.max_batch_bytes`).
     static let supportedConfigs: [String: String] = [
         "retention.ms": "604800000", "retention.bytes": "-1", "cleanup.policy": "delete",
-        "max.message.bytes": "1048588", "compression.type": "producer", "min.insync.replicas": "1",
-        "segment.bytes": "268435456", "message.timestamp.type": "CreateTime", "strata.durability": "fsync",
-        "local.retention.ms": "-2",
+        "compression.type": "producer", "min.insync.replicas": "1", "message.timestamp.type": "CreateTime",
+        "strata.durability": "fsync", "local.retention.ms": "-2",
     ]
 
     init(partitions: Int32, configs: [String: String]) throws {
+        try Self.validate(configs)
+        self.partitions = partitions
+        self.configs = configs
+        var uuid = UUID().uuid
+        id = withUnsafeBytes(of: &uuid) { Array($0) }
+    }
+
+    /// Refuses, with INVALID_CONFIG, any config the gateway does not put into effect.
+    static func validate(_ configs: [String: String]) throws {
         for (key, value) in configs {
-            guard Self.supportedConfigs[key] != nil else {
-                throw KafkaFailure(.invalidConfig, "unknown or unsupported topic config '\(key)'")
-            }
             switch key {
-            case "retention.ms", "retention.bytes", "max.message.bytes", "segment.bytes", "min.insync.replicas",
-                "local.retention.ms":
-                guard Int64(value) != nil else { throw KafkaFailure(.invalidConfig, "\(key) must be a number, not '\(value)'") }
+            case "segment.bytes", "max.message.bytes":
+                throw KafkaFailure(
+                    .invalidConfig,
+                    "\(key) is not a topic setting here: segments and the largest batch are node-wide "
+                        + "(journal.segment_bytes, journal.max_batch_bytes)")
+            case _ where supportedConfigs[key] == nil:
+                throw KafkaFailure(.invalidConfig, "unknown or unsupported topic config '\(key)'")
+            case "retention.ms", "retention.bytes", "local.retention.ms":
+                guard Int64(value) != nil else {
+                    throw KafkaFailure(.invalidConfig, "\(key) must be a number, not '\(value)'")
+                }
+            case "min.insync.replicas" where value != "1":
+                throw KafkaFailure(
+                    .invalidConfig, "min.insync.replicas=\(value) cannot be met: a Strata node keeps one replica of a partition")
+            case "compression.type" where value != "producer":
+                throw KafkaFailure(
+                    .invalidConfig, "compression.type=\(value) is not supported: batches are stored as producers compressed them (producer)")
             case "cleanup.policy" where value != "delete":
                 throw KafkaFailure(.invalidConfig, "cleanup.policy=\(value) is not supported (only delete)")
             case "strata.durability" where value != "fsync" && value != "async":
@@ -332,10 +353,6 @@ struct KafkaTopic: Codable, Sendable {
             default: break
             }
         }
-        self.partitions = partitions
-        self.configs = configs
-        var uuid = UUID().uuid
-        id = withUnsafeBytes(of: &uuid) { Array($0) }
     }
 
     /// What the journal keeps for each partition's shard.
