@@ -123,9 +123,9 @@ public struct JournalStatistics: Sendable, Hashable {
 
 /// What the index database (RocksDB) holds in memory.
 public struct IndexMemory: Sendable, Hashable {
-    /// The block cache: data, index and filter blocks (at most `JournalConfiguration.indexCacheBytes`).
+    /// The block cache: data blocks (at most `JournalConfiguration.indexCacheBytes`).
     public var cacheBytes = 0
-    /// Table readers outside the cache.
+    /// Table readers, with the tables' index blocks (these grow with the number of keys).
     public var tableReaderBytes = 0
     public var memtableBytes = 0
 
@@ -207,8 +207,8 @@ public struct JournalConfiguration: Sendable {
     /// logged at warning with what it did: how an operator ties stalled appends to a cause.
     public var slowOperationLog: Duration = .milliseconds(200)
 
-    /// The index database's block cache, which also holds its tables' index blocks: what bounds
-    /// the index's memory however many batches it indexes.
+    /// The index database's block cache (data blocks; the tables' index blocks are held by their
+    /// readers, outside it).
     public var indexCacheBytes: Int = 64 << 20
 
     /// Appends are refused with `diskFull` while the data directory's filesystem has less free

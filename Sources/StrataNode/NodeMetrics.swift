@@ -53,11 +53,11 @@ public final class NodeMetrics: Sendable {
         shards = registry.makeGauge(descriptor: Self.name("strata_journal_shards", "Shards in the catalog"))
         indexCache = registry.makeGauge(
             descriptor: Self.name(
-                "strata_journal_index_cache_bytes", "Index database block cache in use (data, index and filter blocks)")
+                "strata_journal_index_cache_bytes", "Index database block cache in use (data blocks)")
         )
         indexTableReaders = registry.makeGauge(
             descriptor: Self.name(
-                "strata_journal_index_table_readers_bytes", "Index database table readers outside the cache"))
+                "strata_journal_index_table_readers_bytes", "Index database table readers, with their index blocks"))
         indexMemtables = registry.makeGauge(
             descriptor: Self.name("strata_journal_index_memtables_bytes", "Index database memtables"))
     }
