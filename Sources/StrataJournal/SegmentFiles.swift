@@ -89,6 +89,9 @@ final class SegmentFiles: Sendable {
         guard !kept else { return }
         let deleting = directory + "/" + String(id) + ".deleting"
         if rename(path(id), deleting) == 0 {
+            // The new name is durable before any cut, on every filesystem: a crash then never
+            // leaves a cut file under the segment's name.
+            try? FileDescriptor.syncDirectory(directory)
             FileDescriptor.removeGradually(deleting)
         } else {
             unlink(path(id))

@@ -65,8 +65,7 @@ public enum JournalNode {
             mqtt.host = configuration.mqttListen.host
             mqtt.port = configuration.mqttListen.port
             mqtt.allowAnonymous = configuration.mqttAllowAnonymous
-            mqtt.retentionMilliseconds = configuration.mqttRetentionMilliseconds
-            mqtt.retentionBytes = configuration.mqttRetentionBytes
+            mqtt.retention = configuration.mqttRetention
             mqtt.webSocketHost = configuration.mqttWebSocketListen?.host
             mqtt.webSocketPort = configuration.mqttWebSocketListen?.port ?? 0
             try configuring(journal) {

@@ -1,6 +1,7 @@
 import NIOSSL
 import StrataAuth
 import StrataJournal
+import StrataMQTT
 import StrataWire
 
 /// Everything `journal-node` needs, from its TOML file (see docs/operations.md) with command-line
@@ -28,9 +29,10 @@ public struct NodeConfiguration: Sendable {
     /// The in-process MQTT gateway's listener and whether it lets anonymous clients in.
     public var mqttListen = HostPort(host: "127.0.0.1", port: 1883)
     public var mqttAllowAnonymous = false
-    /// Retention of the MQTT bucket shards (`MQTTGateway.Configuration`): 7 days and no size limit by default.
-    public var mqttRetentionMilliseconds: Int64? = 7 * 24 * 3_600_000
-    public var mqttRetentionBytes: Int64?
+    /// Retention of the MQTT bucket shards when given (`MQTTGateway.Configuration.retention`;
+    /// a setting left out is the standard one: 7 days, no size limit). Not given: the one stored
+    /// in the journal by the last gateway given one.
+    public var mqttRetention: BucketRetention?
     /// MQTT over WebSocket listener of the in-process gateway (nil: none).
     public var mqttWebSocketListen: HostPort?
     /// Password and ACL files for the MQTT gateway (mosquitto's formats).
@@ -95,10 +97,12 @@ public struct NodeConfiguration: Sendable {
                 }
             case ("mqtt.listen", .string(let v)): mqttListen = try HostPort(parsing: v)
             case ("mqtt.allow_anonymous", .bool(let v)): mqttAllowAnonymous = v
-            case ("mqtt.retention_ms", .integer(let v)) where v >= 0: mqttRetentionMilliseconds = v
-            case ("mqtt.retention_ms", .string("none")): mqttRetentionMilliseconds = nil
-            case ("mqtt.retention_bytes", .integer(let v)) where v >= 0: mqttRetentionBytes = v
-            case ("mqtt.retention_bytes", .string("none")): mqttRetentionBytes = nil
+            case ("mqtt.retention_ms", .integer(let v)) where v >= 0: mqttRetention = (mqttRetention ?? .standard).with(milliseconds: v)
+            case ("mqtt.retention_ms", .string("none")): mqttRetention = (mqttRetention ?? .standard).with(milliseconds: nil)
+            case ("mqtt.retention_bytes", .integer(let v)) where v >= 0: mqttRetention = (mqttRetention ?? .standard).with(bytes: v)
+            case ("mqtt.retention_bytes", .string("none")): mqttRetention = (mqttRetention ?? .standard).with(bytes: nil)
+            case ("mqtt.retention_ms", _), ("mqtt.retention_bytes", _):
+                throw JournalError(.invalidArgument, "config file: \(key) is a number of at least 0 or \"none\"")
             case ("mqtt.ws_listen", .string(let v)): mqttWebSocketListen = try HostPort(parsing: v)
             case ("mqtt.passwords", .string(let v)): mqttPasswords = v
             case ("mqtt.acl", .string(let v)): mqttACL = v
@@ -273,8 +277,7 @@ public struct NodeConfiguration: Sendable {
             "journal.max_frame_bytes": "\(maxFrameBytes)",
             "journal.slow_log_ms": "\(Int(journalConfiguration.slowOperationLog.seconds * 1000))",
             "mqtt.listen": mqttListen.description, "mqtt.allow_anonymous": "\(mqttAllowAnonymous)",
-            "mqtt.retention_ms": mqttRetentionMilliseconds.map(String.init) ?? "none",
-            "mqtt.retention_bytes": mqttRetentionBytes.map(String.init) ?? "none",
+            "mqtt.retention": mqttRetention.map { "\($0)" } ?? "as stored in the journal (7 days if never set)",
             "kafka.listen": kafkaListen.description, "kafka.advertised": kafkaAdvertised?.description ?? "",
             "kafka.default_partitions": "\(kafkaDefaultPartitions)",
             "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",

@@ -4,6 +4,7 @@ import Logging
 import Metrics
 import Prometheus
 import StrataJournal
+import StrataMQTT
 import StrataNode
 import StrataWire
 
@@ -50,10 +51,10 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Flag(help: "Let MQTT clients without credentials in.")
     var mqttAllowAnonymous = false
 
-    @Option(help: "Delete MQTT messages older than this many milliseconds, or none (default 604800000, 7 days).")
+    @Option(help: "Delete MQTT messages older than this many milliseconds, or none (default: the journal's stored setting, first 604800000 = 7 days).")
     var mqttRetentionMs: String?
 
-    @Option(help: "Delete the oldest MQTT messages while a bucket shard holds more bytes than this, or none (default).")
+    @Option(help: "Delete the oldest MQTT messages while a bucket shard holds more bytes than this, or none (default: as stored, first none).")
     var mqttRetentionBytes: String?
 
     @Option(help: "MQTT password file (mosquitto's format).")
@@ -147,8 +148,14 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let nodeName { settings.nodeName = nodeName }
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
-            if let mqttRetentionMs { settings.mqttRetentionMilliseconds = try ShardConfig.parseLimit(mqttRetentionMs) }
-            if let mqttRetentionBytes { settings.mqttRetentionBytes = try ShardConfig.parseLimit(mqttRetentionBytes) }
+            if let mqttRetentionMs {
+                settings.mqttRetention = (settings.mqttRetention ?? .standard).with(
+                    milliseconds: try ShardConfig.parseLimit(mqttRetentionMs))
+            }
+            if let mqttRetentionBytes {
+                settings.mqttRetention = (settings.mqttRetention ?? .standard).with(
+                    bytes: try ShardConfig.parseLimit(mqttRetentionBytes))
+            }
             if quarantineDamagedWal { settings.quarantineDamagedWAL = true }
             if let slowLogMs {
                 guard slowLogMs >= 1 else { throw JournalError(.invalidArgument, "--slow-log-ms is at least 1") }

@@ -235,9 +235,10 @@ def test_alter_configs_take_effect_and_unimplemented_configs_are_refused(broker)
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic, set_config={"retention.ms": "120000"})
     admin.alter_configs([resource])[resource].result()
     assert all(c["retentionMilliseconds"] == 120000 and c.get("retentionBytes") is None for c in shard_configs())
-    broker_resource = ConfigResource(ConfigResource.Type.BROKER, "0", set_config={"num.partitions": "3"})
-    with pytest.raises(KafkaException):
+    broker_resource = ConfigResource(ConfigResource.Type.BROKER, "1", set_config={"num.partitions": "3"})
+    with pytest.raises(KafkaException) as refused:
         admin.alter_configs([broker_resource])[broker_resource].result()
+    assert refused.value.args[0].code() == KafkaError.INVALID_REQUEST
 
 def test_kafka_python_producer_group_consumer_and_admin(broker):
     topic = topic_name("kp")

@@ -5,7 +5,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -13,7 +12,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 import pytest
 
-from conftest import BIN, GatewayProcess, Node, shard_info
+from conftest import BIN, GatewayProcess, Node, metric, shard_info
 
 TIMEOUT = 10
 
@@ -709,19 +708,10 @@ def test_enhanced_authentication_with_scram(data_dir):
         started.stop()
 
 
-def metric(node, name):
-    """A counter's value on the node's /metrics (0 when it has not been incremented yet)."""
-    with urllib.request.urlopen(f"http://{node.http}/metrics") as answer:
-        for line in answer.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
 def test_bucket_retention_and_a_session_below_its_floor(data_dir):
-    """Bucket shards have retention (7 days by default; a changed setting alters existing buckets
-    at start). A persistent session away longer than that loses what retention removed, and the
-    node counts it on /metrics."""
+    """Bucket shards have retention (7 days by default; a setting given alters existing buckets at
+    start and is stored for gateways started without one). A persistent session away longer
+    than that loses what retention removed, and the node counts it on /metrics."""
     buckets = [f"mqtt/default/{b}" for b in range(16)]
     first = Node(data_dir, ["--mqtt-allow-anonymous"])
     try:
@@ -760,3 +750,9 @@ def test_bucket_retention_and_a_session_below_its_floor(data_dir):
         close(pub, again)
     finally:
         node.stop()
+    # A gateway started without a setting keeps the one stored by the last gateway given one.
+    third = Node(data_dir, ["--mqtt-allow-anonymous"])
+    try:
+        assert {shard_info(third, b)["config"].get("retentionMilliseconds") for b in buckets} == {1000}
+    finally:
+        third.stop()

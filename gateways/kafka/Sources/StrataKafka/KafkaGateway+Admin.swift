@@ -258,7 +258,13 @@ extension KafkaTopic {
 extension KafkaGateway {
     /// Adds partitions to a topic: the new shards first, then the topic entry with the new count.
     func addPartitions(_ name: String, count: Int32) async throws {
-        guard var topic = try await topic(name) else { throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'") }
+        try await changingTopic(name) { [self] in try await addPartitionsNow(name, count: count) }
+    }
+
+    private func addPartitionsNow(_ name: String, count: Int32) async throws {
+        guard var topic = try await topic(name, fresh: true) else {
+            throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'")
+        }
         guard count > topic.partitions, count <= 10_000 else {
             throw KafkaFailure(
                 .invalidPartitions, "topic '\(name)' has \(topic.partitions) partitions; the new count must be more (at most 10000)")
@@ -451,7 +457,13 @@ extension KafkaGateway {
                     guard permits(header, .admin, topic: name) else {
                         throw KafkaFailure(.topicAuthorizationFailed, "not allowed to change topic '\(name)'")
                     }
-                    try await alterTopicConfigs(name, changes, incremental: incremental, validateOnly: validateOnly)
+                    var seen = Set<String>()
+                    for change in changes where !seen.insert(change.name).inserted {
+                        throw KafkaFailure(.invalidRequest, "\(change.name) is named twice")
+                    }
+                    try await changingTopic(name) { [self] in
+                        try await alterTopicConfigs(name, changes, incremental: incremental, validateOnly: validateOnly)
+                    }
                     results.append((type, name, nil))
                 } catch {
                     results.append((type, name, KafkaFailure.from(error)))
@@ -472,18 +484,28 @@ extension KafkaGateway {
     }
 
     /// The topic's configs after `changes` (AlterConfigs replaces them all, IncrementalAlterConfigs
-    /// changes the named ones), checked; unless `validateOnly`, in effect on return.
-    func alterTopicConfigs(
+    /// changes the named ones), checked; unless `validateOnly`, in effect on return. Runs through
+    /// `changingTopic`, on the entry as the journal holds it.
+    private func alterTopicConfigs(
         _ name: String, _ changes: [ConfigChange], incremental: Bool, validateOnly: Bool
     ) async throws {
-        guard var topic = try await topic(name) else { throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'") }
+        guard var topic = try await topic(name, fresh: true) else {
+            throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'")
+        }
         var configs = incremental ? topic.configs : [:]
+        // Configs an earlier version took without effect (segment.bytes, max.message.bytes, …) go
+        // at the first change, rather than making every change of the topic fail.
+        for (key, value) in configs where (try? KafkaTopic.validate([key: value])) == nil {
+            configs[key] = nil
+            logger.notice(
+                "kafka topic config without effect dropped", metadata: ["kafka.topic": "\(name)", "kafka.config": "\(key)=\(value)"])
+        }
         for change in changes {
             switch change.operation {
             case nil, 0:
                 guard let value = change.value else {
                     if change.operation == nil { continue }  // AlterConfigs: a null value leaves the default
-                    throw KafkaFailure(.invalidConfig, "SET of \(change.name) needs a value")
+                    throw KafkaFailure(.invalidRequest, "SET of \(change.name) needs a value")
                 }
                 configs[change.name] = value
             case 1:
@@ -503,12 +525,11 @@ extension KafkaGateway {
         }
         try KafkaTopic.validate(configs)
         guard !validateOnly else { return }
-        let old = topic.shardConfig
         topic.configs = configs
-        if topic.shardConfig != old {
-            for partition in 0..<topic.partitions {
-                _ = try await journal.alterShard(Self.shardName(name, partition), config: topic.shardConfig)
-            }
+        // Every partition, even when the shard config did not change: a change that failed half
+        // way left some shards ahead of the entry, and this brings them in line.
+        for partition in 0..<topic.partitions {
+            _ = try await journal.alterShard(Self.shardName(name, partition), config: topic.shardConfig)
         }
         try await store(topic, as: name)
         logger.info("kafka topic configs changed", metadata: ["kafka.topic": "\(name)", "kafka.configs": "\(configs)"])

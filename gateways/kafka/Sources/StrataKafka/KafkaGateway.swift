@@ -66,6 +66,9 @@ public final class KafkaGateway: Service {
     /// Per group, offset commits in the order they arrived (a consumer's async commits must not
     /// overtake each other).
     let commits = KeyedChain<KafkaWriter>()
+    /// Per topic, changes of its entry (create, delete, partitions, configs) one after another,
+    /// so that none writes back an entry another has changed meanwhile.
+    private let topicChanges = KeyedChain<Void>()
     /// Idempotent producers' sequences.
     let producers: KafkaProducers
     /// Consumer groups.
@@ -139,10 +142,12 @@ public final class KafkaGateway: Service {
 
     static func shardName(_ topic: String, _ partition: Int32) -> String { "kafka/\(topic)/\(partition)" }
 
-    /// A topic by name: from the cache, else from the journal.
-    func topic(_ name: String) async throws -> KafkaTopic? {
+    /// A topic by name: from the cache (unless `fresh`), else from the journal.
+    func topic(_ name: String, fresh: Bool = false) async throws -> KafkaTopic? {
         let now = WallClock.milliseconds()
-        if let known = topics.withLock({ $0[name] }), now - known.readAt < Self.topicCacheMilliseconds { return known.topic }
+        if !fresh, let known = topics.withLock({ $0[name] }), now - known.readAt < Self.topicCacheMilliseconds {
+            return known.topic
+        }
         guard let bytes = try await journal.get(namespace: Self.topicNamespace, key: Array(name.utf8)) else {
             forget(name)
             return nil
@@ -175,15 +180,35 @@ public final class KafkaGateway: Service {
         _ = topics.withLock { $0.removeValue(forKey: name) }
     }
 
+    /// Runs `body`, a change of topic `name`'s entry, after the changes of it submitted before in
+    /// this gateway. (Two gateway processes changing one topic at once are not ordered.)
+    func changingTopic(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        try await topicChanges.submit(name) { previous in
+            _ = await previous?.result
+            try await body()
+        }.value
+    }
+
     /// Creates a topic: its partitions' shards first, then the topic entry that makes it
     /// visible (a crash in between leaves shards that a second create takes over).
     func createTopic(_ name: String, partitions: Int32, configs: [String: String]) async throws -> KafkaTopic {
+        let created = Mutex<KafkaTopic?>(nil)
+        try await changingTopic(name) { [self] in
+            let topic = try await createTopicNow(name, partitions: partitions, configs: configs)
+            created.withLock { $0 = topic }
+        }
+        return created.withLock { $0 }!
+    }
+
+    private func createTopicNow(_ name: String, partitions: Int32, configs: [String: String]) async throws -> KafkaTopic {
         guard KafkaTopic.isValidName(name) else { throw KafkaFailure(.invalidTopic, "invalid topic name '\(name)'") }
         guard partitions > 0, partitions <= 10_000 else {
             throw KafkaFailure(.invalidPartitions, "number of partitions must be 1...10000, not \(partitions)")
         }
         let topic = try KafkaTopic(partitions: partitions, configs: configs)
-        if try await self.topic(name) != nil { throw KafkaFailure(.topicAlreadyExists, "topic '\(name)' already exists") }
+        if try await self.topic(name, fresh: true) != nil {
+            throw KafkaFailure(.topicAlreadyExists, "topic '\(name)' already exists")
+        }
         for partition in 0..<partitions {
             do {
                 _ = try await journal.createShard(Self.shardName(name, partition), config: topic.shardConfig)
@@ -198,7 +223,11 @@ public final class KafkaGateway: Service {
 
     /// Deletes a topic: the entry first (the topic is gone for clients), then its shards.
     func deleteTopic(_ name: String) async throws {
-        guard let topic = try await topic(name) else {
+        try await changingTopic(name) { [self] in try await deleteTopicNow(name) }
+    }
+
+    private func deleteTopicNow(_ name: String) async throws {
+        guard let topic = try await topic(name, fresh: true) else {
             throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'")
         }
         try await journal.delete(namespace: Self.topicNamespace, key: Array(name.utf8))
@@ -403,6 +432,7 @@ struct KafkaFailure: Error, CustomStringConvertible {
             case .timeout: .requestTimedOut
             case .closed, .unavailable: .leaderNotAvailable
             case .invalidArgument: .invalidRequest
+            case .permissionDenied: .topicAuthorizationFailed
             default: .unknownServerError
             }
         return KafkaFailure(code, journalError.message)

@@ -24,11 +24,9 @@ public final class MQTTGateway: Service {
         public var tenant = "default"
         /// Shards messages are spread over by topic hash.
         public var buckets = 16
-        /// Retention of the bucket shards: messages older than this (milliseconds; nil: kept
-        /// however old) or beyond this many bytes per bucket (nil: no size limit) are deleted,
-        /// offline sessions' unread ones included (docs/mqtt.md). Applied to existing buckets at start.
-        public var retentionMilliseconds: Int64? = 7 * 24 * 3_600_000
-        public var retentionBytes: Int64?
+        /// Retention of the bucket shards, when given; nil: the one the last gateway given one
+        /// stored in the journal, else `BucketRetention.standard` (docs/mqtt.md, "Retention").
+        public var retention: BucketRetention?
         public var maxPacketSize = 1 << 20
         /// Messages queued for one subscriber beyond its receive maximum before the gateway
         /// drops QoS 0 messages and disconnects for QoS 1/2 (see docs/mqtt.md).
@@ -118,32 +116,51 @@ public final class MQTTGateway: Service {
     func shardName(bucket: Int) -> String { "mqtt/\(configuration.tenant)/\(bucket)" }
 
 
+    static let settingsNamespace = "mqtt.settings"
+    static let retentionKey = Array("bucket-retention".utf8)
+
+    /// The bucket retention in force: the configured one (stored, for gateways started without
+    /// one), else the stored one, else the standard one (stored).
+    func bucketRetention() async throws -> BucketRetention {
+        if configuration.retention == nil,
+            let bytes = try await journal.get(namespace: Self.settingsNamespace, key: Self.retentionKey),
+            let stored = try? JSONDecoder().decode(BucketRetention.self, from: Data(bytes))
+        {
+            return stored
+        }
+        let retention = configuration.retention ?? .standard
+        try await journal.put(
+            namespace: Self.settingsNamespace, key: Self.retentionKey, value: Array(try JSONEncoder().encode(retention)))
+        return retention
+    }
+
     public func run() async throws {
         var ends: [Int: UInt64] = [:]
+        let retention = try await bucketRetention()
         let existing = Dictionary(uniqueKeysWithValues: try await journal.listShards().map { ($0.name, $0) })
         for bucket in 0..<configuration.buckets {
             let name = shardName(bucket: bucket)
             if let info = existing[name] {
                 ends[bucket] = info.endOffset
-                if info.config.retentionMilliseconds != configuration.retentionMilliseconds
-                    || info.config.retentionBytes != configuration.retentionBytes
-                {
+                if info.config.retentionMilliseconds != retention.milliseconds || info.config.retentionBytes != retention.bytes {
                     var config = info.config
-                    config.retentionMilliseconds = configuration.retentionMilliseconds
-                    config.retentionBytes = configuration.retentionBytes
-                    _ = try await journal.alterShard(name, config: config)
-                    logger.notice(
-                        "mqtt bucket retention changed",
-                        metadata: [
-                            "mqtt.shard": "\(name)",
-                            "mqtt.retention_ms": "\(configuration.retentionMilliseconds.map(String.init) ?? "none")",
-                            "mqtt.retention_bytes": "\(configuration.retentionBytes.map(String.init) ?? "none")",
-                        ])
+                    config.retentionMilliseconds = retention.milliseconds
+                    config.retentionBytes = retention.bytes
+                    do {
+                        _ = try await journal.alterShard(name, config: config)
+                        logger.notice(
+                            "mqtt bucket retention changed",
+                            metadata: ["mqtt.shard": "\(name)", "mqtt.retention": "\(retention)"])
+                    } catch let error as JournalError where error.code == .unsupported || error.code == .permissionDenied {
+                        // An older journal-node, or a principal without `all` on the buckets: serve
+                        // with the retention the bucket has.
+                        logger.warning(
+                            "mqtt bucket retention left as it is", metadata: ["mqtt.shard": "\(name)", "error": "\(error)"])
+                    }
                 }
             } else {
                 let config = ShardConfig(
-                    durability: .fsync, retentionMilliseconds: configuration.retentionMilliseconds,
-                    retentionBytes: configuration.retentionBytes)
+                    durability: .fsync, retentionMilliseconds: retention.milliseconds, retentionBytes: retention.bytes)
                 do {
                     ends[bucket] = try await journal.createShard(name, config: config).endOffset
                 } catch let error as JournalError where error.code == .shardExists {
@@ -428,13 +445,15 @@ public final class MQTTGateway: Service {
     }
 
     private func replay(_ session: MQTTSession, range from: [Int: UInt64], _ to: [Int: UInt64]) async throws {
+        var skipped = false
         for bucket in 0..<configuration.buckets {
             let shard = shardName(bucket: bucket)
             guard var next = from[bucket], let end = to[bucket], next < end else { continue }
             let start = try await journal.describeShard(shard).startOffset
             if next < start {
                 // Retention removed what this session had not read yet (docs/mqtt.md, "Retention").
-                MQTTMetrics.retentionSkips.increment()
+                if !skipped { MQTTMetrics.retentionSkips.increment() }
+                skipped = true
                 MQTTMetrics.retentionSkippedOffsets.increment(by: Int64(start - next))
                 logger.warning(
                     "offline session fell below the retention floor: messages removed before it returned",

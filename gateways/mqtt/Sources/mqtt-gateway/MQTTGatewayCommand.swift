@@ -42,10 +42,10 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     @Option(help: "TLS private key (PEM).")
     var tlsKey: String?
 
-    @Option(help: "Delete messages older than this many milliseconds, or none (default 604800000, 7 days).")
+    @Option(help: "Delete messages older than this many milliseconds, or none (default: the journal's stored setting, first 604800000 = 7 days).")
     var retentionMs: String?
 
-    @Option(help: "Delete the oldest messages while a bucket shard holds more bytes than this, or none (default).")
+    @Option(help: "Delete the oldest messages while a bucket shard holds more bytes than this, or none (default: as stored, first none).")
     var retentionBytes: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -65,8 +65,12 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         settings.port = listenAddress.port
         settings.allowAnonymous = allowAnonymous
         do {
-            if let retentionMs { settings.retentionMilliseconds = try ShardConfig.parseLimit(retentionMs) }
-            if let retentionBytes { settings.retentionBytes = try ShardConfig.parseLimit(retentionBytes) }
+            if let retentionMs {
+                settings.retention = (settings.retention ?? .standard).with(milliseconds: try ShardConfig.parseLimit(retentionMs))
+            }
+            if let retentionBytes {
+                settings.retention = (settings.retention ?? .standard).with(bytes: try ShardConfig.parseLimit(retentionBytes))
+            }
         } catch {
             throw ValidationError("--retention-ms / --retention-bytes: \(error.message)")
         }
