@@ -124,7 +124,7 @@ let package = Package(
         .executableTarget(
             name: "JournalNodeMain",
             dependencies: [
-                "StrataNode", "StrataJournal", "StrataWire",
+                "StrataNode", "StrataJournal", "StrataWire", "StrataMQTT",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -183,6 +183,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ],
             path: "gateways/kafka/Sources/StrataKafka",
             swiftSettings: swiftSettings),

@@ -94,6 +94,20 @@ def shard_info(node, name):
         return json.load(answer)
 
 
+def metric(node, name, **labels):
+    """A metric's value on the node's /metrics: the sample named `name` whose labels include
+    `labels` (0 when there is none yet: swift-metrics creates a metric at its first use)."""
+    with urllib.request.urlopen(f"http://{node.http}/metrics") as answer:
+        for line in answer.read().decode().splitlines():
+            if line.startswith("#"):
+                continue
+            sample, _, value = line.rpartition(" ")
+            metric_name, _, label_text = sample.partition("{")
+            if metric_name == name and all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+                return float(value)
+    return 0.0
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

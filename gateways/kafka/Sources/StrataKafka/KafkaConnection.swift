@@ -13,6 +13,8 @@ struct KafkaConnection {
     func run() async {
         let peer = channel.channel.remoteAddress.map { "\($0)" } ?? "?"
         let host = channel.channel.remoteAddress?.ipAddress ?? "?"
+        KafkaMetrics.connections.increment()
+        defer { KafkaMetrics.connections.decrement() }
         do {
             try await channel.executeThenClose { inbound, outbound in
                 let (responses, pending) = AsyncStream<Task<[ByteBuffer]?, Never>>.makeStream()
@@ -41,6 +43,7 @@ struct KafkaConnection {
                             pending.yield(try gateway.handle(frame, peer: host, session: session))
                         }
                     } catch let error as KafkaProtocolError {
+                        KafkaMetrics.protocolErrors.increment()
                         gateway.logger.warning(
                             "kafka connection closed on a bad request", metadata: ["kafka.peer": "\(peer)", "error": "\(error)"])
                     } catch {
@@ -107,8 +110,13 @@ extension KafkaGateway {
         }
         // ApiVersions' response header is v0 in every version (KIP-511).
         let headerTags = flexible && api != .apiVersions
+        let started = ContinuousClock.now
+        KafkaMetrics.requests[api]?.increment()
         let respond: @Sendable (KafkaWriter) -> [ByteBuffer] = { body in
-            Self.frame(correlationID: correlationID, headerTags: headerTags, body: body.parts)
+            let framed = Self.frame(correlationID: correlationID, headerTags: headerTags, body: body.parts)
+            KafkaMetrics.latency[api]?.record(duration: ContinuousClock.now - started)
+            KafkaMetrics.bytesOut[api]?.increment(by: framed.reduce(0) { $0 + $1.readableBytes })
+            return framed
         }
         switch api {
         case .apiVersions:

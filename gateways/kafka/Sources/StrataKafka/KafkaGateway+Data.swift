@@ -121,12 +121,21 @@ extension KafkaGateway {
                     }
                 }
                 if let refusal {
+                    KafkaMetrics.produceError(refusal.code)
                     plans.append(
                         (topic, partition, ProduceOutcome(partition: partition, error: refusal.code, message: refusal.message), []))
                     continue
                 }
                 // The topic's existence is checked by the append itself (unknown shard).
                 let shard = Self.shardName(topic, partition)
+                for batch in batches {
+                    KafkaMetrics.batchesIn.increment()
+                    KafkaMetrics.bytesIn.increment(by: batch.readableBytes)
+                    // RecordBatch v2: the record count is the int32 at byte 57.
+                    if let records = batch.getInteger(at: batch.readerIndex + 57, as: Int32.self), records > 0 {
+                        KafkaMetrics.recordsIn.increment(by: Int(records))
+                    }
+                }
                 plans.append((topic, partition, nil, batches.map { queueAppend(shard: shard, batch: $0) }))
             }
         }
@@ -156,6 +165,7 @@ extension KafkaGateway {
                         break
                     }
                 }
+                if outcome.error != .none { KafkaMetrics.produceError(outcome.error) }
                 outcomes.append((plan.topic, outcome))
             }
             guard acks != 0 else { return nil }

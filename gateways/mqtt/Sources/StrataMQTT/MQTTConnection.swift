@@ -37,6 +37,8 @@ struct MQTTConnection {
     ) async throws {
         var packets = inbound.makeAsyncIterator()
         guard let opened = try await open(&packets, outbound: outbound) else { return }
+        MQTTMetrics.connections.increment()
+        defer { MQTTMetrics.connections.decrement() }
         let ending = await converse(opened, &packets)
         await close(opened, ending)
     }
@@ -151,6 +153,7 @@ struct MQTTConnection {
                 }
             }
         } catch let error as MQTTProtocolError {
+            MQTTMetrics.protocolErrors.increment()
             logger.info("mqtt protocol error", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
             if session.version == .v5 {
                 session.send(.disconnect(.init(reasonCode: error.reasonCode, properties: [.reasonString(error.message)])))
@@ -411,6 +414,7 @@ struct MQTTConnection {
             // Not authorized: 5.0 says so in the acknowledgement; a 3.1.1 publish is acknowledged
             // and dropped (3.1.1 has no way to refuse it).
             logger.info("mqtt publish refused by ACL", metadata: ["mqtt.client": "\(session.clientID)", "mqtt.topic": "\(topic)"])
+            MQTTMetrics.refused.increment()
             let code: UInt8 = session.version == .v5 ? 0x87 : 0
             let ack: MQTTPacket? =
                 switch publish.qos {
@@ -446,7 +450,11 @@ struct MQTTConnection {
         let qos = publish.qos
         let logger = self.logger
         let storedTopic = topic
+        MQTTMetrics.messagesIn.increment()
+        MQTTMetrics.bytesIn.increment(by: publish.payload.readableBytes)
+        let arrived = ContinuousClock.now
         let ticket = acks.enqueue(onSuccess: success) { error in
+            MQTTMetrics.notStored.increment()
             logger.error("mqtt publish not stored", metadata: ["mqtt.topic": "\(storedTopic)", "error": "\(error)"])
             if qos == 2 { _ = session.inboundQoS2Released(id) }
             guard qos > 0 else { return nil }
@@ -456,7 +464,10 @@ struct MQTTConnection {
             let ack = MQTTPacket.Ack(packetID: id, reasonCode: 0x80, properties: [.reasonString("\(error)")])
             return qos == 1 ? .puback(ack) : .pubrec(ack)
         }
-        gateway.submit(message) { acks.complete(ticket, $0) }
+        gateway.submit(message) { result in
+            if qos > 0 { MQTTMetrics.publishAck.record(duration: ContinuousClock.now - arrived) }
+            acks.complete(ticket, result)
+        }
     }
 
     private func handleSubscribe(

@@ -2,7 +2,24 @@ import Metrics
 
 /// The MQTT gateway's counters, through swift-metrics (journal-node exports them on /metrics).
 enum MQTTMetrics {
-    /// Resumed sessions whose position in a bucket was below its retention floor.
+    /// Connected sessions (after CONNACK, until the connection ends).
+    static let connections = Meter(label: "strata_mqtt_connections")
+    /// PUBLISH packets taken from clients, and their payload bytes.
+    static let messagesIn = Counter(label: "strata_mqtt_messages_in_total")
+    static let bytesIn = Counter(label: "strata_mqtt_bytes_in_total")
+    /// PUBLISH packets written to subscribers, and their payload bytes.
+    static let messagesOut = Counter(label: "strata_mqtt_messages_out_total")
+    static let bytesOut = Counter(label: "strata_mqtt_bytes_out_total")
+    /// Publishes refused: not stored by the journal, or refused by the ACL.
+    static let notStored = Counter(label: "strata_mqtt_publish_errors_total", dimensions: [("reason", "not_stored")])
+    static let refused = Counter(label: "strata_mqtt_publish_errors_total", dimensions: [("reason", "acl")])
+    /// Connections closed on a malformed packet or a protocol violation.
+    static let protocolErrors = Counter(label: "strata_mqtt_protocol_errors_total")
+    /// From a QoS 1/2 PUBLISH's arrival to its acknowledgement's turn (stored, in order).
+    static let publishAck = Timer(label: "strata_mqtt_publish_ack_seconds", preferredDisplayUnit: .seconds)
+
+    /// Session resumptions that found the session's position in a bucket (one or more) below
+    /// that bucket's retention floor.
     static let retentionSkips = Counter(label: "strata_mqtt_session_retention_skips_total")
     /// Offsets those sessions lost that way (every message of the bucket removed unread, whether
     /// or not it matched the session's subscriptions).

@@ -94,6 +94,10 @@ final class MQTTSession: Sendable {
     /// connection; what the socket has not taken yet counts as unwritten.
     func send(_ packet: MQTTPacket) {
         guard let channel else { return }
+        if case .publish(let publish) = packet {
+            MQTTMetrics.messagesOut.increment()
+            MQTTMetrics.bytesOut.increment(by: publish.payload.readableBytes)
+        }
         let written = state.withLock { state -> EventLoopFuture<Void>? in
             guard !state.closed else { return nil }
             var encoded = channel.allocator.buffer(capacity: 64)

@@ -1,0 +1,62 @@
+"""The gateways' Prometheus metrics on journal-node's /metrics, after stock clients used them."""
+import queue
+import uuid
+
+import paho.mqtt.client as mqtt
+from confluent_kafka import Consumer, Producer
+
+from conftest import Node, metric
+
+TIMEOUT = 20
+
+
+def test_gateway_metrics_count_what_clients_did(data_dir):
+    node = Node(data_dir, ["--mqtt-allow-anonymous"], gateways=("mqtt", "kafka"))
+    try:
+        inbox = queue.Queue()
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"m-{uuid.uuid4().hex[:6]}")
+        sub.on_message = lambda _c, _u, message: inbox.put(message)
+        subscribed = queue.Queue()
+        sub.on_subscribe = lambda *_: subscribed.put(True)
+        sub.connect("127.0.0.1", node.mqtt_port)
+        sub.loop_start()
+        sub.subscribe("metrics/#", qos=1)
+        subscribed.get(timeout=TIMEOUT)
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"p-{uuid.uuid4().hex[:6]}")
+        pub.connect("127.0.0.1", node.mqtt_port)
+        pub.loop_start()
+        for i in range(10):
+            pub.publish(f"metrics/{i}", b"x" * 100, qos=1).wait_for_publish(TIMEOUT)
+        assert metric(node, "strata_mqtt_connections") == 2
+        for _ in range(10):
+            inbox.get(timeout=TIMEOUT)
+        assert metric(node, "strata_mqtt_messages_in_total") == 10
+        assert metric(node, "strata_mqtt_bytes_in_total") == 1000
+        assert metric(node, "strata_mqtt_messages_out_total") == 10
+        assert metric(node, "strata_mqtt_publish_ack_seconds_count") == 10
+        for c in (pub, sub):
+            c.disconnect()
+            c.loop_stop()
+
+        topic = f"metrics-{uuid.uuid4().hex[:6]}"
+        producer = Producer({"bootstrap.servers": node.kafka, "linger.ms": 50})
+        for i in range(20):
+            producer.produce(topic, value=f"v{i}".encode())
+        assert producer.flush(TIMEOUT) == 0
+        assert metric(node, "strata_kafka_produce_records_total") == 20
+        assert metric(node, "strata_kafka_requests_total", api="produce") >= 1
+        assert metric(node, "strata_kafka_request_seconds_count", api="produce") >= 1
+        consumer = Consumer({"bootstrap.servers": node.kafka, "group.id": f"g-{uuid.uuid4().hex[:6]}",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([topic])
+        got = 0
+        while got < 20:
+            message = consumer.poll(TIMEOUT)
+            assert message is not None and not message.error()
+            got += 1
+        consumer.close()
+        assert metric(node, "strata_kafka_requests_total", api="fetch") >= 1
+        assert metric(node, "strata_kafka_response_bytes_total", api="fetch") > 0
+        assert metric(node, "strata_kafka_produce_errors_total") == 0
+    finally:
+        node.stop()
