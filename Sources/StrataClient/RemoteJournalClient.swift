@@ -91,6 +91,12 @@ public final class RemoteJournalClient: JournalClient {
     /// Sends `request` and returns the payload of its `ok` answer (or throws its error).
     func call(_ request: JournalRequest, extraTime: Duration = .zero) async throws -> ByteBuffer {
         let channel = try await connections.channel()
+        let version = await connections.protocolVersion
+        guard version >= request.minimumVersion else {
+            throw JournalError(
+                .unsupported,
+                "journal-node at \(configuration.host):\(configuration.port) speaks protocol \(version); \(request.type) needs \(request.minimumVersion): upgrade it")
+        }
         return try await Self.call(request, on: channel, timeout: configuration.requestTimeout + extraTime)
     }
 
@@ -124,11 +130,6 @@ public final class RemoteJournalClient: JournalClient {
     }
 
     public func alterShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
-        _ = try await connections.channel()
-        guard await connections.protocolVersion >= StrataVersion.alterShardVersion else {
-            throw JournalError(
-                .unsupported, "this journal-node cannot change a shard's configuration (protocol 4); upgrade it")
-        }
         var payload = try await call(.alterShard(name: name, config: config))
         return try payload.readShardInfo()
     }

@@ -373,14 +373,16 @@ final class JournalConnection: Sendable {
     }
 
     private func handle(_ request: JournalRequest, id: UInt32) async throws -> JournalFrame {
+        let version = version.withLock { $0 }
+        guard version >= request.minimumVersion else {
+            throw JournalError(
+                .unsupported, "\(request.type) needs protocol \(request.minimumVersion); this connection speaks \(version)")
+        }
         switch request {
         case .createShard(let name, let config):
             let info = try await journal.createShard(name, config: config)
             return JournalResponse.ok(id) { $0.writeShardInfo(info) }
         case .alterShard(let name, let config):
-            guard version.withLock({ $0 }) >= StrataVersion.alterShardVersion else {
-                throw JournalError(.unsupported, "alterShard needs protocol 4; this connection speaks \(version.withLock { $0 })")
-            }
             let info = try await journal.alterShard(name, config: config)
             return JournalResponse.ok(id) { $0.writeShardInfo(info) }
         case .deleteShard(let name):

@@ -26,40 +26,24 @@ public final class NodeMetrics: Sendable {
 
     public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
         self.registry = registry
-        connections = registry.makeGauge(
-            descriptor: Self.name("strata_node_connections", "Open journal protocol connections"))
-        appends = registry.makeCounter(
-            descriptor: Self.name("strata_node_appends_total", "Appends acknowledged over the network"))
-        appendedBytes = registry.makeCounter(
-            descriptor: Self.name("strata_node_append_bytes_total", "Batch bytes acknowledged over the network"))
-        requestErrors = registry.makeCounter(
-            descriptor: Self.name("strata_node_request_errors_total", "Requests answered with an error"))
-        protocolErrors = registry.makeCounter(
-            descriptor: Self.name("strata_node_protocol_errors_total", "Malformed frames and protocol violations"))
-        walBytes = registry.makeGauge(
-            descriptor: Self.name("strata_journal_wal_bytes_written", "Bytes written to WAL segments"))
-        walSyncs = registry.makeGauge(descriptor: Self.name("strata_journal_wal_syncs", "WAL fdatasync calls"))
-        journalAppendedBytes = registry.makeGauge(
-            descriptor: Self.name("strata_journal_appended_bytes", "Batch bytes appended"))
-        journalAppendedBatches = registry.makeGauge(
-            descriptor: Self.name("strata_journal_appended_batches", "Batches appended"))
-        compactedBytes = registry.makeGauge(
-            descriptor: Self.name("strata_journal_compacted_bytes", "Bytes copied by compaction"))
-        segmentCount = registry.makeGauge(descriptor: Self.name("strata_journal_segments", "WAL segment files"))
-        segmentBytes = registry.makeGauge(
-            descriptor: Self.name("strata_journal_segment_bytes", "Frame bytes in WAL segments"))
-        segmentLiveBytes = registry.makeGauge(
-            descriptor: Self.name("strata_journal_segment_live_bytes", "Frame bytes the index still points at"))
-        shards = registry.makeGauge(descriptor: Self.name("strata_journal_shards", "Shards in the catalog"))
-        indexCache = registry.makeGauge(
-            descriptor: Self.name(
-                "strata_journal_index_cache_bytes", "Index database block cache in use (data blocks)")
-        )
-        indexTableReaders = registry.makeGauge(
-            descriptor: Self.name(
-                "strata_journal_index_table_readers_bytes", "Index database table readers, with their index blocks"))
-        indexMemtables = registry.makeGauge(
-            descriptor: Self.name("strata_journal_index_memtables_bytes", "Index database memtables"))
+        connections = Self.gauge(registry, "strata_node_connections", "Open journal protocol connections")
+        appends = Self.counter(registry, "strata_node_appends_total", "Appends acknowledged over the network")
+        appendedBytes = Self.counter(registry, "strata_node_append_bytes_total", "Batch bytes acknowledged over the network")
+        requestErrors = Self.counter(registry, "strata_node_request_errors_total", "Requests answered with an error")
+        protocolErrors = Self.counter(registry, "strata_node_protocol_errors_total", "Malformed frames and protocol violations")
+        walBytes = Self.gauge(registry, "strata_journal_wal_bytes_written", "Bytes written to WAL segments")
+        walSyncs = Self.gauge(registry, "strata_journal_wal_syncs", "WAL fdatasync calls")
+        journalAppendedBytes = Self.gauge(registry, "strata_journal_appended_bytes", "Batch bytes appended")
+        journalAppendedBatches = Self.gauge(registry, "strata_journal_appended_batches", "Batches appended")
+        compactedBytes = Self.gauge(registry, "strata_journal_compacted_bytes", "Bytes copied by compaction")
+        segmentCount = Self.gauge(registry, "strata_journal_segments", "WAL segment files")
+        segmentBytes = Self.gauge(registry, "strata_journal_segment_bytes", "Frame bytes in WAL segments")
+        segmentLiveBytes = Self.gauge(registry, "strata_journal_segment_live_bytes", "Frame bytes the index still points at")
+        shards = Self.gauge(registry, "strata_journal_shards", "Shards in the catalog")
+        indexCache = Self.gauge(registry, "strata_journal_index_cache_bytes", "Index database block cache in use (data blocks)")
+        indexTableReaders = Self.gauge(
+            registry, "strata_journal_index_table_readers_bytes", "Index database table readers, with their index blocks")
+        indexMemtables = Self.gauge(registry, "strata_journal_index_memtables_bytes", "Index database memtables")
     }
 
     /// The engine's pre-aggregated histogram in the Prometheus text format.
@@ -73,6 +57,14 @@ public final class NodeMetrics: Sendable {
         text += "\(name)_bucket{le=\"+Inf\"} \(histogram.count)\n"
         text += "\(name)_sum \(histogram.sum)\n\(name)_count \(histogram.count)\n"
         return Array(text.utf8)
+    }
+
+    private static func gauge(_ registry: PrometheusCollectorRegistry, _ full: String, _ help: String) -> Gauge {
+        registry.makeGauge(descriptor: name(full, help))
+    }
+
+    private static func counter(_ registry: PrometheusCollectorRegistry, _ full: String, _ help: String) -> Counter {
+        registry.makeCounter(descriptor: name(full, help))
     }
 
     /// A descriptor for a full metric name (its last `_` part is the unit, as Prometheus names go).

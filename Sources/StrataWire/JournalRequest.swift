@@ -30,6 +30,16 @@ public enum JournalRequest: Sendable {
 
     public static let magic: UInt32 = 0x5354_524A  // "STRJ"
 
+    /// The first protocol version with this request: the client refuses to send it, and the
+    /// node to serve it, on a connection that settled on an older one.
+    public var minimumVersion: UInt16 {
+        switch self {
+        case .authenticate: 3
+        case .alterShard: 4
+        default: StrataVersion.protocolVersions.lowerBound
+        }
+    }
+
     public var type: JournalMessageType {
         switch self {
         case .hello: .hello

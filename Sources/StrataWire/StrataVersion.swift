@@ -4,6 +4,5 @@ public enum StrataVersion {
     /// Journal protocol versions this build speaks (3 added `authenticate` and the hello
     /// answer's authentication flag, 4 `alterShard`).
     public static let protocolVersions: ClosedRange<UInt16> = 2...4
-    /// The first version with `alterShard`.
-    public static let alterShardVersion: UInt16 = 4
+
 }

@@ -148,14 +148,8 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let nodeName { settings.nodeName = nodeName }
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
-            if let mqttRetentionMs {
-                settings.mqttRetention = (settings.mqttRetention ?? .standard).with(
-                    milliseconds: try ShardConfig.parseLimit(mqttRetentionMs))
-            }
-            if let mqttRetentionBytes {
-                settings.mqttRetention = (settings.mqttRetention ?? .standard).with(
-                    bytes: try ShardConfig.parseLimit(mqttRetentionBytes))
-            }
+            settings.mqttRetention = try BucketRetention.given(
+                milliseconds: mqttRetentionMs, bytes: mqttRetentionBytes, over: settings.mqttRetention)
             if quarantineDamagedWal { settings.quarantineDamagedWAL = true }
             if let slowLogMs {
                 guard slowLogMs >= 1 else { throw JournalError(.invalidArgument, "--slow-log-ms is at least 1") }

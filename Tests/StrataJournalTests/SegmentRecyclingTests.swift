@@ -10,14 +10,20 @@ import Testing
 /// come back: the frame checksum is salted with the segment id, and a reused file is cut to its
 /// frames when sealed.
 @Suite struct SegmentRecyclingTests {
+    /// A journal of 64 KiB segments with a shard `keep` and a shard `ret` that keeps 1 byte.
+    private static func openKeepAndRetained(_ dir: String) async throws -> (JournalConfiguration, Journal) {
+        var configuration = testConfiguration(dir, segmentBytes: 1 << 16)
+        configuration.maxBatchBytes = 8 << 10
+        let journal = try Journal(configuration: configuration, logger: quietLogger)
+        _ = try await journal.createShards([
+            (name: "keep", config: ShardConfig()), (name: "ret", config: ShardConfig(retentionBytes: 1)),
+        ])
+        return (configuration, journal)
+    }
+
     @Test func reusedSegmentFilesNeverServeTheirOldFrames() async throws {
         try await withTemporaryDirectory { dir in
-            var configuration = testConfiguration(dir, segmentBytes: 1 << 16)
-            configuration.maxBatchBytes = 8 << 10
-            let journal = try Journal(configuration: configuration, logger: quietLogger)
-            _ = try await journal.createShards([
-                (name: "keep", config: ShardConfig()), (name: "ret", config: ShardConfig(retentionBytes: 1)),
-            ])
+            let (configuration, journal) = try await Self.openKeepAndRetained(dir)
             var expected: [String] = []
             var reused = 0
             for round in 0..<6 {
@@ -60,12 +66,7 @@ import Testing
     /// the middle leaves it) is removed at the next open and never read as a segment.
     @Test func segmentFilesBeyondTheSparesAreDeletedInStepsUnderAnotherName() async throws {
         try await withTemporaryDirectory { dir in
-            var configuration = testConfiguration(dir, segmentBytes: 1 << 16)
-            configuration.maxBatchBytes = 8 << 10
-            let journal = try Journal(configuration: configuration, logger: quietLogger)
-            _ = try await journal.createShards([
-                (name: "keep", config: ShardConfig()), (name: "ret", config: ShardConfig(retentionBytes: 1)),
-            ])
+            let (configuration, journal) = try await Self.openKeepAndRetained(dir)
             for n in 0..<1000 {
                 _ = try await journal.append(shard: "ret", batch: makeBatch("r\(n)", count: 1, size: 600))
             }

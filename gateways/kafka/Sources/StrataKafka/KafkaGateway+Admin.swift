@@ -385,10 +385,7 @@ extension KafkaGateway {
             var writer = KafkaWriter(flexible: header.flexible)
             writer.int32(0)
             writer.array(results) { writer, result in
-                writer.int16(result.failure?.code.rawValue ?? 0)
-                writer.nullableString(result.failure?.message)
-                writer.int8(result.type)
-                writer.string(result.name)
+                writer.configResource(result.failure, type: result.type, name: result.name)
                 writer.array(result.configs) { writer, config in
                     writer.string(config.name)
                     writer.nullableString(config.value)
@@ -472,10 +469,7 @@ extension KafkaGateway {
             var writer = KafkaWriter(flexible: header.flexible)
             writer.int32(0)
             writer.array(results) { writer, result in
-                writer.int16(result.failure?.code.rawValue ?? 0)
-                writer.nullableString(result.failure?.message)
-                writer.int8(result.type)
-                writer.string(result.name)
+                writer.configResource(result.failure, type: result.type, name: result.name)
                 writer.taggedFields()
             }
             writer.taggedFields()
@@ -533,5 +527,16 @@ extension KafkaGateway {
         }
         try await store(topic, as: name)
         logger.info("kafka topic configs changed", metadata: ["kafka.topic": "\(name)", "kafka.configs": "\(configs)"])
+    }
+}
+
+extension KafkaWriter {
+    /// The head of one resource's entry in DescribeConfigs and (Incremental)AlterConfigs
+    /// answers: error code, error message, resource type, resource name.
+    mutating func configResource(_ failure: KafkaFailure?, type: Int8, name: String) {
+        int16(failure?.code.rawValue ?? 0)
+        nullableString(failure?.message)
+        int8(type)
+        string(name)
     }
 }

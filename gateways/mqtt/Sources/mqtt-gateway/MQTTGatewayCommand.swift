@@ -65,12 +65,7 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         settings.port = listenAddress.port
         settings.allowAnonymous = allowAnonymous
         do {
-            if let retentionMs {
-                settings.retention = (settings.retention ?? .standard).with(milliseconds: try ShardConfig.parseLimit(retentionMs))
-            }
-            if let retentionBytes {
-                settings.retention = (settings.retention ?? .standard).with(bytes: try ShardConfig.parseLimit(retentionBytes))
-            }
+            settings.retention = try BucketRetention.given(milliseconds: retentionMs, bytes: retentionBytes, over: nil)
         } catch {
             throw ValidationError("--retention-ms / --retention-bytes: \(error.message)")
         }
