@@ -144,11 +144,21 @@ let package = Package(
             path: "Sources/strata",
             swiftSettings: swiftSettings),
 
+        // The topic registry, the name mapping between protocols and the record envelope, which
+        // every gateway shares (docs/topics.md).
+        .target(
+            name: "StrataTopics",
+            dependencies: [
+                "StrataJournal", "StrataClient",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+
         // MQTT 3.1.1 / 5.0: packet codec, topics (gateways/mqtt).
         .target(
             name: "StrataMQTT",
             dependencies: [
-                "StrataJournal", "StrataClient", "StrataAuth", "StrataWire",
+                "StrataJournal", "StrataClient", "StrataAuth", "StrataWire", "StrataTopics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -177,7 +187,7 @@ let package = Package(
         .target(
             name: "StrataKafka",
             dependencies: [
-                "StrataJournal", "StrataClient", "StrataWire", "StrataAuth",
+                "StrataJournal", "StrataClient", "StrataWire", "StrataAuth", "StrataTopics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -251,9 +261,14 @@ let package = Package(
             swiftSettings: swiftSettings),
 
         .testTarget(
+            name: "StrataTopicsTests",
+            dependencies: ["StrataTopics", "StrataJournal", "StrataClient", "StrataTestSupport"],
+            swiftSettings: swiftSettings),
+
+        .testTarget(
             name: "StrataMQTTTests",
             dependencies: [
-                "StrataMQTT", "StrataTestSupport",
+                "StrataMQTT", "StrataTopics", "StrataTestSupport", "StrataClient", "StrataJournal",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
             ],

@@ -1,5 +1,6 @@
 import NIOCore
 import StrataJournal
+import StrataTopics
 
 // Metadata, CreateTopics, DeleteTopics.
 
@@ -89,7 +90,7 @@ extension KafkaGateway {
 
     func metadata(_ request: MetadataRequest, _ header: KafkaRequestHeader) async -> KafkaWriter {
         let version = header.version
-        var listed: [(name: String, topic: KafkaTopic?, error: KafkaError)] = []
+        var listed: [(name: String, topic: TopicEntry?, error: KafkaError)] = []
         do {
             if let names = request.topics {
                 for name in names {
@@ -101,7 +102,8 @@ extension KafkaGateway {
                         let topic = try await topicForClient(
                             name, autoCreate: request.allowAutoCreate && permits(header, .admin, topic: name))
                         let error: KafkaError =
-                            topic != nil ? .none : (KafkaTopic.isValidName(name) ? .unknownTopicOrPartition : .invalidTopic)
+                            topic != nil
+                            ? .none : (TopicEntry.isValidName(name) ? .unknownTopicOrPartition : .invalidTopic)
                         listed.append((name, topic, error))
                     } catch {
                         listed.append((name, nil, KafkaFailure.from(error).code))
@@ -153,7 +155,7 @@ extension KafkaGateway {
 
     func createTopics(_ request: CreateTopicsRequest, _ header: KafkaRequestHeader) async -> KafkaWriter {
         let version = header.version
-        var results: [(name: String, topic: KafkaTopic?, failure: KafkaFailure?)] = []
+        var results: [(name: String, topic: TopicEntry?, failure: KafkaFailure?)] = []
         for entry in request.topics {
             do {
                 guard permits(header, .admin, topic: entry.name) else {
@@ -165,19 +167,23 @@ extension KafkaGateway {
                         "replication factor \(entry.replicationFactor) is larger than the 1 node of this cluster")
                 }
                 let partitions =
-                    entry.assignments > 0 ? Int32(entry.assignments)
+                    entry.assignments > 0
+                    ? Int32(entry.assignments)
                     : entry.partitions == -1 ? configuration.defaultPartitions : entry.partitions
                 if request.validateOnly {
-                    guard KafkaTopic.isValidName(entry.name) else {
+                    guard TopicEntry.isValidName(entry.name) else {
                         throw KafkaFailure(.invalidTopic, "invalid topic name '\(entry.name)'")
                     }
                     if try await topic(entry.name) != nil {
                         throw KafkaFailure(.topicAlreadyExists, "topic '\(entry.name)' already exists")
                     }
-                    results.append((entry.name, try KafkaTopic(partitions: partitions, configs: entry.configs), nil))
+                    results.append((entry.name, try TopicEntry(partitions: partitions, configs: entry.configs), nil))
                 } else {
                     results.append(
-                        (entry.name, try await createTopic(entry.name, partitions: partitions, configs: entry.configs), nil))
+                        (
+                            entry.name,
+                            try await createTopic(entry.name, partitions: partitions, configs: entry.configs), nil
+                        ))
                 }
             } catch {
                 results.append((entry.name, nil, KafkaFailure.from(error)))
@@ -244,41 +250,13 @@ extension KafkaGateway {
     }
 }
 
-extension KafkaTopic {
-    /// Every supported config with its value for this topic, defaults included.
-    var describedConfigs: [(name: String, value: String, isDefault: Bool)] {
-        Self.supportedConfigs.keys.sorted().map { name in
-            (name, configs[name] ?? Self.supportedConfigs[name]!, configs[name] == nil)
-        }
-    }
-}
-
 // CreatePartitions, DescribeConfigs.
 
 extension KafkaGateway {
     /// Adds partitions to a topic: the new shards first, then the topic entry with the new count.
     func addPartitions(_ name: String, count: Int32) async throws {
-        try await changingTopic(name) { [self] in try await addPartitionsNow(name, count: count) }
-    }
-
-    private func addPartitionsNow(_ name: String, count: Int32) async throws {
-        guard var topic = try await topic(name, fresh: true) else {
-            throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'")
-        }
-        guard count > topic.partitions, count <= 10_000 else {
-            throw KafkaFailure(
-                .invalidPartitions, "topic '\(name)' has \(topic.partitions) partitions; the new count must be more (at most 10000)")
-        }
-        for partition in topic.partitions..<count {
-            do {
-                _ = try await journal.createShard(Self.shardName(name, partition), config: topic.shardConfig)
-            } catch let error as JournalError where error.code == .shardExists {
-                continue
-            }
-        }
-        topic.partitions = count
+        let topic = try await registry.addPartitions(name, count: count)
         try await store(topic, as: name)
-        logger.info("kafka partitions added", metadata: ["kafka.topic": "\(name)", "kafka.partitions": "\(count)"])
     }
 
     func createPartitions(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
@@ -307,7 +285,8 @@ extension KafkaGateway {
                             throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'")
                         }
                         guard count > topic.partitions else {
-                            throw KafkaFailure(.invalidPartitions, "the new count must be more than \(topic.partitions)")
+                            throw KafkaFailure(
+                                .invalidPartitions, "the new count must be more than \(topic.partitions)")
                         }
                     } else {
                         try await addPartitions(name, count: count)
@@ -370,7 +349,8 @@ extension KafkaGateway {
                         configs = topic.describedConfigs
                     case 4:  // broker
                         guard name.isEmpty || name == "\(configuration.nodeID)" else {
-                            throw KafkaFailure(.invalidRequest, "no broker '\(name)' (this node is \(configuration.nodeID))")
+                            throw KafkaFailure(
+                                .invalidRequest, "no broker '\(name)' (this node is \(configuration.nodeID))")
                         }
                         configs = brokerConfigs
                     default:
@@ -426,7 +406,8 @@ extension KafkaGateway {
     /// Reads AlterConfigs (`incremental` false) or IncrementalAlterConfigs; topics only (broker
     /// settings are read only). A topic's new configs are checked whole, then its partitions'
     /// shards take the new retention and durability, then the topic entry is written.
-    func alterConfigs(_ reader: inout KafkaReader, _ header: KafkaRequestHeader, incremental: Bool) throws -> KafkaWork {
+    func alterConfigs(_ reader: inout KafkaReader, _ header: KafkaRequestHeader, incremental: Bool) throws -> KafkaWork
+    {
         let resources = try reader.array { reader -> (Int8, String, [ConfigChange]) in
             let type = try reader.int8()
             let name = try reader.string()
@@ -449,7 +430,9 @@ extension KafkaGateway {
                     guard type == 2 else {
                         throw KafkaFailure(
                             .invalidRequest,
-                            type == 4 ? "broker settings are read only here (journal-node's config file)" : "resource type \(type) has no configs here")
+                            type == 4
+                                ? "broker settings are read only here (journal-node's config file)"
+                                : "resource type \(type) has no configs here")
                     }
                     guard permits(header, .admin, topic: name) else {
                         throw KafkaFailure(.topicAuthorizationFailed, "not allowed to change topic '\(name)'")
@@ -489,10 +472,11 @@ extension KafkaGateway {
         var configs = incremental ? topic.configs : [:]
         // Configs an earlier version took without effect (segment.bytes, max.message.bytes, …) go
         // at the first change, rather than making every change of the topic fail.
-        for (key, value) in configs where (try? KafkaTopic.validate([key: value])) == nil {
+        for (key, value) in configs where (try? TopicEntry.validate([key: value])) == nil {
             configs[key] = nil
             logger.notice(
-                "kafka topic config without effect dropped", metadata: ["kafka.topic": "\(name)", "kafka.config": "\(key)=\(value)"])
+                "kafka topic config without effect dropped",
+                metadata: ["kafka.topic": "\(name)", "kafka.config": "\(key)=\(value)"])
         }
         for change in changes {
             switch change.operation {
@@ -517,7 +501,7 @@ extension KafkaGateway {
                 throw KafkaFailure(.invalidRequest, "config operation \(change.operation!) is unknown")
             }
         }
-        try KafkaTopic.validate(configs)
+        try TopicEntry.validate(configs)
         guard !validateOnly else { return }
         topic.configs = configs
         // Every partition, even when the shard config did not change: a change that failed half

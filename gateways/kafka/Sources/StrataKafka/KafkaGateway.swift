@@ -6,6 +6,7 @@ import ServiceLifecycle
 import StrataAuth
 import StrataClient
 import StrataJournal
+import StrataTopics
 import StrataWire
 import Synchronization
 
@@ -58,7 +59,7 @@ public final class KafkaGateway: Service {
     private let onBound: @Sendable (SocketAddress) -> Void
     /// Topics read from the journal, by name, with when they were read: an entry is trusted for
     /// `topicCacheMilliseconds`, so changes made through another gateway are seen soon.
-    private let topics = Mutex<[String: (topic: KafkaTopic, readAt: Int64)]>([:])
+    private let topics = Mutex<[String: (topic: TopicEntry, readAt: Int64)]>([:])
     static let topicCacheMilliseconds: Int64 = 5_000
     /// Per shard, the last append submitted: appends to one partition are chained in the order
     /// their requests arrived.
@@ -66,9 +67,8 @@ public final class KafkaGateway: Service {
     /// Per group, offset commits in the order they arrived (a consumer's async commits must not
     /// overtake each other).
     let commits = KeyedChain<KafkaWriter>()
-    /// Per topic, changes of its entry (create, delete, partitions, configs) one after another,
-    /// so that none writes back an entry another has changed meanwhile.
-    private let topicChanges = KeyedChain<Void>()
+    /// The topics (changes of one topic's entry are ordered there).
+    let registry: TopicRegistry
     /// Idempotent producers' sequences.
     let producers: KafkaProducers
     /// Consumer groups.
@@ -83,6 +83,7 @@ public final class KafkaGateway: Service {
     ) {
         self.configuration = configuration
         self.journal = journal
+        registry = TopicRegistry(journal: journal, logger: logger)
         self.logger = logger
         self.group = eventLoopGroup
         self.onBound = onBound
@@ -138,41 +139,33 @@ public final class KafkaGateway: Service {
 
     // MARK: Topics
 
-    static let topicNamespace = "kafka.topics"
+    static func shardName(_ topic: String, _ partition: Int32) -> String { TopicRegistry.shardName(topic, partition) }
 
-    static func shardName(_ topic: String, _ partition: Int32) -> String { "kafka/\(topic)/\(partition)" }
-
-    /// A topic by name: from the cache (unless `fresh`), else from the journal.
-    func topic(_ name: String, fresh: Bool = false) async throws -> KafkaTopic? {
+    /// A topic by name: from the cache (unless `fresh`), else from the registry.
+    func topic(_ name: String, fresh: Bool = false) async throws -> TopicEntry? {
         let now = WallClock.milliseconds()
         if !fresh, let known = topics.withLock({ $0[name] }), now - known.readAt < Self.topicCacheMilliseconds {
             return known.topic
         }
-        guard let bytes = try await journal.get(namespace: Self.topicNamespace, key: Array(name.utf8)) else {
+        guard let topic = try await registry.entry(name) else {
             forget(name)
             return nil
         }
-        let topic = try JSONDecoder().decode(KafkaTopic.self, from: Data(bytes))
         topics.withLock { $0[name] = (topic, now) }
         return topic
     }
 
-    /// Every topic, read from the journal (the cache is refreshed with them).
-    func allTopics() async throws -> [String: KafkaTopic] {
-        var found: [String: KafkaTopic] = [:]
-        for pair in try await journal.scan(namespace: Self.topicNamespace) {
-            guard let topic = try? JSONDecoder().decode(KafkaTopic.self, from: Data(pair.value)) else { continue }
-            found[String(decoding: pair.key, as: UTF8.self)] = topic
-        }
+    /// Every topic, read from the registry (the cache is refreshed with them).
+    func allTopics() async throws -> [String: TopicEntry] {
+        let found = try await registry.all()
         let now = WallClock.milliseconds()
         topics.withLock { $0 = found.mapValues { ($0, now) } }
         return found
     }
 
     /// Writes a topic's entry (what makes it, or its new partition count, visible).
-    func store(_ topic: KafkaTopic, as name: String) async throws {
-        try await journal.put(
-            namespace: Self.topicNamespace, key: Array(name.utf8), value: Array(try JSONEncoder().encode(topic)))
+    func store(_ topic: TopicEntry, as name: String) async throws {
+        try await registry.store(topic, as: name)
         topics.withLock { $0[name] = (topic, WallClock.milliseconds()) }
     }
 
@@ -183,70 +176,26 @@ public final class KafkaGateway: Service {
     /// Runs `body`, a change of topic `name`'s entry, after the changes of it submitted before in
     /// this gateway. (Two gateway processes changing one topic at once are not ordered.)
     func changingTopic(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
-        try await topicChanges.submit(name) { previous in
-            _ = await previous?.result
-            try await body()
-        }.value
+        try await registry.changing(name, body)
     }
 
-    /// Creates a topic: its partitions' shards first, then the topic entry that makes it
-    /// visible (a crash in between leaves shards that a second create takes over).
-    func createTopic(_ name: String, partitions: Int32, configs: [String: String]) async throws -> KafkaTopic {
-        let created = Mutex<KafkaTopic?>(nil)
-        try await changingTopic(name) { [self] in
-            let topic = try await createTopicNow(name, partitions: partitions, configs: configs)
-            created.withLock { $0 = topic }
-        }
-        return created.withLock { $0 }!
-    }
-
-    private func createTopicNow(_ name: String, partitions: Int32, configs: [String: String]) async throws -> KafkaTopic {
-        guard KafkaTopic.isValidName(name) else { throw KafkaFailure(.invalidTopic, "invalid topic name '\(name)'") }
-        guard partitions > 0, partitions <= 10_000 else {
-            throw KafkaFailure(.invalidPartitions, "number of partitions must be 1...10000, not \(partitions)")
-        }
-        let topic = try KafkaTopic(partitions: partitions, configs: configs)
-        if try await self.topic(name, fresh: true) != nil {
-            throw KafkaFailure(.topicAlreadyExists, "topic '\(name)' already exists")
-        }
-        for partition in 0..<partitions {
-            do {
-                _ = try await journal.createShard(Self.shardName(name, partition), config: topic.shardConfig)
-            } catch let error as JournalError where error.code == .shardExists {
-                continue
-            }
-        }
-        try await store(topic, as: name)
-        logger.info("kafka topic created", metadata: ["kafka.topic": "\(name)", "kafka.partitions": "\(partitions)"])
+    func createTopic(_ name: String, partitions: Int32, configs: [String: String]) async throws -> TopicEntry {
+        let topic = try await registry.create(name, partitions: partitions, configs: configs)
+        topics.withLock { $0[name] = (topic, WallClock.milliseconds()) }
         return topic
     }
 
-    /// Deletes a topic: the entry first (the topic is gone for clients), then its shards.
     func deleteTopic(_ name: String) async throws {
-        try await changingTopic(name) { [self] in try await deleteTopicNow(name) }
-    }
-
-    private func deleteTopicNow(_ name: String) async throws {
-        guard let topic = try await topic(name, fresh: true) else {
-            throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'")
-        }
-        try await journal.delete(namespace: Self.topicNamespace, key: Array(name.utf8))
         forget(name)
-        for partition in 0..<topic.partitions {
-            producers.forget(shard: Self.shardName(name, partition))
-            do {
-                try await journal.deleteShard(Self.shardName(name, partition))
-            } catch let error as JournalError where error.code == .unknownShard {
-                continue
-            }
-        }
-        logger.info("kafka topic deleted", metadata: ["kafka.topic": "\(name)"])
+        let topic = try await registry.delete(name)
+        forget(name)
+        for partition in 0..<topic.partitions { producers.forget(shard: Self.shardName(name, partition)) }
     }
 
     /// A topic for a request that names it: created when auto-creation is on and allowed.
-    func topicForClient(_ name: String, autoCreate: Bool) async throws -> KafkaTopic? {
+    func topicForClient(_ name: String, autoCreate: Bool) async throws -> TopicEntry? {
         if let topic = try await topic(name) { return topic }
-        guard autoCreate, configuration.autoCreateTopics, KafkaTopic.isValidName(name) else { return nil }
+        guard autoCreate, configuration.autoCreateTopics, TopicEntry.isValidName(name) else { return nil }
         do {
             return try await createTopic(name, partitions: configuration.defaultPartitions, configs: [:])
         } catch let failure as KafkaFailure where failure.code == .topicAlreadyExists {
@@ -328,86 +277,6 @@ public final class KafkaGateway: Service {
     }
 }
 
-/// A topic as stored in the journal (namespace `kafka.topics`, key = name, JSON).
-struct KafkaTopic: Codable, Sendable {
-    var partitions: Int32
-    /// Topic id (Metadata v10+, CreateTopics v7+).
-    var id: [UInt8]
-    var configs: [String: String]
-
-    /// Topic configs the gateway takes (each one in effect), and their defaults as reported.
-    /// `segment.bytes` and `max.message.bytes` are refused: segments and the largest batch are
-    /// node-wide in Strata (`journal.segment_bytes`, `journal.max_batch_bytes`).
-    static let supportedConfigs: [String: String] = [
-        "retention.ms": "604800000", "retention.bytes": "-1", "cleanup.policy": "delete",
-        "compression.type": "producer", "min.insync.replicas": "1", "message.timestamp.type": "CreateTime",
-        "strata.durability": "fsync", "local.retention.ms": "-2",
-    ]
-
-    init(partitions: Int32, configs: [String: String]) throws {
-        try Self.validate(configs)
-        self.partitions = partitions
-        self.configs = configs
-        var uuid = UUID().uuid
-        id = withUnsafeBytes(of: &uuid) { Array($0) }
-    }
-
-    /// Refuses, with INVALID_CONFIG, any config the gateway does not put into effect.
-    static func validate(_ configs: [String: String]) throws {
-        for (key, value) in configs {
-            switch key {
-            case "segment.bytes", "max.message.bytes":
-                throw KafkaFailure(
-                    .invalidConfig,
-                    "\(key) is not a topic setting here: segments and the largest batch are node-wide "
-                        + "(journal.segment_bytes, journal.max_batch_bytes)")
-            case _ where supportedConfigs[key] == nil:
-                throw KafkaFailure(.invalidConfig, "unknown or unsupported topic config '\(key)'")
-            case "retention.ms", "retention.bytes", "local.retention.ms":
-                guard Int64(value) != nil else {
-                    throw KafkaFailure(.invalidConfig, "\(key) must be a number, not '\(value)'")
-                }
-            case "min.insync.replicas" where value != "1":
-                throw KafkaFailure(
-                    .invalidConfig, "min.insync.replicas=\(value) cannot be met: a Strata node keeps one replica of a partition")
-            case "compression.type" where value != "producer":
-                throw KafkaFailure(
-                    .invalidConfig, "compression.type=\(value) is not supported: batches are stored as producers compressed them (producer)")
-            case "cleanup.policy" where value != "delete":
-                throw KafkaFailure(.invalidConfig, "cleanup.policy=\(value) is not supported (only delete)")
-            case "strata.durability" where value != "fsync" && value != "async":
-                throw KafkaFailure(.invalidConfig, "strata.durability is fsync or async")
-            case "message.timestamp.type" where value != "CreateTime":
-                throw KafkaFailure(.invalidConfig, "message.timestamp.type=\(value) is not supported (only CreateTime)")
-            default: break
-            }
-        }
-    }
-
-    /// What the journal keeps for each partition's shard.
-    var shardConfig: ShardConfig {
-        let retentionMs = configs["retention.ms"].flatMap { Int64($0) }
-        let retentionBytes = configs["retention.bytes"].flatMap { Int64($0) }
-        // local.retention.ms: -2 (Kafka's default) leaves it to the node's object tier setting,
-        // -1 keeps the partition on local disk.
-        let localRetentionMs = configs["local.retention.ms"].flatMap { Int64($0) }
-        return ShardConfig(
-            durability: configs["strata.durability"] == "async" ? .async : .fsync,
-            retentionMilliseconds: retentionMs.flatMap { $0 < 0 ? nil : $0 } ?? 604_800_000,
-            retentionBytes: retentionBytes.flatMap { $0 < 0 ? nil : $0 },
-            localRetentionMilliseconds: localRetentionMs.flatMap { $0 == -1 ? .max : $0 < 0 ? nil : $0 })
-    }
-
-    /// Kafka's rule: 1–249 characters of [a-zA-Z0-9._-], not "." or "..".
-    static func isValidName(_ name: String) -> Bool {
-        guard !name.isEmpty, name.utf8.count <= 249, name != ".", name != ".." else { return false }
-        return name.utf8.allSatisfy { byte in
-            (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39)
-                || byte == 0x2E || byte == 0x5F || byte == 0x2D
-        }
-    }
-}
-
 /// A Kafka error code with a message for the log and, where the response has room, the client.
 struct KafkaFailure: Error, CustomStringConvertible {
     var code: KafkaError
@@ -421,6 +290,18 @@ struct KafkaFailure: Error, CustomStringConvertible {
     /// The Kafka error for a journal or other failure.
     static func from(_ error: any Error) -> KafkaFailure {
         if let failure = error as? KafkaFailure { return failure }
+        if let refusal = error as? TopicError {
+            let code: KafkaError =
+                switch refusal.code {
+                case .invalidName: .invalidTopic
+                case .invalidPartitions: .invalidPartitions
+                case .invalidConfig: .invalidConfig
+                case .exists: .topicAlreadyExists
+                case .unknown: .unknownTopicOrPartition
+                default: .unknownServerError
+                }
+            return KafkaFailure(code, refusal.message)
+        }
         guard let journalError = error as? JournalError else { return KafkaFailure(.unknownServerError, "\(error)") }
         let code: KafkaError =
             switch journalError.code {

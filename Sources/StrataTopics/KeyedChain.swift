@@ -3,7 +3,7 @@ import Synchronization
 /// Work that must happen in submission order per key (appends to a partition, offset commits
 /// of a group): each submitted task is handed the one before it to wait for. A key's entry is
 /// dropped by its last task when it finishes, so keys a client makes up do not pile up.
-final class KeyedChain<Success: Sendable>: Sendable {
+public final class KeyedChain<Success: Sendable>: Sendable {
     private struct Tails {
         var next: UInt64 = 0
         var entries: [String: (id: UInt64, task: Task<Success, any Error>)] = [:]
@@ -11,8 +11,10 @@ final class KeyedChain<Success: Sendable>: Sendable {
 
     private let tails = Mutex(Tails())
 
+    public init() {}
+
     /// Starts `work` for `key`; it receives the previous task for that key (nil: none running).
-    func submit(
+    public func submit(
         _ key: String, _ work: @escaping @Sendable (Task<Success, any Error>?) async throws -> Success
     ) -> Task<Success, any Error> {
         tails.withLock { state in

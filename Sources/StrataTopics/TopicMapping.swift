@@ -1,0 +1,69 @@
+/// The default mapping between MQTT topic names and registry topics (docs/topics.md): an MQTT
+/// topic `a/b/c` is a record of topic `a`, keyed `a/b/c`; a record of topic `a` is the MQTT
+/// topic its key names when the key is `a` or below it, else the MQTT topic `a`.
+public enum TopicMapping {
+    /// The registry topic an MQTT topic's messages are records of: its first level, when that is
+    /// a legal topic name and the topic is not a `$` topic; nil otherwise (the MQTT gateway then
+    /// keeps them in its own bucket shards, which no other protocol names).
+    public static func topic(forMQTT mqttTopic: String) -> String? {
+        guard let first = mqttTopic.utf8.first, first != UInt8(ascii: "$") else { return nil }
+        let level = mqttTopic.utf8.split(separator: UInt8(ascii: "/"), maxSplits: 1, omittingEmptySubsequences: false)[
+            0]
+        let name = String(decoding: level, as: UTF8.self)
+        return TopicEntry.isValidName(name) ? name : nil
+    }
+
+    /// The MQTT topic a record of `topic` is delivered on: the record's key when it is valid
+    /// UTF-8 naming `topic` or a topic below it (no wildcards, no NUL), else `topic` itself.
+    public static func mqttTopic(ofKey key: [UInt8]?, in topic: String) -> String {
+        guard let key, key.count <= 65_535, let name = String(validating: key, as: UTF8.self) else { return topic }
+        guard name == topic || name.hasPrefix(topic + "/") else { return topic }
+        guard !key.contains(where: { $0 == 0 || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") }) else {
+            return topic
+        }
+        return name
+    }
+
+    /// Kafka's default partitioner for a keyed record (the Java client's and kafka-python's):
+    /// murmur2 of the key, made positive, modulo the partition count.
+    public static func partition(forKey key: [UInt8], partitions: Int32) -> Int32 {
+        Int32(bitPattern: UInt32(bitPattern: murmur2(key)) & 0x7fff_ffff) % partitions
+    }
+
+    /// MurmurHash2 (32 bit) as Kafka's `Utils.murmur2` computes it, seed 0x9747b28c.
+    public static func murmur2(_ data: [UInt8]) -> Int32 {
+        let m: UInt32 = 0x5bd1_e995
+        let r: UInt32 = 24
+        var h: UInt32 = 0x9747_b28c ^ UInt32(truncatingIfNeeded: data.count)
+        let blocks = data.count / 4
+        for i in 0..<blocks {
+            let j = i * 4
+            var k = UInt32(data[j]) | UInt32(data[j + 1]) << 8 | UInt32(data[j + 2]) << 16 | UInt32(data[j + 3]) << 24
+            k = k &* m
+            k ^= k >> r
+            k = k &* m
+            h = h &* m
+            h ^= k
+        }
+        let tail = blocks * 4
+        switch data.count % 4 {
+        case 3:
+            h ^= UInt32(data[tail + 2]) << 16
+            h ^= UInt32(data[tail + 1]) << 8
+            h ^= UInt32(data[tail])
+            h = h &* m
+        case 2:
+            h ^= UInt32(data[tail + 1]) << 8
+            h ^= UInt32(data[tail])
+            h = h &* m
+        case 1:
+            h ^= UInt32(data[tail])
+            h = h &* m
+        default: break
+        }
+        h ^= h >> 13
+        h = h &* m
+        h ^= h >> 15
+        return Int32(bitPattern: h)
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import Logging
+import StrataClient
+import StrataJournal
+import Synchronization
+
+/// The topics every gateway on a journal shares: entries in the journal's key-value store
+/// (namespace `kafka.topics`, the name Kafka's gateway gave it before the registry), each topic
+/// partition a shard `kafka/<topic>/<partition>`. Creation, deletion and partition changes are
+/// ordered per topic within this process; two processes changing one topic at once are not.
+public final class TopicRegistry: Sendable {
+    public static let namespace = "kafka.topics"
+
+    public let journal: any JournalClient
+    private let logger: Logger
+    private let changes = KeyedChain<Void>()
+
+    public init(journal: any JournalClient, logger: Logger) {
+        self.journal = journal
+        self.logger = logger
+    }
+
+    /// The shard holding one partition of a topic.
+    public static func shardName(_ topic: String, _ partition: Int32) -> String { "kafka/\(topic)/\(partition)" }
+
+    /// The topic and partition a shard holds, when it is a topic partition's shard.
+    public static func partition(ofShard shard: String) -> (topic: String, partition: Int32)? {
+        let parts = shard.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "kafka", let partition = Int32(parts[2]), partition >= 0 else { return nil }
+        return (String(parts[1]), partition)
+    }
+
+    /// A topic's entry as the journal holds it now.
+    public func entry(_ name: String) async throws -> TopicEntry? {
+        guard let bytes = try await journal.get(namespace: Self.namespace, key: Array(name.utf8)) else { return nil }
+        return try JSONDecoder().decode(TopicEntry.self, from: Data(bytes))
+    }
+
+    /// Every topic (entries that do not decode are skipped).
+    public func all() async throws -> [String: TopicEntry] {
+        var found: [String: TopicEntry] = [:]
+        for pair in try await journal.scan(namespace: Self.namespace) {
+            guard let entry = try? JSONDecoder().decode(TopicEntry.self, from: Data(pair.value)) else { continue }
+            found[String(decoding: pair.key, as: UTF8.self)] = entry
+        }
+        return found
+    }
+
+    /// Writes a topic's entry (what makes it, or its new partition count or configs, visible).
+    public func store(_ entry: TopicEntry, as name: String) async throws {
+        try await journal.put(
+            namespace: Self.namespace, key: Array(name.utf8), value: Array(try JSONEncoder().encode(entry)))
+    }
+
+    /// Runs `body`, a change of topic `name`, after the changes of it submitted before in this process.
+    public func changing(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
+        try await changes.submit(name) { previous in
+            _ = await previous?.result
+            try await body()
+        }.value
+    }
+
+    /// Creates a topic: its partitions' shards first, then the entry that makes it visible (a
+    /// crash in between leaves shards that a second create takes over).
+    public func create(_ name: String, partitions: Int32, configs: [String: String]) async throws -> TopicEntry {
+        let created = Mutex<TopicEntry?>(nil)
+        try await changing(name) { [self] in
+            guard TopicEntry.isValidName(name) else { throw TopicError(.invalidName, "invalid topic name '\(name)'") }
+            let entry = try TopicEntry(partitions: partitions, configs: configs)
+            if try await self.entry(name) != nil { throw TopicError(.exists, "topic '\(name)' already exists") }
+            for partition in 0..<partitions {
+                do {
+                    _ = try await journal.createShard(Self.shardName(name, partition), config: entry.shardConfig)
+                } catch let error as JournalError where error.code == .shardExists {
+                    continue
+                }
+            }
+            try await store(entry, as: name)
+            logger.info("topic created", metadata: ["topic.name": "\(name)", "topic.partitions": "\(partitions)"])
+            created.withLock { $0 = entry }
+        }
+        return created.withLock { $0 }!
+    }
+
+    /// Deletes a topic: the entry first (the topic is gone for clients), then its shards.
+    /// Returns the entry it had.
+    public func delete(_ name: String) async throws -> TopicEntry {
+        let deleted = Mutex<TopicEntry?>(nil)
+        try await changing(name) { [self] in
+            guard let entry = try await entry(name) else { throw TopicError(.unknown, "no topic '\(name)'") }
+            try await journal.delete(namespace: Self.namespace, key: Array(name.utf8))
+            for partition in 0..<entry.partitions {
+                do {
+                    try await journal.deleteShard(Self.shardName(name, partition))
+                } catch let error as JournalError where error.code == .unknownShard {
+                    continue
+                }
+            }
+            logger.info("topic deleted", metadata: ["topic.name": "\(name)"])
+            deleted.withLock { $0 = entry }
+        }
+        return deleted.withLock { $0 }!
+    }
+
+    /// Raises a topic's partition count: the new shards first, then the entry with the new count.
+    public func addPartitions(_ name: String, count: Int32) async throws -> TopicEntry {
+        let changed = Mutex<TopicEntry?>(nil)
+        try await changing(name) { [self] in
+            guard var entry = try await entry(name) else { throw TopicError(.unknown, "no topic '\(name)'") }
+            guard count > entry.partitions, count <= TopicEntry.maxPartitions else {
+                throw TopicError(
+                    .invalidPartitions,
+                    "topic '\(name)' has \(entry.partitions) partitions; the new count must be more (at most \(TopicEntry.maxPartitions))"
+                )
+            }
+            for partition in entry.partitions..<count {
+                do {
+                    _ = try await journal.createShard(Self.shardName(name, partition), config: entry.shardConfig)
+                } catch let error as JournalError where error.code == .shardExists {
+                    continue
+                }
+            }
+            entry.partitions = count
+            try await store(entry, as: name)
+            logger.info("topic partitions added", metadata: ["topic.name": "\(name)", "topic.partitions": "\(count)"])
+            changed.withLock { $0 = entry }
+        }
+        return changed.withLock { $0 }!
+    }
+}

@@ -1,0 +1,93 @@
+import Logging
+import StrataClient
+import StrataJournal
+import StrataTestSupport
+import StrataTopics
+import Testing
+
+@Suite struct TopicMappingTests {
+    /// Kafka's own test vectors for `Utils.murmur2` (clients/src/test/.../UtilsTest.java).
+    @Test func murmur2MatchesKafka() {
+        let cases: [(String, Int32)] = [
+            ("21", -973_932_308), ("foobar", -790_332_482), ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            ("lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971), ("abc", 479_470_107),
+        ]
+        for (input, expected) in cases {
+            #expect(TopicMapping.murmur2(Array(input.utf8)) == expected, "murmur2(\(input))")
+        }
+        // toPositive(murmur2) % n, as the Java client's partitioner picks.
+        #expect(
+            TopicMapping.partition(forKey: Array("foobar".utf8), partitions: 7)
+                == Int32((-790_332_482 & 0x7fff_ffff) % 7))
+    }
+
+    @Test(
+        arguments: [
+            ("sensors/room1/temp", "sensors"), ("sensors", "sensors"), ("a.b_c-d/x", "a.b_c-d"),
+            ("$SYS/broker", nil), ("/leading", nil), ("caf\u{e9}/x", nil), ("has space/x", nil), ("../x", nil),
+            (String(repeating: "a", count: 250) + "/x", nil),
+        ] as [(String, String?)])
+    func mqttTopicToTopic(mqtt: String, topic: String?) {
+        #expect(TopicMapping.topic(forMQTT: mqtt) == topic)
+    }
+
+    @Test(arguments: [
+        ("sensors/room2/hum", "sensors/room2/hum"), ("sensors", "sensors"), ("other/x", "sensors"),
+        ("sensorsX/y", "sensors"), ("sensors/+/x", "sensors"), ("sensors/#", "sensors"), ("sensors/a\u{0}", "sensors"),
+    ])
+    func keyToMQTTTopic(key: String, mqtt: String) {
+        #expect(TopicMapping.mqttTopic(ofKey: Array(key.utf8), in: "sensors") == mqtt)
+    }
+
+    @Test func keyThatIsNoTopic() {
+        #expect(TopicMapping.mqttTopic(ofKey: nil, in: "sensors") == "sensors")
+        #expect(TopicMapping.mqttTopic(ofKey: [0x73, 0xFF, 0xFE], in: "s") == "s")  // not UTF-8
+    }
+
+    @Test func applicationPropertiesNamedLikeTheEnvelopeAreEscaped() {
+        for name in ["content-type", "ttl-ms", "mqtt.qos", "strata.x"] {
+            let header = RecordEnvelope.header(forApplicationProperty: name)
+            #expect(header != name)
+            #expect(RecordEnvelope.applicationProperty(ofHeader: header) == name)
+        }
+        #expect(RecordEnvelope.header(forApplicationProperty: "unit") == "unit")
+        #expect(RecordEnvelope.applicationProperty(ofHeader: "unit") == "unit")
+        #expect(RecordEnvelope.applicationProperty(ofHeader: RecordEnvelope.contentType) == nil)
+        #expect(RecordEnvelope.applicationProperty(ofHeader: "mqtt.qos") == nil)
+    }
+}
+
+@Suite struct TopicRegistryTests {
+    @Test func createAddPartitionsDelete() async throws {
+        try await withTemporaryDirectory { directory in
+            let journal = try Journal(
+                configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+            defer { journal.close() }
+            let registry = TopicRegistry(
+                journal: InProcessJournalClient(journal: journal, node: "test"), logger: Logger(label: "test"))
+            let created = try await registry.create("t", partitions: 2, configs: ["retention.ms": "1000"])
+            #expect(try await registry.entry("t") == created)
+            #expect(try journal.describeShard("kafka/t/1").config.retentionMilliseconds == 1000)
+            await #expect(throws: TopicError(.exists, "topic 't' already exists")) {
+                try await registry.create("t", partitions: 1, configs: [:])
+            }
+            await #expect(throws: TopicError.self) {
+                try await registry.create("bad name", partitions: 1, configs: [:])
+            }
+            await #expect(throws: TopicError.self) { try await registry.create("u", partitions: 0, configs: [:]) }
+            await #expect(throws: TopicError.self) {
+                try await registry.create("u", partitions: 1, configs: ["segment.bytes": "1"])
+            }
+            #expect(try await registry.entry("u") == nil)
+            #expect(try await registry.addPartitions("t", count: 3).partitions == 3)
+            #expect(try journal.describeShard("kafka/t/2").config.retentionMilliseconds == 1000)
+            #expect(try await registry.all().keys.sorted() == ["t"])
+            #expect(try await registry.delete("t").partitions == 3)
+            #expect(try await registry.entry("t") == nil)
+            #expect(throws: JournalError.self) { try journal.describeShard("kafka/t/0") }
+            #expect(TopicRegistry.partition(ofShard: "kafka/t/2")! == ("t", 2))
+            #expect(TopicRegistry.partition(ofShard: "mqtt/default/2") == nil)
+        }
+    }
+}
