@@ -66,6 +66,8 @@ public enum JournalNode {
             mqtt.port = configuration.mqttListen.port
             mqtt.allowAnonymous = configuration.mqttAllowAnonymous
             mqtt.retention = configuration.mqttRetention
+            mqtt.sharedTopics = configuration.mqttSharedTopics
+            mqtt.topicPartitions = configuration.mqttTopicPartitions
             mqtt.webSocketHost = configuration.mqttWebSocketListen?.host
             mqtt.webSocketPort = configuration.mqttWebSocketListen?.port ?? 0
             try configuring(journal) {

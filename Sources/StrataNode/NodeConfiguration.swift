@@ -33,6 +33,10 @@ public struct NodeConfiguration: Sendable {
     /// a setting left out is the standard one: 7 days, no size limit). Not given: the one stored
     /// in the journal by the last gateway given one.
     public var mqttRetention: BucketRetention?
+    /// Whether MQTT topics map to registry topics, and the partitions of those the MQTT gateway
+    /// creates (`MQTTGateway.Configuration.sharedTopics`, `topicPartitions`).
+    public var mqttSharedTopics = true
+    public var mqttTopicPartitions: Int32 = 1
     /// MQTT over WebSocket listener of the in-process gateway (nil: none).
     public var mqttWebSocketListen: HostPort?
     /// Password and ACL files for the MQTT gateway (mosquitto's formats).
@@ -97,12 +101,22 @@ public struct NodeConfiguration: Sendable {
                 }
             case ("mqtt.listen", .string(let v)): mqttListen = try HostPort(parsing: v)
             case ("mqtt.allow_anonymous", .bool(let v)): mqttAllowAnonymous = v
-            case ("mqtt.retention_ms", .integer(let v)) where v >= 0: mqttRetention = (mqttRetention ?? .standard).with(milliseconds: v)
-            case ("mqtt.retention_ms", .string("none")): mqttRetention = (mqttRetention ?? .standard).with(milliseconds: nil)
-            case ("mqtt.retention_bytes", .integer(let v)) where v >= 0: mqttRetention = (mqttRetention ?? .standard).with(bytes: v)
-            case ("mqtt.retention_bytes", .string("none")): mqttRetention = (mqttRetention ?? .standard).with(bytes: nil)
+            case ("mqtt.retention_ms", .integer(let v)) where v >= 0:
+                mqttRetention = (mqttRetention ?? .standard).with(milliseconds: v)
+            case ("mqtt.retention_ms", .string("none")):
+                mqttRetention = (mqttRetention ?? .standard).with(milliseconds: nil)
+            case ("mqtt.retention_bytes", .integer(let v)) where v >= 0:
+                mqttRetention = (mqttRetention ?? .standard).with(bytes: v)
+            case ("mqtt.retention_bytes", .string("none")):
+                mqttRetention = (mqttRetention ?? .standard).with(bytes: nil)
             case ("mqtt.retention_ms", _), ("mqtt.retention_bytes", _):
                 throw JournalError(.invalidArgument, "config file: \(key) is a number of at least 0 or \"none\"")
+            case ("mqtt.shared_topics", .bool(let v)): mqttSharedTopics = v
+            case ("mqtt.topic_partitions", .integer(let v)):
+                guard 1...10_000 ~= v else {
+                    throw JournalError(.invalidArgument, "config file: mqtt.topic_partitions is 1...10000")
+                }
+                mqttTopicPartitions = Int32(v)
             case ("mqtt.ws_listen", .string(let v)): mqttWebSocketListen = try HostPort(parsing: v)
             case ("mqtt.passwords", .string(let v)): mqttPasswords = v
             case ("mqtt.acl", .string(let v)): mqttACL = v
@@ -278,6 +292,7 @@ public struct NodeConfiguration: Sendable {
             "journal.slow_log_ms": "\(Int(journalConfiguration.slowOperationLog.seconds * 1000))",
             "mqtt.listen": mqttListen.description, "mqtt.allow_anonymous": "\(mqttAllowAnonymous)",
             "mqtt.retention": mqttRetention.map { "\($0)" } ?? "as stored in the journal (7 days if never set)",
+            "mqtt.shared_topics": "\(mqttSharedTopics)", "mqtt.topic_partitions": "\(mqttTopicPartitions)",
             "kafka.listen": kafkaListen.description, "kafka.advertised": kafkaAdvertised?.description ?? "",
             "kafka.default_partitions": "\(kafkaDefaultPartitions)",
             "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",

@@ -51,11 +51,23 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Flag(help: "Let MQTT clients without credentials in.")
     var mqttAllowAnonymous = false
 
-    @Option(help: "Delete MQTT messages older than this many milliseconds, or none (default: the journal's stored setting, first 604800000 = 7 days).")
+    @Option(
+        help:
+            "Delete MQTT messages older than this many milliseconds, or none (default: the journal's stored setting, first 604800000 = 7 days)."
+    )
     var mqttRetentionMs: String?
 
-    @Option(help: "Delete the oldest MQTT messages while a bucket shard holds more bytes than this, or none (default: as stored, first none).")
+    @Option(
+        help:
+            "Delete the oldest MQTT messages while a bucket shard holds more bytes than this, or none (default: as stored, first none)."
+    )
     var mqttRetentionBytes: String?
+
+    @Option(help: "Map MQTT topics to registry topics, both ways (docs/topics.md): true or false (default: true).")
+    var mqttSharedTopics: Bool?
+
+    @Option(help: "Partitions of a registry topic the MQTT gateway creates for a topic's first level (default: 1).")
+    var mqttTopicPartitions: Int32?
 
     @Option(help: "MQTT password file (mosquitto's format).")
     var mqttPasswords: String?
@@ -148,6 +160,13 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let nodeName { settings.nodeName = nodeName }
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
+            if let mqttSharedTopics { settings.mqttSharedTopics = mqttSharedTopics }
+            if let mqttTopicPartitions {
+                guard 1...10_000 ~= mqttTopicPartitions else {
+                    throw ValidationError("--mqtt-topic-partitions must be 1...10000")
+                }
+                settings.mqttTopicPartitions = mqttTopicPartitions
+            }
             settings.mqttRetention = try BucketRetention.given(
                 milliseconds: mqttRetentionMs, bytes: mqttRetentionBytes, over: settings.mqttRetention)
             if quarantineDamagedWal { settings.quarantineDamagedWAL = true }

@@ -79,12 +79,15 @@ struct MQTTConnection {
         // MQTT 5 enhanced authentication (4.12), still under the CONNECT deadline.
         var enhanced: EnhancedAuthentication?
         if connect.version == .v5, let method = connect.properties.authenticationMethod {
-            guard let outcome = try await authenticate(connect, method: method, packets: &packets, outbound: outbound) else {
+            guard let outcome = try await authenticate(connect, method: method, packets: &packets, outbound: outbound)
+            else {
                 return nil
             }
             enhanced = outcome
         }
-        guard let (session, resume) = try await accept(connect, enhanced: enhanced, outbound: outbound) else { return nil }
+        guard let (session, resume) = try await accept(connect, enhanced: enhanced, outbound: outbound) else {
+            return nil
+        }
         return Opened(session: session, resume: resume, keepAlive: effectiveKeepAlive(connect), will: connect.will)
     }
 
@@ -101,7 +104,9 @@ struct MQTTConnection {
         if opened.keepAlive > 0 {
             // MQTT 3.1.2.10: no packet within 1.5 × keep-alive closes the connection.
             let limit = Duration.milliseconds(Int64(opened.keepAlive) * 1500)
-            keepAliveCheck = channel.channel.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) {
+            keepAliveCheck = channel.channel.eventLoop.scheduleRepeatedTask(
+                initialDelay: .seconds(1), delay: .seconds(1)
+            ) {
                 [channel = channel.channel] task in
                 if lastSeen.elapsed > limit {
                     task.cancel()
@@ -123,10 +128,12 @@ struct MQTTConnection {
         let replaying = opened.resume.map { resume in
             Task { [gateway, logger, channel = channel.channel] in
                 do {
-                    try await gateway.replay(session, from: resume.from, to: resume.to)
+                    try await gateway.replay(session, resume)
                 } catch {
                     if !Task.isCancelled {
-                        logger.error("mqtt session replay failed", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+                        logger.error(
+                            "mqtt session replay failed",
+                            metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
                     }
                     channel.close(promise: nil)
                 }
@@ -140,7 +147,8 @@ struct MQTTConnection {
         if let checkpointer {
             // Ticks are skipped while the replay runs (positions are the stored record's then).
             checkpointing = Task { await checkpointer.run() }
-            checkpointTicks = channel.channel.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) { _ in
+            checkpointTicks = channel.channel.eventLoop.scheduleRepeatedTask(initialDelay: .zero, delay: .seconds(1)) {
+                _ in
                 checkpointer.tick()
             }
         }
@@ -148,7 +156,9 @@ struct MQTTConnection {
         do {
             while let packet = try await packets.next() {
                 lastSeen.touch()
-                if try await handle(packet, session: session, aliases: &aliases, acks: acks, checkpointer: checkpointer, ending: &ending) {
+                if try await handle(
+                    packet, session: session, aliases: &aliases, acks: acks, checkpointer: checkpointer, ending: &ending
+                ) {
                     break
                 }
             }
@@ -156,10 +166,12 @@ struct MQTTConnection {
             MQTTMetrics.protocolErrors.increment()
             logger.info("mqtt protocol error", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
             if session.version == .v5 {
-                session.send(.disconnect(.init(reasonCode: error.reasonCode, properties: [.reasonString(error.message)])))
+                session.send(
+                    .disconnect(.init(reasonCode: error.reasonCode, properties: [.reasonString(error.message)])))
             }
         } catch {
-            logger.debug("mqtt connection ended", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+            logger.debug(
+                "mqtt connection ended", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
         }
         keepAliveCheck?.cancel()
         replaying?.cancel()
@@ -223,12 +235,14 @@ struct MQTTConnection {
             let expiry = ending.expiryAtDisconnect ?? session.expiryInterval
             do {
                 if session.persistent && expiry != 0 {
-                    try await gateway.storeSession(session.clientID, session.record(positions: positions, expiryInterval: expiry))
+                    try await gateway.storeSession(
+                        session.clientID, session.record(positions: positions, expiryInterval: expiry))
                 } else if session.persistent {
                     try await gateway.forgetSession(session.clientID)
                 }
             } catch {
-                logger.error("session not stored", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+                logger.error(
+                    "session not stored", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
             }
         }
         if !ending.normalDisconnect, let pending = opened.will, session.permits(.write, pending.topic) {
@@ -241,7 +255,8 @@ struct MQTTConnection {
                 delay = min(delay, expiry)
             }
             let message = MQTTMessage(
-                topic: pending.topic, payload: ByteBuffer(bytes: pending.payload), qos: pending.qos, retain: pending.retain,
+                topic: pending.topic, payload: ByteBuffer(bytes: pending.payload), qos: pending.qos,
+                retain: pending.retain,
                 publisher: session.clientID, properties: properties, timestamp: WallClock.milliseconds())
             gateway.publishWill(message, of: session.clientID, after: .seconds(Int64(delay)))
         }
@@ -251,10 +266,12 @@ struct MQTTConnection {
         connect.version == .v5 ? min(connect.keepAlive, gateway.configuration.maxKeepAlive) : connect.keepAlive
     }
 
-    /// Where a resumed session's replay starts and ends, per bucket.
+    /// Where a resumed session's replay starts and ends, per shard.
     struct Resume {
-        var from: [Int: UInt64]
-        var to: [Int: UInt64]
+        var from: [String: UInt64]
+        var to: [String: UInt64]
+        /// `from` names every shard followed when it was taken (MQTTSessionRecord.complete).
+        var complete: Bool
     }
 
     /// Answers CONNECT; returns the registered session and, for a resumed session, what to
@@ -275,9 +292,11 @@ struct MQTTConnection {
         outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     ) async throws -> EnhancedAuthentication? {
         func refuse(_ code: UInt8, _ reason: String) async throws -> EnhancedAuthentication? {
-            logger.info("mqtt authentication refused", metadata: ["mqtt.client": "\(connect.clientID)", "reason": "\(reason)"])
+            logger.info(
+                "mqtt authentication refused", metadata: ["mqtt.client": "\(connect.clientID)", "reason": "\(reason)"])
             try await outbound.write(
-                Self.bytes(.connack(.init(sessionPresent: false, reasonCode: code, properties: [.reasonString(reason)])), .v5))
+                Self.bytes(
+                    .connack(.init(sessionPresent: false, reasonCode: code, properties: [.reasonString(reason)])), .v5))
             return nil
         }
         guard method == "SCRAM-SHA-256", let users = gateway.configuration.scramUsers else {
@@ -289,7 +308,10 @@ struct MQTTConnection {
             let serverFirst = try scram.receive(clientFirst) { users[$0] }
             try await outbound.write(
                 Self.bytes(
-                    .auth(.init(reasonCode: 0x18, properties: [.authenticationMethod(method), .authenticationData(serverFirst)])),
+                    .auth(
+                        .init(
+                            reasonCode: 0x18,
+                            properties: [.authenticationMethod(method), .authenticationData(serverFirst)])),
                     .v5))
             guard case .auth(let answer)? = try await packets.next(), answer.reasonCode == 0x18,
                 answer.properties.authenticationMethod == method
@@ -306,7 +328,8 @@ struct MQTTConnection {
     }
 
     private func accept(
-        _ connect: MQTTPacket.Connect, enhanced: EnhancedAuthentication?, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+        _ connect: MQTTPacket.Connect, enhanced: EnhancedAuthentication?,
+        outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
     ) async throws -> (MQTTSession, Resume?)? {
         let version = connect.version
         func refuse(v5: UInt8, v311: UInt8) async throws -> (MQTTSession, Resume?)? {
@@ -385,7 +408,7 @@ struct MQTTConnection {
         session.send(.connack(.init(sessionPresent: stored != nil, reasonCode: 0, properties: properties)))
         resend.forEach { session.send($0) }
         logger.debug("mqtt client connected", metadata: ["mqtt.client": "\(clientID)", "mqtt.version": "\(version)"])
-        return (session, stored.map { Resume(from: $0.positions, to: positions) })
+        return (session, stored.map { Resume(from: $0.positions, to: positions, complete: $0.complete == true) })
     }
 
     /// Publishes a client may have in flight toward the gateway (announced to 5.0 clients).
@@ -402,7 +425,9 @@ struct MQTTConnection {
                 throw MQTTProtocolError(0x94, "topic alias \(alias) above the maximum")
             }
             if topic.isEmpty {
-                guard let known = aliases[alias] else { throw MQTTProtocolError.protocolError("unknown topic alias \(alias)") }
+                guard let known = aliases[alias] else {
+                    throw MQTTProtocolError.protocolError("unknown topic alias \(alias)")
+                }
                 topic = known
             } else {
                 aliases[alias] = topic
@@ -413,7 +438,9 @@ struct MQTTConnection {
         guard session.permits(.write, topic) else {
             // Not authorized: 5.0 says so in the acknowledgement; a 3.1.1 publish is acknowledged
             // and dropped (3.1.1 has no way to refuse it).
-            logger.info("mqtt publish refused by ACL", metadata: ["mqtt.client": "\(session.clientID)", "mqtt.topic": "\(topic)"])
+            logger.info(
+                "mqtt publish refused by ACL",
+                metadata: ["mqtt.client": "\(session.clientID)", "mqtt.topic": "\(topic)"])
             MQTTMetrics.refused.increment()
             let code: UInt8 = session.version == .v5 ? 0x87 : 0
             let ack: MQTTPacket? =

@@ -7,13 +7,18 @@ import ServiceLifecycle
 import StrataAuth
 import StrataClient
 import StrataJournal
+import StrataTopics
 import StrataWire
 import Synchronization
 
 /// The MQTT gateway: an MQTT 3.1.1 / 5.0 listener whose messages live in journal shards.
-/// It holds no durable state itself: messages are records in `mqtt/<tenant>/<bucket>` shards
-/// (a topic always hashes to the same bucket, which keeps per-topic order), retained messages
-/// are key-value entries in the journal.
+/// It holds no durable state itself. A message whose topic's first level is a legal topic name
+/// is a record of that registry topic (docs/topics.md), in the partition Kafka's partitioner
+/// picks for the MQTT topic; the others (and all, with `sharedTopics` off) are records in
+/// `mqtt/<tenant>/<bucket>` shards. Either way a topic always lands in the same shard, which
+/// keeps per-topic order. The router follows every one of those shards, so records other
+/// protocols write to a registry topic reach MQTT subscribers too. Retained messages and
+/// sessions are key-value entries in the journal.
 public final class MQTTGateway: Service {
     public struct Configuration: Sendable {
         public var host = "127.0.0.1"
@@ -22,8 +27,13 @@ public final class MQTTGateway: Service {
         public var webSocketHost: String?
         public var webSocketPort = 8083
         public var tenant = "default"
-        /// Shards messages are spread over by topic hash.
+        /// Shards the messages of topics outside the registry are spread over by topic hash.
         public var buckets = 16
+        /// Whether MQTT topics map to registry topics, both ways (docs/topics.md); off, every
+        /// message is kept in the bucket shards and no other protocol's records are delivered.
+        public var sharedTopics = true
+        /// Partitions of a registry topic the gateway creates for an MQTT topic's first level.
+        public var topicPartitions: Int32 = 1
         /// Retention of the bucket shards, when given; nil: the one the last gateway given one
         /// stored in the journal, else `BucketRetention.standard` (docs/mqtt.md, "Retention").
         public var retention: BucketRetention?
@@ -75,13 +85,14 @@ public final class MQTTGateway: Service {
     let journal: any JournalClient
     let logger: Logger
     let group: any EventLoopGroup
-    /// Connected sessions, and per bucket the next offset the router will hand out: a session
-    /// registered now sees every message from there on live, everything before it by replay.
+    /// Connected sessions, and per followed shard the next offset the router will hand out: a
+    /// session registered now sees every message from there on live, everything before it by
+    /// replay.
     struct Registry {
         var sessions: [String: MQTTSession] = [:]
         /// The registered sessions' subscriptions, by filter level.
         var subscriptions = MQTTSubscriptionTree()
-        var dispatched: [Int: UInt64] = [:]
+        var dispatched: [String: UInt64] = [:]
         /// Round-robin position per shared subscription (`group` NUL `filter`).
         var sharedTurns: [String: Int] = [:]
         /// Wills waiting for their delay to run out, by client id.
@@ -89,8 +100,34 @@ public final class MQTTGateway: Service {
     }
 
     let registry = Mutex(Registry())
-    /// One appender per bucket shard (created in `run`).
-    let appenders = Mutex<[MQTTAppender]>([])
+
+    /// The shards messages are appended to and routed from, with their appenders.
+    struct Streams {
+        /// False until `run` set up the buckets, and again once it is shutting down.
+        var running = false
+        /// One appender per shard, by shard name.
+        var appenders: [String: MQTTAppender] = [:]
+        /// Registry topics followed: their id and partition count.
+        var topics: [String: (id: [UInt8], partitions: Int32)] = [:]
+        /// Registry topics being created for a publish, with the messages waiting for them.
+        var creating: [String: [(MQTTMessage, MQTTAppender.Completion)]] = [:]
+        /// The bucket retention in force, also given to the registry topics the gateway creates.
+        var retention = BucketRetention.standard
+    }
+
+    /// Work `run` hands to its task group while it serves.
+    enum Work: Sendable {
+        case append(MQTTAppender)
+        case route(shard: String, topic: String?, id: [UInt8]?, from: UInt64)
+        case create(String)
+    }
+
+    let streams = Mutex(Streams())
+    private let work: AsyncStream<Work>
+    private let workContinuation: AsyncStream<Work>.Continuation
+    let topics: TopicRegistry
+    /// How often the registry is read for topics another gateway created or grew.
+    static let topicPollInterval: Duration = .seconds(1)
     private let onBound: @Sendable (SocketAddress) -> Void
     private let onWebSocketBound: @Sendable (SocketAddress) -> Void
 
@@ -106,6 +143,8 @@ public final class MQTTGateway: Service {
         self.logger = logger
         self.group = eventLoopGroup
         self.onBound = onBound
+        topics = TopicRegistry(journal: journal, logger: logger)
+        (work, workContinuation) = AsyncStream.makeStream()
     }
 
     static let retainedNamespace = "mqtt.retained"
@@ -114,7 +153,6 @@ public final class MQTTGateway: Service {
     static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 256, maximum: 65_536)
 
     func shardName(bucket: Int) -> String { "mqtt/\(configuration.tenant)/\(bucket)" }
-
 
     static let settingsNamespace = "mqtt.settings"
     static let retentionKey = Array("bucket-retention".utf8)
@@ -130,19 +168,22 @@ public final class MQTTGateway: Service {
         }
         let retention = configuration.retention ?? .standard
         try await journal.put(
-            namespace: Self.settingsNamespace, key: Self.retentionKey, value: Array(try JSONEncoder().encode(retention)))
+            namespace: Self.settingsNamespace, key: Self.retentionKey, value: Array(try JSONEncoder().encode(retention))
+        )
         return retention
     }
 
     public func run() async throws {
-        var ends: [Int: UInt64] = [:]
+        var ends: [String: UInt64] = [:]
         let retention = try await bucketRetention()
         let existing = Dictionary(uniqueKeysWithValues: try await journal.listShards().map { ($0.name, $0) })
         for bucket in 0..<configuration.buckets {
             let name = shardName(bucket: bucket)
             if let info = existing[name] {
-                ends[bucket] = info.endOffset
-                if info.config.retentionMilliseconds != retention.milliseconds || info.config.retentionBytes != retention.bytes {
+                ends[name] = info.endOffset
+                if info.config.retentionMilliseconds != retention.milliseconds
+                    || info.config.retentionBytes != retention.bytes
+                {
                     var config = info.config
                     config.retentionMilliseconds = retention.milliseconds
                     config.retentionBytes = retention.bytes
@@ -151,23 +192,29 @@ public final class MQTTGateway: Service {
                         logger.notice(
                             "mqtt bucket retention changed",
                             metadata: ["mqtt.shard": "\(name)", "mqtt.retention": "\(retention)"])
-                    } catch let error as JournalError where error.code == .unsupported || error.code == .permissionDenied {
+                    } catch let error as JournalError
+                        where error.code == .unsupported || error.code == .permissionDenied
+                    {
                         // An older journal-node, or a principal without `all` on the buckets: serve
                         // with the retention the bucket has.
                         logger.warning(
-                            "mqtt bucket retention left as it is", metadata: ["mqtt.shard": "\(name)", "error": "\(error)"])
+                            "mqtt bucket retention left as it is",
+                            metadata: ["mqtt.shard": "\(name)", "error": "\(error)"])
                     }
                 }
             } else {
                 let config = ShardConfig(
                     durability: .fsync, retentionMilliseconds: retention.milliseconds, retentionBytes: retention.bytes)
                 do {
-                    ends[bucket] = try await journal.createShard(name, config: config).endOffset
+                    ends[name] = try await journal.createShard(name, config: config).endOffset
                 } catch let error as JournalError where error.code == .shardExists {
-                    ends[bucket] = try await journal.describeShard(name).endOffset
+                    ends[name] = try await journal.describeShard(name).endOffset
                 }
             }
         }
+        streams.withLock { $0.retention = retention }
+        // Registry topics followed from their ends now: what they hold was there before.
+        let registryTopics = configuration.sharedTopics ? try await topics.all() : [:]
         let maxPacketSize = configuration.maxPacketSize
         let tls = configuration.tls
         let server = try await ServerBootstrap(group: group)
@@ -190,7 +237,8 @@ public final class MQTTGateway: Service {
         let webSocket: NIOAsyncChannel<EventLoopFuture<MQTTWebSocket.Upgrade>, Never>? =
             if let wsHost = configuration.webSocketHost {
                 try await MQTTWebSocket.bind(
-                    host: wsHost, port: configuration.webSocketPort, group: group, maxPacketSize: maxPacketSize, tls: tls)
+                    host: wsHost, port: configuration.webSocketPort, group: group, maxPacketSize: maxPacketSize,
+                    tls: tls)
             } else {
                 nil
             }
@@ -202,12 +250,18 @@ public final class MQTTGateway: Service {
             ])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                self.registry.withLock { $0.dispatched = ends }
-                let appenders = (0..<configuration.buckets).map {
-                    MQTTAppender(shard: self.shardName(bucket: $0), journal: self.journal)
+                group.addTask { await self.serveWork() }
+                self.streams.withLock { streams in
+                    streams.running = true
+                    for bucket in 0..<self.configuration.buckets {
+                        let shard = self.shardName(bucket: bucket)
+                        self.startStream(shard, topic: nil, id: nil, from: ends[shard] ?? 0, in: &streams)
+                    }
+                    for (name, entry) in registryTopics {
+                        self.follow(name, entry, from: { existing[$0]?.endOffset ?? 0 }, in: &streams)
+                    }
                 }
-                self.appenders.withLock { $0 = appenders }
-                for appender in appenders { group.addTask { await appender.run() } }
+                if configuration.sharedTopics { group.addTask { await self.pollTopics() } }
                 if let webSocket {
                     group.addTask {
                         try await webSocket.executeThenClose { inbound in
@@ -221,10 +275,6 @@ public final class MQTTGateway: Service {
                             }
                         }
                     }
-                }
-                for bucket in 0..<configuration.buckets {
-                    let from = ends[bucket] ?? 0
-                    group.addTask { await self.route(bucket: bucket, from: from) }
                 }
                 try await server.executeThenClose { inbound in
                     for try await accepted in inbound {
@@ -250,7 +300,16 @@ public final class MQTTGateway: Service {
                 while ContinuousClock.now < deadline, !self.registry.withLock({ $0.sessions.isEmpty }) {
                     try? await Task.sleep(for: .milliseconds(10))
                 }
+                let (appenders, waiting) = self.streams.withLock { streams in
+                    streams.running = false
+                    defer { streams.creating = [:] }
+                    return (Array(streams.appenders.values), streams.creating.values.flatMap { $0 })
+                }
                 appenders.forEach { $0.finish() }
+                for (_, completion) in waiting {
+                    completion(.failure(JournalError(.closed, "the gateway is shutting down")))
+                }
+                self.workContinuation.finish()
                 group.cancelAll()
             }
         } onGracefulShutdown: {
@@ -259,21 +318,104 @@ public final class MQTTGateway: Service {
         }
     }
 
+    // MARK: Streams
+
+    /// Runs what `startStream` and `submit` hand over: appenders, routes, topic creations.
+    private func serveWork() async {
+        await withDiscardingTaskGroup { group in
+            for await item in work {
+                switch item {
+                case .append(let appender): group.addTask { await appender.run() }
+                case .route(let shard, let topic, let id, let from):
+                    group.addTask { await self.route(shard: shard, topic: topic, id: id, from: from) }
+                case .create(let name): group.addTask { await self.createTopic(name) }
+                }
+            }
+        }
+    }
+
+    /// Starts appending to and routing from a shard not followed yet, from offset `from`.
+    private func startStream(_ shard: String, topic: String?, id: [UInt8]?, from: UInt64, in streams: inout Streams) {
+        guard streams.appenders[shard] == nil else { return }
+        let appender = MQTTAppender(shard: shard, journal: journal)
+        streams.appenders[shard] = appender
+        registry.withLock { $0.dispatched[shard] = from }
+        workContinuation.yield(.append(appender))
+        workContinuation.yield(.route(shard: shard, topic: topic, id: id, from: from))
+    }
+
+    /// Follows a registry topic's partitions (those not followed yet), each from `from(shard)`.
+    private func follow(
+        _ name: String, _ entry: TopicEntry, from: (String) -> UInt64, in streams: inout Streams
+    ) {
+        if let known = streams.topics[name], known.id != entry.id {
+            // Deleted and created again: the old one's shards are other shards now.
+            for partition in 0..<known.partitions {
+                let shard = TopicRegistry.shardName(name, partition)
+                streams.appenders.removeValue(forKey: shard)?.finish()
+                registry.withLock { _ = $0.dispatched.removeValue(forKey: shard) }
+            }
+        }
+        streams.topics[name] = (entry.id, entry.partitions)
+        for partition in 0..<entry.partitions {
+            let shard = TopicRegistry.shardName(name, partition)
+            startStream(shard, topic: name, id: entry.id, from: from(shard), in: &streams)
+        }
+    }
+
+    /// Reads the registry now and then for topics created, grown or deleted elsewhere; new
+    /// ones are followed from their start.
+    private func pollTopics() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: Self.topicPollInterval)
+            guard let found = try? await topics.all() else { continue }
+            streams.withLock { streams in
+                guard streams.running else { return }
+                for (name, entry) in found {
+                    let known = streams.topics[name]
+                    if known == nil || known!.id != entry.id || known!.partitions < entry.partitions {
+                        follow(name, entry, from: { _ in 0 }, in: &streams)
+                    }
+                }
+                for name in streams.topics.keys where found[name] == nil { forgetTopic(name, in: &streams) }
+            }
+        }
+    }
+
+    /// Stops appending to a deleted topic's shards (their routes end by themselves).
+    private func forgetTopic(_ name: String, in streams: inout Streams) {
+        guard let known = streams.topics.removeValue(forKey: name) else { return }
+        for partition in 0..<known.partitions {
+            let shard = TopicRegistry.shardName(name, partition)
+            streams.appenders.removeValue(forKey: shard)?.finish()
+            registry.withLock { _ = $0.dispatched.removeValue(forKey: shard) }
+        }
+    }
+
+    /// Whether `shard` is still followed as part of topic `id` (a route of a deleted topic ends).
+    private func isFollowed(_ shard: String, topic: String?, id: [UInt8]?) -> Bool {
+        guard let topic else { return true }
+        return streams.withLock { streams in
+            streams.topics[topic]?.id == id && streams.appenders[shard] != nil
+        }
+    }
+
     // MARK: Routing
 
-    /// Follows one bucket shard from `from` on and hands each message to the matching sessions.
-    /// A lost journal connection is retried from the last offset seen.
-    private func route(bucket: Int, from start: UInt64) async {
-        let shard = shardName(bucket: bucket)
+    /// Follows one shard from `from` on and hands each message to the matching sessions.
+    /// A lost journal connection is retried from the last offset seen; a registry topic's
+    /// route ends when the topic is deleted.
+    private func route(shard: String, topic: String?, id: [UInt8]?, from start: UInt64) async {
         var next = start
         var backoff: Duration = .milliseconds(50)
-        while !Task.isCancelled {
+        while !Task.isCancelled, isFollowed(shard, topic: topic, id: id) {
             do {
                 for try await result in try await journal.subscribe(shard: shard, from: next) {
+                    guard isFollowed(shard, topic: topic, id: id) else { return }
                     for batch in result.batches {
-                        guard let records = try? RecordBatch.decode(batch) else { continue }
-                        for record in records where record.offset! >= next {
-                            dispatch(MQTTMessage(record: record), bucket: bucket, offset: record.offset!)
+                        for record in records(of: batch, in: shard) where record.offset! >= next {
+                            dispatch(
+                                MQTTMessage(record: record, registryTopic: topic), shard: shard, offset: record.offset!)
                         }
                     }
                     next = result.nextOffset
@@ -281,6 +423,10 @@ public final class MQTTGateway: Service {
                 }
             } catch {
                 if Task.isCancelled { return }
+                if topic != nil, let error = error as? JournalError, error.code == .unknownShard {
+                    logger.info("mqtt stopped following a deleted topic's shard", metadata: ["mqtt.shard": "\(shard)"])
+                    return
+                }
                 logger.warning("mqtt routing interrupted", metadata: ["mqtt.shard": "\(shard)", "error": "\(error)"])
                 try? await Task.sleep(for: backoff)
                 backoff = min(backoff * 2, .seconds(5))
@@ -288,10 +434,21 @@ public final class MQTTGateway: Service {
         }
     }
 
+    /// The records of a stored batch; none (counted and logged) when it cannot be decoded.
+    private func records(of batch: ByteBuffer, in shard: String) -> [Record] {
+        do {
+            return try RecordBatch.decode(batch)
+        } catch {
+            MQTTMetrics.unreadableBatches.increment()
+            logger.warning("mqtt cannot deliver a batch", metadata: ["mqtt.shard": "\(shard)", "error": "\(error)"])
+            return []
+        }
+    }
+
     /// Hands a message to the matching sessions and moves the bucket's position past it, in one
     /// step under the registry lock, so a session registering meanwhile gets it either live or
     /// by replay, never both or neither.
-    func dispatch(_ message: MQTTMessage, bucket: Int, offset: UInt64) {
+    func dispatch(_ message: MQTTMessage, shard: String, offset: UInt64) {
         registry.withLock { registry in
             var direct: [ObjectIdentifier: (MQTTSession, [MQTTSession.Subscription])] = [:]
             var groups: [String: [MQTTSubscriptionTree.Entry]] = [:]
@@ -318,7 +475,7 @@ public final class MQTTGateway: Service {
                     message, qos: min(message.qos, subscription.qos), retain: false,
                     identifiers: subscription.identifier.map { [$0] } ?? [])
             }
-            registry.dispatched[bucket] = max(registry.dispatched[bucket] ?? 0, offset + 1)
+            registry.dispatched[shard] = max(registry.dispatched[shard] ?? 0, offset + 1)
         }
     }
 
@@ -366,7 +523,10 @@ public final class MQTTGateway: Service {
         }
         guard delay > .zero else { return send() }
         let scheduled = group.next().scheduleTask(in: .seconds(delay.components.seconds)) { send() }
-        registry.withLock { $0.pendingWills[clientID]?.cancel(); $0.pendingWills[clientID] = scheduled }
+        registry.withLock {
+            $0.pendingWills[clientID]?.cancel()
+            $0.pendingWills[clientID] = scheduled
+        }
     }
 
     func cancelWill(of clientID: String) {
@@ -378,17 +538,19 @@ public final class MQTTGateway: Service {
     static let sessionNamespace = "mqtt.sessions"
 
     /// Registers a session; returns the one it replaces (same client id) and the bucket positions.
-    func register(_ session: MQTTSession) -> (previous: MQTTSession?, positions: [Int: UInt64]) {
+    func register(_ session: MQTTSession) -> (previous: MQTTSession?, positions: [String: UInt64]) {
         registry.withLock { registry in
             let previous = registry.sessions.updateValue(session, forKey: session.clientID)
-            for subscription in previous?.subscriptions ?? [] { registry.subscriptions.remove(subscription, of: previous!) }
+            for subscription in previous?.subscriptions ?? [] {
+                registry.subscriptions.remove(subscription, of: previous!)
+            }
             for subscription in session.subscriptions { registry.subscriptions.insert(subscription, of: session) }
             return (previous, registry.dispatched)
         }
     }
 
     /// Removes a session if it is still the registered one; returns the positions then.
-    func unregister(_ session: MQTTSession) -> [Int: UInt64]? {
+    func unregister(_ session: MQTTSession) -> [String: UInt64]? {
         registry.withLock { registry in
             guard registry.sessions[session.clientID] === session else { return nil }
             registry.sessions[session.clientID] = nil
@@ -408,7 +570,7 @@ public final class MQTTGateway: Service {
         }
     }
 
-    func connectedSession(_ clientID: String) -> (MQTTSession, [Int: UInt64])? {
+    func connectedSession(_ clientID: String) -> (MQTTSession, [String: UInt64])? {
         registry.withLock { registry in registry.sessions[clientID].map { ($0, registry.dispatched) } }
     }
 
@@ -416,7 +578,14 @@ public final class MQTTGateway: Service {
         guard let bytes = try await journal.get(namespace: Self.sessionNamespace, key: Array(clientID.utf8)) else {
             return nil
         }
-        return try? JSONDecoder().decode(MQTTSessionRecord.self, from: Data(bytes))
+        guard var record = try? JSONDecoder().decode(MQTTSessionRecord.self, from: Data(bytes)) else { return nil }
+        if record.complete == nil {
+            // Stored before registry topics: positions by bucket number.
+            record.positions = Dictionary(
+                record.positions.compactMap { key, offset in Int(key).map { (shardName(bucket: $0), offset) } },
+                uniquingKeysWith: max)
+        }
+        return record
     }
 
     func storeSession(_ clientID: String, _ record: MQTTSessionRecord) async throws {
@@ -428,48 +597,68 @@ public final class MQTTGateway: Service {
         try await journal.delete(namespace: Self.sessionNamespace, key: Array(clientID.utf8))
     }
 
-    /// Delivers to `session` what its subscriptions match from `from` on in each bucket — the
-    /// messages published while it was away (its offline queue is the journal itself) — then
-    /// switches it to live delivery. Live messages arriving meanwhile are held back; when more
-    /// arrive than the queue limit they are dropped and read from the journal in another round.
-    func replay(_ session: MQTTSession, from start: [Int: UInt64], to end: [Int: UInt64]) async throws {
-        var (from, to) = (start, end)
+    /// Delivers to `session` what its subscriptions match from `resume.from` on in each shard —
+    /// the messages published while it was away (its offline queue is the journal itself) —
+    /// then switches it to live delivery. Live messages arriving meanwhile are held back; when
+    /// more arrive than the queue limit they are dropped and read from the journal in another
+    /// round. A shard the record does not name began after it was stored (when the record is
+    /// complete) and is read from its start.
+    func replay(_ session: MQTTSession, _ resume: MQTTConnection.Resume) async throws {
+        var from = resume.from
+        for (shard, end) in resume.to where from[shard] == nil {
+            from[shard] = resume.complete ? 0 : end
+        }
+        var to = resume.to
+        var first = true
         while true {
-            try await replay(session, range: from, to)
-            let further = registry.withLock { registry -> [Int: UInt64]? in
+            try await replay(session, range: from, to, countingSkips: first)
+            first = false
+            let further = registry.withLock { registry -> [String: UInt64]? in
                 session.endReplay() ? nil : registry.dispatched
             }
             guard let further else { return }
-            (from, to) = (to, further)
+            var next = to
+            for shard in further.keys where next[shard] == nil { next[shard] = 0 }
+            (from, to) = (next, further)
         }
     }
 
-    private func replay(_ session: MQTTSession, range from: [Int: UInt64], _ to: [Int: UInt64]) async throws {
+    private func replay(
+        _ session: MQTTSession, range from: [String: UInt64], _ to: [String: UInt64], countingSkips: Bool
+    ) async throws {
         var skipped = false
-        for bucket in 0..<configuration.buckets {
-            let shard = shardName(bucket: bucket)
-            guard var next = from[bucket], let end = to[bucket], next < end else { continue }
-            let start = try await journal.describeShard(shard).startOffset
+        // Bucket shards first: a topic's older messages are there when it moved to a registry topic.
+        let shards = to.keys.sorted { ($0.hasPrefix("mqtt/") ? 0 : 1, $0) < ($1.hasPrefix("mqtt/") ? 0 : 1, $1) }
+        for shard in shards {
+            guard var next = from[shard], let end = to[shard], next < end else { continue }
+            let topic = TopicRegistry.partition(ofShard: shard)?.topic
+            let start: UInt64
+            do {
+                start = try await journal.describeShard(shard).startOffset
+            } catch let error as JournalError where error.code == .unknownShard && topic != nil {
+                continue  // the topic was deleted meanwhile
+            }
             if next < start {
                 // Retention removed what this session had not read yet (docs/mqtt.md, "Retention").
-                if !skipped { MQTTMetrics.retentionSkips.increment() }
-                skipped = true
-                MQTTMetrics.retentionSkippedOffsets.increment(by: Int64(start - next))
-                logger.warning(
-                    "offline session fell below the retention floor: messages removed before it returned",
-                    metadata: [
-                        "mqtt.client_id": "\(session.clientID)", "mqtt.shard": "\(shard)",
-                        "mqtt.skipped_offsets": "\(start - next)",
-                    ])
+                if countingSkips {
+                    if !skipped { MQTTMetrics.retentionSkips.increment() }
+                    skipped = true
+                    MQTTMetrics.retentionSkippedOffsets.increment(by: Int64(start - next))
+                    logger.warning(
+                        "offline session fell below the retention floor: messages removed before it returned",
+                        metadata: [
+                            "mqtt.client_id": "\(session.clientID)", "mqtt.shard": "\(shard)",
+                            "mqtt.skipped_offsets": "\(start - next)",
+                        ])
+                }
                 next = start
             }
             while next < end {
                 let result = try await journal.read(shard: shard, from: next, maxBytes: 1 << 20)
                 guard !result.batches.isEmpty else { break }
                 for batch in result.batches {
-                    guard let records = try? RecordBatch.decode(batch) else { continue }
-                    for record in records where record.offset! >= next && record.offset! < end {
-                        Self.offer(MQTTMessage(record: record), to: session)
+                    for record in records(of: batch, in: shard) where record.offset! >= next && record.offset! < end {
+                        Self.offer(MQTTMessage(record: record, registryTopic: topic), to: session)
                     }
                     // Bounded memory: no further than the client takes (or until it is gone).
                     await session.waitForRoom()
@@ -489,16 +678,105 @@ public final class MQTTGateway: Service {
         return Int(hash % UInt64(configuration.buckets))
     }
 
-    /// Stores a message through its bucket's appender (batched with concurrent publishes):
+    /// Stores a message through its shard's appender (batched with concurrent publishes):
     /// `completion` runs once the journal acknowledged it and, when retained, it is set as (or,
-    /// with an empty payload, cleared from) the retained message.
+    /// with an empty payload, cleared from) the retained message. A message for a registry topic
+    /// that is not followed yet waits for the topic to be created (or found).
     func submit(_ message: MQTTMessage, completion: @escaping MQTTAppender.Completion) {
-        let appender = appenders.withLock { $0.isEmpty ? nil : $0[bucket(for: message.topic)] }
-        guard let appender else {
-            completion(.failure(JournalError(.closed, "the gateway is not running")))
-            return
+        enum Target {
+            case appender(MQTTAppender)
+            case waiting
+            case create(String)
+            case closed
         }
-        appender.submit(message, completion: completion)
+        let target = streams.withLock { streams -> Target in
+            guard streams.running else { return .closed }
+            switch shard(for: message.topic, in: streams) {
+            case .shard(let shard): return streams.appenders[shard].map { .appender($0) } ?? .closed
+            case .topic(let topic):
+                streams.creating[topic, default: []].append((message, completion))
+                return streams.creating[topic]!.count == 1 ? .create(topic) : .waiting
+            }
+        }
+        switch target {
+        case .appender(let appender): appender.submit(message, completion: completion)
+        case .waiting: break
+        case .create(let topic): workContinuation.yield(.create(topic))
+        case .closed: completion(.failure(JournalError(.closed, "the gateway is not running")))
+        }
+    }
+
+    enum Placement {
+        /// The shard the message goes to.
+        case shard(String)
+        /// A registry topic not followed yet.
+        case topic(String)
+    }
+
+    /// Where a message of `topic` is stored: its registry topic's partition (Kafka's partitioner
+    /// on the MQTT topic), or its bucket.
+    private func shard(for topic: String, in streams: Streams) -> Placement {
+        guard configuration.sharedTopics, let name = TopicMapping.topic(forMQTT: topic) else {
+            return .shard(shardName(bucket: bucket(for: topic)))
+        }
+        guard let followed = streams.topics[name] else { return .topic(name) }
+        return .shard(
+            TopicRegistry.shardName(
+                name, TopicMapping.partition(forKey: Array(topic.utf8), partitions: followed.partitions)))
+    }
+
+    /// Finds or creates the registry topic an MQTT topic's first level names, follows it, and
+    /// submits the messages that waited for it (in their order); they fail if it cannot be had.
+    private func createTopic(_ name: String) async {
+        let result: Result<TopicEntry, any Error>
+        do {
+            if let entry = try await topics.entry(name) {
+                result = .success(entry)
+            } else {
+                let retention = streams.withLock { $0.retention }
+                let configs = [
+                    "retention.ms": String(retention.milliseconds ?? -1),
+                    "retention.bytes": String(retention.bytes ?? -1),
+                ]
+                do {
+                    result = .success(
+                        try await topics.create(name, partitions: configuration.topicPartitions, configs: configs))
+                } catch let error as TopicError where error.code == .exists {
+                    result = try await topics.entry(name).map { .success($0) } ?? .failure(error)
+                }
+            }
+        } catch {
+            result = .failure(error)
+        }
+        // The waiting messages go to their appenders under the lock that new publishes take, so
+        // none of those overtakes them.
+        let failed = streams.withLock { streams -> [(MQTTMessage, MQTTAppender.Completion)] in
+            let waiting = streams.creating.removeValue(forKey: name) ?? []
+            guard case .success(let entry) = result, streams.running else { return waiting }
+            follow(name, entry, from: { _ in 0 }, in: &streams)
+            var failed: [(MQTTMessage, MQTTAppender.Completion)] = []
+            for (message, completion) in waiting {
+                if case .shard(let shard) = shard(for: message.topic, in: streams),
+                    let appender = streams.appenders[shard]
+                {
+                    appender.submit(message, completion: completion)
+                } else {
+                    failed.append((message, completion))
+                }
+            }
+            return failed
+        }
+        let error: any Error =
+            switch result {
+            case .failure(let error): error
+            case .success: JournalError(.closed, "the gateway is not running")
+            }
+        if case .failure = result {
+            logger.error(
+                "mqtt could not create the topic for a publish",
+                metadata: ["topic.name": "\(name)", "error": "\(error)"])
+        }
+        for (_, completion) in failed { completion(.failure(error)) }
     }
 
     /// `submit`, awaited.
@@ -511,7 +789,9 @@ public final class MQTTGateway: Service {
     /// Retained messages whose topic matches `filter`.
     func retained(matching filter: String) async throws -> [MQTTMessage] {
         try await journal.scan(namespace: Self.retainedNamespace).compactMap { pair in
-            guard MQTTTopic.matches(filter: filter, topic: String(decoding: pair.key, as: UTF8.self)) else { return nil }
+            guard MQTTTopic.matches(filter: filter, topic: String(decoding: pair.key, as: UTF8.self)) else {
+                return nil
+            }
             return MQTTMessage(retainedValue: pair.value)
         }
     }

@@ -1,10 +1,9 @@
 import NIOCore
 import StrataJournal
+import StrataTopics
 
-/// An application message as the gateway stores and routes it. In the journal it is one record
-/// of a RecordBatch: key = topic, value = payload, headers `mqtt.qos`, `mqtt.retain`,
-/// `mqtt.client` (the publisher, for no-local) and `mqtt.props` (the 5.0 properties in their
-/// wire encoding), timestamp = arrival time. docs/mqtt.md describes the mapping.
+/// An application message as the gateway stores and routes it: in the journal, one record of a
+/// RecordBatch (`record`; docs/topics.md describes the mapping).
 public struct MQTTMessage: Sendable, Hashable {
     public var topic: String
     public var payload: ByteBuffer
@@ -42,43 +41,110 @@ public struct MQTTMessage: Sendable, Hashable {
             })
     }
 
+    /// The message as a record of the journal (docs/topics.md, "One record"): key = topic,
+    /// value = payload, timestamp = arrival; headers `mqtt.qos` and `mqtt.retain` (ASCII digits),
+    /// `mqtt.client`,
+    /// the forwarded 5.0 properties under the envelope's names, and each user property as a
+    /// header of its name, in order.
     public var record: Record {
-        var props = ByteBuffer()
-        forwardedProperties.write(to: &props)
-        return Record(
-            timestamp: timestamp, key: Array(topic.utf8), value: Array(payload.readableBytesView),
-            headers: [
-                RecordHeader(key: "mqtt.qos", value: [qos]),
-                RecordHeader(key: "mqtt.retain", value: [retain ? 1 : 0]),
-                RecordHeader(key: "mqtt.client", value: Array(publisher.utf8)),
-                RecordHeader(key: "mqtt.props", value: Array(props.readableBytesView)),
-            ])
-    }
-
-    /// Reads a record written by `record` (or by another protocol: then QoS 0, no properties).
-    public init(record: Record) {
-        topic = String(decoding: record.key ?? [], as: UTF8.self)
-        payload = ByteBuffer(bytes: record.value ?? [])
-        timestamp = record.timestamp
-        var qos: UInt8 = 0
-        var retain = false
-        var publisher = ""
-        var properties: MQTTProperties = []
-        for header in record.headers {
-            switch header.key {
-            case "mqtt.qos": qos = min(2, header.value?.first ?? 0)
-            case "mqtt.retain": retain = header.value?.first == 1
-            case "mqtt.client": publisher = String(decoding: header.value ?? [], as: UTF8.self)
-            case "mqtt.props":
-                var buffer = ByteBuffer(bytes: header.value ?? [])
-                properties = (try? MQTTProperties.read(from: &buffer, packet: 3)) ?? []
-            default: break
+        var headers = [
+            RecordHeader(key: "mqtt.qos", value: [UInt8(ascii: "0") + qos]),
+            RecordHeader(key: "mqtt.retain", value: [UInt8(ascii: retain ? "1" : "0")]),
+            RecordHeader(key: "mqtt.client", value: Array(publisher.utf8)),
+        ]
+        for property in properties {
+            switch property {
+            case .payloadFormatIndicator(let format) where format == 1:
+                headers.append(RecordHeader(key: RecordEnvelope.payloadFormat, value: Array("utf-8".utf8)))
+            case .messageExpiryInterval(let seconds):
+                headers.append(RecordHeader(key: RecordEnvelope.ttl, value: Array(String(UInt64(seconds) * 1000).utf8)))
+            case .contentType(let type):
+                headers.append(RecordHeader(key: RecordEnvelope.contentType, value: Array(type.utf8)))
+            case .responseTopic(let topic):
+                headers.append(RecordHeader(key: RecordEnvelope.replyTo, value: Array(topic.utf8)))
+            case .correlationData(let data):
+                headers.append(RecordHeader(key: RecordEnvelope.correlationID, value: data))
+            case .userProperty(let name, let value):
+                headers.append(
+                    RecordHeader(key: RecordEnvelope.header(forApplicationProperty: name), value: Array(value.utf8)))
+            default:
+                break  // hop by hop (MQTT 3.3.2.3)
             }
         }
+        return Record(
+            timestamp: timestamp, key: Array(topic.utf8), value: Array(payload.readableBytesView), headers: headers)
+    }
+
+    /// Reads a record of the journal as a message. `registryTopic`: the registry topic the record
+    /// belongs to (nil: one of the gateway's bucket shards), whose mapping names the MQTT topic.
+    /// A record another protocol wrote has QoS 1 (it was stored before it was acknowledged),
+    /// retain 0 and no publisher; what of its headers MQTT cannot carry (a name or value that is
+    /// no MQTT UTF-8 string) is counted in `strata_mqtt_unmapped_headers_total` and left out.
+    public init(record: Record, registryTopic: String? = nil) {
+        topic =
+            if let registryTopic { TopicMapping.mqttTopic(ofKey: record.key, in: registryTopic) } else {
+                String(decoding: record.key ?? [], as: UTF8.self)
+            }
+        payload = ByteBuffer(bytes: record.value ?? [])
+        timestamp = record.timestamp
+        var qos: UInt8 = 1
+        var retain = false
+        var publisher = ""
+        var envelope: [MQTTProperty] = []
+        var user: [MQTTProperty] = []
+        var legacy: MQTTProperties?
+        var unmapped = 0
+        for header in record.headers {
+            let value = header.value ?? []
+            let text = Self.mqttString(value)
+            switch header.key {
+            // An ASCII digit (binary 0–2 in records stored before the envelope).
+            case "mqtt.qos": qos = min(2, (value.first ?? 0) & 0x0F)
+            case "mqtt.retain": retain = (value.first ?? 0) & 0x0F == 1
+            case "mqtt.client": publisher = String(decoding: value, as: UTF8.self)
+            case "mqtt.props":
+                // Records stored before the envelope: the forwarded properties in MQTT's encoding.
+                var buffer = ByteBuffer(bytes: value)
+                legacy = (try? MQTTProperties.read(from: &buffer, packet: 3)) ?? []
+            case RecordEnvelope.payloadFormat:
+                if text == "utf-8" { envelope.append(.payloadFormatIndicator(1)) }
+            case RecordEnvelope.ttl:
+                if let text, let milliseconds = UInt64(text) {
+                    envelope.append(
+                        .messageExpiryInterval(UInt32(min(UInt64(UInt32.max), (milliseconds + 999) / 1000))))
+                } else {
+                    unmapped += 1
+                }
+            case RecordEnvelope.contentType:
+                if let text { envelope.append(.contentType(text)) } else { unmapped += 1 }
+            case RecordEnvelope.replyTo:
+                if let text, MQTTTopic.isValidName(text) {
+                    envelope.append(.responseTopic(text))
+                } else {
+                    unmapped += 1
+                }
+            case RecordEnvelope.correlationID:
+                envelope.append(.correlationData(value))
+            default:
+                guard let name = RecordEnvelope.applicationProperty(ofHeader: header.key) else { continue }
+                if Self.mqttString(Array(name.utf8)) != nil, let text {
+                    user.append(.userProperty(name, text))
+                } else {
+                    unmapped += 1
+                }
+            }
+        }
+        if unmapped > 0 { MQTTMetrics.unmappedHeaders.increment(by: Int64(unmapped)) }
         self.qos = qos
         self.retain = retain
         self.publisher = publisher
-        self.properties = properties
+        self.properties = legacy ?? MQTTProperties(envelope + user)
+    }
+
+    /// `bytes` as an MQTT UTF-8 string (valid UTF-8, no U+0000, at most 65,535 bytes), or nil.
+    static func mqttString(_ bytes: [UInt8]) -> String? {
+        guard bytes.count <= 65_535, !bytes.contains(0) else { return nil }
+        return String(validating: bytes, as: UTF8.self)
     }
 
     /// The encoded form kept for a retained message (the record's bytes in a one-record batch).

@@ -18,6 +18,12 @@ enum MQTTMetrics {
     /// From a QoS 1/2 PUBLISH's arrival to its acknowledgement's turn (stored, in order).
     static let publishAck = Timer(label: "strata_mqtt_publish_ack_seconds", preferredDisplayUnit: .seconds)
 
+    /// Headers of records another protocol wrote that MQTT cannot carry (a name or value that is
+    /// no MQTT UTF-8 string), left out of the PUBLISH (docs/topics.md).
+    static let unmappedHeaders = Counter(label: "strata_mqtt_unmapped_headers_total")
+    /// Batches the router could not decode (docs/topics.md), whose records it did not deliver.
+    static let unreadableBatches = Counter(label: "strata_mqtt_unreadable_batches_total")
+
     /// Session resumptions that found the session's position in a bucket (one or more) below
     /// that bucket's retention floor.
     static let retentionSkips = Counter(label: "strata_mqtt_session_retention_skips_total")

@@ -339,13 +339,15 @@ final class MQTTSession: Sendable {
     var changeCount: UInt64 { state.withLock { $0.changes } }
 
     /// The session's state for its record (positions are filled in by the gateway).
-    func record(positions: [Int: UInt64], expiryInterval: UInt32?) -> MQTTSessionRecord {
+    func record(positions: [String: UInt64], expiryInterval: UInt32?) -> MQTTSessionRecord {
         state.withLock { state in
             MQTTSessionRecord(
                 subscriptions: Array(state.subscriptions.values),
-                positions: positions,
+                positions: positions, complete: true,
                 inflight: state.inflightOrder.compactMap { id in
-                    state.inflight[id].map { .init(packet: MQTTSessionRecord.encode($0), released: state.released.contains(id)) }
+                    state.inflight[id].map {
+                        .init(packet: MQTTSessionRecord.encode($0), released: state.released.contains(id))
+                    }
                 },
                 waiting: state.waiting.map { MQTTSessionRecord.encode($0) },
                 inboundQoS2: Array(state.inboundQoS2), nextPacketID: state.nextPacketID,

@@ -12,8 +12,13 @@ struct MQTTSessionRecord: Codable, Sendable {
     }
 
     var subscriptions: [MQTTSession.Subscription]
-    /// Per bucket, the offset from which messages were not yet handed to the session.
-    var positions: [Int: UInt64]
+    /// Per shard the router follows (bucket shards, registry topic partitions), the offset from
+    /// which messages were not yet handed to the session.
+    var positions: [String: UInt64]
+    /// True when `positions` names every shard the router followed when the record was stored,
+    /// so that a shard missing from it is one that began later (replayed from its start); nil
+    /// in records from before registry topics, whose positions are bucket numbers.
+    var complete: Bool?
     /// Outbound QoS 1/2 messages not yet acknowledged, and those waiting behind them.
     var inflight: [StoredPublish]
     var waiting: [[UInt8]]

@@ -30,7 +30,10 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     @Option(help: "ACL file in mosquitto's format (user / topic / pattern lines).")
     var acl: String?
 
-    @Option(help: "Messages queued for one subscriber beyond its receive maximum (then QoS 0 is dropped, QoS 1/2 disconnects).")
+    @Option(
+        help:
+            "Messages queued for one subscriber beyond its receive maximum (then QoS 0 is dropped, QoS 1/2 disconnects)."
+    )
     var maxQueuedMessages: Int = 10_000
 
     @Option(help: "SCRAM users file (`strata scram-user` lines) for MQTT 5 enhanced authentication with SCRAM-SHA-256.")
@@ -42,18 +45,34 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     @Option(help: "TLS private key (PEM).")
     var tlsKey: String?
 
-    @Option(help: "Delete messages older than this many milliseconds, or none (default: the journal's stored setting, first 604800000 = 7 days).")
+    @Option(
+        help:
+            "Delete messages older than this many milliseconds, or none (default: the journal's stored setting, first 604800000 = 7 days)."
+    )
     var retentionMs: String?
 
-    @Option(help: "Delete the oldest messages while a bucket shard holds more bytes than this, or none (default: as stored, first none).")
+    @Option(
+        help:
+            "Delete the oldest messages while a bucket shard holds more bytes than this, or none (default: as stored, first none)."
+    )
     var retentionBytes: String?
+
+    @Option(help: "Map MQTT topics to registry topics, both ways (docs/topics.md): true or false.")
+    var sharedTopics: Bool = true
+
+    @Option(help: "Partitions of a registry topic created for an MQTT topic's first level.")
+    var topicPartitions: Int32 = 1
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
     func run() async throws {
-        guard let journalAddress = try? HostPort(parsing: journal) else { throw ValidationError("--journal must be HOST:PORT") }
-        guard let listenAddress = try? HostPort(parsing: listen) else { throw ValidationError("--listen must be HOST:PORT") }
+        guard let journalAddress = try? HostPort(parsing: journal) else {
+            throw ValidationError("--journal must be HOST:PORT")
+        }
+        guard let listenAddress = try? HostPort(parsing: listen) else {
+            throw ValidationError("--listen must be HOST:PORT")
+        }
         guard StrataProcess.bootstrapLogging(level: logLevel) != nil else {
             throw ValidationError("unknown log level \(logLevel)")
         }
@@ -69,21 +88,28 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("--retention-ms / --retention-bytes: \(error.message)")
         }
+        guard 1...10_000 ~= topicPartitions else { throw ValidationError("--topic-partitions must be 1...10000") }
+        settings.sharedTopics = sharedTopics
+        settings.topicPartitions = topicPartitions
         guard maxQueuedMessages >= 2 else { throw ValidationError("--max-queued-messages must be at least 2") }
         settings.maxQueuedMessages = maxQueuedMessages
         if let wsListen {
-            guard let address = try? HostPort(parsing: wsListen) else { throw ValidationError("--ws-listen must be HOST:PORT") }
+            guard let address = try? HostPort(parsing: wsListen) else {
+                throw ValidationError("--ws-listen must be HOST:PORT")
+            }
             settings.webSocketHost = address.host
             settings.webSocketPort = address.port
         }
         do {
-            try settings.loadAccessFiles(passwords: passwords, acl: acl, tlsCertificate: tlsCert, tlsKey: tlsKey, scramUsers: scramUsers)
+            try settings.loadAccessFiles(
+                passwords: passwords, acl: acl, tlsCertificate: tlsCert, tlsKey: tlsKey, scramUsers: scramUsers)
         } catch {
             throw ValidationError("\(error)")
         }
         let gateway = MQTTGateway(
             configuration: settings, journal: client, logger: logger,
-            onBound: { StrataProcess.announce("mqtt", $0) }, onWebSocketBound: { StrataProcess.announce("mqtt-ws", $0) })
+            onBound: { StrataProcess.announce("mqtt", $0) }, onWebSocketBound: { StrataProcess.announce("mqtt-ws", $0) }
+        )
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -91,4 +117,3 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         await client.close()
     }
 }
-
