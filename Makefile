@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev libcurl4-openssl-dev curl mosquitto-clients mosquitto kcat openssl
+APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev zlib1g-dev liblz4-dev libsnappy-dev libcurl4-openssl-dev curl mosquitto-clients mosquitto kcat openssl
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA ?= ./data
@@ -14,8 +14,8 @@ SWIFT_TEST_FLAGS ?=
 
 deps: apt venv
 
-# Debian's -dev packages for RocksDB, liburing, zstd and libcurl; the test peers (mosquitto,
-# kcat) and openssl for the TLS tests' certificates.
+# Debian's -dev packages for RocksDB, liburing, libcurl and the four Kafka codecs (zstd, zlib,
+# lz4, snappy); the test peers (mosquitto, kcat) and openssl for the TLS tests' certificates.
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -46,6 +46,12 @@ let package = Package(
             name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(
+            name: "CZlib", path: "Sources/CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(
+            name: "CLZ4", path: "Sources/CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(
+            name: "CSnappy", path: "Sources/CSnappy", pkgConfig: "snappy", providers: [.apt(["libsnappy-dev"])]),
+        .systemLibrary(
             name: "CCurl", path: "Sources/CCurl", pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]),
         // Tiny C shims for what Swift cannot express: CRC-32C with the SSE4.2 instruction.
@@ -76,7 +82,7 @@ let package = Package(
         .target(
             name: "StrataJournal",
             dependencies: [
-                "CRocksDB", "CURing", "CStrataShims",
+                "CRocksDB", "CURing", "CStrataShims", "CZstd", "CZlib", "CLZ4", "CSnappy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

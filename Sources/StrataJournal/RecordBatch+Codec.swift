@@ -48,15 +48,14 @@ extension RecordBatch {
         return batch
     }
 
-    /// Decodes the records of one uncompressed batch, with absolute offsets.
-    /// Compressed batches are stored and served as they are; decoding them is the reader's job.
+    /// Decodes the records of one batch, with absolute offsets. A compressed batch (stored and
+    /// served as the producer compressed it) is decompressed here, within `maxDecompressedBytes`.
     public static func decode(_ batch: ByteBuffer) throws(JournalError) -> [Record] {
         guard let header = Header.peek(batch, at: batch.readerIndex), header.totalSize <= batch.readableBytes else {
             throw JournalError(.invalidBatch, "truncated RecordBatch")
         }
-        guard header.compression == RecordBatch.Compression.none else {
-            throw JournalError(
-                .invalidBatch, "cannot decode a \(header.compression.map { "\($0)" } ?? "?")-compressed batch")
+        guard let compression = header.compression else {
+            throw JournalError(.invalidBatch, "batch with unknown compression (attributes \(header.attributes))")
         }
         guard header.baseOffset >= 0, header.recordCount >= 0, header.totalSize >= headerSize else {
             throw JournalError(
@@ -64,7 +63,8 @@ extension RecordBatch {
                 "batch header has base offset \(header.baseOffset), record count \(header.recordCount), length \(header.totalSize)"
             )
         }
-        var body = batch.getSlice(at: batch.readerIndex + headerSize, length: header.totalSize - headerSize)!
+        var body = try decompress(
+            batch.getSlice(at: batch.readerIndex + headerSize, length: header.totalSize - headerSize)!, compression)
         var records: [Record] = []
         records.reserveCapacity(Int(min(header.recordCount, 65_536)))
         for _ in 0..<header.recordCount {

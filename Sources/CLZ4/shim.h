@@ -1,0 +1,2 @@
+#pragma once
+#include <lz4frame.h>
