@@ -142,7 +142,7 @@ let package = Package(
         .executableTarget(
             name: "StrataCLI",
             dependencies: [
-                "StrataClient", "StrataJournal", "StrataWire", "StrataAuth", "StrataObjects",
+                "StrataClient", "StrataJournal", "StrataWire", "StrataAuth", "StrataObjects", "StrataTopics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

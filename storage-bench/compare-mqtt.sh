@@ -4,7 +4,8 @@
 # of each broker holding 10,000 idle connections. Strata runs with fsync durability (every QoS 1
 # message is on disk before its PUBACK); mosquitto runs with its defaults (in-memory, no
 # persistence), which is what its users get out of the box.
-# Usage: storage-bench/compare-mqtt.sh [SECONDS]
+# Usage: storage-bench/compare-mqtt.sh [SECONDS]   (NODE_ARGS: more journal-node arguments,
+# for example NODE_ARGS="--mqtt-shared-topics false" to keep every message in bucket shards)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
@@ -29,7 +30,7 @@ start_brokers() {
     sport="$(free_port)"
     rm -rf "$work/strata"
     "$bin/journal-node" --data-dir "$work/strata" --listen 127.0.0.1:0 --http 127.0.0.1:0 --gateways mqtt \
-        --mqtt-listen "127.0.0.1:$sport" --mqtt-allow-anonymous --log-level warning >"$work/strata.out" 2>&1 &
+        --mqtt-listen "127.0.0.1:$sport" --mqtt-allow-anonymous --log-level warning ${NODE_ARGS:-} >"$work/strata.out" 2>&1 &
     strata_pid=$!
     pids+=("$strata_pid")
     for _ in $(seq 100); do grep -q '^mqtt ' "$work/strata.out" 2>/dev/null && break; sleep 0.1; done

@@ -127,4 +127,24 @@ public final class TopicRegistry: Sendable {
         }
         return changed.withLock { $0 }!
     }
+
+    /// Replaces a topic's configs with `change(current configs)`, checked, and puts them into
+    /// effect: every partition's shard first, then the entry (a change that failed half way
+    /// left some shards ahead of the entry, and the next one brings them in line). With
+    /// `validateOnly`, checks and changes nothing. Call it inside `changing(name)`.
+    public func alterConfigs(
+        _ name: String, validateOnly: Bool = false, _ change: ([String: String]) throws -> [String: String]
+    ) async throws -> TopicEntry {
+        guard var entry = try await entry(name) else { throw TopicError(.unknown, "no topic '\(name)'") }
+        let configs = try change(entry.configs)
+        try TopicEntry.validate(configs)
+        entry.configs = configs
+        guard !validateOnly else { return entry }
+        for partition in 0..<entry.partitions {
+            _ = try await journal.alterShard(Self.shardName(name, partition), config: entry.shardConfig)
+        }
+        try await store(entry, as: name)
+        logger.info("topic configs changed", metadata: ["topic.name": "\(name)", "topic.configs": "\(configs)"])
+        return entry
+    }
 }

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import StrataClient
 import StrataJournal
+import StrataTopics
 import StrataWire
 
 /// `strata`: the admin and data CLI for a journal-node.
@@ -14,10 +15,11 @@ struct StrataCommand: AsyncParsableCommand {
         abstract: "Talks to a Strata journal-node.",
         discussion: """
             Exit codes: 0 success, 1 the node refused the request, 3 the node cannot be reached, \
-            4 unknown shard, 64 bad arguments.
+            4 unknown shard or topic, 64 bad arguments.
             """,
         subcommands: [
-            ShardCommand.self, ProduceCommand.self, ConsumeCommand.self, StatusCommand.self, SCRAMUserCommand.self,
+            ShardCommand.self, TopicCommand.self, ProduceCommand.self, ConsumeCommand.self, StatusCommand.self,
+            SCRAMUserCommand.self,
             TierCommand.self,
         ])
 
@@ -122,6 +124,9 @@ extension AsyncParsableCommand {
             case .unknownShard: throw ExitCode(4)
             default: throw ExitCode(1)
             }
+        } catch let refusal as TopicError {
+            FileHandle.standardError.write(Data("strata: \(refusal.message)\n".utf8))
+            throw ExitCode(refusal.code == .unknown ? 4 : 1)
         }
     }
 }

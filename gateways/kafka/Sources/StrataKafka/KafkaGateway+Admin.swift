@@ -255,8 +255,7 @@ extension KafkaGateway {
 extension KafkaGateway {
     /// Adds partitions to a topic: the new shards first, then the topic entry with the new count.
     func addPartitions(_ name: String, count: Int32) async throws {
-        let topic = try await registry.addPartitions(name, count: count)
-        try await store(topic, as: name)
+        remember(try await registry.addPartitions(name, count: count), as: name)
     }
 
     func createPartitions(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWork {
@@ -466,51 +465,44 @@ extension KafkaGateway {
     private func alterTopicConfigs(
         _ name: String, _ changes: [ConfigChange], incremental: Bool, validateOnly: Bool
     ) async throws {
-        guard var topic = try await topic(name, fresh: true) else {
-            throw KafkaFailure(.unknownTopicOrPartition, "no topic '\(name)'")
-        }
-        var configs = incremental ? topic.configs : [:]
-        // Configs an earlier version took without effect (segment.bytes, max.message.bytes, …) go
-        // at the first change, rather than making every change of the topic fail.
-        for (key, value) in configs where (try? TopicEntry.validate([key: value])) == nil {
-            configs[key] = nil
-            logger.notice(
-                "kafka topic config without effect dropped",
-                metadata: ["kafka.topic": "\(name)", "kafka.config": "\(key)=\(value)"])
-        }
-        for change in changes {
-            switch change.operation {
-            case nil, 0:
-                guard let value = change.value else {
-                    if change.operation == nil { continue }  // AlterConfigs: a null value leaves the default
-                    throw KafkaFailure(.invalidRequest, "SET of \(change.name) needs a value")
-                }
-                configs[change.name] = value
-            case 1:
-                configs[change.name] = nil
-            case 2, 3:
-                // cleanup.policy is Kafka's one list config here, and only "delete" is supported.
-                guard change.name == "cleanup.policy" else {
-                    throw KafkaFailure(.invalidConfig, "\(change.name) is not a list: APPEND and SUBTRACT do not apply")
-                }
-                let current = Set((configs[change.name] ?? "delete").split(separator: ",").map(String.init))
-                let given = Set((change.value ?? "").split(separator: ",").map(String.init))
-                let result = change.operation == 2 ? current.union(given) : current.subtracting(given)
-                configs[change.name] = result.sorted().joined(separator: ",")
-            default:
-                throw KafkaFailure(.invalidRequest, "config operation \(change.operation!) is unknown")
+        let logger = self.logger
+        let topic = try await registry.alterConfigs(name, validateOnly: validateOnly) { current in
+            var configs = incremental ? current : [:]
+            // Configs an earlier version took without effect (segment.bytes, max.message.bytes, …) go
+            // at the first change, rather than making every change of the topic fail.
+            for (key, value) in configs where (try? TopicEntry.validate([key: value])) == nil {
+                configs[key] = nil
+                logger.notice(
+                    "kafka topic config without effect dropped",
+                    metadata: ["kafka.topic": "\(name)", "kafka.config": "\(key)=\(value)"])
             }
+            for change in changes {
+                switch change.operation {
+                case nil, 0:
+                    guard let value = change.value else {
+                        if change.operation == nil { continue }  // AlterConfigs: a null value leaves the default
+                        throw KafkaFailure(.invalidRequest, "SET of \(change.name) needs a value")
+                    }
+                    configs[change.name] = value
+                case 1:
+                    configs[change.name] = nil
+                case 2, 3:
+                    // cleanup.policy is Kafka's one list config here, and only "delete" is supported.
+                    guard change.name == "cleanup.policy" else {
+                        throw KafkaFailure(
+                            .invalidConfig, "\(change.name) is not a list: APPEND and SUBTRACT do not apply")
+                    }
+                    let current = Set((configs[change.name] ?? "delete").split(separator: ",").map(String.init))
+                    let given = Set((change.value ?? "").split(separator: ",").map(String.init))
+                    let result = change.operation == 2 ? current.union(given) : current.subtracting(given)
+                    configs[change.name] = result.sorted().joined(separator: ",")
+                default:
+                    throw KafkaFailure(.invalidRequest, "config operation \(change.operation!) is unknown")
+                }
+            }
+            return configs
         }
-        try TopicEntry.validate(configs)
-        guard !validateOnly else { return }
-        topic.configs = configs
-        // Every partition, even when the shard config did not change: a change that failed half
-        // way left some shards ahead of the entry, and this brings them in line.
-        for partition in 0..<topic.partitions {
-            _ = try await journal.alterShard(Self.shardName(name, partition), config: topic.shardConfig)
-        }
-        try await store(topic, as: name)
-        logger.info("kafka topic configs changed", metadata: ["kafka.topic": "\(name)", "kafka.configs": "\(configs)"])
+        if !validateOnly { remember(topic, as: name) }
     }
 }
 

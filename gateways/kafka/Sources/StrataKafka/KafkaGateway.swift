@@ -163,9 +163,8 @@ public final class KafkaGateway: Service {
         return found
     }
 
-    /// Writes a topic's entry (what makes it, or its new partition count, visible).
-    func store(_ topic: TopicEntry, as name: String) async throws {
-        try await registry.store(topic, as: name)
+    /// Caches an entry the registry just stored.
+    func remember(_ topic: TopicEntry, as name: String) {
         topics.withLock { $0[name] = (topic, WallClock.milliseconds()) }
     }
 
@@ -181,7 +180,7 @@ public final class KafkaGateway: Service {
 
     func createTopic(_ name: String, partitions: Int32, configs: [String: String]) async throws -> TopicEntry {
         let topic = try await registry.create(name, partitions: partitions, configs: configs)
-        topics.withLock { $0[name] = (topic, WallClock.milliseconds()) }
+        remember(topic, as: name)
         return topic
     }
 
