@@ -10,6 +10,10 @@ import Synchronization
 /// ordered per topic within this process; two processes changing one topic at once are not.
 public final class TopicRegistry: Sendable {
     public static let namespace = "kafka.topics"
+    /// A random token rewritten after every change of the registry (key `version`), which
+    /// gateways read often to notice another process's changes (`watch`).
+    public static let versionNamespace = "kafka.topics.version"
+    static let versionKey = Array("version".utf8)
 
     public let journal: any JournalClient
     private let logger: Logger
@@ -50,6 +54,48 @@ public final class TopicRegistry: Sendable {
     public func store(_ entry: TopicEntry, as name: String) async throws {
         try await journal.put(
             namespace: Self.namespace, key: Array(name.utf8), value: Array(try JSONEncoder().encode(entry)))
+        try await changed()
+    }
+
+    /// Marks the registry changed for the watchers.
+    private func changed() async throws {
+        var uuid = UUID().uuid
+        let token = withUnsafeBytes(of: &uuid) { Array($0) }
+        try await journal.put(namespace: Self.versionNamespace, key: Self.versionKey, value: token)
+    }
+
+    /// The registry's current version token (nil: never changed since versions were written).
+    public func version() async throws -> [UInt8]? {
+        try await journal.get(namespace: Self.versionNamespace, key: Self.versionKey)
+    }
+
+    /// Calls `changed` with every topic now, and again whenever the registry changes: the
+    /// version token is read every `interval`, and every topic is read again when it moved
+    /// (and every `rescan` regardless, for a change whose process died before its token was
+    /// written). Runs until cancelled; read errors are retried at the next tick. `changed` also
+    /// gets when the read began (`WallClock` milliseconds): what this process learnt of a topic
+    /// after that is newer than the read.
+    public func watch(
+        every interval: Duration = .milliseconds(100), rescan: Duration = .seconds(10),
+        _ changed: @Sendable (_ topics: [String: TopicEntry], _ readSince: Int64) -> Void
+    ) async {
+        var seen: [UInt8]??
+        var scanned = ContinuousClock.now
+        while !Task.isCancelled {
+            do {
+                let began = WallClock.milliseconds()
+                let now = try await version()
+                if seen == nil || seen! != now || ContinuousClock.now - scanned >= rescan {
+                    let topics = try await all()
+                    seen = .some(now)
+                    scanned = .now
+                    changed(topics, began)
+                }
+            } catch {
+                logger.debug("topic registry not read", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
     }
 
     /// Runs `body`, a change of topic `name`, after the changes of it submitted before in this process.
@@ -89,6 +135,7 @@ public final class TopicRegistry: Sendable {
         try await changing(name) { [self] in
             guard let entry = try await entry(name) else { throw TopicError(.unknown, "no topic '\(name)'") }
             try await journal.delete(namespace: Self.namespace, key: Array(name.utf8))
+            try await changed()
             for partition in 0..<entry.partitions {
                 do {
                     try await journal.deleteShard(Self.shardName(name, partition))

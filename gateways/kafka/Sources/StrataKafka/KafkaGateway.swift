@@ -57,8 +57,9 @@ public final class KafkaGateway: Service {
     let logger: Logger
     let group: any EventLoopGroup
     private let onBound: @Sendable (SocketAddress) -> Void
-    /// Topics read from the journal, by name, with when they were read: an entry is trusted for
-    /// `topicCacheMilliseconds`, so changes made through another gateway are seen soon.
+    /// Topics read from the journal, by name, with when they were read: replaced whenever the
+    /// registry changes (`TopicRegistry.watch`, 100 ms), and an entry older than
+    /// `topicCacheMilliseconds` is read again (in case the watch cannot read the journal).
     private let topics = Mutex<[String: (topic: TopicEntry, readAt: Int64)]>([:])
     static let topicCacheMilliseconds: Int64 = 5_000
     /// Per shard, the last append submitted: appends to one partition are chained in the order
@@ -121,6 +122,17 @@ public final class KafkaGateway: Service {
         defer { expiry.cancel() }
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
+                // Changes made through other processes (another gateway, `strata topic`, the
+                // MQTT gateway creating a topic) replace the cache within a tick.
+                group.addTask {
+                    await self.registry.watch { found, readSince in
+                        self.topics.withLock { cache in
+                            // Entries this gateway cached after the read began are newer than it.
+                            cache = cache.filter { $0.value.readAt >= readSince }
+                                .merging(found.mapValues { ($0, readSince) }) { cached, _ in cached }
+                        }
+                    }
+                }
                 try await server.executeThenClose { inbound in
                     for try await accepted in inbound {
                         group.addTask {

@@ -107,8 +107,8 @@ public final class MQTTGateway: Service {
         var running = false
         /// One appender per shard, by shard name.
         var appenders: [String: MQTTAppender] = [:]
-        /// Registry topics followed: their id and partition count.
-        var topics: [String: (id: [UInt8], partitions: Int32)] = [:]
+        /// Registry topics followed: their id, partition count, and since when (`WallClock` ms).
+        var topics: [String: (id: [UInt8], partitions: Int32, since: Int64)] = [:]
         /// Registry topics being created for a publish, with the messages waiting for them.
         var creating: [String: [(MQTTMessage, MQTTAppender.Completion)]] = [:]
         /// The bucket retention in force, also given to the registry topics the gateway creates.
@@ -126,8 +126,6 @@ public final class MQTTGateway: Service {
     private let work: AsyncStream<Work>
     private let workContinuation: AsyncStream<Work>.Continuation
     let topics: TopicRegistry
-    /// How often the registry is read for topics another gateway created or grew.
-    static let topicPollInterval: Duration = .seconds(1)
     private let onBound: @Sendable (SocketAddress) -> Void
     private let onWebSocketBound: @Sendable (SocketAddress) -> Void
 
@@ -214,7 +212,15 @@ public final class MQTTGateway: Service {
         }
         streams.withLock { $0.retention = retention }
         // Registry topics followed from their ends now: what they hold was there before.
-        let registryTopics = configuration.sharedTopics ? try await topics.all() : [:]
+        let registryTopics: [String: TopicEntry]
+        do {
+            registryTopics = configuration.sharedTopics ? try await topics.all() : [:]
+        } catch let error as JournalError where error.code == .permissionDenied {
+            throw JournalError(
+                .permissionDenied,
+                "shared topics need the gateway's journal principal to have all on kv:kafka.topics and shard:kafka/ "
+                    + "(docs/operations.md); grant them or start with shared topics off: \(error.message)")
+        }
         let maxPacketSize = configuration.maxPacketSize
         let tls = configuration.tls
         let server = try await ServerBootstrap(group: group)
@@ -261,7 +267,7 @@ public final class MQTTGateway: Service {
                         self.follow(name, entry, from: { existing[$0]?.endOffset ?? 0 }, in: &streams)
                     }
                 }
-                if configuration.sharedTopics { group.addTask { await self.pollTopics() } }
+                if configuration.sharedTopics { group.addTask { await self.watchTopics() } }
                 if let webSocket {
                     group.addTask {
                         try await webSocket.executeThenClose { inbound in
@@ -356,28 +362,33 @@ public final class MQTTGateway: Service {
                 registry.withLock { _ = $0.dispatched.removeValue(forKey: shard) }
             }
         }
-        streams.topics[name] = (entry.id, entry.partitions)
+        streams.topics[name] = (entry.id, entry.partitions, WallClock.milliseconds())
         for partition in 0..<entry.partitions {
             let shard = TopicRegistry.shardName(name, partition)
             startStream(shard, topic: name, id: entry.id, from: from(shard), in: &streams)
         }
     }
 
-    /// Reads the registry now and then for topics created, grown or deleted elsewhere; new
-    /// ones are followed from their start.
-    private func pollTopics() async {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: Self.topicPollInterval)
-            guard let found = try? await topics.all() else { continue }
+    /// Follows the registry's changes (`TopicRegistry.watch`): topics created or grown elsewhere
+    /// are followed from their start, deleted ones dropped.
+    private func watchTopics() async {
+        await topics.watch { found, readSince in
             streams.withLock { streams in
                 guard streams.running else { return }
                 for (name, entry) in found {
-                    let known = streams.topics[name]
-                    if known == nil || known!.id != entry.id || known!.partitions < entry.partitions {
+                    guard let known = streams.topics[name] else {
+                        follow(name, entry, from: { _ in 0 }, in: &streams)
+                        continue
+                    }
+                    // A topic this gateway followed after the read began is newer than the read.
+                    let recreated = known.id != entry.id && known.since < readSince
+                    if recreated || (known.id == entry.id && known.partitions < entry.partitions) {
                         follow(name, entry, from: { _ in 0 }, in: &streams)
                     }
                 }
-                for name in streams.topics.keys where found[name] == nil { forgetTopic(name, in: &streams) }
+                for (name, known) in streams.topics where found[name] == nil && known.since < readSince {
+                    forgetTopic(name, in: &streams)
+                }
             }
         }
     }
