@@ -91,6 +91,7 @@ public enum JournalNode {
             kafka.advertisedHost = configuration.kafkaAdvertised?.host
             kafka.advertisedPort = configuration.kafkaAdvertised?.port
             kafka.defaultPartitions = configuration.kafkaDefaultPartitions
+            kafka.nodeID = configuration.kafkaNodeID
             kafka.autoCreateTopics = configuration.kafkaAutoCreateTopics
             try configuring(journal) {
                 try kafka.loadAccessFiles(users: configuration.kafkaUsers, acl: configuration.kafkaACL)

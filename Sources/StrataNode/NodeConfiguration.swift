@@ -52,6 +52,8 @@ public struct NodeConfiguration: Sendable {
     public var kafkaListen = HostPort(host: "127.0.0.1", port: 9092)
     public var kafkaAdvertised: HostPort?
     public var kafkaDefaultPartitions: Int32 = 1
+    /// The in-process Kafka gateway's broker id (unique among the Kafka gateways of the journal).
+    public var kafkaNodeID: Int32 = 1
     public var kafkaAutoCreateTopics = true
     /// SASL users and ACL files for the Kafka gateway.
     public var kafkaUsers: String?
@@ -131,6 +133,11 @@ public struct NodeConfiguration: Sendable {
                 }
                 kafkaDefaultPartitions = Int32(v)
             case ("kafka.auto_create_topics", .bool(let v)): kafkaAutoCreateTopics = v
+            case ("kafka.node_id", .integer(let v)):
+                guard 0...Int64(Int32.max) ~= v else {
+                    throw JournalError(.invalidArgument, "config file: kafka.node_id is 0 to \(Int32.max)")
+                }
+                kafkaNodeID = Int32(v)
             case ("journal.users", .string(let v)): journalUsers = v
             case ("journal.permissions", .string(let v)): journalPermissions = v
             case ("journal.tls_cert", .string(let v)): journalTLSCertificate = v
@@ -294,7 +301,7 @@ public struct NodeConfiguration: Sendable {
             "mqtt.retention": mqttRetention.map { "\($0)" } ?? "as stored in the journal (7 days if never set)",
             "mqtt.shared_topics": "\(mqttSharedTopics)", "mqtt.topic_partitions": "\(mqttTopicPartitions)",
             "kafka.listen": kafkaListen.description, "kafka.advertised": kafkaAdvertised?.description ?? "",
-            "kafka.default_partitions": "\(kafkaDefaultPartitions)",
+            "kafka.default_partitions": "\(kafkaDefaultPartitions)", "kafka.node_id": "\(kafkaNodeID)",
             "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",
             "tier": tier.destination ?? "none", "tier.local_retention_ms": "\(tier.localRetentionMilliseconds)",
         ]

@@ -96,6 +96,9 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "The in-process Kafka gateway's ACL file (needs --kafka-users).")
     var kafkaAcl: String?
 
+    @Option(help: "The in-process Kafka gateway's broker id, unique among the journal's Kafka gateways (default 1).")
+    var kafkaNodeId: Int32?
+
     @Option(help: "Object tier: S3-compatible endpoint URL (AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL by default).")
     var tierEndpoint: String?
 
@@ -187,6 +190,10 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let kafkaListen { settings.kafkaListen = try .init(parsing: kafkaListen) }
             if let kafkaUsers { settings.kafkaUsers = kafkaUsers }
             if let kafkaAcl { settings.kafkaACL = kafkaAcl }
+            if let kafkaNodeId {
+                guard kafkaNodeId >= 0 else { throw ValidationError("--kafka-node-id must be at least 0") }
+                settings.kafkaNodeID = kafkaNodeId
+            }
             if let kafkaAdvertised { settings.kafkaAdvertised = try .init(parsing: kafkaAdvertised) }
             if let mqttScramUsers { settings.mqttSCRAMUsers = mqttScramUsers }
             if let mqttTlsCert { settings.mqttTLSCertificate = mqttTlsCert }

@@ -1,4 +1,5 @@
 """The Kafka gateway driven by stock clients: kcat, confluent-kafka (librdkafka) and kafka-python."""
+import json
 import os
 import signal
 import socket
@@ -382,4 +383,100 @@ def test_no_acknowledged_record_lost_or_doubled_across_journal_node_sigkill(data
         assert values == list(range(i))  # and in order
     finally:
         gateway.stop()
+        node.stop()
+
+
+def find_coordinator(bootstrap, group):
+    """FindCoordinator v1 over a raw socket: (node id, host, port) the gateway names."""
+    host, port = bootstrap.rsplit(":", 1)
+    key = group.encode()
+    with socket.create_connection((host, int(port)), timeout=TIMEOUT) as raw:
+        raw.sendall(request(10, 1, struct.pack(">h", len(key)) + key + b"\x00"))
+        size = struct.unpack(">i", raw.recv(4))[0]
+        body = b""
+        while len(body) < size:
+            body += raw.recv(size - len(body))
+    error, message_length = struct.unpack(">hh", body[8:12])
+    assert error == 0, error
+    rest = body[12 + max(message_length, 0):]
+    node_id, host_length = struct.unpack(">ih", rest[:6])
+    return node_id, rest[6:6 + host_length].decode(), struct.unpack(">i", rest[6 + host_length:10 + host_length])[0]
+
+
+def stable_assignment(consumers, partitions, timeout=60):
+    """Polls every member until the group's partitions are each assigned to exactly one of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for consumer in consumers:
+            message = consumer.poll(0.1)
+            assert message is None or message.error() is not None, "records before any were produced"
+        assigned = [{(tp.topic, tp.partition) for tp in consumer.assignment()} for consumer in consumers]
+        if all(assigned) and sum(len(a) for a in assigned) == partitions and len(set().union(*assigned)) == partitions:
+            return assigned
+        assert time.monotonic() < deadline, f"no single assignment: {assigned}"
+
+
+def test_two_gateways_coordinate_each_group_once_and_take_over_a_dead_ones_groups(data_dir):
+    """Two kafka-gateway processes on one journal are two brokers of one cluster: each group has
+    one coordinator (FindCoordinator from either names it), so members connected to either
+    form one group; when a gateway is killed the other takes its groups over."""
+    node = Node(data_dir, listeners=2)
+    first = KafkaGateway(node.journal, ["--node-id", "1"])
+    second = KafkaGateway(node.journal, ["--node-id", "2"])
+    survivor = None
+    try:
+        time.sleep(2.5)  # a newcomer coordinates groups once every gateway has seen it (two heartbeats)
+        clash = subprocess.run([os.path.join(BIN, "kafka-gateway"), "--journal", node.journal, "--listen",
+                                "127.0.0.1:0", "--node-id", "2"], capture_output=True, text=True, timeout=30)
+        assert clash.returncode != 0 and "gateway id 2 is in use" in clash.stderr
+        metadata = json.loads(kcat("-L", "-J", "-b", second.kafka))
+        assert sorted(b["id"] for b in metadata["brokers"]) == [1, 2]
+        owners = {}
+        for i in range(12):
+            group = f"g{i}"
+            owners[group] = find_coordinator(first.kafka, group)
+            assert find_coordinator(second.kafka, group) == owners[group]
+        assert {owner[0] for owner in owners.values()} == {1, 2}  # groups spread over both
+
+        topic = topic_name("two")
+        admin = AdminClient({"bootstrap.servers": first.kafka})
+        admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(TIMEOUT)
+        group = "shared"
+        members = [group_consumer(gateway.kafka, group, [topic], **{"session.timeout.ms": 6000})
+                   for gateway in (first, second, first, second)]
+        stable_assignment(members, 4)
+        produce(first.kafka, topic, [f"r{i}" for i in range(200)])
+        produce(second.kafka, topic, [f"s{i}" for i in range(200)])
+        got = []
+        deadline = time.monotonic() + TIMEOUT
+        while len(got) < 400 and time.monotonic() < deadline:
+            for member in members:
+                got += [message.value() for message in member.consume(500, 0.05) if not message.error()]
+        assert sorted(got) == sorted([f"r{i}".encode() for i in range(200)] + [f"s{i}".encode() for i in range(200)])
+        for member in members:
+            member.commit(asynchronous=False)
+
+        # The group's coordinator dies: after its lease the other gateway coordinates the group,
+        # the members rejoin there, and nothing committed is read again.
+        coordinator = find_coordinator(first.kafka, group)[0]
+        dead, survivor = (first, second) if coordinator == 1 else (second, first)
+        dead.stop(signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while find_coordinator(survivor.kafka, group)[0] == coordinator:  # until the dead one's lease ran out
+            assert time.monotonic() < deadline, "the surviving gateway did not take the group over"
+            for member in members:
+                member.poll(0.05)
+        stable_assignment(members, 4, timeout=90)
+        produce(survivor.kafka, topic, [f"t{i}" for i in range(50)])
+        got = []
+        deadline = time.monotonic() + TIMEOUT
+        while len(got) < 50 and time.monotonic() < deadline:
+            for member in members:
+                got += [message.value() for message in member.consume(500, 0.05) if not message.error()]
+        assert sorted(got) == sorted(f"t{i}".encode() for i in range(50))
+        for member in members:
+            member.close()
+    finally:
+        first.stop()
+        second.stop()
         node.stop()

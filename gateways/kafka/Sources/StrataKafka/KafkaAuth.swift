@@ -59,7 +59,6 @@ public struct KafkaACL: Sendable {
     }
 }
 
-
 /// One connection's SASL state.
 final class KafkaSASLSession: Sendable {
     enum Mechanism: String, Sendable, CaseIterable {
@@ -90,13 +89,16 @@ final class KafkaSASLSession: Sendable {
             case .plain?:
                 // authzid NUL user NUL password (RFC 4616)
                 let parts = bytes.split(separator: 0, maxSplits: 2, omittingEmptySubsequences: false)
-                guard parts.count == 3 else { return .failure(KafkaFailure(.saslAuthenticationFailed, "malformed PLAIN message")) }
+                guard parts.count == 3 else {
+                    return .failure(KafkaFailure(.saslAuthenticationFailed, "malformed PLAIN message"))
+                }
                 let user = String(decoding: parts[1], as: UTF8.self)
                 let authzid = String(decoding: parts[0], as: UTF8.self)
                 guard authzid.isEmpty || authzid == user, let credential = users[user],
                     credential.verifies(password: Array(parts[2]))
                 else {
-                    return .failure(KafkaFailure(.saslAuthenticationFailed, "authentication failed: invalid credentials"))
+                    return .failure(
+                        KafkaFailure(.saslAuthenticationFailed, "authentication failed: invalid credentials"))
                 }
                 state.user = user
                 return .success([])
@@ -147,7 +149,8 @@ extension KafkaGateway {
             writer.nullableString(nil)
             writer.nullableBytes(ByteBuffer(bytes: answer))
         case .failure(let failure):
-            logger.info("kafka authentication failed", metadata: ["kafka.peer": "\(header.clientHost)", "error": "\(failure)"])
+            logger.info(
+                "kafka authentication failed", metadata: ["kafka.peer": "\(header.clientHost)", "error": "\(failure)"])
             writer.int16(failure.code.rawValue)
             writer.nullableString(failure.message)
             writer.nullableBytes(ByteBuffer())

@@ -45,9 +45,11 @@ struct KafkaConnection {
                     } catch let error as KafkaProtocolError {
                         KafkaMetrics.protocolErrors.increment()
                         gateway.logger.warning(
-                            "kafka connection closed on a bad request", metadata: ["kafka.peer": "\(peer)", "error": "\(error)"])
+                            "kafka connection closed on a bad request",
+                            metadata: ["kafka.peer": "\(peer)", "error": "\(error)"])
                     } catch {
-                        gateway.logger.debug("kafka connection lost", metadata: ["kafka.peer": "\(peer)", "error": "\(error)"])
+                        gateway.logger.debug(
+                            "kafka connection lost", metadata: ["kafka.peer": "\(peer)", "error": "\(error)"])
                     }
                     // Answers to the requests read so far still go out, then the connection closes.
                     pending.finish()

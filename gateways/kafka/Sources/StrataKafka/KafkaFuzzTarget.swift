@@ -13,7 +13,8 @@ public enum KafkaFuzzTarget {
         var logger = Logger(label: "strata.fuzz")
         logger.logLevel = .critical
         let gateway = KafkaGateway(
-            configuration: configuration, journal: InProcessJournalClient(journal: journal, node: "fuzz"), logger: logger)
+            configuration: configuration, journal: InProcessJournalClient(journal: journal, node: "fuzz"),
+            logger: logger)
         _ = try await gateway.createTopic("t", partitions: 2, configs: [:])
         return gateway
     }

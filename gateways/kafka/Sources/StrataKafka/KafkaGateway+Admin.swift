@@ -117,14 +117,16 @@ extension KafkaGateway {
         } catch {
             logger.error("kafka metadata failed", metadata: ["error": "\(error)"])
         }
-        let (host, port) = advertised.withLock { $0 }
         let node = configuration.nodeID
         var writer = KafkaWriter(flexible: header.flexible)
         if version >= 3 { writer.int32(0) }
-        writer.array([0]) { writer, _ in
-            writer.int32(node)
-            writer.string(host)
-            writer.int32(port)
+        // Every gateway of this journal is a broker. Each can serve every partition; the leader
+        // named is the partition's owner among them (the same answer from every gateway, so
+        // clients do not move partitions between brokers with each metadata refresh).
+        writer.array(brokers()) { writer, broker in
+            writer.int32(broker.id)
+            writer.string(broker.host)
+            writer.int32(broker.port)
             if version >= 1 { writer.nullableString(nil) }  // rack
             writer.taggedFields()
         }
@@ -136,12 +138,13 @@ extension KafkaGateway {
             if version >= 10 { writer.uuid(entry.topic?.id ?? [UInt8](repeating: 0, count: 16)) }
             if version >= 1 { writer.bool(false) }  // internal
             writer.array(Array(0..<(entry.topic?.partitions ?? 0))) { writer, partition in
+                let leader = partitionLeader(entry.name, partition)
                 writer.int16(0)
                 writer.int32(partition)
-                writer.int32(node)  // leader
+                writer.int32(leader)
                 if version >= 7 { writer.int32(0) }  // leader epoch
-                writer.array([node]) { $0.int32($1) }  // replicas
-                writer.array([node]) { $0.int32($1) }  // in-sync replicas
+                writer.array([leader]) { $0.int32($1) }  // replicas
+                writer.array([leader]) { $0.int32($1) }  // in-sync replicas
                 if version >= 5 { writer.array([Int32]()) { $0.int32($1) } }  // offline replicas
                 writer.taggedFields()
             }

@@ -101,7 +101,9 @@ extension KafkaGateway {
         try reader.taggedFields()
 
         // Per partition: either an immediate outcome or the appends it waits for.
-        var plans: [(topic: String, partition: Int32, outcome: ProduceOutcome?, appends: [Task<PendingAppend, any Error>])] = []
+        var plans:
+            [(topic: String, partition: Int32, outcome: ProduceOutcome?, appends: [Task<PendingAppend, any Error>])] =
+                []
         for (topic, partitions) in topics {
             for (partition, records) in partitions {
                 var refusal: KafkaFailure?
@@ -123,7 +125,10 @@ extension KafkaGateway {
                 if let refusal {
                     KafkaMetrics.produceError(refusal.code)
                     plans.append(
-                        (topic, partition, ProduceOutcome(partition: partition, error: refusal.code, message: refusal.message), []))
+                        (
+                            topic, partition,
+                            ProduceOutcome(partition: partition, error: refusal.code, message: refusal.message), []
+                        ))
                     continue
                 }
                 // The topic's existence is checked by the append itself (unknown shard).
@@ -157,7 +162,10 @@ extension KafkaGateway {
                         if failure.code != .unknownTopicOrPartition {
                             logger.warning(
                                 "kafka produce failed",
-                                metadata: ["kafka.topic": "\(plan.topic)", "kafka.partition": "\(plan.partition)", "error": "\(failure)"])
+                                metadata: [
+                                    "kafka.topic": "\(plan.topic)", "kafka.partition": "\(plan.partition)",
+                                    "error": "\(failure)",
+                                ])
                         }
                         outcome.error = failure.code
                         outcome.message = failure.message
@@ -188,7 +196,8 @@ extension KafkaGateway {
                 throw KafkaFailure(.corruptMessage, "truncated record batch")
             }
             guard magic == 2 else {
-                throw KafkaFailure(.unsupportedForMessageFormat, "message format v\(magic): only RecordBatch v2 (magic 2) is stored")
+                throw KafkaFailure(
+                    .unsupportedForMessageFormat, "message format v\(magic): only RecordBatch v2 (magic 2) is stored")
             }
             guard length >= 49, Int(length) + 12 <= records.readableBytes else {
                 throw KafkaFailure(.corruptMessage, "record batch length \(length) does not fit the request")
@@ -284,7 +293,9 @@ extension KafkaGateway {
 
     /// Reads every partition of a fetch once, within the request's byte limits (a partition's
     /// first batch always goes, however large, as in Kafka).
-    private func readPartitions(_ request: FetchRequest, _ header: KafkaRequestHeader) async -> [(String, [FetchedPartition])] {
+    private func readPartitions(_ request: FetchRequest, _ header: KafkaRequestHeader) async -> [(
+        String, [FetchedPartition]
+    )] {
         var budget = min(Int(request.maxBytes), configuration.maxFetchBytes)
         var results: [(String, [FetchedPartition])] = []
         for (topic, partitions) in request.topics {
@@ -304,7 +315,8 @@ extension KafkaGateway {
                             shard: shard, from: UInt64(partition.offset), maxBytes: max(1, limit), maxWait: .zero)
                     } else {
                         let info = try await journal.describeShard(shard)
-                        guard UInt64(partition.offset) >= info.startOffset, UInt64(partition.offset) <= info.endOffset else {
+                        guard UInt64(partition.offset) >= info.startOffset, UInt64(partition.offset) <= info.endOffset
+                        else {
                             throw KafkaFailure(.offsetOutOfRange, "offset \(partition.offset) outside the partition")
                         }
                         result = ReadResult(
@@ -312,7 +324,8 @@ extension KafkaGateway {
                             endOffset: info.endOffset)
                     }
                     if UInt64(partition.offset) > result.endOffset {
-                        throw KafkaFailure(.offsetOutOfRange, "offset \(partition.offset) beyond the end \(result.endOffset)")
+                        throw KafkaFailure(
+                            .offsetOutOfRange, "offset \(partition.offset) beyond the end \(result.endOffset)")
                     }
                     outcome.highWatermark = Int64(result.endOffset)
                     outcome.logStartOffset = Int64(result.startOffset)
@@ -336,7 +349,8 @@ extension KafkaGateway {
                 for partition in partitions {
                     let shard = Self.shardName(topic, partition.partition)
                     group.addTask { [journal] in
-                        _ = try? await journal.read(shard: shard, from: UInt64(partition.offset), maxBytes: 1, maxWait: wait)
+                        _ = try? await journal.read(
+                            shard: shard, from: UInt64(partition.offset), maxBytes: 1, maxWait: wait)
                     }
                 }
             }

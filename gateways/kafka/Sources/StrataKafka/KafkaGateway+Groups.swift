@@ -1,5 +1,6 @@
 import NIOCore
 import StrataJournal
+import StrataTopics
 
 // FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch,
 // DescribeGroups, ListGroups: reading the requests and writing the responses; the group
@@ -8,7 +9,9 @@ import StrataJournal
 extension KafkaGateway {
     // MARK: FindCoordinator
 
-    /// This node coordinates every group. Transaction coordinators are not offered.
+    /// A group's coordinator is the gateway process that owns it among those serving this
+    /// journal (`GatewayMembers`: rendezvous hashing over the live ones). Transaction
+    /// coordinators are not offered.
     func findCoordinator(_ reader: inout KafkaReader, _ header: KafkaRequestHeader) throws -> KafkaWriter {
         let version = header.version
         var keys: [String] = []
@@ -17,27 +20,28 @@ extension KafkaGateway {
         if version >= 1 { keyType = try reader.int8() }
         if version >= 4 { keys = try reader.array { try $0.string() } }
         try reader.taggedFields()
-        let (host, port) = advertised.withLock { $0 }
         let error: KafkaError = keyType == 0 ? .none : .coordinatorNotAvailable
         let message = keyType == 0 ? nil : "transactions are not supported"
         var writer = KafkaWriter(flexible: header.flexible)
         if version >= 1 { writer.int32(0) }
         if version >= 4 {
             writer.array(keys) { writer, key in
+                let owner = coordinator(of: key)
                 writer.string(key)
-                writer.int32(error == .none ? configuration.nodeID : -1)
-                writer.string(error == .none ? host : "")
-                writer.int32(error == .none ? port : -1)
+                writer.int32(error == .none ? owner.id : -1)
+                writer.string(error == .none ? owner.host : "")
+                writer.int32(error == .none ? owner.port : -1)
                 writer.int16(error.rawValue)
                 writer.nullableString(message)
                 writer.taggedFields()
             }
         } else {
+            let owner = coordinator(of: keys[0])
             writer.int16(error.rawValue)
             if version >= 1 { writer.nullableString(message) }
-            writer.int32(error == .none ? configuration.nodeID : -1)
-            writer.string(error == .none ? host : "")
-            writer.int32(error == .none ? port : -1)
+            writer.int32(error == .none ? owner.id : -1)
+            writer.string(error == .none ? owner.host : "")
+            writer.int32(error == .none ? owner.port : -1)
         }
         writer.taggedFields()
         return writer
@@ -57,7 +61,8 @@ extension KafkaGateway {
             let name = try reader.string()
             let metadata = try reader.nullableBytes()
             try reader.taggedFields()
-            return KafkaGroupCoordinator.JoinProtocol(name: name, metadata: metadata.map { Array($0.readableBytesView) } ?? [])
+            return KafkaGroupCoordinator.JoinProtocol(
+                name: name, metadata: metadata.map { Array($0.readableBytesView) } ?? [])
         }
         if version >= 8 { _ = try reader.nullableString() }  // reason
         try reader.taggedFields()
@@ -66,13 +71,19 @@ extension KafkaGateway {
             instanceID: instanceID, protocolType: protocolType, protocols: protocols,
             clientID: header.clientID ?? "", clientHost: header.clientHost, requireKnownMemberID: version >= 4)
         return { [self] in
-            let result = await groups.join(request)
+            let result =
+                coordinates(groupID)
+                ? await groups.join(request) : KafkaGroupCoordinator.JoinResult(error: .notCoordinator)
             var writer = KafkaWriter(flexible: header.flexible)
             if version >= 2 { writer.int32(0) }
             writer.int16(result.error.rawValue)
             writer.int32(result.generation)
             if version >= 7 { writer.nullableString(result.protocolType) }
-            if version >= 7 { writer.nullableString(result.protocolName) } else { writer.string(result.protocolName ?? "") }
+            if version >= 7 {
+                writer.nullableString(result.protocolName)
+            } else {
+                writer.string(result.protocolName ?? "")
+            }
             writer.string(result.leader)
             if version >= 9 { writer.bool(false) }  // skip assignment
             writer.string(result.memberID)
@@ -107,8 +118,11 @@ extension KafkaGateway {
         }
         try reader.taggedFields()
         return { [self] in
-            let result = await groups.sync(
-                groupID: groupID, generation: generation, memberID: memberID, assignments: assignments)
+            let result =
+                coordinates(groupID)
+                ? await groups.sync(
+                    groupID: groupID, generation: generation, memberID: memberID, assignments: assignments)
+                : KafkaGroupCoordinator.SyncResult(error: .notCoordinator)
             var writer = KafkaWriter(flexible: header.flexible)
             if version >= 1 { writer.int32(0) }
             writer.int16(result.error.rawValue)
@@ -131,7 +145,9 @@ extension KafkaGateway {
         if header.version >= 3 { _ = try reader.nullableString() }
         try reader.taggedFields()
         return { [self] in
-            let error = await groups.heartbeat(groupID: groupID, generation: generation, memberID: memberID)
+            let error =
+                coordinates(groupID)
+                ? await groups.heartbeat(groupID: groupID, generation: generation, memberID: memberID) : .notCoordinator
             var writer = KafkaWriter(flexible: header.flexible)
             if header.version >= 1 { writer.int32(0) }
             writer.int16(error.rawValue)
@@ -157,13 +173,17 @@ extension KafkaGateway {
         }
         try reader.taggedFields()
         return { [self, members] in
-            let outcomes = await groups.leave(groupID: groupID, memberIDs: members.map(\.id))
+            let coordinated = coordinates(groupID)
+            let outcomes: [KafkaError] =
+                coordinated
+                ? await groups.leave(groupID: groupID, memberIDs: members.map(\.id))
+                : members.map { _ in .notCoordinator }
             var writer = KafkaWriter(flexible: header.flexible)
             if version >= 1 { writer.int32(0) }
             if version <= 2 {
                 writer.int16(outcomes[0].rawValue)
             } else {
-                writer.int16(0)
+                writer.int16(coordinated ? 0 : KafkaError.notCoordinator.rawValue)
                 writer.array(Array(zip(members, outcomes))) { writer, entry in
                     writer.string(entry.0.id)
                     writer.nullableString(entry.0.instanceID)
@@ -197,7 +217,10 @@ extension KafkaGateway {
         try reader.taggedFields()
         let committed = commits.submit(groupID) { [self] previous in
             _ = await previous?.result
-            let check = await groups.validateCommit(groupID: groupID, generation: generation, memberID: memberID)
+            let check =
+                coordinates(groupID)
+                ? await groups.validateCommit(groupID: groupID, generation: generation, memberID: memberID)
+                : .notCoordinator
             var results: [(String, [(Int32, KafkaError)])] = []
             for (topic, partitions) in topics {
                 var outcomes: [(Int32, KafkaError)] = []
@@ -250,10 +273,15 @@ extension KafkaGateway {
         return { [self] in
             var wanted = topics ?? []
             var topLevel: KafkaError = .none
-            if topics == nil {
+            let coordinated = coordinates(groupID)
+            if !coordinated {
+                topLevel = .notCoordinator  // v2+; earlier versions get it per partition below
+            } else if topics == nil {
                 // Every partition the group committed to: each topic's partitions are asked.
                 do {
-                    wanted = try await allTopics().sorted { $0.key < $1.key }.map { ($0.key, Array(0..<$0.value.partitions)) }
+                    wanted = try await allTopics().sorted { $0.key < $1.key }.map {
+                        ($0.key, Array(0..<$0.value.partitions))
+                    }
                 } catch {
                     topLevel = KafkaFailure.from(error).code
                 }
@@ -262,6 +290,10 @@ extension KafkaGateway {
             for (topic, partitions) in wanted {
                 var found: [(Int32, Int64, KafkaError)] = []
                 for partition in partitions {
+                    guard coordinated else {
+                        found.append((partition, -1, .notCoordinator))
+                        continue
+                    }
                     guard permits(header, .consume, topic: topic) else {
                         if topics != nil { found.append((partition, -1, .topicAuthorizationFailed)) }
                         continue
@@ -269,7 +301,9 @@ extension KafkaGateway {
                     do {
                         let offset = try await journal.committedOffset(
                             group: KafkaGroupCoordinator.offsetGroup(groupID), shard: Self.shardName(topic, partition))
-                        if offset != nil || topics != nil { found.append((partition, offset.map { Int64($0) } ?? -1, .none)) }
+                        if offset != nil || topics != nil {
+                            found.append((partition, offset.map { Int64($0) } ?? -1, .none))
+                        }
                     } catch let failure as JournalError where failure.code == .unknownShard {
                         if topics != nil { found.append((partition, -1, .unknownTopicOrPartition)) }
                     } catch {
@@ -303,12 +337,12 @@ extension KafkaGateway {
         try reader.taggedFields()
         return { [self] in
             var described: [(String, KafkaGroupCoordinator.Group?)] = []
-            for id in ids { described.append((id, await groups.describe(id))) }
+            for id in ids { described.append((id, coordinates(id) ? await groups.describe(id) : nil)) }
             var writer = KafkaWriter(flexible: header.flexible)
             if version >= 1 { writer.int32(0) }
             writer.array(described) { writer, entry in
                 let group = entry.1
-                writer.int16(0)
+                writer.int16(coordinates(entry.0) ? 0 : KafkaError.notCoordinator.rawValue)
                 writer.string(entry.0)
                 writer.string((group?.state ?? .dead).rawValue)
                 writer.string(group?.protocolType ?? "")
@@ -340,7 +374,10 @@ extension KafkaGateway {
             var topLevel: KafkaError = .none
             var listed: [(String, String, KafkaGroupCoordinator.State)] = []
             do {
-                listed = try await groups.list().filter { states.isEmpty || states.contains($0.2.rawValue) }
+                // Each gateway lists the groups it coordinates, as each Kafka broker does.
+                listed = try await groups.list().filter {
+                    coordinates($0.0) && (states.isEmpty || states.contains($0.2.rawValue))
+                }
             } catch {
                 topLevel = KafkaFailure.from(error).code
             }

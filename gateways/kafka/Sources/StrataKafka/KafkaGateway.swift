@@ -74,6 +74,9 @@ public final class KafkaGateway: Service {
     let producers: KafkaProducers
     /// Consumer groups.
     let groups: KafkaGroupCoordinator
+    /// The gateway processes serving this journal, once `run` joined them (group coordinators).
+    let members = Mutex<GatewayMembers?>(nil)
+
     /// The advertised address (set once the listener is bound).
     let advertised = Mutex<(host: String, port: Int32)>(("127.0.0.1", 9092))
 
@@ -113,17 +116,26 @@ public final class KafkaGateway: Service {
                 Int32(configuration.advertisedPort ?? bound?.port ?? configuration.port)
             )
         }
+        let (host, port) = advertised.withLock { $0 }
+        let membership = GatewayMembers(
+            protocol: "kafka", id: configuration.nodeID, host: host, port: port, journal: journal, logger: logger)
+        try await membership.join()
+        members.withLock { $0 = membership }
         if let bound { onBound(bound) }
         logger.info("kafka listening", metadata: ["kafka.listen": "\(bound.map { "\($0)" } ?? "?")"])
-        // Group sessions and rebalance timeouts are checked on a timer.
+        // Group sessions and rebalance timeouts are checked on a timer, and groups another
+        // gateway owns now are let go.
         let expiry = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(250), delay: .milliseconds(250)) {
-            [groups] _ in groups.expire()
+            [groups] _ in
+            groups.release { membership.owns($0) }
+            groups.expire()
         }
         defer { expiry.cancel() }
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 // Changes made through other processes (another gateway, `strata topic`, the
                 // MQTT gateway creating a topic) replace the cache within a tick.
+                group.addTask { await membership.run() }
                 group.addTask {
                     await self.registry.watch { found, readSince in
                         self.topics.withLock { cache in
@@ -142,11 +154,34 @@ public final class KafkaGateway: Service {
                         }
                     }
                 }
+                await membership.leave()
                 group.cancelAll()
             }
         } onGracefulShutdown: {
             server.channel.close(promise: nil)
         }
+    }
+
+    // MARK: Gateways
+
+    /// The gateway that coordinates a group (this one until `run` joined the others).
+    func coordinator(of groupID: String) -> GatewayMembers.Member {
+        if let members = members.withLock({ $0 }) { return members.owner(of: groupID) }
+        let (host, port) = advertised.withLock { $0 }
+        return GatewayMembers.Member(
+            id: configuration.nodeID, host: host, port: port, instance: "", joined: 0, heartbeat: 0)
+    }
+
+    func coordinates(_ groupID: String) -> Bool { coordinator(of: groupID).id == configuration.nodeID }
+
+    /// The broker Metadata names as a partition's leader: its owner among the live gateways.
+    func partitionLeader(_ topic: String, _ partition: Int32) -> Int32 {
+        members.withLock { $0 }?.owner(of: "\(topic)/\(partition)").id ?? configuration.nodeID
+    }
+
+    /// The brokers Metadata lists: every live gateway of this journal, this one included.
+    func brokers() -> [GatewayMembers.Member] {
+        members.withLock { $0 }?.live ?? [coordinator(of: "")]
     }
 
     // MARK: Topics

@@ -156,10 +156,12 @@ final class KafkaGroupCoordinator: Sendable {
                         try await journal.delete(namespace: Self.namespace, key: Array(id.utf8))
                     } else {
                         try await journal.put(
-                            namespace: Self.namespace, key: Array(id.utf8), value: Array(try JSONEncoder().encode(record)))
+                            namespace: Self.namespace, key: Array(id.utf8),
+                            value: Array(try JSONEncoder().encode(record)))
                     }
                 } catch {
-                    logger.error("kafka group record not stored", metadata: ["kafka.group": "\(id)", "error": "\(error)"])
+                    logger.error(
+                        "kafka group record not stored", metadata: ["kafka.group": "\(id)", "error": "\(error)"])
                 }
             }
         }
@@ -215,7 +217,9 @@ final class KafkaGroupCoordinator: Sendable {
                 var memberID = request.memberID
                 if !group.members.isEmpty {
                     let supported = Set(request.protocols.map(\.name))
-                    let shared = group.members.allSatisfy { member in member.protocols.contains { supported.contains($0.name) } }
+                    let shared = group.members.allSatisfy { member in
+                        member.protocols.contains { supported.contains($0.name) }
+                    }
                     guard request.protocolType == group.protocolType, shared else {
                         return wakeups.joins.append((waiter, JoinResult(error: .inconsistentGroupProtocol)))
                     }
@@ -230,7 +234,8 @@ final class KafkaGroupCoordinator: Sendable {
                 }
                 let now = WallClock.milliseconds()
                 let member = Member(
-                    id: memberID, instanceID: request.instanceID, clientID: request.clientID, clientHost: request.clientHost,
+                    id: memberID, instanceID: request.instanceID, clientID: request.clientID,
+                    clientHost: request.clientHost,
                     sessionTimeout: request.sessionTimeout, rebalanceTimeout: request.rebalanceTimeout,
                     protocols: request.protocols,
                     assignment: group.index(of: memberID).map { group.members[$0].assignment } ?? [], lastSeen: now)
@@ -305,7 +310,9 @@ final class KafkaGroupCoordinator: Sendable {
 
     // MARK: SyncGroup
 
-    func sync(groupID: String, generation: Int32, memberID: String, assignments: [(String, [UInt8])]) async -> SyncResult {
+    func sync(groupID: String, generation: Int32, memberID: String, assignments: [(String, [UInt8])]) async
+        -> SyncResult
+    {
         await load(groupID)
         return await withCheckedContinuation { (waiter: CheckedContinuation<SyncResult, Never>) in
             var wakeups = Wakeups()
@@ -328,7 +335,9 @@ final class KafkaGroupCoordinator: Sendable {
                     group.syncWaiters[memberID] = waiter
                     guard memberID == group.leader else { return }
                     let given = Dictionary(assignments, uniquingKeysWith: { first, _ in first })
-                    for index in group.members.indices { group.members[index].assignment = given[group.members[index].id] ?? [] }
+                    for index in group.members.indices {
+                        group.members[index].assignment = given[group.members[index].id] ?? []
+                    }
                     group.state = .stable
                     for (id, waiting) in group.syncWaiters {
                         wakeups.syncs.append((waiting, syncResult(group, index: group.index(of: id)!)))
@@ -406,6 +415,22 @@ final class KafkaGroupCoordinator: Sendable {
         wakeups.store = group
     }
 
+    /// Drops the groups this gateway no longer coordinates (another gateway process owns them
+    /// now, `GatewayMembers`): their waiting joins and syncs are answered NOT_COORDINATOR and
+    /// nothing of them is stored, so the new coordinator's record is not overwritten.
+    func release(keeping owns: (String) -> Bool) {
+        let dropped = groups.withLock { groups -> [Group] in
+            let gone = groups.values.filter { !owns($0.id) }
+            for group in gone { groups[group.id] = nil }
+            return gone
+        }
+        for group in dropped {
+            logger.info("kafka group handed to another gateway", metadata: ["kafka.group": "\(group.id)"])
+            for waiter in group.joinWaiters.values { waiter.resume(returning: JoinResult(error: .notCoordinator)) }
+            for waiter in group.syncWaiters.values { waiter.resume(returning: SyncResult(error: .notCoordinator)) }
+        }
+    }
+
     /// Drops members whose session ran out and ends join phases whose rebalance timeout passed.
     /// Run every few hundred milliseconds by the gateway.
     func expire() {
@@ -419,7 +444,9 @@ final class KafkaGroupCoordinator: Sendable {
                     group.joinWaiters[member.id] == nil && now - member.lastSeen > Int64(member.sessionTimeout)
                 }
                 for member in expired {
-                    logger.info("kafka group member expired", metadata: ["kafka.group": "\(id)", "kafka.member": "\(member.id)"])
+                    logger.info(
+                        "kafka group member expired",
+                        metadata: ["kafka.group": "\(id)", "kafka.member": "\(member.id)"])
                     remove(member.id, from: &group, &wakeups)
                 }
                 if group.state == .preparingRebalance, let deadline = group.rebalanceDeadline, now >= deadline {

@@ -108,11 +108,14 @@ final class KafkaProducers: Sendable {
             let last = header.baseSequence &+ Int32(header.lastOffsetDelta)
             if header.producerEpoch < entry.epoch {
                 throw KafkaFailure(
-                    .invalidProducerEpoch, "producer \(header.producerID) epoch \(header.producerEpoch) is older than \(entry.epoch)")
+                    .invalidProducerEpoch,
+                    "producer \(header.producerID) epoch \(header.producerEpoch) is older than \(entry.epoch)")
             }
             // A new epoch starts its sequences over; an unknown producer starts wherever it is.
             guard header.producerEpoch == entry.epoch, let previous = entry.recent.last else { return .append }
-            if let duplicate = entry.recent.first(where: { $0.firstSequence == header.baseSequence && $0.lastSequence == last }) {
+            if let duplicate = entry.recent.first(where: {
+                $0.firstSequence == header.baseSequence && $0.lastSequence == last
+            }) {
                 return .duplicate(AppendResult(baseOffset: duplicate.baseOffset, lastOffset: duplicate.lastOffset))
             }
             let expected = previous.lastSequence == .max ? 0 : previous.lastSequence + 1
@@ -132,7 +135,8 @@ final class KafkaProducers: Sendable {
             if header.producerEpoch != entry.epoch { entry = Entry(epoch: header.producerEpoch) }
             entry.recent.append(
                 Batch(
-                    firstSequence: header.baseSequence, lastSequence: header.baseSequence &+ Int32(header.lastOffsetDelta),
+                    firstSequence: header.baseSequence,
+                    lastSequence: header.baseSequence &+ Int32(header.lastOffsetDelta),
                     baseOffset: result.baseOffset, lastOffset: result.lastOffset))
             if entry.recent.count > Self.remembered { entry.recent.removeFirst(entry.recent.count - Self.remembered) }
             entries[shard, header.producerID] = entry
@@ -147,7 +151,8 @@ final class KafkaProducers: Sendable {
     /// The producer's last batches in the partition's recent data, or nil when it has none there.
     private static func recover(producerID: Int64, shard: String, journal: any JournalClient) async throws -> Entry? {
         let info = try await journal.describeShard(shard)
-        var next = info.endOffset > info.startOffset + recoveryRecords ? info.endOffset - recoveryRecords : info.startOffset
+        var next =
+            info.endOffset > info.startOffset + recoveryRecords ? info.endOffset - recoveryRecords : info.startOffset
         var entry: Entry?
         var bytes = 0
         while next < info.endOffset, bytes < recoveryBytes {
@@ -155,7 +160,8 @@ final class KafkaProducers: Sendable {
             guard !result.batches.isEmpty else { break }
             for batch in result.batches {
                 bytes += batch.readableBytes
-                guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex), header.producerID == producerID
+                guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex),
+                    header.producerID == producerID
                 else { continue }
                 if entry == nil || header.producerEpoch > entry!.epoch { entry = Entry(epoch: header.producerEpoch) }
                 guard header.producerEpoch == entry!.epoch else { continue }

@@ -20,13 +20,19 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
     @Option(help: "The address clients are told to connect to (Metadata), HOST:PORT; the listener's by default.")
     var advertised: String?
 
+    @Option(help: "Broker id, unique among the Kafka gateways of one journal (each is a broker of one cluster).")
+    var nodeID: Int32 = 1
+
     @Option(help: "Partitions of an automatically created topic.")
     var defaultPartitions: Int32 = 1
 
     @Flag(help: "Do not create topics that clients ask metadata for.")
     var noAutoCreateTopics = false
 
-    @Option(help: "SASL users file (PLAIN and SCRAM-SHA-256; `strata scram-user` makes lines): every client must authenticate.")
+    @Option(
+        help:
+            "SASL users file (PLAIN and SCRAM-SHA-256; `strata scram-user` makes lines): every client must authenticate."
+    )
     var users: String?
 
     @Option(help: "ACL file: USER produce|consume|admin TOPIC-PATTERN lines (needs --users).")
@@ -36,8 +42,12 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
-        guard let journalAddress = try? HostPort(parsing: journal) else { throw ValidationError("--journal must be HOST:PORT") }
-        guard let listenAddress = try? HostPort(parsing: listen) else { throw ValidationError("--listen must be HOST:PORT") }
+        guard let journalAddress = try? HostPort(parsing: journal) else {
+            throw ValidationError("--journal must be HOST:PORT")
+        }
+        guard let listenAddress = try? HostPort(parsing: listen) else {
+            throw ValidationError("--listen must be HOST:PORT")
+        }
         guard defaultPartitions >= 1 else { throw ValidationError("--default-partitions must be at least 1") }
         guard StrataProcess.bootstrapLogging(level: logLevel) != nil else {
             throw ValidationError("unknown log level \(logLevel)")
@@ -46,10 +56,14 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
         settings.host = listenAddress.host
         settings.port = listenAddress.port
         if let advertised {
-            guard let address = try? HostPort(parsing: advertised) else { throw ValidationError("--advertised must be HOST:PORT") }
+            guard let address = try? HostPort(parsing: advertised) else {
+                throw ValidationError("--advertised must be HOST:PORT")
+            }
             settings.advertisedHost = address.host
             settings.advertisedPort = address.port
         }
+        guard nodeID >= 0 else { throw ValidationError("--node-id must be at least 0") }
+        settings.nodeID = nodeID
         settings.defaultPartitions = defaultPartitions
         settings.autoCreateTopics = !noAutoCreateTopics
         do {
