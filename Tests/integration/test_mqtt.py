@@ -763,3 +763,47 @@ def test_bucket_retention_and_a_session_below_its_floor(data_dir):
         assert {shard_info(third, b)["config"].get("retentionMilliseconds") for b in buckets} == {1000}
     finally:
         third.stop()
+
+
+@pytest.mark.parametrize("version", [mqtt.MQTTv311, mqtt.MQTTv5])
+def test_session_taken_over_through_another_gateway_process(data_dir, version):
+    """Two mqtt-gateway processes on one journal: a client that reconnects through the other
+    gateway takes its session over there. The first gateway closes the old connection (5.0:
+    DISCONNECT 0x8E) and stores the session before the second resumes it; nothing is
+    delivered twice or lost."""
+    node = Node(data_dir, [], listeners=2)
+    first = Gateway(node.journal, ["--allow-anonymous"])
+    second = Gateway(node.journal, ["--allow-anonymous"])
+    try:
+        cid = f"roamer-{uuid.uuid4().hex[:6]}"
+        old = persistent_client(first, cid, version)
+        reasons = queue.Queue()
+        old.on_disconnect = lambda _c, _u, _flags, reason, _p: reasons.put(reason)
+        connect_persistent(old, first, version)
+        subscribe(old, "roam/#", qos=1)
+        pub = client(second)
+        connect(pub, second)
+        for i in range(5):  # published through the other gateway, routed by both
+            pub.publish(f"roam/{i}", f"a{i}", qos=1).wait_for_publish(TIMEOUT)
+        assert sorted(old.inbox.get(timeout=TIMEOUT).payload for _ in range(5)) == [f"a{i}".encode() for i in range(5)]
+        old.reconnect_delay_set(60, 60)  # paho must not reconnect the old connection to the first gateway
+
+        new = persistent_client(second, cid, version)
+        flags, _ = connect_persistent(new, second, version)
+        assert flags.session_present
+        reason = reasons.get(timeout=TIMEOUT)
+        if version == mqtt.MQTTv5:
+            assert reason == 0x8E  # session taken over
+        for i in range(5):
+            pub.publish(f"roam/{i}", f"b{i}", qos=1).wait_for_publish(TIMEOUT)
+        assert sorted(new.inbox.get(timeout=TIMEOUT).payload for _ in range(5)) == [f"b{i}".encode() for i in range(5)]
+        with pytest.raises(queue.Empty):
+            extra = new.inbox.get(timeout=1)
+            pytest.fail(f"delivered twice: {extra.payload!r}")
+        assert old.inbox.empty()
+        old.loop_stop()
+        close(new, pub)
+    finally:
+        first.stop()
+        second.stop()
+        node.stop()

@@ -41,6 +41,7 @@ struct MQTTConnection {
         defer { MQTTMetrics.connections.decrement() }
         let ending = await converse(opened, &packets)
         await close(opened, ending)
+        await gateway.sessionEnded(opened.session)
     }
 
     /// What the CONNECT phase leaves for the rest of the connection.
@@ -356,6 +357,8 @@ struct MQTTConnection {
         } else if !configuration.allowAnonymous {
             return try await refuse(v5: 0x87, v311: 5)
         }
+        // A session another gateway process holds is ended there first (its record stored).
+        try await gateway.claimSession(clientID)
         // 3.1.1: clean session 0 keeps the session for ever; 5.0: the session expiry interval says.
         let expiry: UInt32? = version == .v5 ? (connect.properties.sessionExpiryInterval ?? 0) : nil
         let persistent = version == .v5 ? expiry! > 0 : !connect.cleanStart

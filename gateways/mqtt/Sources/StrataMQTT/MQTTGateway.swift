@@ -97,6 +97,9 @@ public final class MQTTGateway: Service {
         var sharedTurns: [String: Int] = [:]
         /// Wills waiting for their delay to run out, by client id.
         var pendingWills: [String: Scheduled<Void>] = [:]
+        /// Sessions another gateway process asked this one to end (their request is answered
+        /// once the session's record is stored).
+        var takeovers: Set<String> = []
     }
 
     let registry = Mutex(Registry())
@@ -239,6 +242,12 @@ public final class MQTTGateway: Service {
                     return channel
                 }
             }
+        // The other MQTT gateway processes on this journal, for session takeover between them.
+        let membership = GatewayMembers(
+            protocol: "mqtt", id: Int32.random(in: 1...Int32.max), host: configuration.host,
+            port: Int32(server.channel.localAddress?.port ?? configuration.port), journal: journal, logger: logger)
+        try await membership.join()
+        members.withLock { $0 = membership }
         if let address = server.channel.localAddress { onBound(address) }
         let webSocket: NIOAsyncChannel<EventLoopFuture<MQTTWebSocket.Upgrade>, Never>? =
             if let wsHost = configuration.webSocketHost {
@@ -257,6 +266,8 @@ public final class MQTTGateway: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { await self.serveWork() }
+                group.addTask { await membership.run() }
+                group.addTask { await self.answerTakeovers() }
                 self.streams.withLock { streams in
                     streams.running = true
                     for bucket in 0..<self.configuration.buckets {
@@ -311,6 +322,7 @@ public final class MQTTGateway: Service {
                     defer { streams.creating = [:] }
                     return (Array(streams.appenders.values), streams.creating.values.flatMap { $0 })
                 }
+                await membership.leave()
                 appenders.forEach { $0.finish() }
                 for (_, completion) in waiting {
                     completion(.failure(JournalError(.closed, "the gateway is shutting down")))
@@ -547,6 +559,93 @@ public final class MQTTGateway: Service {
     // MARK: Sessions
 
     static let sessionNamespace = "mqtt.sessions"
+    /// Which gateway process (its `GatewayMembers` id) holds each client's session, by client id.
+    static let holderNamespace = "mqtt.session-holders"
+    /// Requests to end a session, key `<holder id>/<client id>`; the holder deletes the key once
+    /// the session's record is stored.
+    static let takeoverNamespace = "mqtt.takeovers"
+    /// How long a CONNECT waits for another gateway to end the session it holds.
+    static let takeoverWait: Duration = .seconds(3)
+
+    let members = Mutex<GatewayMembers?>(nil)
+
+    /// Makes this gateway the holder of a client's session. When another live gateway holds it,
+    /// asks that one to end it — it closes the connection as a local takeover does (DISCONNECT
+    /// 0x8E to a 5.0 client) and stores the session's record — and waits until it has, at most
+    /// `takeoverWait`.
+    func claimSession(_ clientID: String) async throws {
+        guard let members = members.withLock({ $0 }) else { return }
+        let me = members.me.id
+        let key = Array(clientID.utf8)
+        if let bytes = try await journal.get(namespace: Self.holderNamespace, key: key),
+            let holder = Int32(String(decoding: bytes, as: UTF8.self)), holder != me,
+            members.live.contains(where: { $0.id == holder })
+        {
+            let request = Array("\(holder)/\(clientID)".utf8)
+            try await journal.put(namespace: Self.takeoverNamespace, key: request, value: Array(String(me).utf8))
+            let deadline = ContinuousClock.now + Self.takeoverWait
+            while try await journal.get(namespace: Self.takeoverNamespace, key: request) != nil {
+                // A holder that stopped renewing its entry (killed) is not waited for.
+                let renewed = members.live.first { $0.id == holder }?.heartbeat ?? 0
+                guard ContinuousClock.now < deadline, WallClock.milliseconds() - renewed < 2_500 else {
+                    logger.warning(
+                        "mqtt session takeover not answered in time; resuming from the last stored record",
+                        metadata: ["mqtt.client": "\(clientID)", "mqtt.holder": "\(holder)"])
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        try await journal.put(namespace: Self.holderNamespace, key: key, value: Array(String(me).utf8))
+    }
+
+    /// Ends the sessions other gateways asked for (`claimSession`), read every 100 ms.
+    private func answerTakeovers() async {
+        guard let members = members.withLock({ $0 }) else { return }
+        let prefix = "\(members.me.id)/"
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(100))
+            guard let requests = try? await journal.scan(namespace: Self.takeoverNamespace, prefix: Array(prefix.utf8))
+            else { continue }
+            for request in requests {
+                let clientID = String(String(decoding: request.key, as: UTF8.self).dropFirst(prefix.count))
+                let session = registry.withLock { registry -> MQTTSession? in
+                    guard let session = registry.sessions[clientID], !registry.takeovers.contains(clientID) else {
+                        return nil
+                    }
+                    registry.takeovers.insert(clientID)
+                    return session
+                }
+                if let session {
+                    logger.debug("mqtt session taken over by another gateway", metadata: ["mqtt.client": "\(clientID)"])
+                    if session.version == .v5 { session.send(.disconnect(.init(reasonCode: 0x8E))) }
+                    session.close()
+                } else if registry.withLock({ !$0.takeovers.contains(clientID) }) {
+                    // Not connected here (any more): its record is as stored.
+                    try? await journal.delete(namespace: Self.takeoverNamespace, key: request.key)
+                }
+            }
+        }
+    }
+
+    /// After a connection ended and its session record was stored: answers a takeover request
+    /// for it, and forgets a clean session's holder entry.
+    func sessionEnded(_ session: MQTTSession) async {
+        guard let members = members.withLock({ $0 }) else { return }
+        let me = members.me.id
+        if registry.withLock({ $0.takeovers.remove(session.clientID) }) != nil {
+            // The client is back, through another gateway: a delayed will is not sent (MQTT 3.1.3.2.2).
+            cancelWill(of: session.clientID)
+            try? await journal.delete(namespace: Self.takeoverNamespace, key: Array("\(me)/\(session.clientID)".utf8))
+        } else if !session.persistent, registry.withLock({ $0.sessions[session.clientID] == nil }) {
+            let key = Array(session.clientID.utf8)
+            if let holder = try? await journal.get(namespace: Self.holderNamespace, key: key),
+                holder == Array(String(me).utf8)
+            {
+                try? await journal.delete(namespace: Self.holderNamespace, key: key)
+            }
+        }
+    }
 
     /// Registers a session; returns the one it replaces (same client id) and the bucket positions.
     func register(_ session: MQTTSession) -> (previous: MQTTSession?, positions: [String: UInt64]) {
