@@ -51,6 +51,8 @@ public struct SCRAMServer: Sendable {
     }
 
     private var stage = Stage.initial
+    /// Keys the made-up salts of unknown users (random per process).
+    static let unknownUserKey = SymmetricKey(size: .bits256)
     public private(set) var authenticatedUser: String?
 
     public init() {}
@@ -77,10 +79,15 @@ public struct SCRAMServer: Sendable {
             }
             let user = rawUser.replacingOccurrences(of: "=2C", with: ",").replacingOccurrences(of: "=3D", with: "=")
             let found = lookup(user)
+            // An unknown user gets a challenge like a known one's — a 16-byte salt stable for the
+            // name (keyed with a secret of this process, so nobody can compute it) and the
+            // default iteration count — and fails only at the proof, as a wrong password does.
             let credential =
                 found
                 ?? SCRAMCredential(
-                    salt: Array(SHA256.hash(data: Array(user.utf8))), iterations: 4096,
+                    salt: Array(
+                        HMAC<SHA256>.authenticationCode(for: Array(user.utf8), using: Self.unknownUserKey).prefix(16)),
+                    iterations: SCRAMUsers.defaultIterations,
                     storedKey: [UInt8](repeating: 0, count: 32), serverKey: [UInt8](repeating: 0, count: 32))
             let nonce = clientNonce + Self.randomNonce()
             let serverFirst = "r=\(nonce),s=\(Data(credential.salt).base64EncodedString()),i=\(credential.iterations)"

@@ -40,7 +40,10 @@ public struct SCRAMUsers: Sendable {
     }
 
     /// The line for a user with this password (a fresh random salt).
-    public static func line(user: String, password: String, iterations: Int = 8192) -> String {
+    /// PBKDF2 iterations of the lines `line` writes (and of unknown users' challenges).
+    public static let defaultIterations = 8192
+
+    public static func line(user: String, password: String, iterations: Int = defaultIterations) -> String {
         let salt = (0..<16).map { _ in UInt8.random(in: 0...255) }
         let credential = SCRAMCredential(password: Array(password.utf8), salt: salt, iterations: iterations)
         return [

@@ -29,6 +29,8 @@ final class JournalConnection: Sendable {
     private let subscriptions = Mutex<[UInt32: SubscriptionControl]>([:])
     private let budget: ByteBudget
     private let limiter: InflightLimiter
+    /// The decoder's frame limit, raised once the client authenticated (nil: no access control).
+    private let gate: FrameSizeGate?
 
     /// An answer for the writer, with what it gives back once written.
     struct Answer: Sendable {
@@ -41,9 +43,10 @@ final class JournalConnection: Sendable {
 
     typealias Sink = AsyncStream<Answer>.Continuation
 
-    init(server: JournalServer, channel: any Channel, logger: Logger) {
+    init(server: JournalServer, channel: any Channel, gate: FrameSizeGate?, logger: Logger) {
         self.server = server
         self.channel = channel
+        self.gate = gate
         self.logger = logger
         budget = ByteBudget(limit: server.configuration.maxQueuedBytesPerConnection)
         limiter = InflightLimiter(limit: server.configuration.maxInflightPerConnection)
@@ -84,6 +87,19 @@ final class JournalConnection: Sendable {
         inbound: NIOAsyncChannelInboundStream<JournalFrame>, outbound: NIOAsyncChannelOutboundWriter<JournalFrame>
     ) async throws {
         let channel = self.channel
+        // A client that must authenticate and has not within the timeout is let go.
+        let deadline: Scheduled<Void>? =
+            server.configuration.access == nil
+            ? nil
+            : channel.eventLoop.scheduleTask(
+                in: .nanoseconds(Int64(server.configuration.authenticationTimeout.nanoseconds))
+            ) {
+                [self] in
+                guard principal.withLock({ $0 }) == nil else { return }
+                logger.warning("closing connection: not authenticated in time")
+                channel.close(promise: nil)
+            }
+        defer { deadline?.cancel() }
         let (answers, sink) = AsyncStream<Answer>.makeStream()
         try await withThrowingTaskGroup(of: Void.self) { group in
             // The writer drains every answer, the last error frame included, giving back what
@@ -222,6 +238,7 @@ final class JournalConnection: Sendable {
             }
             if let user {
                 principal.withLock { $0 = user }
+                gate?.raise(to: server.configuration.maxFrameBytes)
                 logger.debug("client authenticated", metadata: ["journal.principal": "\(user)"])
             }
             return (
@@ -284,6 +301,7 @@ final class JournalConnection: Sendable {
         self.version.withLock { $0 = version }
         if server.configuration.access != nil, let name = await certificatePrincipal() {
             principal.withLock { $0 = name }
+            gate?.raise(to: server.configuration.maxFrameBytes)
         }
         let mustAuthenticate = server.configuration.access != nil && principal.withLock({ $0 }) == nil
         let maxFrameBytes = server.configuration.maxFrameBytes
@@ -376,7 +394,8 @@ final class JournalConnection: Sendable {
         let version = version.withLock { $0 }
         guard version >= request.minimumVersion else {
             throw JournalError(
-                .unsupported, "\(request.type) needs protocol \(request.minimumVersion); this connection speaks \(version)")
+                .unsupported,
+                "\(request.type) needs protocol \(request.minimumVersion); this connection speaks \(version)")
         }
         switch request {
         case .createShard(let name, let config):

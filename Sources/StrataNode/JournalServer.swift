@@ -28,6 +28,10 @@ public final class JournalServer: Service {
         /// TLS for the listener (with client certificates verified when it has trust roots).
         public var tls: NIOSSLContext?
         public var nodeName = "strata"
+        /// With access control: the largest frame a client may send before it authenticated,
+        /// and how long it has to authenticate before the connection is closed.
+        public var maxFrameBytesBeforeAuthentication = 64 << 10
+        public var authenticationTimeout: Duration = .seconds(10)
 
         public init(host: String, port: Int) {
             self.host = host
@@ -42,6 +46,8 @@ public final class JournalServer: Service {
     let group: any EventLoopGroup
     private let onBound: @Sendable (SocketAddress) -> Void
     private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
+    /// Each connection's frame gate (with access control), from its pipeline's set-up until it closes.
+    private let gates = Mutex<[ObjectIdentifier: FrameSizeGate]>([:])
     let started = ContinuousClock.now
     /// What all connections' requests and unwritten answers may hold together.
     let queuedBytes: ByteBudget
@@ -65,6 +71,8 @@ public final class JournalServer: Service {
     public func run() async throws {
         let maxFrameBytes = configuration.maxFrameBytes
         let tls = configuration.tls
+        let gated = configuration.access != nil
+        let preAuthentication = configuration.maxFrameBytesBeforeAuthentication
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -73,8 +81,15 @@ public final class JournalServer: Service {
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> any Channel in
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
+                    let gate = gated ? FrameSizeGate(preAuthentication) : nil
+                    if let gate {
+                        let key = ObjectIdentifier(channel)
+                        self.gates.withLock { $0[key] = gate }
+                        channel.closeFuture.whenComplete { _ in _ = self.gates.withLock { $0.removeValue(forKey: key) }
+                        }
+                    }
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(JournalFrameDecoder(maxFrameBytes: maxFrameBytes)))
+                        ByteToMessageHandler(JournalFrameDecoder(maxFrameBytes: maxFrameBytes, gate: gate)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(JournalFrameEncoder()))
                     return channel
                 }
@@ -118,7 +133,8 @@ public final class JournalServer: Service {
         logger[metadataKey: "journal.peer"] = "\(peer)"
         do {
             try await connection.executeThenClose { inbound, outbound in
-                let session = JournalConnection(server: self, channel: channel, logger: logger)
+                let gate = gates.withLock { $0[key] }
+                let session = JournalConnection(server: self, channel: channel, gate: gate, logger: logger)
                 try await session.run(inbound: inbound, outbound: outbound)
             }
         } catch {

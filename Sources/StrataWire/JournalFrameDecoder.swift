@@ -1,14 +1,31 @@
 import NIOCore
 import StrataJournal
+import Synchronization
+
+/// The frame limit one connection's decoder enforces while it may change: a node that
+/// requires authentication takes only small frames (hello, SCRAM steps) until the client has
+/// authenticated, and raises the limit then.
+public final class FrameSizeGate: Sendable {
+    private let limit: Atomic<Int>
+
+    public init(_ limit: Int) { self.limit = Atomic(limit) }
+
+    public var current: Int { limit.load(ordering: .acquiring) }
+
+    public func raise(to limit: Int) { self.limit.store(limit, ordering: .releasing) }
+}
 
 /// Splits the byte stream into frames. The length is checked against `maxFrameBytes` before
 /// anything is allocated; unknown types and short frames are protocol errors.
 public struct JournalFrameDecoder: NIOSingleStepByteToMessageDecoder {
     public typealias InboundOut = JournalFrame
     public let maxFrameBytes: Int
+    /// A lower limit in force for now (before authentication), when given.
+    public let gate: FrameSizeGate?
 
-    public init(maxFrameBytes: Int = JournalFrame.defaultMaxFrameBytes) {
+    public init(maxFrameBytes: Int = JournalFrame.defaultMaxFrameBytes, gate: FrameSizeGate? = nil) {
         self.maxFrameBytes = maxFrameBytes
+        self.gate = gate
     }
 
     public mutating func decode(buffer: inout ByteBuffer) throws -> JournalFrame? {
@@ -18,6 +35,10 @@ public struct JournalFrameDecoder: NIOSingleStepByteToMessageDecoder {
         }
         guard length <= UInt32(maxFrameBytes) else {
             throw JournalError(.protocolError, "frame length \(length) exceeds the limit of \(maxFrameBytes) bytes")
+        }
+        if let limit = gate?.current, length > UInt32(limit) {
+            throw JournalError(
+                .protocolError, "frame length \(length) exceeds the limit of \(limit) bytes before authentication")
         }
         guard buffer.readableBytes >= 4 + Int(length) else { return nil }
         let rawType: UInt8 = buffer.getInteger(at: buffer.readerIndex + 4)!

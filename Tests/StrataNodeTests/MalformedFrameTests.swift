@@ -1,22 +1,27 @@
 import Foundation
 import NIOCore
+import StrataAuth
 import StrataClient
 import StrataJournal
+import StrataNode
 import StrataTestSupport
 import StrataWire
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Bad bytes from a raw socket: the node answers with an error frame and closes that
 /// connection, and keeps serving everyone else.
 @Suite struct MalformedFrameTests {
     static func helloBytes() -> [UInt8] {
-        bytes(JournalRequest.hello(
-            minVersion: StrataVersion.protocolVersions.lowerBound, maxVersion: StrataVersion.protocolVersions.upperBound,
-            client: "raw").frame(correlationID: 1))
+        bytes(
+            JournalRequest.hello(
+                minVersion: StrataVersion.protocolVersions.lowerBound,
+                maxVersion: StrataVersion.protocolVersions.upperBound,
+                client: "raw"
+            ).frame(correlationID: 1))
     }
 
     static func bytes(_ frame: JournalFrame) -> [UInt8] {
@@ -27,7 +32,8 @@ import Glibc
 
     /// The frames the node sent back, and whether it closed the connection.
     static func exchange(port: Int, _ chunks: [[UInt8]]) async throws -> (frames: [JournalFrame], closed: Bool) {
-        let (received, closed) = await withCheckedContinuation { (continuation: CheckedContinuation<([UInt8], Bool), Never>) in
+        let (received, closed) = await withCheckedContinuation {
+            (continuation: CheckedContinuation<([UInt8], Bool), Never>) in
             Thread { continuation.resume(returning: rawExchange(port: port, chunks)) }.start()
         }
         var buffer = ByteBuffer(bytes: received)
@@ -39,7 +45,8 @@ import Glibc
 
     @Test func oversizeLengthAfterHelloGetsAnErrorAndAClose() async throws {
         try await withServedJournal { port, client in
-            let (frames, closed) = try await Self.exchange(port: port, [Self.helloBytes(), [0xff, 0xff, 0xff, 0xf0, 0x20]])
+            let (frames, closed) = try await Self.exchange(
+                port: port, [Self.helloBytes(), [0xff, 0xff, 0xff, 0xf0, 0x20]])
             #expect(frames.map(\.type) == [.ok, .error])
             #expect(frames.last?.correlationID == 0)
             let error = JournalResponse.decodeError(try #require(frames.last))
@@ -52,7 +59,8 @@ import Glibc
 
     @Test func requestBeforeHelloIsRefused() async throws {
         try await withServedJournal { port, client in
-            let (frames, closed) = try await Self.exchange(port: port, [Self.bytes(JournalRequest.status.frame(correlationID: 5))])
+            let (frames, closed) = try await Self.exchange(
+                port: port, [Self.bytes(JournalRequest.status.frame(correlationID: 5))])
             #expect(frames.map(\.type) == [.error])
             #expect(JournalResponse.decodeError(try #require(frames.first)).message.contains("hello"))
             #expect(closed)
@@ -62,7 +70,8 @@ import Glibc
 
     @Test func unknownFrameTypeIsRefused() async throws {
         try await withServedJournal { port, client in
-            let (frames, closed) = try await Self.exchange(port: port, [Self.helloBytes(), [0, 0, 0, 5, 0x7f, 0, 0, 0, 9]])
+            let (frames, closed) = try await Self.exchange(
+                port: port, [Self.helloBytes(), [0, 0, 0, 5, 0x7f, 0, 0, 0, 9]])
             #expect(frames.map(\.type) == [.ok, .error])
             #expect(JournalResponse.decodeError(try #require(frames.last)).message.contains("unknown frame type"))
             #expect(closed)
@@ -72,7 +81,8 @@ import Glibc
 
     @Test func unsupportedVersionIsRefused() async throws {
         try await withServedJournal { port, _ in
-            let hello = Self.bytes(JournalRequest.hello(minVersion: 7, maxVersion: 9, client: "future").frame(correlationID: 1))
+            let hello = Self.bytes(
+                JournalRequest.hello(minVersion: 7, maxVersion: 9, client: "future").frame(correlationID: 1))
             let (frames, closed) = try await Self.exchange(port: port, [hello])
             #expect(frames.map(\.type) == [.error])
             #expect(JournalResponse.decodeError(try #require(frames.first)).code == .unsupported)
@@ -93,6 +103,46 @@ import Glibc
             let byID = Dictionary(uniqueKeysWithValues: frames.map { ($0.correlationID, $0) })
             #expect(byID[7]?.type == .error)
             #expect(byID[8]?.type == .ok)
+        }
+    }
+
+    /// A node that requires authentication takes only small frames, and gives a client a
+    /// bounded time to authenticate, before it did.
+    @Test func beforeAuthenticationFramesAreSmallAndTimeIsShort() async throws {
+        try await withTemporaryDirectory { dir in
+            var configuration = JournalConfiguration(dataDirectory: dir)
+            configuration.backgroundMaintenance = false
+            let journal = try Journal(configuration: configuration, logger: quietLogger)
+            defer { journal.close() }
+            let users = try SCRAMUsers(parsing: SCRAMUsers.line(user: "admin", password: "secret"))
+            let access = try JournalAccess(users: users, permissions: "admin all *")
+            try await withJournalServer(
+                journal,
+                configure: {
+                    $0.access = access
+                    $0.authenticationTimeout = .milliseconds(500)
+                }
+            ) { port in
+                // 1 MiB announced before authenticating: refused from the length alone.
+                let (frames, closed) = try await Self.exchange(port: port, [Self.helloBytes(), [0, 0x10, 0, 0, 0x20]])
+                #expect(frames.map(\.type) == [.ok, .error])
+                let error = JournalResponse.decodeError(try #require(frames.last))
+                #expect(error.code == .protocolError && error.message.contains("before authentication"), "\(error)")
+                #expect(closed)
+                // A hello and then silence: closed after the timeout, well before rawExchange's 3 s.
+                let started = ContinuousClock.now
+                let (_, silentClosed) = try await Self.exchange(port: port, [Self.helloBytes()])
+                #expect(silentClosed)
+                #expect(ContinuousClock.now - started < .seconds(2.5))
+                // An authenticated client may send large frames.
+                var client = RemoteJournalClient.Configuration(host: "127.0.0.1", port: port)
+                client.user = "admin"
+                client.password = "secret"
+                let admin = RemoteJournalClient(configuration: client, logger: quietLogger)
+                _ = try await admin.createShard("big")
+                _ = try await admin.append(shard: "big", batch: makeBatch("x", count: 1, size: 200_000))
+                await admin.close()
+            }
         }
     }
 
@@ -120,7 +170,9 @@ private func rawExchange(port: Int, _ chunks: [[UInt8]]) -> ([UInt8], Bool) {
     address.sin_port = in_port_t(UInt16(port).bigEndian)
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     let connected = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
     }
     guard connected == 0 else { return ([], false) }
     var timeout = timeval(tv_sec: 3, tv_usec: 0)
