@@ -113,9 +113,12 @@ public final class GatewayMembers: Sendable {
     /// The member that owns `key` now.
     public func owner(of key: String) -> Member {
         let now = WallClock.milliseconds()
-        let (me, live) = state.withLock { ($0.me, $0.live) }
-        let settled = live.filter { now - $0.joined >= settle || $0.id == me.id && live.count == 1 }
-        let candidates = settled.isEmpty ? [me] : settled
+        let live = state.withLock { $0.live }
+        // Newcomers own nothing until everyone has seen them; when every member is new (they
+        // started together), all of them are candidates, so they still agree once they have
+        // read each other.
+        let settled = live.filter { now - $0.joined >= settle }
+        let candidates = settled.isEmpty ? live : settled
         return candidates.max { Self.weight(key, $0.id) < Self.weight(key, $1.id) }!
     }
 
@@ -130,16 +133,21 @@ public final class GatewayMembers: Sendable {
             namespace: namespace, key: Array(String(entry.id).utf8), value: Array(try JSONEncoder().encode(entry)))
     }
 
-    /// The other members whose lease has not run out.
+    /// The other members whose lease has not run out. Entries of members dead for more than a
+    /// hundred leases (killed, never to return under that id) are removed.
     private func read() async throws -> [Member] {
         let now = WallClock.milliseconds()
         let me = self.me
-        return try await journal.scan(namespace: namespace).compactMap { pair in
-            guard let member = try? JSONDecoder().decode(Member.self, from: Data(pair.value)),
-                member.instance != me.instance, now - member.heartbeat < lease
-            else { return nil }
-            return member
+        var live: [Member] = []
+        for pair in try await journal.scan(namespace: namespace) {
+            guard let member = try? JSONDecoder().decode(Member.self, from: Data(pair.value)) else { continue }
+            if now - member.heartbeat > 100 * lease {
+                try? await journal.delete(namespace: namespace, key: pair.key)
+            } else if member.instance != me.instance, now - member.heartbeat < lease {
+                live.append(member)
+            }
         }
+        return live
     }
 
     private static func merge(_ others: [Member], _ me: Member) -> [Member] {

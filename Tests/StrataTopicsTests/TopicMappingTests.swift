@@ -91,3 +91,40 @@ import Testing
         }
     }
 }
+
+@Suite struct GatewayMembersTests {
+    @Test func membersAgreeOnOwnersAndRefuseATakenID() async throws {
+        try await withTemporaryDirectory { directory in
+            let journal = try Journal(
+                configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+            defer { journal.close() }
+            let client = InProcessJournalClient(journal: journal, node: "test")
+            func member(_ id: Int32, port: Int32) -> GatewayMembers {
+                GatewayMembers(
+                    protocol: "test", id: id, host: "127.0.0.1", port: port, journal: client,
+                    logger: Logger(label: "test"),
+                    heartbeat: .milliseconds(100), lease: .milliseconds(500))
+            }
+            let (a, b) = (member(1, port: 1001), member(2, port: 1002))
+            try await a.join()
+            #expect(a.owns("anything"))  // alone
+            try await b.join()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { await a.run() }
+                group.addTask { await b.run() }
+                try await Task.sleep(for: .milliseconds(600))  // both renewed, both settled
+                let keys = (0..<64).map { "group-\($0)" }
+                #expect(keys.map { a.owner(of: $0).id } == keys.map { b.owner(of: $0).id })
+                #expect(Set(keys.map { a.owner(of: $0).id }) == [1, 2])
+                #expect(a.live.map(\.id) == [1, 2] && b.live.map(\.id) == [1, 2])
+                // Another process with id 2 at another address: refused once the lease shows it is held.
+                await #expect(throws: JournalError.self) { try await member(2, port: 2002).join() }
+                // B leaves: A owns everything.
+                group.cancelAll()
+            }
+            await b.leave()
+            try await a.join()  // rereads the list
+            #expect((0..<64).allSatisfy { a.owns("group-\($0)") })
+        }
+    }
+}
