@@ -117,6 +117,7 @@ let package = Package(
             name: "StrataNode",
             dependencies: [
                 "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT", "StrataKafka", "StrataObjects", "StrataAuth",
+                "StrataKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -150,6 +151,21 @@ let package = Package(
             path: "Sources/strata",
             swiftSettings: swiftSettings),
 
+        // The gateway kit: what every gateway process and journal-node share that is no protocol
+        // of their own (an HTTP endpoint for metrics, health and admin JSON; gateway metrics).
+        .target(
+            name: "StrataKit",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings),
+
         // The topic registry, the name mapping between protocols and the record envelope, which
         // every gateway shares (docs/topics.md).
         .target(
@@ -181,7 +197,7 @@ let package = Package(
         .executableTarget(
             name: "MQTTGatewayMain",
             dependencies: [
-                "StrataMQTT", "StrataClient", "StrataWire", "StrataJournal",
+                "StrataMQTT", "StrataClient", "StrataWire", "StrataJournal", "StrataKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -207,7 +223,7 @@ let package = Package(
         .executableTarget(
             name: "KafkaGatewayMain",
             dependencies: [
-                "StrataKafka", "StrataClient", "StrataWire",
+                "StrataKafka", "StrataClient", "StrataWire", "StrataKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -51,7 +51,7 @@ public enum JournalNode {
         let routes = NodeHTTPRoutes(
             journal: journal, metrics: metrics, status: { server.status() }, config: { configuration.summary },
             tier: tierStatus, adminToken: adminToken)
-        let http = NodeHTTPServer(
+        let http = NodeHTTPServer.endpoint(
             host: configuration.http.host, port: configuration.http.port, routes: routes, logger: logger,
             onBound: { announce("http \(StrataProcess.display($0))") })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [

@@ -6,50 +6,20 @@ import NIOPosix
 import ServiceLifecycle
 import StrataAuth
 import StrataJournal
+import StrataKit
 import StrataObjects
 import StrataWire
 
-/// The node's HTTP side: `/metrics` (Prometheus text), `/health`, and a read-only JSON admin
-/// API (`/admin/status`, `/admin/shards`, `/admin/shards/<name>`, `/admin/segments`, `/admin/config`, `/admin/tier`).
-public final class NodeHTTPServer: Service {
-    let host: String
-    let port: Int
-    let routes: NodeHTTPRoutes
-    let group: any EventLoopGroup
-    let logger: Logger
-    private let onBound: @Sendable (SocketAddress) -> Void
-
-    public init(
-        host: String, port: Int, routes: NodeHTTPRoutes,
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        logger: Logger, onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
-    ) {
-        self.host = host
-        self.port = port
-        self.routes = routes
-        self.group = eventLoopGroup
-        self.logger = logger
-        self.onBound = onBound
-    }
-
-    public func run() async throws {
-        let routes = self.routes
-        let channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 64)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(HTTPRequestHandler(routes: routes))
-                }
-            }
-            .bind(host: host, port: port).get()
-        if let address = channel.localAddress { onBound(address) }
-        logger.info("http listening", metadata: ["node.http": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
-        try await withGracefulShutdownHandler {
-            try await channel.closeFuture.get()
-        } onGracefulShutdown: {
-            channel.close(promise: nil)
+/// The node's HTTP side, served by the kit's `HTTPEndpoint`: `/metrics` (Prometheus text),
+/// `/health`, and a read-only JSON admin API (`/admin/status`, `/admin/shards`,
+/// `/admin/shards/<name>`, `/admin/segments`, `/admin/config`, `/admin/tier`).
+public enum NodeHTTPServer {
+    public static func endpoint(
+        host: String, port: Int, routes: NodeHTTPRoutes, logger: Logger,
+        onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
+    ) -> HTTPEndpoint {
+        HTTPEndpoint(host: host, port: port, logger: logger, onBound: onBound) { method, uri, authorization in
+            routes.respond(method: method, uri: uri, authorization: authorization)
         }
     }
 }
@@ -79,23 +49,6 @@ public struct NodeHTTPRoutes: Sendable {
         self.tier = tier
     }
 
-    struct Response {
-        var status: HTTPResponseStatus
-        var contentType: String
-        var body: [UInt8]
-
-        static func json<T: Encodable>(_ value: T, status: HTTPResponseStatus = .ok) -> Response {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let body = (try? encoder.encode(value)).map { Array($0) } ?? Array("{}".utf8)
-            return Response(status: status, contentType: "application/json", body: body + [10])
-        }
-
-        static func error(_ status: HTTPResponseStatus, _ message: String) -> Response {
-            json(["error": message], status: status)
-        }
-    }
-
     /// The journal's health (failed after a WAL or index I/O error, degraded at the disk
     /// reserve), degraded further by object-tier errors. Failed answers 503, the rest 200.
     func health() -> JournalHealth {
@@ -114,7 +67,7 @@ public struct NodeHTTPRoutes: Sendable {
         return health
     }
 
-    func respond(method: HTTPMethod, uri: String, authorization: String? = nil) -> Response {
+    func respond(method: HTTPMethod, uri: String, authorization: String? = nil) -> EndpointResponse {
         guard method == .GET || method == .HEAD else { return .error(.methodNotAllowed, "only GET is served") }
         let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
         if path.hasPrefix("/admin"), let adminToken {
@@ -125,7 +78,7 @@ public struct NodeHTTPRoutes: Sendable {
         }
         switch path {
         case "/metrics":
-            return Response(
+            return EndpointResponse(
                 status: .ok, contentType: "text/plain; version=0.0.4",
                 body: metrics.render(journal: journal, tier: tier?()))
         case "/health":
@@ -154,50 +107,6 @@ public struct NodeHTTPRoutes: Sendable {
                 }
             }
             return .error(.notFound, "no route for \(path)")
-        }
-    }
-}
-
-/// One HTTP/1.1 request at a time per connection, answered in full.
-final class HTTPRequestHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-
-    private let routes: NodeHTTPRoutes
-    private var head: HTTPRequestHead?
-
-    init(routes: NodeHTTPRoutes) {
-        self.routes = routes
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            self.head = head
-        case .body:
-            break
-        case .end:
-            guard let head else { return }
-            self.head = nil
-            let response = routes.respond(
-                method: head.method, uri: head.uri, authorization: head.headers.first(name: "Authorization"))
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: response.contentType)
-            headers.add(name: "Content-Length", value: "\(response.body.count)")
-            if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(
-                wrapOutboundOut(
-                    .head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))),
-                promise: nil)
-            if head.method != .HEAD {
-                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: response.body)))), promise: nil)
-            }
-            let written = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
-            if !head.isKeepAlive {
-                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-                written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
-            }
         }
     }
 }

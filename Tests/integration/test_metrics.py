@@ -1,11 +1,16 @@
 """The gateways' Prometheus metrics on journal-node's /metrics, after stock clients used them."""
+import json
+import os
 import queue
+import signal
+import subprocess
+import urllib.request
 import uuid
 
 import paho.mqtt.client as mqtt
 from confluent_kafka import Consumer, Producer
 
-from conftest import Node, metric
+from conftest import BIN, Node, metric
 
 TIMEOUT = 20
 
@@ -59,4 +64,46 @@ def test_gateway_metrics_count_what_clients_did(data_dir):
         assert metric(node, "strata_kafka_response_bytes_total", api="fetch") > 0
         assert metric(node, "strata_kafka_produce_errors_total") == 0
     finally:
+        node.stop()
+
+
+class Standalone:
+    """A gateway executable on its own with --metrics-listen: its two listeners, by name."""
+
+    def __init__(self, executable, journal, extra=()):
+        self.process = subprocess.Popen(
+            [os.path.join(BIN, executable), "--journal", journal, "--listen", "127.0.0.1:0", "--metrics-listen",
+             "127.0.0.1:0", "--log-level", "warning", *extra], stdout=subprocess.PIPE, text=True)
+        self.listeners = dict(self.process.stdout.readline().split() for _ in range(2))
+        self.http = self.listeners["metrics"]
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+
+def test_standalone_gateways_serve_their_own_metrics(data_dir):
+    node = Node(data_dir, listeners=2)
+    mqtt_gateway = Standalone("mqtt-gateway", node.journal, ["--allow-anonymous"])
+    kafka_gateway = Standalone("kafka-gateway", node.journal)
+    try:
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"p-{uuid.uuid4().hex[:6]}")
+        pub.connect("127.0.0.1", int(mqtt_gateway.listeners["mqtt"].rsplit(":", 1)[1]))
+        pub.loop_start()
+        for i in range(4):
+            pub.publish(f"alone/{i}", b"y" * 10, qos=1).wait_for_publish(TIMEOUT)
+        pub.disconnect()
+        pub.loop_stop()
+        assert metric(mqtt_gateway, "strata_mqtt_messages_in_total") == 4
+        assert metric(mqtt_gateway, "strata_mqtt_bytes_in_total") == 40
+        producer = Producer({"bootstrap.servers": kafka_gateway.listeners["kafka"]})
+        for i in range(3):
+            producer.produce("alone-topic", value=b"z")
+        assert producer.flush(TIMEOUT) == 0
+        assert metric(kafka_gateway, "strata_kafka_produce_records_total") == 3
+        with urllib.request.urlopen(f"http://{kafka_gateway.http}/health") as answer:
+            assert json.loads(answer.read()) == {"status": "ok"}
+    finally:
+        mqtt_gateway.stop()
+        kafka_gateway.stop()
         node.stop()

@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import StrataClient
 import StrataKafka
+import StrataKit
 import StrataWire
 
 /// `kafka-gateway`: the Kafka gateway as its own process, storing everything in a journal-node.
@@ -38,6 +39,9 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
     @Option(help: "ACL file: USER produce|consume|admin TOPIC-PATTERN lines (needs --users).")
     var acl: String?
 
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (and /health); none when not given.")
+    var metricsListen: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -72,13 +76,23 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         let logger = Logger(label: "strata.kafka")
+        // Before the gateway's metrics are first used.
+        let endpoint = try metricsListen.map { text in
+            guard let address = try? HostPort(parsing: text) else {
+                throw ValidationError("--metrics-listen must be HOST:PORT")
+            }
+            return GatewayMetrics.endpoint(
+                host: address.host, port: address.port, logger: logger,
+                onBound: { StrataProcess.announce("metrics", $0) })
+        }
         let client = RemoteJournalClient(
             configuration: .fromEnvironment(host: journalAddress.host, port: journalAddress.port), logger: logger)
         let gateway = KafkaGateway(
             configuration: settings, journal: client, logger: logger, onBound: { StrataProcess.announce("kafka", $0) })
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: gateway)]
+        if let endpoint { services.append(.init(service: endpoint)) }
         let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await client.close()
     }

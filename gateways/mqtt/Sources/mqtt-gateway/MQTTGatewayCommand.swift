@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import StrataClient
 import StrataJournal
+import StrataKit
 import StrataMQTT
 import StrataWire
 
@@ -63,6 +64,9 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     @Option(help: "Partitions of a registry topic created for an MQTT topic's first level.")
     var topicPartitions: Int32 = 1
 
+    @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (and /health); none when not given.")
+    var metricsListen: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -77,6 +81,15 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
             throw ValidationError("unknown log level \(logLevel)")
         }
         let logger = Logger(label: "strata.mqtt")
+        // Before the gateway's metrics are first used.
+        let endpoint = try metricsListen.map { text in
+            guard let address = try? HostPort(parsing: text) else {
+                throw ValidationError("--metrics-listen must be HOST:PORT")
+            }
+            return GatewayMetrics.endpoint(
+                host: address.host, port: address.port, logger: logger,
+                onBound: { StrataProcess.announce("metrics", $0) })
+        }
         let client = RemoteJournalClient(
             configuration: .fromEnvironment(host: journalAddress.host, port: journalAddress.port), logger: logger)
         var settings = MQTTGateway.Configuration()
@@ -110,9 +123,10 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
             configuration: settings, journal: client, logger: logger,
             onBound: { StrataProcess.announce("mqtt", $0) }, onWebSocketBound: { StrataProcess.announce("mqtt-ws", $0) }
         )
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: gateway)]
+        if let endpoint { services.append(.init(service: endpoint)) }
         let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await client.close()
     }
