@@ -84,9 +84,11 @@ public struct TopicEntry: Codable, Sendable, Hashable {
         // local.retention.ms: -2 (Kafka's default) leaves it to the node's object tier setting,
         // -1 keeps the partition on local disk.
         let localRetentionMs = configs["local.retention.ms"].flatMap { Int64($0) }
+        // retention.ms: -1 keeps batches however old (Kafka's meaning); not set, 7 days.
+        let retention: Int64? = if let retentionMs { retentionMs < 0 ? nil : retentionMs } else { 604_800_000 }
         return ShardConfig(
             durability: configs["strata.durability"] == "async" ? .async : .fsync,
-            retentionMilliseconds: retentionMs.flatMap { $0 < 0 ? nil : $0 } ?? 604_800_000,
+            retentionMilliseconds: retention,
             retentionBytes: retentionBytes.flatMap { $0 < 0 ? nil : $0 },
             localRetentionMilliseconds: localRetentionMs.flatMap { $0 == -1 ? .max : $0 < 0 ? nil : $0 })
     }

@@ -88,6 +88,10 @@ import Testing
             #expect(throws: JournalError.self) { try journal.describeShard("kafka/t/0") }
             #expect(TopicRegistry.partition(ofShard: "kafka/t/2")! == ("t", 2))
             #expect(TopicRegistry.partition(ofShard: "mqtt/default/2") == nil)
+            // retention.ms -1 is Kafka's "however old"; unset is 7 days.
+            #expect(
+                try TopicEntry(partitions: 1, configs: ["retention.ms": "-1"]).shardConfig.retentionMilliseconds == nil)
+            #expect(try TopicEntry(partitions: 1, configs: [:]).shardConfig.retentionMilliseconds == 604_800_000)
         }
     }
 }

@@ -76,6 +76,11 @@ def value(i):
 
 def produce_records(node, topic):
     from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    # Kept however old: the records are stamped in 2023, and the default 7 days would let
+    # retention remove them whenever maintenance runs (a restart's wait made that happen).
+    admin = AdminClient({"bootstrap.servers": node.kafka})
+    admin.create_topics([NewTopic(topic, 1, 1, config={"retention.ms": "-1"})])[topic].result(30)
     producer = Producer({"bootstrap.servers": node.kafka, "batch.size": 65536, "linger.ms": 5})
     for i in range(RECORDS):
         producer.produce(topic, value=value(i), timestamp=BASE_TIMESTAMP + i)
