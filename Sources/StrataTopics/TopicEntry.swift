@@ -35,6 +35,15 @@ public struct TopicEntry: Codable, Sendable, Hashable {
         id = withUnsafeBytes(of: &uuid) { Array($0) }
     }
 
+    /// The id of a topic whose partition 0 is journal shard `firstShard`: the shard's id (new
+    /// for every shard the journal creates, so a topic deleted and created again gets a new
+    /// one) and FNV-1a of the name, 16 bytes as Kafka's topic ids are.
+    public static func id(name: String, firstShard: UInt64) -> [UInt8] {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return withUnsafeBytes(of: firstShard.bigEndian, Array.init) + withUnsafeBytes(of: hash.bigEndian, Array.init)
+    }
+
     /// Refuses any config the registry does not put into effect.
     public static func validate(_ configs: [String: String]) throws(TopicError) {
         for (key, value) in configs {

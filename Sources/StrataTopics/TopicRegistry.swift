@@ -112,15 +112,22 @@ public final class TopicRegistry: Sendable {
         let created = Mutex<TopicEntry?>(nil)
         try await changing(name) { [self] in
             guard TopicEntry.isValidName(name) else { throw TopicError(.invalidName, "invalid topic name '\(name)'") }
-            let entry = try TopicEntry(partitions: partitions, configs: configs)
+            var entry = try TopicEntry(partitions: partitions, configs: configs)
             if try await self.entry(name) != nil { throw TopicError(.exists, "topic '\(name)' already exists") }
+            var first: ShardInfo?
             for partition in 0..<partitions {
+                let shard = Self.shardName(name, partition)
+                let info: ShardInfo
                 do {
-                    _ = try await journal.createShard(Self.shardName(name, partition), config: entry.shardConfig)
+                    info = try await journal.createShard(shard, config: entry.shardConfig)
                 } catch let error as JournalError where error.code == .shardExists {
-                    continue
+                    info = try await journal.describeShard(shard)
                 }
+                if partition == 0 { first = info }
             }
+            // Two processes creating the topic at once (Kafka auto-creation and an MQTT first
+            // publish) get one journal shard for partition 0 between them, and so one topic id.
+            entry.id = TopicEntry.id(name: name, firstShard: first!.id)
             try await store(entry, as: name)
             logger.info("topic created", metadata: ["topic.name": "\(name)", "topic.partitions": "\(partitions)"])
             created.withLock { $0 = entry }

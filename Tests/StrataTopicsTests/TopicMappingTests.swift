@@ -88,6 +88,17 @@ import Testing
             #expect(throws: JournalError.self) { try journal.describeShard("kafka/t/0") }
             #expect(TopicRegistry.partition(ofShard: "kafka/t/2")! == ("t", 2))
             #expect(TopicRegistry.partition(ofShard: "mqtt/default/2") == nil)
+            // Two registries (two gateway processes) creating one topic at once agree on its id;
+            // created again after a delete, it has another.
+            let other = TopicRegistry(
+                journal: InProcessJournalClient(journal: journal, node: "test"), logger: Logger(label: "test"))
+            async let one = registry.create("raced", partitions: 2, configs: [:])
+            async let two = other.create("raced", partitions: 2, configs: [:])
+            let ids = await [(try? one)?.id, (try? two)?.id].compactMap { $0 }
+            #expect(!ids.isEmpty && Set(ids).count == 1)
+            #expect(try await registry.entry("raced")?.id == ids.first)
+            _ = try await registry.delete("raced")
+            #expect(try await registry.create("raced", partitions: 1, configs: [:]).id != ids.first)
             // retention.ms -1 is Kafka's "however old"; unset is 7 days.
             #expect(
                 try TopicEntry(partitions: 1, configs: ["retention.ms": "-1"]).shardConfig.retentionMilliseconds == nil)
