@@ -46,8 +46,8 @@ public final class JournalServer: Service {
     let group: any EventLoopGroup
     private let onBound: @Sendable (SocketAddress) -> Void
     private let connections = Mutex<[ObjectIdentifier: any Channel]>([:])
-    /// Each connection's frame gate (with access control), from its pipeline's set-up until it closes.
-    private let gates = Mutex<[ObjectIdentifier: FrameSizeGate]>([:])
+    /// Each connection's frame gate (with access control).
+    private let gates = FrameSizeGates()
     let started = ContinuousClock.now
     /// What all connections' requests and unwritten answers may hold together.
     let queuedBytes: ByteBudget
@@ -81,13 +81,7 @@ public final class JournalServer: Service {
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> any Channel in
                     if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    let gate = gated ? FrameSizeGate(preAuthentication) : nil
-                    if let gate {
-                        let key = ObjectIdentifier(channel)
-                        self.gates.withLock { $0[key] = gate }
-                        channel.closeFuture.whenComplete { _ in _ = self.gates.withLock { $0.removeValue(forKey: key) }
-                        }
-                    }
+                    let gate = gated ? self.gates.attach(to: channel, limit: preAuthentication) : nil
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(JournalFrameDecoder(maxFrameBytes: maxFrameBytes, gate: gate)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(JournalFrameEncoder()))
@@ -133,7 +127,7 @@ public final class JournalServer: Service {
         logger[metadataKey: "journal.peer"] = "\(peer)"
         do {
             try await connection.executeThenClose { inbound, outbound in
-                let gate = gates.withLock { $0[key] }
+                let gate = gates.gate(of: channel)
                 let session = JournalConnection(server: self, channel: channel, gate: gate, logger: logger)
                 try await session.run(inbound: inbound, outbound: outbound)
             }

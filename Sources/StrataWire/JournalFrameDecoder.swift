@@ -15,6 +15,27 @@ public final class FrameSizeGate: Sendable {
     public func raise(to limit: Int) { self.limit.store(limit, ordering: .releasing) }
 }
 
+/// The gates of a listener's connections, from a channel's pipeline set-up (where its decoder
+/// gets the gate) to its close, so that the connection's handler finds the same gate.
+public final class FrameSizeGates: Sendable {
+    private let gates = Mutex<[ObjectIdentifier: FrameSizeGate]>([:])
+
+    public init() {}
+
+    /// A gate at `limit` for a channel being set up.
+    public func attach(to channel: any Channel, limit: Int) -> FrameSizeGate {
+        let gate = FrameSizeGate(limit)
+        let key = ObjectIdentifier(channel)
+        gates.withLock { $0[key] = gate }
+        channel.closeFuture.whenComplete { [self] _ in _ = gates.withLock { $0.removeValue(forKey: key) } }
+        return gate
+    }
+
+    public func gate(of channel: any Channel) -> FrameSizeGate? {
+        gates.withLock { $0[ObjectIdentifier(channel)] }
+    }
+}
+
 /// Splits the byte stream into frames. The length is checked against `maxFrameBytes` before
 /// anything is allocated; unknown types and short frames are protocol errors.
 public struct JournalFrameDecoder: NIOSingleStepByteToMessageDecoder {

@@ -314,6 +314,15 @@ def test_sasl_plain_scram_and_acls(data_dir):
             raw.sendall(request(3, 1, b"\x00\x00\x00\x00"))  # Metadata before SASL
             assert raw.recv(64) == b""
         assert "request before SASL authentication" in node.log()
+        # Before authenticating, a request may not be large (64 KiB): refused from its size prefix.
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            raw.sendall(struct.pack(">i", 1 << 20) + b"\x00" * 16)
+            assert raw.recv(64) == b""
+        assert "request size 1048576 outside 8...65536" in node.log()
+        # Authenticated, the same size is fine (a large produce).
+        big = Producer(conf("alice", **{"message.max.bytes": 2 << 20}))
+        big.produce("secure", value=b"b" * (1 << 20))
+        assert big.flush(TIMEOUT) == 0
     finally:
         node.stop()
 

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import StrataAuth
+import StrataWire
 import Synchronization
 
 /// Who may do what, when SASL is on, one rule per line:
@@ -73,6 +74,14 @@ final class KafkaSASLSession: Sendable {
     }
 
     private let state = Mutex(State())
+    /// The connection's request-size gate, raised to `limit` once the client authenticated.
+    private let gate: FrameSizeGate?
+    private let limit: Int
+
+    init(gate: FrameSizeGate? = nil, limit: Int = .max) {
+        self.gate = gate
+        self.limit = limit
+    }
 
     var user: String? { state.withLock { $0.user } }
 
@@ -101,11 +110,15 @@ final class KafkaSASLSession: Sendable {
                         KafkaFailure(.saslAuthenticationFailed, "authentication failed: invalid credentials"))
                 }
                 state.user = user
+                gate?.raise(to: limit)
                 return .success([])
             case .scramSHA256?:
                 do {
                     let answer = try state.scram.receive(bytes) { users[$0] }
-                    if let user = state.scram.authenticatedUser { state.user = user }
+                    if let user = state.scram.authenticatedUser {
+                        state.user = user
+                        gate?.raise(to: limit)
+                    }
                     return .success(answer)
                 } catch {
                     return .failure(KafkaFailure(.saslAuthenticationFailed, "authentication failed: \(error)"))

@@ -1,4 +1,5 @@
 import NIOCore
+import StrataWire
 
 /// A request the gateway cannot read: the connection is closed with a log line.
 public struct KafkaProtocolError: Error, CustomStringConvertible, Sendable {
@@ -11,9 +12,12 @@ public struct KafkaProtocolError: Error, CustomStringConvertible, Sendable {
 struct KafkaFrameDecoder: ByteToMessageDecoder {
     typealias InboundOut = ByteBuffer
     let maxFrameSize: Int
+    /// A lower limit in force for now (before SASL authentication), when given.
+    var gate: FrameSizeGate?
 
     mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = try Self.frame(from: &buffer, maxFrameSize: maxFrameSize) else { return .needMoreData }
+        let limit = gate.map { min($0.current, maxFrameSize) } ?? maxFrameSize
+        guard let frame = try Self.frame(from: &buffer, maxFrameSize: limit) else { return .needMoreData }
         context.fireChannelRead(wrapInboundOut(frame))
         return .continue
     }

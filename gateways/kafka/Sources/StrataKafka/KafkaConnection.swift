@@ -19,7 +19,8 @@ struct KafkaConnection {
             try await channel.executeThenClose { inbound, outbound in
                 let (responses, pending) = AsyncStream<Task<[ByteBuffer]?, Never>>.makeStream()
                 let limiter = InflightLimiter(limit: gateway.configuration.maxInflightPerConnection)
-                let session = KafkaSASLSession()
+                let session = KafkaSASLSession(
+                    gate: gateway.gates.gate(of: channel.channel), limit: gateway.configuration.maxRequestSize)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { [channel = channel.channel] in
                         var writable = true

@@ -28,6 +28,9 @@ public final class KafkaGateway: Service {
         public var defaultPartitions: Int32 = 1
         /// Largest request accepted (Kafka's socket.request.max.bytes).
         public var maxRequestSize = 100 << 20
+        /// With SASL users: the largest request before a client authenticated (ApiVersions and
+        /// the SASL steps are far smaller).
+        public var maxRequestSizeBeforeAuthentication = 64 << 10
         /// Requests one connection may have in flight before the gateway stops reading it.
         public var maxInflightPerConnection = 256
         /// The most bytes one Fetch returns, whatever the client asks (Kafka's fetch.max.bytes).
@@ -74,6 +77,9 @@ public final class KafkaGateway: Service {
     let producers: KafkaProducers
     /// Consumer groups.
     let groups: KafkaGroupCoordinator
+    /// Each connection's request-size gate (with SASL users), raised once it authenticated.
+    let gates = FrameSizeGates()
+
     /// The gateway processes serving this journal, once `run` joined them (group coordinators).
     let members = Mutex<GatewayMembers?>(nil)
 
@@ -97,6 +103,8 @@ public final class KafkaGateway: Service {
 
     public func run() async throws {
         let maxRequestSize = configuration.maxRequestSize
+        let gated = configuration.users != nil
+        let preAuthentication = configuration.maxRequestSizeBeforeAuthentication
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -105,7 +113,10 @@ public final class KafkaGateway: Service {
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture { () -> any Channel in
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(KafkaFrameDecoder(maxFrameSize: maxRequestSize)))
+                        ByteToMessageHandler(
+                            KafkaFrameDecoder(
+                                maxFrameSize: maxRequestSize,
+                                gate: gated ? self.gates.attach(to: channel, limit: preAuthentication) : nil)))
                     return channel
                 }
             }
