@@ -117,7 +117,7 @@ let package = Package(
             name: "StrataNode",
             dependencies: [
                 "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT", "StrataKafka", "StrataObjects", "StrataAuth",
-                "StrataKit",
+                "StrataKit", "StrataTopics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -34,7 +34,7 @@ public struct EndpointResponse: Sendable {
 /// connection. journal-node's HTTP side and the standalone gateways' metrics use it.
 public final class HTTPEndpoint: Service {
     public typealias Respond =
-        @Sendable (_ method: HTTPMethod, _ uri: String, _ authorization: String?) -> EndpointResponse
+        @Sendable (_ method: HTTPMethod, _ uri: String, _ authorization: String?) async -> EndpointResponse
 
     let host: String
     let port: Int
@@ -80,7 +80,9 @@ public final class HTTPEndpoint: Service {
     }
 }
 
-/// One HTTP/1.1 request at a time per connection, answered in full.
+/// One HTTP/1.1 request at a time per connection, answered in full. The answer is made off
+/// the event loop (routes may read the journal); HTTPServerPipelineHandler holds a
+/// connection's next request until this one's answer is written.
 final class HTTPRequestHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -101,24 +103,33 @@ final class HTTPRequestHandler: ChannelInboundHandler {
         case .end:
             guard let head else { return }
             self.head = nil
-            let response = respond(head.method, head.uri, head.headers.first(name: "Authorization"))
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: response.contentType)
-            headers.add(name: "Content-Length", value: "\(response.body.count)")
-            if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
-            context.write(
-                wrapOutboundOut(
-                    .head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))),
-                promise: nil)
-            if head.method != .HEAD {
-                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: response.body)))), promise: nil)
+            let (respond, authorization) = (self.respond, head.headers.first(name: "Authorization"))
+            let answered = context.eventLoop.makePromise(of: EndpointResponse.self)
+            answered.completeWithTask { await respond(head.method, head.uri, authorization) }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            answered.futureResult.whenSuccess { response in
+                let (handler, context) = bound.value
+                handler.write(response, for: head, context: context)
             }
-            let written = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
-            if !head.isKeepAlive {
-                let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-                written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
-            }
+        }
+    }
+
+    private func write(_ response: EndpointResponse, for head: HTTPRequestHead, context: ChannelHandlerContext) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: response.contentType)
+        headers.add(name: "Content-Length", value: "\(response.body.count)")
+        if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))),
+            promise: nil)
+        if head.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: response.body)))), promise: nil)
+        }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+        if !head.isKeepAlive {
+            let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { _ in bound.value.close(promise: nil) }
         }
     }
 }

@@ -5,21 +5,24 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import StrataAuth
+import StrataClient
 import StrataJournal
 import StrataKit
 import StrataObjects
+import StrataTopics
 import StrataWire
 
 /// The node's HTTP side, served by the kit's `HTTPEndpoint`: `/metrics` (Prometheus text),
 /// `/health`, and a read-only JSON admin API (`/admin/status`, `/admin/shards`,
-/// `/admin/shards/<name>`, `/admin/segments`, `/admin/config`, `/admin/tier`).
+/// `/admin/shards/<name>`, `/admin/topics`, `/admin/topics/<name>`, `/admin/segments`, `/admin/config`,
+/// `/admin/tier`).
 public enum NodeHTTPServer {
     public static func endpoint(
         host: String, port: Int, routes: NodeHTTPRoutes, logger: Logger,
         onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
     ) -> HTTPEndpoint {
         HTTPEndpoint(host: host, port: port, logger: logger, onBound: onBound) { method, uri, authorization in
-            routes.respond(method: method, uri: uri, authorization: authorization)
+            await routes.respond(method: method, uri: uri, authorization: authorization)
         }
     }
 }
@@ -35,6 +38,8 @@ public struct NodeHTTPRoutes: Sendable {
 
     /// The bearer token /admin requires (nil: none).
     let adminToken: String?
+    /// The topics every gateway shares (read for /admin/topics).
+    let registry: TopicRegistry
 
     public init(
         journal: Journal, metrics: NodeMetrics, status: @escaping @Sendable () -> NodeStatus,
@@ -47,6 +52,8 @@ public struct NodeHTTPRoutes: Sendable {
         self.status = status
         self.config = config
         self.tier = tier
+        registry = TopicRegistry(
+            journal: InProcessJournalClient(journal: journal, node: "http"), logger: Logger(label: "strata.http"))
     }
 
     /// The journal's health (failed after a WAL or index I/O error, degraded at the disk
@@ -67,7 +74,7 @@ public struct NodeHTTPRoutes: Sendable {
         return health
     }
 
-    func respond(method: HTTPMethod, uri: String, authorization: String? = nil) -> EndpointResponse {
+    func respond(method: HTTPMethod, uri: String, authorization: String? = nil) async -> EndpointResponse {
         guard method == .GET || method == .HEAD else { return .error(.methodNotAllowed, "only GET is served") }
         let path = uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? uri
         if path.hasPrefix("/admin"), let adminToken {
@@ -92,12 +99,34 @@ public struct NodeHTTPRoutes: Sendable {
             return .json(journal.segmentInfos())
         case "/admin/config":
             return .json(config())
+        case "/admin/topics":
+            do {
+                let topics = try await registry.all()
+                return .json(topics.sorted { $0.key < $1.key }.map { TopicSummary(name: $0.key, entry: $0.value) })
+            } catch {
+                return .error(.internalServerError, "\(error)")
+            }
         case "/admin/tier":
             guard let tier else {
                 return .error(.notFound, "this node has no object tier (tier.bucket or tier.webhdfs)")
             }
             return .json(tier())
         default:
+            if path.hasPrefix("/admin/topics/") {
+                let name = String(path.dropFirst("/admin/topics/".count)).removingPercentEncoding ?? ""
+                do {
+                    guard let entry = try await registry.entry(name) else {
+                        return .error(.notFound, "no topic '\(name)'")
+                    }
+                    var summary = TopicSummary(name: name, entry: entry)
+                    summary.shards = try (0..<entry.partitions).map {
+                        try journal.describeShard(TopicRegistry.shardName(name, $0))
+                    }
+                    return .json(summary)
+                } catch {
+                    return .error(.internalServerError, "\(error)")
+                }
+            }
             if path.hasPrefix("/admin/shards/") {
                 let name = String(path.dropFirst("/admin/shards/".count)).removingPercentEncoding ?? ""
                 do {
@@ -108,5 +137,22 @@ public struct NodeHTTPRoutes: Sendable {
             }
             return .error(.notFound, "no route for \(path)")
         }
+    }
+}
+
+/// A registry topic as /admin/topics shows it: partitions, configs (defaults included) and, for
+/// one topic, its partitions' shards.
+struct TopicSummary: Encodable {
+    var name: String
+    var partitions: Int32
+    var id: String
+    var configs: [String: String]
+    var shards: [ShardInfo]?
+
+    init(name: String, entry: TopicEntry) {
+        self.name = name
+        partitions = entry.partitions
+        id = entry.id.map { String(format: "%02x", $0) }.joined()
+        configs = Dictionary(uniqueKeysWithValues: entry.describedConfigs.map { ($0.name, $0.value) })
     }
 }

@@ -6,6 +6,8 @@ import os
 import queue
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import kafka
@@ -266,6 +268,15 @@ def test_strata_topic_commands_act_on_the_registry_kafka_and_mqtt_share(both):
     described = strata(both, "topic", "describe", topic).stdout
     assert "config retention.ms=5000\n" in described and "config cleanup.policy=delete (default)" in described
     assert f"partition 3: shard kafka/{topic}/3" in described
+    # The admin HTTP API shows the same registry.
+    listed = json.loads(urllib.request.urlopen(f"http://{both.http}/admin/topics").read())
+    mine = next(t for t in listed if t["name"] == topic)
+    assert mine["partitions"] == 4 and mine["configs"]["retention.ms"] == "5000" and len(mine["id"]) == 32
+    one = json.loads(urllib.request.urlopen(f"http://{both.http}/admin/topics/{topic}").read())
+    assert [s["name"] for s in one["shards"]] == [f"kafka/{topic}/{p}" for p in range(4)]
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(f"http://{both.http}/admin/topics/no-such-topic")
+    assert missing.value.code == 404
     # The MQTT gateway follows the topic: a Kafka record under an MQTT key reaches a subscriber.
     time.sleep(0.3)
     sub = client(both)
