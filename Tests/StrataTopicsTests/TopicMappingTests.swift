@@ -118,7 +118,7 @@ import Testing
                 GatewayMembers(
                     protocol: "test", id: id, host: "127.0.0.1", port: port, journal: client,
                     logger: Logger(label: "test"),
-                    heartbeat: .milliseconds(100), lease: .milliseconds(500))
+                    heartbeat: .milliseconds(200), lease: .seconds(5))
             }
             let (a, b) = (member(1, port: 1001), member(2, port: 1002))
             try await a.join()
@@ -133,7 +133,7 @@ import Testing
                     try #require(ContinuousClock.now < deadline, "the members did not see each other")
                     try await Task.sleep(for: .milliseconds(20))
                 }
-                try await Task.sleep(for: .milliseconds(300))
+                try await Task.sleep(for: .milliseconds(500))  // past the settle time (two heartbeats)
                 let keys = (0..<64).map { "group-\($0)" }
                 #expect(keys.map { a.owner(of: $0).id } == keys.map { b.owner(of: $0).id })
                 #expect(Set(keys.map { a.owner(of: $0).id }) == [1, 2])
