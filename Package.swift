@@ -156,6 +156,7 @@ let package = Package(
         .target(
             name: "StrataKit",
             dependencies: [
+                "StrataJournal", "StrataWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -48,9 +48,8 @@ public final class GatewayMembers: Sendable {
         self.journal = journal
         self.logger = logger
         self.heartbeat = heartbeat
-        self.lease = Int64(lease.components.seconds) * 1000 + lease.components.attoseconds / 1_000_000_000_000_000
-        settle =
-            2 * (Int64(heartbeat.components.seconds) * 1000 + heartbeat.components.attoseconds / 1_000_000_000_000_000)
+        self.lease = lease.nanoseconds / 1_000_000
+        settle = 2 * (heartbeat.nanoseconds / 1_000_000)
         let now = WallClock.milliseconds()
         let me = Member(id: id, host: host, port: port, instance: UUID().uuidString, joined: now, heartbeat: now)
         state = Mutex((me, [me]))

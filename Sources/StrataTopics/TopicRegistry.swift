@@ -98,18 +98,23 @@ public final class TopicRegistry: Sendable {
         }
     }
 
-    /// Runs `body`, a change of topic `name`, after the changes of it submitted before in this process.
-    public func changing(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
+    /// Runs `body`, a change of topic `name`, after the changes of it submitted before in this
+    /// process, and returns what it returns.
+    public func changing<T: Sendable>(_ name: String, _ body: @escaping @Sendable () async throws -> T) async throws
+        -> T
+    {
+        let result = Mutex<T?>(nil)
         try await changes.submit(name) { previous in
             _ = await previous?.result
-            try await body()
+            let value = try await body()
+            result.withLock { $0 = value }
         }.value
+        return result.withLock { $0 }!
     }
 
     /// Creates a topic: its partitions' shards first, then the entry that makes it visible (a
     /// crash in between leaves shards that a second create takes over).
     public func create(_ name: String, partitions: Int32, configs: [String: String]) async throws -> TopicEntry {
-        let created = Mutex<TopicEntry?>(nil)
         try await changing(name) { [self] in
             guard TopicEntry.isValidName(name) else { throw TopicError(.invalidName, "invalid topic name '\(name)'") }
             var entry = try TopicEntry(partitions: partitions, configs: configs)
@@ -130,15 +135,13 @@ public final class TopicRegistry: Sendable {
             entry.id = TopicEntry.id(name: name, firstShard: first!.id)
             try await store(entry, as: name)
             logger.info("topic created", metadata: ["topic.name": "\(name)", "topic.partitions": "\(partitions)"])
-            created.withLock { $0 = entry }
+            return entry
         }
-        return created.withLock { $0 }!
     }
 
     /// Deletes a topic: the entry first (the topic is gone for clients), then its shards.
     /// Returns the entry it had.
     public func delete(_ name: String) async throws -> TopicEntry {
-        let deleted = Mutex<TopicEntry?>(nil)
         try await changing(name) { [self] in
             guard let entry = try await entry(name) else { throw TopicError(.unknown, "no topic '\(name)'") }
             try await journal.delete(namespace: Self.namespace, key: Array(name.utf8))
@@ -151,14 +154,12 @@ public final class TopicRegistry: Sendable {
                 }
             }
             logger.info("topic deleted", metadata: ["topic.name": "\(name)"])
-            deleted.withLock { $0 = entry }
+            return entry
         }
-        return deleted.withLock { $0 }!
     }
 
     /// Raises a topic's partition count: the new shards first, then the entry with the new count.
     public func addPartitions(_ name: String, count: Int32) async throws -> TopicEntry {
-        let changed = Mutex<TopicEntry?>(nil)
         try await changing(name) { [self] in
             guard var entry = try await entry(name) else { throw TopicError(.unknown, "no topic '\(name)'") }
             guard count > entry.partitions, count <= TopicEntry.maxPartitions else {
@@ -177,9 +178,8 @@ public final class TopicRegistry: Sendable {
             entry.partitions = count
             try await store(entry, as: name)
             logger.info("topic partitions added", metadata: ["topic.name": "\(name)", "topic.partitions": "\(count)"])
-            changed.withLock { $0 = entry }
+            return entry
         }
-        return changed.withLock { $0 }!
     }
 
     /// Replaces a topic's configs with `change(current configs)`, checked, and puts them into

@@ -3,7 +3,6 @@ import Logging
 import StrataClient
 import StrataJournal
 import StrataTopics
-import Synchronization
 
 /// `strata topic`: the topic registry every gateway shares (docs/topics.md).
 struct TopicCommand: AsyncParsableCommand {
@@ -69,14 +68,14 @@ struct TopicCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingFailures {
-                let (entry, shards) = try await node.withClient { client in
-                    let registry = TopicRegistry(journal: client, logger: Logger(label: "strata.cli"))
+                let (entry, shards) = try await TopicCommand.withRegistry(node) { registry in
                     guard let entry = try await registry.entry(name) else {
                         throw TopicError(.unknown, "no topic '\(name)'")
                     }
                     var shards: [ShardInfo] = []
                     for partition in 0..<entry.partitions {
-                        shards.append(try await client.describeShard(TopicRegistry.shardName(name, partition)))
+                        shards.append(
+                            try await registry.journal.describeShard(TopicRegistry.shardName(name, partition)))
                     }
                     return (entry, shards)
                 }
@@ -111,16 +110,13 @@ struct TopicCommand: AsyncParsableCommand {
                 let entry = try await TopicCommand.withRegistry(node) { registry in
                     var entry: TopicEntry?
                     if !set.isEmpty || !deleteConfig.isEmpty {
-                        let result = Mutex<TopicEntry?>(nil)
-                        try await registry.changing(name) { [deleteConfig] in
-                            let altered = try await registry.alterConfigs(name) { current in
+                        entry = try await registry.changing(name) { [deleteConfig] in
+                            try await registry.alterConfigs(name) { current in
                                 var configs = current.merging(set) { $1 }
                                 for key in deleteConfig { configs[key] = nil }
                                 return configs
                             }
-                            result.withLock { $0 = altered }
                         }
-                        entry = result.withLock { $0 }
                     }
                     if let partitions { entry = try await registry.addPartitions(name, count: partitions) }
                     return entry!

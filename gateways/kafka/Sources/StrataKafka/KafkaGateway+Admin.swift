@@ -443,7 +443,7 @@ extension KafkaGateway {
                     for change in changes where !seen.insert(change.name).inserted {
                         throw KafkaFailure(.invalidRequest, "\(change.name) is named twice")
                     }
-                    try await changingTopic(name) { [self] in
+                    try await registry.changing(name) { [self] in
                         try await alterTopicConfigs(name, changes, incremental: incremental, validateOnly: validateOnly)
                     }
                     results.append((type, name, nil))
@@ -464,7 +464,7 @@ extension KafkaGateway {
 
     /// The topic's configs after `changes` (AlterConfigs replaces them all, IncrementalAlterConfigs
     /// changes the named ones), checked; unless `validateOnly`, in effect on return. Runs through
-    /// `changingTopic`, on the entry as the journal holds it.
+    /// `registry.changing`, on the entry as the journal holds it.
     private func alterTopicConfigs(
         _ name: String, _ changes: [ConfigChange], incremental: Bool, validateOnly: Bool
     ) async throws {

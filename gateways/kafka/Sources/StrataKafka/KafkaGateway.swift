@@ -230,12 +230,6 @@ public final class KafkaGateway: Service {
         _ = topics.withLock { $0.removeValue(forKey: name) }
     }
 
-    /// Runs `body`, a change of topic `name`'s entry, after the changes of it submitted before in
-    /// this gateway. (Two gateway processes changing one topic at once are not ordered.)
-    func changingTopic(_ name: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
-        try await registry.changing(name, body)
-    }
-
     func createTopic(_ name: String, partitions: Int32, configs: [String: String]) async throws -> TopicEntry {
         let topic = try await registry.create(name, partitions: partitions, configs: configs)
         remember(topic, as: name)
@@ -243,7 +237,6 @@ public final class KafkaGateway: Service {
     }
 
     func deleteTopic(_ name: String) async throws {
-        forget(name)
         let topic = try await registry.delete(name)
         forget(name)
         for partition in 0..<topic.partitions { producers.forget(shard: Self.shardName(name, partition)) }

@@ -577,7 +577,9 @@ public final class MQTTGateway: Service {
         guard let members = members.withLock({ $0 }) else { return }
         let me = members.me.id
         let key = Array(clientID.utf8)
-        if let bytes = try await journal.get(namespace: Self.holderNamespace, key: key),
+        // Alone on the journal, no other gateway can hold the session.
+        if members.live.contains(where: { $0.id != me }),
+            let bytes = try await journal.get(namespace: Self.holderNamespace, key: key),
             let holder = Int32(String(decoding: bytes, as: UTF8.self)), holder != me,
             members.live.contains(where: { $0.id == holder })
         {

@@ -82,14 +82,7 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "strata.mqtt")
         // Before the gateway's metrics are first used.
-        let endpoint = try metricsListen.map { text in
-            guard let address = try? HostPort(parsing: text) else {
-                throw ValidationError("--metrics-listen must be HOST:PORT")
-            }
-            return GatewayMetrics.endpoint(
-                host: address.host, port: address.port, logger: logger,
-                onBound: { StrataProcess.announce("metrics", $0) })
-        }
+        let endpoint = try GatewayMetrics.endpoint(listen: metricsListen, logger: logger)
         let client = RemoteJournalClient(
             configuration: .fromEnvironment(host: journalAddress.host, port: journalAddress.port), logger: logger)
         var settings = MQTTGateway.Configuration()
