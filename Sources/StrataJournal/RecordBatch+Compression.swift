@@ -11,18 +11,23 @@ extension RecordBatch {
 
     /// The records section of a batch compressed with `compression`, decompressed (Kafka's four
     /// codecs: gzip, snappy raw or in xerial framing as the Java client writes it, lz4 frames,
-    /// zstd frames).
+    /// zstd frames). The codecs read the batch's bytes in place and write into the result.
     static func decompress(_ compressed: ByteBuffer, _ compression: Compression) throws(JournalError) -> ByteBuffer {
-        let input = Array(compressed.readableBytesView)
-        let output: [UInt8]
-        switch compression {
-        case .none: return compressed
-        case .gzip: output = try inflate(input)
-        case .snappy: output = try unsnappy(input)
-        case .lz4: output = try unlz4(input)
-        case .zstd: output = try unzstd(input)
+        guard compression != .none else { return compressed }
+        let result = compressed.withUnsafeReadableBytes { input -> Result<ByteBuffer, JournalError> in
+            do throws(JournalError) {
+                switch compression {
+                case .none: return .success(compressed)
+                case .gzip: return .success(try inflate(input))
+                case .snappy: return .success(try unsnappy(input))
+                case .lz4: return .success(try unlz4(input))
+                case .zstd: return .success(try unzstd(input))
+                }
+            } catch {
+                return .failure(error)
+            }
         }
-        return ByteBuffer(bytes: output)
+        return try result.get()
     }
 
     private static func tooLarge(_ codec: String) -> JournalError {
@@ -33,41 +38,50 @@ extension RecordBatch {
         JournalError(.invalidBatch, "cannot decompress a \(codec)-compressed batch: \(detail)")
     }
 
-    /// Runs a streaming decoder step by step into 64 KiB chunks, bounded by `maxDecompressedBytes`.
-    /// `step(input offset, output buffer) -> (input consumed, output produced, finished)`.
+    /// What one step of a streaming decoder did: input bytes consumed, output bytes produced,
+    /// and whether a frame (or stream) ended.
+    private typealias Step = (consumed: Int, produced: Int, ended: Bool)
+
+    /// Runs a streaming decoder step by step, writing straight into the result buffer (which
+    /// grows as needed), bounded by `maxDecompressedBytes`.
     private static func drain(
-        _ input: [UInt8], codec: String,
-        _ step: (UnsafeBufferPointer<UInt8>, UnsafeMutableBufferPointer<UInt8>) throws(JournalError) -> (Int, Int, Bool)
-    ) throws(JournalError) -> [UInt8] {
-        var output: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        _ input: UnsafeRawBufferPointer, codec: String,
+        _ step: (UnsafeRawBufferPointer, UnsafeMutableRawBufferPointer) throws(JournalError) -> Step
+    ) throws(JournalError) -> ByteBuffer {
+        var output = ByteBuffer()
+        output.reserveCapacity(min(maxDecompressedBytes, max(64 << 10, 4 * input.count)))
         var consumed = 0
         while true {
-            let result = try input.withUnsafeBufferPointer { (all) throws(JournalError) -> (Int, Int, Bool) in
-                try chunk.withUnsafeMutableBufferPointer { (out) throws(JournalError) -> (Int, Int, Bool) in
-                    try step(UnsafeBufferPointer(rebasing: all[consumed...]), out)
+            var result: Step = (0, 0, false)
+            var failure: JournalError?
+            output.writeWithUnsafeMutableBytes(minimumWritableBytes: 64 << 10) { out in
+                do throws(JournalError) {
+                    result = try step(UnsafeRawBufferPointer(rebasing: input[consumed...]), out)
+                } catch {
+                    failure = error
                 }
+                return result.produced
             }
-            consumed += result.0
-            output.append(contentsOf: chunk[0..<result.1])
-            guard output.count <= maxDecompressedBytes else { throw tooLarge(codec) }
-            if result.2 && consumed >= input.count { return output }
-            if result.0 == 0 && result.1 == 0 {
+            if let failure { throw failure }
+            consumed += result.consumed
+            guard output.readableBytes <= maxDecompressedBytes else { throw tooLarge(codec) }
+            if result.ended && consumed >= input.count { return output }
+            if result.consumed == 0 && result.produced == 0 {
                 if consumed >= input.count { throw corrupt(codec, "truncated") }
-                if result.2 { continue }
+                if result.ended { continue }
                 throw corrupt(codec, "no progress")
             }
         }
     }
 
-    private static func inflate(_ input: [UInt8]) throws(JournalError) -> [UInt8] {
+    private static func inflate(_ input: UnsafeRawBufferPointer) throws(JournalError) -> ByteBuffer {
         var stream = z_stream()
         guard strata_inflate_init(&stream) == Z_OK else { throw corrupt("gzip", "inflateInit failed") }
         defer { inflateEnd(&stream) }
-        return try drain(input, codec: "gzip") { (input, output) throws(JournalError) -> (Int, Int, Bool) in
-            stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress)
+        return try drain(input, codec: "gzip") { (input, output) throws(JournalError) -> Step in
+            stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
             stream.avail_in = UInt32(input.count)
-            stream.next_out = output.baseAddress
+            stream.next_out = output.baseAddress?.assumingMemoryBound(to: Bytef.self)
             stream.avail_out = UInt32(output.count)
             let status = CZlib.inflate(&stream, Z_NO_FLUSH)
             let used = (input.count - Int(stream.avail_in), output.count - Int(stream.avail_out))
@@ -82,10 +96,10 @@ extension RecordBatch {
         }
     }
 
-    private static func unzstd(_ input: [UInt8]) throws(JournalError) -> [UInt8] {
+    private static func unzstd(_ input: UnsafeRawBufferPointer) throws(JournalError) -> ByteBuffer {
         guard let context = ZSTD_createDStream() else { throw corrupt("zstd", "no context") }
         defer { ZSTD_freeDStream(context) }
-        return try drain(input, codec: "zstd") { (input, output) throws(JournalError) -> (Int, Int, Bool) in
+        return try drain(input, codec: "zstd") { (input, output) throws(JournalError) -> Step in
             var inBuffer = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
             var outBuffer = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
             let status = ZSTD_decompressStream(context, &outBuffer, &inBuffer)
@@ -94,13 +108,13 @@ extension RecordBatch {
         }
     }
 
-    private static func unlz4(_ input: [UInt8]) throws(JournalError) -> [UInt8] {
+    private static func unlz4(_ input: UnsafeRawBufferPointer) throws(JournalError) -> ByteBuffer {
         var context: OpaquePointer?
         guard LZ4F_isError(LZ4F_createDecompressionContext(&context, UInt32(LZ4F_VERSION))) == 0, let context else {
             throw corrupt("lz4", "no context")
         }
         defer { LZ4F_freeDecompressionContext(context) }
-        return try drain(input, codec: "lz4") { (input, output) throws(JournalError) -> (Int, Int, Bool) in
+        return try drain(input, codec: "lz4") { (input, output) throws(JournalError) -> Step in
             var inSize = input.count
             var outSize = output.count
             let hint = LZ4F_decompress(context, output.baseAddress, &outSize, input.baseAddress, &inSize, nil)
@@ -112,38 +126,42 @@ extension RecordBatch {
     /// The xerial framing Kafka's Java client writes around snappy blocks.
     private static let xerialMagic: [UInt8] = [0x82, 0x53, 0x4E, 0x41, 0x50, 0x50, 0x59, 0x00]
 
-    private static func unsnappy(_ input: [UInt8]) throws(JournalError) -> [UInt8] {
-        guard input.count >= 16, Array(input[0..<8]) == xerialMagic else { return try unsnappyBlock(input[...]) }
-        var output: [UInt8] = []
+    private static func unsnappy(_ input: UnsafeRawBufferPointer) throws(JournalError) -> ByteBuffer {
+        var output = ByteBuffer()
+        guard input.count >= 16, input.prefix(8).elementsEqual(xerialMagic) else {
+            try unsnappyBlock(input, into: &output)
+            return output
+        }
         var position = 16  // magic, version, compatible version
         while position < input.count {
             guard position + 4 <= input.count else { throw corrupt("snappy", "truncated xerial block length") }
             let length = input[position..<position + 4].reduce(0) { $0 << 8 | Int($1) }
             position += 4
             guard length <= input.count - position else { throw corrupt("snappy", "truncated xerial block") }
-            output += try unsnappyBlock(input[position..<position + length])
-            guard output.count <= maxDecompressedBytes else { throw tooLarge("snappy") }
+            try unsnappyBlock(UnsafeRawBufferPointer(rebasing: input[position..<position + length]), into: &output)
             position += length
         }
         return output
     }
 
-    private static func unsnappyBlock(_ block: ArraySlice<UInt8>) throws(JournalError) -> [UInt8] {
-        try block.withUnsafeBufferPointer { (input) throws(JournalError) -> [UInt8] in
-            let source = UnsafeRawPointer(input.baseAddress!).assumingMemoryBound(to: CChar.self)
-            var length = 0
-            guard snappy_uncompressed_length(source, input.count, &length) == SNAPPY_OK else {
-                throw corrupt("snappy", "bad block header")
-            }
-            guard length <= maxDecompressedBytes else { throw tooLarge("snappy") }
-            var output = [UInt8](repeating: 0, count: length)
-            let status = output.withUnsafeMutableBufferPointer { out in
-                out.baseAddress!.withMemoryRebound(to: CChar.self, capacity: length) { target in
-                    snappy_uncompress(source, input.count, target, &length)
-                }
-            }
-            guard status == SNAPPY_OK else { throw corrupt("snappy", "bad block") }
-            return Array(output[0..<length])
+    /// Appends one raw snappy block's contents to `output`.
+    private static func unsnappyBlock(_ block: UnsafeRawBufferPointer, into output: inout ByteBuffer)
+        throws(JournalError)
+    {
+        guard let base = block.baseAddress else { throw corrupt("snappy", "empty block") }
+        let source = base.assumingMemoryBound(to: CChar.self)
+        var length = 0
+        guard snappy_uncompressed_length(source, block.count, &length) == SNAPPY_OK else {
+            throw corrupt("snappy", "bad block header")
         }
+        guard output.readableBytes + length <= maxDecompressedBytes else { throw tooLarge("snappy") }
+        var status = SNAPPY_OK
+        output.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { out in
+            var written = length
+            status = snappy_uncompress(
+                source, block.count, out.baseAddress!.assumingMemoryBound(to: CChar.self), &written)
+            return status == SNAPPY_OK ? written : 0
+        }
+        guard status == SNAPPY_OK else { throw corrupt("snappy", "bad block") }
     }
 }
