@@ -58,14 +58,20 @@ import Testing
     }
 }
 
+/// A journal in a temporary directory and an in-process client of it, for one test.
+func withJournal(_ body: (Journal, InProcessJournalClient) async throws -> Void) async throws {
+    try await withTemporaryDirectory { directory in
+        let journal = try Journal(
+            configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+        defer { journal.close() }
+        try await body(journal, InProcessJournalClient(journal: journal, node: "test"))
+    }
+}
+
 @Suite struct TopicRegistryTests {
     @Test func createAddPartitionsDelete() async throws {
-        try await withTemporaryDirectory { directory in
-            let journal = try Journal(
-                configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
-            defer { journal.close() }
-            let registry = TopicRegistry(
-                journal: InProcessJournalClient(journal: journal, node: "test"), logger: Logger(label: "test"))
+        try await withJournal { journal, client in
+            let registry = TopicRegistry(journal: client, logger: Logger(label: "test"))
             let created = try await registry.create("t", partitions: 2, configs: ["retention.ms": "1000"])
             #expect(try await registry.entry("t") == created)
             #expect(try journal.describeShard("kafka/t/1").config.retentionMilliseconds == 1000)
@@ -90,8 +96,7 @@ import Testing
             #expect(TopicRegistry.partition(ofShard: "mqtt/default/2") == nil)
             // Two registries (two gateway processes) creating one topic at once agree on its id;
             // created again after a delete, it has another.
-            let other = TopicRegistry(
-                journal: InProcessJournalClient(journal: journal, node: "test"), logger: Logger(label: "test"))
+            let other = TopicRegistry(journal: client, logger: Logger(label: "test"))
             async let one = registry.create("raced", partitions: 2, configs: [:])
             async let two = other.create("raced", partitions: 2, configs: [:])
             let ids = await [(try? one)?.id, (try? two)?.id].compactMap { $0 }
@@ -109,11 +114,7 @@ import Testing
 
 @Suite struct GatewayMembersTests {
     @Test func membersAgreeOnOwnersAndRefuseATakenID() async throws {
-        try await withTemporaryDirectory { directory in
-            let journal = try Journal(
-                configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
-            defer { journal.close() }
-            let client = InProcessJournalClient(journal: journal, node: "test")
+        try await withJournal { _, client in
             func member(_ id: Int32, port: Int32) -> GatewayMembers {
                 GatewayMembers(
                     protocol: "test", id: id, host: "127.0.0.1", port: port, journal: client,

@@ -412,6 +412,16 @@ def find_coordinator(bootstrap, group):
     return node_id, rest[6:6 + host_length].decode(), struct.unpack(">i", rest[6 + host_length:10 + host_length])[0]
 
 
+def values_from(members, count):
+    """Record values from every member until `count` arrived (or the timeout)."""
+    got = []
+    deadline = time.monotonic() + TIMEOUT
+    while len(got) < count and time.monotonic() < deadline:
+        for member in members:
+            got += [message.value() for message in member.consume(500, 0.05) if not message.error()]
+    return got
+
+
 def stable_assignment(consumers, partitions, timeout=60):
     """Polls every member until the group's partitions are each assigned to exactly one of them."""
     deadline = time.monotonic() + timeout
@@ -456,11 +466,7 @@ def test_two_gateways_coordinate_each_group_once_and_take_over_a_dead_ones_group
         stable_assignment(members, 4)
         produce(first.kafka, topic, [f"r{i}" for i in range(200)])
         produce(second.kafka, topic, [f"s{i}" for i in range(200)])
-        got = []
-        deadline = time.monotonic() + TIMEOUT
-        while len(got) < 400 and time.monotonic() < deadline:
-            for member in members:
-                got += [message.value() for message in member.consume(500, 0.05) if not message.error()]
+        got = values_from(members, 400)
         assert sorted(got) == sorted([f"r{i}".encode() for i in range(200)] + [f"s{i}".encode() for i in range(200)])
         for member in members:
             member.commit(asynchronous=False)
@@ -477,11 +483,7 @@ def test_two_gateways_coordinate_each_group_once_and_take_over_a_dead_ones_group
                 member.poll(0.05)
         stable_assignment(members, 4, timeout=90)
         produce(survivor.kafka, topic, [f"t{i}" for i in range(50)])
-        got = []
-        deadline = time.monotonic() + TIMEOUT
-        while len(got) < 50 and time.monotonic() < deadline:
-            for member in members:
-                got += [message.value() for message in member.consume(500, 0.05) if not message.error()]
+        got = values_from(members, 50)
         assert sorted(got) == sorted(f"t{i}".encode() for i in range(50))
         for member in members:
             member.close()
