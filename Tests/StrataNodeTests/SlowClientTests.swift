@@ -59,7 +59,7 @@ import Glibc
             _ = try await client.status()
             let read = try await client.read(shard: "big", from: 39, maxBytes: 1)
             #expect(read.batches.count == 1)
-            #expect(ContinuousClock.now - started < .seconds(5))
+            #expect(ContinuousClock.now - started < .seconds(15))
             try await Task.sleep(for: .seconds(1))
             let during = Self.residentBytes(node.process.processIdentifier)
             // Without a budget the node read every answer into memory: 64 × 32 MiB.
