@@ -32,6 +32,8 @@ public final class Journal: Sendable {
     let allocator = ByteBufferAllocator()
     /// Serves reads of offloaded offsets (`attachColdTier`).
     let coldTier = Mutex<(any ColdTier)?>(nil)
+    /// The queues in use, by name (Journal+Queues.swift).
+    let queues = Mutex<[String: QueueActor]>([:])
 
     var walDirectory: String { configuration.dataDirectory + "/wal" }
 

@@ -37,12 +37,14 @@ public struct JournalError: Error, Sendable, Hashable, CustomStringConvertible {
         public static let unauthenticated = Code("unauthenticated")
         /// The principal may not do this to this shard or namespace.
         public static let permissionDenied = Code("permission_denied")
+        /// The queue named in the request does not exist.
+        public static let unknownQueue = Code("unknown_queue")
 
         /// Every code, for mapping to and from wire numbers.
         public static let all: [Code] = [
             .unknownShard, .shardExists, .invalidBatch, .batchTooLarge, .offsetOutOfRange, .corruptData, .diskFull,
             .ioError, .closed, .invalidArgument, .protocolError, .unsupported, .timeout, .unavailable, .unauthenticated,
-            .permissionDenied,
+            .permissionDenied, .unknownQueue,
         ]
 
         /// Looks a code up by its name (unknown names map to `ioError`).

@@ -9,6 +9,8 @@
 ///     k <namespace> 0x00 <key>      → gateway value                          synced
 ///     r <shard id:8> <first:8>      → TieredObject (JSON)                    synced, after the upload
 ///     d <object key>                → (empty): remote object to delete      synced
+///     Q <queue>                     → QueueDefinition (JSON)                 synced
+///     q <queue> 0x00 <source:4>     → QueueLedger (binary, versioned)        synced
 ///     m checkpoint                  → segment (8), position (8)              written with the index flush
 ///     m next-shard-id               → u64                                    synced
 enum StorageKeys {
@@ -48,6 +50,13 @@ enum StorageKeys {
 
     static func remoteDeletion(_ key: String) -> [UInt8] { [UInt8(ascii: "d")] + Array(key.utf8) }
     static let remoteDeletionTag: [UInt8] = [UInt8(ascii: "d")]
+
+    static func queueDefinition(_ name: String) -> [UInt8] { queueDefinitionPrefix + Array(name.utf8) }
+    static let queueDefinitionPrefix: [UInt8] = [UInt8(ascii: "Q")]
+    static func queueLedgerPrefix(_ name: String) -> [UInt8] { [UInt8(ascii: "q")] + Array(name.utf8) + [0] }
+    static func queueLedger(_ name: String, source: UInt32) -> [UInt8] {
+        queueLedgerPrefix(name) + source.bigEndianBytes
+    }
 
     static let checkpoint: [UInt8] = Array("mcheckpoint".utf8)
     static let nextShardID: [UInt8] = Array("mnext-shard-id".utf8)

@@ -1,3 +1,5 @@
+import StrataJournal
+
 /// The default mapping between MQTT topic names and registry topics (docs/topics.md): an MQTT
 /// topic `a/b/c` is a record of topic `a`, keyed `a/b/c`; a record of topic `a` is the MQTT
 /// topic its key names when the key is `a` or below it, else the MQTT topic `a`.
@@ -16,12 +18,7 @@ public enum TopicMapping {
     /// The MQTT topic a record of `topic` is delivered on: the record's key when it is valid
     /// UTF-8 naming `topic` or a topic below it (no wildcards, no NUL), else `topic` itself.
     public static func mqttTopic(ofKey key: [UInt8]?, in topic: String) -> String {
-        guard let key, key.count <= 65_535, let name = String(validating: key, as: UTF8.self) else { return topic }
-        guard name == topic || name.hasPrefix(topic + "/") else { return topic }
-        guard !key.contains(where: { $0 == 0 || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") }) else {
-            return topic
-        }
-        return name
+        SubjectPattern.mqtt("").subject(ofKey: key, root: topic)
     }
 
     /// Kafka's default partitioner for a keyed record (the Java client's and kafka-python's):

@@ -68,6 +68,7 @@ public enum WireErrorCode {
         (1, .unknownShard), (2, .shardExists), (3, .invalidBatch), (4, .batchTooLarge), (5, .offsetOutOfRange),
         (6, .corruptData), (7, .diskFull), (8, .ioError), (9, .closed), (10, .invalidArgument), (11, .protocolError),
         (12, .unsupported), (13, .timeout), (14, .unavailable), (15, .unauthenticated), (16, .permissionDenied),
+        (17, .unknownQueue),
     ]
 
     public static func number(of code: JournalError.Code) -> UInt16 {

@@ -1,3 +1,5 @@
+import StrataJournal
+
 /// Topic names and filters (MQTT 4.7): validation, matching, shared subscriptions.
 public enum MQTTTopic {
     /// A topic name a client may publish to: non-empty, no wildcards.
@@ -34,16 +36,6 @@ public enum MQTTTopic {
     /// Whether `filter` (not shared) matches `topic`. Topics starting with `$` are not matched
     /// by a filter starting with a wildcard (MQTT 4.7.2).
     public static func matches(filter: String, topic: String) -> Bool {
-        if topic.hasPrefix("$") && (filter.hasPrefix("+") || filter.hasPrefix("#")) { return false }
-        var filterLevels = filter.split(separator: "/", omittingEmptySubsequences: false)[...]
-        var topicLevels = topic.split(separator: "/", omittingEmptySubsequences: false)[...]
-        while let level = filterLevels.first {
-            if level == "#" { return true }
-            guard let topicLevel = topicLevels.first else { return false }
-            if level != "+" && level != topicLevel { return false }
-            filterLevels = filterLevels.dropFirst()
-            topicLevels = topicLevels.dropFirst()
-        }
-        return topicLevels.isEmpty
+        SubjectPattern.mqtt(filter).matches(topic)
     }
 }

@@ -1,0 +1,331 @@
+import Foundation
+import NIOCore
+import StrataJournal
+import StrataTestSupport
+import Testing
+
+/// The ledger alone: events in, state out.
+@Suite struct QueueLedgerTests {
+    @Test func settlingMovesTheFloorOverEveryContiguousOffset() {
+        var ledger = QueueLedger(startingAt: 10)
+        ledger.leaseNew(10, to: "a", deadline: nil, group: nil)
+        ledger.leaseNew(11, to: "a", deadline: nil, group: nil)
+        ledger.passOver(upTo: 13)  // 12 filtered out
+        ledger.leaseNew(13, to: "b", deadline: nil, group: nil)
+        #expect(ledger.floor == 10 && ledger.cursor == 14)
+        let result1 = ledger.settle(11)
+        #expect(result1)
+        #expect(ledger.floor == 10)
+        #expect(ledger.settled == [11..<13])
+        let result2 = ledger.settle(10)
+        #expect(result2)
+        #expect(ledger.floor == 13 && ledger.settled.isEmpty)
+        let result3 = ledger.settle(10)
+        #expect(!result3, "settled twice")
+        let result4 = ledger.settle(13)
+        #expect(result4)
+        #expect(ledger.floor == 14)
+    }
+
+    @Test func leasesRunOutAndComeBackCountingDeliveries() {
+        var ledger = QueueLedger(startingAt: 0)
+        ledger.leaseNew(0, to: "a", deadline: 1_000, group: nil)
+        ledger.leaseNew(1, to: "a", deadline: nil, group: nil)
+        let result5 = ledger.expireLeases(now: 999)
+        #expect(result5 == 0)
+        let result6 = ledger.expireLeases(now: 1_000)
+        #expect(result6 == 1)
+        #expect(ledger.ready(now: 1_000, orderedGroups: false) == [0])
+        let result7 = ledger.leaseWaiting(0, to: "b", deadline: nil)
+        #expect(result7 == 2)
+        #expect(ledger.leases(of: "b") == [0])
+        let result8 = ledger.release(consumer: "a", now: 5)
+        #expect(result8 == 1)
+        #expect(ledger.waiting[1]?.deliveries == 1 && ledger.waiting[1]?.visibleAt == 5)
+        let result9 = ledger.renewLease(0, deadline: 9)
+        #expect(result9 == 3)
+    }
+
+    @Test func orderedGroupsHoldBackLaterMessagesOfABusyGroup() {
+        var ledger = QueueLedger(startingAt: 0)
+        ledger.leaseNew(0, to: "a", deadline: nil, group: "g")
+        #expect(ledger.groupIsBusy("g"))
+        ledger.holdNew(1, visibleAt: 0, group: "g")
+        ledger.holdNew(2, visibleAt: 0, group: "h")
+        #expect(ledger.ready(now: 10, orderedGroups: true) == [2])
+        #expect(ledger.ready(now: 10, orderedGroups: false) == [1, 2])
+        ledger.settle(0)
+        #expect(ledger.ready(now: 10, orderedGroups: true) == [1, 2])
+        ledger.settle(1)
+        ledger.settle(2)
+        #expect(!ledger.groupIsBusy("g") && !ledger.groupIsBusy("h"))
+    }
+
+    @Test func retentionBelowTheFloorCountsWhatWasLost() {
+        var ledger = QueueLedger(startingAt: 0)
+        ledger.leaseNew(0, to: "a", deadline: nil, group: nil)
+        ledger.holdNew(1, visibleAt: 0, group: nil)
+        ledger.leaseNew(2, to: "a", deadline: nil, group: nil)
+        ledger.settle(2)
+        ledger.skip(below: 5)
+        #expect(ledger.floor == 5 && ledger.cursor == 5)
+        #expect(ledger.lostToRetention == 4)  // 0 and 1 unsettled, 3 and 4 never read
+        #expect(ledger.leases.isEmpty && ledger.waiting.isEmpty && ledger.settled.isEmpty)
+    }
+
+    @Test func theStoredFormRoundTripsAndRefusesDamage() throws {
+        var ledger = QueueLedger(startingAt: 7)
+        ledger.leaseNew(7, to: "consumer-é", deadline: 123, group: "g1")
+        ledger.holdNew(9, visibleAt: 456, group: nil)
+        ledger.leaseNew(10, to: "b", deadline: nil, group: nil)
+        ledger.settle(10)
+        ledger.deadLettered = 3
+        let bytes = ledger.encoded()
+        let decoded = try QueueLedger(decoding: bytes)
+        #expect(decoded == ledger)
+        #expect(decoded.groupIsBusy("g1"))
+        #expect(throws: JournalError.self) { try QueueLedger(decoding: Array(bytes.dropLast())) }
+        #expect(throws: JournalError.self) { try QueueLedger(decoding: [2] + bytes.dropFirst()) }
+        // A million settled messages take a few bytes: ranges, not keys.
+        var long = QueueLedger(startingAt: 0)
+        long.passOver(upTo: 1_000_000)
+        #expect(long.encoded().count < 64)
+    }
+}
+
+/// Queues over real shards of a journal on disk.
+@Suite struct QueueTests {
+    private func records(_ values: [String], key: (Int) -> String? = { _ in nil }, headers: [RecordHeader] = [])
+        -> ByteBuffer
+    {
+        RecordBatch.encode(
+            values.enumerated().map { index, value in
+                Record(
+                    timestamp: nowMilliseconds(), key: key(index).map { Array($0.utf8) }, value: Array(value.utf8),
+                    headers: headers)
+            })
+    }
+
+    private func value(_ delivery: QueueDelivery) -> String {
+        String(decoding: delivery.record.value ?? [], as: UTF8.self)
+    }
+
+    private func withQueueJournal(_ body: (Journal, String) async throws -> Void) async throws {
+        try await withTemporaryDirectory { dir in
+            let journal = try Journal(configuration: testConfiguration(dir), logger: quietLogger)
+            defer { journal.close() }
+            try await body(journal, dir)
+        }
+    }
+
+    @Test func everyMessageGoesToOneConsumerAndAcksAreKept() async throws {
+        try await withQueueJournal { journal, _ in
+            _ = try await journal.createShard("t/0")
+            _ = try await journal.createShard("t/1")
+            _ = try await journal.append(shard: "t/0", batch: records(["early"]))
+            _ = try await journal.declareQueue(
+                "q", definition: QueueDefinition(sources: [.init(shard: "t/0"), .init(shard: "t/1")]))
+            let values = (0..<200).map { "m\($0)" }
+            for chunk in stride(from: 0, to: values.count, by: 20) {
+                _ = try await journal.append(
+                    shard: chunk % 40 == 0 ? "t/0" : "t/1", batch: records(Array(values[chunk..<chunk + 20])))
+            }
+            // Four consumers racing: each message exactly once, "early" (before the queue) never.
+            let seen = try await withThrowingTaskGroup(of: [String].self) { group in
+                for consumer in 0..<4 {
+                    group.addTask {
+                        var mine: [String] = []
+                        while true {
+                            let got = try await journal.receive(
+                                queue: "q", consumer: "c\(consumer)", max: 7, visibilityMilliseconds: 30_000)
+                            if got.isEmpty { return mine }
+                            mine += got.map(value)
+                            try await journal.settle(
+                                queue: "q", consumer: "c\(consumer)", receipts: got.map(\.receipt), as: .ack)
+                        }
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            #expect(seen.sorted() == values.sorted())
+            let status = try await journal.describeQueue("q")
+            #expect(status.depth == 0 && status.inFlight == 0)
+            #expect(status.sources.map(\.floor) == status.sources.map(\.end))
+        }
+    }
+
+    @Test func aLeaseThatRunsOutIsDeliveredAgainAndTheOldReceiptIsStale() async throws {
+        try await withQueueJournal { journal, _ in
+            _ = try await journal.createShard("s")
+            _ = try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "s")]))
+            _ = try await journal.append(shard: "s", batch: records(["one"]))
+            let first = try await journal.receive(queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 200)
+            #expect(first.map(\.receipt.delivery) == [1])
+            #expect(try await journal.receive(queue: "q", consumer: "b", max: 10, visibilityMilliseconds: 200).isEmpty)
+            let second = try await journal.receive(
+                queue: "q", consumer: "b", max: 10, visibilityMilliseconds: 10_000, wait: .seconds(5))
+            #expect(second.map(value) == ["one"] && second.map(\.receipt.delivery) == [2])
+            #expect(try await journal.settle(queue: "q", consumer: "a", receipts: first.map(\.receipt), as: .ack) == 0)
+            #expect(try await journal.settle(queue: "q", consumer: "b", receipts: second.map(\.receipt), as: .ack) == 1)
+        }
+    }
+
+    @Test func requeueDelayDeadLetterAfterTheLimitAndReject() async throws {
+        try await withQueueJournal { journal, _ in
+            _ = try await journal.createShard("s")
+            _ = try await journal.createShard("dlq")
+            _ = try await journal.declareQueue(
+                "q", definition: QueueDefinition(sources: [.init(shard: "s")], maxDeliveries: 2, deadLetterShard: "dlq")
+            )
+            _ = try await journal.append(shard: "s", batch: records(["poison", "bad"]))
+            var got = try await journal.receive(queue: "q", consumer: "a", max: 2, visibilityMilliseconds: 0)
+            #expect(got.map(value) == ["poison", "bad"])
+            try await journal.settle(queue: "q", consumer: "a", receipts: [got[1].receipt], as: .reject)
+            try await journal.settle(
+                queue: "q", consumer: "a", receipts: [got[0].receipt], as: .requeue(delayMilliseconds: 300))
+            #expect(try await journal.receive(queue: "q", consumer: "a", max: 1, visibilityMilliseconds: 0).isEmpty)
+            #expect(try await journal.describeQueue("q").delayed == 1)
+            got = try await journal.receive(
+                queue: "q", consumer: "a", max: 1, visibilityMilliseconds: 0, wait: .seconds(5))
+            #expect(got.map(\.receipt.delivery) == [2])
+            try await journal.settle(
+                queue: "q", consumer: "a", receipts: got.map(\.receipt), as: .requeue(delayMilliseconds: 0))
+            // Two deliveries and no settlement: the third attempt dead-letters it instead.
+            #expect(try await journal.receive(queue: "q", consumer: "a", max: 1, visibilityMilliseconds: 0).isEmpty)
+            let letters =
+                try RecordBatch.decode(try await journal.read(shard: "dlq", from: 0, maxBytes: 1 << 20).batches[0])
+                + RecordBatch.decode(try await journal.read(shard: "dlq", from: 1, maxBytes: 1 << 20).batches[0])
+            let reasons = letters.map { record in
+                record.headers.first { $0.key == "strata.dead-letter.reason" }.map {
+                    String(decoding: $0.value!, as: UTF8.self)
+                }
+            }
+            #expect(letters.map { String(decoding: $0.value!, as: UTF8.self) } == ["bad", "poison"])
+            #expect(reasons == ["rejected", "delivery-limit"])
+            let status = try await journal.describeQueue("q")
+            #expect(status.deadLettered == 2 && status.depth == 0)
+        }
+    }
+
+    @Test func scheduledAndExpiredMessages() async throws {
+        try await withQueueJournal { journal, _ in
+            _ = try await journal.createShard("s")
+            _ = try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "s")]))
+            let later = nowMilliseconds() + 400
+            _ = try await journal.append(
+                shard: "s",
+                batch: records(
+                    ["later"], headers: [RecordHeader(key: "deliver-at-ms", value: Array(String(later).utf8))]))
+            _ = try await journal.append(
+                shard: "s",
+                batch: RecordBatch.encode([
+                    Record(
+                        timestamp: nowMilliseconds() - 10_000, value: Array("stale".utf8),
+                        headers: [RecordHeader(key: "ttl-ms", value: Array("1000".utf8))])
+                ]))
+            _ = try await journal.append(shard: "s", batch: records(["now"]))
+            #expect(
+                try await journal.receive(queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 0).map(value) == [
+                    "now"
+                ])
+            let delayed = try await journal.receive(
+                queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 0, wait: .seconds(5))
+            #expect(delayed.map(value) == ["later"])
+            #expect(nowMilliseconds() >= later)
+            #expect(try await journal.describeQueue("q").discarded == 1)  // expired, no dead-letter shard
+        }
+    }
+
+    @Test func orderedGroupsDeliverOneAtATimeInOrder() async throws {
+        try await withQueueJournal { journal, _ in
+            _ = try await journal.createShard("s")
+            _ = try await journal.declareQueue(
+                "q", definition: QueueDefinition(sources: [.init(shard: "s")], orderedGroups: true))
+            _ = try await journal.append(
+                shard: "s", batch: records(["a1", "b1", "a2", "b2", "a3"], key: { ["a", "b", "a", "b", "a"][$0] }))
+            let first = try await journal.receive(queue: "q", consumer: "x", max: 10, visibilityMilliseconds: 0)
+            #expect(first.map(value) == ["a1", "b1"])
+            try await journal.settle(queue: "q", consumer: "x", receipts: [first[0].receipt], as: .ack)
+            let second = try await journal.receive(queue: "q", consumer: "y", max: 10, visibilityMilliseconds: 0)
+            #expect(second.map(value) == ["a2"])
+            try await journal.settle(
+                queue: "q", consumer: "x", receipts: [first[1].receipt], as: .requeue(delayMilliseconds: 0))
+            // b1 came back: it goes again before b2.
+            #expect(
+                try await journal.receive(queue: "q", consumer: "y", max: 10, visibilityMilliseconds: 0).map(value) == [
+                    "b1"
+                ])
+        }
+    }
+
+    @Test func filtersMatchTheSubjectOfEachRecord() async throws {
+        try await withQueueJournal { journal, _ in
+            _ = try await journal.createShard("sensors/0")
+            _ = try await journal.declareQueue(
+                "q",
+                definition: QueueDefinition(
+                    sources: [.init(shard: "sensors/0", subjectRoot: "sensors")],
+                    filters: [.mqtt("sensors/+/temp"), .mqtt("sensors")]))
+            let keys: [String?] = ["sensors/a/temp", "sensors/a/hum", "elsewhere/x", nil, "sensors/b/temp"]
+            _ = try await journal.append(
+                shard: "sensors/0", batch: records(["1", "2", "3", "4", "5"], key: { keys[$0] }))
+            let got = try await journal.receive(queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 0)
+            // "elsewhere/x" and no key fall back to the topic's own name, which a filter names.
+            #expect(got.map(value) == ["1", "3", "4", "5"])
+        }
+    }
+
+    @Test func heldLeasesSurviveARestartAndResumeToTheirConsumer() async throws {
+        try await withTemporaryDirectory { dir in
+            do {
+                let journal = try Journal(configuration: testConfiguration(dir), logger: quietLogger)
+                _ = try await journal.createShard("s")
+                _ = try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "s")]))
+                _ = try await journal.append(shard: "s", batch: records(["m0", "m1", "m2", "m3"]))
+                let got = try await journal.receive(queue: "q", consumer: "member-1", max: 3, visibilityMilliseconds: 0)
+                try await journal.settle(queue: "q", consumer: "member-1", receipts: [got[0].receipt], as: .ack)
+                journal.close()
+            }
+            let journal = try Journal(configuration: testConfiguration(dir), logger: quietLogger)
+            defer { journal.close() }
+            // Another member gets only what nobody holds; the holder gets its own back.
+            #expect(
+                try await journal.receive(queue: "q", consumer: "member-2", max: 10, visibilityMilliseconds: 0).map(
+                    value) == ["m3"])
+            let resumed = try await journal.receive(
+                queue: "q", consumer: "member-1", max: 10, visibilityMilliseconds: 0, resume: true)
+            #expect(resumed.map(value) == ["m1", "m2"] && resumed.allSatisfy(\.resumed))
+            #expect(resumed.map(\.receipt.delivery) == [2, 2])
+            // Its session ends: what it held goes to the others.
+            #expect(try await journal.releaseConsumer(queue: "q", consumer: "member-1") == 2)
+            #expect(
+                try await journal.receive(queue: "q", consumer: "member-2", max: 10, visibilityMilliseconds: 0).map(
+                    value) == ["m1", "m2"])
+        }
+    }
+
+    @Test func declarationsAddSourcesAndUnknownQueuesAreRefused() async throws {
+        try await withQueueJournal { journal, _ in
+            _ = try await journal.createShard("a")
+            _ = try await journal.createShard("b")
+            _ = try await journal.append(shard: "b", batch: records(["old-b"]))
+            _ = try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "a")]))
+            let grown = try await journal.declareQueue(
+                "q", definition: QueueDefinition(sources: [.init(shard: "a"), .init(shard: "b", fromStart: true)]))
+            #expect(grown.sources.map(\.shard) == ["a", "b"])
+            #expect(
+                try await journal.receive(queue: "q", consumer: "c", max: 5, visibilityMilliseconds: 0).map(value) == [
+                    "old-b"
+                ])
+            await #expect(throws: JournalError.self) {
+                try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "b")]))
+            }
+            await #expect(throws: JournalError.self) {
+                try await journal.receive(queue: "nope", consumer: "c", max: 1, visibilityMilliseconds: 0)
+            }
+            #expect(try await journal.listQueues().map(\.name) == ["q"])
+            try await journal.deleteQueue("q")
+            #expect(try await journal.listQueues().isEmpty)
+        }
+    }
+}
