@@ -77,4 +77,35 @@ public struct InProcessJournalClient: JournalClient {
             node: node, version: StrataVersion.current, uptimeSeconds: (ContinuousClock.now - started).seconds,
             shards: journal.listShards().count, connections: 0, statistics: journal.statistics)
     }
+
+    public func declareQueue(_ name: String, definition: QueueDefinition) async throws -> QueueStatus {
+        try await journal.declareQueue(name, definition: definition)
+    }
+
+    public func deleteQueue(_ name: String) async throws { try await journal.deleteQueue(name) }
+
+    public func describeQueues(_ name: String?) async throws -> [QueueStatus] {
+        if let name { return [try await journal.describeQueue(name)] }
+        return try await journal.listQueues()
+    }
+
+    public func receive(
+        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32, resume: Bool,
+        wait: Duration
+    ) async throws -> [QueueDelivery] {
+        try await journal.receive(
+            queue: queue, consumer: consumer, max: max, maxBytes: maxBytes,
+            visibilityMilliseconds: visibilityMilliseconds,
+            resume: resume, wait: wait)
+    }
+
+    public func settle(queue: String, consumer: String, receipts: [QueueReceipt], as settlement: QueueSettlement)
+        async throws -> Int
+    {
+        try await journal.settle(queue: queue, consumer: consumer, receipts: receipts, as: settlement)
+    }
+
+    public func releaseConsumer(queue: String, consumer: String) async throws -> Int {
+        try await journal.releaseConsumer(queue: queue, consumer: consumer)
+    }
 }

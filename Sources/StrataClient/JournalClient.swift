@@ -36,6 +36,19 @@ public protocol JournalClient: Sendable {
     func scan(namespace: String, prefix: [UInt8], limit: Int) async throws -> [KeyValue]
 
     func status() async throws -> NodeStatus
+
+    /// Queues (docs/queues.md): `Journal.declareQueue` and its neighbours, wherever the node is.
+    func declareQueue(_ name: String, definition: QueueDefinition) async throws -> QueueStatus
+    func deleteQueue(_ name: String) async throws
+    /// The queue's status; nil name: every queue the principal may read.
+    func describeQueues(_ name: String?) async throws -> [QueueStatus]
+    func receive(
+        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32, resume: Bool,
+        wait: Duration
+    ) async throws -> [QueueDelivery]
+    func settle(queue: String, consumer: String, receipts: [QueueReceipt], as settlement: QueueSettlement)
+        async throws -> Int
+    func releaseConsumer(queue: String, consumer: String) async throws -> Int
 }
 
 /// A subscription's reads, from either client. Iterating it keeps the subscription alive;

@@ -95,7 +95,8 @@ public final class RemoteJournalClient: JournalClient {
         guard version >= request.minimumVersion else {
             throw JournalError(
                 .unsupported,
-                "journal-node at \(configuration.host):\(configuration.port) speaks protocol \(version); \(request.type) needs \(request.minimumVersion): upgrade it")
+                "journal-node at \(configuration.host):\(configuration.port) speaks protocol \(version); \(request.type) needs \(request.minimumVersion): upgrade it"
+            )
         }
         return try await Self.call(request, on: channel, timeout: configuration.requestTimeout + extraTime)
     }
@@ -223,6 +224,54 @@ public final class RemoteJournalClient: JournalClient {
     public func committedOffset(group: String, shard: String) async throws -> UInt64? {
         var payload = try await call(.fetchOffset(group: group, shard: shard))
         return try payload.readOptionalOffset()
+    }
+
+    public func declareQueue(_ name: String, definition: QueueDefinition) async throws -> QueueStatus {
+        var payload = try await call(.queueDeclare(name: name, definition: definition))
+        return try Self.json(QueueStatus.self, &payload)
+    }
+
+    public func deleteQueue(_ name: String) async throws {
+        _ = try await call(.queueDelete(name: name))
+    }
+
+    public func describeQueues(_ name: String?) async throws -> [QueueStatus] {
+        var payload = try await call(.queueDescribe(name: name ?? ""))
+        return try Self.json([QueueStatus].self, &payload)
+    }
+
+    public func receive(
+        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32, resume: Bool,
+        wait: Duration
+    ) async throws -> [QueueDelivery] {
+        let request = JournalRequest.queueReceive(
+            name: queue, consumer: consumer, max: UInt32(clamping: max), maxBytes: UInt32(clamping: maxBytes),
+            visibilityMilliseconds: visibilityMilliseconds, resume: resume,
+            waitMilliseconds: UInt32(clamping: wait.nanoseconds / 1_000_000))
+        var payload = try await call(request, extraTime: wait)
+        return try payload.readQueueDeliveries()
+    }
+
+    public func settle(queue: String, consumer: String, receipts: [QueueReceipt], as settlement: QueueSettlement)
+        async throws -> Int
+    {
+        var payload = try await call(
+            .queueSettle(name: queue, consumer: consumer, settlement: settlement, receipts: receipts))
+        return Int(try payload.readWireInteger(as: UInt32.self))
+    }
+
+    public func releaseConsumer(queue: String, consumer: String) async throws -> Int {
+        var payload = try await call(.queueRelease(name: queue, consumer: consumer))
+        return Int(try payload.readWireInteger(as: UInt32.self))
+    }
+
+    private static func json<T: Decodable>(_ type: T.Type, _ payload: inout ByteBuffer) throws -> T {
+        let bytes = try payload.readWireBytes()
+        do {
+            return try JSONDecoder().decode(type, from: Data(bytes))
+        } catch {
+            throw JournalError(.protocolError, "the node's \(type) answer does not parse: \(error)")
+        }
     }
 
     public func get(namespace: String, key: [UInt8]) async throws -> [UInt8]? {

@@ -50,12 +50,13 @@ extension Journal {
         return try await queueActor(name, creating: nil).status()
     }
 
-    /// Up to `max` messages for `consumer`, waiting up to `wait` for one. Each is leased for
+    /// Up to `max` messages for `consumer` (and about `maxBytes` of keys and values, at least
+    /// one message), waiting up to `wait` for one. Each is leased for
     /// `visibilityMilliseconds` (0: held until settled or released). With `resume`, the
     /// consumer's own leases come first, delivered again (a session that came back).
     public func receive(
-        queue name: String, consumer: String, max: Int, visibilityMilliseconds: UInt32, resume: Bool = false,
-        wait: Duration = .zero
+        queue name: String, consumer: String, max: Int, maxBytes: Int = 1 << 20, visibilityMilliseconds: UInt32,
+        resume: Bool = false, wait: Duration = .zero
     ) async throws -> [QueueDelivery] {
         try Self.checkQueueName(name)
         guard max > 0, !consumer.isEmpty else {
@@ -63,7 +64,8 @@ extension Journal {
         }
         let queue = try await queueActor(name, creating: nil)
         return try await queue.receive(
-            consumer: consumer, max: max, visibility: visibilityMilliseconds, resume: resume, wait: wait)
+            consumer: consumer, max: max, maxBytes: maxBytes, visibility: visibilityMilliseconds, resume: resume,
+            wait: wait)
     }
 
     /// Settles the deliveries `receipts` name, when `consumer` still holds them. Returns how
@@ -212,14 +214,15 @@ actor QueueActor {
             lostToRetention: present.reduce(0) { $0 + $1.lostToRetention })
     }
 
-    func receive(consumer: String, max: Int, visibility: UInt32, resume: Bool, wait: Duration) async throws
-        -> [QueueDelivery]
+    func receive(consumer: String, max: Int, maxBytes: Int, visibility: UInt32, resume: Bool, wait: Duration)
+        async throws -> [QueueDelivery]
     {
         let waitEnd = ContinuousClock.now + wait
+        let limits = TakeLimits(count: max, bytes: maxBytes)
         while true {
             let generation = wakeup.generation
             let taken = try await exclusive {
-                try await take(consumer: consumer, max: max, visibility: visibility, resume: resume)
+                try await take(consumer: consumer, limits: limits, visibility: visibility, resume: resume)
             }
             try await storeChanges()
             if !taken.isEmpty || closed || ContinuousClock.now >= waitEnd { return taken }
@@ -273,71 +276,82 @@ actor QueueActor {
 
     // MARK: Taking messages
 
-    private func take(consumer: String, max: Int, visibility: UInt32, resume: Bool) async throws -> [QueueDelivery] {
+    private struct TakeLimits {
+        var count: Int
+        var bytes: Int
+    }
+
+    /// Leases up to the limits to `consumer`: its own leases first (resume), then messages
+    /// waiting to go again, oldest first, then records not read yet from a rotating source.
+    private func take(consumer: String, limits: TakeLimits, visibility: UInt32, resume: Bool) async throws
+        -> [QueueDelivery]
+    {
         try await startLedgers()
         let now = WallClock.milliseconds()
         let deadline: Int64? = visibility == 0 ? nil : now + Int64(visibility)
-        var picked: [(source: Int, offset: UInt64, delivery: UInt32, resumed: Bool, record: Record?)] = []
+        var deliveries: [QueueDelivery] = []
+        var bytes = 0
+        var full: Bool { deliveries.count >= limits.count || bytes >= limits.bytes }
+        func add(_ source: Int, _ offset: UInt64, _ delivery: UInt32, _ resumed: Bool, _ record: Record) {
+            let receipt = QueueReceipt(source: UInt32(source), offset: offset, delivery: delivery)
+            deliveries.append(
+                QueueDelivery(
+                    receipt: receipt, shard: definition.sources[source].shard, record: record, resumed: resumed))
+            bytes += (record.key?.count ?? 0) + (record.value?.count ?? 0)
+        }
         var changed = false
         for index in ledgers.indices where ledgers[index] != nil {
             if ledgers[index]!.expireLeases(now: now) > 0 { changed = true }
         }
         if resume {
             for index in ledgers.indices where ledgers[index] != nil {
-                for offset in ledgers[index]!.leases(of: consumer) where picked.count < max {
-                    let delivery = ledgers[index]!.renewLease(offset, deadline: deadline)!
-                    picked.append((index, offset, delivery, true, nil))
+                for offset in ledgers[index]!.leases(of: consumer) where !full {
+                    guard let record = try await fetch(source: index, offset: offset) else { continue }
+                    add(index, offset, ledgers[index]!.renewLease(offset, deadline: deadline)!, true, record)
+                    changed = true
                 }
             }
         }
         var inFlight = ledgers.reduce(0) { $0 + ($1?.leases.count ?? 0) }
         let limit = Int(definition.maxInFlight)
-        // Messages waiting to go (again) first, oldest first.
         for index in ledgers.indices where ledgers[index] != nil {
             for offset in ledgers[index]!.ready(now: now, orderedGroups: definition.orderedGroups) {
-                guard picked.count < max, inFlight < limit else { break }
+                guard !full, inFlight < limit else { break }
+                changed = true
                 let deliveries = ledgers[index]!.waiting[offset]!.deliveries
                 if definition.maxDeliveries > 0 && deliveries >= definition.maxDeliveries {
                     try await deadLetter(source: index, offset: offset, reason: "delivery-limit", record: nil)
-                    changed = true
                     continue
                 }
-                let delivery = ledgers[index]!.leaseWaiting(offset, to: consumer, deadline: deadline)!
-                picked.append((index, offset, delivery, false, nil))
+                guard let record = try await fetch(source: index, offset: offset) else { continue }
+                add(
+                    index, offset, ledgers[index]!.leaseWaiting(offset, to: consumer, deadline: deadline)!, false,
+                    record)
                 inFlight += 1
             }
         }
-        // Then records not read yet, one source after another from a rotating start.
         var exhausted = Set<Int>()
         var source = Int.random(in: 0..<Swift.max(1, ledgers.count))
-        while picked.count < max, inFlight < limit, exhausted.count < ledgers.count {
+        while !full, inFlight < limit, exhausted.count < ledgers.count {
             defer { source = (source + 1) % ledgers.count }
-            guard !exhausted.contains(source) else { continue }
+            guard !exhausted.contains(source), ledgers[source] != nil else {
+                exhausted.insert(source)
+                continue
+            }
             guard let (offset, record) = try await nextUnread(source) else {
                 exhausted.insert(source)
                 continue
             }
             changed = true
-            switch try await admit(source: source, offset: offset, record: record, now: now) {
-            case .deliver(let record, let group):
+            if case .deliver(let record, let group) = try await admit(
+                source: source, offset: offset, record: record, now: now)
+            {
                 ledgers[source]!.leaseNew(offset, to: consumer, deadline: deadline, group: group)
-                picked.append((source, offset, 1, false, record))
+                add(source, offset, 1, false, record)
                 inFlight += 1
-            case .settled:
-                break
             }
         }
-        var deliveries: [QueueDelivery] = []
-        for pick in picked {
-            let receipt = QueueReceipt(source: UInt32(pick.source), offset: pick.offset, delivery: pick.delivery)
-            let shard = definition.sources[pick.source].shard
-            if let record = pick.record {
-                deliveries.append(QueueDelivery(receipt: receipt, shard: shard, record: record, resumed: pick.resumed))
-            } else if let record = try await fetch(source: pick.source, offset: pick.offset) {
-                deliveries.append(QueueDelivery(receipt: receipt, shard: shard, record: record, resumed: pick.resumed))
-            }
-        }
-        if changed || !picked.isEmpty { changes += 1 }
+        if changed { changes += 1 }
         return deliveries
     }
 

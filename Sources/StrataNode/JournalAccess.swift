@@ -30,6 +30,7 @@ public struct JournalAccess: Sendable {
         case everything
         case shards(prefix: String)
         case namespaces(prefix: String)
+        case queues(prefix: String)
     }
 
     struct Grant: Sendable {
@@ -61,10 +62,13 @@ public struct JournalAccess: Sendable {
                     .shards(prefix: String(fields[2].dropFirst(6)))
                 } else if fields[2].hasPrefix("kv:") {
                     .namespaces(prefix: String(fields[2].dropFirst(3)))
+                } else if fields[2].hasPrefix("queue:") {
+                    .queues(prefix: String(fields[2].dropFirst(6)))
                 } else { nil }
             guard let permission, let resource else {
                 throw ConfigFileError(
-                    "\(source) line \(number + 1): expected PRINCIPAL read|write|all */shard:PREFIX/kv:PREFIX")
+                    "\(source) line \(number + 1): expected PRINCIPAL read|write|all */shard:PREFIX/kv:PREFIX/queue:PREFIX"
+                )
             }
             grants.append(Grant(principal: fields[0], permission: permission, resource: resource))
         }
@@ -84,6 +88,7 @@ public struct JournalAccess: Sendable {
     public enum Target: Sendable, Hashable {
         case shard(String)
         case namespace(String)
+        case queue(String)
     }
 
     public func allows(_ principal: String, _ permission: Permission, _ target: Target) -> Bool {
@@ -91,35 +96,45 @@ public struct JournalAccess: Sendable {
             guard grant.principal == principal, grant.permission >= permission else { return false }
             switch (grant.resource, target) {
             case (.everything, _): return true
-            case (.shards(let prefix), .shard(let name)), (.namespaces(let prefix), .namespace(let name)):
+            case (.shards(let prefix), .shard(let name)), (.namespaces(let prefix), .namespace(let name)),
+                (.queues(let prefix), .queue(let name)):
                 return name.hasPrefix(prefix)
-            case (.shards, .namespace), (.namespaces, .shard): return false
+            default: return false
             }
         }
     }
 
-    /// What `request` needs; nil when any authenticated principal may send it.
-    static func needs(_ request: JournalRequest) -> (Permission, Target)? {
+    /// What `request` needs, every one of them; none: any authenticated principal may send it.
+    static func needs(_ request: JournalRequest) -> [(Permission, Target)] {
         switch request {
-        case .createShard(let name, _), .alterShard(let name, _), .deleteShard(let name): (.all, .shard(name))
-        case .describeShard(let name): (.read, .shard(name))
+        case .createShard(let name, _), .alterShard(let name, _), .deleteShard(let name): [(.all, .shard(name))]
+        case .describeShard(let name): [(.read, .shard(name))]
         case .read(let shard, _, _, _), .offsetForTimestamp(let shard, _), .subscribe(let shard, _, _, _),
             .fetchOffset(_, let shard):
-            (.read, .shard(shard))
-        case .append(let shard, _), .commitOffset(_, let shard, _): (.write, .shard(shard))
-        case .kvGet(let namespace, _), .kvScan(let namespace, _, _): (.read, .namespace(namespace))
-        case .kvPut(let namespace, _, _), .kvDelete(let namespace, _): (.write, .namespace(namespace))
-        case .hello, .authenticate, .listShards, .status, .unsubscribe, .credit: nil
+            [(.read, .shard(shard))]
+        case .append(let shard, _), .commitOffset(_, let shard, _): [(.write, .shard(shard))]
+        case .kvGet(let namespace, _), .kvScan(let namespace, _, _): [(.read, .namespace(namespace))]
+        case .kvPut(let namespace, _, _), .kvDelete(let namespace, _): [(.write, .namespace(namespace))]
+        // A queue reads its sources and appends its dead letters with its declarer's rights.
+        case .queueDeclare(let name, let definition):
+            [(.all, .queue(name))] + definition.sources.map { (.read, .shard($0.shard)) }
+                + (definition.deadLetterShard.map { [(.write, .shard($0))] } ?? [])
+        case .queueDelete(let name): [(.all, .queue(name))]
+        case .queueDescribe(let name): name.isEmpty ? [] : [(.read, .queue(name))]
+        case .queueReceive(let name, _, _, _, _, _, _), .queueSettle(let name, _, _, _), .queueRelease(let name, _):
+            [(.write, .queue(name))]
+        case .hello, .authenticate, .listShards, .status, .unsubscribe, .credit: []
         }
     }
 
     /// Nil when `principal` may send `request`, else the refusal.
     func refusal(of request: JournalRequest, by principal: String) -> JournalError? {
-        guard let (permission, target) = Self.needs(request), !allows(principal, permission, target) else { return nil }
+        guard let (_, target) = Self.needs(request).first(where: { !allows(principal, $0.0, $0.1) }) else { return nil }
         let what: String =
             switch target {
             case .shard(let name): "shard \(name)"
             case .namespace(let name): "in namespace \(name)"
+            case .queue(let name): "queue \(name)"
             }
         return JournalError(.permissionDenied, "\(principal) may not \(request.type) \(what)")
     }

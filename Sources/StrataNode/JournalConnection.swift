@@ -198,7 +198,8 @@ final class JournalConnection: Sendable {
     private func answerBytes(_ request: JournalRequest) -> Int {
         switch request {
         case .read(_, _, let maxBytes, _): return answerLimit(maxBytes) + 256
-        case .listShards, .kvScan: return 1 << 20
+        case .listShards, .kvScan, .queueDescribe: return 1 << 20
+        case .queueReceive(_, _, _, let maxBytes, _, _, _): return answerLimit(maxBytes) + 64 << 10
         default: return 256
         }
     }
@@ -456,6 +457,29 @@ final class JournalConnection: Sendable {
         case .status:
             let status = server.status()
             return JournalResponse.ok(id) { $0.writeNodeStatus(status) }
+        case .queueDeclare(let name, let definition):
+            let status = try await journal.declareQueue(name, definition: definition)
+            return try JournalResponse.ok(id, json: status)
+        case .queueDelete(let name):
+            try await journal.deleteQueue(name)
+            return JournalResponse.ok(id)
+        case .queueDescribe(let name):
+            var queues = name.isEmpty ? try await journal.listQueues() : [try await journal.describeQueue(name)]
+            if let access = server.configuration.access, let principal = principal.withLock({ $0 }) {
+                queues = queues.filter { access.allows(principal, .read, .queue($0.name)) }
+            }
+            return try JournalResponse.ok(id, json: queues)
+        case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let resume, let wait):
+            let deliveries = try await journal.receive(
+                queue: name, consumer: consumer, max: Int(max), maxBytes: answerLimit(maxBytes),
+                visibilityMilliseconds: visibility, resume: resume, wait: .milliseconds(Int64(wait)))
+            return JournalResponse.ok(id) { $0.writeQueueDeliveries(deliveries) }
+        case .queueSettle(let name, let consumer, let settlement, let receipts):
+            let count = try await journal.settle(queue: name, consumer: consumer, receipts: receipts, as: settlement)
+            return JournalResponse.ok(id) { $0.writeInteger(UInt32(count)) }
+        case .queueRelease(let name, let consumer):
+            let count = try await journal.releaseConsumer(queue: name, consumer: consumer)
+            return JournalResponse.ok(id) { $0.writeInteger(UInt32(count)) }
         case .hello, .authenticate, .append, .subscribe, .unsubscribe, .credit:
             throw JournalError(.protocolError, "\(request.type) is not handled here")
         }

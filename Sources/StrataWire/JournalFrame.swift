@@ -47,6 +47,12 @@ public enum JournalMessageType: UInt8, Sendable, Hashable, CaseIterable {
     case kvDelete = 0x52
     case kvScan = 0x53
     case status = 0x60
+    case queueDeclare = 0x70
+    case queueDelete = 0x71
+    case queueDescribe = 0x72
+    case queueReceive = 0x73
+    case queueSettle = 0x74
+    case queueRelease = 0x75
 
     case ok = 0x80
     case error = 0x81

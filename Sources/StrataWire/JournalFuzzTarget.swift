@@ -69,6 +69,24 @@ extension JournalFuzzTarget {
             case .kvDelete(let namespace, let key): try? await journal.delete(namespace: namespace, key: key)
             case .kvScan(let namespace, let prefix, let limit):
                 _ = try? await journal.scan(namespace: namespace, prefix: prefix, limit: Int(min(limit, 100)))
+            case .queueDeclare(let name, var definition):
+                definition.sources = definition.sources.prefix(4).map {
+                    .init(shard: short($0.shard), fromStart: $0.fromStart)
+                }
+                definition.deadLetterShard = definition.deadLetterShard.map(short)
+                _ = try? await journal.declareQueue(short(name), definition: definition)
+            case .queueDelete(let name): try? await journal.deleteQueue(short(name))
+            case .queueDescribe(let name): _ = try? await journal.describeQueue(short(name))
+            case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let resume, _):
+                _ = try? await journal.receive(
+                    queue: short(name), consumer: consumer, max: Int(min(max, 100)),
+                    maxBytes: Int(min(maxBytes, 1 << 20)),
+                    visibilityMilliseconds: visibility, resume: resume)
+            case .queueSettle(let name, let consumer, let settlement, let receipts):
+                _ = try? await journal.settle(
+                    queue: short(name), consumer: consumer, receipts: receipts, as: settlement)
+            case .queueRelease(let name, let consumer):
+                _ = try? await journal.releaseConsumer(queue: short(name), consumer: consumer)
             case .hello, .authenticate, .subscribe, .unsubscribe, .credit, .status: continue
             }
         }

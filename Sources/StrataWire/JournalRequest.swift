@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import StrataJournal
 
@@ -27,6 +28,16 @@ public enum JournalRequest: Sendable {
     case kvDelete(namespace: String, key: [UInt8])
     case kvScan(namespace: String, prefix: [UInt8], limit: UInt32)
     case status
+    /// Protocol 5: queues (docs/queues.md). The definition and the answers are JSON.
+    case queueDeclare(name: String, definition: QueueDefinition)
+    case queueDelete(name: String)
+    /// An empty name: every queue.
+    case queueDescribe(name: String)
+    case queueReceive(
+        name: String, consumer: String, max: UInt32, maxBytes: UInt32, visibilityMilliseconds: UInt32, resume: Bool,
+        waitMilliseconds: UInt32)
+    case queueSettle(name: String, consumer: String, settlement: QueueSettlement, receipts: [QueueReceipt])
+    case queueRelease(name: String, consumer: String)
 
     public static let magic: UInt32 = 0x5354_524A  // "STRJ"
 
@@ -36,6 +47,7 @@ public enum JournalRequest: Sendable {
         switch self {
         case .authenticate: 3
         case .alterShard: 4
+        case .queueDeclare, .queueDelete, .queueDescribe, .queueReceive, .queueSettle, .queueRelease: 5
         default: StrataVersion.protocolVersions.lowerBound
         }
     }
@@ -62,6 +74,12 @@ public enum JournalRequest: Sendable {
         case .kvDelete: .kvDelete
         case .kvScan: .kvScan
         case .status: .status
+        case .queueDeclare: .queueDeclare
+        case .queueDelete: .queueDelete
+        case .queueDescribe: .queueDescribe
+        case .queueReceive: .queueReceive
+        case .queueSettle: .queueSettle
+        case .queueRelease: .queueRelease
         }
     }
 
@@ -122,6 +140,41 @@ public enum JournalRequest: Sendable {
             payload.writeWireString(namespace)
             payload.writeWireBytes(prefix)
             payload.writeInteger(limit)
+        case .queueDeclare(let name, let definition):
+            payload.writeWireString(name)
+            payload.writeWireBytes(Array((try? JSONEncoder().encode(definition)) ?? Data()))
+        case .queueDelete(let name), .queueDescribe(let name):
+            payload.writeWireString(name)
+        case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let resume, let wait):
+            payload.writeWireString(name)
+            payload.writeWireString(consumer)
+            payload.writeInteger(max)
+            payload.writeInteger(maxBytes)
+            payload.writeInteger(visibility)
+            payload.writeInteger(resume ? UInt8(1) : 0)
+            payload.writeInteger(wait)
+        case .queueSettle(let name, let consumer, let settlement, let receipts):
+            payload.writeWireString(name)
+            payload.writeWireString(consumer)
+            switch settlement {
+            case .ack:
+                payload.writeInteger(UInt8(0))
+                payload.writeInteger(UInt32(0))
+            case .requeue(let delay):
+                payload.writeInteger(UInt8(1))
+                payload.writeInteger(delay)
+            case .reject:
+                payload.writeInteger(UInt8(2))
+                payload.writeInteger(UInt32(0))
+            case .extend(let visibility):
+                payload.writeInteger(UInt8(3))
+                payload.writeInteger(visibility)
+            }
+            payload.writeInteger(UInt32(receipts.count))
+            for receipt in receipts { payload.writeQueueReceipt(receipt) }
+        case .queueRelease(let name, let consumer):
+            payload.writeWireString(name)
+            payload.writeWireString(consumer)
         }
         return JournalFrame(type: type, correlationID: correlationID, payload: payload)
     }
@@ -173,6 +226,44 @@ public enum JournalRequest: Sendable {
         case .kvScan:
             request = .kvScan(
                 namespace: try p.readWireString(), prefix: try p.readWireBytes(), limit: try p.readWireInteger())
+        case .queueDeclare:
+            let name = try p.readWireString()
+            let json = try p.readWireBytes()
+            do {
+                request = .queueDeclare(
+                    name: name, definition: try JSONDecoder().decode(QueueDefinition.self, from: Data(json)))
+            } catch {
+                throw JournalError(.protocolError, "queue definition does not parse: \(error)")
+            }
+        case .queueDelete: request = .queueDelete(name: try p.readWireString())
+        case .queueDescribe: request = .queueDescribe(name: try p.readWireString())
+        case .queueReceive:
+            request = .queueReceive(
+                name: try p.readWireString(), consumer: try p.readWireString(), max: try p.readWireInteger(),
+                maxBytes: try p.readWireInteger(), visibilityMilliseconds: try p.readWireInteger(),
+                resume: try p.readWireInteger(as: UInt8.self) != 0, waitMilliseconds: try p.readWireInteger())
+        case .queueSettle:
+            let name = try p.readWireString()
+            let consumer = try p.readWireString()
+            let kind: UInt8 = try p.readWireInteger()
+            let milliseconds: UInt32 = try p.readWireInteger()
+            let settlement: QueueSettlement
+            switch kind {
+            case 0: settlement = .ack
+            case 1: settlement = .requeue(delayMilliseconds: milliseconds)
+            case 2: settlement = .reject
+            case 3: settlement = .extend(visibilityMilliseconds: milliseconds)
+            default: throw JournalError(.protocolError, "settlement kind \(kind) is not 0 to 3")
+            }
+            let count: UInt32 = try p.readWireInteger()
+            guard Int(count) <= p.readableBytes / 16 else {
+                throw JournalError(.protocolError, "receipt count \(count) is too large")
+            }
+            var receipts: [QueueReceipt] = []
+            receipts.reserveCapacity(Int(count))
+            for _ in 0..<count { receipts.append(try p.readQueueReceipt()) }
+            request = .queueSettle(name: name, consumer: consumer, settlement: settlement, receipts: receipts)
+        case .queueRelease: request = .queueRelease(name: try p.readWireString(), consumer: try p.readWireString())
         case .ok, .error, .records, .subscriptionEnd:
             throw JournalError(.protocolError, "a client sent a \(frame.type) frame")
         }

@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import StrataJournal
 
@@ -38,6 +39,12 @@ public enum JournalResponse {
         var payload = ByteBuffer()
         write(&payload)
         return JournalFrame(type: .ok, correlationID: correlationID, payload: payload)
+    }
+
+    /// An ok answer whose payload is `value` as JSON bytes.
+    public static func ok(_ correlationID: UInt32, json value: some Encodable) throws -> JournalFrame {
+        let bytes = Array(try JSONEncoder().encode(value))
+        return ok(correlationID) { $0.writeWireBytes(bytes) }
     }
 
     public static func error(_ correlationID: UInt32, _ error: JournalError) -> JournalFrame {
@@ -191,5 +198,72 @@ extension ByteBuffer {
         return NodeStatus(
             node: node, version: version, uptimeSeconds: Double(uptime) / 1000, shards: Int(shards),
             connections: Int(connections), statistics: statistics)
+    }
+
+    public mutating func writeQueueReceipt(_ receipt: QueueReceipt) {
+        writeInteger(receipt.source)
+        writeInteger(receipt.offset)
+        writeInteger(receipt.delivery)
+    }
+
+    public mutating func readQueueReceipt() throws(JournalError) -> QueueReceipt {
+        QueueReceipt(source: try readWireInteger(), offset: try readWireInteger(), delivery: try readWireInteger())
+    }
+
+    /// Deliveries: count, then each receipt, resumed flag, shard, and record (timestamp, key,
+    /// value, headers), absent key and value marked.
+    public mutating func writeQueueDeliveries(_ deliveries: [QueueDelivery]) {
+        writeInteger(UInt32(deliveries.count))
+        for delivery in deliveries {
+            writeQueueReceipt(delivery.receipt)
+            writeInteger(delivery.resumed ? UInt8(1) : 0)
+            writeWireString(delivery.shard)
+            writeInteger(delivery.record.timestamp)
+            writeOptionalWireBytes(delivery.record.key)
+            writeOptionalWireBytes(delivery.record.value)
+            writeInteger(UInt32(delivery.record.headers.count))
+            for header in delivery.record.headers {
+                writeWireString(header.key)
+                writeOptionalWireBytes(header.value)
+            }
+        }
+    }
+
+    public mutating func readQueueDeliveries() throws(JournalError) -> [QueueDelivery] {
+        let count: UInt32 = try readWireInteger()
+        guard Int(count) <= readableBytes / 30 else {
+            throw JournalError(.protocolError, "delivery count \(count) is too large")
+        }
+        var deliveries: [QueueDelivery] = []
+        for _ in 0..<count {
+            let receipt = try readQueueReceipt()
+            let resumed: UInt8 = try readWireInteger()
+            let shard = try readWireString()
+            let timestamp: Int64 = try readWireInteger()
+            let key = try readOptionalWireBytes()
+            let value = try readOptionalWireBytes()
+            let headerCount: UInt32 = try readWireInteger()
+            guard Int(headerCount) <= readableBytes / 5 else {
+                throw JournalError(.protocolError, "header count \(headerCount) is too large")
+            }
+            var headers: [RecordHeader] = []
+            for _ in 0..<headerCount {
+                headers.append(RecordHeader(key: try readWireString(), value: try readOptionalWireBytes()))
+            }
+            let record = Record(timestamp: timestamp, key: key, value: value, headers: headers)
+            deliveries.append(QueueDelivery(receipt: receipt, shard: shard, record: record, resumed: resumed != 0))
+        }
+        return deliveries
+    }
+
+    public mutating func writeOptionalWireBytes(_ bytes: [UInt8]?) {
+        writeInteger(bytes == nil ? UInt8(0) : 1)
+        writeWireBytes(bytes ?? [])
+    }
+
+    public mutating func readOptionalWireBytes() throws(JournalError) -> [UInt8]? {
+        let present: UInt8 = try readWireInteger()
+        let bytes = try readWireBytes()
+        return present == 0 ? nil : bytes
     }
 }

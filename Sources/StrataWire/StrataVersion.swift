@@ -2,7 +2,7 @@
 public enum StrataVersion {
     public static let current = "0.1.0"
     /// Journal protocol versions this build speaks (3 added `authenticate` and the hello
-    /// answer's authentication flag, 4 `alterShard`).
-    public static let protocolVersions: ClosedRange<UInt16> = 2...4
+    /// answer's authentication flag, 4 `alterShard`, 5 the queue requests).
+    public static let protocolVersions: ClosedRange<UInt16> = 2...5
 
 }

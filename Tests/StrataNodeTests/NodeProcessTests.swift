@@ -3,10 +3,11 @@ import NIOCore
 import StrataClient
 import StrataJournal
 import StrataTestSupport
+import Synchronization
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// journal-node as a real process, driven by the strata CLI, the remote client and HTTP.
@@ -109,7 +110,8 @@ import Glibc
                 for (shard, acks) in acknowledged {
                     for (offset, value) in acks {
                         let read = try await client.read(shard: shard, from: offset, maxBytes: 1)
-                        #expect(try values(read.batches, from: offset).first == value, "round \(round): \(shard)@\(offset)")
+                        #expect(
+                            try values(read.batches, from: offset).first == value, "round \(round): \(shard)@\(offset)")
                     }
                 }
                 let acked = Acknowledgements()
@@ -123,7 +125,9 @@ import Glibc
                             var n = 0
                             while true {
                                 let value = "r\(round)-w\(writer)-\(n)"
-                                guard let result = try? await client.append(shard: "k/\(writer)", batch: makeBatch(value, count: 1))
+                                guard
+                                    let result = try? await client.append(
+                                        shard: "k/\(writer)", batch: makeBatch(value, count: 1))
                                 else { return }
                                 acked.list.withLock { $0.append(("k/\(writer)", result.baseOffset, "\(value)-0")) }
                                 n += 1
@@ -134,12 +138,15 @@ import Glibc
                 try await killer.value
                 _ = try await node.waitForExit()
                 await client.close()
-                for (shard, offset, value) in acked.list.withLock({ $0 }) { acknowledged[shard, default: []].append((offset, value)) }
+                for (shard, offset, value) in acked.list.withLock({ $0 }) {
+                    acknowledged[shard, default: []].append((offset, value))
+                }
             }
             // Final check on a clean node.
             let node = try await NodeProcess(dataDirectory: data)
             defer { Task { await node.stop() } }
-            let client = RemoteJournalClient(configuration: .init(host: "127.0.0.1", port: node.journalPort), logger: quietLogger)
+            let client = RemoteJournalClient(
+                configuration: .init(host: "127.0.0.1", port: node.journalPort), logger: quietLogger)
             var total = 0
             for (shard, acks) in acknowledged {
                 let info = try await client.describeShard(shard)
@@ -173,8 +180,6 @@ import Glibc
     }
 }
 
-import Synchronization
-
 /// Appends acknowledged by the node, collected from several writer tasks.
 final class Acknowledgements: Sendable {
     let list = Mutex<[(String, UInt64, String)]>([])
@@ -191,4 +196,85 @@ func httpGet(port: Int, path: String) async throws -> String {
     let body = await readToEnd(out.fileHandleForReading)
     process.waitUntilExit()
     return body
+}
+
+/// A queue served to two clients (two gateway processes) through the journal protocol, with
+/// the node killed under them: no message is lost, and none whose ack was answered comes back.
+@Suite(.serialized) struct QueueProcessTests {
+    @Test func twoClientsShareAQueueAcrossSIGKILL() async throws {
+        try await withTemporaryDirectory { dir in
+            let data = dir + "/data"
+            let total = 3_000
+            let acknowledged = AcknowledgementCounts()
+            for round in 0..<3 {
+                let node = try await NodeProcess(dataDirectory: data)
+                let clients = (0..<2).map { _ in
+                    RemoteJournalClient(
+                        configuration: .init(host: "127.0.0.1", port: node.journalPort), logger: quietLogger)
+                }
+                if round == 0 {
+                    _ = try await clients[0].createShard("orders/0")
+                    _ = try await clients[0].createShard("orders/1")
+                    _ = try await clients[0].declareQueue(
+                        "workers",
+                        definition: QueueDefinition(sources: [.init(shard: "orders/0"), .init(shard: "orders/1")]))
+                    for n in stride(from: 0, to: total, by: 10) {
+                        _ = try await clients[0].append(
+                            shard: "orders/\(n / 10 % 2)", batch: makeBatch("m\(n)", count: 10))
+                    }
+                }
+                let killer = Task {
+                    try await Task.sleep(for: .milliseconds(Int.random(in: 200...600)))
+                    if round < 2 { node.kill(SIGKILL) }
+                }
+                await withTaskGroup(of: Void.self) { group in
+                    for (index, client) in clients.enumerated() {
+                        group.addTask {
+                            while true {
+                                guard
+                                    let got = try? await client.receive(
+                                        queue: "workers", consumer: "gateway-\(index)", max: 5, maxBytes: 1 << 20,
+                                        visibilityMilliseconds: 2_000, resume: false,
+                                        wait: .milliseconds(round < 2 ? 500 : 3_000)),
+                                    !got.isEmpty
+                                else { return }
+                                let values = got.map { String(decoding: $0.record.value!, as: UTF8.self) }
+                                guard
+                                    (try? await client.settle(
+                                        queue: "workers", consumer: "gateway-\(index)", receipts: got.map(\.receipt),
+                                        as: .ack))
+                                        != nil
+                                else {
+                                    // The node may have stored the ack and died before answering.
+                                    acknowledged.uncertain.withLock { $0.formUnion(values) }
+                                    return
+                                }
+                                acknowledged.counts.withLock { seen in
+                                    for value in values { seen[value, default: 0] += 1 }
+                                }
+                            }
+                        }
+                    }
+                }
+                killer.cancel()
+                if round < 2 { _ = try await node.waitForExit() } else { await node.stop() }
+                for client in clients { await client.close() }
+            }
+            let seen = acknowledged.counts.withLock { $0 }
+            let expected = Set(stride(from: 0, to: total, by: 10).flatMap { n in (0..<10).map { "m\(n)-\($0)" } })
+            let missing = expected.subtracting(seen.keys).subtracting(acknowledged.uncertain.withLock { $0 })
+            #expect(
+                missing.isEmpty,
+                "\(missing.count) of \(expected.count) never acknowledged: \(missing.sorted().prefix(10))")
+            #expect(
+                seen.filter { $0.value > 1 }.isEmpty,
+                "acknowledged twice: \(seen.filter { $0.value > 1 }.keys.sorted().prefix(10))")
+        }
+    }
+}
+
+private final class AcknowledgementCounts: Sendable {
+    let counts = Mutex<[String: Int]>([:])
+    /// Values of settles that failed without an answer.
+    let uncertain = Mutex<Set<String>>([])
 }
