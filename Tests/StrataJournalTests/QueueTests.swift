@@ -159,11 +159,11 @@ import Testing
             _ = try await journal.createShard("s")
             _ = try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "s")]))
             _ = try await journal.append(shard: "s", batch: records(["one"]))
-            let first = try await journal.receive(queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 200)
+            let first = try await journal.receive(queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 2_000)
             #expect(first.map(\.receipt.delivery) == [1])
-            #expect(try await journal.receive(queue: "q", consumer: "b", max: 10, visibilityMilliseconds: 200).isEmpty)
+            #expect(try await journal.receive(queue: "q", consumer: "b", max: 10, visibilityMilliseconds: 2_000).isEmpty)
             let second = try await journal.receive(
-                queue: "q", consumer: "b", max: 10, visibilityMilliseconds: 10_000, wait: .seconds(5))
+                queue: "q", consumer: "b", max: 10, visibilityMilliseconds: 10_000, wait: .seconds(20))
             #expect(second.map(value) == ["one"] && second.map(\.receipt.delivery) == [2])
             #expect(try await journal.settle(queue: "q", consumer: "a", receipts: first.map(\.receipt), as: .ack) == 0)
             #expect(try await journal.settle(queue: "q", consumer: "b", receipts: second.map(\.receipt), as: .ack) == 1)
@@ -182,19 +182,19 @@ import Testing
             #expect(got.map(value) == ["poison", "bad"])
             try await journal.settle(queue: "q", consumer: "a", receipts: [got[1].receipt], as: .reject)
             try await journal.settle(
-                queue: "q", consumer: "a", receipts: [got[0].receipt], as: .requeue(delayMilliseconds: 300))
+                queue: "q", consumer: "a", receipts: [got[0].receipt], as: .requeue(delayMilliseconds: 3_000))
             #expect(try await journal.receive(queue: "q", consumer: "a", max: 1, visibilityMilliseconds: 0).isEmpty)
             #expect(try await journal.describeQueue("q").delayed == 1)
             got = try await journal.receive(
-                queue: "q", consumer: "a", max: 1, visibilityMilliseconds: 0, wait: .seconds(5))
-            #expect(got.map(\.receipt.delivery) == [2])
+                queue: "q", consumer: "a", max: 1, visibilityMilliseconds: 0, wait: .seconds(20))
+            try #require(got.map(\.receipt.delivery) == [2])
             try await journal.settle(
                 queue: "q", consumer: "a", receipts: got.map(\.receipt), as: .requeue(delayMilliseconds: 0))
             // Two deliveries and no settlement: the third attempt dead-letters it instead.
             #expect(try await journal.receive(queue: "q", consumer: "a", max: 1, visibilityMilliseconds: 0).isEmpty)
-            let letters =
-                try RecordBatch.decode(try await journal.read(shard: "dlq", from: 0, maxBytes: 1 << 20).batches[0])
-                + RecordBatch.decode(try await journal.read(shard: "dlq", from: 1, maxBytes: 1 << 20).batches[0])
+            let letters = try (try await journal.read(shard: "dlq", from: 0, maxBytes: 1 << 20)).batches.flatMap {
+                try RecordBatch.decode($0)
+            }
             let reasons = letters.map { record in
                 record.headers.first { $0.key == "strata.dead-letter.reason" }.map {
                     String(decoding: $0.value!, as: UTF8.self)
@@ -211,7 +211,7 @@ import Testing
         try await withQueueJournal { journal, _ in
             _ = try await journal.createShard("s")
             _ = try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "s")]))
-            let later = nowMilliseconds() + 400
+            let later = nowMilliseconds() + 3_000
             _ = try await journal.append(
                 shard: "s",
                 batch: records(
@@ -229,7 +229,7 @@ import Testing
                     "now"
                 ])
             let delayed = try await journal.receive(
-                queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 0, wait: .seconds(5))
+                queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 0, wait: .seconds(20))
             #expect(delayed.map(value) == ["later"])
             #expect(nowMilliseconds() >= later)
             #expect(try await journal.describeQueue("q").discarded == 1)  // expired, no dead-letter shard
