@@ -141,7 +141,9 @@ actor QueueActor {
     private var readPosition: [UInt64]
     private var busy = false
     private var queued: [CheckedContinuation<Void, Never>] = []
+    /// Changes made, and the sources whose ledgers changed since the last store.
     private var changes = 0
+    private var dirty = Set<Int>()
     private var storedChanges = 0
     private var storing = false
     private var storeWaiters: [CheckedContinuation<Void, Never>] = []
@@ -250,8 +252,8 @@ actor QueueActor {
                     ledgers[index]!.extend(receipt.offset, deadline: visibility == 0 ? nil : now + Int64(visibility))
                 }
                 count += 1
+                touch(index)
             }
-            if count > 0 { changes += 1 }
             return count
         }
         try await storeChanges()
@@ -264,9 +266,10 @@ actor QueueActor {
             let now = WallClock.milliseconds()
             var count = 0
             for index in ledgers.indices where ledgers[index] != nil {
-                count += ledgers[index]!.release(consumer: consumer, now: now)
+                let released = ledgers[index]!.release(consumer: consumer, now: now)
+                if released > 0 { touch(index) }
+                count += released
             }
-            if count > 0 { changes += 1 }
             return count
         }
         try await storeChanges()
@@ -299,16 +302,15 @@ actor QueueActor {
                     receipt: receipt, shard: definition.sources[source].shard, record: record, resumed: resumed))
             bytes += (record.key?.count ?? 0) + (record.value?.count ?? 0)
         }
-        var changed = false
         for index in ledgers.indices where ledgers[index] != nil {
-            if ledgers[index]!.expireLeases(now: now) > 0 { changed = true }
+            if ledgers[index]!.expireLeases(now: now) > 0 { touch(index) }
         }
         if resume {
             for index in ledgers.indices where ledgers[index] != nil {
                 for offset in ledgers[index]!.leases(of: consumer) where !full {
                     guard let record = try await fetch(source: index, offset: offset) else { continue }
                     add(index, offset, ledgers[index]!.renewLease(offset, deadline: deadline)!, true, record)
-                    changed = true
+                    touch(index)
                 }
             }
         }
@@ -317,7 +319,7 @@ actor QueueActor {
         for index in ledgers.indices where ledgers[index] != nil {
             for offset in ledgers[index]!.ready(now: now, orderedGroups: definition.orderedGroups) {
                 guard !full, inFlight < limit else { break }
-                changed = true
+                touch(index)
                 let deliveries = ledgers[index]!.waiting[offset]!.deliveries
                 if definition.maxDeliveries > 0 && deliveries >= definition.maxDeliveries {
                     try await deadLetter(source: index, offset: offset, reason: "delivery-limit", record: nil)
@@ -342,7 +344,7 @@ actor QueueActor {
                 exhausted.insert(source)
                 continue
             }
-            changed = true
+            touch(source)
             if case .deliver(let record, let group) = try await admit(
                 source: source, offset: offset, record: record, now: now)
             {
@@ -351,7 +353,6 @@ actor QueueActor {
                 inFlight += 1
             }
         }
-        if changed { changes += 1 }
         return deliveries
     }
 
@@ -414,35 +415,42 @@ actor QueueActor {
 
     /// The next record past the source's cursor, reading ahead from the journal when needed.
     private func nextUnread(_ source: Int) async throws -> (UInt64, Record?)? {
-        if lookahead[source].isEmpty {
-            let shard = definition.sources[source].shard
-            let from = Swift.max(readPosition[source], ledgers[source]!.cursor)
-            let result: ReadResult
-            do {
-                result = try await journal.read(shard: shard, from: from, maxBytes: 256 << 10)
-            } catch let error as JournalError where error.code == .unknownShard {
-                return nil
+        while true {
+            if lookahead[source].isEmpty {
+                guard try await readAhead(source) else { return nil }
             }
-            if result.startOffset > ledgers[source]!.cursor {
-                ledgers[source]!.skip(below: result.startOffset)
-                changes += 1
-            }
-            var entries: [(offset: UInt64, record: Record?)] = []
-            for batch in result.batches {
-                guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex) else { continue }
-                let records = header.isControl ? [] : try RecordBatch.decode(batch)
-                var byOffset: [UInt64: Record] = [:]
-                for record in records { if let offset = record.offset { byOffset[offset] = record } }
-                for offset in UInt64(header.baseOffset)...UInt64(header.lastOffset) where offset >= from {
-                    entries.append((offset, byOffset[offset]))
-                }
-            }
-            readPosition[source] = result.nextOffset
-            lookahead[source] = entries
+            let next = lookahead[source].removeFirst()
+            if next.offset >= ledgers[source]!.cursor { return next }
         }
-        guard !lookahead[source].isEmpty else { return nil }
-        let next = lookahead[source].removeFirst()
-        return next.offset < ledgers[source]!.cursor ? try await nextUnread(source) : next
+    }
+
+    /// Fills the source's lookahead from the journal; false when there is nothing to read.
+    private func readAhead(_ source: Int) async throws -> Bool {
+        let shard = definition.sources[source].shard
+        let from = Swift.max(readPosition[source], ledgers[source]!.cursor)
+        let result: ReadResult
+        do {
+            result = try await journal.read(shard: shard, from: from, maxBytes: 256 << 10)
+        } catch let error as JournalError where error.code == .unknownShard {
+            return false
+        }
+        if result.startOffset > ledgers[source]!.cursor {
+            ledgers[source]!.skip(below: result.startOffset)
+            touch(source)
+        }
+        var entries: [(offset: UInt64, record: Record?)] = []
+        for batch in result.batches {
+            guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex) else { continue }
+            let records = header.isControl ? [] : try RecordBatch.decode(batch)
+            var byOffset: [UInt64: Record] = [:]
+            for record in records { if let offset = record.offset { byOffset[offset] = record } }
+            for offset in UInt64(header.baseOffset)...UInt64(header.lastOffset) where offset >= from {
+                entries.append((offset, byOffset[offset]))
+            }
+        }
+        readPosition[source] = result.nextOffset
+        lookahead[source] = entries
+        return !entries.isEmpty
     }
 
     /// The record at `offset`, read again (a redelivery); nil when retention removed it.
@@ -453,7 +461,7 @@ actor QueueActor {
         }
         if ledgers[source]!.settle(offset) {
             ledgers[source]!.lostToRetention += 1
-            changes += 1
+            touch(source)
         }
         return nil
     }
@@ -474,12 +482,7 @@ actor QueueActor {
                 RecordHeader(key: "strata.dead-letter.offset", value: Array(String(offset).utf8)),
                 RecordHeader(
                     key: "strata.dead-letter.deliveries",
-                    value: Array(
-                        String(
-                            ledgers[source]!.leases[offset]?.delivery ?? ledgers[source]!.waiting[offset]?.deliveries
-                                ?? 0
-                        ).utf8)
-                ),
+                    value: Array(String(ledgers[source]!.deliveries(of: offset)).utf8)),
             ]
             _ = try await journal.append(shard: target, batch: RecordBatch.encode([letter]))
             ledgers[source]!.deadLettered += 1
@@ -487,7 +490,7 @@ actor QueueActor {
             ledgers[source]!.discarded += 1
         }
         ledgers[source]!.settle(offset)
-        changes += 1
+        touch(source)
     }
 
     /// Sources without a ledger get one, at their end or their start as declared.
@@ -497,11 +500,16 @@ actor QueueActor {
             let start = source.fromStart ? info.startOffset : info.endOffset
             ledgers[index] = QueueLedger(startingAt: start)
             readPosition[index] = start
-            changes += 1
+            touch(index)
         }
     }
 
     // MARK: Storage and waiting
+
+    private func touch(_ source: Int) {
+        dirty.insert(source)
+        changes += 1
+    }
 
     /// Stores every ledger changed so far, or waits for the store that does.
     private func storeChanges() async throws {
@@ -513,8 +521,10 @@ actor QueueActor {
             }
             storing = true
             let upTo = changes
-            let records = ledgers.enumerated().compactMap { index, ledger in
-                ledger.map { (StorageKeys.queueLedger(name, source: UInt32(index)), $0.encoded()) }
+            let sources = dirty
+            dirty.removeAll()
+            let records = sources.compactMap { index in
+                ledgers[index].map { (StorageKeys.queueLedger(name, source: UInt32(index)), $0.encoded()) }
             }
             defer {
                 storing = false
@@ -522,10 +532,15 @@ actor QueueActor {
                 storeWaiters.removeAll()
                 waiters.forEach { $0.resume() }
             }
-            try await journal.blocking { [journal] in
-                let batch = RocksDB.WriteBatch()
-                for (key, value) in records { batch.put(key, value) }
-                try journal.db.write(batch, durable: true)
+            do {
+                try await journal.blocking { [journal] in
+                    let batch = RocksDB.WriteBatch()
+                    for (key, value) in records { batch.put(key, value) }
+                    try journal.db.write(batch, durable: true)
+                }
+            } catch {
+                dirty.formUnion(sources)
+                throw error
             }
             storedChanges = upTo
         }

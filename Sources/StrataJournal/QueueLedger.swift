@@ -182,6 +182,11 @@ public struct QueueLedger: Sendable, Equatable {
         return result
     }
 
+    /// Deliveries of `offset` so far (0 when it was never delivered or is settled).
+    public func deliveries(of offset: UInt64) -> UInt32 {
+        leases[offset]?.delivery ?? waiting[offset]?.deliveries ?? 0
+    }
+
     /// Whether a new message of `group` must wait behind one already leased or waiting.
     public func groupIsBusy(_ group: String) -> Bool { groupHolds[group, default: 0] > 0 }
 

@@ -156,20 +156,7 @@ public enum JournalRequest: Sendable {
         case .queueSettle(let name, let consumer, let settlement, let receipts):
             payload.writeWireString(name)
             payload.writeWireString(consumer)
-            switch settlement {
-            case .ack:
-                payload.writeInteger(UInt8(0))
-                payload.writeInteger(UInt32(0))
-            case .requeue(let delay):
-                payload.writeInteger(UInt8(1))
-                payload.writeInteger(delay)
-            case .reject:
-                payload.writeInteger(UInt8(2))
-                payload.writeInteger(UInt32(0))
-            case .extend(let visibility):
-                payload.writeInteger(UInt8(3))
-                payload.writeInteger(visibility)
-            }
+            payload.writeQueueSettlement(settlement)
             payload.writeInteger(UInt32(receipts.count))
             for receipt in receipts { payload.writeQueueReceipt(receipt) }
         case .queueRelease(let name, let consumer):
@@ -245,16 +232,7 @@ public enum JournalRequest: Sendable {
         case .queueSettle:
             let name = try p.readWireString()
             let consumer = try p.readWireString()
-            let kind: UInt8 = try p.readWireInteger()
-            let milliseconds: UInt32 = try p.readWireInteger()
-            let settlement: QueueSettlement
-            switch kind {
-            case 0: settlement = .ack
-            case 1: settlement = .requeue(delayMilliseconds: milliseconds)
-            case 2: settlement = .reject
-            case 3: settlement = .extend(visibilityMilliseconds: milliseconds)
-            default: throw JournalError(.protocolError, "settlement kind \(kind) is not 0 to 3")
-            }
+            let settlement = try p.readQueueSettlement()
             let count: UInt32 = try p.readWireInteger()
             guard Int(count) <= p.readableBytes / 16 else {
                 throw JournalError(.protocolError, "receipt count \(count) is too large")

@@ -210,6 +210,32 @@ extension ByteBuffer {
         QueueReceipt(source: try readWireInteger(), offset: try readWireInteger(), delivery: try readWireInteger())
     }
 
+    /// A settlement: kind u8 (0 ack, 1 requeue, 2 reject, 3 extend) and milliseconds u32 (the
+    /// requeue delay or the new visibility; 0 for the others).
+    public mutating func writeQueueSettlement(_ settlement: QueueSettlement) {
+        let (kind, milliseconds): (UInt8, UInt32) =
+            switch settlement {
+            case .ack: (0, 0)
+            case .requeue(let delay): (1, delay)
+            case .reject: (2, 0)
+            case .extend(let visibility): (3, visibility)
+            }
+        writeInteger(kind)
+        writeInteger(milliseconds)
+    }
+
+    public mutating func readQueueSettlement() throws(JournalError) -> QueueSettlement {
+        let kind: UInt8 = try readWireInteger()
+        let milliseconds: UInt32 = try readWireInteger()
+        switch kind {
+        case 0: return .ack
+        case 1: return .requeue(delayMilliseconds: milliseconds)
+        case 2: return .reject
+        case 3: return .extend(visibilityMilliseconds: milliseconds)
+        default: throw JournalError(.protocolError, "settlement kind \(kind) is not 0 to 3")
+        }
+    }
+
     /// Deliveries: count, then each receipt, resumed flag, shard, and record (timestamp, key,
     /// value, headers), absent key and value marked.
     public mutating func writeQueueDeliveries(_ deliveries: [QueueDelivery]) {
