@@ -10,6 +10,9 @@ extension Journal {
     /// reordered, since receipts name them by index); the other settings are replaced.
     public func declareQueue(_ name: String, definition: QueueDefinition) async throws -> QueueStatus {
         try Self.checkQueueName(name)
+        guard Set(definition.sources.map(\.shard)).count == definition.sources.count else {
+            throw JournalError(.invalidArgument, "queue \(name): a source shard is named twice")
+        }
         let queue = try await queueActor(name, creating: definition)
         return try await queue.declare(definition)
     }
@@ -165,16 +168,24 @@ actor QueueActor {
         wakeup.fire()
     }
 
-    func declare(_ new: QueueDefinition) async throws -> QueueStatus {
+    func declare(_ declared: QueueDefinition) async throws -> QueueStatus {
         try await exclusive {
-            guard new.sources.count >= definition.sources.count,
-                zip(new.sources, definition.sources).allSatisfy({ $0.shard == $1.shard })
-            else {
-                throw JournalError(
-                    .invalidArgument,
-                    "queue \(name) reads \(definition.sources.map(\.shard)); a declaration may add sources, not remove or reorder them"
-                )
-            }
+            // Receipts name sources by index: the known ones keep theirs (a declaration may
+            // update their subject root), sources new to the queue are appended in the declared
+            // order, and a declaration naming fewer removes none. So gateways that declare one
+            // queue with the sources each knows of, in any order, agree.
+            var new = declared
+            var byShard: [String: QueueDefinition.Source] = [:]
+            for source in declared.sources where byShard[source.shard] == nil { byShard[source.shard] = source }
+            let known = Set(definition.sources.map(\.shard))
+            var appended = Set<String>()
+            new.sources =
+                definition.sources.map { source in
+                    var kept = source
+                    if let given = byShard[source.shard] { kept.subjectRoot = given.subjectRoot }
+                    return kept
+                }
+                + declared.sources.filter { !known.contains($0.shard) && appended.insert($0.shard).inserted }
             if new != definition || !stored {
                 let bytes = Array(try JSONEncoder().encode(new))
                 try await journal.blocking { [journal, name] in

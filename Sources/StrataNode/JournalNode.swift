@@ -67,6 +67,7 @@ public enum JournalNode {
             mqtt.allowAnonymous = configuration.mqttAllowAnonymous
             mqtt.retention = configuration.mqttRetention
             mqtt.sharedTopics = configuration.mqttSharedTopics
+            mqtt.sharedRedispatch = configuration.mqttSharedRedispatch
             mqtt.topicPartitions = configuration.mqttTopicPartitions
             mqtt.webSocketHost = configuration.mqttWebSocketListen?.host
             mqtt.webSocketPort = configuration.mqttWebSocketListen?.port ?? 0

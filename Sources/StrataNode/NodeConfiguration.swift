@@ -37,6 +37,8 @@ public struct NodeConfiguration: Sendable {
     /// creates (`MQTTGateway.Configuration.sharedTopics`, `topicPartitions`).
     public var mqttSharedTopics = true
     public var mqttTopicPartitions: Int32 = 1
+    /// `MQTTGateway.Configuration.sharedRedispatch`.
+    public var mqttSharedRedispatch = false
     /// MQTT over WebSocket listener of the in-process gateway (nil: none).
     public var mqttWebSocketListen: HostPort?
     /// Password and ACL files for the MQTT gateway (mosquitto's formats).
@@ -114,6 +116,7 @@ public struct NodeConfiguration: Sendable {
             case ("mqtt.retention_ms", _), ("mqtt.retention_bytes", _):
                 throw JournalError(.invalidArgument, "config file: \(key) is a number of at least 0 or \"none\"")
             case ("mqtt.shared_topics", .bool(let v)): mqttSharedTopics = v
+            case ("mqtt.shared_redispatch", .bool(let v)): mqttSharedRedispatch = v
             case ("mqtt.topic_partitions", .integer(let v)):
                 guard 1...10_000 ~= v else {
                     throw JournalError(.invalidArgument, "config file: mqtt.topic_partitions is 1...10000")
@@ -300,6 +303,7 @@ public struct NodeConfiguration: Sendable {
             "mqtt.listen": mqttListen.description, "mqtt.allow_anonymous": "\(mqttAllowAnonymous)",
             "mqtt.retention": mqttRetention.map { "\($0)" } ?? "as stored in the journal (7 days if never set)",
             "mqtt.shared_topics": "\(mqttSharedTopics)", "mqtt.topic_partitions": "\(mqttTopicPartitions)",
+            "mqtt.shared_redispatch": "\(mqttSharedRedispatch)",
             "kafka.listen": kafkaListen.description, "kafka.advertised": kafkaAdvertised?.description ?? "",
             "kafka.default_partitions": "\(kafkaDefaultPartitions)", "kafka.node_id": "\(kafkaNodeID)",
             "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",

@@ -69,6 +69,12 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "Partitions of a registry topic the MQTT gateway creates for a topic's first level (default: 1).")
     var mqttTopicPartitions: Int32?
 
+    @Flag(
+        help:
+            "MQTT shared subscriptions: what a member has not acknowledged goes to another member as soon as its connection ends, QoS 2 too (docs/mqtt.md)."
+    )
+    var mqttSharedRedispatch = false
+
     @Option(help: "MQTT password file (mosquitto's format).")
     var mqttPasswords: String?
 
@@ -164,6 +170,7 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
             if let mqttSharedTopics { settings.mqttSharedTopics = mqttSharedTopics }
+            if mqttSharedRedispatch { settings.mqttSharedRedispatch = true }
             if let mqttTopicPartitions {
                 guard 1...10_000 ~= mqttTopicPartitions else {
                     throw ValidationError("--mqtt-topic-partitions must be 1...10000")

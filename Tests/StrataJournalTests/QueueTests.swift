@@ -161,7 +161,8 @@ import Testing
             _ = try await journal.append(shard: "s", batch: records(["one"]))
             let first = try await journal.receive(queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 2_000)
             #expect(first.map(\.receipt.delivery) == [1])
-            #expect(try await journal.receive(queue: "q", consumer: "b", max: 10, visibilityMilliseconds: 2_000).isEmpty)
+            #expect(
+                try await journal.receive(queue: "q", consumer: "b", max: 10, visibilityMilliseconds: 2_000).isEmpty)
             let second = try await journal.receive(
                 queue: "q", consumer: "b", max: 10, visibilityMilliseconds: 10_000, wait: .seconds(20))
             #expect(second.map(value) == ["one"] && second.map(\.receipt.delivery) == [2])
@@ -308,6 +309,7 @@ import Testing
         try await withQueueJournal { journal, _ in
             _ = try await journal.createShard("a")
             _ = try await journal.createShard("b")
+            _ = try await journal.createShard("c")
             _ = try await journal.append(shard: "b", batch: records(["old-b"]))
             _ = try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "a")]))
             let grown = try await journal.declareQueue(
@@ -317,8 +319,16 @@ import Testing
                 try await journal.receive(queue: "q", consumer: "c", max: 5, visibilityMilliseconds: 0).map(value) == [
                     "old-b"
                 ])
+            // Sources keep their indices whatever a declaration names: two gateways declaring
+            // with the sources each knows of, in any order, agree.
+            let same = try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "b")]))
+            #expect(same.sources.map(\.shard) == ["a", "b"])
+            let merged = try await journal.declareQueue(
+                "q", definition: QueueDefinition(sources: [.init(shard: "c"), .init(shard: "a")]))
+            #expect(merged.sources.map(\.shard) == ["a", "b", "c"])
             await #expect(throws: JournalError.self) {
-                try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "b")]))
+                try await journal.declareQueue(
+                    "q", definition: QueueDefinition(sources: [.init(shard: "c"), .init(shard: "c")]))
             }
             await #expect(throws: JournalError.self) {
                 try await journal.receive(queue: "nope", consumer: "c", max: 1, visibilityMilliseconds: 0)

@@ -293,12 +293,30 @@ def test_session_survives_journal_node_restart(data_dir, stop_signal):
         second.stop()
 
 
+def drain(members, total, timeout=TIMEOUT * 2):
+    """Payloads each member received until `total` arrived in all (or the time ran out), then
+    whatever else comes within a second (a message delivered twice would)."""
+    got = [[] for _ in members]
+    deadline = time.monotonic() + timeout
+    while sum(map(len, got)) < total and time.monotonic() < deadline:
+        for i, m in enumerate(members):
+            try:
+                got[i].append(m.inbox.get(timeout=0.05).payload.decode())
+            except queue.Empty:
+                pass
+    time.sleep(1)
+    for i, m in enumerate(members):
+        while not m.inbox.empty():
+            got[i].append(m.inbox.get().payload.decode())
+    return got
+
+
 @pytest.mark.parametrize("version", [mqtt.MQTTv311, mqtt.MQTTv5])
 def test_shared_subscription_delivers_each_message_once_per_group(node, version):
     members = [client(node, version) for _ in range(2)]
     for m in members:
         connect(m, node)
-        subscribe(m, "$share/workers/jobs/#", qos=1)
+        assert subscribe(m, "$share/workers/jobs/#", qos=1)[0] == 1
     plain = client(node, version)
     connect(plain, node)
     subscribe(plain, "jobs/#", qos=1)
@@ -307,17 +325,125 @@ def test_shared_subscription_delivers_each_message_once_per_group(node, version)
     for i in range(20):
         pub.publish(f"jobs/{i}", f"j{i}", qos=1).wait_for_publish(TIMEOUT)
     assert sorted(plain.inbox.get(timeout=TIMEOUT).payload.decode() for _ in range(20)) == sorted(f"j{i}" for i in range(20))
-    time.sleep(0.5)
-    per_member = []
-    for m in members:
-        got = []
-        while not m.inbox.empty():
-            got.append(m.inbox.get().payload.decode())
-        per_member.append(got)
+    per_member = drain(members, 20)
     shared = [x for got in per_member for x in got]
     assert sorted(shared) == sorted(f"j{i}" for i in range(20))  # each exactly once across the group
-    assert all(len(got) == 10 for got in per_member)  # members take turns
     close(*members, plain, pub)
+
+
+VICTIM = r"""
+import sys
+import paho.mqtt.client as mqtt
+port, cid, session, filt, qos = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv311,
+                clean_session=session == "clean", manual_ack=True)  # acknowledges nothing
+c.on_connect = lambda c, u, f, r, p: c.subscribe(filt, qos=qos)
+c.on_subscribe = lambda c, u, mid, codes, p: print("subscribed", flush=True)
+c.on_message = lambda c, u, m: print(m.payload.decode(), flush=True)
+c.connect("127.0.0.1", port, keepalive=30)
+c.loop_forever()
+"""
+
+
+class Victim:
+    """A shared-subscription member in its own process that never acknowledges, to be SIGKILLed."""
+
+    def __init__(self, port, client_id, session, filt, qos=1):
+        import sys
+        import threading
+        self.process = subprocess.Popen([sys.executable, "-c", VICTIM, str(port), client_id, session, filt, str(qos)],
+                                        stdout=subprocess.PIPE, text=True)
+        self.lines = queue.Queue()
+        threading.Thread(target=lambda: [self.lines.put(line.strip()) for line in self.process.stdout],
+                         daemon=True).start()
+        assert self.lines.get(timeout=TIMEOUT) == "subscribed"
+
+    def received(self, count):
+        return [self.lines.get(timeout=TIMEOUT * 2) for _ in range(count)]
+
+    def kill(self):
+        self.process.kill()
+        self.process.wait(timeout=TIMEOUT)
+
+
+def test_shared_member_killed_gets_its_messages_on_resume(node):
+    """[MQTT-4.8.2-4]: what a member with a persistent session had not acknowledged when it died
+    is completed to it when it resumes (DUP=1), and never goes to another member meanwhile."""
+    filt = "$share/k/kill/#"
+    cid = f"victim-{uuid.uuid4().hex[:6]}"
+    victim = Victim(node.mqtt_port, cid, "persistent", filt)
+    pub = client(node)
+    connect(pub, node)
+    first = [f"k{i}" for i in range(30)]
+    for i, payload in enumerate(first):
+        pub.publish(f"kill/{i}", payload, qos=1).wait_for_publish(TIMEOUT)
+    assert sorted(victim.received(30)) == sorted(first)  # the only member: it gets them all
+    other = client(node)
+    connect(other, node)
+    subscribe(other, filt)
+    time.sleep(1.5)  # the victim's session checkpoint (every second) holds its unacknowledged messages
+    victim.kill()
+    later = [f"late{i}" for i in range(10)]
+    for i, payload in enumerate(later):
+        pub.publish(f"kill/late/{i}", payload, qos=1).wait_for_publish(TIMEOUT)
+    time.sleep(3)
+    to_other = []
+    while not other.inbox.empty():
+        to_other.append(other.inbox.get().payload.decode())
+    assert not set(to_other) & set(first)  # the victim's messages stay with its session
+    back = persistent_client(node, cid)
+    flags, _ = connect_persistent(back, node)
+    assert flags.session_present
+    resumed = {}
+    deadline = time.monotonic() + TIMEOUT * 2
+    while not set(first) <= set(resumed) and time.monotonic() < deadline:
+        try:
+            message = back.inbox.get(timeout=0.1)
+        except queue.Empty:
+            continue
+        resumed[message.payload.decode()] = message.dup
+    assert set(first) <= set(resumed)
+    assert all(resumed[payload] for payload in first)  # DUP=1 on redelivery
+    got = drain([other, back], len(later) - len(to_other) - (len(resumed) - len(first)), timeout=TIMEOUT)
+    to_other += got[0]
+    to_back = set(resumed) | set(got[1])
+    assert not set(to_other) & to_back  # no message to two members
+    assert sorted(set(to_other) | to_back) == sorted(first + later)
+    close(back, other, pub)
+
+
+@pytest.mark.parametrize("redispatch", [False, True])
+def test_shared_messages_of_an_ended_session_go_to_another_member(data_dir, redispatch):
+    """When a member's session ends (here: a clean session whose client died) its unacknowledged
+    QoS 1 messages go to another member; a QoS 2 one it was sent does not ([MQTT-4.8.2-5]) and is
+    counted. With redispatch the group owns them: a persistent member's go over as soon as its
+    connection ends, QoS 2 too."""
+    extra = ["--mqtt-allow-anonymous"] + (["--mqtt-shared-redispatch"] if redispatch else [])
+    node = Node(data_dir, extra)
+    try:
+        filt = "$share/e/ended/#"
+        victim = Victim(node.mqtt_port, f"v-{uuid.uuid4().hex[:6]}", "persistent" if redispatch else "clean", filt,
+                        qos=2)
+        pub = client(node)
+        connect(pub, node)
+        qos1 = [f"one{i}" for i in range(10)]
+        qos2 = [f"two{i}" for i in range(10)]
+        for i in range(10):
+            pub.publish(f"ended/{i}", qos1[i], qos=1).wait_for_publish(TIMEOUT)
+            pub.publish(f"ended/{i}", qos2[i], qos=2).wait_for_publish(TIMEOUT)
+        assert sorted(victim.received(20)) == sorted(qos1 + qos2)
+        other = client(node)
+        connect(other, node)
+        subscribe(other, filt, qos=2)
+        victim.kill()
+        expected = qos1 + qos2 if redispatch else qos1
+        got = drain([other], len(expected))[0]
+        assert sorted(got) == sorted(expected)
+        if not redispatch:
+            assert metric(node, "strata_mqtt_shared_dropped_total") == 10
+        close(other, pub)
+    finally:
+        node.stop()
 
 
 @pytest.fixture
@@ -803,6 +929,46 @@ def test_session_taken_over_through_another_gateway_process(data_dir, version):
         assert old.inbox.empty()
         old.loop_stop()
         close(new, pub)
+    finally:
+        first.stop()
+        second.stop()
+        node.stop()
+
+
+def test_shared_group_across_gateways_keeps_messages_while_offline(data_dir):
+    """A shared subscription is one queue in the journal: members on two gateway processes get
+    each message once between them; while every member is offline (persistent sessions) the
+    group's messages wait, for whichever member returns first, through either gateway."""
+    node = Node(data_dir, [], listeners=2)
+    first = Gateway(node.journal, ["--allow-anonymous"])
+    second = Gateway(node.journal, ["--allow-anonymous"])
+    try:
+        filt = "$share/workers/across/#"
+        a = persistent_client(first, "across-a")
+        connect_persistent(a, first)
+        subscribe(a, filt)
+        b = persistent_client(second, "across-b", mqtt.MQTTv5)
+        connect_persistent(b, second, mqtt.MQTTv5)
+        subscribe(b, filt)
+        pub = client(first)
+        connect(pub, first)
+        sent = [f"x{i}" for i in range(40)]
+        for i, payload in enumerate(sent):  # the topic `across` is created by the first publish
+            pub.publish(f"across/{i % 4}", payload, qos=1).wait_for_publish(TIMEOUT)
+        got = drain([a, b], len(sent))
+        assert sorted(got[0] + got[1]) == sorted(sent)  # once across both gateways
+        close(a, b)
+        late = [f"late{i}" for i in range(20)]
+        for i, payload in enumerate(late):  # the whole group is offline
+            pub.publish(f"across/late/{i}", payload, qos=1).wait_for_publish(TIMEOUT)
+        b_again = persistent_client(first, "across-b", mqtt.MQTTv5)  # back through the other gateway
+        flags, _ = connect_persistent(b_again, first, mqtt.MQTTv5)
+        assert flags.session_present
+        a_again = persistent_client(second, "across-a")
+        connect_persistent(a_again, second)
+        got = drain([a_again, b_again], len(late))
+        assert sorted(got[0] + got[1]) == sorted(late)
+        close(a_again, b_again, pub)
     finally:
         first.stop()
         second.stop()

@@ -39,8 +39,9 @@ struct MQTTConnection {
         guard let opened = try await open(&packets, outbound: outbound) else { return }
         MQTTMetrics.connections.increment()
         defer { MQTTMetrics.connections.decrement() }
-        let ending = await converse(opened, &packets)
-        await close(opened, ending)
+        let shares = MQTTSharePullers(gateway: gateway, session: opened.session)
+        let ending = await converse(opened, &packets, shares: shares)
+        await close(opened, ending, shares: shares)
         await gateway.sessionEnded(opened.session)
     }
 
@@ -50,6 +51,14 @@ struct MQTTConnection {
         var resume: Resume?
         var keepAlive: UInt16
         var will: MQTTPacket.Will?
+        /// The shared subscriptions of a session this CONNECT ended (replaced by a clean start,
+        /// expired, or not persistent), whose messages go back to their groups.
+        var endedShares: EndedShares?
+    }
+
+    struct EndedShares: Sendable {
+        var queues: Set<String>
+        var leases: [(lease: MQTTShareLease, qos: UInt8, sent: Bool)]
     }
 
     /// How the conversation ended.
@@ -86,19 +95,34 @@ struct MQTTConnection {
             }
             enhanced = outcome
         }
-        guard let (session, resume) = try await accept(connect, enhanced: enhanced, outbound: outbound) else {
+        guard let (session, resume, endedShares) = try await accept(connect, enhanced: enhanced, outbound: outbound)
+        else {
             return nil
         }
-        return Opened(session: session, resume: resume, keepAlive: effectiveKeepAlive(connect), will: connect.will)
+        return Opened(
+            session: session, resume: resume, keepAlive: effectiveKeepAlive(connect), will: connect.will,
+            endedShares: endedShares)
     }
 
     /// The connected session: packets until DISCONNECT, an error, a keep-alive timeout or a
     /// closed socket. Packets to the client are written by the session itself, in order.
     @inline(never)
     private func converse(
-        _ opened: Opened, _ packets: inout NIOAsyncChannelInboundStream<MQTTPacket>.AsyncIterator
+        _ opened: Opened, _ packets: inout NIOAsyncChannelInboundStream<MQTTPacket>.AsyncIterator,
+        shares: MQTTSharePullers
     ) async -> Ending {
         let session = opened.session
+        if let ended = opened.endedShares {
+            await gateway.endShares(
+                clientID: session.clientID, queues: ended.queues, leases: ended.leases, sessionEnded: true,
+                settler: shares.settler)
+        }
+        // Shared subscriptions take their messages from their queues; a resumed session's own
+        // unacknowledged ones first.
+        for subscription in session.subscriptions where subscription.shared != nil {
+            shares.start(subscription.filter, resume: true)
+        }
+        let renewing = Task { [gateway] in await gateway.renewShares(of: session, settler: shares.settler) }
         let lastSeen = LastSeen()
         var ending = Ending()
         var keepAliveCheck: RepeatedTask?
@@ -158,7 +182,8 @@ struct MQTTConnection {
             while let packet = try await packets.next() {
                 lastSeen.touch()
                 if try await handle(
-                    packet, session: session, aliases: &aliases, acks: acks, checkpointer: checkpointer, ending: &ending
+                    packet, session: session, aliases: &aliases, acks: acks, checkpointer: checkpointer,
+                    shares: shares, ending: &ending
                 ) {
                     break
                 }
@@ -176,6 +201,7 @@ struct MQTTConnection {
         }
         keepAliveCheck?.cancel()
         replaying?.cancel()
+        renewing.cancel()
         checkpointTicks?.cancel()
         checkpointer?.finish()
         // Closes the socket once what was sent is written.
@@ -189,25 +215,36 @@ struct MQTTConnection {
     @inline(never)
     private func handle(
         _ packet: MQTTPacket, session: MQTTSession, aliases: inout [UInt16: String], acks: MQTTAckSequencer,
-        checkpointer: MQTTCheckpointer?, ending: inout Ending
+        checkpointer: MQTTCheckpointer?, shares: MQTTSharePullers, ending: inout Ending
     ) async throws -> Bool {
         switch packet {
         case .publish(let publish):
             await acks.waitForRoom()
             try handlePublish(publish, session: session, aliases: &aliases, acks: acks)
         case .puback(let ack), .pubcomp(let ack):
-            session.acknowledged(ack.packetID)
+            if let lease = session.acknowledged(ack.packetID) { shares.settler.settle([lease], as: .ack) }
         case .pubrec(let ack):
             let known = session.received(ack.packetID)
-            if ack.reasonCode >= 0x80 { session.acknowledged(ack.packetID) }
+            if ack.reasonCode >= 0x80, let lease = session.acknowledged(ack.packetID) {
+                shares.settler.settle([lease], as: .ack)  // the client refused it: done with
+            }
             session.send(.pubrel(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
         case .pubrel(let ack):
             let known = session.inboundQoS2Released(ack.packetID)
             session.send(.pubcomp(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
         case .subscribe(let subscribe):
-            try await handleSubscribe(subscribe, session: session, checkpointer: checkpointer)
+            try await handleSubscribe(subscribe, session: session, checkpointer: checkpointer, shares: shares)
         case .unsubscribe(let unsubscribe):
-            let codes = unsubscribe.filters.map { gateway.unsubscribe(session, $0) ? UInt8(0) : 0x11 }
+            var codes: [UInt8] = []
+            for filter in unsubscribe.filters {
+                let existed = gateway.unsubscribe(session, filter)
+                codes.append(existed ? 0 : 0x11)
+                if existed, let queue = gateway.shareQueue(filter) {
+                    // What the member holds of it is still completed; it takes no more.
+                    session.wakeSharePuller(queue)
+                    await gateway.leaveShare(queue, clientID: session.clientID)
+                }
+            }
             await checkpointer?.storeNow()
             session.send(.unsuback(.init(packetID: unsubscribe.packetID, reasonCodes: codes)))
         case .pingreq:
@@ -230,7 +267,7 @@ struct MQTTConnection {
 
     /// After the conversation: the session record (persistent sessions), the will.
     @inline(never)
-    private func close(_ opened: Opened, _ ending: Ending) async {
+    private func close(_ opened: Opened, _ ending: Ending, shares: MQTTSharePullers) async {
         let session = opened.session
         if let positions = gateway.unregister(session) {
             let expiry = ending.expiryAtDisconnect ?? session.expiryInterval
@@ -245,6 +282,14 @@ struct MQTTConnection {
                 logger.error(
                     "session not stored", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
             }
+            // Still the registered session: its shared messages go back to their groups when
+            // the session ends here (not when another connection took it over).
+            await gateway.endShares(
+                clientID: session.clientID, queues: gateway.shareQueues(session.subscriptions),
+                leases: session.shareLeases, sessionEnded: !(session.persistent && expiry != 0),
+                settler: shares.settler)
+        } else {
+            await shares.settler.flush()
         }
         if !ending.normalDisconnect, let pending = opened.will, session.permits(.write, pending.topic) {
             var properties = pending.properties
@@ -331,9 +376,9 @@ struct MQTTConnection {
     private func accept(
         _ connect: MQTTPacket.Connect, enhanced: EnhancedAuthentication?,
         outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
-    ) async throws -> (MQTTSession, Resume?)? {
+    ) async throws -> (MQTTSession, Resume?, EndedShares?)? {
         let version = connect.version
-        func refuse(v5: UInt8, v311: UInt8) async throws -> (MQTTSession, Resume?)? {
+        func refuse(v5: UInt8, v311: UInt8) async throws -> (MQTTSession, Resume?, EndedShares?)? {
             try await outbound.write(
                 Self.bytes(.connack(.init(sessionPresent: false, reasonCode: version == .v5 ? v5 : v311)), version))
             return nil
@@ -363,12 +408,31 @@ struct MQTTConnection {
         let expiry: UInt32? = version == .v5 ? (connect.properties.sessionExpiryInterval ?? 0) : nil
         let persistent = version == .v5 ? expiry! > 0 : !connect.cleanStart
         var stored: MQTTSessionRecord?
-        if connect.cleanStart {
-            try await gateway.forgetSession(clientID)
-        } else if let (live, positions) = gateway.connectedSession(clientID), live.persistent {
+        // The session this CONNECT ends instead of resuming it: its shared messages go back to
+        // their groups.
+        var ended: EndedShares?
+        func ends(_ record: MQTTSessionRecord) {
+            ended = EndedShares(
+                queues: gateway.shareQueues(record.subscriptions),
+                leases: record.inflight.compactMap { entry in
+                    entry.share.map { ($0, MQTTSessionRecord.decode(entry.packet)?.qos ?? 1, true) }
+                })
+        }
+        let live = gateway.connectedSession(clientID)
+        if let (live, positions) = live, live.persistent, !connect.cleanStart {
             stored = live.record(positions: positions, expiryInterval: live.expiryInterval)
+        } else if let (live, _) = live {
+            ended = EndedShares(queues: gateway.shareQueues(live.subscriptions), leases: live.shareLeases)
+            if connect.cleanStart { try await gateway.forgetSession(clientID) }
         } else if let record = try await gateway.storedSession(clientID) {
-            if record.isExpired { try await gateway.forgetSession(clientID) } else { stored = record }
+            if connect.cleanStart || record.isExpired {
+                ends(record)
+                try await gateway.forgetSession(clientID)
+            } else {
+                stored = record
+            }
+        } else if connect.cleanStart {
+            try await gateway.forgetSession(clientID)
         }
         let session = MQTTSession(
             clientID: clientID, user: enhanced?.user ?? connect.username, acl: configuration.acl, version: version,
@@ -411,7 +475,10 @@ struct MQTTConnection {
         session.send(.connack(.init(sessionPresent: stored != nil, reasonCode: 0, properties: properties)))
         resend.forEach { session.send($0) }
         logger.debug("mqtt client connected", metadata: ["mqtt.client": "\(clientID)", "mqtt.version": "\(version)"])
-        return (session, stored.map { Resume(from: $0.positions, to: positions, complete: $0.complete == true) })
+        return (
+            session, stored.map { Resume(from: $0.positions, to: positions, complete: $0.complete == true) },
+            ended.flatMap { $0.queues.isEmpty && $0.leases.isEmpty ? nil : $0 }
+        )
     }
 
     /// Publishes a client may have in flight toward the gateway (announced to 5.0 clients).
@@ -501,7 +568,8 @@ struct MQTTConnection {
     }
 
     private func handleSubscribe(
-        _ subscribe: MQTTPacket.Subscribe, session: MQTTSession, checkpointer: MQTTCheckpointer?
+        _ subscribe: MQTTPacket.Subscribe, session: MQTTSession, checkpointer: MQTTCheckpointer?,
+        shares: MQTTSharePullers
     ) async throws {
         let identifier = subscribe.properties.subscriptionIdentifiers.first
         var codes: [UInt8] = []
@@ -520,6 +588,23 @@ struct MQTTConnection {
                 codes.append(session.version == .v5 ? 0x87 : 0x80)  // not authorized
                 continue
             }
+            if shared {
+                // The group's queue exists, reading every shard a match can be in, before the
+                // SUBACK: what is published after it reaches the group.
+                do {
+                    let first = try await gateway.joinShare(subscription.filter, of: session)
+                    try await gateway.declareShare(subscription.filter, firstMember: first)
+                } catch {
+                    logger.error(
+                        "mqtt shared subscription queue not declared",
+                        metadata: [
+                            "mqtt.client": "\(session.clientID)", "mqtt.filter": "\(subscription.filter)",
+                            "error": "\(error)",
+                        ])
+                    codes.append(0x80)  // unspecified error / failure (3.1.1)
+                    continue
+                }
+            }
             let granted = min(subscription.qos, 2)
             let existed = gateway.subscribe(
                 session,
@@ -530,6 +615,9 @@ struct MQTTConnection {
             if !shared { retainedToSend.append((subscription, existed)) }  // none for shared ones (4.8.2)
         }
         await checkpointer?.storeNow()  // a granted subscription survives a gateway crash
+        for subscription in subscribe.subscriptions where MQTTTopic.sharedSubscription(subscription.filter) != nil {
+            if session.subscription(subscription.filter) != nil { shares.start(subscription.filter, resume: false) }
+        }
         session.send(.suback(.init(packetID: subscribe.packetID, reasonCodes: codes)))
         for (subscription, existed) in retainedToSend {
             guard subscription.retainHandling == 0 || (subscription.retainHandling == 1 && !existed) else { continue }

@@ -32,6 +32,11 @@ public final class MQTTGateway: Service {
         /// Whether MQTT topics map to registry topics, both ways (docs/topics.md); off, every
         /// message is kept in the bucket shards and no other protocol's records are delivered.
         public var sharedTopics = true
+        /// Shared subscriptions: the group, not the member, owns a message — what a member has
+        /// not acknowledged goes to another member as soon as its connection ends, QoS 2 too
+        /// (as EMQX offers). Off (the spec's way): it stays with the member while its session
+        /// lives, and a sent QoS 2 message is not given to another member (docs/mqtt.md).
+        public var sharedRedispatch = false
         /// Partitions of a registry topic the gateway creates for an MQTT topic's first level.
         public var topicPartitions: Int32 = 1
         /// Retention of the bucket shards, when given; nil: the one the last gateway given one
@@ -93,8 +98,6 @@ public final class MQTTGateway: Service {
         /// The registered sessions' subscriptions, by filter level.
         var subscriptions = MQTTSubscriptionTree()
         var dispatched: [String: UInt64] = [:]
-        /// Round-robin position per shared subscription (`group` NUL `filter`).
-        var sharedTurns: [String: Int] = [:]
         /// Wills waiting for their delay to run out, by client id.
         var pendingWills: [String: Scheduled<Void>] = [:]
         /// Sessions another gateway process asked this one to end (their request is answered
@@ -116,6 +119,9 @@ public final class MQTTGateway: Service {
         var creating: [String: [(MQTTMessage, MQTTAppender.Completion)]] = [:]
         /// The bucket retention in force, also given to the registry topics the gateway creates.
         var retention = BucketRetention.standard
+        /// The shared subscriptions' queues this gateway declared, with their filters as written
+        /// (declared again when a topic they can read is followed).
+        var shares: [String: String] = [:]
     }
 
     /// Work `run` hands to its task group while it serves.
@@ -123,6 +129,7 @@ public final class MQTTGateway: Service {
         case append(MQTTAppender)
         case route(shard: String, topic: String?, id: [UInt8]?, from: UInt64)
         case create(String)
+        case redeclareShares(String)
     }
 
     let streams = Mutex(Streams())
@@ -268,6 +275,7 @@ public final class MQTTGateway: Service {
                 group.addTask { await self.serveWork() }
                 group.addTask { await membership.run() }
                 group.addTask { await self.answerTakeovers() }
+                group.addTask { await self.sweepExpiredSessions() }
                 self.streams.withLock { streams in
                     streams.running = true
                     for bucket in 0..<self.configuration.buckets {
@@ -347,6 +355,7 @@ public final class MQTTGateway: Service {
                 case .route(let shard, let topic, let id, let from):
                     group.addTask { await self.route(shard: shard, topic: topic, id: id, from: from) }
                 case .create(let name): group.addTask { await self.createTopic(name) }
+                case .redeclareShares(let topic): group.addTask { await self.redeclareShares(for: topic) }
                 }
             }
         }
@@ -379,6 +388,7 @@ public final class MQTTGateway: Service {
             let shard = TopicRegistry.shardName(name, partition)
             startStream(shard, topic: name, id: entry.id, from: from(shard), in: &streams)
         }
+        if !streams.shares.isEmpty { workContinuation.yield(.redeclareShares(name)) }
     }
 
     /// Follows the registry's changes (`TopicRegistry.watch`): topics created or grown elsewhere
@@ -470,33 +480,18 @@ public final class MQTTGateway: Service {
 
     /// Hands a message to the matching sessions and moves the bucket's position past it, in one
     /// step under the registry lock, so a session registering meanwhile gets it either live or
-    /// by replay, never both or neither.
+    /// by replay, never both or neither. (Shared subscriptions take theirs from their queues.)
     func dispatch(_ message: MQTTMessage, shard: String, offset: UInt64) {
         registry.withLock { registry in
             var direct: [ObjectIdentifier: (MQTTSession, [MQTTSession.Subscription])] = [:]
-            var groups: [String: [MQTTSubscriptionTree.Entry]] = [:]
             for entry in registry.subscriptions.matches(message.topic) {
-                if let shared = entry.subscription.shared {
-                    groups[shared.group + "\u{0}" + shared.filter, default: []].append(entry)
-                } else {
-                    direct[ObjectIdentifier(entry.session), default: (entry.session, [])].1.append(entry.subscription)
-                }
+                direct[ObjectIdentifier(entry.session), default: (entry.session, [])].1.append(entry.subscription)
             }
             for (session, subscriptions) in direct.values {
                 guard let match = session.combine(subscriptions, publisher: message.publisher) else { continue }
                 session.deliver(
                     message, qos: min(message.qos, match.qos), retain: match.retainAsPublished && message.retain,
                     identifiers: match.identifiers)
-            }
-            // Each shared subscription group gets the message once, members taking turns.
-            for (key, members) in groups {
-                let turn = registry.sharedTurns[key, default: 0]
-                registry.sharedTurns[key] = turn &+ 1
-                let (session, subscription) = members.sorted { $0.session.clientID < $1.session.clientID }[
-                    turn % members.count]
-                session.deliver(
-                    message, qos: min(message.qos, subscription.qos), retain: false,
-                    identifiers: subscription.identifier.map { [$0] } ?? [])
             }
             registry.dispatched[shard] = max(registry.dispatched[shard] ?? 0, offset + 1)
         }
@@ -515,7 +510,8 @@ public final class MQTTGateway: Service {
     func subscribe(_ session: MQTTSession, _ subscription: MQTTSession.Subscription) -> Bool {
         registry.withLock { registry in
             let previous = session.subscribe(subscription)
-            if registry.sessions[session.clientID] === session {
+            // Shared subscriptions are served from their queues (MQTTSharedSubscriptions.swift).
+            if registry.sessions[session.clientID] === session, subscription.shared == nil {
                 if let previous { registry.subscriptions.remove(previous, of: session) }
                 registry.subscriptions.insert(subscription, of: session)
             }
@@ -526,7 +522,9 @@ public final class MQTTGateway: Service {
     func unsubscribe(_ session: MQTTSession, _ filter: String) -> Bool {
         registry.withLock { registry in
             guard let previous = session.unsubscribe(filter) else { return false }
-            if registry.sessions[session.clientID] === session { registry.subscriptions.remove(previous, of: session) }
+            if registry.sessions[session.clientID] === session, previous.shared == nil {
+                registry.subscriptions.remove(previous, of: session)
+            }
             return true
         }
     }
@@ -653,10 +651,12 @@ public final class MQTTGateway: Service {
     func register(_ session: MQTTSession) -> (previous: MQTTSession?, positions: [String: UInt64]) {
         registry.withLock { registry in
             let previous = registry.sessions.updateValue(session, forKey: session.clientID)
-            for subscription in previous?.subscriptions ?? [] {
+            for subscription in previous?.subscriptions ?? [] where subscription.shared == nil {
                 registry.subscriptions.remove(subscription, of: previous!)
             }
-            for subscription in session.subscriptions { registry.subscriptions.insert(subscription, of: session) }
+            for subscription in session.subscriptions where subscription.shared == nil {
+                registry.subscriptions.insert(subscription, of: session)
+            }
             return (previous, registry.dispatched)
         }
     }
@@ -666,7 +666,9 @@ public final class MQTTGateway: Service {
         registry.withLock { registry in
             guard registry.sessions[session.clientID] === session else { return nil }
             registry.sessions[session.clientID] = nil
-            for subscription in session.subscriptions { registry.subscriptions.remove(subscription, of: session) }
+            for subscription in session.subscriptions where subscription.shared == nil {
+                registry.subscriptions.remove(subscription, of: session)
+            }
             return registry.dispatched
         }
     }

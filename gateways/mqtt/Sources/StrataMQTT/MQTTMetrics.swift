@@ -24,6 +24,10 @@ enum MQTTMetrics {
     /// Batches the router could not decode (docs/topics.md), whose records it did not deliver.
     static let unreadableBatches = Counter(label: "strata_mqtt_unreadable_batches_total")
 
+    /// Sent QoS 2 messages of shared subscriptions whose member's session ended before it
+    /// completed them, not given to another member ([MQTT-4.8.2-5]; `sharedRedispatch` off).
+    static let sharedDropped = Counter(label: "strata_mqtt_shared_dropped_total")
+
     /// Session resumptions that found the session's position in a bucket (one or more) below
     /// that bucket's retention floor.
     static let retentionSkips = Counter(label: "strata_mqtt_session_retention_skips_total")

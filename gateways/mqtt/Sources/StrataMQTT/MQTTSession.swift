@@ -33,8 +33,20 @@ final class MQTTSession: Sendable {
         /// More live messages arrived during the replay than the queue limit: they were dropped
         /// and the replay reads them from the journal instead.
         var heldOverflow = false
-        /// Outbound publishes waiting for room under the client's receive maximum.
-        var waiting: [MQTTPacket.Publish] = []
+        /// Outbound publishes waiting for room under the client's receive maximum (with the
+        /// queue lease of a shared subscription's message).
+        var waiting: [(publish: MQTTPacket.Publish, lease: MQTTShareLease?)] = []
+        /// The queue leases of the shared-subscription messages in flight, by packet id.
+        var leases: [UInt16: MQTTShareLease] = [:]
+        /// Every shared-subscription message the session holds (in flight, waiting, or restored
+        /// and not yet confirmed by its queue), and how many per queue.
+        var shareKeys: Set<MQTTShareLease.Key> = []
+        var shareHeld: [String: Int] = [:]
+        /// Restored in-flight messages of shared subscriptions, by lease, until the queue's
+        /// resume confirms that the session still holds them (`confirmShared`).
+        var unconfirmed: [MQTTShareLease.Key: UInt16] = [:]
+        /// A shared subscription's puller waiting for the session to hold fewer of its messages.
+        var shareRoomWaiters: [String: CheckedContinuation<Void, Never>] = [:]
         /// Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
         var inboundQoS2: Set<UInt16> = []
         var closed = false
@@ -125,12 +137,16 @@ final class MQTTSession: Sendable {
     /// Ends the session's output: the socket closes once what was sent is written (which also
     /// ends the connection's reader).
     func close() {
-        let (waiter, last, first) = state.withLock { state in
+        let (waiter, last, first, pullers) = state.withLock { state in
             let first = !state.closed
             state.closed = true
-            return (state.takeRoomWaiter(limit: maxQueued), state.lastWrite, first)
+            defer { state.shareRoomWaiters = [:] }
+            return (
+                state.takeRoomWaiter(limit: maxQueued), state.lastWrite, first, Array(state.shareRoomWaiters.values)
+            )
         }
         waiter?.resume()
+        pullers.forEach { $0.resume() }
         guard first, let channel else { return }
         if let last {
             last.whenComplete { _ in channel.close(promise: nil) }
@@ -154,6 +170,8 @@ final class MQTTSession: Sendable {
     }
 
     var isReplaying: Bool { state.withLock { $0.replaying } }
+
+    var isClosed: Bool { state.withLock { $0.closed } }
 
     /// Whether the ACL (if any) lets this client read or write `topic`.
     func permits(_ access: MQTTACL.Access, _ topic: String) -> Bool {
@@ -180,6 +198,10 @@ final class MQTTSession: Sendable {
 
     var subscriptions: [Subscription] {
         state.withLock { Array($0.subscriptions.values) }
+    }
+
+    func subscription(_ filter: String) -> Subscription? {
+        state.withLock { $0.subscriptions[filter] }
     }
 
     /// What a message gets from this session's (non-shared) subscriptions matching its topic:
@@ -252,24 +274,128 @@ final class MQTTSession: Sendable {
         return true
     }
 
+    /// What became of a shared-subscription message handed to the session.
+    enum ShareOutcome {
+        /// The session holds it until the client acknowledges it (or had it already).
+        case held
+        /// Sent at QoS 0, or not deliverable to this client (expired, too large, not permitted):
+        /// done with, to be acknowledged in the queue.
+        case done
+        /// The session is closed: never sent.
+        case closed
+    }
+
+    /// Delivers a shared subscription's message under its queue lease (see `deliverNow`). A
+    /// message the session holds already is not sent again; a restored in-flight one the queue
+    /// confirmed goes out again with its packet id (DUP=1, or PUBREL when the client had
+    /// received it).
+    func deliverShared(
+        _ message: MQTTMessage, qos: UInt8, identifiers: [UInt32], lease: MQTTShareLease, dup: Bool
+    ) -> ShareOutcome {
+        enum Step {
+            case done(ShareOutcome)
+            case resend(MQTTPacket)
+            case deliver
+        }
+        let step = state.withLock { state -> Step in
+            guard !state.closed else { return .done(.closed) }
+            if let id = state.unconfirmed.removeValue(forKey: lease.key) {
+                state.leases[id] = lease
+                if state.released.contains(id) { return .resend(.pubrel(.init(packetID: id))) }
+                guard var publish = state.inflight[id] else { return .done(.held) }
+                publish.dup = true
+                return .resend(.publish(publish))
+            }
+            return state.shareKeys.contains(lease.key) ? .done(.held) : .deliver
+        }
+        switch step {
+        case .done(let outcome): return outcome
+        case .resend(let packet):
+            send(packet)
+            return .held
+        case .deliver:
+            return deliverNow(message, qos: qos, retain: false, identifiers: identifiers, lease: lease, dup: dup)
+                ? .held : .done
+        }
+    }
+
+    /// Forgets the restored in-flight messages of `queue` its resume did not confirm (the queue
+    /// settled or released them meanwhile): their packet ids are free again.
+    func dropUnconfirmed(_ queue: String) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            for (key, id) in state.unconfirmed where key.queue == queue {
+                state.unconfirmed[key] = nil
+                state.inflight[id] = nil
+                state.inflightOrder.removeAll { $0 == id }
+                state.released.remove(id)
+                state.leases[id] = nil
+                Self.forget(key, &state)
+            }
+            return state.shareRoomWaiters.removeValue(forKey: queue)
+        }
+        waiter?.resume()
+    }
+
+    /// Waits until the session holds fewer than `window` messages of `queue`; returns how many
+    /// more it may take, 0 once the session is closed.
+    func waitForShareRoom(_ queue: String, window: Int) async -> Int {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { state -> Bool in
+                if state.closed || state.shareHeld[queue, default: 0] < window { return true }
+                state.shareRoomWaiters[queue]?.resume()
+                state.shareRoomWaiters[queue] = waiter
+                return false
+            }
+            if ready { waiter.resume() }
+        }
+        return state.withLock { $0.closed ? 0 : max(0, window - $0.shareHeld[queue, default: 0]) }
+    }
+
+    /// Wakes a shared subscription's puller (its subscription was removed).
+    func wakeSharePuller(_ queue: String) {
+        state.withLock { $0.shareRoomWaiters.removeValue(forKey: queue) }?.resume()
+    }
+
+    /// The shared-subscription messages the session holds: each lease, its delivery QoS, and
+    /// whether it was sent to the client (in flight) rather than waiting.
+    var shareLeases: [(lease: MQTTShareLease, qos: UInt8, sent: Bool)] {
+        state.withLock { state in
+            state.leases.compactMap { id, lease in state.inflight[id].map { (lease, $0.qos, true) } }
+                + state.waiting.compactMap { entry in entry.lease.map { ($0, entry.publish.qos, false) } }
+        }
+    }
+
+    private static func forget(_ key: MQTTShareLease.Key, _ state: inout State) {
+        guard state.shareKeys.remove(key) != nil else { return }
+        state.shareHeld[key.queue, default: 1] -= 1
+        if state.shareHeld[key.queue] == 0 { state.shareHeld[key.queue] = nil }
+    }
+
     /// Delivers `message` at `qos` (already the minimum of publish and subscription QoS).
     /// `bounded` applies the queue limit; a replay from the journal is not bounded by it.
-    func deliverNow(_ message: MQTTMessage, qos: UInt8, retain: Bool, identifiers: [UInt32], bounded: Bool = true) {
-        guard permits(.read, message.topic) else { return }
+    /// With a shared subscription's `lease`, returns whether the session holds the message now
+    /// (in flight or waiting) — false when it went out at QoS 0 or was not delivered.
+    @discardableResult
+    func deliverNow(
+        _ message: MQTTMessage, qos: UInt8, retain: Bool, identifiers: [UInt32], bounded: Bool = true,
+        lease: MQTTShareLease? = nil, dup: Bool = false
+    ) -> Bool {
+        guard permits(.read, message.topic) else { return false }
         var properties = message.forwardedProperties
         for id in identifiers { properties.append(.subscriptionIdentifier(id)) }
         if let expiry = message.properties.messageExpiryInterval {
             // Saturating: a record's timestamp is whatever its batch says.
             let age = UInt32(clamping: max(0, WallClock.milliseconds().minusSaturating(message.timestamp) / 1000))
-            guard age < expiry else { return }  // expired: not delivered (MQTT 3.3.2.3.3)
+            guard age < expiry else { return false }  // expired: not delivered (MQTT 3.3.2.3.3)
             properties.items.removeAll { if case .messageExpiryInterval = $0 { true } else { false } }
             properties.append(.messageExpiryInterval(expiry - age))
         }
         var publish = MQTTPacket.Publish(
             topic: message.topic, qos: qos, retain: retain, properties: version == .v5 ? properties : [],
             payload: message.payload)
+        publish.dup = dup && qos > 0
         if let limit = clientMaxPacketSize, publish.encodedSize(version: version) > limit {
-            return  // the client cannot take it: discarded (MQTT 3.1.2.11.4)
+            return false  // the client cannot take it: discarded (MQTT 3.1.2.11.4)
         }
         if qos == 0 {
             // At most once: a subscriber that does not keep up loses QoS 0 messages beyond
@@ -279,22 +405,30 @@ final class MQTTSession: Sendable {
                 return $0.unwritten >= maxQueued
             }
             if !full { send(.publish(publish)) }
-            return
+            return false
         }
-        let (packet, overflowed) = state.withLock { state -> (MQTTPacket?, Bool) in
+        let (packet, overflowed, held) = state.withLock { state -> (MQTTPacket?, Bool, Bool) in
+            if lease != nil && state.closed { return (nil, false, false) }
             state.changes &+= 1
+            if let lease {
+                // Bounded by the puller's window, not by the queue limit.
+                state.shareKeys.insert(lease.key)
+                state.shareHeld[lease.queue, default: 0] += 1
+            }
             if state.inflight.count >= receiveMaximum {
-                if bounded && state.waiting.count >= maxQueued { return (nil, true) }
-                state.waiting.append(publish)
-                return (nil, false)
+                if bounded && lease == nil && state.waiting.count >= maxQueued { return (nil, true, false) }
+                state.waiting.append((publish, lease))
+                return (nil, false, true)
             }
             publish.packetID = Self.takePacketID(&state)
             state.inflight[publish.packetID!] = publish
             state.inflightOrder.append(publish.packetID!)
-            return (.publish(publish), false)
+            if let lease { state.leases[publish.packetID!] = lease }
+            return (.publish(publish), false, true)
         }
         if let packet { send(packet) }
         if overflowed { overflow() }
+        return held
     }
 
     private static func takePacketID(_ state: inout State) -> UInt16 {
@@ -306,21 +440,36 @@ final class MQTTSession: Sendable {
     }
 
     /// PUBACK or PUBCOMP from the client: the slot frees, the next waiting message goes out.
-    func acknowledged(_ packetID: UInt16) {
-        let (next, waiter) = state.withLock { state -> (MQTTPacket?, CheckedContinuation<Void, Never>?) in
-            guard state.inflight.removeValue(forKey: packetID) != nil else { return (nil, nil) }
+    /// Returns the queue lease of a shared subscription's message, to be acknowledged there.
+    @discardableResult
+    func acknowledged(_ packetID: UInt16) -> MQTTShareLease? {
+        let (next, waiters, lease) = state.withLock {
+            state -> (MQTTPacket?, [CheckedContinuation<Void, Never>], MQTTShareLease?) in
+            guard state.inflight.removeValue(forKey: packetID) != nil else { return (nil, [], nil) }
             state.changes &+= 1
             state.inflightOrder.removeAll { $0 == packetID }
             state.released.remove(packetID)
-            guard !state.waiting.isEmpty else { return (nil, nil) }
-            var publish = state.waiting.removeFirst()
+            var waiters: [CheckedContinuation<Void, Never>] = []
+            let lease = state.leases.removeValue(forKey: packetID)
+            if let lease {
+                if let key = state.unconfirmed.first(where: { $0.value == packetID })?.key {
+                    state.unconfirmed[key] = nil
+                }
+                Self.forget(lease.key, &state)
+                if let waiter = state.shareRoomWaiters.removeValue(forKey: lease.queue) { waiters.append(waiter) }
+            }
+            guard !state.waiting.isEmpty else { return (nil, waiters, lease) }
+            var (publish, waitingLease) = state.waiting.removeFirst()
             publish.packetID = Self.takePacketID(&state)
             state.inflight[publish.packetID!] = publish
             state.inflightOrder.append(publish.packetID!)
-            return (.publish(publish), state.takeRoomWaiter(limit: maxQueued))
+            if let waitingLease { state.leases[publish.packetID!] = waitingLease }
+            if let waiter = state.takeRoomWaiter(limit: maxQueued) { waiters.append(waiter) }
+            return (.publish(publish), waiters, lease)
         }
         if let next { send(next) }
-        waiter?.resume()
+        waiters.forEach { $0.resume() }
+        return lease
     }
 
     /// PUBREC from the client: answer PUBREL (the message stays in flight until PUBCOMP).
@@ -346,10 +495,14 @@ final class MQTTSession: Sendable {
                 positions: positions, complete: true,
                 inflight: state.inflightOrder.compactMap { id in
                     state.inflight[id].map {
-                        .init(packet: MQTTSessionRecord.encode($0), released: state.released.contains(id))
+                        .init(
+                            packet: MQTTSessionRecord.encode($0), released: state.released.contains(id),
+                            share: state.leases[id])
                     }
                 },
-                waiting: state.waiting.map { MQTTSessionRecord.encode($0) },
+                // A shared subscription's waiting messages stay leased to the session in their
+                // queue, which hands them over again when it resumes.
+                waiting: state.waiting.compactMap { $0.lease == nil ? MQTTSessionRecord.encode($0.publish) : nil },
                 inboundQoS2: Array(state.inboundQoS2), nextPacketID: state.nextPacketID,
                 expiryInterval: expiryInterval, disconnectedAt: WallClock.milliseconds())
         }
@@ -363,15 +516,21 @@ final class MQTTSession: Sendable {
             for subscription in record.subscriptions { state.subscriptions[subscription.filter] = subscription }
             state.nextPacketID = max(1, record.nextPacketID)
             state.inboundQoS2 = Set(record.inboundQoS2)
-            state.waiting = record.waiting.compactMap(MQTTSessionRecord.decode)
+            state.waiting = record.waiting.compactMap(MQTTSessionRecord.decode).map { ($0, nil) }
             var packets: [MQTTPacket] = []
             for stored in record.inflight {
                 guard var publish = MQTTSessionRecord.decode(stored.packet), let id = publish.packetID else { continue }
                 if version != .v5 { publish.properties = [] }
                 state.inflight[id] = publish
                 state.inflightOrder.append(id)
-                if stored.released {
-                    state.released.insert(id)
+                if stored.released { state.released.insert(id) }
+                if let lease = stored.share {
+                    // Sent again once its queue confirms the session still holds it.
+                    state.leases[id] = lease
+                    state.unconfirmed[lease.key] = id
+                    state.shareKeys.insert(lease.key)
+                    state.shareHeld[lease.queue, default: 0] += 1
+                } else if stored.released {
                     packets.append(.pubrel(.init(packetID: id)))
                 } else {
                     publish.dup = true

@@ -9,6 +9,8 @@ struct MQTTSessionRecord: Codable, Sendable {
         var packet: [UInt8]
         /// PUBREC came back: only PUBREL/PUBCOMP remain.
         var released: Bool
+        /// A shared subscription's message: the queue lease it settles (nil otherwise).
+        var share: MQTTShareLease?
     }
 
     var subscriptions: [MQTTSession.Subscription]

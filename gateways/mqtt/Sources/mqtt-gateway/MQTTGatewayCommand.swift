@@ -64,6 +64,12 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     @Option(help: "Partitions of a registry topic created for an MQTT topic's first level.")
     var topicPartitions: Int32 = 1
 
+    @Flag(
+        help:
+            "Shared subscriptions: what a member has not acknowledged goes to another member as soon as its connection ends, QoS 2 too (docs/mqtt.md)."
+    )
+    var sharedRedispatch = false
+
     @Option(help: "Serve Prometheus metrics at http://HOST:PORT/metrics (and /health); none when not given.")
     var metricsListen: String?
 
@@ -96,6 +102,7 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
         }
         guard 1...10_000 ~= topicPartitions else { throw ValidationError("--topic-partitions must be 1...10000") }
         settings.sharedTopics = sharedTopics
+        settings.sharedRedispatch = sharedRedispatch
         settings.topicPartitions = topicPartitions
         guard maxQueuedMessages >= 2 else { throw ValidationError("--max-queued-messages must be at least 2") }
         settings.maxQueuedMessages = maxQueuedMessages
