@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOTestUtils
@@ -81,13 +82,14 @@ import Testing
     @Test func apiVersionsListsEveryServedAPI() {
         var reader = KafkaReader(buffer: KafkaGateway.apiVersionsResponse(version: 3, error: .none), flexible: true)
         #expect((try? reader.int16()) == 0)
-        let keys = (try? reader.array { reader -> Int16 in
-            let key = try reader.int16()
-            _ = try reader.int16()
-            _ = try reader.int16()
-            try reader.taggedFields()
-            return key
-        }) ?? []
+        let keys =
+            (try? reader.array { reader -> Int16 in
+                let key = try reader.int16()
+                _ = try reader.int16()
+                _ = try reader.int16()
+                try reader.taggedFields()
+                return key
+            }) ?? []
         #expect(keys == KafkaAPI.allCases.map(\.rawValue))
     }
 }
@@ -112,20 +114,25 @@ import Testing
 
     @Test func sequencesDuplicatesGapsAndEpochs() async throws {
         try await withTemporaryDirectory { directory in
-            let journal = try Journal(configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+            let journal = try Journal(
+                configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
             defer { journal.close() }
             let client = InProcessJournalClient(journal: journal, node: "test")
             let gateway = KafkaGateway(configuration: .init(), journal: client, logger: Logger(label: "test"))
             _ = try await gateway.createTopic("t", partitions: 1, configs: [:])
             let shard = KafkaGateway.shardName("t", 0)
-            let first = try await gateway.submitAppend(shard: shard, batch: Self.batch(["a", "b", "c"], sequence: 0)).value
+            let first = try await gateway.submitAppend(shard: shard, batch: Self.batch(["a", "b", "c"], sequence: 0))
+                .value
             #expect(first.baseOffset == 0)
             // The same batch again (a producer retry): acknowledged with its offsets, not stored twice.
-            let retry = try await gateway.submitAppend(shard: shard, batch: Self.batch(["a", "b", "c"], sequence: 0)).value
+            let retry = try await gateway.submitAppend(shard: shard, batch: Self.batch(["a", "b", "c"], sequence: 0))
+                .value
             #expect(retry == first)
             #expect(try await client.describeShard(shard).endOffset == 3)
             // A gap is refused; the next sequence is taken.
-            #expect(await Self.failure(gateway.submitAppend(shard: shard, batch: Self.batch(["x"], sequence: 5))) == .outOfOrderSequenceNumber)
+            #expect(
+                await Self.failure(gateway.submitAppend(shard: shard, batch: Self.batch(["x"], sequence: 5)))
+                    == .outOfOrderSequenceNumber)
             let next = try await gateway.submitAppend(shard: shard, batch: Self.batch(["d"], sequence: 3)).value
             #expect(next.baseOffset == 3)
             // A gateway that never saw this producer (a restart) reads its state back from the data.
@@ -134,7 +141,9 @@ import Testing
             #expect(try await client.describeShard(shard).endOffset == 4)
             // A new epoch starts over; the old one is fenced.
             _ = try await restarted.submitAppend(shard: shard, batch: Self.batch(["e"], epoch: 1, sequence: 0)).value
-            #expect(await Self.failure(restarted.submitAppend(shard: shard, batch: Self.batch(["f"], sequence: 4))) == .invalidProducerEpoch)
+            #expect(
+                await Self.failure(restarted.submitAppend(shard: shard, batch: Self.batch(["f"], sequence: 4)))
+                    == .invalidProducerEpoch)
             #expect(try await client.describeShard(shard).endOffset == 5)
         }
     }
@@ -145,7 +154,8 @@ extension KafkaIdempotenceTests {
     /// state is read back from the partition's data).
     @Test func producerStatesAreBoundedAndRebuilt() async throws {
         try await withTemporaryDirectory { directory in
-            let journal = try Journal(configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+            let journal = try Journal(
+                configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
             defer { journal.close() }
             let client = InProcessJournalClient(journal: journal, node: "test")
             var configuration = KafkaGateway.Configuration()
@@ -156,11 +166,15 @@ extension KafkaIdempotenceTests {
             var firsts: [AppendResult] = []
             for producer in 1...30 {
                 firsts.append(
-                    try await gateway.submitAppend(shard: shard, batch: Self.batch(["p\(producer)"], producer: Int64(producer), sequence: 0)).value)
+                    try await gateway.submitAppend(
+                        shard: shard, batch: Self.batch(["p\(producer)"], producer: Int64(producer), sequence: 0)
+                    ).value)
             }
             #expect(gateway.producers.entryCount <= 10)
             // Producer 1 was evicted long ago: its retry is still a duplicate, not a second record.
-            let retry = try await gateway.submitAppend(shard: shard, batch: Self.batch(["p1"], producer: 1, sequence: 0)).value
+            let retry = try await gateway.submitAppend(
+                shard: shard, batch: Self.batch(["p1"], producer: 1, sequence: 0)
+            ).value
             #expect(retry == firsts[0])
             #expect(try await client.describeShard(shard).endOffset == 30)
         }
@@ -187,104 +201,189 @@ extension KafkaIdempotenceTests {
     static var seeds: [[UInt8]] {
         let batch = RecordBatch.encode([Record(timestamp: 1, value: Array("v".utf8))])
         return [
-            request(.apiVersions, 3) { w in w.string("c"); w.string("1"); w.taggedFields() },
+            request(.apiVersions, 3) { w in
+                w.string("c")
+                w.string("1")
+                w.taggedFields()
+            },
             request(.metadata, 12) { w in
-                w.array(["t"]) { w, name in w.uuid([UInt8](repeating: 0, count: 16)); w.nullableString(name); w.taggedFields() }
-                w.bool(true); w.bool(false); w.taggedFields()
+                w.array(["t"]) { w, name in
+                    w.uuid([UInt8](repeating: 0, count: 16))
+                    w.nullableString(name)
+                    w.taggedFields()
+                }
+                w.bool(true)
+                w.bool(false)
+                w.taggedFields()
             },
             request(.metadata, 1) { w in w.array(["t"]) { $0.string($1) } },
             request(.produce, 9) { w in
-                w.nullableString(nil); w.int16(-1); w.int32(1000)
+                w.nullableString(nil)
+                w.int16(-1)
+                w.int32(1000)
                 w.array(["t"]) { w, name in
                     w.string(name)
-                    w.array([Int32(0)]) { w, p in w.int32(p); w.nullableBytes(batch); w.taggedFields() }
+                    w.array([Int32(0)]) { w, p in
+                        w.int32(p)
+                        w.nullableBytes(batch)
+                        w.taggedFields()
+                    }
                     w.taggedFields()
                 }
                 w.taggedFields()
             },
             request(.fetch, 12) { w in
-                w.int32(-1); w.int32(0); w.int32(1); w.int32(1 << 20); w.int8(0); w.int32(0); w.int32(-1)
+                w.int32(-1)
+                w.int32(0)
+                w.int32(1)
+                w.int32(1 << 20)
+                w.int8(0)
+                w.int32(0)
+                w.int32(-1)
                 w.array(["t"]) { w, name in
                     w.string(name)
                     w.array([Int32(0)]) { w, p in
-                        w.int32(p); w.int32(-1); w.int64(0); w.int32(-1); w.int64(-1); w.int32(1 << 20); w.taggedFields()
+                        w.int32(p)
+                        w.int32(-1)
+                        w.int64(0)
+                        w.int32(-1)
+                        w.int64(-1)
+                        w.int32(1 << 20)
+                        w.taggedFields()
                     }
                     w.taggedFields()
                 }
-                w.array([Int]()) { _, _ in }; w.string(""); w.taggedFields()
+                w.array([Int]()) { _, _ in }
+                w.string("")
+                w.taggedFields()
             },
             request(.listOffsets, 7) { w in
-                w.int32(-1); w.int8(0)
+                w.int32(-1)
+                w.int8(0)
                 w.array(["t"]) { w, name in
                     w.string(name)
-                    w.array([Int64(-2)]) { w, ts in w.int32(0); w.int32(-1); w.int64(ts); w.taggedFields() }
+                    w.array([Int64(-2)]) { w, ts in
+                        w.int32(0)
+                        w.int32(-1)
+                        w.int64(ts)
+                        w.taggedFields()
+                    }
                     w.taggedFields()
                 }
                 w.taggedFields()
             },
             request(.createTopics, 7) { w in
                 w.array(["n"]) { w, name in
-                    w.string(name); w.int32(1); w.int16(1); w.array([Int]()) { _, _ in }
-                    w.array([("retention.ms", "1000")]) { w, c in w.string(c.0); w.nullableString(c.1); w.taggedFields() }
+                    w.string(name)
+                    w.int32(1)
+                    w.int16(1)
+                    w.array([Int]()) { _, _ in }
+                    w.array([("retention.ms", "1000")]) { w, c in
+                        w.string(c.0)
+                        w.nullableString(c.1)
+                        w.taggedFields()
+                    }
                     w.taggedFields()
                 }
-                w.int32(1000); w.bool(true); w.taggedFields()
+                w.int32(1000)
+                w.bool(true)
+                w.taggedFields()
             },
             request(.joinGroup, 7) { w in
-                w.string("g"); w.int32(10_000); w.int32(10_000); w.string(""); w.nullableString(nil); w.string("consumer")
-                w.array(["range"]) { w, name in w.string(name); w.nullableBytes(ByteBuffer(bytes: [0, 1])); w.taggedFields() }
+                w.string("g")
+                w.int32(10_000)
+                w.int32(10_000)
+                w.string("")
+                w.nullableString(nil)
+                w.string("consumer")
+                w.array(["range"]) { w, name in
+                    w.string(name)
+                    w.nullableBytes(ByteBuffer(bytes: [0, 1]))
+                    w.taggedFields()
+                }
                 w.taggedFields()
             },
             request(.offsetCommit, 8) { w in
-                w.string("g"); w.int32(-1); w.string(""); w.nullableString(nil)
+                w.string("g")
+                w.int32(-1)
+                w.string("")
+                w.nullableString(nil)
                 w.array(["t"]) { w, name in
                     w.string(name)
-                    w.array([Int32(0)]) { w, p in w.int32(p); w.int64(1); w.int32(-1); w.nullableString(nil); w.taggedFields() }
+                    w.array([Int32(0)]) { w, p in
+                        w.int32(p)
+                        w.int64(1)
+                        w.int32(-1)
+                        w.nullableString(nil)
+                        w.taggedFields()
+                    }
                     w.taggedFields()
                 }
                 w.taggedFields()
             },
             request(.saslHandshake, 1) { w in w.string("PLAIN") },
             request(.describeConfigs, 4) { w in
-                w.array(["t"]) { w, name in w.int8(2); w.string(name); w.count(nil); w.taggedFields() }
-                w.bool(false); w.bool(false); w.taggedFields()
+                w.array(["t"]) { w, name in
+                    w.int8(2)
+                    w.string(name)
+                    w.count(nil)
+                    w.taggedFields()
+                }
+                w.bool(false)
+                w.bool(false)
+                w.taggedFields()
             },
             request(.alterConfigs, 2) { w in
                 w.array(["t"]) { w, name in
-                    w.int8(2); w.string(name)
-                    w.array([("retention.ms", "1000")]) { w, c in w.string(c.0); w.nullableString(c.1); w.taggedFields() }
-                    w.taggedFields()
-                }
-                w.bool(false); w.taggedFields()
-            },
-            request(.incrementalAlterConfigs, 1) { w in
-                w.array(["t"]) { w, name in
-                    w.int8(2); w.string(name)
-                    w.array([("retention.bytes", Int8(0), "4096")]) { w, c in
-                        w.string(c.0); w.int8(c.1); w.nullableString(c.2); w.taggedFields()
+                    w.int8(2)
+                    w.string(name)
+                    w.array([("retention.ms", "1000")]) { w, c in
+                        w.string(c.0)
+                        w.nullableString(c.1)
+                        w.taggedFields()
                     }
                     w.taggedFields()
                 }
-                w.bool(true); w.taggedFields()
+                w.bool(false)
+                w.taggedFields()
+            },
+            request(.incrementalAlterConfigs, 1) { w in
+                w.array(["t"]) { w, name in
+                    w.int8(2)
+                    w.string(name)
+                    w.array([("retention.bytes", Int8(0), "4096")]) { w, c in
+                        w.string(c.0)
+                        w.int8(c.1)
+                        w.nullableString(c.2)
+                        w.taggedFields()
+                    }
+                    w.taggedFields()
+                }
+                w.bool(true)
+                w.taggedFields()
             },
         ]
     }
 
     @Test func mutatedRequestsAreAnsweredOrRefused() async throws {
         try await withTemporaryDirectory { directory in
-            let journal = try Journal(configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+            let journal = try Journal(
+                configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
             defer { journal.close() }
             var configuration = KafkaGateway.Configuration()
             configuration.autoCreateTopics = false
             var quiet = Logger(label: "test")
             quiet.logLevel = .critical  // thousands of refused requests
             let gateway = KafkaGateway(
-                configuration: configuration, journal: InProcessJournalClient(journal: journal, node: "test"), logger: quiet)
+                configuration: configuration, journal: InProcessJournalClient(journal: journal, node: "test"),
+                logger: quiet)
             _ = try await gateway.createTopic("t", partitions: 1, configs: [:])
             let seeds = Self.seeds
             // Every seed is valid as it is.
             for seed in seeds {
-                let answer = try await gateway.handle(ByteBuffer(bytes: seed), peer: "test", session: KafkaSASLSession()).value
+                let answer = try await gateway.handle(
+                    ByteBuffer(bytes: seed), peer: "test", session: KafkaSASLSession()
+                ).value
                 #expect(answer != nil)
             }
             var rng = SeededMutator(seed: 9092)
@@ -295,8 +394,14 @@ extension KafkaIdempotenceTests {
                     let task = try gateway.handle(ByteBuffer(bytes: input), peer: "test", session: KafkaSASLSession())
                     // Answered within the capped fetch wait (mutated waits and group timeouts aside).
                     _ = await withTaskGroup(of: Bool.self) { group in
-                        group.addTask { _ = await task.value; return true }
-                        group.addTask { try? await Task.sleep(for: .milliseconds(200)); return false }
+                        group.addTask {
+                            _ = await task.value
+                            return true
+                        }
+                        group.addTask {
+                            try? await Task.sleep(for: .milliseconds(200))
+                            return false
+                        }
                         defer { group.cancelAll() }
                         return await group.next()!
                     }
@@ -305,6 +410,29 @@ extension KafkaIdempotenceTests {
                 }
             }
             #expect(refused > 100)
+        }
+    }
+}
+
+/// Group records are binary `KVRecord`s; JSON ones of earlier gateways still load.
+@Suite struct KafkaGroupRecordTests {
+    @Test func binaryRoundTripsAndJSONStillLoads() throws {
+        let member = KafkaGroupCoordinator.Member(
+            id: "m-1", instanceID: nil, clientID: "rdkafka", clientHost: "/127.0.0.1", sessionTimeout: 10_000,
+            rebalanceTimeout: 30_000, protocols: [.init(name: "range", metadata: [0, 1, 2, 255])],
+            assignment: Array(repeating: 200, count: 64), lastSeen: 1_700_000_000_000)
+        let record = KafkaGroupCoordinator.Record(
+            state: .stable, generation: 7, protocolType: "consumer", protocolName: "range", leader: "m-1",
+            members: [member, member])
+        for stored in [record.kvBytes, Array(try JSONEncoder().encode(record))] {
+            let back = try KafkaGroupCoordinator.Record(stored: stored)
+            #expect(back.state == .stable && back.generation == 7 && back.leader == "m-1")
+            #expect(back.members.map(\.assignment) == [member.assignment, member.assignment])
+            #expect(
+                back.members.first?.protocols == member.protocols && back.members.first?.lastSeen == member.lastSeen)
+        }
+        #expect(throws: JournalError.self) {
+            try KafkaGroupCoordinator.Record(stored: Array(record.kvBytes.dropLast()))
         }
     }
 }

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import StrataClient
 import StrataJournal
+import StrataWire
 import Synchronization
 
 /// The group coordinator for Kafka's classic rebalance protocol (JoinGroup, SyncGroup,
@@ -121,7 +122,7 @@ final class KafkaGroupCoordinator: Sendable {
         var group = Group(id: groupID)
         do {
             guard let bytes = try await journal.get(namespace: Self.namespace, key: Array(groupID.utf8)) else { return }
-            let record = try JSONDecoder().decode(Record.self, from: Data(bytes))
+            let record = try Record(stored: bytes)
             group.state = record.members.isEmpty ? .empty : record.state
             group.generation = record.generation
             group.protocolType = record.protocolType
@@ -157,7 +158,7 @@ final class KafkaGroupCoordinator: Sendable {
                     } else {
                         try await journal.put(
                             namespace: Self.namespace, key: Array(id.utf8),
-                            value: Array(try JSONEncoder().encode(record)))
+                            value: record.kvBytes)
                     }
                 } catch {
                     logger.error(
@@ -492,6 +493,57 @@ final class KafkaGroupCoordinator: Sendable {
             groups.values.filter { !($0.state == .empty && $0.generation == 0) }.sorted { $0.id < $1.id }.map {
                 ($0.id, $0.protocolType ?? "", $0.state)
             }
+        }
+    }
+}
+
+/// The binary group record (`KVRecord`), version 1; JSON records of earlier gateways are still read.
+extension KafkaGroupCoordinator.Record: KVRecord {
+    static let recordVersion: UInt8 = 1
+
+    func write(to buffer: inout ByteBuffer) {
+        buffer.writeWireString(state.rawValue)
+        buffer.writeInteger(generation)
+        buffer.writeWireOptional(protocolType) { $0.writeWireString($1) }
+        buffer.writeWireOptional(protocolName) { $0.writeWireString($1) }
+        buffer.writeWireOptional(leader) { $0.writeWireString($1) }
+        buffer.writeWireList(members) { buffer, member in
+            buffer.writeWireString(member.id)
+            buffer.writeWireOptional(member.instanceID) { $0.writeWireString($1) }
+            buffer.writeWireString(member.clientID)
+            buffer.writeWireString(member.clientHost)
+            buffer.writeInteger(member.sessionTimeout)
+            buffer.writeInteger(member.rebalanceTimeout)
+            buffer.writeWireList(member.protocols) { buffer, joined in
+                buffer.writeWireString(joined.name)
+                buffer.writeWireBytes(joined.metadata)
+            }
+            buffer.writeWireBytes(member.assignment)
+            buffer.writeInteger(member.lastSeen)
+        }
+    }
+
+    init(reading buffer: inout ByteBuffer, version: UInt8) throws(JournalError) {
+        let name = try buffer.readWireString()
+        guard let state = KafkaGroupCoordinator.State(rawValue: name) else {
+            throw JournalError(.protocolError, "unknown group state \(name)")
+        }
+        self.state = state
+        generation = try buffer.readWireInteger()
+        protocolType = try buffer.readWireOptional { buffer throws(JournalError) in try buffer.readWireString() }
+        protocolName = try buffer.readWireOptional { buffer throws(JournalError) in try buffer.readWireString() }
+        leader = try buffer.readWireOptional { buffer throws(JournalError) in try buffer.readWireString() }
+        members = try buffer.readWireList { buffer throws(JournalError) in
+            KafkaGroupCoordinator.Member(
+                id: try buffer.readWireString(),
+                instanceID: try buffer.readWireOptional { buffer throws(JournalError) in try buffer.readWireString() },
+                clientID: try buffer.readWireString(), clientHost: try buffer.readWireString(),
+                sessionTimeout: try buffer.readWireInteger(), rebalanceTimeout: try buffer.readWireInteger(),
+                protocols: try buffer.readWireList { buffer throws(JournalError) in
+                    KafkaGroupCoordinator.JoinProtocol(
+                        name: try buffer.readWireString(), metadata: try buffer.readWireBytes())
+                },
+                assignment: try buffer.readWireBytes(), lastSeen: try buffer.readWireInteger())
         }
     }
 }

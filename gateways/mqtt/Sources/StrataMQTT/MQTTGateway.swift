@@ -692,7 +692,11 @@ public final class MQTTGateway: Service {
         guard let bytes = try await journal.get(namespace: Self.sessionNamespace, key: Array(clientID.utf8)) else {
             return nil
         }
-        guard var record = try? JSONDecoder().decode(MQTTSessionRecord.self, from: Data(bytes)) else { return nil }
+        guard var record = try? MQTTSessionRecord(stored: bytes) else {
+            logger.error(
+                "mqtt session record unreadable: the session starts afresh", metadata: ["mqtt.client": "\(clientID)"])
+            return nil
+        }
         if record.complete == nil {
             // Stored before registry topics: positions by bucket number.
             record.positions = Dictionary(
@@ -704,7 +708,7 @@ public final class MQTTGateway: Service {
 
     func storeSession(_ clientID: String, _ record: MQTTSessionRecord) async throws {
         try await journal.put(
-            namespace: Self.sessionNamespace, key: Array(clientID.utf8), value: Array(try JSONEncoder().encode(record)))
+            namespace: Self.sessionNamespace, key: Array(clientID.utf8), value: record.kvBytes)
     }
 
     func forgetSession(_ clientID: String) async throws {

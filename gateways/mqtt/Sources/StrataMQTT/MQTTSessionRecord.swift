@@ -1,8 +1,9 @@
 import NIOCore
 import StrataJournal
+import StrataWire
 
 /// What a persistent session leaves in the journal (namespace `mqtt.sessions`, key = client
-/// id, JSON) when its connection ends, and what a reconnect with clean start 0 resumes from.
+/// id, a binary `KVRecord`; JSON from earlier gateways is still read) when its connection ends, and what a reconnect with clean start 0 resumes from.
 struct MQTTSessionRecord: Codable, Sendable {
     struct StoredPublish: Codable, Sendable {
         /// The PUBLISH as MQTT 5.0 encodes it (packet id included).
@@ -46,5 +47,70 @@ struct MQTTSessionRecord: Codable, Sendable {
         var buffer = ByteBuffer(bytes: bytes)
         guard case .publish(let publish)? = try? decoder.decode(buffer: &buffer) else { return nil }
         return publish
+    }
+}
+
+/// The binary record (`KVRecord`), version 1. JSON records of earlier gateways are still read.
+extension MQTTSessionRecord: KVRecord {
+    static let recordVersion: UInt8 = 1
+
+    func write(to buffer: inout ByteBuffer) {
+        buffer.writeWireList(subscriptions) { buffer, subscription in
+            buffer.writeWireString(subscription.filter)
+            buffer.writeInteger(subscription.qos)
+            buffer.writeWireBool(subscription.noLocal)
+            buffer.writeWireBool(subscription.retainAsPublished)
+            buffer.writeWireOptional(subscription.identifier) { $0.writeInteger($1) }
+        }
+        buffer.writeWireList(positions.sorted { $0.key < $1.key }) { buffer, position in
+            buffer.writeWireString(position.key)
+            buffer.writeInteger(position.value)
+        }
+        buffer.writeWireOptional(complete) { $0.writeWireBool($1) }
+        buffer.writeWireList(inflight) { buffer, stored in
+            buffer.writeWireBytes(stored.packet)
+            buffer.writeWireBool(stored.released)
+            buffer.writeWireOptional(stored.share) { buffer, lease in
+                buffer.writeWireString(lease.queue)
+                buffer.writeInteger(lease.source)
+                buffer.writeInteger(lease.offset)
+                buffer.writeInteger(lease.delivery)
+            }
+        }
+        buffer.writeWireList(waiting) { $0.writeWireBytes($1) }
+        buffer.writeWireList(inboundQoS2) { $0.writeInteger($1) }
+        buffer.writeInteger(nextPacketID)
+        buffer.writeWireOptional(expiryInterval) { $0.writeInteger($1) }
+        buffer.writeInteger(disconnectedAt)
+    }
+
+    init(reading buffer: inout ByteBuffer, version: UInt8) throws(JournalError) {
+        subscriptions = try buffer.readWireList { buffer throws(JournalError) in
+            MQTTSession.Subscription(
+                filter: try buffer.readWireString(), qos: try buffer.readWireInteger(),
+                noLocal: try buffer.readWireBool(), retainAsPublished: try buffer.readWireBool(),
+                identifier: try buffer.readWireOptional { buffer throws(JournalError) in try buffer.readWireInteger() })
+        }
+        let pairs = try buffer.readWireList { buffer throws(JournalError) in
+            (try buffer.readWireString(), try buffer.readWireInteger(as: UInt64.self))
+        }
+        positions = Dictionary(pairs, uniquingKeysWith: max)
+        complete = try buffer.readWireOptional { buffer throws(JournalError) in try buffer.readWireBool() }
+        inflight = try buffer.readWireList { buffer throws(JournalError) in
+            StoredPublish(
+                packet: try buffer.readWireBytes(), released: try buffer.readWireBool(),
+                share: try buffer.readWireOptional { buffer throws(JournalError) in
+                    MQTTShareLease(
+                        queue: try buffer.readWireString(),
+                        receipt: QueueReceipt(
+                            source: try buffer.readWireInteger(), offset: try buffer.readWireInteger(),
+                            delivery: try buffer.readWireInteger()))
+                })
+        }
+        waiting = try buffer.readWireList { buffer throws(JournalError) in try buffer.readWireBytes() }
+        inboundQoS2 = try buffer.readWireList { buffer throws(JournalError) in try buffer.readWireInteger() }
+        nextPacketID = try buffer.readWireInteger()
+        expiryInterval = try buffer.readWireOptional { buffer throws(JournalError) in try buffer.readWireInteger() }
+        disconnectedAt = try buffer.readWireInteger()
     }
 }
