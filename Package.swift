@@ -160,6 +160,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -181,7 +183,7 @@ let package = Package(
         .target(
             name: "StrataMQTT",
             dependencies: [
-                "StrataJournal", "StrataClient", "StrataAuth", "StrataWire", "StrataTopics",
+                "StrataJournal", "StrataClient", "StrataAuth", "StrataWire", "StrataTopics", "StrataKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -210,7 +212,7 @@ let package = Package(
         .target(
             name: "StrataKafka",
             dependencies: [
-                "StrataJournal", "StrataClient", "StrataWire", "StrataAuth", "StrataTopics",
+                "StrataJournal", "StrataClient", "StrataWire", "StrataAuth", "StrataTopics", "StrataKit",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

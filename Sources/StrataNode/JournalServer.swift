@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 import ServiceLifecycle
 import StrataJournal
+import StrataKit
 import StrataWire
 import Synchronization
 
@@ -73,41 +74,28 @@ public final class JournalServer: Service {
         let tls = configuration.tls
         let gated = configuration.access != nil
         let preAuthentication = configuration.maxFrameBytesBeforeAuthentication
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.serve
-            .bind(host: configuration.host, port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture { () -> any Channel in
-                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    let gate = gated ? self.gates.attach(to: channel, limit: preAuthentication) : nil
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(JournalFrameDecoder(maxFrameBytes: maxFrameBytes, gate: gate)))
-                    try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(JournalFrameEncoder()))
-                    return channel
-                }
-            }
-        if let address = server.channel.localAddress { onBound(address) }
+        let server = try await Listener.bind(
+            ListenerOptions(host: configuration.host, port: configuration.port, tls: tls, backlog: 256), group: group
+        ) { channel in
+            let gate = gated ? self.gates.attach(to: channel, limit: preAuthentication) : nil
+            try channel.pipeline.syncOperations.addHandler(
+                ByteToMessageHandler(JournalFrameDecoder(maxFrameBytes: maxFrameBytes, gate: gate)))
+            try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(JournalFrameEncoder()))
+        }
+        if let address = server.localAddress { onBound(address) }
         logger.info(
             "journal protocol listening",
-            metadata: ["node.listen": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
+            metadata: ["node.listen": "\(server.localAddress.map { "\($0)" } ?? "?")"])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { inbound in
-                    for try await accepted in inbound {
-                        group.addTask {
-                            await AcceptedConnection.serve(
-                                accepted, as: NIOAsyncChannel<JournalFrame, JournalFrame>.self
-                            ) {
-                                await self.serve($0)
-                            }
-                        }
-                    }
+                try await server.accept(
+                    as: NIOAsyncChannel<JournalFrame, JournalFrame>.self, spawn: { group.addTask(operation: $0) }
+                ) {
+                    await self.serve($0)
                 }
             }
         } onGracefulShutdown: {
-            server.channel.close(promise: nil)
+            server.close()
             let open = self.connections.withLock { Array($0.values) }
             for channel in open { channel.close(promise: nil) }
         }

@@ -6,6 +6,7 @@ import ServiceLifecycle
 import StrataAuth
 import StrataClient
 import StrataJournal
+import StrataKit
 import StrataTopics
 import StrataWire
 import Synchronization
@@ -105,22 +106,16 @@ public final class KafkaGateway: Service {
         let maxRequestSize = configuration.maxRequestSize
         let gated = configuration.users != nil
         let preAuthentication = configuration.maxRequestSizeBeforeAuthentication
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.serve
-            .bind(host: configuration.host, port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture { () -> any Channel in
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(
-                            KafkaFrameDecoder(
-                                maxFrameSize: maxRequestSize,
-                                gate: gated ? self.gates.attach(to: channel, limit: preAuthentication) : nil)))
-                    return channel
-                }
-            }
-        let bound = server.channel.localAddress
+        let server = try await Listener.bind(
+            ListenerOptions(host: configuration.host, port: configuration.port), group: group
+        ) { channel in
+            try channel.pipeline.syncOperations.addHandler(
+                ByteToMessageHandler(
+                    KafkaFrameDecoder(
+                        maxFrameSize: maxRequestSize,
+                        gate: gated ? self.gates.attach(to: channel, limit: preAuthentication) : nil)))
+        }
+        let bound = server.localAddress
         advertised.withLock {
             $0 = (
                 configuration.advertisedHost ?? configuration.host,
@@ -156,20 +151,16 @@ public final class KafkaGateway: Service {
                         }
                     }
                 }
-                try await server.executeThenClose { inbound in
-                    for try await accepted in inbound {
-                        group.addTask {
-                            await AcceptedConnection.serve(accepted, as: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self) {
-                                await KafkaConnection(gateway: self, channel: $0).run()
-                            }
-                        }
-                    }
+                try await server.accept(
+                    as: NIOAsyncChannel<ByteBuffer, ByteBuffer>.self, spawn: { group.addTask(operation: $0) }
+                ) {
+                    await KafkaConnection(gateway: self, channel: $0).run()
                 }
                 await membership.leave()
                 group.cancelAll()
             }
         } onGracefulShutdown: {
-            server.channel.close(promise: nil)
+            server.close()
         }
     }
 

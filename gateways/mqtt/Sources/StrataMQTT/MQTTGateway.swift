@@ -7,6 +7,7 @@ import ServiceLifecycle
 import StrataAuth
 import StrataClient
 import StrataJournal
+import StrataKit
 import StrataTopics
 import StrataWire
 import Synchronization
@@ -233,42 +234,38 @@ public final class MQTTGateway: Service {
         }
         let maxPacketSize = configuration.maxPacketSize
         let tls = configuration.tls
-        let server = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            // Idle clients are the common case: their read buffer (which the decoder keeps)
-            // starts small and grows with traffic.
-            .childChannelOption(.recvAllocator, value: MQTTGateway.receiveBuffers)
-            .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.serve
-            .bind(host: configuration.host, port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture { () -> any Channel in
-                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(MQTTDecoder(maxPacketSize: maxPacketSize)))
-                    return channel
-                }
-            }
+        // Idle clients are the common case: their read buffer (which the decoder keeps) starts
+        // small and grows with traffic.
+        let decoder: @Sendable (any Channel) throws -> Void = { channel in
+            try channel.pipeline.syncOperations.addHandler(
+                ByteToMessageHandler(MQTTDecoder(maxPacketSize: maxPacketSize)))
+        }
+        let server = try await Listener.bind(
+            ListenerOptions(
+                host: configuration.host, port: configuration.port, tls: tls, receiveBuffers: Self.receiveBuffers),
+            group: group, pipeline: decoder)
         // The other MQTT gateway processes on this journal, for session takeover between them.
         let membership = GatewayMembers(
             protocol: "mqtt", id: Int32.random(in: 1...Int32.max), host: configuration.host,
-            port: Int32(server.channel.localAddress?.port ?? configuration.port), journal: journal, logger: logger)
+            port: Int32(server.localAddress?.port ?? configuration.port), journal: journal, logger: logger)
         try await membership.join()
         members.withLock { $0 = membership }
-        if let address = server.channel.localAddress { onBound(address) }
-        let webSocket: NIOAsyncChannel<EventLoopFuture<MQTTWebSocket.Upgrade>, Never>? =
+        if let address = server.localAddress { onBound(address) }
+        // MQTT over WebSocket (MQTT 6): subprotocol `mqtt`, the same decoder and connections.
+        let webSocket: WebSocketListener<MQTTPacket, ByteBuffer>? =
             if let wsHost = configuration.webSocketHost {
-                try await MQTTWebSocket.bind(
-                    host: wsHost, port: configuration.webSocketPort, group: group, maxPacketSize: maxPacketSize,
-                    tls: tls)
+                try await WebSocketListener.bind(
+                    ListenerOptions(
+                        host: wsHost, port: configuration.webSocketPort, tls: tls, receiveBuffers: Self.receiveBuffers),
+                    group: group, subprotocol: "mqtt", maxFrameSize: maxPacketSize + 16, pipeline: decoder)
             } else {
                 nil
             }
-        if let address = webSocket?.channel.localAddress { onWebSocketBound(address) }
+        if let address = webSocket?.localAddress { onWebSocketBound(address) }
         logger.info(
             "mqtt listening",
             metadata: [
-                "mqtt.listen": "\(server.channel.localAddress.map { "\($0)" } ?? "?")", "mqtt.tls": "\(tls != nil)",
+                "mqtt.listen": "\(server.localAddress.map { "\($0)" } ?? "?")", "mqtt.tls": "\(tls != nil)",
             ])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
@@ -289,26 +286,17 @@ public final class MQTTGateway: Service {
                 if configuration.sharedTopics { group.addTask { await self.watchTopics() } }
                 if let webSocket {
                     group.addTask {
-                        try await webSocket.executeThenClose { inbound in
-                            try await withThrowingDiscardingTaskGroup { connections in
-                                for try await upgrade in inbound {
-                                    connections.addTask {
-                                        guard case .mqtt(let channel)? = try? await upgrade.get() else { return }
-                                        await MQTTConnection(gateway: self, channel: channel).run()
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                try await server.executeThenClose { inbound in
-                    for try await accepted in inbound {
-                        group.addTask {
-                            await AcceptedConnection.serve(accepted, as: NIOAsyncChannel<MQTTPacket, ByteBuffer>.self) {
+                        try await withThrowingDiscardingTaskGroup { connections in
+                            try await webSocket.accept(spawn: { connections.addTask(operation: $0) }) {
                                 await MQTTConnection(gateway: self, channel: $0).run()
                             }
                         }
                     }
+                }
+                try await server.accept(
+                    as: NIOAsyncChannel<MQTTPacket, ByteBuffer>.self, spawn: { group.addTask(operation: $0) }
+                ) {
+                    await MQTTConnection(gateway: self, channel: $0).run()
                 }
                 // The listener closed (shutdown): end the sessions (they store their records),
                 // then the appenders, and stop routing.
@@ -339,8 +327,8 @@ public final class MQTTGateway: Service {
                 group.cancelAll()
             }
         } onGracefulShutdown: {
-            server.channel.close(promise: nil)
-            webSocket?.channel.close(promise: nil)
+            server.close()
+            webSocket?.close()
         }
     }
 
