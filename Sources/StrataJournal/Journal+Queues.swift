@@ -163,9 +163,13 @@ actor QueueActor {
         readPosition = self.ledgers.map { $0?.cursor ?? 0 }
     }
 
-    func close() {
+    /// Ends the queue (deleted): waiting receives return, later changes are refused, and the
+    /// store in flight, if any, has landed when this returns (so a delete after it is the last
+    /// word on the queue's keys).
+    func close() async {
         closed = true
         wakeup.fire()
+        while storing { await withCheckedContinuation { storeWaiters.append($0) } }
     }
 
     func declare(_ declared: QueueDefinition) async throws -> QueueStatus {
@@ -317,8 +321,10 @@ actor QueueActor {
             if ledgers[index]!.expireLeases(now: now) > 0 { touch(index) }
         }
         if resume {
+            // All of them, whatever the limits: a consumer that resumes gets back everything it
+            // holds in one answer (it bounds what it holds), new messages only within the limits.
             for index in ledgers.indices where ledgers[index] != nil {
-                for offset in ledgers[index]!.leases(of: consumer) where !full {
+                for offset in ledgers[index]!.leases(of: consumer) {
                     guard let record = try await fetch(source: index, offset: offset) else { continue }
                     add(index, offset, ledgers[index]!.renewLease(offset, deadline: deadline)!, true, record)
                     touch(index)
@@ -526,6 +532,7 @@ actor QueueActor {
     private func storeChanges() async throws {
         let target = changes
         while storedChanges < target {
+            guard !closed else { throw JournalError(.unknownQueue, "queue \(name) was deleted") }
             if storing {
                 await withCheckedContinuation { storeWaiters.append($0) }
                 continue
@@ -567,6 +574,7 @@ actor QueueActor {
         defer {
             if queued.isEmpty { busy = false } else { queued.removeFirst().resume() }
         }
+        guard !closed else { throw JournalError(.unknownQueue, "queue \(name) was deleted") }
         return try await body()
     }
 

@@ -35,12 +35,14 @@ import Testing
         // Two in flight (receive maximum 2), one waiting: all three held, one room left.
         #expect(await session.waitForShareRoom("q", window: 4) == 1)
         #expect(session.shareLeases.filter(\.sent).count == 2)
-        // The same message again (a late receive of a replaced connection) is not sent twice.
-        let again = session.deliverShared(Self.message("m0"), qos: 1, identifiers: [], lease: Self.lease(0), dup: true)
+        // The same message again (a resume renewed its lease) is not sent twice; its lease
+        // takes the newer receipt, which its acknowledgement settles.
+        let again = session.deliverShared(
+            Self.message("m0"), qos: 1, identifiers: [], lease: Self.lease(0, delivery: 2), dup: true)
         #expect(again == .held)
         #expect(session.shareLeases.count == 3)
         let acknowledged = session.acknowledged(1)
-        #expect(acknowledged == Self.lease(0))
+        #expect(acknowledged == Self.lease(0, delivery: 2))
         // The waiting one went out in the freed slot.
         #expect(session.shareLeases.filter(\.sent).count == 2)
         #expect(await session.waitForShareRoom("q", window: 4) == 2)
@@ -75,9 +77,31 @@ import Testing
         #expect(fresh == .held)
         resumed.dropUnconfirmed("q")
         #expect(Set(resumed.shareLeases.map(\.lease.offset)) == [6, 7])
+        let allSent = resumed.shareLeases.allSatisfy { $0.sent }
+        #expect(allSent, "offset 7 took the slot offset 5 freed")
         // Offset 6 kept its packet id (2) and settles with its new delivery number.
         let settled = resumed.acknowledged(2)
         #expect(settled == Self.lease(6, delivery: 2))
         #expect(resumed.acknowledged(1) == nil, "offset 5's packet id was freed")
+    }
+
+    @Test func unsubscribedWaitingMessagesGoBackAndReceivedOnesAreCompleted() throws {
+        let session = Self.session()
+        for offset in 0..<3 {
+            _ = session.deliverShared(
+                Self.message("m\(offset)"), qos: 2, identifiers: [], lease: Self.lease(UInt64(offset)), dup: false)
+        }
+        #expect(session.takeWaitingShares("q") == [Self.lease(2)], "the one never sent")
+        #expect(session.received(1))  // PUBREC for offset 0
+        let record = try JSONDecoder().decode(
+            MQTTSessionRecord.self, from: JSONEncoder().encode(session.record(positions: [:], expiryInterval: 60)))
+        let resumed = Self.session()
+        _ = resumed.restore(record)
+        // The queue hands back neither: offset 0 was received by the client, so it is completed
+        // with PUBREL (its packet id stays taken until PUBCOMP); offset 1 is forgotten.
+        resumed.dropUnconfirmed("q")
+        #expect(resumed.shareLeases.isEmpty)
+        #expect(resumed.received(1), "packet id 1 still in flight, awaiting PUBCOMP")
+        #expect(!resumed.received(2))
     }
 }

@@ -15,7 +15,9 @@ public struct BucketRetention: Codable, Sendable, Hashable, CustomStringConverti
     /// Seven days, no size limit (Kafka's topic default).
     public static let standard = BucketRetention(milliseconds: 7 * 24 * 3_600_000, bytes: nil)
 
-    public func with(milliseconds: Int64?) -> BucketRetention { BucketRetention(milliseconds: milliseconds, bytes: bytes) }
+    public func with(milliseconds: Int64?) -> BucketRetention {
+        BucketRetention(milliseconds: milliseconds, bytes: bytes)
+    }
     public func with(bytes: Int64?) -> BucketRetention { BucketRetention(milliseconds: milliseconds, bytes: bytes) }
 
     /// `base` (the standard retention when nil) with the limits given as flag text (a number, or

@@ -22,7 +22,9 @@ extension ByteBuffer {
     mutating func readMQTTVarint() throws(MQTTProtocolError) -> UInt32 {
         var value: UInt32 = 0
         for index in 0..<4 {
-            guard let byte: UInt8 = readInteger() else { throw .malformed("variable byte integer runs past the packet") }
+            guard let byte: UInt8 = readInteger() else {
+                throw .malformed("variable byte integer runs past the packet")
+            }
             value |= UInt32(byte & 0x7F) << (7 * UInt32(index))
             if byte & 0x80 == 0 { return value }
         }

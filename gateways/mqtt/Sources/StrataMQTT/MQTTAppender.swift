@@ -65,7 +65,8 @@ final class MQTTAppender: Sendable {
                     if batch.isEmpty { break }
                     await slots.acquire()
                     do {
-                        let pending = try await journal.queueAppend(shard: shard, batch: RecordBatch.encode(batch.map(\.0.record)))
+                        let pending = try await journal.queueAppend(
+                            shard: shard, batch: RecordBatch.encode(batch.map(\.0.record)))
                         toSettle.yield((pending, CancellationError(), batch))
                     } catch {
                         toSettle.yield((nil, error, batch))
@@ -91,7 +92,8 @@ final class MQTTAppender: Sendable {
                 _ = try await pending.result
                 for (message, _) in batch where message.retain {
                     if message.payload.readableBytes == 0 {
-                        try await journal.delete(namespace: MQTTGateway.retainedNamespace, key: Array(message.topic.utf8))
+                        try await journal.delete(
+                            namespace: MQTTGateway.retainedNamespace, key: Array(message.topic.utf8))
                     } else {
                         try await journal.put(
                             namespace: MQTTGateway.retainedNamespace, key: Array(message.topic.utf8),

@@ -36,7 +36,8 @@ public struct MQTTPasswordFile: Sendable {
                 else { throw ConfigFileError("\(source) line \(number + 1): malformed $7$ entry") }
                 users[user] = .pbkdf2SHA512(iterations: iterations, salt: Array(salt), hash: Array(hash))
             case (4, "6"):
-                guard let salt = Data(base64Encoded: String(parts[2])), let hash = Data(base64Encoded: String(parts[3])) else {
+                guard let salt = Data(base64Encoded: String(parts[2])), let hash = Data(base64Encoded: String(parts[3]))
+                else {
                     throw ConfigFileError("\(source) line \(number + 1): malformed $6$ entry")
                 }
                 users[user] = .sha512(salt: Array(salt), hash: Array(hash))
@@ -137,4 +138,3 @@ public struct MQTTACL: Sendable {
         return matching.contains { access == .read ? $0.read : $0.write }
     }
 }
-

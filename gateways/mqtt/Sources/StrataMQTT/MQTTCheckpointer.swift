@@ -27,7 +27,8 @@ final class MQTTCheckpointer: Sendable {
                     stored = changes
                 } catch {
                     gateway.logger.warning(
-                        "mqtt session checkpoint not stored", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+                        "mqtt session checkpoint not stored",
+                        metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
                 }
             }
             request?.resume()

@@ -119,6 +119,8 @@ struct MQTTConnection {
         }
         // Shared subscriptions take their messages from their queues; a resumed session's own
         // unacknowledged ones first.
+        session.settleOrphans(
+            subscribed: gateway.shareQueues(session.subscriptions), keep: gateway.holdsShares(session))
         for subscription in session.subscriptions where subscription.shared != nil {
             shares.start(subscription.filter, resume: true)
         }
@@ -240,8 +242,10 @@ struct MQTTConnection {
                 let existed = gateway.unsubscribe(session, filter)
                 codes.append(existed ? 0 : 0x11)
                 if existed, let queue = gateway.shareQueue(filter) {
-                    // What the member holds of it is still completed; it takes no more.
+                    // What the member has in flight is still completed; what it was not sent yet
+                    // goes back to the group, and it takes no more.
                     session.wakeSharePuller(queue)
+                    shares.settler.settle(session.takeWaitingShares(queue), as: .requeue(delayMilliseconds: 0))
                     await gateway.leaveShare(queue, clientID: session.clientID)
                 }
             }
@@ -593,7 +597,18 @@ struct MQTTConnection {
                 // SUBACK: what is published after it reaches the group.
                 do {
                     let first = try await gateway.joinShare(subscription.filter, of: session)
-                    try await gateway.declareShare(subscription.filter, firstMember: first)
+                    // A member subscribing again to what it has does not form the group anew.
+                    let anew = first && session.subscription(subscription.filter) == nil
+                    do {
+                        try await gateway.declareShare(subscription.filter, firstMember: anew)
+                    } catch {
+                        if session.subscription(subscription.filter) == nil,
+                            let queue = gateway.shareQueue(subscription.filter)
+                        {
+                            await gateway.leaveShare(queue, clientID: session.clientID)
+                        }
+                        throw error
+                    }
                 } catch {
                     logger.error(
                         "mqtt shared subscription queue not declared",

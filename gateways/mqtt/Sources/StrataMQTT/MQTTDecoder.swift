@@ -27,7 +27,8 @@ public struct MQTTDecoder: NIOSingleStepByteToMessageDecoder {
         }
         let total = headerLength + Int(remaining)
         guard total <= maxPacketSize else {
-            throw MQTTProtocolError(0x95, "packet of \(total) bytes exceeds the maximum packet size of \(maxPacketSize)")
+            throw MQTTProtocolError(
+                0x95, "packet of \(total) bytes exceeds the maximum packet size of \(maxPacketSize)")
         }
         guard buffer.readableBytes >= total else { return nil }
         buffer.moveReaderIndex(forwardBy: headerLength)
@@ -100,7 +101,8 @@ public struct MQTTDecoder: NIOSingleStepByteToMessageDecoder {
                         filter: filter, qos: qos, noLocal: options & 0x04 != 0, retainAsPublished: options & 0x08 != 0,
                         retainHandling: retainHandling))
             } while body.readableBytes > 0
-            packet = .subscribe(MQTTPacket.Subscribe(packetID: id, subscriptions: subscriptions, properties: properties))
+            packet = .subscribe(
+                MQTTPacket.Subscribe(packetID: id, subscriptions: subscriptions, properties: properties))
         case 9, 11:
             try requireFlags(flags, 0, type == 9 ? "SUBACK" : "UNSUBACK")
             let id = try readPacketID(&body)
@@ -140,7 +142,9 @@ public struct MQTTDecoder: NIOSingleStepByteToMessageDecoder {
         default:
             throw .malformed("reserved packet type \(type)")
         }
-        guard body.readableBytes == 0 else { throw .malformed("\(body.readableBytes) bytes after a type \(type) packet") }
+        guard body.readableBytes == 0 else {
+            throw .malformed("\(body.readableBytes) bytes after a type \(type) packet")
+        }
         return packet
     }
 
@@ -190,7 +194,8 @@ public struct MQTTDecoder: NIOSingleStepByteToMessageDecoder {
             let willProperties = version == .v5 ? try MQTTProperties.read(from: &body, packet: 0) : []
             let topic = try body.readMQTTString()
             let payload = try body.readMQTTBinary()
-            will = MQTTPacket.Will(topic: topic, payload: payload, qos: willQoS, retain: willRetain, properties: willProperties)
+            will = MQTTPacket.Will(
+                topic: topic, payload: payload, qos: willQoS, retain: willRetain, properties: willProperties)
         }
         let username = hasUsername ? try body.readMQTTString() : nil
         let password = hasPassword ? try body.readMQTTBinary() : nil

@@ -104,6 +104,8 @@ public final class MQTTGateway: Service {
         /// Sessions another gateway process asked this one to end (their request is answered
         /// once the session's record is stored).
         var takeovers: Set<String> = []
+        /// Per client id with a connection here, the settler of its shared-subscription leases.
+        var settlers: [String: MQTTShareSettler] = [:]
     }
 
     let registry = Mutex(Registry())
@@ -619,6 +621,7 @@ public final class MQTTGateway: Service {
     /// After a connection ended and its session record was stored: answers a takeover request
     /// for it, and forgets a clean session's holder entry.
     func sessionEnded(_ session: MQTTSession) async {
+        forgetShareSettler(session.clientID)
         guard let members = members.withLock({ $0 }) else { return }
         let me = members.me.id
         if registry.withLock({ $0.takeovers.remove(session.clientID) }) != nil {

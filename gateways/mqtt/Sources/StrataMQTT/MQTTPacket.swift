@@ -146,7 +146,10 @@ public enum MQTTPacket: Sendable, Hashable {
         /// 0 send retained on subscribe, 1 only if the subscription is new, 2 never.
         public var retainHandling: UInt8
 
-        public init(filter: String, qos: UInt8, noLocal: Bool = false, retainAsPublished: Bool = false, retainHandling: UInt8 = 0) {
+        public init(
+            filter: String, qos: UInt8, noLocal: Bool = false, retainAsPublished: Bool = false,
+            retainHandling: UInt8 = 0
+        ) {
             self.filter = filter
             self.qos = qos
             self.noLocal = noLocal

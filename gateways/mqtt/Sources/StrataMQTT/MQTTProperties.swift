@@ -148,7 +148,8 @@ public struct MQTTProperties: Sendable, Hashable, ExpressibleByArrayLiteral, Seq
                 body.writeInteger(v)
             case .subscriptionIdentifier(let v):
                 body.writeMQTTVarint(v)
-            case .contentType(let s), .responseTopic(let s), .assignedClientIdentifier(let s), .authenticationMethod(let s),
+            case .contentType(let s), .responseTopic(let s), .assignedClientIdentifier(let s),
+                .authenticationMethod(let s),
                 .responseInformation(let s), .serverReference(let s), .reasonString(let s):
                 body.writeMQTTString(s)
             case .correlationData(let b), .authenticationData(let b):

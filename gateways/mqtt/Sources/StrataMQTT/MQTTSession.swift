@@ -274,7 +274,7 @@ final class MQTTSession: Sendable {
         return true
     }
 
-    /// What became of a shared-subscription message handed to the session.
+    /// What became of a message handed to the session.
     enum ShareOutcome {
         /// The session holds it until the client acknowledges it (or had it already).
         case held
@@ -286,9 +286,9 @@ final class MQTTSession: Sendable {
     }
 
     /// Delivers a shared subscription's message under its queue lease (see `deliverNow`). A
-    /// message the session holds already is not sent again; a restored in-flight one the queue
-    /// confirmed goes out again with its packet id (DUP=1, or PUBREL when the client had
-    /// received it).
+    /// message the session holds already is not sent again (its lease takes the newer
+    /// receipt); a restored in-flight one the queue confirmed goes out again with its packet id
+    /// (DUP=1, or PUBREL when the client had received it).
     func deliverShared(
         _ message: MQTTMessage, qos: UInt8, identifiers: [UInt32], lease: MQTTShareLease, dup: Bool
     ) -> ShareOutcome {
@@ -306,7 +306,9 @@ final class MQTTSession: Sendable {
                 publish.dup = true
                 return .resend(.publish(publish))
             }
-            return state.shareKeys.contains(lease.key) ? .done(.held) : .deliver
+            guard state.shareKeys.contains(lease.key) else { return .deliver }
+            Self.renew(lease, &state)
+            return .done(.held)
         }
         switch step {
         case .done(let outcome): return outcome
@@ -315,40 +317,107 @@ final class MQTTSession: Sendable {
             return .held
         case .deliver:
             return deliverNow(message, qos: qos, retain: false, identifiers: identifiers, lease: lease, dup: dup)
-                ? .held : .done
         }
     }
 
-    /// Forgets the restored in-flight messages of `queue` its resume did not confirm (the queue
-    /// settled or released them meanwhile): their packet ids are free again.
+    /// A held message delivered again (a resume renewed its lease): it settles with the newer receipt.
+    private static func renew(_ lease: MQTTShareLease, _ state: inout State) {
+        if let id = state.leases.first(where: { $0.value.key == lease.key })?.key {
+            if state.leases[id]!.delivery < lease.delivery { state.leases[id] = lease }
+        } else if let index = state.waiting.firstIndex(where: { $0.lease?.key == lease.key }),
+            state.waiting[index].lease!.delivery < lease.delivery
+        {
+            state.waiting[index].lease = lease
+        }
+    }
+
+    /// After a resume of `queue`: the restored in-flight messages it did not hand back are not
+    /// the session's any more (settled, or released to the group). One the client had received
+    /// (PUBREC) is completed with PUBREL; the others are forgotten and their slots go to the
+    /// messages waiting.
     func dropUnconfirmed(_ queue: String) {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let (packets, waiters) = state.withLock { state -> ([MQTTPacket], [CheckedContinuation<Void, Never>]) in
+            var packets: [MQTTPacket] = []
             for (key, id) in state.unconfirmed where key.queue == queue {
+                state.changes &+= 1
                 state.unconfirmed[key] = nil
-                state.inflight[id] = nil
-                state.inflightOrder.removeAll { $0 == id }
-                state.released.remove(id)
                 state.leases[id] = nil
                 Self.forget(key, &state)
+                if state.released.contains(id) {
+                    packets.append(.pubrel(.init(packetID: id)))  // stays in flight until PUBCOMP
+                } else {
+                    state.inflight[id] = nil
+                    state.inflightOrder.removeAll { $0 == id }
+                }
             }
-            return state.shareRoomWaiters.removeValue(forKey: queue)
+            packets += Self.promoteWaiting(&state, receiveMaximum: receiveMaximum)
+            var waiters = [state.takeRoomWaiter(limit: maxQueued)].compactMap { $0 }
+            if let waiter = state.shareRoomWaiters.removeValue(forKey: queue) { waiters.append(waiter) }
+            return (packets, waiters)
         }
-        waiter?.resume()
+        packets.forEach { send($0) }
+        waiters.forEach { $0.resume() }
+    }
+
+    /// Restored in-flight messages of queues the session no longer subscribes (`subscribed` are
+    /// the ones it does): no resume will confirm them. With `keep` (held leases stay the
+    /// session's) they go out again under their recorded leases; otherwise they are dropped as
+    /// `dropUnconfirmed` does.
+    func settleOrphans(subscribed: Set<String>, keep: Bool) {
+        let orphaned = state.withLock { state in Set(state.unconfirmed.keys.map(\.queue)).subtracting(subscribed) }
+        for queue in orphaned {
+            guard keep else {
+                dropUnconfirmed(queue)
+                continue
+            }
+            let packets = state.withLock { state -> [MQTTPacket] in
+                var packets: [MQTTPacket] = []
+                for (key, id) in state.unconfirmed where key.queue == queue {
+                    state.unconfirmed[key] = nil
+                    if state.released.contains(id) {
+                        packets.append(.pubrel(.init(packetID: id)))
+                    } else if var publish = state.inflight[id] {
+                        publish.dup = true
+                        packets.append(.publish(publish))
+                    }
+                }
+                return packets
+            }
+            packets.forEach { send($0) }
+        }
+    }
+
+    /// Takes the messages of `queue` that wait behind the receive maximum (never sent): the
+    /// subscription was removed, so they go back to the group.
+    func takeWaitingShares(_ queue: String) -> [MQTTShareLease] {
+        state.withLock { state in
+            var taken: [MQTTShareLease] = []
+            state.waiting.removeAll { entry in
+                guard let lease = entry.lease, lease.queue == queue else { return false }
+                taken.append(lease)
+                return true
+            }
+            for lease in taken { Self.forget(lease.key, &state) }
+            return taken
+        }
     }
 
     /// Waits until the session holds fewer than `window` messages of `queue`; returns how many
     /// more it may take, 0 once the session is closed.
     func waitForShareRoom(_ queue: String, window: Int) async -> Int {
-        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
-            let ready = state.withLock { state -> Bool in
-                if state.closed || state.shareHeld[queue, default: 0] < window { return true }
-                state.shareRoomWaiters[queue]?.resume()
-                state.shareRoomWaiters[queue] = waiter
-                return false
+        while true {
+            await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+                let ready = state.withLock { state -> Bool in
+                    if state.closed || state.shareHeld[queue, default: 0] < window { return true }
+                    state.shareRoomWaiters[queue]?.resume()
+                    state.shareRoomWaiters[queue] = waiter
+                    return false
+                }
+                if ready { waiter.resume() }
             }
-            if ready { waiter.resume() }
+            let room = state.withLock { $0.closed ? 0 : window - $0.shareHeld[queue, default: 0] }
+            if room > 0 || isClosed { return max(0, room) }
         }
-        return state.withLock { $0.closed ? 0 : max(0, window - $0.shareHeld[queue, default: 0]) }
     }
 
     /// Wakes a shared subscription's puller (its subscription was removed).
@@ -371,22 +440,36 @@ final class MQTTSession: Sendable {
         if state.shareHeld[key.queue] == 0 { state.shareHeld[key.queue] = nil }
     }
 
+    /// Moves waiting messages into free slots under the receive maximum; returns them to send.
+    private static func promoteWaiting(_ state: inout State, receiveMaximum: Int) -> [MQTTPacket] {
+        var packets: [MQTTPacket] = []
+        while state.inflight.count < receiveMaximum, !state.waiting.isEmpty {
+            var (publish, lease) = state.waiting.removeFirst()
+            publish.packetID = takePacketID(&state)
+            state.inflight[publish.packetID!] = publish
+            state.inflightOrder.append(publish.packetID!)
+            if let lease { state.leases[publish.packetID!] = lease }
+            packets.append(.publish(publish))
+        }
+        return packets
+    }
+
     /// Delivers `message` at `qos` (already the minimum of publish and subscription QoS).
     /// `bounded` applies the queue limit; a replay from the journal is not bounded by it.
-    /// With a shared subscription's `lease`, returns whether the session holds the message now
-    /// (in flight or waiting) — false when it went out at QoS 0 or was not delivered.
+    /// With a shared subscription's `lease`, says whether the session holds the message now
+    /// (in flight or waiting), is done with it (sent at QoS 0, or not delivered), or is closed.
     @discardableResult
     func deliverNow(
         _ message: MQTTMessage, qos: UInt8, retain: Bool, identifiers: [UInt32], bounded: Bool = true,
         lease: MQTTShareLease? = nil, dup: Bool = false
-    ) -> Bool {
-        guard permits(.read, message.topic) else { return false }
+    ) -> ShareOutcome {
+        guard permits(.read, message.topic) else { return .done }
         var properties = message.forwardedProperties
         for id in identifiers { properties.append(.subscriptionIdentifier(id)) }
         if let expiry = message.properties.messageExpiryInterval {
             // Saturating: a record's timestamp is whatever its batch says.
             let age = UInt32(clamping: max(0, WallClock.milliseconds().minusSaturating(message.timestamp) / 1000))
-            guard age < expiry else { return false }  // expired: not delivered (MQTT 3.3.2.3.3)
+            guard age < expiry else { return .done }  // expired: not delivered (MQTT 3.3.2.3.3)
             properties.items.removeAll { if case .messageExpiryInterval = $0 { true } else { false } }
             properties.append(.messageExpiryInterval(expiry - age))
         }
@@ -395,20 +478,21 @@ final class MQTTSession: Sendable {
             payload: message.payload)
         publish.dup = dup && qos > 0
         if let limit = clientMaxPacketSize, publish.encodedSize(version: version) > limit {
-            return false  // the client cannot take it: discarded (MQTT 3.1.2.11.4)
+            return .done  // the client cannot take it: discarded (MQTT 3.1.2.11.4)
         }
         if qos == 0 {
             // At most once: a subscriber that does not keep up loses QoS 0 messages beyond
             // `maxQueued` unwritten packets instead of growing the gateway's memory.
-            let full = state.withLock {
+            let (full, closed) = state.withLock {
                 $0.changes &+= 1
-                return $0.unwritten >= maxQueued
+                return ($0.unwritten >= maxQueued, $0.closed)
             }
+            if closed { return .closed }
             if !full { send(.publish(publish)) }
-            return false
+            return .done
         }
-        let (packet, overflowed, held) = state.withLock { state -> (MQTTPacket?, Bool, Bool) in
-            if lease != nil && state.closed { return (nil, false, false) }
+        let (packet, overflowed, outcome) = state.withLock { state -> (MQTTPacket?, Bool, ShareOutcome) in
+            if lease != nil && state.closed { return (nil, false, .closed) }
             state.changes &+= 1
             if let lease {
                 // Bounded by the puller's window, not by the queue limit.
@@ -416,19 +500,19 @@ final class MQTTSession: Sendable {
                 state.shareHeld[lease.queue, default: 0] += 1
             }
             if state.inflight.count >= receiveMaximum {
-                if bounded && lease == nil && state.waiting.count >= maxQueued { return (nil, true, false) }
+                if bounded && lease == nil && state.waiting.count >= maxQueued { return (nil, true, .done) }
                 state.waiting.append((publish, lease))
-                return (nil, false, true)
+                return (nil, false, .held)
             }
             publish.packetID = Self.takePacketID(&state)
             state.inflight[publish.packetID!] = publish
             state.inflightOrder.append(publish.packetID!)
             if let lease { state.leases[publish.packetID!] = lease }
-            return (.publish(publish), false, true)
+            return (.publish(publish), false, .held)
         }
         if let packet { send(packet) }
         if overflowed { overflow() }
-        return held
+        return outcome
     }
 
     private static func takePacketID(_ state: inout State) -> UInt16 {
@@ -444,8 +528,8 @@ final class MQTTSession: Sendable {
     @discardableResult
     func acknowledged(_ packetID: UInt16) -> MQTTShareLease? {
         let (next, waiters, lease) = state.withLock {
-            state -> (MQTTPacket?, [CheckedContinuation<Void, Never>], MQTTShareLease?) in
-            guard state.inflight.removeValue(forKey: packetID) != nil else { return (nil, [], nil) }
+            state -> ([MQTTPacket], [CheckedContinuation<Void, Never>], MQTTShareLease?) in
+            guard state.inflight.removeValue(forKey: packetID) != nil else { return ([], [], nil) }
             state.changes &+= 1
             state.inflightOrder.removeAll { $0 == packetID }
             state.released.remove(packetID)
@@ -458,16 +542,12 @@ final class MQTTSession: Sendable {
                 Self.forget(lease.key, &state)
                 if let waiter = state.shareRoomWaiters.removeValue(forKey: lease.queue) { waiters.append(waiter) }
             }
-            guard !state.waiting.isEmpty else { return (nil, waiters, lease) }
-            var (publish, waitingLease) = state.waiting.removeFirst()
-            publish.packetID = Self.takePacketID(&state)
-            state.inflight[publish.packetID!] = publish
-            state.inflightOrder.append(publish.packetID!)
-            if let waitingLease { state.leases[publish.packetID!] = waitingLease }
+            let next = Self.promoteWaiting(&state, receiveMaximum: receiveMaximum)
+            guard !next.isEmpty else { return ([], waiters, lease) }
             if let waiter = state.takeRoomWaiter(limit: maxQueued) { waiters.append(waiter) }
-            return (.publish(publish), waiters, lease)
+            return (next, waiters, lease)
         }
-        if let next { send(next) }
+        next.forEach { send($0) }
         waiters.forEach { $0.resume() }
         return lease
     }

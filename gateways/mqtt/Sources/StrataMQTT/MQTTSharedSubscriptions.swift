@@ -126,7 +126,7 @@ final class MQTTSharePullers: Sendable {
     init(gateway: MQTTGateway, session: MQTTSession) {
         self.gateway = gateway
         self.session = session
-        settler = MQTTShareSettler(journal: gateway.journal, consumer: session.clientID, logger: gateway.logger)
+        settler = gateway.shareSettler(for: session.clientID)
     }
 
     /// Starts pulling for a shared subscription of the session unless a puller runs for it.
@@ -157,7 +157,7 @@ final class MQTTSharePullers: Sendable {
 extension MQTTGateway {
     /// The most messages of one shared subscription a member holds unacknowledged (also bounded
     /// by its receive maximum): what it has not taken yet stays available to the other members.
-    static let shareWindow = 64
+    static let shareWindow = 32
     /// The most messages one receive takes, so that members waiting together share a burst.
     static let shareBatch = 16
     /// Lease of a message to a member whose session ends with its connection (or with
@@ -297,13 +297,20 @@ extension MQTTGateway {
         let visibility = holdsShares(session) ? 0 : Self.shareVisibilityMilliseconds
         var resuming = resume
         var backoff: Duration = .milliseconds(100)
+        if resume {
+            // Acknowledgements an earlier connection of the client left land before the queue
+            // hands its leases over again.
+            await settler.flush()
+        }
         while !Task.isCancelled, goOn() {
-            let room = await session.waitForShareRoom(queue, window: window)
+            // A resume takes back everything the session holds, whatever its window says (its
+            // restored messages wait for it), then only what the window leaves room for.
+            let room = resuming ? window : await session.waitForShareRoom(queue, window: window)
             guard room > 0, goOn() else { break }
             do {
                 let deliveries = try await journal.receive(
-                    queue: queue, consumer: session.clientID, max: resuming ? 2 * window : min(room, Self.shareBatch),
-                    maxBytes: 1 << 20, visibilityMilliseconds: visibility, resume: resuming, wait: Self.shareWait)
+                    queue: queue, consumer: session.clientID, max: min(room, Self.shareBatch), maxBytes: 1 << 20,
+                    visibilityMilliseconds: visibility, resume: resuming, wait: resuming ? .zero : Self.shareWait)
                 handOut(deliveries, of: filter, queue: queue, to: session, settler: settler)
                 if resuming { session.dropUnconfirmed(queue) }
                 resuming = false
@@ -346,7 +353,8 @@ extension MQTTGateway {
             switch outcome {
             case .held: break
             case .done: done.append(lease)
-            case .closed: unsent.append(lease)
+            // One the session held before (resumed) stays leased to it: the client may have it.
+            case .closed: if !delivery.resumed { unsent.append(lease) }
             }
         }
         settler.settle(done, as: .ack)
@@ -413,6 +421,24 @@ extension MQTTGateway {
         }
     }
 
+    /// The settler of a client's leases, one per client id while it has connections here, so
+    /// that a connection replacing another settles after the acknowledgements the other left.
+    func shareSettler(for clientID: String) -> MQTTShareSettler {
+        registry.withLock { registry in
+            if let settler = registry.settlers[clientID] { return settler }
+            let settler = MQTTShareSettler(journal: journal, consumer: clientID, logger: logger)
+            registry.settlers[clientID] = settler
+            return settler
+        }
+    }
+
+    /// Forgets a client's settler once no session of it is registered here.
+    func forgetShareSettler(_ clientID: String) {
+        registry.withLock { registry in
+            if registry.sessions[clientID] == nil { registry.settlers[clientID] = nil }
+        }
+    }
+
     /// The shared subscriptions' queues among `subscriptions`.
     func shareQueues(_ subscriptions: [MQTTSession.Subscription]) -> Set<String> {
         Set(subscriptions.compactMap { shareQueue($0.filter) })
@@ -437,8 +463,13 @@ extension MQTTGateway {
                 let holder = try? await journal.get(namespace: Self.holderNamespace, key: pair.key)
                     .flatMap { Int32(String(decoding: $0, as: UTF8.self)) }
                 if let holder, holder != me, live.contains(holder) { continue }
+                // Read again just before: a client that came back meanwhile renewed its record.
+                guard let current = try? await storedSession(clientID), current.isExpired,
+                    current.disconnectedAt == record.disconnectedAt,
+                    registry.withLock({ $0.sessions[clientID] == nil })
+                else { continue }
                 logger.debug("mqtt session expired", metadata: ["mqtt.client": "\(clientID)"])
-                await endStoredSession(clientID, record)
+                await endStoredSession(clientID, current)
                 try? await journal.delete(namespace: Self.holderNamespace, key: pair.key)
             }
         }
@@ -447,7 +478,7 @@ extension MQTTGateway {
     /// Ends a stored session that is not connected: its shared subscriptions' messages go back
     /// to their groups, and its record is deleted.
     func endStoredSession(_ clientID: String, _ record: MQTTSessionRecord) async {
-        let settler = MQTTShareSettler(journal: journal, consumer: clientID, logger: logger)
+        let settler = shareSettler(for: clientID)
         let leases = record.inflight.compactMap { stored -> (MQTTShareLease, UInt8, Bool)? in
             guard let lease = stored.share else { return nil }
             return (lease, MQTTSessionRecord.decode(stored.packet)?.qos ?? 1, true)
