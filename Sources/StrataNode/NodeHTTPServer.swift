@@ -85,9 +85,10 @@ public struct NodeHTTPRoutes: Sendable {
         }
         switch path {
         case "/metrics":
+            let queues = (try? await journal.listQueues()) ?? []
             return EndpointResponse(
                 status: .ok, contentType: "text/plain; version=0.0.4",
-                body: metrics.render(journal: journal, tier: tier?()))
+                body: metrics.render(journal: journal, tier: tier?(), queues: queues))
         case "/health":
             let health = self.health()
             return .json(health, status: health.status == .failed ? .serviceUnavailable : .ok)
@@ -103,6 +104,12 @@ public struct NodeHTTPRoutes: Sendable {
             do {
                 let topics = try await registry.all()
                 return .json(topics.sorted { $0.key < $1.key }.map { TopicSummary(name: $0.key, entry: $0.value) })
+            } catch {
+                return .error(.internalServerError, "\(error)")
+            }
+        case "/admin/queues":
+            do {
+                return .json(try await journal.listQueues())
             } catch {
                 return .error(.internalServerError, "\(error)")
             }
@@ -123,6 +130,16 @@ public struct NodeHTTPRoutes: Sendable {
                         try journal.describeShard(TopicRegistry.shardName(name, $0))
                     }
                     return .json(summary)
+                } catch {
+                    return .error(.internalServerError, "\(error)")
+                }
+            }
+            if path.hasPrefix("/admin/queues/") {
+                let name = String(path.dropFirst("/admin/queues/".count)).removingPercentEncoding ?? ""
+                do {
+                    return .json(try await journal.describeQueue(name))
+                } catch let error as JournalError where error.code == .unknownQueue {
+                    return .error(.notFound, error.message)
                 } catch {
                     return .error(.internalServerError, "\(error)")
                 }

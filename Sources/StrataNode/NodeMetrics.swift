@@ -28,9 +28,11 @@ public final class NodeMetrics: Sendable {
         self.registry = registry
         connections = Self.gauge(registry, "strata_node_connections", "Open journal protocol connections")
         appends = Self.counter(registry, "strata_node_appends_total", "Appends acknowledged over the network")
-        appendedBytes = Self.counter(registry, "strata_node_append_bytes_total", "Batch bytes acknowledged over the network")
+        appendedBytes = Self.counter(
+            registry, "strata_node_append_bytes_total", "Batch bytes acknowledged over the network")
         requestErrors = Self.counter(registry, "strata_node_request_errors_total", "Requests answered with an error")
-        protocolErrors = Self.counter(registry, "strata_node_protocol_errors_total", "Malformed frames and protocol violations")
+        protocolErrors = Self.counter(
+            registry, "strata_node_protocol_errors_total", "Malformed frames and protocol violations")
         walBytes = Self.gauge(registry, "strata_journal_wal_bytes_written", "Bytes written to WAL segments")
         walSyncs = Self.gauge(registry, "strata_journal_wal_syncs", "WAL fdatasync calls")
         journalAppendedBytes = Self.gauge(registry, "strata_journal_appended_bytes", "Batch bytes appended")
@@ -38,11 +40,14 @@ public final class NodeMetrics: Sendable {
         compactedBytes = Self.gauge(registry, "strata_journal_compacted_bytes", "Bytes copied by compaction")
         segmentCount = Self.gauge(registry, "strata_journal_segments", "WAL segment files")
         segmentBytes = Self.gauge(registry, "strata_journal_segment_bytes", "Frame bytes in WAL segments")
-        segmentLiveBytes = Self.gauge(registry, "strata_journal_segment_live_bytes", "Frame bytes the index still points at")
+        segmentLiveBytes = Self.gauge(
+            registry, "strata_journal_segment_live_bytes", "Frame bytes the index still points at")
         shards = Self.gauge(registry, "strata_journal_shards", "Shards in the catalog")
-        indexCache = Self.gauge(registry, "strata_journal_index_cache_bytes", "Index database block cache in use (data blocks)")
+        indexCache = Self.gauge(
+            registry, "strata_journal_index_cache_bytes", "Index database block cache in use (data blocks)")
         indexTableReaders = Self.gauge(
-            registry, "strata_journal_index_table_readers_bytes", "Index database table readers, with their index blocks")
+            registry, "strata_journal_index_table_readers_bytes",
+            "Index database table readers, with their index blocks")
         indexMemtables = Self.gauge(registry, "strata_journal_index_memtables_bytes", "Index database memtables")
     }
 
@@ -75,7 +80,7 @@ public final class NodeMetrics: Sendable {
     }
 
     /// Refreshes the scrape-time gauges from the journal and renders the text format.
-    public func render(journal: Journal, tier: TierOffloader.Status? = nil) -> [UInt8] {
+    public func render(journal: Journal, tier: TierOffloader.Status? = nil, queues: [QueueStatus] = []) -> [UInt8] {
         let statistics = journal.statistics
         walBytes.set(Double(statistics.walBytesWritten))
         walSyncs.set(Double(statistics.walSyncs))
@@ -106,10 +111,45 @@ public final class NodeMetrics: Sendable {
                 .set(Double(info.storedBytes))
         }
         if let tier { renderTier(tier) }
+        renderQueues(queues)
         return registry.emitToBuffer()
             + Self.histogramText(
                 "strata_journal_wal_sync_seconds", "Synced WAL writes (write + fdatasync), seconds",
                 statistics.walSyncLatency)
+    }
+
+    /// Per queue (docs/queues.md): what it holds and what became of what it could not deliver.
+    private func renderQueues(_ queues: [QueueStatus]) {
+        for queue in queues {
+            let labels = [("queue", queue.name)]
+            let values: [(String, String, Double)] = [
+                (
+                    "strata_queue_depth", "Messages not settled: not read yet, waiting and in flight",
+                    Double(queue.depth)
+                ),
+                ("strata_queue_in_flight", "Messages leased to a consumer and not settled", Double(queue.inFlight)),
+                ("strata_queue_waiting", "Messages read and waiting to be delivered (again)", Double(queue.waiting)),
+                (
+                    "strata_queue_delayed", "Waiting messages not visible yet (scheduled or requeued with a delay)",
+                    Double(queue.delayed)
+                ),
+                (
+                    "strata_queue_dead_lettered_total", "Messages appended to the dead-letter shard",
+                    Double(queue.deadLettered)
+                ),
+                (
+                    "strata_queue_discarded_total", "Dead letters dropped for want of a dead-letter shard",
+                    Double(queue.discarded)
+                ),
+                (
+                    "strata_queue_lost_to_retention_total", "Messages retention removed before they were settled",
+                    Double(queue.lostToRetention)
+                ),
+            ]
+            for (name, help, value) in values {
+                registry.makeGauge(descriptor: Self.name(name, help), labels: labels).set(value)
+            }
+        }
     }
 
     private func renderTier(_ tier: TierOffloader.Status) {

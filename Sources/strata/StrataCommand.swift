@@ -15,10 +15,11 @@ struct StrataCommand: AsyncParsableCommand {
         abstract: "Talks to a Strata journal-node.",
         discussion: """
             Exit codes: 0 success, 1 the node refused the request, 3 the node cannot be reached, \
-            4 unknown shard or topic, 64 bad arguments.
+            4 unknown shard, topic or queue, 64 bad arguments.
             """,
         subcommands: [
-            ShardCommand.self, TopicCommand.self, ProduceCommand.self, ConsumeCommand.self, StatusCommand.self,
+            ShardCommand.self, TopicCommand.self, QueueCommand.self, ProduceCommand.self, ConsumeCommand.self,
+            StatusCommand.self,
             SCRAMUserCommand.self,
             TierCommand.self,
         ])
@@ -121,7 +122,7 @@ extension AsyncParsableCommand {
             FileHandle.standardError.write(Data("strata: \(failure.error.message)\n".utf8))
             switch failure.error.code {
             case .unavailable, .timeout: throw ExitCode(3)
-            case .unknownShard: throw ExitCode(4)
+            case .unknownShard, .unknownQueue: throw ExitCode(4)
             default: throw ExitCode(1)
             }
         } catch let refusal as TopicError {

@@ -1,10 +1,13 @@
 """The MQTT gateway driven by stock clients: paho-mqtt (3.1.1 and 5.0) and mosquitto_pub/sub."""
+import json
 import os
 import queue
 import signal
 import socket
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -328,7 +331,19 @@ def test_shared_subscription_delivers_each_message_once_per_group(node, version)
     per_member = drain(members, 20)
     shared = [x for got in per_member for x in got]
     assert sorted(shared) == sorted(f"j{i}" for i in range(20))  # each exactly once across the group
+    # The group is a queue in the journal: its state in the CLI, the admin API and /metrics.
+    name = "mqtt/default/$share/workers/jobs/#"
+    listing = subprocess.run([os.path.join(BIN, "strata"), "--node", node.journal, "queue", "list"],
+                             capture_output=True, text=True, timeout=TIMEOUT, check=True).stdout
+    assert f"{name}\t0\t0\t0\t0\t0\t0" in listing.splitlines()  # all settled, nothing in flight
+    with urllib.request.urlopen(f"http://{node.http}/admin/queues/" + urllib.parse.quote(name, safe="")) as answer:
+        status = json.load(answer)
+    assert status["name"] == name and status["depth"] == 0 and status["sources"]
+    assert metric(node, "strata_queue_in_flight", queue=name) == 0
     close(*members, plain, pub)
+    missing = subprocess.run([os.path.join(BIN, "strata"), "--node", node.journal, "queue", "describe", "nope"],
+                             capture_output=True, text=True, timeout=TIMEOUT)
+    assert missing.returncode == 4
 
 
 VICTIM = r"""
