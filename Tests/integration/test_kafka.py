@@ -469,7 +469,12 @@ def test_two_gateways_coordinate_each_group_once_and_take_over_a_dead_ones_group
         got = values_from(members, 400)
         assert sorted(got) == sorted([f"r{i}".encode() for i in range(200)] + [f"s{i}".encode() for i in range(200)])
         for member in members:
-            member.commit(asynchronous=False)
+            try:
+                member.commit(asynchronous=False)
+            except KafkaException as error:
+                # librdkafka's sticky partitioner puts a burst of keyless records in one partition:
+                # a member whose partitions got none has nothing to commit (and nothing to read again).
+                assert error.args[0].code() == KafkaError._NO_OFFSET, error
 
         # The group's coordinator dies: after its lease the other gateway coordinates the group,
         # the members rejoin there, and nothing committed is read again.

@@ -47,6 +47,8 @@ struct MQTTConnection {
 
     /// What the CONNECT phase leaves for the rest of the connection.
     struct Opened: Sendable {
+        /// The protocol rules' state, carried on into the conversation.
+        var state: MQTTConnectionState
         var session: MQTTSession
         var resume: Resume?
         var keepAlive: UInt16
@@ -95,12 +97,18 @@ struct MQTTConnection {
             }
             enhanced = outcome
         }
-        guard let (session, resume, endedShares) = try await accept(connect, enhanced: enhanced, outbound: outbound)
+        var state = MQTTConnectionState(
+            limits: .init(
+                topicAliasMaximum: gateway.configuration.topicAliasMaximum,
+                maxKeepAlive: gateway.configuration.maxKeepAlive, allowAnonymous: gateway.configuration.allowAnonymous))
+        guard
+            let (session, resume, endedShares, keepAlive) = try await accept(
+                connect, state: &state, enhanced: enhanced, outbound: outbound)
         else {
             return nil
         }
         return Opened(
-            session: session, resume: resume, keepAlive: effectiveKeepAlive(connect), will: connect.will,
+            state: state, session: session, resume: resume, keepAlive: keepAlive, will: connect.will,
             endedShares: endedShares)
     }
 
@@ -179,14 +187,14 @@ struct MQTTConnection {
                 checkpointer.tick()
             }
         }
-        var aliases: [UInt16: String] = [:]
+        var state = opened.state
         do {
             while let packet = try await packets.next() {
                 lastSeen.touch()
-                if try await handle(
-                    packet, session: session, aliases: &aliases, acks: acks, checkpointer: checkpointer,
-                    shares: shares, ending: &ending
-                ) {
+                if try await perform(
+                    state.receive(packet), session: session, acks: acks, checkpointer: checkpointer, shares: shares,
+                    ending: &ending)
+                {
                     break
                 }
             }
@@ -213,32 +221,35 @@ struct MQTTConnection {
         return ending
     }
 
-    /// One packet from the client; true when it ends the conversation (DISCONNECT).
+    /// Carries out what the protocol rules made of one packet; true when the conversation ends
+    /// (DISCONNECT). A violation is thrown: the caller tells a 5.0 client and closes.
     @inline(never)
-    private func handle(
-        _ packet: MQTTPacket, session: MQTTSession, aliases: inout [UInt16: String], acks: MQTTAckSequencer,
+    private func perform(
+        _ action: MQTTConnectionState.Action, session: MQTTSession, acks: MQTTAckSequencer,
         checkpointer: MQTTCheckpointer?, shares: MQTTSharePullers, ending: inout Ending
     ) async throws -> Bool {
-        switch packet {
-        case .publish(let publish):
+        switch action {
+        case .store(let topic, let publish):
             await acks.waitForRoom()
-            try handlePublish(publish, session: session, aliases: &aliases, acks: acks)
-        case .puback(let ack), .pubcomp(let ack):
-            if let lease = session.acknowledged(ack.packetID) { shares.settler.settle([lease], as: .ack) }
-        case .pubrec(let ack):
-            let known = session.received(ack.packetID)
-            if ack.reasonCode >= 0x80, let lease = session.acknowledged(ack.packetID) {
+            handlePublish(publish, topic: topic, session: session, acks: acks)
+        case .completed(let packetID):
+            if let lease = session.acknowledged(packetID) { shares.settler.settle([lease], as: .ack) }
+        case .received(let packetID, let refused):
+            let known = session.received(packetID)
+            if refused, let lease = session.acknowledged(packetID) {
                 shares.settler.settle([lease], as: .ack)  // the client refused it: done with
             }
-            session.send(.pubrel(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
-        case .pubrel(let ack):
-            let known = session.inboundQoS2Released(ack.packetID)
-            session.send(.pubcomp(.init(packetID: ack.packetID, reasonCode: known ? 0 : 0x92)))
-        case .subscribe(let subscribe):
-            try await handleSubscribe(subscribe, session: session, checkpointer: checkpointer, shares: shares)
-        case .unsubscribe(let unsubscribe):
+            session.send(.pubrel(.init(packetID: packetID, reasonCode: known ? 0 : 0x92)))
+        case .release(let packetID):
+            let known = session.inboundQoS2Released(packetID)
+            session.send(.pubcomp(.init(packetID: packetID, reasonCode: known ? 0 : 0x92)))
+        case .subscribe(let packetID, let checks, let identifier):
+            try await handleSubscribe(
+                packetID: packetID, checks, identifier: identifier, session: session, checkpointer: checkpointer,
+                shares: shares)
+        case .unsubscribe(let packetID, let filters):
             var codes: [UInt8] = []
-            for filter in unsubscribe.filters {
+            for filter in filters {
                 let existed = gateway.unsubscribe(session, filter)
                 codes.append(existed ? 0 : 0x11)
                 if existed, let queue = gateway.shareQueue(filter) {
@@ -250,21 +261,15 @@ struct MQTTConnection {
                 }
             }
             await checkpointer?.storeNow()
-            session.send(.unsuback(.init(packetID: unsubscribe.packetID, reasonCodes: codes)))
-        case .pingreq:
-            session.send(.pingresp)
-        case .disconnect(let disconnect):
-            // Reason 0x04 asks the server to publish the will anyway.
-            ending.normalDisconnect = disconnect.reasonCode != 0x04
-            if let expiry = disconnect.properties.sessionExpiryInterval {
-                guard expiry == 0 || session.expiryInterval.map({ $0 > 0 }) ?? true else {
-                    throw MQTTProtocolError.protocolError("session expiry set at DISCONNECT after 0 at CONNECT")
-                }
-                ending.expiryAtDisconnect = expiry
-            }
+            session.send(.unsuback(.init(packetID: packetID, reasonCodes: codes)))
+        case .send(let packet):
+            session.send(packet)
+        case .end(let normal, let expiry):
+            ending.normalDisconnect = normal
+            ending.expiryAtDisconnect = expiry
             return true
-        case .connect, .connack, .suback, .unsuback, .pingresp, .auth:
-            throw MQTTProtocolError.protocolError("unexpected \(packet.typeNumber) packet from a client")
+        case .violation(let error):
+            throw error
         }
         return false
     }
@@ -310,10 +315,6 @@ struct MQTTConnection {
                 publisher: session.clientID, properties: properties, timestamp: WallClock.milliseconds())
             gateway.publishWill(message, of: session.clientID, after: .seconds(Int64(delay)))
         }
-    }
-
-    private func effectiveKeepAlive(_ connect: MQTTPacket.Connect) -> UInt16 {
-        connect.version == .v5 ? min(connect.keepAlive, gateway.configuration.maxKeepAlive) : connect.keepAlive
     }
 
     /// Where a resumed session's replay starts and ends, per shard.
@@ -378,39 +379,36 @@ struct MQTTConnection {
     }
 
     private func accept(
-        _ connect: MQTTPacket.Connect, enhanced: EnhancedAuthentication?,
+        _ connect: MQTTPacket.Connect, state: inout MQTTConnectionState, enhanced: EnhancedAuthentication?,
         outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
-    ) async throws -> (MQTTSession, Resume?, EndedShares?)? {
+    ) async throws -> (MQTTSession, Resume?, EndedShares?, keepAlive: UInt16)? {
         let version = connect.version
-        func refuse(v5: UInt8, v311: UInt8) async throws -> (MQTTSession, Resume?, EndedShares?)? {
-            try await outbound.write(
-                Self.bytes(.connack(.init(sessionPresent: false, reasonCode: version == .v5 ? v5 : v311)), version))
-            return nil
-        }
-        var clientID = connect.clientID
-        var assigned = false
-        if clientID.isEmpty {
-            guard version == .v5 || connect.cleanStart else { return try await refuse(v5: 0x85, v311: 2) }
-            clientID = "strata-" + String(UInt64.random(in: 1...UInt64.max), radix: 36)
-            assigned = true
-        }
         let configuration = gateway.configuration
-        if enhanced != nil {
-            // Authenticated by the exchange above.
+        let credentials: MQTTConnectionState.Credentials
+        if let enhanced {
+            credentials = .enhanced(user: enhanced.user)
         } else if connect.username != nil || connect.password != nil {
-            guard let user = connect.username, let passwords = configuration.passwords,
-                passwords.verify(user: user, password: connect.password ?? [])
-            else {
-                return try await refuse(v5: 0x86, v311: 4)
-            }
-        } else if !configuration.allowAnonymous {
-            return try await refuse(v5: 0x87, v311: 5)
+            credentials = .password(
+                valid: connect.username.map { user in
+                    configuration.passwords?.verify(user: user, password: connect.password ?? []) ?? false
+                } ?? false)
+        } else {
+            credentials = .none
         }
+        let accepted: MQTTConnectionState.Accepted
+        switch state.connect(
+            connect, credentials: credentials,
+            assignedID: "strata-" + String(UInt64.random(in: 1...UInt64.max), radix: 36))
+        {
+        case .refuse(let code):
+            try await outbound.write(Self.bytes(.connack(.init(sessionPresent: false, reasonCode: code)), version))
+            return nil
+        case .accept(let taken):
+            accepted = taken
+        }
+        let (clientID, expiry, persistent) = (accepted.clientID, accepted.expiry, accepted.persistent)
         // A session another gateway process holds is ended there first (its record stored).
         try await gateway.claimSession(clientID)
-        // 3.1.1: clean session 0 keeps the session for ever; 5.0: the session expiry interval says.
-        let expiry: UInt32? = version == .v5 ? (connect.properties.sessionExpiryInterval ?? 0) : nil
-        let persistent = version == .v5 ? expiry! > 0 : !connect.cleanStart
         var stored: MQTTSessionRecord?
         // The session this CONNECT ends instead of resuming it: its shared messages go back to
         // their groups.
@@ -460,7 +458,7 @@ struct MQTTConnection {
                 properties.append(.authenticationMethod(enhanced.method))
                 properties.append(.authenticationData(enhanced.finalData))
             }
-            if assigned { properties.append(.assignedClientIdentifier(clientID)) }
+            if accepted.assigned { properties.append(.assignedClientIdentifier(clientID)) }
             properties.append(.topicAliasMaximum(configuration.topicAliasMaximum))
             properties.append(.maximumPacketSize(UInt32(configuration.maxPacketSize)))
             properties.append(.retainAvailable(1))
@@ -472,16 +470,14 @@ struct MQTTConnection {
                 // The topic prefix this client may use for responses (MQTT 4.10).
                 properties.append(.responseInformation("responses/\(clientID)"))
             }
-            if connect.keepAlive > configuration.maxKeepAlive {
-                properties.append(.serverKeepAlive(configuration.maxKeepAlive))
-            }
+            if let lowered = accepted.serverKeepAlive { properties.append(.serverKeepAlive(lowered)) }
         }
         session.send(.connack(.init(sessionPresent: stored != nil, reasonCode: 0, properties: properties)))
         resend.forEach { session.send($0) }
         logger.debug("mqtt client connected", metadata: ["mqtt.client": "\(clientID)", "mqtt.version": "\(version)"])
         return (
             session, stored.map { Resume(from: $0.positions, to: positions, complete: $0.complete == true) },
-            ended.flatMap { $0.queues.isEmpty && $0.leases.isEmpty ? nil : $0 }
+            ended.flatMap { $0.queues.isEmpty && $0.leases.isEmpty ? nil : $0 }, accepted.keepAlive
         )
     }
 
@@ -491,23 +487,8 @@ struct MQTTConnection {
     /// Validates a PUBLISH and submits it to its bucket's appender without waiting: the
     /// acknowledgement (PUBACK / PUBREC) goes out through `acks`, in order, once stored.
     private func handlePublish(
-        _ publish: MQTTPacket.Publish, session: MQTTSession, aliases: inout [UInt16: String], acks: MQTTAckSequencer
-    ) throws {
-        var topic = publish.topic
-        if session.version == .v5, let alias = publish.properties.topicAlias {
-            guard alias <= gateway.configuration.topicAliasMaximum else {
-                throw MQTTProtocolError(0x94, "topic alias \(alias) above the maximum")
-            }
-            if topic.isEmpty {
-                guard let known = aliases[alias] else {
-                    throw MQTTProtocolError.protocolError("unknown topic alias \(alias)")
-                }
-                topic = known
-            } else {
-                aliases[alias] = topic
-            }
-        }
-        guard MQTTTopic.isValidName(topic) else { throw MQTTProtocolError(0x90, "invalid topic name \(topic)") }
+        _ publish: MQTTPacket.Publish, topic: String, session: MQTTSession, acks: MQTTAckSequencer
+    ) {
         let id = publish.packetID ?? 0
         guard session.permits(.write, topic) else {
             // Not authorized: 5.0 says so in the acknowledgement; a 3.1.1 publish is acknowledged
@@ -527,8 +508,7 @@ struct MQTTConnection {
             acks.complete(ticket, .success(()))
             return
         }
-        var properties = publish.properties
-        properties.items.removeAll { if case .topicAlias = $0 { true } else { false } }
+        let properties = publish.properties  // without its topic alias (MQTTConnectionState)
         let message = MQTTMessage(
             topic: topic, payload: publish.payload, qos: publish.qos, retain: publish.retain,
             publisher: session.clientID, properties: properties, timestamp: WallClock.milliseconds())
@@ -572,19 +552,15 @@ struct MQTTConnection {
     }
 
     private func handleSubscribe(
-        _ subscribe: MQTTPacket.Subscribe, session: MQTTSession, checkpointer: MQTTCheckpointer?,
-        shares: MQTTSharePullers
+        packetID: UInt16, _ checks: [MQTTConnectionState.SubscriptionCheck], identifier: UInt32?,
+        session: MQTTSession, checkpointer: MQTTCheckpointer?, shares: MQTTSharePullers
     ) async throws {
-        let identifier = subscribe.properties.subscriptionIdentifiers.first
         var codes: [UInt8] = []
         var retainedToSend: [(MQTTPacket.Subscription, Bool)] = []
-        for subscription in subscribe.subscriptions {
-            let shared = MQTTTopic.sharedSubscription(subscription.filter) != nil
-            if shared && subscription.noLocal {
-                throw MQTTProtocolError.protocolError("no-local on a shared subscription")  // MQTT 3.8.3.1
-            }
-            guard MQTTTopic.isValidFilter(subscription.filter) else {
-                codes.append(session.version == .v5 ? 0x8F : 0x80)
+        var sharedFilters: [String] = []
+        for check in checks {
+            guard case .valid(let subscription, let granted, let shared) = check else {
+                if case .refused(let code) = check { codes.append(code) }
                 continue
             }
             let filter = MQTTTopic.sharedSubscription(subscription.filter)?.filter ?? subscription.filter
@@ -620,7 +596,7 @@ struct MQTTConnection {
                     continue
                 }
             }
-            let granted = min(subscription.qos, 2)
+            if shared { sharedFilters.append(subscription.filter) }
             let existed = gateway.subscribe(
                 session,
                 MQTTSession.Subscription(
@@ -630,10 +606,10 @@ struct MQTTConnection {
             if !shared { retainedToSend.append((subscription, existed)) }  // none for shared ones (4.8.2)
         }
         await checkpointer?.storeNow()  // a granted subscription survives a gateway crash
-        for subscription in subscribe.subscriptions where MQTTTopic.sharedSubscription(subscription.filter) != nil {
-            if session.subscription(subscription.filter) != nil { shares.start(subscription.filter, resume: false) }
+        for filter in sharedFilters where session.subscription(filter) != nil {
+            shares.start(filter, resume: false)
         }
-        session.send(.suback(.init(packetID: subscribe.packetID, reasonCodes: codes)))
+        session.send(.suback(.init(packetID: packetID, reasonCodes: codes)))
         for (subscription, existed) in retainedToSend {
             guard subscription.retainHandling == 0 || (subscription.retainHandling == 1 && !existed) else { continue }
             for message in try await gateway.retained(matching: subscription.filter) {
