@@ -278,7 +278,7 @@ let package = Package(
         .testTarget(
             name: "StrataKafkaTests",
             dependencies: [
-                "StrataKafka", "StrataJournal", "StrataClient", "StrataTestSupport",
+                "StrataKafka", "StrataJournal", "StrataClient", "StrataTestSupport", "StrataAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

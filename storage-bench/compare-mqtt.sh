@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Strata's MQTT gateway and Debian's mosquitto side by side, same workloads, one invocation:
-# QoS 0 and QoS 1 (4 publishers -> 4 subscribers, 128-byte payloads), then the resident memory
+# QoS 0 and QoS 1 (4 publishers -> 4 subscribers, 128-byte payloads), QoS 1 with the
+# subscribers as one shared-subscription group, then the resident memory
 # of each broker holding 10,000 idle connections. Strata runs with fsync durability (every QoS 1
 # message is on disk before its PUBACK); mosquitto runs with its defaults (in-memory, no
 # persistence), which is what its users get out of the box.
@@ -51,6 +52,15 @@ for qos in 0 1; do
         "$bin/storage-bench" mqtt --url "mqtt://127.0.0.1:$port" --publishers 4 --subscribers 4 --qos "$qos" \
             --size 128 --topics 4 --seconds "$seconds" --json 2>/dev/null
     done
+done
+# A shared subscription: the 4 subscribers are one group ($share/workers/...), each message
+# delivered once, at QoS 1. Strata keeps the group in a journal queue (a synced write per
+# receive and per batch of acknowledgements); mosquitto round-robins in memory.
+for broker in mosquitto strata; do
+    port=$([ "$broker" = mosquitto ] && echo "$mport" || echo "$sport")
+    echo "### $broker: storage-bench mqtt --url mqtt://127.0.0.1:$port --publishers 4 --subscribers 4 --qos 1 --size 128 --topics 4 --share workers --seconds $seconds --json"
+    "$bin/storage-bench" mqtt --url "mqtt://127.0.0.1:$port" --publishers 4 --subscribers 4 --qos 1 \
+        --size 128 --topics 4 --share workers --seconds "$seconds" --json 2>/dev/null
 done
 stop_brokers
 start_brokers

@@ -394,6 +394,24 @@ public final class Journal: Sendable {
         }
     }
 
+    /// Every committed consumer offset: group, shard, offset (for lag metrics).
+    public func committedOffsets() async throws -> [(group: String, shard: String, offset: UInt64)] {
+        try await blocking { [db] in
+            var found: [(group: String, shard: String, offset: UInt64)] = []
+            db.scan(prefix: [UInt8(ascii: "o")]) { key, value in
+                let name = key.dropFirst()
+                guard value.count == 8, let nul = name.firstIndex(of: 0) else { return true }
+                found.append(
+                    (
+                        String(decoding: name[..<nul], as: UTF8.self),
+                        String(decoding: name[name.index(after: nul)...], as: UTF8.self), UInt64(bigEndianBytes: value)
+                    ))
+                return true
+            }
+            return found
+        }
+    }
+
     public func put(namespace: String, key: [UInt8], value: [UInt8]) async throws {
         try Self.checkNamespace(namespace)
         try await blocking { [self] in

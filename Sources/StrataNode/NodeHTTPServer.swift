@@ -86,9 +86,10 @@ public struct NodeHTTPRoutes: Sendable {
         switch path {
         case "/metrics":
             let queues = (try? await journal.listQueues()) ?? []
+            let offsets = (try? await journal.committedOffsets()) ?? []
             return EndpointResponse(
                 status: .ok, contentType: "text/plain; version=0.0.4",
-                body: metrics.render(journal: journal, tier: tier?(), queues: queues))
+                body: metrics.render(journal: journal, tier: tier?(), queues: queues, committed: offsets))
         case "/health":
             let health = self.health()
             return .json(health, status: health.status == .failed ? .serviceUnavailable : .ok)

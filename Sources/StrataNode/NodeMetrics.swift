@@ -1,6 +1,7 @@
 import Prometheus
 import StrataJournal
 import StrataObjects
+import StrataTopics
 
 /// The node's Prometheus metrics, created once. Engine counters are copied from the journal's
 /// statistics when `/metrics` is scraped.
@@ -80,7 +81,10 @@ public final class NodeMetrics: Sendable {
     }
 
     /// Refreshes the scrape-time gauges from the journal and renders the text format.
-    public func render(journal: Journal, tier: TierOffloader.Status? = nil, queues: [QueueStatus] = []) -> [UInt8] {
+    public func render(
+        journal: Journal, tier: TierOffloader.Status? = nil, queues: [QueueStatus] = [],
+        committed: [(group: String, shard: String, offset: UInt64)] = []
+    ) -> [UInt8] {
         let statistics = journal.statistics
         walBytes.set(Double(statistics.walBytesWritten))
         walSyncs.set(Double(statistics.walSyncs))
@@ -101,6 +105,28 @@ public final class NodeMetrics: Sendable {
         segmentLiveBytes.set(Double(segments.reduce(0) { $0 + $1.liveBytes }))
         let infos = journal.listShards()
         shards.set(Double(infos.count))
+        let ends = Dictionary(infos.map { ($0.name, $0.endOffset) }, uniquingKeysWith: max)
+        for commit in committed {
+            guard let end = ends[commit.shard] else { continue }  // a deleted shard's leftover commit
+            let lag = Double(end > commit.offset ? end - commit.offset : 0)
+            registry.makeGauge(
+                descriptor: Self.name(
+                    "strata_consumer_lag", "Records between a group's committed offset and the shard's end"),
+                labels: [("group", commit.group), ("shard", commit.shard)]
+            ).set(lag)
+            if commit.group.hasPrefix("kafka/"), let partition = TopicRegistry.partition(ofShard: commit.shard) {
+                // The same in Kafka's terms (docs/kafka.md, "Metrics").
+                registry.makeGauge(
+                    descriptor: Self.name(
+                        "strata_kafka_consumer_lag",
+                        "Records between a Kafka group's committed offset and the partition's end"),
+                    labels: [
+                        ("group", String(commit.group.dropFirst("kafka/".count))), ("topic", partition.topic),
+                        ("partition", String(partition.partition)),
+                    ]
+                ).set(lag)
+            }
+        }
         for info in infos {
             let labels = [("shard", info.name)]
             registry.makeGauge(

@@ -21,6 +21,9 @@ public struct TopicEntry: Codable, Sendable, Hashable {
         "retention.ms": "604800000", "retention.bytes": "-1", "cleanup.policy": "delete",
         "compression.type": "producer", "min.insync.replicas": "1", "message.timestamp.type": "CreateTime",
         "strata.durability": "fsync", "local.retention.ms": "-2",
+        // The MQTT topic prefix whose topics are this topic's records (MQTTTopicRoots); empty: the
+        // default rule (MQTT topics whose first level is this topic's name).
+        MQTTTopicRoots.prefixConfig: "",
     ]
 
     public init(partitions: Int32, configs: [String: String]) throws(TopicError) {
@@ -72,6 +75,11 @@ public struct TopicEntry: Codable, Sendable, Hashable {
                 throw TopicError(.invalidConfig, "cleanup.policy=\(value) is not supported (only delete)")
             case "strata.durability" where value != "fsync" && value != "async":
                 throw TopicError(.invalidConfig, "strata.durability is fsync or async")
+            case MQTTTopicRoots.prefixConfig where !MQTTTopicRoots.isValidPrefix(value):
+                throw TopicError(
+                    .invalidConfig,
+                    "\(key) must be an MQTT topic name (no + # or NUL, not a $ topic, at most 32767 bytes), not '\(value)'"
+                )
             case "message.timestamp.type" where value != "CreateTime":
                 throw TopicError(.invalidConfig, "message.timestamp.type=\(value) is not supported (only CreateTime)")
             default: break

@@ -1,5 +1,62 @@
 import StrataJournal
 
+/// The MQTT side of the registry (docs/topics.md, "Names → shards"): each registry topic's MQTT
+/// root — its name, or the MQTT topic prefix its `strata.mqtt.prefix` config names — and which
+/// registry topic an MQTT topic's messages are records of. A prefix overrides the default
+/// rule: MQTT topics at or below it are records of that topic, and a topic with a prefix is
+/// not named by its first level any more. When two topics claim one prefix, the first name in
+/// order has it (every gateway decides alike).
+public struct MQTTTopicRoots: Sendable, Equatable {
+    public static let prefixConfig = "strata.mqtt.prefix"
+
+    /// The prefix of each registry topic that has one.
+    private var prefixes: [String: String] = [:]
+    /// The registry topic each prefix belongs to.
+    private var byPrefix: [String: String] = [:]
+
+    public init() {}
+
+    /// Sets (or, with nil or an empty prefix, removes) a registry topic's prefix.
+    public mutating func set(_ topic: String, prefix: String?) {
+        let prefix = prefix.flatMap { $0.isEmpty ? nil : $0 }
+        guard prefixes[topic] != prefix else { return }
+        prefixes[topic] = prefix
+        byPrefix = [:]
+        for (name, claimed) in prefixes where byPrefix[claimed].map({ name < $0 }) ?? true { byPrefix[claimed] = name }
+    }
+
+    public mutating func remove(_ topic: String) { set(topic, prefix: nil) }
+
+    /// The MQTT topic under which a record of registry topic `topic` without a key of its own is
+    /// delivered, and below which its keys name MQTT topics.
+    public func root(of topic: String) -> String { prefixes[topic] ?? topic }
+
+    /// The registry topic whose records an MQTT topic's messages are: the one with the longest
+    /// prefix at or above it; else, by the default rule, the topic its first level names —
+    /// unless that topic has a prefix of its own. Nil: none (the MQTT gateway's bucket shards).
+    public func topic(forMQTT mqttTopic: String) -> String? {
+        guard mqttTopic.utf8.first != UInt8(ascii: "$") else { return nil }
+        if !byPrefix.isEmpty {
+            var candidate = Substring(mqttTopic)
+            while true {
+                if let topic = byPrefix[String(candidate)] { return topic }
+                guard let slash = candidate.lastIndex(of: "/") else { break }
+                candidate = candidate[..<slash]
+            }
+        }
+        guard let name = TopicMapping.topic(forMQTT: mqttTopic), prefixes[name] == nil else { return nil }
+        return name
+    }
+
+    /// A prefix a topic may have: an MQTT topic name (no wildcards, no NUL, not a `$` topic) of
+    /// at most 32,767 bytes, or empty (none).
+    public static func isValidPrefix(_ prefix: String) -> Bool {
+        prefix.isEmpty
+            || (prefix.utf8.count <= 32_767 && prefix.utf8.first != UInt8(ascii: "$")
+                && !prefix.utf8.contains(where: { $0 == 0 || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "#") }))
+    }
+}
+
 /// The default mapping between MQTT topic names and registry topics (docs/topics.md): an MQTT
 /// topic `a/b/c` is a record of topic `a`, keyed `a/b/c`; a record of topic `a` is the MQTT
 /// topic its key names when the key is `a` or below it, else the MQTT topic `a`.

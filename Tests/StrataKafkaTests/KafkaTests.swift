@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOTestUtils
+import StrataAuth
 import StrataClient
 import StrataJournal
 import StrataTestSupport
@@ -381,9 +382,8 @@ extension KafkaIdempotenceTests {
             let seeds = Self.seeds
             // Every seed is valid as it is.
             for seed in seeds {
-                let answer = try await gateway.handle(
-                    ByteBuffer(bytes: seed), peer: "test", session: KafkaSASLSession()
-                ).value
+                var state = KafkaConnectionState(sasl: false)
+                let answer = try await gateway.handle(ByteBuffer(bytes: seed), peer: "test", state: &state).value
                 #expect(answer != nil)
             }
             var rng = SeededMutator(seed: 9092)
@@ -391,7 +391,8 @@ extension KafkaIdempotenceTests {
             for iteration in 0..<6_000 {
                 let input = rng.mutate(seeds[iteration % seeds.count])
                 do {
-                    let task = try gateway.handle(ByteBuffer(bytes: input), peer: "test", session: KafkaSASLSession())
+                    var state = KafkaConnectionState(sasl: false)
+                    let task = try gateway.handle(ByteBuffer(bytes: input), peer: "test", state: &state)
                     // Answered within the capped fetch wait (mutated waits and group timeouts aside).
                     _ = await withTaskGroup(of: Bool.self) { group in
                         group.addTask {
@@ -434,5 +435,98 @@ extension KafkaIdempotenceTests {
         #expect(throws: JournalError.self) {
             try KafkaGroupCoordinator.Record(stored: Array(record.kvBytes.dropLast()))
         }
+    }
+}
+
+/// The Kafka connection's SASL rules as event → action tables (`KafkaConnectionState`).
+@Suite struct KafkaConnectionStateTests {
+    static let users = try! SCRAMUsers(parsing: SCRAMUsers.line(user: "alice", password: "secret"))
+
+    static func plain(_ user: String, _ password: String) -> [UInt8] {
+        [0] + Array(user.utf8) + [0] + Array(password.utf8)
+    }
+
+    @Test func withoutSASLEverythingIsServed() {
+        var state = KafkaConnectionState(sasl: false)
+        for api in KafkaAPI.allCases where api != .saslHandshake && api != .saslAuthenticate {
+            #expect(state.admit(api) == .serve(user: nil))
+        }
+        #expect(state.handshake("PLAIN") == .handshake(.unsupportedSASLMechanism, offered: []))
+        #expect(
+            state.authenticate([], users: nil)
+                == .failed(KafkaFailure(.illegalSASLState, "SASL is not enabled on this listener")))
+        #expect(state.isClosing)
+    }
+
+    @Test func plainAndTheOrderOfThings() {
+        var state = KafkaConnectionState(sasl: true)
+        #expect(state.admit(.apiVersions) == .serve(user: nil))
+        // An unknown mechanism is answered with the ones there are; the client may try again.
+        #expect(
+            state.handshake("GSSAPI") == .handshake(.unsupportedSASLMechanism, offered: ["PLAIN", "SCRAM-SHA-256"]))
+        #expect(state.phase == .awaitingHandshake)
+        #expect(state.handshake("PLAIN") == .handshake(.none, offered: ["PLAIN", "SCRAM-SHA-256"]))
+        #expect(state.authenticate(Self.plain("alice", "secret"), users: Self.users) == .authenticate([]))
+        #expect(state.user == "alice")
+        #expect(state.admit(.metadata) == .serve(user: "alice"))
+        // No second authentication on one connection.
+        #expect(state.admit(.saslHandshake) == .refuse("saslHandshake after the connection authenticated"))
+        #expect(state.isClosing)
+    }
+
+    @Test func refusalsCloseTheConnection() {
+        let cases: [(String, (inout KafkaConnectionState) -> Bool)] = [
+            (
+                "a request before authentication",
+                { $0.admit(.metadata) == .refuse("metadata request before SASL authentication") }
+            ),
+            (
+                "authenticate before handshake",
+                {
+                    $0.authenticate(Self.plain("alice", "secret"), users: Self.users)
+                        == .failed(KafkaFailure(.illegalSASLState, "SaslAuthenticate before SaslHandshake"))
+                }
+            ),
+            (
+                "a wrong password",
+                { state in
+                    _ = state.handshake("PLAIN")
+                    return state.authenticate(Self.plain("alice", "wrong"), users: Self.users)
+                        == .failed(
+                            KafkaFailure(.saslAuthenticationFailed, "authentication failed: invalid credentials"))
+                }
+            ),
+            (
+                "a second handshake",
+                { state in
+                    _ = state.handshake("PLAIN")
+                    return state.handshake("PLAIN")
+                        == .handshake(.illegalSASLState, offered: ["PLAIN", "SCRAM-SHA-256"])
+                }
+            ),
+        ]
+        for (name, run) in cases {
+            var state = KafkaConnectionState(sasl: true)
+            #expect(run(&state), "\(name)")
+            #expect(state.isClosing, "\(name) closes")
+            #expect(state.admit(.apiVersions) != .serve(user: nil), "\(name): nothing is served after")
+        }
+    }
+
+    @Test func scramTakesTwoRounds() throws {
+        var state = KafkaConnectionState(sasl: true)
+        _ = state.handshake("SCRAM-SHA-256")
+        var client = SCRAMClient(user: "alice", password: "secret")
+        guard case .authenticate(let serverFirst) = state.authenticate(client.firstMessage(), users: Self.users) else {
+            Issue.record("client-first refused")
+            return
+        }
+        #expect(state.user == nil)
+        let final = try client.finalMessage(serverFirst: serverFirst)
+        guard case .authenticate = state.authenticate(final, users: Self.users) else {
+            Issue.record("client-final refused")
+            return
+        }
+        #expect(state.user == "alice")
     }
 }

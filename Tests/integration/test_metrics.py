@@ -51,15 +51,21 @@ def test_gateway_metrics_count_what_clients_did(data_dir):
         assert metric(node, "strata_kafka_produce_records_total") == 20
         assert metric(node, "strata_kafka_requests_total", api="produce") >= 1
         assert metric(node, "strata_kafka_request_seconds_count", api="produce") >= 1
-        consumer = Consumer({"bootstrap.servers": node.kafka, "group.id": f"g-{uuid.uuid4().hex[:6]}",
-                             "auto.offset.reset": "earliest"})
+        group = f"g-{uuid.uuid4().hex[:6]}"
+        consumer = Consumer({"bootstrap.servers": node.kafka, "group.id": group, "auto.offset.reset": "earliest",
+                             "enable.auto.commit": False})
         consumer.subscribe([topic])
         got = 0
         while got < 20:
             message = consumer.poll(TIMEOUT)
             assert message is not None and not message.error()
             got += 1
+            if got == 15:
+                consumer.commit(message=message, asynchronous=False)  # 5 records behind the end
         consumer.close()
+        # Consumer lag, from the committed offsets in the journal, in journal and in Kafka terms.
+        assert metric(node, "strata_consumer_lag", group=f"kafka/{group}", shard=f"kafka/{topic}/0") == 5
+        assert metric(node, "strata_kafka_consumer_lag", group=group, topic=topic, partition="0") == 5
         assert metric(node, "strata_kafka_requests_total", api="fetch") >= 1
         assert metric(node, "strata_kafka_response_bytes_total", api="fetch") > 0
         assert metric(node, "strata_kafka_produce_errors_total") == 0

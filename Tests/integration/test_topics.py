@@ -291,3 +291,42 @@ def test_strata_topic_commands_act_on_the_registry_kafka_and_mqtt_share(both):
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run(["kcat", "-C", "-b", both.kafka, "-t", topic, "-e", "-m", "5"], capture_output=True,
                        timeout=TIMEOUT, check=True)
+
+
+def test_a_registry_prefix_overrides_the_default_mapping(both):
+    """`strata.mqtt.prefix` maps an MQTT prefix to a Kafka topic of another name, both ways; the
+    topic's own name is then no MQTT root any more, and MQTT topics outside the prefix keep the
+    default rule."""
+    topic = name("telemetry")
+    plant = name("plant")
+    prefix = f"{plant}/line1"
+    admin = AdminClient({"bootstrap.servers": both.kafka})
+    admin.create_topics([NewTopic(topic, 2, 1, config={"strata.mqtt.prefix": prefix})])[topic].result(TIMEOUT)
+    refused = admin.create_topics([NewTopic(name("bad"), 1, 1, config={"strata.mqtt.prefix": "a/+"})])
+    with pytest.raises(Exception):
+        list(refused.values())[0].result(TIMEOUT)  # wildcards are no prefix
+    time.sleep(0.5)  # the MQTT gateway notices registry changes within 100 ms
+    sub = client(both, mqtt.MQTTv5)
+    connect(sub, both)
+    subscribe(sub, f"{plant}/#", qos=1)
+    subscribe(sub, f"{topic}/#", qos=1)
+    pub = client(both, mqtt.MQTTv5)
+    connect(pub, both)
+    pub.publish(f"{prefix}/temp", b"21.5", qos=1).wait_for_publish(TIMEOUT)
+    pub.publish(f"{topic}/x", b"by-name", qos=1).wait_for_publish(TIMEOUT)  # not under the prefix
+    # MQTT → Kafka: the prefix's topics are records of the topic, keyed by the MQTT topic.
+    records = kafka_records(both, topic, 1)
+    assert [(r.key(), r.value()) for r in records] == [(f"{prefix}/temp".encode(), b"21.5")]
+    # Kafka → MQTT: keys under the prefix are MQTT topics; other records arrive on the prefix.
+    producer = Producer({"bootstrap.servers": both.kafka})
+    producer.produce(topic, key=f"{prefix}/hum".encode(), value=b"40")
+    producer.produce(topic, value=b"keyless")
+    assert producer.flush(TIMEOUT) == 0
+    got = {m.payload: m.topic for m in received(sub, 4)}
+    assert got == {b"21.5": f"{prefix}/temp", b"by-name": f"{topic}/x", b"40": f"{prefix}/hum", b"keyless": prefix}
+    # The MQTT topic named after the topic went to the MQTT buckets, not to the topic.
+    assert sum(shard_info(both, f"kafka/{topic}/{p}")["endOffset"] for p in (0, 1)) == 3
+    # Outside the prefix the default rule holds: `<plant>/other` is a record of topic <plant>.
+    pub.publish(f"{plant}/other", b"default", qos=1).wait_for_publish(TIMEOUT)
+    assert [r.value() for r in kafka_records(both, plant, 1)] == [b"default"]
+    close(sub, pub)

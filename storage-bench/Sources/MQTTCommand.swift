@@ -24,6 +24,11 @@ struct MQTTCommand: AsyncParsableCommand {
     @Option(help: "Length of the timed run in seconds.") var seconds: Double = 10
     @Option(help: "QoS 1/2 publishes each publisher keeps unacknowledged.") var inflight = 64
     @Option(help: "MQTT version: 3 (3.1.1) or 5.") var version = 3
+    @Option(
+        help:
+            "Subscribe as one shared-subscription group of this name ($share/GROUP/...): each message is delivered once, to one subscriber."
+    )
+    var share: String?
     @Option(help: "User name.") var username: String?
     @Option(help: "Password.") var password: String?
     @Flag(help: "Print one JSON object per result line.") var json = false
@@ -78,7 +83,7 @@ struct MQTTCommand: AsyncParsableCommand {
         var subscriberConnections: [MQTTBenchConnection] = []
         for s in 0..<subscribers {
             let connection = try await connect("bench-sub-\(run)-\(s)")
-            try await connection.subscribe("bench/\(run)/#", qos: qos)
+            try await connection.subscribe(share.map { "$share/\($0)/bench/\(run)/#" } ?? "bench/\(run)/#", qos: qos)
             subscriberConnections.append(connection)
         }
         var publisherConnections: [MQTTBenchConnection] = []
@@ -105,10 +110,12 @@ struct MQTTCommand: AsyncParsableCommand {
                 var sent = 0
                 for _ in 0..<publishers { sent += try await group.next() ?? 0 }
                 let publishedAt = ContinuousClock.now
-                expected.withLock { $0 = sent * subscribers }
+                // A shared group gets each message once; plain subscribers each get all of them.
+                let owed = share == nil ? sent * subscribers : (subscribers > 0 ? sent : 0)
+                expected.withLock { $0 = owed }
                 // Let deliveries drain (at most 5 s), then stop the subscribers.
                 let drainDeadline = ContinuousClock.now + .seconds(5)
-                while stats.delivered < sent * subscribers && ContinuousClock.now < drainDeadline {
+                while stats.delivered < owed && ContinuousClock.now < drainDeadline {
                     try await Task.sleep(for: .milliseconds(20))
                 }
                 for subscriber in subscriberConnections { subscriber.close() }

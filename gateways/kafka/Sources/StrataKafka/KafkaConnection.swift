@@ -19,8 +19,9 @@ struct KafkaConnection {
             try await channel.executeThenClose { inbound, outbound in
                 let (responses, pending) = AsyncStream<Task<[ByteBuffer]?, Never>>.makeStream()
                 let limiter = InflightLimiter(limit: gateway.configuration.maxInflightPerConnection)
-                let session = KafkaSASLSession(
-                    gate: gateway.gates.gate(of: channel.channel), limit: gateway.configuration.maxRequestSize)
+                var state = KafkaConnectionState(sasl: gateway.configuration.users != nil)
+                // The request-size gate of a connection that must authenticate, raised once it has.
+                var gate = gateway.gates.gate(of: channel.channel)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { [channel = channel.channel] in
                         var writable = true
@@ -41,7 +42,13 @@ struct KafkaConnection {
                     do {
                         for try await frame in inbound {
                             await limiter.acquire()
-                            pending.yield(try gateway.handle(frame, peer: host, session: session))
+                            pending.yield(try gateway.handle(frame, peer: host, state: &state))
+                            if state.user != nil, let raised = gate {
+                                raised.raise(to: gateway.configuration.maxRequestSize)
+                                gate = nil
+                            }
+                            // A failed authentication is answered, then the connection closes.
+                            if state.isClosing { break }
                         }
                     } catch let error as KafkaProtocolError {
                         KafkaMetrics.protocolErrors.increment()
@@ -83,7 +90,9 @@ struct KafkaRequestHeader {
 extension KafkaGateway {
     /// Reads a request and starts handling it; the task yields the framed response (nil: none,
     /// as for Produce with acks=0). Throws for a request that cannot be read or is not served.
-    func handle(_ frame: ByteBuffer, peer: String, session: KafkaSASLSession) throws -> Task<[ByteBuffer]?, Never> {
+    func handle(_ frame: ByteBuffer, peer: String, state: inout KafkaConnectionState) throws -> Task<
+        [ByteBuffer]?, Never
+    > {
         var reader = KafkaReader(buffer: frame, flexible: false)
         let apiKey = try reader.int16()
         let version = try reader.int16()
@@ -103,14 +112,14 @@ extension KafkaGateway {
         let flexible = api.isFlexible(version)
         reader = KafkaReader(buffer: reader.buffer, flexible: flexible)
         try reader.taggedFields()  // request header v2
+        let user: String?
+        switch state.admit(api) {
+        case .serve(let admitted): user = admitted
+        case .refuse(let reason): throw KafkaProtocolError(reason)
+        }
         let header = KafkaRequestHeader(
             api: api, version: version, correlationID: correlationID, clientID: clientID, flexible: flexible,
-            clientHost: peer, user: session.user)
-        if configuration.users != nil && header.user == nil
-            && ![.apiVersions, .saslHandshake, .saslAuthenticate].contains(api)
-        {
-            throw KafkaProtocolError("\(api) request before SASL authentication")
-        }
+            clientHost: peer, user: user)
         // ApiVersions' response header is v0 in every version (KIP-511).
         let headerTags = flexible && api != .apiVersions
         let started = ContinuousClock.now
@@ -133,7 +142,7 @@ extension KafkaGateway {
         case .produce:
             return try produce(&reader, header, respond: respond)
         default:
-            let work = try request(api, &reader, header, session: session)
+            let work = try request(api, &reader, header, state: &state)
             return Task { respond(await work()) }
         }
     }
@@ -141,7 +150,7 @@ extension KafkaGateway {
     /// Reads a request whose answer comes from one piece of work (every API but ApiVersions
     /// and Produce); the work runs in the task that answers.
     private func request(
-        _ api: KafkaAPI, _ reader: inout KafkaReader, _ header: KafkaRequestHeader, session: KafkaSASLSession
+        _ api: KafkaAPI, _ reader: inout KafkaReader, _ header: KafkaRequestHeader, state: inout KafkaConnectionState
     ) throws -> KafkaWork {
         let version = header.version
         switch api {
@@ -167,10 +176,10 @@ extension KafkaGateway {
             let body = try findCoordinator(&reader, header)
             return { body }
         case .saslHandshake:
-            let body = try saslHandshake(&reader, header, session: session)
+            let body = try saslHandshake(&reader, header, state: &state)
             return { body }
         case .saslAuthenticate:
-            let body = try saslAuthenticate(&reader, header, session: session)
+            let body = try saslAuthenticate(&reader, header, state: &state)
             return { body }
         case .joinGroup: return try joinGroup(&reader, header)
         case .syncGroup: return try syncGroup(&reader, header)
@@ -185,7 +194,7 @@ extension KafkaGateway {
         case .alterConfigs: return try alterConfigs(&reader, header, incremental: false)
         case .incrementalAlterConfigs: return try alterConfigs(&reader, header, incremental: true)
         case .apiVersions, .produce:
-            preconditionFailure("\(api) is answered by handle(_:peer:session:) itself")
+            preconditionFailure("\(api) is answered by handle(_:peer:state:) itself")
         }
     }
 

@@ -20,7 +20,8 @@ public enum KafkaFuzzTarget {
     }
 
     public static func request(_ bytes: [UInt8], gateway: KafkaGateway, timeout: Duration = .milliseconds(20)) async {
-        guard let task = try? gateway.handle(ByteBuffer(bytes: bytes), peer: "fuzz", session: KafkaSASLSession()) else {
+        var state = KafkaConnectionState(sasl: false)
+        guard let task = try? gateway.handle(ByteBuffer(bytes: bytes), peer: "fuzz", state: &state) else {
             return
         }
         // Some requests wait as long as the client asked (a join waits up to its rebalance

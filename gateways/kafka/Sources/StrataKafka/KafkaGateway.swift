@@ -319,7 +319,7 @@ public final class KafkaGateway: Service {
 }
 
 /// A Kafka error code with a message for the log and, where the response has room, the client.
-struct KafkaFailure: Error, CustomStringConvertible {
+struct KafkaFailure: Error, Sendable, Equatable, CustomStringConvertible {
     var code: KafkaError
     var message: String
     init(_ code: KafkaError, _ message: String) {

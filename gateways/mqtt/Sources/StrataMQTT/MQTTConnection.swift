@@ -132,7 +132,6 @@ struct MQTTConnection {
         for subscription in session.subscriptions where subscription.shared != nil {
             shares.start(subscription.filter, resume: true)
         }
-        let renewing = Task { [gateway] in await gateway.renewShares(of: session, settler: shares.settler) }
         let lastSeen = LastSeen()
         var ending = Ending()
         var keepAliveCheck: RepeatedTask?
@@ -211,7 +210,7 @@ struct MQTTConnection {
         }
         keepAliveCheck?.cancel()
         replaying?.cancel()
-        renewing.cancel()
+        shares.stop()
         checkpointTicks?.cancel()
         checkpointer?.finish()
         // Closes the socket once what was sent is written.

@@ -118,6 +118,8 @@ public final class MQTTGateway: Service {
         var appenders: [String: MQTTAppender] = [:]
         /// Registry topics followed: their id, partition count, and since when (`WallClock` ms).
         var topics: [String: (id: [UInt8], partitions: Int32, since: Int64)] = [:]
+        /// The followed topics' MQTT roots and prefixes (`strata.mqtt.prefix`).
+        var roots = MQTTTopicRoots()
         /// Registry topics being created for a publish, with the messages waiting for them.
         var creating: [String: [(MQTTMessage, MQTTAppender.Completion)]] = [:]
         /// The bucket retention in force, also given to the registry topics the gateway creates.
@@ -374,6 +376,7 @@ public final class MQTTGateway: Service {
             }
         }
         streams.topics[name] = (entry.id, entry.partitions, WallClock.milliseconds())
+        streams.roots.set(name, prefix: entry.configs[MQTTTopicRoots.prefixConfig])
         for partition in 0..<entry.partitions {
             let shard = TopicRegistry.shardName(name, partition)
             startStream(shard, topic: name, id: entry.id, from: from(shard), in: &streams)
@@ -396,6 +399,13 @@ public final class MQTTGateway: Service {
                     let recreated = known.id != entry.id && known.since < readSince
                     if recreated || (known.id == entry.id && known.partitions < entry.partitions) {
                         follow(name, entry, from: { _ in 0 }, in: &streams)
+                    } else if known.id == entry.id {
+                        // Its MQTT prefix may have been set or changed (`strata topic alter`).
+                        let before = streams.roots
+                        streams.roots.set(name, prefix: entry.configs[MQTTTopicRoots.prefixConfig])
+                        if streams.roots != before, !streams.shares.isEmpty {
+                            workContinuation.yield(.redeclareShares(name))
+                        }
                     }
                 }
                 for (name, known) in streams.topics where found[name] == nil && known.since < readSince {
@@ -408,6 +418,7 @@ public final class MQTTGateway: Service {
     /// Stops appending to a deleted topic's shards (their routes end by themselves).
     private func forgetTopic(_ name: String, in streams: inout Streams) {
         guard let known = streams.topics.removeValue(forKey: name) else { return }
+        streams.roots.remove(name)
         for partition in 0..<known.partitions {
             let shard = TopicRegistry.shardName(name, partition)
             streams.appenders.removeValue(forKey: shard)?.finish()
@@ -435,10 +446,10 @@ public final class MQTTGateway: Service {
             do {
                 for try await result in try await journal.subscribe(shard: shard, from: next) {
                     guard isFollowed(shard, topic: topic, id: id) else { return }
+                    let root = mqttRoot(of: topic)
                     for batch in result.batches {
                         for record in records(of: batch, in: shard) where record.offset! >= next {
-                            dispatch(
-                                MQTTMessage(record: record, registryTopic: topic), shard: shard, offset: record.offset!)
+                            dispatch(MQTTMessage(record: record, root: root), shard: shard, offset: record.offset!)
                         }
                     }
                     next = result.nextOffset
@@ -455,6 +466,11 @@ public final class MQTTGateway: Service {
                 backoff = min(backoff * 2, .seconds(5))
             }
         }
+    }
+
+    /// The MQTT topic root of a registry topic's records (nil: a bucket shard's, keyed by topic).
+    func mqttRoot(of topic: String?) -> String? {
+        topic.map { topic in streams.withLock { $0.roots.root(of: topic) } }
     }
 
     /// The records of a stored batch; none (counted and logged) when it cannot be decoded.
@@ -767,7 +783,7 @@ public final class MQTTGateway: Service {
                 guard !result.batches.isEmpty else { break }
                 for batch in result.batches {
                     for record in records(of: batch, in: shard) where record.offset! >= next && record.offset! < end {
-                        Self.offer(MQTTMessage(record: record, registryTopic: topic), to: session)
+                        Self.offer(MQTTMessage(record: record, root: mqttRoot(of: topic)), to: session)
                     }
                     // Bounded memory: no further than the client takes (or until it is gone).
                     await session.waitForRoom()
@@ -825,7 +841,7 @@ public final class MQTTGateway: Service {
     /// Where a message of `topic` is stored: its registry topic's partition (Kafka's partitioner
     /// on the MQTT topic), or its bucket.
     private func shard(for topic: String, in streams: Streams) -> Placement {
-        guard configuration.sharedTopics, let name = TopicMapping.topic(forMQTT: topic) else {
+        guard configuration.sharedTopics, let name = streams.roots.topic(forMQTT: topic) else {
             return .shard(shardName(bucket: bucket(for: topic)))
         }
         guard let followed = streams.topics[name] else { return .topic(name) }

@@ -75,14 +75,15 @@ public struct MQTTMessage: Sendable, Hashable {
             timestamp: timestamp, key: Array(topic.utf8), value: Array(payload.readableBytesView), headers: headers)
     }
 
-    /// Reads a record of the journal as a message. `registryTopic`: the registry topic the record
-    /// belongs to (nil: one of the gateway's bucket shards), whose mapping names the MQTT topic.
+    /// Reads a record of the journal as a message. `root`: the MQTT root of the registry topic the
+    /// record belongs to (`MQTTTopicRoots.root(of:)`: its name or its prefix; nil: one of the
+    /// gateway's bucket shards, whose keys are MQTT topics), which with the key names the topic.
     /// A record another protocol wrote has QoS 1 (it was stored before it was acknowledged),
     /// retain 0 and no publisher; what of its headers MQTT cannot carry (a name or value that is
     /// no MQTT UTF-8 string) is counted in `strata_mqtt_unmapped_headers_total` and left out.
-    public init(record: Record, registryTopic: String? = nil) {
+    public init(record: Record, root: String? = nil) {
         topic =
-            if let registryTopic { TopicMapping.mqttTopic(ofKey: record.key, in: registryTopic) } else {
+            if let root { TopicMapping.mqttTopic(ofKey: record.key, in: root) } else {
                 String(decoding: record.key ?? [], as: UTF8.self)
             }
         payload = ByteBuffer(bytes: record.value ?? [])

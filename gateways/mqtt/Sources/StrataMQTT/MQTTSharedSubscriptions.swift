@@ -118,22 +118,33 @@ final class MQTTShareSettler: Sendable {
 /// decided under the same lock that `start` takes, so a filter subscribed again just as its
 /// puller ends always has one.
 final class MQTTSharePullers: Sendable {
-    let settler: MQTTShareSettler
     private let gateway: MQTTGateway
     private let session: MQTTSession
+    /// Filters with a puller, and the renewal of the session's leases once there is one (a
+    /// connection without shared subscriptions costs neither a task nor a settler).
     private let running = Mutex<Set<String>>([])
+    private let renewing = Mutex<Task<Void, Never>?>(nil)
 
     init(gateway: MQTTGateway, session: MQTTSession) {
         self.gateway = gateway
         self.session = session
-        settler = gateway.shareSettler(for: session.clientID)
     }
+
+    /// The settler of the client's leases (one per client id while it is connected here).
+    var settler: MQTTShareSettler { gateway.shareSettler(for: session.clientID) }
 
     /// Starts pulling for a shared subscription of the session unless a puller runs for it.
     /// `resume`: the session came back (its queue's leases to it are delivered first).
     func start(_ filter: String, resume: Bool) {
         let new = running.withLock { $0.insert(filter).inserted }
         guard new else { return }
+        let settler = self.settler
+        if !gateway.holdsShares(session) {
+            renewing.withLock { renewing in
+                guard renewing == nil else { return }
+                renewing = Task { [gateway, session] in await gateway.renewShares(of: session, settler: settler) }
+            }
+        }
         Task { [gateway, session] in
             await gateway.pullShare(filter, for: session, resume: resume, settler: settler) {
                 self.running.withLock { running in
@@ -143,6 +154,11 @@ final class MQTTSharePullers: Sendable {
                 }
             }
         }
+    }
+
+    /// The connection ended: lease renewal stops (the pullers end with the session).
+    func stop() {
+        renewing.withLock { $0 }?.cancel()
     }
 }
 
@@ -187,9 +203,13 @@ extension MQTTGateway {
     private func shareSources(_ filter: String, in streams: Streams) -> [(shard: String, root: String?)] {
         var sources: [(String, String?)] = (0..<configuration.buckets).map { (shardName(bucket: $0), nil) }
         let first = filter.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)
-        for (name, topic) in streams.topics.sorted(by: { $0.key < $1.key })
-        where first == "+" || first == "#" || first == name {
-            for partition in 0..<topic.partitions { sources.append((TopicRegistry.shardName(name, partition), name)) }
+        for (name, topic) in streams.topics.sorted(by: { $0.key < $1.key }) {
+            // A topic's records are MQTT topics at or below its root (its name or its prefix).
+            let root = streams.roots.root(of: name)
+            let rootFirst = root.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first.map(
+                String.init)
+            guard first == "+" || first == "#" || first == rootFirst else { continue }
+            for partition in 0..<topic.partitions { sources.append((TopicRegistry.shardName(name, partition), root)) }
         }
         return sources
     }
@@ -231,7 +251,9 @@ extension MQTTGateway {
             streams.shares.values.filter { filter in
                 let inner = MQTTTopic.sharedSubscription(filter)?.filter ?? ""
                 let first = inner.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first
-                return first == "+" || first == "#" || first.map(String.init) == topic
+                let root = streams.roots.root(of: topic)
+                let rootFirst = root.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first
+                return first == "+" || first == "#" || first == rootFirst
             }
         }
         for filter in filters {
@@ -341,7 +363,7 @@ extension MQTTGateway {
         for delivery in deliveries {
             let lease = MQTTShareLease(queue: queue, receipt: delivery.receipt)
             let message = MQTTMessage(
-                record: delivery.record, registryTopic: TopicRegistry.partition(ofShard: delivery.shard)?.topic)
+                record: delivery.record, root: mqttRoot(of: TopicRegistry.partition(ofShard: delivery.shard)?.topic))
             var outcome = MQTTSession.ShareOutcome.closed
             for target in [session, successor(of: session)].compactMap({ $0 }) {
                 guard let subscription = target.subscription(filter) else { continue }
