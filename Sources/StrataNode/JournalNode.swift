@@ -75,7 +75,7 @@ public enum JournalNode {
                 try mqtt.loadAccessFiles(
                     passwords: configuration.mqttPasswords, acl: configuration.mqttACL,
                     tlsCertificate: configuration.mqttTLSCertificate, tlsKey: configuration.mqttTLSKey,
-                    scramUsers: configuration.mqttSCRAMUsers)
+                    scramUsers: configuration.mqttSCRAMUsers ?? configuration.users)
             }
             services.append(
                 .init(
@@ -95,7 +95,7 @@ public enum JournalNode {
             kafka.nodeID = configuration.kafkaNodeID
             kafka.autoCreateTopics = configuration.kafkaAutoCreateTopics
             try configuring(journal) {
-                try kafka.loadAccessFiles(users: configuration.kafkaUsers, acl: configuration.kafkaACL)
+                try kafka.loadAccessFiles(users: configuration.kafkaUsers ?? configuration.users, acl: configuration.kafkaACL)
             }
             services.append(
                 .init(

@@ -41,6 +41,10 @@ public struct NodeConfiguration: Sendable {
     public var mqttSharedRedispatch = false
     /// MQTT over WebSocket listener of the in-process gateway (nil: none).
     public var mqttWebSocketListen: HostPort?
+    /// The users file of every gateway (SCRAM-SHA-256 lines, `strata scram-user`): MQTT CONNECT
+    /// passwords and SCRAM enhanced authentication, Kafka SASL PLAIN and SCRAM-SHA-256, unless a
+    /// gateway is given its own (`mqttSCRAMUsers`, `kafkaUsers`).
+    public var users: String?
     /// Password and ACL files for the MQTT gateway (mosquitto's formats).
     public var mqttPasswords: String?
     public var mqttACL: String?
@@ -96,6 +100,7 @@ public struct NodeConfiguration: Sendable {
             case ("listen", .string(let v)): listen = try HostPort(parsing: v)
             case ("http", .string(let v)): http = try HostPort(parsing: v)
             case ("node_name", .string(let v)): nodeName = v
+            case ("users", .string(let v)): users = v
             case ("gateways", .array(let items)):
                 gateways = try items.map { item throws(JournalError) in
                     guard case .string(let name) = item else {
@@ -294,7 +299,7 @@ public struct NodeConfiguration: Sendable {
     public var summary: [String: String] {
         [
             "data_dir": dataDirectory, "listen": listen.description, "http": http.description, "node_name": nodeName,
-            "gateways": gateways.joined(separator: ","), "journal.wal_io": walIO.rawValue,
+            "gateways": gateways.joined(separator: ","), "users": users ?? "", "journal.wal_io": walIO.rawValue,
             "journal.segment_bytes": "\(journalConfiguration.segmentBytes)",
             "journal.max_batch_bytes": "\(journalConfiguration.maxBatchBytes)",
             "journal.min_free_disk_bytes": "\(journalConfiguration.minFreeDiskBytes)",

@@ -96,7 +96,13 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "The address Kafka clients are told to connect to, HOST:PORT (the listener's by default).")
     var kafkaAdvertised: String?
 
-    @Option(help: "The in-process Kafka gateway's SASL users file (see `strata scram-user`).")
+    @Option(
+        help:
+            "Users file of every in-process gateway (`strata scram-user` lines): MQTT passwords and SCRAM, Kafka SASL PLAIN and SCRAM."
+    )
+    var users: String?
+
+    @Option(help: "The in-process Kafka gateway's SASL users file (see `strata scram-user`; default: --users).")
     var kafkaUsers: String?
 
     @Option(help: "The in-process Kafka gateway's ACL file (needs --kafka-users).")
@@ -196,6 +202,7 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttAcl { settings.mqttACL = mqttAcl }
             if let kafkaListen { settings.kafkaListen = try .init(parsing: kafkaListen) }
             if let kafkaUsers { settings.kafkaUsers = kafkaUsers }
+            if let users { settings.users = users }
             if let kafkaAcl { settings.kafkaACL = kafkaAcl }
             if let kafkaNodeId {
                 guard kafkaNodeId >= 0 else { throw ValidationError("--kafka-node-id must be at least 0") }

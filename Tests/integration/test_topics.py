@@ -330,3 +330,33 @@ def test_a_registry_prefix_overrides_the_default_mapping(both):
     pub.publish(f"{plant}/other", b"default", qos=1).wait_for_publish(TIMEOUT)
     assert [r.value() for r in kafka_records(both, plant, 1)] == [b"default"]
     close(sub, pub)
+
+
+def test_one_users_file_serves_mqtt_and_kafka(data_dir):
+    """journal-node --users: one file of `strata scram-user` lines checks MQTT CONNECT passwords
+    and Kafka SASL PLAIN and SCRAM-SHA-256 logins; a wrong password is refused by both."""
+    users = os.path.join(data_dir, "users")
+    with open(users, "w") as f:
+        f.write(subprocess.run([os.path.join(BIN, "strata"), "scram-user", "carol"], input="pa55\n",
+                               capture_output=True, text=True, check=True).stdout)
+    node = Node(os.path.join(data_dir, "node"), ["--users", users], gateways=("mqtt", "kafka"))
+    try:
+        for version in (mqtt.MQTTv311, mqtt.MQTTv5):
+            good = client(node, version)
+            good.username_pw_set("carol", "pa55")
+            reason, _ = connect(good, node)
+            assert reason == 0
+            close(good)
+            bad = client(node, version)
+            bad.username_pw_set("carol", "wrong")
+            reason, _ = connect(bad, node)
+            assert reason != 0  # 5.0: 0x86 bad user name or password; 3.1.1: 4
+            bad.loop_stop()
+        topic = name("users")
+        for mechanism in ("PLAIN", "SCRAM-SHA-256"):
+            producer = Producer({"bootstrap.servers": node.kafka, "security.protocol": "SASL_PLAINTEXT",
+                                 "sasl.mechanism": mechanism, "sasl.username": "carol", "sasl.password": "pa55"})
+            producer.produce(topic, value=mechanism.encode())
+            assert producer.flush(TIMEOUT) == 0
+    finally:
+        node.stop()

@@ -387,9 +387,13 @@ struct MQTTConnection {
         if let enhanced {
             credentials = .enhanced(user: enhanced.user)
         } else if connect.username != nil || connect.password != nil {
+            // A mosquitto password file when one is given, else the users file (SCRAM keys, the
+            // one every gateway can share): the password is checked by deriving the same keys.
             credentials = .password(
                 valid: connect.username.map { user in
-                    configuration.passwords?.verify(user: user, password: connect.password ?? []) ?? false
+                    let password = connect.password ?? []
+                    if let passwords = configuration.passwords { return passwords.verify(user: user, password: password) }
+                    return configuration.scramUsers?[user]?.verifies(password: password) ?? false
                 } ?? false)
         } else {
             credentials = .none

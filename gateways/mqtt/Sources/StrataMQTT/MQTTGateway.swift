@@ -53,14 +53,17 @@ public final class MQTTGateway: Service {
         public var maxKeepAlive: UInt16 = 3600
         /// Clients without credentials are let in only when this is set.
         public var allowAnonymous = false
-        /// Users and their password hashes (mosquitto's format); without it, no credentials are right.
+        /// Users and their password hashes (mosquitto's format); when given, CONNECT passwords are
+        /// checked against it rather than against `scramUsers`.
         public var passwords: MQTTPasswordFile?
         /// Topic access rules (mosquitto's format); without it, every topic is open to every client.
         public var acl: MQTTACL?
         /// TLS for both listeners (TCP and WebSocket) when set.
         public var tls: NIOSSLContext?
-        /// Users for MQTT 5 enhanced authentication with SCRAM-SHA-256; without them a CONNECT
-        /// naming an authentication method is refused with 0x8C.
+        /// The users file every gateway can share (SCRAM-SHA-256 keys): MQTT 5 enhanced
+        /// authentication with SCRAM-SHA-256 (without it a CONNECT naming an authentication
+        /// method is refused with 0x8C), and CONNECT passwords when no `passwords` file is given.
+        /// Without either, no credentials are right.
         public var scramUsers: SCRAMUsers?
 
         public init() {}

@@ -37,7 +37,11 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     )
     var maxQueuedMessages: Int = 10_000
 
-    @Option(help: "SCRAM users file (`strata scram-user` lines) for MQTT 5 enhanced authentication with SCRAM-SHA-256.")
+    @Option(
+        name: [.customLong("users"), .customLong("scram-users")],
+        help:
+            "Users file (`strata scram-user` lines, the one Kafka takes too): CONNECT passwords (unless --passwords is given) and MQTT 5 enhanced authentication with SCRAM-SHA-256."
+    )
     var scramUsers: String?
 
     @Option(help: "TLS certificate chain (PEM): both listeners speak TLS when given with --tls-key.")
