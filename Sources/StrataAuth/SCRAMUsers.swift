@@ -14,6 +14,24 @@ public struct SCRAMUsers: Sendable {
 
     public subscript(user: String) -> SCRAMCredential? { credentials[user] }
 
+    /// Whether `password` is `user`'s (PLAIN logins: Kafka SASL PLAIN, MQTT CONNECT). An unknown
+    /// user costs the same key derivation as a known one, so the time taken does not tell which
+    /// users exist. The derivation takes milliseconds: callers on an event loop or the
+    /// cooperative pool should run it elsewhere.
+    public func verify(user: String, password: [UInt8]) -> Bool {
+        guard let credential = credentials[user] else {
+            _ = Self.madeUp.verifies(password: password)
+            return false
+        }
+        return credential.verifies(password: password)
+    }
+
+    /// A credential no password opens, with the iterations `strata scram-user` uses.
+    static let madeUp = SCRAMCredential(
+        password: (0..<32).map { _ in UInt8.random(in: 0...255) },
+        salt: (0..<16).map { _ in UInt8.random(in: 0...255) },
+        iterations: 8192)
+
     public init(contentsOfFile path: String) throws {
         try self.init(parsing: try String(contentsOfFile: path, encoding: .utf8), source: path)
     }

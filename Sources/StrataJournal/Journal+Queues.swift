@@ -22,7 +22,14 @@ extension Journal {
         try Self.checkQueueName(name)
         let queue = queues.withLock { $0.removeValue(forKey: name) }
         await queue?.close()
+        defer {
+            // An actor loaded meanwhile (a describe racing the delete) is dropped too.
+            if let late = queues.withLock({ $0.removeValue(forKey: name) }) { Task { await late.close() } }
+        }
         try await blocking { [self] in
+            guard try db.get(StorageKeys.queueDefinition(name)) != nil else {
+                throw JournalError(.unknownQueue, "queue \(name) does not exist")
+            }
             let batch = RocksDB.WriteBatch()
             batch.delete(StorageKeys.queueDefinition(name))
             db.scan(prefix: StorageKeys.queueLedgerPrefix(name)) { key, _ in
@@ -35,7 +42,14 @@ extension Journal {
 
     /// The queues there are, with their state.
     public func listQueues() async throws -> [QueueStatus] {
-        let names = try await blocking { [db] in
+        var result: [QueueStatus] = []
+        for name in try await queueNames() { result.append(try await describeQueue(name)) }
+        return result
+    }
+
+    /// The names of the queues there are.
+    public func queueNames() async throws -> [String] {
+        try await blocking { [db] in
             var names: [String] = []
             db.scan(prefix: StorageKeys.queueDefinitionPrefix) { key, _ in
                 names.append(String(decoding: key.dropFirst(StorageKeys.queueDefinitionPrefix.count), as: UTF8.self))
@@ -43,9 +57,6 @@ extension Journal {
             }
             return names
         }
-        var result: [QueueStatus] = []
-        for name in names { result.append(try await describeQueue(name)) }
-        return result
     }
 
     public func describeQueue(_ name: String) async throws -> QueueStatus {

@@ -85,7 +85,10 @@ public struct NodeHTTPRoutes: Sendable {
         }
         switch path {
         case "/metrics":
-            let queues = (try? await journal.listQueues()) ?? []
+            var queues: [QueueStatus] = []
+            for name in (try? await journal.queueNames()) ?? [] {
+                if let status = try? await journal.describeQueue(name) { queues.append(status) }
+            }
             let offsets = (try? await journal.committedOffsets()) ?? []
             return EndpointResponse(
                 status: .ok, contentType: "text/plain; version=0.0.4",

@@ -2,11 +2,15 @@ import Prometheus
 import StrataJournal
 import StrataObjects
 import StrataTopics
+import Synchronization
 
 /// The node's Prometheus metrics, created once. Engine counters are copied from the journal's
 /// statistics when `/metrics` is scraped.
 public final class NodeMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
+    /// The gauges of things that come and go (queues, group offsets), by name and labels, as
+    /// the last scrape set them: those missing from the next one are unregistered.
+    private let dynamicGauges = Mutex<[String: Gauge]>([:])
     let connections: Gauge
     let appends: Counter
     let appendedBytes: Counter
@@ -106,27 +110,37 @@ public final class NodeMetrics: Sendable {
         let infos = journal.listShards()
         shards.set(Double(infos.count))
         let ends = Dictionary(infos.map { ($0.name, $0.endOffset) }, uniquingKeysWith: max)
+        var emitted: [String: Gauge] = [:]
+        func gauge(_ name: String, _ help: String, _ labels: [(String, String)], _ value: Double) {
+            let gauge = registry.makeGauge(descriptor: Self.name(name, help), labels: labels)
+            gauge.set(value)
+            emitted[name + labels.map { "\u{0}\($0.0)=\($0.1)" }.joined()] = gauge
+        }
         for commit in committed {
             guard let end = ends[commit.shard] else { continue }  // a deleted shard's leftover commit
             let lag = Double(end > commit.offset ? end - commit.offset : 0)
-            registry.makeGauge(
-                descriptor: Self.name(
-                    "strata_consumer_lag", "Records between a group's committed offset and the shard's end"),
-                labels: [("group", commit.group), ("shard", commit.shard)]
-            ).set(lag)
             if commit.group.hasPrefix("kafka/"), let partition = TopicRegistry.partition(ofShard: commit.shard) {
-                // The same in Kafka's terms (docs/kafka.md, "Metrics").
-                registry.makeGauge(
-                    descriptor: Self.name(
-                        "strata_kafka_consumer_lag",
-                        "Records between a Kafka group's committed offset and the partition's end"),
-                    labels: [
+                // A Kafka group's, in Kafka's terms (docs/kafka.md, "Metrics").
+                gauge(
+                    "strata_kafka_consumer_lag",
+                    "Records between a Kafka group's committed offset and the partition's end",
+                    [
                         ("group", String(commit.group.dropFirst("kafka/".count))), ("topic", partition.topic),
                         ("partition", String(partition.partition)),
-                    ]
-                ).set(lag)
+                    ], lag)
+            } else {
+                gauge(
+                    "strata_consumer_lag", "Records between a group's committed offset and the shard's end",
+                    [("group", commit.group), ("shard", commit.shard)], lag)
             }
         }
+        renderQueues(queues, into: gauge)
+        // Series of queues, groups and shards that are gone are removed, not left at their last value.
+        let vanished = dynamicGauges.withLock { previous in
+            defer { previous = emitted }
+            return previous.filter { emitted[$0.key] == nil }.map(\.value)
+        }
+        for gone in vanished { registry.unregisterGauge(gone) }
         for info in infos {
             let labels = [("shard", info.name)]
             registry.makeGauge(
@@ -137,7 +151,6 @@ public final class NodeMetrics: Sendable {
                 .set(Double(info.storedBytes))
         }
         if let tier { renderTier(tier) }
-        renderQueues(queues)
         return registry.emitToBuffer()
             + Self.histogramText(
                 "strata_journal_wal_sync_seconds", "Synced WAL writes (write + fdatasync), seconds",
@@ -145,7 +158,9 @@ public final class NodeMetrics: Sendable {
     }
 
     /// Per queue (docs/queues.md): what it holds and what became of what it could not deliver.
-    private func renderQueues(_ queues: [QueueStatus]) {
+    private func renderQueues(
+        _ queues: [QueueStatus], into gauge: (String, String, [(String, String)], Double) -> Void
+    ) {
         for queue in queues {
             let labels = [("queue", queue.name)]
             let values: [(String, String, Double)] = [
@@ -172,9 +187,7 @@ public final class NodeMetrics: Sendable {
                     Double(queue.lostToRetention)
                 ),
             ]
-            for (name, help, value) in values {
-                registry.makeGauge(descriptor: Self.name(name, help), labels: labels).set(value)
-            }
+            for (name, help, value) in values { gauge(name, help, labels, value) }
         }
     }
 

@@ -341,9 +341,10 @@ def test_shared_subscription_delivers_each_message_once_per_group(node, version)
     assert status["name"] == name and status["depth"] == 0 and status["sources"]
     assert metric(node, "strata_queue_in_flight", queue=name) == 0
     close(*members, plain, pub)
-    missing = subprocess.run([os.path.join(BIN, "strata"), "--node", node.journal, "queue", "describe", "nope"],
-                             capture_output=True, text=True, timeout=TIMEOUT)
-    assert missing.returncode == 4
+    for command in ("describe", "delete"):
+        missing = subprocess.run([os.path.join(BIN, "strata"), "--node", node.journal, "queue", command, "nope"],
+                                 capture_output=True, text=True, timeout=TIMEOUT)
+        assert missing.returncode == 4, command
 
 
 VICTIM = r"""

@@ -326,7 +326,13 @@ def test_a_registry_prefix_overrides_the_default_mapping(both):
     assert got == {b"21.5": f"{prefix}/temp", b"by-name": f"{topic}/x", b"40": f"{prefix}/hum", b"keyless": prefix}
     # The MQTT topic named after the topic went to the MQTT buckets, not to the topic.
     assert sum(shard_info(both, f"kafka/{topic}/{p}")["endOffset"] for p in (0, 1)) == 3
-    # Outside the prefix the default rule holds: `<plant>/other` is a record of topic <plant>.
+    # A prefix created a moment before a publish claims it (the publish does not wait for the
+    # registry poll and make a first-level topic <plant> instead).
+    second = name("line2")
+    admin.create_topics([NewTopic(second, 1, 1, config={"strata.mqtt.prefix": f"{plant}/line2"})])[second].result(TIMEOUT)
+    pub.publish(f"{plant}/line2/x", b"claimed", qos=1).wait_for_publish(TIMEOUT)
+    assert [r.value() for r in kafka_records(both, second, 1)] == [b"claimed"]
+    # Outside the prefixes the default rule holds: `<plant>/other` is a record of topic <plant>.
     pub.publish(f"{plant}/other", b"default", qos=1).wait_for_publish(TIMEOUT)
     assert [r.value() for r in kafka_records(both, plant, 1)] == [b"default"]
     close(sub, pub)

@@ -168,9 +168,7 @@ struct KafkaConnectionState: Sendable {
             guard parts.count == 3 else { return fail(.saslAuthenticationFailed, "malformed PLAIN message") }
             let user = String(decoding: parts[1], as: UTF8.self)
             let authzid = String(decoding: parts[0], as: UTF8.self)
-            guard authzid.isEmpty || authzid == user, let credential = users[user],
-                credential.verifies(password: Array(parts[2]))
-            else {
+            guard authzid.isEmpty || authzid == user, users.verify(user: user, password: Array(parts[2])) else {
                 return fail(.saslAuthenticationFailed, "authentication failed: invalid credentials")
             }
             phase = .authenticated(user: user)

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOPosix
 import StrataAuth
 import StrataJournal
 import Synchronization
@@ -389,12 +390,14 @@ struct MQTTConnection {
         } else if connect.username != nil || connect.password != nil {
             // A mosquitto password file when one is given, else the users file (SCRAM keys, the
             // one every gateway can share): the password is checked by deriving the same keys.
-            credentials = .password(
-                valid: connect.username.map { user in
-                    let password = connect.password ?? []
-                    if let passwords = configuration.passwords { return passwords.verify(user: user, password: password) }
-                    return configuration.scramUsers?[user]?.verifies(password: password) ?? false
-                } ?? false)
+            // Key derivation takes milliseconds: on the blocking pool, not the cooperative one.
+            let (user, password) = (connect.username, connect.password ?? [])
+            let valid = try await NIOThreadPool.singleton.runIfActive {
+                guard let user else { return false }
+                if let passwords = configuration.passwords { return passwords.verify(user: user, password: password) }
+                return configuration.scramUsers?.verify(user: user, password: password) ?? false
+            }
+            credentials = .password(valid: valid)
         } else {
             credentials = .none
         }

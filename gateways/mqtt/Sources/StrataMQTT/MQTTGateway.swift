@@ -137,7 +137,9 @@ public final class MQTTGateway: Service {
         case append(MQTTAppender)
         case route(shard: String, topic: String?, id: [UInt8]?, from: UInt64)
         case create(String)
-        case redeclareShares(String)
+        /// Declare the shared queues again for a topic followed anew (its new sources read
+        /// from their start) or whose MQTT root changed (`fromStart` false: from their ends).
+        case redeclareShares(String, fromStart: Bool)
     }
 
     let streams = Mutex(Streams())
@@ -350,7 +352,8 @@ public final class MQTTGateway: Service {
                 case .route(let shard, let topic, let id, let from):
                     group.addTask { await self.route(shard: shard, topic: topic, id: id, from: from) }
                 case .create(let name): group.addTask { await self.createTopic(name) }
-                case .redeclareShares(let topic): group.addTask { await self.redeclareShares(for: topic) }
+                case .redeclareShares(let topic, let fromStart):
+                    group.addTask { await self.redeclareShares(for: topic, fromStart: fromStart) }
                 }
             }
         }
@@ -384,7 +387,7 @@ public final class MQTTGateway: Service {
             let shard = TopicRegistry.shardName(name, partition)
             startStream(shard, topic: name, id: entry.id, from: from(shard), in: &streams)
         }
-        if !streams.shares.isEmpty { workContinuation.yield(.redeclareShares(name)) }
+        if !streams.shares.isEmpty { workContinuation.yield(.redeclareShares(name, fromStart: true)) }
     }
 
     /// Follows the registry's changes (`TopicRegistry.watch`): topics created or grown elsewhere
@@ -407,7 +410,7 @@ public final class MQTTGateway: Service {
                         let before = streams.roots
                         streams.roots.set(name, prefix: entry.configs[MQTTTopicRoots.prefixConfig])
                         if streams.roots != before, !streams.shares.isEmpty {
-                            workContinuation.yield(.redeclareShares(name))
+                            workContinuation.yield(.redeclareShares(name, fromStart: false))
                         }
                     }
                 }
@@ -856,6 +859,9 @@ public final class MQTTGateway: Service {
     /// Finds or creates the registry topic an MQTT topic's first level names, follows it, and
     /// submits the messages that waited for it (in their order); they fail if it cannot be had.
     private func createTopic(_ name: String) async {
+        // Topics created elsewhere since the last registry poll are followed first: one with a
+        // `strata.mqtt.prefix` may claim these messages, and no first-level topic is made for them.
+        if let all = try? await topics.all(), claimedElsewhere(name, all) { return }
         let result: Result<TopicEntry, any Error>
         do {
             if let entry = try await topics.entry(name) {
@@ -905,6 +911,38 @@ public final class MQTTGateway: Service {
                 metadata: ["topic.name": "\(name)", "error": "\(error)"])
         }
         for (_, completion) in failed { completion(.failure(error)) }
+    }
+
+    /// Follows the registry topics `all` names that are not followed yet, then places again the
+    /// messages waiting for topic `name`; true when none of them waits for it any more.
+    private func claimedElsewhere(_ name: String, _ all: [String: TopicEntry]) -> Bool {
+        var creations: [String] = []
+        let done = streams.withLock { streams -> Bool in
+            guard streams.running else { return false }
+            let unknown = all.filter { streams.topics[$0.key] == nil && $0.key != name }
+            guard !unknown.isEmpty else { return false }
+            for (other, entry) in unknown { follow(other, entry, from: { _ in 0 }, in: &streams) }
+            var still: [(MQTTMessage, MQTTAppender.Completion)] = []
+            for (message, completion) in streams.creating[name] ?? [] {
+                switch shard(for: message.topic, in: streams) {
+                case .shard(let shard) where streams.appenders[shard] != nil:
+                    streams.appenders[shard]!.submit(message, completion: completion)
+                case .topic(let topic) where topic != name:
+                    streams.creating[topic, default: []].append((message, completion))
+                    if streams.creating[topic]!.count == 1 { creations.append(topic) }
+                default:
+                    still.append((message, completion))
+                }
+            }
+            if still.isEmpty {
+                streams.creating[name] = nil
+                return true
+            }
+            streams.creating[name] = still
+            return false
+        }
+        for topic in creations { workContinuation.yield(.create(topic)) }
+        return done
     }
 
     /// `submit`, awaited.

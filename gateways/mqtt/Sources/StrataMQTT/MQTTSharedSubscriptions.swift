@@ -217,7 +217,7 @@ extension MQTTGateway {
     /// Declares a shared subscription's queue with the shards followed now. A source new to an
     /// existing queue (a topic created since) is read from its start; a new queue, or one whose
     /// group had no member left (`member` is the first), starts at the ends.
-    func declareShare(_ filter: String, firstMember: Bool = false) async throws {
+    func declareShare(_ filter: String, firstMember: Bool = false, newSourcesFromStart: Bool = true) async throws {
         guard let queue = shareQueue(filter), let inner = MQTTTopic.sharedSubscription(filter)?.filter else { return }
         let sources = streams.withLock { streams in
             streams.shares[queue] = filter
@@ -232,13 +232,19 @@ extension MQTTGateway {
         if existing != nil && firstMember {
             // MQTT: a shared subscription exists while a session has it; a group formed again
             // gets what is published from now on, not what waited since its last member left.
-            try await journal.deleteQueue(queue)
+            do {
+                try await journal.deleteQueue(queue)
+            } catch let error as JournalError where error.code == .unknownQueue {
+                // Deleted by another gateway meanwhile.
+            }
             existing = nil
         }
         let known = Set(existing?.sources.map(\.shard) ?? [])
         let definition = QueueDefinition(
             sources: sources.map {
-                .init(shard: $0.shard, subjectRoot: $0.root, fromStart: existing != nil && !known.contains($0.shard))
+                .init(
+                    shard: $0.shard, subjectRoot: $0.root,
+                    fromStart: newSourcesFromStart && existing != nil && !known.contains($0.shard))
             },
             filters: [.mqtt(inner)])
         _ = try await journal.declareQueue(queue, definition: definition)
@@ -246,9 +252,13 @@ extension MQTTGateway {
 
     /// Declares again the shared queues this gateway declared that can hold messages of a
     /// registry topic the router began to follow (created or grown since).
-    func redeclareShares(for topic: String) async {
+    /// `fromStart` false: the topic's MQTT root changed (`strata.mqtt.prefix`), and every shared
+    /// queue is declared again — the ones that can read it now take it from its end (its old
+    /// records were not published under the new root), the others get its new subject root.
+    func redeclareShares(for topic: String, fromStart: Bool) async {
         let filters = streams.withLock { streams in
             streams.shares.values.filter { filter in
+                guard fromStart else { return true }
                 let inner = MQTTTopic.sharedSubscription(filter)?.filter ?? ""
                 let first = inner.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first
                 let root = streams.roots.root(of: topic)
@@ -258,7 +268,7 @@ extension MQTTGateway {
         }
         for filter in filters {
             do {
-                try await declareShare(filter)
+                try await declareShare(filter, newSourcesFromStart: fromStart)
             } catch {
                 logger.warning(
                     "mqtt shared subscription queue not extended to a new topic",
@@ -360,10 +370,17 @@ extension MQTTGateway {
     ) {
         var done: [MQTTShareLease] = []
         var unsent: [MQTTShareLease] = []
+        let inner = MQTTTopic.sharedSubscription(filter)?.filter ?? filter
         for delivery in deliveries {
             let lease = MQTTShareLease(queue: queue, receipt: delivery.receipt)
             let message = MQTTMessage(
                 record: delivery.record, root: mqttRoot(of: TopicRegistry.partition(ofShard: delivery.shard)?.topic))
+            // The queue matched the record under the subject root it was declared with; a root
+            // changed since (`strata.mqtt.prefix`) can put it on a topic the filter does not match.
+            guard MQTTTopic.matches(filter: inner, topic: message.topic) else {
+                done.append(lease)
+                continue
+            }
             var outcome = MQTTSession.ShareOutcome.closed
             for target in [session, successor(of: session)].compactMap({ $0 }) {
                 guard let subscription = target.subscription(filter) else { continue }
