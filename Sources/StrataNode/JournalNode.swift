@@ -5,6 +5,7 @@ import ServiceLifecycle
 import StrataClient
 import StrataJournal
 import StrataKafka
+import StrataKit
 import StrataMQTT
 import StrataObjects
 import StrataWire
@@ -95,7 +96,8 @@ public enum JournalNode {
             kafka.nodeID = configuration.kafkaNodeID
             kafka.autoCreateTopics = configuration.kafkaAutoCreateTopics
             try configuring(journal) {
-                try kafka.loadAccessFiles(users: configuration.kafkaUsers ?? configuration.users, acl: configuration.kafkaACL)
+                try kafka.loadAccessFiles(
+                    users: configuration.kafkaUsers ?? configuration.users, acl: configuration.kafkaACL)
             }
             services.append(
                 .init(
@@ -105,13 +107,8 @@ public enum JournalNode {
                         logger: logger, onBound: { announce("kafka \(StrataProcess.display($0))") })))
         }
         services.append(.init(service: http))
-        services.append(.init(service: ShutdownWatchdog(logger: logger)))
-        var groupConfiguration = ServiceGroupConfiguration(
-            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        groupConfiguration.maximumGracefulShutdownDuration = NodeShutdown.gracefulLimit
-        let group = ServiceGroup(configuration: groupConfiguration)
         do {
-            try await group.run()
+            try await NodeShutdown.run(services, logger: logger)
         } catch {
             journal.close()
             throw error

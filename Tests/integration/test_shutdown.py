@@ -63,3 +63,37 @@ def test_sigterm_is_bounded_with_clients_at_every_stage(data_dir):
         elapsed = time.monotonic() - started
         assert code == 0, f"round {round}: exit {code} after {elapsed:.1f} s\n{node.log()}"
         assert elapsed < 12, f"round {round}: SIGTERM took {elapsed:.1f} s\n{node.log()}"
+
+
+def test_standalone_gateways_exit_within_the_bound_when_their_journal_hangs(data_dir):
+    """mqtt-gateway and kafka-gateway run their services as journal-node does (NodeShutdown):
+    with their journal-node stopped (SIGSTOP) their graceful shutdown cannot finish — a
+    persistent session's record cannot be stored — and the watchdog ends them after 15 s."""
+    import os
+    import subprocess
+    from conftest import BIN
+    from test_mqtt import Gateway, connect_persistent, persistent_client
+    node = Node(f"{data_dir}/node", [], listeners=2)
+    mqtt_gateway = Gateway(node.journal, ["--allow-anonymous"])
+    kafka_gateway = subprocess.Popen([os.path.join(BIN, "kafka-gateway"), "--journal", node.journal, "--listen",
+                                      "127.0.0.1:0", "--log-level", "error"], stdout=subprocess.PIPE, text=True)
+    assert kafka_gateway.stdout.readline().startswith("kafka ")
+    try:
+        c = persistent_client(mqtt_gateway, "stuck-on-shutdown")
+        connect_persistent(c, mqtt_gateway)
+        node.process.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        mqtt_gateway.process.send_signal(signal.SIGTERM)
+        kafka_gateway.send_signal(signal.SIGTERM)
+        mqtt_code = mqtt_gateway.process.wait(timeout=40)
+        kafka_code = kafka_gateway.wait(timeout=40)
+        elapsed = time.monotonic() - started
+        assert elapsed < 25, f"the gateways took {elapsed:.1f} s"
+        assert mqtt_code in (0, 70) and kafka_code in (0, 70), (mqtt_code, kafka_code)
+        c.loop_stop()
+    finally:
+        node.process.send_signal(signal.SIGCONT)
+        for process in (mqtt_gateway.process, kafka_gateway):
+            if process.poll() is None:
+                process.kill()
+        node.stop()

@@ -84,9 +84,8 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
             configuration: settings, journal: client, logger: logger, onBound: { StrataProcess.announce("kafka", $0) })
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: gateway)]
         if let endpoint { services.append(.init(service: endpoint)) }
-        let group = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        // Bounded like journal-node's: cancelled after 10 s, exited after 15 s.
+        try await NodeShutdown.run(services, logger: logger)
         await client.close()
     }
 }
