@@ -98,19 +98,30 @@ struct MQTTConnection {
             }
             enhanced = outcome
         }
-        var state = MQTTConnectionState(
-            limits: .init(
-                topicAliasMaximum: gateway.configuration.topicAliasMaximum,
-                maxKeepAlive: gateway.configuration.maxKeepAlive, allowAnonymous: gateway.configuration.allowAnonymous))
-        guard
-            let (session, resume, endedShares, keepAlive) = try await accept(
-                connect, state: &state, enhanced: enhanced, outbound: outbound)
-        else {
-            return nil
+        // Accepting (credentials, session takeover, the stored session) runs in a task of its
+        // own: its frames are freed when it is done instead of setting the connection task's
+        // peak for the connection's life.
+        let accepting = Task { [self, enhanced] () async throws -> Opened? in
+            var state = MQTTConnectionState(
+                limits: .init(
+                    topicAliasMaximum: gateway.configuration.topicAliasMaximum,
+                    maxKeepAlive: gateway.configuration.maxKeepAlive,
+                    allowAnonymous: gateway.configuration.allowAnonymous))
+            guard
+                let (session, resume, endedShares, keepAlive) = try await accept(
+                    connect, state: &state, enhanced: enhanced, outbound: outbound)
+            else {
+                return nil
+            }
+            return Opened(
+                state: state, session: session, resume: resume, keepAlive: keepAlive, will: connect.will,
+                endedShares: endedShares)
         }
-        return Opened(
-            state: state, session: session, resume: resume, keepAlive: keepAlive, will: connect.will,
-            endedShares: endedShares)
+        return try await withTaskCancellationHandler {
+            try await accepting.value
+        } onCancel: {
+            accepting.cancel()
+        }
     }
 
     /// The connected session: packets until DISCONNECT, an error, a keep-alive timeout or a
