@@ -12,12 +12,18 @@ import StrataWire
 ///     admin        all         *
 ///     kafka        all         shard:kafka/
 ///     kafka        all         kv:kafka.
+///     kafka        all         group:kafka/
 ///     reader       read        shard:kafka/orders/
+///     reader       write       group:reporting
 ///
-/// `read` lets a principal describe, read, subscribe and fetch offsets (or get and scan keys);
-/// `write` adds appends and offset commits (puts and deletes); `all` adds creating and
-/// deleting shards. `*` is every shard and namespace. A principal sees only the shards it may
-/// read in `listShards`. Nothing is allowed that no line grants.
+/// `read` lets a principal describe, read and subscribe to shards (or get and scan keys);
+/// `write` adds appends (puts and deletes); `all` adds creating and deleting shards. Consumer
+/// offsets are the group's, as Kafka has it: fetching one needs `read` on the shard and on the
+/// group (`group:PREFIX`), committing one `read` on the shard and `write` on the group — so a
+/// consumer that may only read a shard can still commit its own group's position, and no
+/// principal can move another group's. `*` is every shard, namespace, queue and group. A
+/// principal sees only the shards it may read in `listShards`. Nothing is allowed that no line
+/// grants.
 public struct JournalAccess: Sendable {
     public enum Permission: Int, Sendable, Comparable {
         case read = 1
@@ -31,6 +37,7 @@ public struct JournalAccess: Sendable {
         case shards(prefix: String)
         case namespaces(prefix: String)
         case queues(prefix: String)
+        case groups(prefix: String)
     }
 
     struct Grant: Sendable {
@@ -64,10 +71,12 @@ public struct JournalAccess: Sendable {
                     .namespaces(prefix: String(fields[2].dropFirst(3)))
                 } else if fields[2].hasPrefix("queue:") {
                     .queues(prefix: String(fields[2].dropFirst(6)))
+                } else if fields[2].hasPrefix("group:") {
+                    .groups(prefix: String(fields[2].dropFirst(6)))
                 } else { nil }
             guard let permission, let resource else {
                 throw ConfigFileError(
-                    "\(source) line \(number + 1): expected PRINCIPAL read|write|all */shard:PREFIX/kv:PREFIX/queue:PREFIX"
+                    "\(source) line \(number + 1): expected PRINCIPAL read|write|all */shard:PREFIX/kv:PREFIX/queue:PREFIX/group:PREFIX"
                 )
             }
             grants.append(Grant(principal: fields[0], permission: permission, resource: resource))
@@ -89,6 +98,8 @@ public struct JournalAccess: Sendable {
         case shard(String)
         case namespace(String)
         case queue(String)
+        /// A consumer group's offsets.
+        case group(String)
     }
 
     public func allows(_ principal: String, _ permission: Permission, _ target: Target) -> Bool {
@@ -97,7 +108,7 @@ public struct JournalAccess: Sendable {
             switch (grant.resource, target) {
             case (.everything, _): return true
             case (.shards(let prefix), .shard(let name)), (.namespaces(let prefix), .namespace(let name)),
-                (.queues(let prefix), .queue(let name)):
+                (.queues(let prefix), .queue(let name)), (.groups(let prefix), .group(let name)):
                 return name.hasPrefix(prefix)
             default: return false
             }
@@ -109,10 +120,11 @@ public struct JournalAccess: Sendable {
         switch request {
         case .createShard(let name, _), .alterShard(let name, _), .deleteShard(let name): [(.all, .shard(name))]
         case .describeShard(let name): [(.read, .shard(name))]
-        case .read(let shard, _, _, _), .offsetForTimestamp(let shard, _), .subscribe(let shard, _, _, _),
-            .fetchOffset(_, let shard):
+        case .read(let shard, _, _, _), .offsetForTimestamp(let shard, _), .subscribe(let shard, _, _, _):
             [(.read, .shard(shard))]
-        case .append(let shard, _), .commitOffset(_, let shard, _): [(.write, .shard(shard))]
+        case .fetchOffset(let group, let shard): [(.read, .shard(shard)), (.read, .group(group))]
+        case .commitOffset(let group, let shard, _): [(.read, .shard(shard)), (.write, .group(group))]
+        case .append(let shard, _): [(.write, .shard(shard))]
         case .kvGet(let namespace, _), .kvScan(let namespace, _, _): [(.read, .namespace(namespace))]
         case .kvPut(let namespace, _, _), .kvDelete(let namespace, _): [(.write, .namespace(namespace))]
         // A queue reads its sources and appends its dead letters with its declarer's rights.
@@ -135,6 +147,7 @@ public struct JournalAccess: Sendable {
             case .shard(let name): "shard \(name)"
             case .namespace(let name): "in namespace \(name)"
             case .queue(let name): "queue \(name)"
+            case .group(let name): "for group \(name)"
             }
         return JournalError(.permissionDenied, "\(principal) may not \(request.type) \(what)")
     }

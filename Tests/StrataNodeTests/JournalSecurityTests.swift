@@ -8,7 +8,7 @@ import StrataWire
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The journal protocol with authentication (SCRAM-SHA-256, client certificates), TLS and
@@ -19,12 +19,16 @@ import Glibc
         admin all *
         kafka all shard:kafka/
         kafka all kv:kafka.
+        kafka write group:kafka/
         """
 
     /// Users admin/admin-secret and kafka/kafka-secret, the permissions above.
     static func accessFiles(_ dir: String) throws -> [String] {
         let users =
-            [SCRAMUsers.line(user: "admin", password: "admin-secret"), SCRAMUsers.line(user: "kafka", password: "kafka-secret")]
+            [
+                SCRAMUsers.line(user: "admin", password: "admin-secret"),
+                SCRAMUsers.line(user: "kafka", password: "kafka-secret"),
+            ]
             .joined(separator: "\n")
         try users.write(toFile: dir + "/users", atomically: true, encoding: .utf8)
         try permissions.write(toFile: dir + "/permissions", atomically: true, encoding: .utf8)
@@ -32,7 +36,8 @@ import Glibc
     }
 
     static func client(
-        _ node: NodeProcess, user: String? = nil, password: String? = nil, tls: (ca: String, cert: String?, key: String?)? = nil
+        _ node: NodeProcess, user: String? = nil, password: String? = nil,
+        tls: (ca: String, cert: String?, key: String?)? = nil
     ) -> RemoteJournalClient {
         var configuration = RemoteJournalClient.Configuration(host: "127.0.0.1", port: node.journalPort)
         configuration.connectTimeout = .seconds(3)
@@ -80,16 +85,33 @@ import Glibc
             let kafka = Self.client(node, user: "kafka", password: "kafka-secret")
             let denied = await Self.refusal { try await kafka.deleteShard("mqtt/sessions-0") }
             #expect(denied?.code == .permissionDenied, "\(String(describing: denied))")
-            #expect(await Self.refusal { _ = try await kafka.append(shard: "mqtt/sessions-0", batch: makeBatch("x")) }?.code == .permissionDenied)
-            #expect(await Self.refusal { try await kafka.put(namespace: "mqtt.sessions", key: [1], value: [2]) }?.code == .permissionDenied)
+            #expect(
+                await Self.refusal { _ = try await kafka.append(shard: "mqtt/sessions-0", batch: makeBatch("x")) }?.code
+                    == .permissionDenied)
+            #expect(
+                await Self.refusal { try await kafka.put(namespace: "mqtt.sessions", key: [1], value: [2]) }?.code
+                    == .permissionDenied)
             try await kafka.put(namespace: "kafka.groups", key: [1], value: [2])
             _ = try await kafka.createShard("kafka/orders/1")
             _ = try await kafka.append(shard: "kafka/orders/1", batch: makeBatch("ok"))
             #expect(try await kafka.listShards().map(\.name) == ["kafka/orders/0", "kafka/orders/1"])
+            // Offsets belong to groups: its own groups' it may commit and fetch, no other's.
+            try await kafka.commitOffset(group: "kafka/g", shard: "kafka/orders/1", offset: 1)
+            #expect(try await kafka.committedOffset(group: "kafka/g", shard: "kafka/orders/1") == 1)
+            let otherGroup = await Self.refusal {
+                try await kafka.commitOffset(group: "mqtt/other", shard: "kafka/orders/1", offset: 0)
+            }
+            #expect(otherGroup?.code == .permissionDenied, "\(String(describing: otherGroup))")
+            #expect(
+                await Self.refusal {
+                    _ = try await kafka.committedOffset(group: "mqtt/other", shard: "kafka/orders/1")
+                }?
+                .code == .permissionDenied)
             await kafka.close()
 
             // Nothing the refused requests asked for happened.
-            #expect(try await admin.listShards().map(\.name) == ["kafka/orders/0", "kafka/orders/1", "mqtt/sessions-0"])
+            #expect(
+                try await admin.listShards().map(\.name) == ["kafka/orders/0", "kafka/orders/1", "mqtt/sessions-0"])
             #expect(try await admin.describeShard("mqtt/sessions-0").endOffset == 0)
             #expect(try await admin.get(namespace: "mqtt.sessions", key: [1]) == nil)
             await admin.close()
@@ -145,7 +167,8 @@ import Glibc
 
             let insecure = try await NodeProcess(
                 dataDirectory: dir + "/insecure", extraArguments: ["--listen", "0.0.0.0:0", "--insecure"])
-            let client = RemoteJournalClient(configuration: .init(host: "127.0.0.1", port: insecure.journalPort), logger: quietLogger)
+            let client = RemoteJournalClient(
+                configuration: .init(host: "127.0.0.1", port: insecure.journalPort), logger: quietLogger)
             _ = try await client.status()
             await client.close()
             await insecure.stop()
@@ -156,10 +179,13 @@ import Glibc
         try await withTemporaryDirectory { dir in
             let token = "t0ken-for-the-admin-api"
             try token.write(toFile: dir + "/token", atomically: true, encoding: .utf8)
-            let node = try await NodeProcess(dataDirectory: dir + "/node", extraArguments: ["--http-admin-token-file", dir + "/token"])
+            let node = try await NodeProcess(
+                dataDirectory: dir + "/node", extraArguments: ["--http-admin-token-file", dir + "/token"])
             defer { Task { await node.stop() } }
             #expect(try await curl(port: node.httpPort, path: "/admin/status").status == 401)
-            #expect(try await curl(port: node.httpPort, path: "/admin/status", token: "wrong-token-wrong-token").status == 401)
+            #expect(
+                try await curl(port: node.httpPort, path: "/admin/status", token: "wrong-token-wrong-token").status
+                    == 401)
             #expect(try await curl(port: node.httpPort, path: "/admin/status", token: token).status == 200)
             #expect(try await curl(port: node.httpPort, path: "/metrics").status == 200)
             #expect(try await curl(port: node.httpPort, path: "/health").status == 200)
@@ -211,9 +237,13 @@ struct TestCertificates {
             ])
         }
         func issue(_ name: String, by issuer: String, extensions: String?) throws {
-            try openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=\(name)", "-keyout", "\(dir)/\(name).key", "-out", "\(dir)/\(name).csr"])
+            try openssl([
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=\(name)", "-keyout", "\(dir)/\(name).key", "-out",
+                "\(dir)/\(name).csr",
+            ])
             var arguments = [
-                "x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/\(issuer).pem", "-CAkey", "\(dir)/\(issuer).key",
+                "x509", "-req", "-in", "\(dir)/\(name).csr", "-CA", "\(dir)/\(issuer).pem", "-CAkey",
+                "\(dir)/\(issuer).key",
                 "-CAcreateserial", "-days", "2", "-out", "\(dir)/\(name).pem",
             ]
             if let extensions {
