@@ -287,7 +287,7 @@ let package = Package(
 
         .testTarget(
             name: "StrataTopicsTests",
-            dependencies: ["StrataTopics", "StrataJournal", "StrataClient", "StrataTestSupport"],
+            dependencies: ["StrataTopics", "StrataJournal", "StrataClient", "StrataTestSupport", "StrataWire"],
             swiftSettings: swiftSettings),
 
         .testTarget(

@@ -7,10 +7,15 @@ public struct InProcessJournalClient: JournalClient {
     public let journal: Journal
     public let node: String
     private let started = ContinuousClock.now
+    /// The bytes appends in flight may hold, shared with the node's journal-protocol connections
+    /// (`JournalServer.queuedBytes`): gateways in the node's process are held back like remote
+    /// clients when the journal falls behind. Nil: no limit (tests, tools).
+    private let appendBudget: ByteBudget?
 
-    public init(journal: Journal, node: String = "in-process") {
+    public init(journal: Journal, node: String = "in-process", appendBudget: ByteBudget? = nil) {
         self.journal = journal
         self.node = node
+        self.appendBudget = appendBudget
     }
 
     public func createShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
@@ -26,12 +31,19 @@ public struct InProcessJournalClient: JournalClient {
     public func listShards() async throws -> [ShardInfo] { journal.listShards() }
 
     public func append(shard: String, batch: ByteBuffer) async throws -> AppendResult {
-        try await journal.append(shard: shard, batch: batch)
+        try await queueAppend(shard: shard, batch: batch).result
     }
 
+    /// Takes the batch's bytes from the append budget first (waiting, in order, while appends
+    /// already in flight hold it), and gives them back once the journal answered.
     public func queueAppend(shard: String, batch: ByteBuffer) async throws -> PendingAppend {
+        let bytes = batch.readableBytes
+        if let appendBudget, !(await appendBudget.acquire(bytes)) { throw CancellationError() }
         let pending = PendingAppend()
-        journal.enqueueAppend(shard: shard, batch: batch) { outcome in pending.complete(outcome.mapError { $0 }) }
+        journal.enqueueAppend(shard: shard, batch: batch) { [appendBudget] outcome in
+            appendBudget?.release(bytes)
+            pending.complete(outcome.mapError { $0 })
+        }
         return pending
     }
 

@@ -82,7 +82,8 @@ public enum JournalNode {
                 .init(
                     service: MQTTGateway(
                         configuration: mqtt,
-                        journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
+                        journal: InProcessJournalClient(
+                            journal: journal, node: configuration.nodeName, appendBudget: server.queuedBytes),
                         logger: logger, onBound: { announce("mqtt \(StrataProcess.display($0))") },
                         onWebSocketBound: { announce("mqtt-ws \(StrataProcess.display($0))") })))
         }
@@ -103,7 +104,8 @@ public enum JournalNode {
                 .init(
                     service: KafkaGateway(
                         configuration: kafka,
-                        journal: InProcessJournalClient(journal: journal, node: configuration.nodeName),
+                        journal: InProcessJournalClient(
+                            journal: journal, node: configuration.nodeName, appendBudget: server.queuedBytes),
                         logger: logger, onBound: { announce("kafka \(StrataProcess.display($0))") })))
         }
         services.append(.init(service: http))

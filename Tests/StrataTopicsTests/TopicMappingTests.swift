@@ -3,6 +3,7 @@ import StrataClient
 import StrataJournal
 import StrataTestSupport
 import StrataTopics
+import StrataWire
 import Testing
 
 @Suite struct TopicMappingTests {
@@ -146,6 +147,35 @@ func withJournal(_ body: (Journal, InProcessJournalClient) async throws -> Void)
             await b.leave()
             try await a.join()  // rereads the list
             #expect((0..<64).allSatisfy { a.owns("group-\($0)") })
+        }
+    }
+}
+
+/// In-process appends take their bytes from the node's budget and give them back, refused or not.
+@Suite struct InProcessAppendBudgetTests {
+    @Test func appendsHoldTheirBytesUntilAnsweredAndGiveThemBack() async throws {
+        try await withTemporaryDirectory { directory in
+            let journal = try Journal(
+                configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+            defer { journal.close() }
+            let budget = ByteBudget(limit: 4096)
+            let client = InProcessJournalClient(journal: journal, node: "test", appendBudget: budget)
+            _ = try await client.createShard("s", config: ShardConfig())
+            let pending = try await client.queueAppend(shard: "s", batch: makeBatch("x", count: 4, size: 100))
+            _ = try await pending.result
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<40 {
+                    group.addTask {
+                        _ = try await client.append(shard: "s", batch: makeBatch("m\(i)", count: 8, size: 200))
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try await client.describeShard("s").endOffset == 4 + 40 * 8)
+            await #expect(throws: (any Error).self) {
+                _ = try await client.append(shard: "nope", batch: makeBatch("y"))
+            }
+            #expect(budget.available == 4096, "every append gave its bytes back")
         }
     }
 }
