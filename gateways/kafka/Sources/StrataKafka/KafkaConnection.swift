@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import NIOPosix
 import StrataWire
 
 /// One client connection. Requests are read in order and handled concurrently (a Fetch waiting
@@ -42,7 +43,21 @@ struct KafkaConnection {
                     do {
                         for try await frame in inbound {
                             await limiter.acquire()
-                            pending.yield(try gateway.handle(frame, peer: host, state: &state))
+                            if frame.getInteger(at: frame.readerIndex, as: Int16.self)
+                                == KafkaAPI.saslAuthenticate.rawValue
+                            {
+                                // A PLAIN login derives the user's keys (milliseconds of PBKDF2):
+                                // on the blocking pool, not the connections' threads.
+                                let (answer, after) = try await NIOThreadPool.singleton.runIfActive {
+                                    [state] in
+                                    var changed = state
+                                    return (try gateway.handle(frame, peer: host, state: &changed), changed)
+                                }
+                                state = after
+                                pending.yield(answer)
+                            } else {
+                                pending.yield(try gateway.handle(frame, peer: host, state: &state))
+                            }
                             if state.user != nil, let raised = gate {
                                 raised.raise(to: gateway.configuration.maxRequestSize)
                                 gate = nil
