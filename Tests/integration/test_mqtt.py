@@ -390,11 +390,11 @@ def test_shared_member_killed_gets_its_messages_on_resume(node):
     victim = Victim(node.mqtt_port, cid, "persistent", filt)
     pub = client(node)
     connect(pub, node)
-    sent = [f"k{i}" for i in range(40)]
+    sent = [f"k{i}" for i in range(80)]
     for i, payload in enumerate(sent):
         pub.publish(f"kill/{i}", payload, qos=1).wait_for_publish(TIMEOUT)
-    # The only member, acknowledging nothing: it holds as many as its window (32), the rest wait.
-    first = victim.received(32)
+    # The only member, acknowledging nothing: it holds as many as its window (64), the rest wait.
+    first = victim.received(64)
     assert set(first) <= set(sent)
     other = client(node)
     connect(other, node)
@@ -976,7 +976,7 @@ def test_shared_group_across_gateways_keeps_messages_while_offline(data_dir):
         got = drain([a, b], len(sent))
         assert sorted(got[0] + got[1]) == sorted(sent)  # once across both gateways
         close(a, b)
-        late = [f"late{i}" for i in range(100)]  # more than a member's window (32)
+        late = [f"late{i}" for i in range(100)]  # more than a member's window (64)
         for i, payload in enumerate(late):  # the whole group is offline
             pub.publish(f"across/late/{i}", payload, qos=1).wait_for_publish(TIMEOUT)
         b_again = persistent_client(first, "across-b", mqtt.MQTTv5)  # back through the other gateway

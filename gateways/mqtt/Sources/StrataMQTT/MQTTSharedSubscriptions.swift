@@ -173,9 +173,9 @@ final class MQTTSharePullers: Sendable {
 extension MQTTGateway {
     /// The most messages of one shared subscription a member holds unacknowledged (also bounded
     /// by its receive maximum): what it has not taken yet stays available to the other members.
-    static let shareWindow = 32
+    static let shareWindow = 64
     /// The most messages one receive takes, so that members waiting together share a burst.
-    static let shareBatch = 16
+    static let shareBatch = 32
     /// Lease of a message to a member whose session ends with its connection (or with
     /// `sharedRedispatch`), renewed while connected: a gateway that dies does not keep it.
     static let shareVisibilityMilliseconds: UInt32 = 60_000
