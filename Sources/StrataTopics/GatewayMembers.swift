@@ -92,6 +92,7 @@ public final class GatewayMembers: Sendable {
     public func run() async {
         while !Task.isCancelled {
             try? await Task.sleep(for: heartbeat)
+            guard !Task.isCancelled else { return }  // shutting down: not a failed renewal
             do {
                 try await write()
                 let others = try await read()
