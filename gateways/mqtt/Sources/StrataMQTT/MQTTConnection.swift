@@ -303,11 +303,18 @@ struct MQTTConnection {
                     "session not stored", metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
             }
             // Still the registered session: its shared messages go back to their groups when
-            // the session ends here (not when another connection took it over).
-            await gateway.endShares(
-                clientID: session.clientID, queues: gateway.shareQueues(session.subscriptions),
-                leases: session.shareLeases, sessionEnded: !(session.persistent && expiry != 0),
-                settler: shares.settler)
+            // the session ends here — not when another connection took it over, here or (its
+            // takeover not answered in time) through another gateway, whose session now holds
+            // the client's leases.
+            let queues = gateway.shareQueues(session.subscriptions)
+            let leases = session.shareLeases
+            if !queues.isEmpty || !leases.isEmpty, await gateway.holdsSession(session.clientID) {
+                await gateway.endShares(
+                    clientID: session.clientID, queues: queues, leases: leases,
+                    sessionEnded: !(session.persistent && expiry != 0), settler: shares.settler)
+            } else {
+                await shares.settler.flush()
+            }
         } else {
             await shares.settler.flush()
         }

@@ -611,6 +611,16 @@ public final class MQTTGateway: Service {
         try await journal.put(namespace: Self.holderNamespace, key: key, value: Array(String(me).utf8))
     }
 
+    /// Whether this gateway is still the holder of a client's session (true when alone on the
+    /// journal, or when nothing says otherwise).
+    func holdsSession(_ clientID: String) async -> Bool {
+        guard let members = members.withLock({ $0 }),
+            let bytes = try? await journal.get(namespace: Self.holderNamespace, key: Array(clientID.utf8)),
+            let holder = Int32(String(decoding: bytes, as: UTF8.self))
+        else { return true }
+        return holder == members.me.id
+    }
+
     /// Ends the sessions other gateways asked for (`claimSession`), read every 100 ms.
     private func answerTakeovers() async {
         guard let members = members.withLock({ $0 }) else { return }
