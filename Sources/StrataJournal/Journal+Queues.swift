@@ -188,19 +188,17 @@ actor QueueActor {
             // Receipts name sources by index: the known ones keep theirs (a declaration may
             // update their subject root), sources new to the queue are appended in the declared
             // order, and a declaration naming fewer removes none. So gateways that declare one
-            // queue with the sources each knows of, in any order, agree.
+            // queue with the sources each knows of, in any order, agree. (`declareQueue` refused
+            // a declaration naming a shard twice.)
             var new = declared
-            var byShard: [String: QueueDefinition.Source] = [:]
-            for source in declared.sources where byShard[source.shard] == nil { byShard[source.shard] = source }
+            let byShard = Dictionary(uniqueKeysWithValues: declared.sources.map { ($0.shard, $0) })
             let known = Set(definition.sources.map(\.shard))
-            var appended = Set<String>()
             new.sources =
                 definition.sources.map { source in
                     var kept = source
                     if let given = byShard[source.shard] { kept.subjectRoot = given.subjectRoot }
                     return kept
-                }
-                + declared.sources.filter { !known.contains($0.shard) && appended.insert($0.shard).inserted }
+                } + declared.sources.filter { !known.contains($0.shard) }
             if new != definition || !stored {
                 let bytes = Array(try JSONEncoder().encode(new))
                 try await journal.blocking { [journal, name] in

@@ -26,6 +26,17 @@ public struct ListenerOptions: Sendable {
         self.backlog = backlog
         self.receiveBuffers = receiveBuffers
     }
+
+    /// The server bootstrap every listener starts from: backlog, address reuse, no Nagle, the
+    /// read buffers.
+    func bootstrap(group: any EventLoopGroup) -> ServerBootstrap {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: backlog)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        guard let receiveBuffers else { return bootstrap }
+        return bootstrap.childChannelOption(.recvAllocator, value: receiveBuffers)
+    }
 }
 
 /// The one TCP listener of every Strata protocol (journal, MQTT, Kafka, and the protocols to
@@ -43,14 +54,8 @@ public struct Listener: Sendable {
         pipeline: @escaping @Sendable (any Channel) throws -> Void
     ) async throws -> Listener {
         let tls = options.tls
-        var bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: options.backlog)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        let bootstrap = options.bootstrap(group: group)
             .childChannelOption(.autoRead, value: false)  // until AcceptedConnection.serve
-        if let buffers = options.receiveBuffers {
-            bootstrap = bootstrap.childChannelOption(.recvAllocator, value: buffers)
-        }
         let server = try await bootstrap.bind(host: options.host, port: options.port) { channel in
             channel.eventLoop.makeCompletedFuture { () -> any Channel in
                 if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
@@ -101,14 +106,7 @@ public struct WebSocketListener<Inbound: Sendable, Outbound: Sendable>: Sendable
         pipeline: @escaping @Sendable (any Channel) throws -> Void
     ) async throws -> WebSocketListener {
         let tls = options.tls
-        var bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: options.backlog)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-        if let buffers = options.receiveBuffers {
-            bootstrap = bootstrap.childChannelOption(.recvAllocator, value: buffers)
-        }
-        let server = try await bootstrap.bind(host: options.host, port: options.port) { channel in
+        let server = try await options.bootstrap(group: group).bind(host: options.host, port: options.port) { channel in
             channel.eventLoop.makeCompletedFuture {
                 if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                 let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(

@@ -134,22 +134,18 @@ public final class NodeMetrics: Sendable {
                     [("group", commit.group), ("shard", commit.shard)], lag)
             }
         }
+        for info in infos {
+            let labels = [("shard", info.name)]
+            gauge("strata_shard_end_offset", "One past the last offset", labels, Double(info.endOffset))
+            gauge("strata_shard_stored_bytes", "Batch bytes stored", labels, Double(info.storedBytes))
+        }
         renderQueues(queues, into: gauge)
-        // Series of queues, groups and shards that are gone are removed, not left at their last value.
+        // Series of shards, queues and groups that are gone are removed, not left at their last value.
         let vanished = dynamicGauges.withLock { previous in
             defer { previous = emitted }
             return previous.filter { emitted[$0.key] == nil }.map(\.value)
         }
         for gone in vanished { registry.unregisterGauge(gone) }
-        for info in infos {
-            let labels = [("shard", info.name)]
-            registry.makeGauge(
-                descriptor: Self.name("strata_shard_end_offset", "One past the last offset"), labels: labels
-            )
-            .set(Double(info.endOffset))
-            registry.makeGauge(descriptor: Self.name("strata_shard_stored_bytes", "Batch bytes stored"), labels: labels)
-                .set(Double(info.storedBytes))
-        }
         if let tier { renderTier(tier) }
         return registry.emitToBuffer()
             + Self.histogramText(

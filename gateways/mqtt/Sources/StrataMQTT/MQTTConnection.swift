@@ -56,12 +56,7 @@ struct MQTTConnection {
         var will: MQTTPacket.Will?
         /// The shared subscriptions of a session this CONNECT ended (replaced by a clean start,
         /// expired, or not persistent), whose messages go back to their groups.
-        var endedShares: EndedShares?
-    }
-
-    struct EndedShares: Sendable {
-        var queues: Set<String>
-        var leases: [(lease: MQTTShareLease, qos: UInt8, sent: Bool)]
+        var endedShares: MQTTHeldShares?
     }
 
     /// How the conversation ended.
@@ -133,9 +128,7 @@ struct MQTTConnection {
     ) async -> Ending {
         let session = opened.session
         if let ended = opened.endedShares {
-            await gateway.endShares(
-                clientID: session.clientID, queues: ended.queues, leases: ended.leases, sessionEnded: true,
-                settler: shares.settler)
+            await gateway.endShares(clientID: session.clientID, ended, sessionEnded: true, settler: shares.settler)
         }
         // Shared subscriptions take their messages from their queues; a resumed session's own
         // unacknowledged ones first.
@@ -306,17 +299,16 @@ struct MQTTConnection {
             // the session ends here — not when another connection took it over, here or (its
             // takeover not answered in time) through another gateway, whose session now holds
             // the client's leases.
-            let queues = gateway.shareQueues(session.subscriptions)
-            let leases = session.shareLeases
-            if !queues.isEmpty || !leases.isEmpty, await gateway.holdsSession(session.clientID) {
+            let held = gateway.heldShares(of: session)
+            if !held.isEmpty, await gateway.holdsSession(session.clientID) {
                 await gateway.endShares(
-                    clientID: session.clientID, queues: queues, leases: leases,
-                    sessionEnded: !(session.persistent && expiry != 0), settler: shares.settler)
+                    clientID: session.clientID, held, sessionEnded: !(session.persistent && expiry != 0),
+                    settler: shares.settler)
             } else {
-                await shares.settler.flush()
+                await gateway.flushShareSettler(session.clientID)
             }
         } else {
-            await shares.settler.flush()
+            await gateway.flushShareSettler(session.clientID)
         }
         if !ending.normalDisconnect, let pending = opened.will, session.permits(.write, pending.topic) {
             var properties = pending.properties
@@ -399,7 +391,7 @@ struct MQTTConnection {
     private func accept(
         _ connect: MQTTPacket.Connect, state: inout MQTTConnectionState, enhanced: EnhancedAuthentication?,
         outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
-    ) async throws -> (MQTTSession, Resume?, EndedShares?, keepAlive: UInt16)? {
+    ) async throws -> (MQTTSession, Resume?, MQTTHeldShares?, keepAlive: UInt16)? {
         let version = connect.version
         let configuration = gateway.configuration
         let credentials: MQTTConnectionState.Credentials
@@ -436,23 +428,16 @@ struct MQTTConnection {
         var stored: MQTTSessionRecord?
         // The session this CONNECT ends instead of resuming it: its shared messages go back to
         // their groups.
-        var ended: EndedShares?
-        func ends(_ record: MQTTSessionRecord) {
-            ended = EndedShares(
-                queues: gateway.shareQueues(record.subscriptions),
-                leases: record.inflight.compactMap { entry in
-                    entry.share.map { ($0, MQTTSessionRecord.decode(entry.packet)?.qos ?? 1, true) }
-                })
-        }
+        var ended: MQTTHeldShares?
         let live = gateway.connectedSession(clientID)
         if let (live, positions) = live, live.persistent, !connect.cleanStart {
             stored = live.record(positions: positions, expiryInterval: live.expiryInterval)
         } else if let (live, _) = live {
-            ended = EndedShares(queues: gateway.shareQueues(live.subscriptions), leases: live.shareLeases)
+            ended = gateway.heldShares(of: live)
             if connect.cleanStart { try await gateway.forgetSession(clientID) }
         } else if let record = try await gateway.storedSession(clientID) {
             if connect.cleanStart || record.isExpired {
-                ends(record)
+                ended = gateway.heldShares(of: record)
                 try await gateway.forgetSession(clientID)
             } else {
                 stored = record
@@ -501,7 +486,7 @@ struct MQTTConnection {
         logger.debug("mqtt client connected", metadata: ["mqtt.client": "\(clientID)", "mqtt.version": "\(version)"])
         return (
             session, stored.map { Resume(from: $0.positions, to: positions, complete: $0.complete == true) },
-            ended.flatMap { $0.queues.isEmpty && $0.leases.isEmpty ? nil : $0 }, accepted.keepAlive
+            ended.flatMap { $0.isEmpty ? nil : $0 }, accepted.keepAlive
         )
     }
 
@@ -596,19 +581,7 @@ struct MQTTConnection {
                 // The group's queue exists, reading every shard a match can be in, before the
                 // SUBACK: what is published after it reaches the group.
                 do {
-                    let first = try await gateway.joinShare(subscription.filter, of: session)
-                    // A member subscribing again to what it has does not form the group anew.
-                    let anew = first && session.subscription(subscription.filter) == nil
-                    do {
-                        try await gateway.declareShare(subscription.filter, firstMember: anew)
-                    } catch {
-                        if session.subscription(subscription.filter) == nil,
-                            let queue = gateway.shareQueue(subscription.filter)
-                        {
-                            await gateway.leaveShare(queue, clientID: session.clientID)
-                        }
-                        throw error
-                    }
+                    try await gateway.joinAndDeclareShare(subscription.filter, of: session)
                 } catch {
                     logger.error(
                         "mqtt shared subscription queue not declared",

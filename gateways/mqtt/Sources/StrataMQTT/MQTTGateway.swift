@@ -894,22 +894,15 @@ public final class MQTTGateway: Service {
         }
         // The waiting messages go to their appenders under the lock that new publishes take, so
         // none of those overtakes them.
-        let failed = streams.withLock { streams -> [(MQTTMessage, MQTTAppender.Completion)] in
-            let waiting = streams.creating.removeValue(forKey: name) ?? []
-            guard case .success(let entry) = result, streams.running else { return waiting }
-            follow(name, entry, from: { _ in 0 }, in: &streams)
-            var failed: [(MQTTMessage, MQTTAppender.Completion)] = []
-            for (message, completion) in waiting {
-                if case .shard(let shard) = shard(for: message.topic, in: streams),
-                    let appender = streams.appenders[shard]
-                {
-                    appender.submit(message, completion: completion)
-                } else {
-                    failed.append((message, completion))
-                }
+        let (failed, creations) = streams.withLock {
+            streams -> (unplaced: [(MQTTMessage, MQTTAppender.Completion)], creations: [String]) in
+            guard case .success(let entry) = result, streams.running else {
+                return (streams.creating.removeValue(forKey: name) ?? [], [])
             }
-            return failed
+            follow(name, entry, from: { _ in 0 }, in: &streams)
+            return placeWaiting(name, in: &streams)
         }
+        for topic in creations { workContinuation.yield(.create(topic)) }
         let error: any Error =
             switch result {
             case .failure(let error): error
@@ -926,33 +919,39 @@ public final class MQTTGateway: Service {
     /// Follows the registry topics `all` names that are not followed yet, then places again the
     /// messages waiting for topic `name`; true when none of them waits for it any more.
     private func claimedElsewhere(_ name: String, _ all: [String: TopicEntry]) -> Bool {
-        var creations: [String] = []
-        let done = streams.withLock { streams -> Bool in
-            guard streams.running else { return false }
+        let (done, creations) = streams.withLock { streams -> (Bool, [String]) in
+            guard streams.running else { return (false, []) }
             let unknown = all.filter { streams.topics[$0.key] == nil && $0.key != name }
-            guard !unknown.isEmpty else { return false }
+            guard !unknown.isEmpty else { return (false, []) }
             for (other, entry) in unknown { follow(other, entry, from: { _ in 0 }, in: &streams) }
-            var still: [(MQTTMessage, MQTTAppender.Completion)] = []
-            for (message, completion) in streams.creating[name] ?? [] {
-                switch shard(for: message.topic, in: streams) {
-                case .shard(let shard) where streams.appenders[shard] != nil:
-                    streams.appenders[shard]!.submit(message, completion: completion)
-                case .topic(let topic) where topic != name:
-                    streams.creating[topic, default: []].append((message, completion))
-                    if streams.creating[topic]!.count == 1 { creations.append(topic) }
-                default:
-                    still.append((message, completion))
-                }
-            }
-            if still.isEmpty {
-                streams.creating[name] = nil
-                return true
-            }
-            streams.creating[name] = still
-            return false
+            let (still, creations) = placeWaiting(name, in: &streams)
+            if !still.isEmpty { streams.creating[name] = still }
+            return (still.isEmpty, creations)
         }
         for topic in creations { workContinuation.yield(.create(topic)) }
         return done
+    }
+
+    /// Places the messages waiting for topic `name` again, under the lock new publishes take
+    /// (so none of those overtakes them): to their shard's appender, or to another topic being
+    /// created. Returns those with no place, and the topics to create for the others.
+    private func placeWaiting(
+        _ name: String, in streams: inout Streams
+    ) -> (unplaced: [(MQTTMessage, MQTTAppender.Completion)], creations: [String]) {
+        var unplaced: [(MQTTMessage, MQTTAppender.Completion)] = []
+        var creations: [String] = []
+        for (message, completion) in streams.creating.removeValue(forKey: name) ?? [] {
+            switch shard(for: message.topic, in: streams) {
+            case .shard(let shard) where streams.appenders[shard] != nil:
+                streams.appenders[shard]!.submit(message, completion: completion)
+            case .topic(let topic) where topic != name:
+                streams.creating[topic, default: []].append((message, completion))
+                if streams.creating[topic]!.count == 1 { creations.append(topic) }
+            default:
+                unplaced.append((message, completion))
+            }
+        }
+        return (unplaced, creations)
     }
 
     /// `submit`, awaited.

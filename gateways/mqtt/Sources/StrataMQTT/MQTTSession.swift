@@ -39,9 +39,8 @@ final class MQTTSession: Sendable {
         /// The queue leases of the shared-subscription messages in flight, by packet id.
         var leases: [UInt16: MQTTShareLease] = [:]
         /// Every shared-subscription message the session holds (in flight, waiting, or restored
-        /// and not yet confirmed by its queue), and how many per queue.
+        /// and not yet confirmed by its queue).
         var shareKeys: Set<MQTTShareLease.Key> = []
-        var shareHeld: [String: Int] = [:]
         /// Restored in-flight messages of shared subscriptions, by lease, until the queue's
         /// resume confirms that the session still holds them (`confirmShared`).
         var unconfirmed: [MQTTShareLease.Key: UInt16] = [:]
@@ -56,6 +55,18 @@ final class MQTTSession: Sendable {
         var changes: UInt64 = 0
         /// A replay from the journal waiting for the client to take what it was sent.
         var roomWaiter: CheckedContinuation<Void, Never>?
+
+        /// How many messages of `queue` the session holds (a puller's window is at most 64).
+        func held(_ queue: String) -> Int { shareKeys.lazy.filter { $0.queue == queue }.count }
+
+        /// The packet that completes in-flight message `id` again: PUBREL once the client
+        /// received it (PUBREC), else the PUBLISH with DUP set (MQTT 4.4).
+        func resend(_ id: UInt16) -> MQTTPacket? {
+            if released.contains(id) { return .pubrel(.init(packetID: id)) }
+            guard var publish = inflight[id] else { return nil }
+            publish.dup = true
+            return .publish(publish)
+        }
 
         /// Room for more replayed messages: the backlog fell to half the queue limit.
         mutating func takeRoomWaiter(limit: Int) -> CheckedContinuation<Void, Never>? {
@@ -301,10 +312,7 @@ final class MQTTSession: Sendable {
             guard !state.closed else { return .done(.closed) }
             if let id = state.unconfirmed.removeValue(forKey: lease.key) {
                 state.leases[id] = lease
-                if state.released.contains(id) { return .resend(.pubrel(.init(packetID: id))) }
-                guard var publish = state.inflight[id] else { return .done(.held) }
-                publish.dup = true
-                return .resend(.publish(publish))
+                return state.resend(id).map { .resend($0) } ?? .done(.held)
             }
             guard state.shareKeys.contains(lease.key) else { return .deliver }
             Self.renew(lease, &state)
@@ -342,7 +350,7 @@ final class MQTTSession: Sendable {
                 state.changes &+= 1
                 state.unconfirmed[key] = nil
                 state.leases[id] = nil
-                Self.forget(key, &state)
+                state.shareKeys.remove(key)
                 if state.released.contains(id) {
                     packets.append(.pubrel(.init(packetID: id)))  // stays in flight until PUBCOMP
                 } else {
@@ -371,17 +379,9 @@ final class MQTTSession: Sendable {
                 continue
             }
             let packets = state.withLock { state -> [MQTTPacket] in
-                var packets: [MQTTPacket] = []
-                for (key, id) in state.unconfirmed where key.queue == queue {
-                    state.unconfirmed[key] = nil
-                    if state.released.contains(id) {
-                        packets.append(.pubrel(.init(packetID: id)))
-                    } else if var publish = state.inflight[id] {
-                        publish.dup = true
-                        packets.append(.publish(publish))
-                    }
-                }
-                return packets
+                let ids = state.unconfirmed.filter { $0.key.queue == queue }
+                for key in ids.keys { state.unconfirmed[key] = nil }
+                return ids.values.compactMap { state.resend($0) }
             }
             packets.forEach { send($0) }
         }
@@ -397,7 +397,7 @@ final class MQTTSession: Sendable {
                 taken.append(lease)
                 return true
             }
-            for lease in taken { Self.forget(lease.key, &state) }
+            for lease in taken { state.shareKeys.remove(lease.key) }
             return taken
         }
     }
@@ -408,14 +408,14 @@ final class MQTTSession: Sendable {
         while true {
             await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
                 let ready = state.withLock { state -> Bool in
-                    if state.closed || state.shareHeld[queue, default: 0] < window { return true }
+                    if state.closed || state.held(queue) < window { return true }
                     state.shareRoomWaiters[queue]?.resume()
                     state.shareRoomWaiters[queue] = waiter
                     return false
                 }
                 if ready { waiter.resume() }
             }
-            let room = state.withLock { $0.closed ? 0 : window - $0.shareHeld[queue, default: 0] }
+            let room = state.withLock { $0.closed ? 0 : window - $0.held(queue) }
             if room > 0 || isClosed { return max(0, room) }
         }
     }
@@ -427,17 +427,11 @@ final class MQTTSession: Sendable {
 
     /// The shared-subscription messages the session holds: each lease, its delivery QoS, and
     /// whether it was sent to the client (in flight) rather than waiting.
-    var shareLeases: [(lease: MQTTShareLease, qos: UInt8, sent: Bool)] {
+    var shareLeases: [MQTTHeldShares.Held] {
         state.withLock { state in
             state.leases.compactMap { id, lease in state.inflight[id].map { (lease, $0.qos, true) } }
                 + state.waiting.compactMap { entry in entry.lease.map { ($0, entry.publish.qos, false) } }
         }
-    }
-
-    private static func forget(_ key: MQTTShareLease.Key, _ state: inout State) {
-        guard state.shareKeys.remove(key) != nil else { return }
-        state.shareHeld[key.queue, default: 1] -= 1
-        if state.shareHeld[key.queue] == 0 { state.shareHeld[key.queue] = nil }
     }
 
     /// Moves waiting messages into free slots under the receive maximum; returns them to send.
@@ -497,7 +491,6 @@ final class MQTTSession: Sendable {
             if let lease {
                 // Bounded by the puller's window, not by the queue limit.
                 state.shareKeys.insert(lease.key)
-                state.shareHeld[lease.queue, default: 0] += 1
             }
             if state.inflight.count >= receiveMaximum {
                 if bounded && lease == nil && state.waiting.count >= maxQueued { return (nil, true, .done) }
@@ -536,10 +529,8 @@ final class MQTTSession: Sendable {
             var waiters: [CheckedContinuation<Void, Never>] = []
             let lease = state.leases.removeValue(forKey: packetID)
             if let lease {
-                if let key = state.unconfirmed.first(where: { $0.value == packetID })?.key {
-                    state.unconfirmed[key] = nil
-                }
-                Self.forget(lease.key, &state)
+                state.unconfirmed[lease.key] = nil
+                state.shareKeys.remove(lease.key)
                 if let waiter = state.shareRoomWaiters.removeValue(forKey: lease.queue) { waiters.append(waiter) }
             }
             let next = Self.promoteWaiting(&state, receiveMaximum: receiveMaximum)
@@ -609,12 +600,8 @@ final class MQTTSession: Sendable {
                     state.leases[id] = lease
                     state.unconfirmed[lease.key] = id
                     state.shareKeys.insert(lease.key)
-                    state.shareHeld[lease.queue, default: 0] += 1
-                } else if stored.released {
-                    packets.append(.pubrel(.init(packetID: id)))
-                } else {
-                    publish.dup = true
-                    packets.append(.publish(publish))
+                } else if let packet = state.resend(id) {
+                    packets.append(packet)
                 }
             }
             return packets

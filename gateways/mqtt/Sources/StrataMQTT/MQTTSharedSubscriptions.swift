@@ -29,6 +29,17 @@ struct MQTTShareLease: Sendable, Hashable, Codable {
     var key: Key { Key(queue: queue, source: source, offset: offset) }
 }
 
+/// What a session holds of shared subscriptions: its shared subscriptions' queues and its
+/// leases, each with its delivery QoS and whether it was sent (in flight) rather than waiting.
+/// A session that ends gives them back (`MQTTGateway.endShares`).
+struct MQTTHeldShares: Sendable {
+    typealias Held = (lease: MQTTShareLease, qos: UInt8, sent: Bool)
+    var queues: Set<String>
+    var leases: [Held]
+
+    var isEmpty: Bool { queues.isEmpty && leases.isEmpty }
+}
+
 /// Settles shared-subscription leases in their queues. Settlements are batched per queue and
 /// kind, with one journal request per batch and one batch at a time, so a member acknowledging
 /// thousands of messages a second costs a few journal writes. An acknowledgement the journal
@@ -198,17 +209,24 @@ extension MQTTGateway {
         session.persistent && !configuration.sharedRedispatch
     }
 
+    /// Whether `filter` can match the MQTT topics a registry topic with MQTT root `root` holds
+    /// (the root and the topics below it): by first level, the filter doing the rest.
+    private static func filter(_ filter: String, mayMatchBelow root: String) -> Bool {
+        func first(_ text: String) -> Substring? {
+            text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first
+        }
+        let level = first(filter)
+        return level == "+" || level == "#" || level == first(root)
+    }
+
     /// The shards that can hold messages `filter` matches: every bucket, and the partitions of
     /// the registry topics its first level can name.
     private func shareSources(_ filter: String, in streams: Streams) -> [(shard: String, root: String?)] {
         var sources: [(String, String?)] = (0..<configuration.buckets).map { (shardName(bucket: $0), nil) }
-        let first = filter.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init)
         for (name, topic) in streams.topics.sorted(by: { $0.key < $1.key }) {
             // A topic's records are MQTT topics at or below its root (its name or its prefix).
             let root = streams.roots.root(of: name)
-            let rootFirst = root.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first.map(
-                String.init)
-            guard first == "+" || first == "#" || first == rootFirst else { continue }
+            guard Self.filter(filter, mayMatchBelow: root) else { continue }
             for partition in 0..<topic.partitions { sources.append((TopicRegistry.shardName(name, partition), root)) }
         }
         return sources
@@ -258,12 +276,10 @@ extension MQTTGateway {
     func redeclareShares(for topic: String, fromStart: Bool) async {
         let filters = streams.withLock { streams in
             streams.shares.values.filter { filter in
-                guard fromStart else { return true }
-                let inner = MQTTTopic.sharedSubscription(filter)?.filter ?? ""
-                let first = inner.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first
-                let root = streams.roots.root(of: topic)
-                let rootFirst = root.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).first
-                return first == "+" || first == "#" || first == rootFirst
+                !fromStart
+                    || Self.filter(
+                        MQTTTopic.sharedSubscription(filter)?.filter ?? "", mayMatchBelow: streams.roots.root(of: topic)
+                    )
             }
         }
         for filter in filters {
@@ -301,6 +317,20 @@ extension MQTTGateway {
         return others.isEmpty
     }
 
+    /// A SUBSCRIBE to a shared subscription: the session joins its group and the group's queue
+    /// is declared (anew when the session is its only live member and did not have it). A
+    /// session that did not have the subscription leaves again when the declaration fails.
+    func joinAndDeclareShare(_ filter: String, of session: MQTTSession) async throws {
+        let had = session.subscription(filter) != nil
+        let first = try await joinShare(filter, of: session)
+        do {
+            try await declareShare(filter, firstMember: first && !had)
+        } catch {
+            if !had, let queue = shareQueue(filter) { await leaveShare(queue, clientID: session.clientID) }
+            throw error
+        }
+    }
+
     func leaveShare(_ queue: String, clientID: String) async {
         try? await journal.delete(
             namespace: Self.shareMembersNamespace, key: Array((queue + "\u{0}" + clientID).utf8))
@@ -315,7 +345,9 @@ extension MQTTGateway {
     ) async {
         guard let queue = shareQueue(filter) else { return }
         if resume {
-            // The queue reads the topics created while the session was away, from their start.
+            // The queue reads the topics created while the session was away, from their start;
+            // acknowledgements an earlier connection of the client left land before the queue
+            // hands its leases over again.
             do {
                 try await declareShare(filter)
                 try await joinShare(filter, of: session, scanning: false)
@@ -324,16 +356,12 @@ extension MQTTGateway {
                     "mqtt shared subscription queue not declared on resume",
                     metadata: ["mqtt.client": "\(session.clientID)", "mqtt.queue": "\(queue)", "error": "\(error)"])
             }
+            await settler.flush()
         }
         let window = max(1, min(session.receiveMaximum, Self.shareWindow))
         let visibility = holdsShares(session) ? 0 : Self.shareVisibilityMilliseconds
         var resuming = resume
         var backoff: Duration = .milliseconds(100)
-        if resume {
-            // Acknowledgements an earlier connection of the client left land before the queue
-            // hands its leases over again.
-            await settler.flush()
-        }
         while !Task.isCancelled, goOn() {
             // A resume takes back everything the session holds, whatever its window says (its
             // restored messages wait for it), then only what the window leaves room for.
@@ -371,10 +399,17 @@ extension MQTTGateway {
         var done: [MQTTShareLease] = []
         var unsent: [MQTTShareLease] = []
         let inner = MQTTTopic.sharedSubscription(filter)?.filter ?? filter
+        var roots: [String: String?] = [:]  // per source shard, looked up once per receive
         for delivery in deliveries {
             let lease = MQTTShareLease(queue: queue, receipt: delivery.receipt)
-            let message = MQTTMessage(
-                record: delivery.record, root: mqttRoot(of: TopicRegistry.partition(ofShard: delivery.shard)?.topic))
+            let root =
+                roots[delivery.shard]
+                ?? {
+                    let root = mqttRoot(of: TopicRegistry.partition(ofShard: delivery.shard)?.topic)
+                    roots[delivery.shard] = .some(root)
+                    return root
+                }()
+            let message = MQTTMessage(record: delivery.record, root: root)
             // The queue matched the record under the subject root it was declared with; a root
             // changed since (`strata.mqtt.prefix`) can put it on a topic the filter does not match.
             guard MQTTTopic.matches(filter: inner, topic: message.topic) else {
@@ -424,11 +459,9 @@ extension MQTTGateway {
     /// messages go back to the group when the session ended — a QoS 2 one that was sent is
     /// dropped instead unless `sharedRedispatch` ([MQTT-4.8.2-5]) — and with `sharedRedispatch`
     /// also when only the connection ended.
-    func endShares(
-        clientID: String, queues: Set<String>, leases: [(lease: MQTTShareLease, qos: UInt8, sent: Bool)],
-        sessionEnded: Bool, settler: MQTTShareSettler
-    ) async {
-        guard !queues.isEmpty || !leases.isEmpty else { return }
+    func endShares(clientID: String, _ held: MQTTHeldShares, sessionEnded: Bool, settler: MQTTShareSettler) async {
+        guard !held.isEmpty else { return }
+        let (queues, leases) = (held.queues, held.leases)
         if sessionEnded || configuration.sharedRedispatch {
             if sessionEnded && !configuration.sharedRedispatch {
                 let dropped = leases.filter { $0.sent && $0.qos == 2 }.map(\.lease)
@@ -471,6 +504,12 @@ extension MQTTGateway {
         }
     }
 
+    /// Waits for the client's settlements in flight, if it has a settler here (a connection
+    /// without shared subscriptions never made one).
+    func flushShareSettler(_ clientID: String) async {
+        await registry.withLock { $0.settlers[clientID] }?.flush()
+    }
+
     /// Forgets a client's settler once no session of it is registered here.
     func forgetShareSettler(_ clientID: String) {
         registry.withLock { registry in
@@ -481,6 +520,21 @@ extension MQTTGateway {
     /// The shared subscriptions' queues among `subscriptions`.
     func shareQueues(_ subscriptions: [MQTTSession.Subscription]) -> Set<String> {
         Set(subscriptions.compactMap { shareQueue($0.filter) })
+    }
+
+    /// What a connected session holds of shared subscriptions.
+    func heldShares(of session: MQTTSession) -> MQTTHeldShares {
+        MQTTHeldShares(queues: shareQueues(session.subscriptions), leases: session.shareLeases)
+    }
+
+    /// What a stored session held: the leases of its in-flight messages (its waiting ones are
+    /// not in the record; the queue still leases them to it).
+    func heldShares(of record: MQTTSessionRecord) -> MQTTHeldShares {
+        MQTTHeldShares(
+            queues: shareQueues(record.subscriptions),
+            leases: record.inflight.compactMap { stored in
+                stored.share.map { ($0, MQTTSessionRecord.decode(stored.packet)?.qos ?? 1, true) }
+            })
     }
 
     /// Ends the stored sessions whose expiry passed (MQTT 3.1.2.11.2), every minute: the record
@@ -496,7 +550,7 @@ extension MQTTGateway {
             let live = Set(members.live.map(\.id))
             for pair in stored {
                 let clientID = String(decoding: pair.key, as: UTF8.self)
-                guard let record = try? await storedSession(clientID), record.isExpired,
+                guard let record = try? MQTTSessionRecord(stored: pair.value), record.isExpired,
                     registry.withLock({ $0.sessions[clientID] == nil })
                 else { continue }
                 let holder = try? await journal.get(namespace: Self.holderNamespace, key: pair.key)
@@ -517,14 +571,8 @@ extension MQTTGateway {
     /// Ends a stored session that is not connected: its shared subscriptions' messages go back
     /// to their groups, and its record is deleted.
     func endStoredSession(_ clientID: String, _ record: MQTTSessionRecord) async {
-        let settler = shareSettler(for: clientID)
-        let leases = record.inflight.compactMap { stored -> (MQTTShareLease, UInt8, Bool)? in
-            guard let lease = stored.share else { return nil }
-            return (lease, MQTTSessionRecord.decode(stored.packet)?.qos ?? 1, true)
-        }
         await endShares(
-            clientID: clientID, queues: shareQueues(record.subscriptions), leases: leases, sessionEnded: true,
-            settler: settler)
+            clientID: clientID, heldShares(of: record), sessionEnded: true, settler: shareSettler(for: clientID))
         try? await forgetSession(clientID)
     }
 }
