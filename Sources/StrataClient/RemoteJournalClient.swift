@@ -90,6 +90,13 @@ public final class RemoteJournalClient: JournalClient {
 
     /// Sends `request` and returns the payload of its `ok` answer (or throws its error).
     func call(_ request: JournalRequest, extraTime: Duration = .zero) async throws -> ByteBuffer {
+        try await versionedCall(request, extraTime: extraTime).payload
+    }
+
+    /// `call`, with the protocol version of the connection that answered.
+    func versionedCall(_ request: JournalRequest, extraTime: Duration = .zero) async throws -> (
+        payload: ByteBuffer, version: UInt16
+    ) {
         let channel = try await connections.channel()
         let version = await connections.protocolVersion
         guard version >= request.minimumVersion else {
@@ -98,7 +105,7 @@ public final class RemoteJournalClient: JournalClient {
                 "journal-node at \(configuration.host):\(configuration.port) speaks protocol \(version); \(request.type) needs \(request.minimumVersion): upgrade it"
             )
         }
-        return try await Self.call(request, on: channel, timeout: configuration.requestTimeout + extraTime)
+        return (try await Self.call(request, on: channel, timeout: configuration.requestTimeout + extraTime), version)
     }
 
     /// A request that could not be written (the connection went away under it) is
@@ -126,13 +133,13 @@ public final class RemoteJournalClient: JournalClient {
     }
 
     public func createShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
-        var payload = try await call(.createShard(name: name, config: config))
-        return try payload.readShardInfo()
+        var (payload, version) = try await versionedCall(.createShard(name: name, config: config))
+        return try payload.readShardInfo(version: version)
     }
 
     public func alterShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
-        var payload = try await call(.alterShard(name: name, config: config))
-        return try payload.readShardInfo()
+        var (payload, version) = try await versionedCall(.alterShard(name: name, config: config))
+        return try payload.readShardInfo(version: version)
     }
 
     public func deleteShard(_ name: String) async throws {
@@ -140,14 +147,14 @@ public final class RemoteJournalClient: JournalClient {
     }
 
     public func describeShard(_ name: String) async throws -> ShardInfo {
-        var payload = try await call(.describeShard(name: name))
-        return try payload.readShardInfo()
+        var (payload, version) = try await versionedCall(.describeShard(name: name))
+        return try payload.readShardInfo(version: version)
     }
 
     public func listShards() async throws -> [ShardInfo] {
-        var payload = try await call(.listShards)
+        var (payload, version) = try await versionedCall(.listShards)
         let count: UInt32 = try payload.readWireInteger()
-        return try (0..<count).map { _ throws(JournalError) in try payload.readShardInfo() }
+        return try (0..<count).map { _ throws(JournalError) in try payload.readShardInfo(version: version) }
     }
 
     public func append(shard: String, batch: ByteBuffer) async throws -> AppendResult {

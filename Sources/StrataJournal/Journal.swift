@@ -204,6 +204,7 @@ public final class Journal: Sendable {
             guard !spec.name.isEmpty, spec.name.utf8.count <= 1024, !spec.name.utf8.contains(0) else {
                 throw JournalError(.invalidArgument, "shard names are 1 to 1024 bytes of UTF-8 without NUL")
             }
+            try check(spec.config)
         }
         return try await blocking { [self] in
             try maintenanceLock.withLock { _ in
@@ -289,7 +290,8 @@ public final class Journal: Sendable {
     /// as a control frame, then in the catalog, then for the running shard. Retention takes effect
     /// at the next maintenance round; appends already queued keep the durability they had.
     public func alterShard(_ name: String, config: ShardConfig) async throws -> ShardInfo {
-        try await blocking { [self] in
+        try check(config)
+        return try await blocking { [self] in
             try maintenanceLock.withLock { _ in
                 try checkMetadataSpace()
                 let found = core.withLock { core in core.idsByName[name].flatMap { core.shards[$0] } }
@@ -332,6 +334,17 @@ public final class Journal: Sendable {
 
     /// Appends one RecordBatch v2 (the readable bytes of `batch`) and returns its assigned
     /// offsets once the shard's durability policy is met. The batch's CRC-32C is checked.
+    /// Refuses a shard configuration this journal cannot keep: a batch limit below one batch
+    /// header or above the node's own limit (the WAL's frames are sized by it).
+    func check(_ config: ShardConfig) throws(JournalError) {
+        if let limit = config.maxBatchBytes, limit < RecordBatch.headerSize || limit > configuration.maxBatchBytes {
+            throw JournalError(
+                .invalidArgument,
+                "a shard's batch limit must be \(RecordBatch.headerSize)...\(configuration.maxBatchBytes) bytes "
+                    + "(the node's max_batch_bytes), not \(limit)")
+        }
+    }
+
     public func append(shard name: String, batch: ByteBuffer) async throws -> AppendResult {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<AppendResult, any Error>) in
             enqueueAppend(shard: name, batch: batch) { continuation.resume(with: $0.mapError { $0 }) }
@@ -355,6 +368,13 @@ public final class Journal: Sendable {
             guard !core.closing else { return (JournalError(.closed, "the journal is closed"), false) }
             guard let id = core.idsByName[name], let shard = core.shards[id] else {
                 return (JournalError(.unknownShard, "no shard named \(name)"), false)
+            }
+            if let limit = shard.config.maxBatchBytes, batch.readableBytes > limit {
+                return (
+                    JournalError(
+                        .batchTooLarge,
+                        "batch of \(batch.readableBytes) bytes exceeds \(name)'s limit of \(limit) bytes"), false
+                )
             }
             let base = shard.nextOffset
             let last = base + UInt64(header.lastOffsetDelta)

@@ -20,15 +20,19 @@ public struct ShardConfig: Sendable, Codable, Hashable {
     /// With an object tier attached: batches in sealed segments whose newest record is older
     /// than this move to the object tier (nil: the tier's default). Kafka's local.retention.ms.
     public var localRetentionMilliseconds: Int64?
+    /// The largest batch this shard takes, at most the node's `maxBatchBytes` (nil: the node's
+    /// limit). Kafka's max.message.bytes.
+    public var maxBatchBytes: Int?
 
     public init(
         durability: Durability = .fsync, retentionMilliseconds: Int64? = nil, retentionBytes: Int64? = nil,
-        localRetentionMilliseconds: Int64? = nil
+        localRetentionMilliseconds: Int64? = nil, maxBatchBytes: Int? = nil
     ) {
         self.durability = durability
         self.retentionMilliseconds = retentionMilliseconds
         self.retentionBytes = retentionBytes
         self.localRetentionMilliseconds = localRetentionMilliseconds
+        self.maxBatchBytes = maxBatchBytes
     }
 }
 

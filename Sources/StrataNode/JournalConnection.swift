@@ -401,16 +401,16 @@ final class JournalConnection: Sendable {
         switch request {
         case .createShard(let name, let config):
             let info = try await journal.createShard(name, config: config)
-            return JournalResponse.ok(id) { $0.writeShardInfo(info) }
+            return JournalResponse.ok(id) { $0.writeShardInfo(info, version: version) }
         case .alterShard(let name, let config):
             let info = try await journal.alterShard(name, config: config)
-            return JournalResponse.ok(id) { $0.writeShardInfo(info) }
+            return JournalResponse.ok(id) { $0.writeShardInfo(info, version: version) }
         case .deleteShard(let name):
             try await journal.deleteShard(name)
             return JournalResponse.ok(id)
         case .describeShard(let name):
             let info = try journal.describeShard(name)
-            return JournalResponse.ok(id) { $0.writeShardInfo(info) }
+            return JournalResponse.ok(id) { $0.writeShardInfo(info, version: version) }
         case .listShards:
             var shards = journal.listShards()
             if let access = server.configuration.access, let principal = principal.withLock({ $0 }) {
@@ -418,7 +418,7 @@ final class JournalConnection: Sendable {
             }
             return JournalResponse.ok(id) { payload in
                 payload.writeInteger(UInt32(shards.count))
-                for shard in shards { payload.writeShardInfo(shard) }
+                for shard in shards { payload.writeShardInfo(shard, version: version) }
             }
         case .read(let shard, let offset, let maxBytes, let maxWait):
             let result = try await journal.read(

@@ -15,12 +15,12 @@ public struct TopicEntry: Codable, Sendable, Hashable {
     public static let maxPartitions: Int32 = 10_000
 
     /// Topic configs the registry takes (each one in effect), and their defaults as reported.
-    /// `segment.bytes` and `max.message.bytes` are refused: segments and the largest batch are
-    /// node-wide in Strata (`journal.segment_bytes`, `journal.max_batch_bytes`).
+    /// `segment.bytes` is refused: segments are node-wide in Strata (`journal.segment_bytes`).
+    /// `max.message.bytes` -1 (the default) is the node's `journal.max_batch_bytes`.
     public static let supportedConfigs: [String: String] = [
         "retention.ms": "604800000", "retention.bytes": "-1", "cleanup.policy": "delete",
         "compression.type": "producer", "min.insync.replicas": "1", "message.timestamp.type": "CreateTime",
-        "strata.durability": "fsync", "local.retention.ms": "-2",
+        "strata.durability": "fsync", "local.retention.ms": "-2", "max.message.bytes": "-1",
         // The MQTT topic prefix whose topics are this topic's records (MQTTTopicRoots); empty: the
         // default rule (MQTT topics whose first level is this topic's name).
         MQTTTopicRoots.prefixConfig: "",
@@ -51,13 +51,20 @@ public struct TopicEntry: Codable, Sendable, Hashable {
     public static func validate(_ configs: [String: String]) throws(TopicError) {
         for (key, value) in configs {
             switch key {
-            case "segment.bytes", "max.message.bytes":
+            case "segment.bytes":
                 throw TopicError(
                     .invalidConfig,
-                    "\(key) is not a topic setting here: segments and the largest batch are node-wide "
-                        + "(journal.segment_bytes, journal.max_batch_bytes)")
+                    "segment.bytes is not a topic setting here: segments are node-wide (journal.segment_bytes)")
             case _ where supportedConfigs[key] == nil:
                 throw TopicError(.invalidConfig, "unknown or unsupported topic config '\(key)'")
+            case "max.message.bytes":
+                // The journal refuses a limit above the node's own when the shards are made.
+                guard let limit = Int32(value), limit == -1 || Int(limit) >= RecordBatch.headerSize else {
+                    throw TopicError(
+                        .invalidConfig,
+                        "max.message.bytes must be -1 (the node's limit) or at least \(RecordBatch.headerSize), not '\(value)'"
+                    )
+                }
             case "retention.ms", "retention.bytes", "local.retention.ms":
                 guard Int64(value) != nil else {
                     throw TopicError(.invalidConfig, "\(key) must be a number, not '\(value)'")
@@ -101,13 +108,15 @@ public struct TopicEntry: Codable, Sendable, Hashable {
         // local.retention.ms: -2 (Kafka's default) leaves it to the node's object tier setting,
         // -1 keeps the partition on local disk.
         let localRetentionMs = configs["local.retention.ms"].flatMap { Int64($0) }
+        let maxMessageBytes = configs["max.message.bytes"].flatMap { Int($0) }
         // retention.ms: -1 keeps batches however old (Kafka's meaning); not set, 7 days.
         let retention: Int64? = if let retentionMs { retentionMs < 0 ? nil : retentionMs } else { 604_800_000 }
         return ShardConfig(
             durability: configs["strata.durability"] == "async" ? .async : .fsync,
             retentionMilliseconds: retention,
             retentionBytes: retentionBytes.flatMap { $0 < 0 ? nil : $0 },
-            localRetentionMilliseconds: localRetentionMs.flatMap { $0 == -1 ? .max : $0 < 0 ? nil : $0 })
+            localRetentionMilliseconds: localRetentionMs.flatMap { $0 == -1 ? .max : $0 < 0 ? nil : $0 },
+            maxBatchBytes: maxMessageBytes.flatMap { $0 < 0 ? nil : $0 })
     }
 
     /// Kafka's rule, which every topic follows: 1–249 characters of [a-zA-Z0-9._-], not "." or "..".

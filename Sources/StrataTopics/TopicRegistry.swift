@@ -127,6 +127,9 @@ public final class TopicRegistry: Sendable {
                     info = try await journal.createShard(shard, config: entry.shardConfig)
                 } catch let error as JournalError where error.code == .shardExists {
                     info = try await journal.describeShard(shard)
+                } catch let error as JournalError where error.code == .invalidArgument {
+                    // A config the node cannot keep (max.message.bytes above its own limit).
+                    throw TopicError(.invalidConfig, error.message)
                 }
                 if partition == 0 { first = info }
             }
@@ -195,7 +198,11 @@ public final class TopicRegistry: Sendable {
         entry.configs = configs
         guard !validateOnly else { return entry }
         for partition in 0..<entry.partitions {
-            _ = try await journal.alterShard(Self.shardName(name, partition), config: entry.shardConfig)
+            do {
+                _ = try await journal.alterShard(Self.shardName(name, partition), config: entry.shardConfig)
+            } catch let error as JournalError where error.code == .invalidArgument {
+                throw TopicError(.invalidConfig, error.message)
+            }
         }
         try await store(entry, as: name)
         logger.info("topic configs changed", metadata: ["topic.name": "\(name)", "topic.configs": "\(configs)"])

@@ -16,7 +16,7 @@ public enum JournalFuzzTarget {
                 var payload = frame.payload
                 _ = try? payload.readReadResult()
                 payload = frame.payload
-                _ = try? payload.readShardInfo()
+                _ = try? payload.readShardInfo(version: StrataVersion.protocolVersions.upperBound)
                 payload = frame.payload
                 _ = try? payload.readNodeStatus()
                 _ = JournalResponse.decodeError(frame)

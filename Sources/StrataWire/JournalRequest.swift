@@ -46,8 +46,9 @@ public enum JournalRequest: Sendable {
     public var minimumVersion: UInt16 {
         switch self {
         case .authenticate: 3
-        case .alterShard: 4
+        case .alterShard(_, let config): config.maxBatchBytes == nil ? 4 : 6
         case .queueDeclare, .queueDelete, .queueDescribe, .queueReceive, .queueSettle, .queueRelease: 5
+        case .createShard(_, let config) where config.maxBatchBytes != nil: 6
         default: StrataVersion.protocolVersions.lowerBound
         }
     }
@@ -97,6 +98,8 @@ public enum JournalRequest: Sendable {
         case .createShard(let name, let config), .alterShard(let name, let config):
             payload.writeWireString(name)
             payload.writeShardConfig(config)
+            // Protocol 6: the batch limit follows, when there is one.
+            if let limit = config.maxBatchBytes { payload.writeInteger(Int64(limit)) }
         case .deleteShard(let name), .describeShard(let name):
             payload.writeWireString(name)
         case .listShards, .status:
@@ -181,9 +184,9 @@ public enum JournalRequest: Sendable {
         case .authenticate:
             request = .authenticate(mechanism: try p.readWireString(), message: try p.readWireBytes())
         case .createShard:
-            request = .createShard(name: try p.readWireString(), config: try p.readShardConfig())
+            request = .createShard(name: try p.readWireString(), config: try p.readRequestShardConfig())
         case .alterShard:
-            request = .alterShard(name: try p.readWireString(), config: try p.readShardConfig())
+            request = .alterShard(name: try p.readWireString(), config: try p.readRequestShardConfig())
         case .deleteShard: request = .deleteShard(name: try p.readWireString())
         case .describeShard: request = .describeShard(name: try p.readWireString())
         case .listShards: request = .listShards

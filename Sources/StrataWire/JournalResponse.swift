@@ -108,7 +108,22 @@ extension ByteBuffer {
             localRetentionMilliseconds: localRetentionMilliseconds < 0 ? nil : localRetentionMilliseconds)
     }
 
-    public mutating func writeShardInfo(_ info: ShardInfo) {
+    /// A create or alter request's configuration: the batch limit follows when the request
+    /// has one (protocol 6).
+    mutating func readRequestShardConfig() throws(JournalError) -> ShardConfig {
+        var config = try readShardConfig()
+        if readableBytes > 0 {
+            let limit: Int64 = try readWireInteger()
+            guard limit > 0, limit <= Int32.max else {
+                throw JournalError(.protocolError, "batch limit \(limit) is not 1...\(Int32.max)")
+            }
+            config.maxBatchBytes = Int(limit)
+        }
+        return config
+    }
+
+    /// A shard's description as protocol `version` has it (6 adds the batch limit at the end).
+    public mutating func writeShardInfo(_ info: ShardInfo, version: UInt16) {
         writeWireString(info.name)
         writeInteger(info.id)
         writeShardConfig(info.config)
@@ -118,14 +133,21 @@ extension ByteBuffer {
         writeInteger(Int64(info.memoryBytes))
         writeInteger(info.tierBytes)
         writeInteger(info.tierEndOffset)
+        if version >= 6 { writeInteger(Int64(info.config.maxBatchBytes ?? -1)) }
     }
 
-    public mutating func readShardInfo() throws(JournalError) -> ShardInfo {
-        ShardInfo(
+    public mutating func readShardInfo(version: UInt16) throws(JournalError) -> ShardInfo {
+        var info = ShardInfo(
             name: try readWireString(), id: try readWireInteger(), config: try readShardConfig(),
             startOffset: try readWireInteger(), endOffset: try readWireInteger(), storedBytes: try readWireInteger(),
             memoryBytes: Int(try readWireInteger(as: Int64.self)), tierBytes: try readWireInteger(),
             tierEndOffset: try readWireInteger())
+        if version >= 6 {
+            let limit: Int64 = try readWireInteger()
+            guard limit <= Int32.max else { throw JournalError(.protocolError, "batch limit \(limit) is out of range") }
+            info.config.maxBatchBytes = limit > 0 ? Int(limit) : nil
+        }
+        return info
     }
 
     public mutating func writeAppendResult(_ result: AppendResult) {

@@ -17,6 +17,8 @@ struct ShardCommand: AsyncParsableCommand {
             Int64?
         @Option(help: "With an object tier: move batches older than this many milliseconds there.")
         var localRetentionMs: Int64?
+        @Option(help: "The largest batch the shard takes (at most the node's max_batch_bytes).")
+        var maxBatchBytes: Int?
 
         func run() async throws {
             guard let durability = Durability(rawValue: durability) else {
@@ -24,7 +26,7 @@ struct ShardCommand: AsyncParsableCommand {
             }
             let config = ShardConfig(
                 durability: durability, retentionMilliseconds: retentionMs, retentionBytes: retentionBytes,
-                localRetentionMilliseconds: localRetentionMs)
+                localRetentionMilliseconds: localRetentionMs, maxBatchBytes: maxBatchBytes)
             try await reportingFailures {
                 let info = try await node.withClient { try await $0.createShard(name, config: config) }
                 Output.write("created \(info.name) (id \(info.id), \(info.config.durability.rawValue))\n")
@@ -64,6 +66,7 @@ struct ShardCommand: AsyncParsableCommand {
                     retention_ms: \(shard.config.retentionMilliseconds.map(String.init) ?? "none")
                     retention_bytes: \(shard.config.retentionBytes.map(String.init) ?? "none")
                     local_retention_ms: \(shard.config.localRetentionMilliseconds.map(String.init) ?? "tier default")
+                    max_batch_bytes: \(shard.config.maxBatchBytes.map(String.init) ?? "node default")
                     start_offset: \(shard.startOffset)
                     end_offset: \(shard.endOffset)
                     stored_bytes: \(shard.storedBytes)
@@ -85,6 +88,7 @@ struct ShardCommand: AsyncParsableCommand {
         @Option(help: "Milliseconds, or none to keep batches however old.") var retentionMs: String?
         @Option(help: "Bytes, or none for no size limit.") var retentionBytes: String?
         @Option(help: "Milliseconds, or default for the object tier's.") var localRetentionMs: String?
+        @Option(help: "Bytes, or default for the node's max_batch_bytes.") var maxBatchBytes: String?
 
         /// nil (not given), .some(nil) (cleared) or .some(value).
         private static func limit(_ text: String?, _ option: String, clear: String) throws -> Int64?? {
@@ -96,14 +100,22 @@ struct ShardCommand: AsyncParsableCommand {
 
         func run() async throws {
             let durability = try durability.map { text in
-                guard let value = Durability(rawValue: text) else { throw ValidationError("--durability is fsync or async") }
+                guard let value = Durability(rawValue: text) else {
+                    throw ValidationError("--durability is fsync or async")
+                }
                 return value
             }
             let retentionMs = try Self.limit(retentionMs, "retention-ms", clear: "none")
             let retentionBytes = try Self.limit(retentionBytes, "retention-bytes", clear: "none")
             let localRetentionMs = try Self.limit(localRetentionMs, "local-retention-ms", clear: "default")
-            guard durability != nil || retentionMs != nil || retentionBytes != nil || localRetentionMs != nil else {
-                throw ValidationError("give at least one of --durability, --retention-ms, --retention-bytes, --local-retention-ms")
+            let maxBatchBytes = try Self.limit(maxBatchBytes, "max-batch-bytes", clear: "default")
+            guard
+                durability != nil || retentionMs != nil || retentionBytes != nil || localRetentionMs != nil
+                    || maxBatchBytes != nil
+            else {
+                throw ValidationError(
+                    "give at least one of --durability, --retention-ms, --retention-bytes, --local-retention-ms, --max-batch-bytes"
+                )
             }
             try await reportingFailures {
                 let info = try await node.withClient { client in
@@ -112,6 +124,7 @@ struct ShardCommand: AsyncParsableCommand {
                     if let retentionMs { config.retentionMilliseconds = retentionMs }
                     if let retentionBytes { config.retentionBytes = retentionBytes }
                     if let localRetentionMs { config.localRetentionMilliseconds = localRetentionMs }
+                    if let maxBatchBytes { config.maxBatchBytes = maxBatchBytes.map { Int(clamping: $0) } }
                     return try await client.alterShard(name, config: config)
                 }
                 Output.write(

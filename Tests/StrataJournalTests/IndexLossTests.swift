@@ -6,7 +6,7 @@ import Testing
 @testable import StrataJournal
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The catalog is recoverable from the WAL alone, and nothing the node cannot account for is
@@ -72,8 +72,8 @@ import Glibc
     }
 
     /// A changed configuration is in the WAL (a control frame replacing the shard's earlier one):
-    /// retention follows it at once, and it outlives a restart and, after compaction moved the
-    /// frames, the loss of `index/`.
+    /// retention and the batch limit follow it at once, and it outlives a restart and, after
+    /// compaction moved the frames, the loss of `index/`.
     @Test func alteredConfigurationTakesEffectAndIsRebuiltFromTheWAL() async throws {
         try await withTemporaryDirectory { dir in
             var configuration = configuration(dir)
@@ -85,9 +85,28 @@ import Glibc
                     _ = try await journal.append(shard: shard, batch: makeBatch("\(shard)\(n)", count: 2, size: 300))
                 }
             }
-            let altered = ShardConfig(durability: .async, retentionMilliseconds: nil, retentionBytes: 4_000)
+            let altered = ShardConfig(
+                durability: .async, retentionMilliseconds: nil, retentionBytes: 4_000, maxBatchBytes: 1_000)
             let info = try await journal.alterShard("trimmed", config: altered)
             #expect(info.config == altered)
+            // The limit holds for this shard only, and cannot exceed the node's (8 KiB here).
+            let large = makeBatch("large", count: 4, size: 300)
+            let refused1 = await #expect(throws: JournalError.self) {
+                try await journal.append(shard: "trimmed", batch: large)
+            }
+            #expect(refused1?.code == .batchTooLarge, "\(refused1.map { "\($0)" } ?? "")")
+            _ = try await journal.append(shard: "kept", batch: large)
+            _ = try await journal.append(shard: "trimmed", batch: makeBatch("small", count: 1, size: 300))
+            var tooLarge = altered
+            tooLarge.maxBatchBytes = 16 << 10
+            let refused2 = await #expect(throws: JournalError.self) {
+                try await journal.alterShard("kept", config: tooLarge)
+            }
+            #expect(refused2?.code == .invalidArgument, "\(refused2.map { "\($0)" } ?? "")")
+            let refused3 = await #expect(throws: JournalError.self) {
+                try await journal.createShard("other", config: tooLarge)
+            }
+            #expect(refused3?.code == .invalidArgument, "\(refused3.map { "\($0)" } ?? "")")
             await #expect(throws: JournalError.self) { try await journal.alterShard("missing", config: altered) }
             try journal.runMaintenance()
             let trimmed = try journal.describeShard("trimmed")
@@ -100,9 +119,13 @@ import Glibc
                 if indexLost { try FileManager.default.removeItem(atPath: dir + "/index") }
                 let reopened = try Journal(configuration: configuration, logger: quietLogger)
                 #expect(try reopened.describeShard("trimmed").config == altered, "index lost: \(indexLost)")
+                let refused4 = await #expect(throws: JournalError.self) {
+                    try await reopened.append(shard: "trimmed", batch: large)
+                }
+                #expect(refused4?.code == .batchTooLarge, "\(refused4.map { "\($0)" } ?? "")")
                 #expect(try reopened.describeShard("kept").config == ShardConfig())
                 let read = try await readAll(reopened, "kept")
-                #expect(read.count == 400, "index lost: \(indexLost)")
+                #expect(read.count == 404, "index lost: \(indexLost)")
                 reopened.close()
             }
         }
@@ -127,7 +150,8 @@ import Glibc
             var bytes = Array(frame.readableBytesView)
             let segment = try #require(WALFormat.segmentID(fileName: URL(fileURLWithPath: last).lastPathComponent))
             bytes.withUnsafeMutableBytes {
-                WALFormat.stampSynced($0.baseAddress!, 0, salt: WALFormat.salt(segment: segment, version: WALFormat.version))
+                WALFormat.stampSynced(
+                    $0.baseAddress!, 0, salt: WALFormat.salt(segment: segment, version: WALFormat.version))
             }
             let handle = try #require(FileHandle(forWritingAtPath: last))
             try handle.seekToEnd()

@@ -12,13 +12,17 @@ import Testing
     @Test(arguments: ClientKind.allCases)
     func shardLifecycle(kind: ClientKind) async throws {
         try await withJournalClient(kind) { client, _ in
-            let info = try await client.createShard("kafka/t/0", config: ShardConfig(durability: .async, retentionBytes: 1000))
+            let info = try await client.createShard(
+                "kafka/t/0", config: ShardConfig(durability: .async, retentionBytes: 1000))
             #expect(info.name == "kafka/t/0" && info.config.retentionBytes == 1000 && info.config.durability == .async)
             _ = try await client.createShard("b")
-            await #expect(throws: JournalError(.shardExists, "shard b exists already")) { try await client.createShard("b") }
+            await #expect(throws: JournalError(.shardExists, "shard b exists already")) {
+                try await client.createShard("b")
+            }
             #expect(try await client.listShards().map(\.name) == ["b", "kafka/t/0"])
             #expect(try await client.describeShard("b").endOffset == 0)
-            let altered = ShardConfig(durability: .fsync, retentionMilliseconds: 60_000, retentionBytes: nil)
+            let altered = ShardConfig(
+                durability: .fsync, retentionMilliseconds: 60_000, retentionBytes: nil, maxBatchBytes: 4096)
             #expect(try await client.alterShard("kafka/t/0", config: altered).config == altered)
             #expect(try await client.describeShard("kafka/t/0").config == altered)
             await #expect(throws: JournalError.self) { try await client.alterShard("nope", config: altered) }
@@ -37,7 +41,8 @@ import Testing
         try await withJournalClient(kind) { client, _ in
             _ = try await client.createShard("s")
             for n in 0..<10 {
-                let result = try await client.append(shard: "s", batch: makeBatch("b\(n)", count: 2, timestamp: Int64(n) * 100))
+                let result = try await client.append(
+                    shard: "s", batch: makeBatch("b\(n)", count: 2, timestamp: Int64(n) * 100))
                 #expect(result == AppendResult(baseOffset: UInt64(2 * n), lastOffset: UInt64(2 * n + 1)))
             }
             let read = try await client.read(shard: "s", from: 5, maxBytes: 1 << 20)
@@ -73,7 +78,9 @@ import Testing
                     group.addTask {
                         var mine: [UInt64] = []
                         for n in 0..<40 {
-                            mine.append(try await client.append(shard: "s", batch: makeBatch("t\(task)-\(n)", count: 1)).baseOffset)
+                            mine.append(
+                                try await client.append(shard: "s", batch: makeBatch("t\(task)-\(n)", count: 1))
+                                    .baseOffset)
                         }
                         return mine
                     }
@@ -93,7 +100,9 @@ import Testing
         try await withJournalClient(kind) { client, _ in
             _ = try await client.createShard("q")
             var pending: [PendingAppend] = []
-            for n in 0..<300 { pending.append(try await client.queueAppend(shard: "q", batch: makeBatch("q\(n)", count: 2))) }
+            for n in 0..<300 {
+                pending.append(try await client.queueAppend(shard: "q", batch: makeBatch("q\(n)", count: 2)))
+            }
             var offsets: [UInt64] = []
             for append in pending { offsets.append(try await append.result.baseOffset) }
             #expect(offsets == Array(stride(from: 0, to: 600, by: 2)))

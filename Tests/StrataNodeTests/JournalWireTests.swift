@@ -8,8 +8,12 @@ import Testing
 @Suite struct JournalWireTests {
     static let requests: [JournalRequest] = [
         .hello(minVersion: 1, maxVersion: 3, client: "test"),
-        .createShard(name: "kafka/t/0", config: ShardConfig(durability: .async, retentionMilliseconds: 5, retentionBytes: nil)),
-        .alterShard(name: "mqtt/default/3", config: ShardConfig(durability: .fsync, retentionMilliseconds: 1000, retentionBytes: 1 << 30)),
+        .createShard(
+            name: "kafka/t/0", config: ShardConfig(durability: .async, retentionMilliseconds: 5, retentionBytes: nil)),
+        .alterShard(
+            name: "mqtt/default/3",
+            config: ShardConfig(durability: .fsync, retentionMilliseconds: 1000, retentionBytes: 1 << 30)),
+        .alterShard(name: "t/1", config: ShardConfig(maxBatchBytes: 4096)),
         .deleteShard(name: "x"),
         .describeShard(name: "ü/名"),
         .listShards,

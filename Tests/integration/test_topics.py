@@ -13,7 +13,7 @@ import uuid
 import kafka
 import paho.mqtt.client as mqtt
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -291,6 +291,46 @@ def test_strata_topic_commands_act_on_the_registry_kafka_and_mqtt_share(both):
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run(["kcat", "-C", "-b", both.kafka, "-t", topic, "-e", "-m", "5"], capture_output=True,
                        timeout=TIMEOUT, check=True)
+
+
+def test_max_message_bytes_bounds_each_batch_for_kafka_and_mqtt(both):
+    """A topic's max.message.bytes is its shards' batch limit: a larger Kafka batch is
+    MESSAGE_TOO_LARGE, an MQTT 5 publish that cannot fit is refused in its PUBACK, small MQTT
+    publishes sent together are cut into batches that fit, and a change takes effect."""
+    topic = name("limited")
+    strata(both, "topic", "create", topic, "--config", "max.message.bytes=2048")
+    assert shard_info(both, f"kafka/{topic}/0")["config"]["maxBatchBytes"] == 2048
+    assert "config max.message.bytes=2048\n" in strata(both, "topic", "describe", topic).stdout
+    time.sleep(0.5)  # the MQTT gateway follows the topic within a registry poll
+    outcomes = []
+    producer = Producer({"bootstrap.servers": both.kafka, "linger.ms": 0})
+    producer.produce(topic, value=os.urandom(4000), on_delivery=lambda err, msg: outcomes.append(err))
+    producer.flush(TIMEOUT)
+    producer.produce(topic, value=b"small", on_delivery=lambda err, msg: outcomes.append(err))
+    producer.flush(TIMEOUT)
+    assert outcomes[0] is not None and outcomes[0].code() == KafkaError.MSG_SIZE_TOO_LARGE, outcomes
+    assert outcomes[1] is None, outcomes
+
+    pub = client(both, mqtt.MQTTv5)
+    acked = queue.Queue()
+    pub.on_publish = lambda _c, _u, mid, reason, props: acked.put((mid, reason.value))
+    connect(pub, both)
+    big = pub.publish(f"{topic}/big", os.urandom(4000), qos=1)
+    assert acked.get(timeout=TIMEOUT) == (big.mid, 0x80)
+    sent = [pub.publish(f"{topic}/m", bytes([65 + i]) * 500, qos=1).mid for i in range(20)]
+    codes = dict(acked.get(timeout=TIMEOUT) for _ in sent)
+    assert all(codes[mid] == 0 for mid in sent), codes
+    close(pub)
+    records = kafka_records(both, topic, 21)
+    assert [r.value() for r in records] == [b"small"] + [bytes([65 + i]) * 500 for i in range(20)]
+
+    strata(both, "topic", "alter", topic, "--config", "max.message.bytes=8192")
+    assert shard_info(both, f"kafka/{topic}/0")["config"]["maxBatchBytes"] == 8192
+    producer.produce(topic, value=os.urandom(4000), on_delivery=lambda err, msg: outcomes.append(err))
+    producer.flush(TIMEOUT)
+    assert outcomes[2] is None, outcomes
+    refused = strata(both, "topic", "alter", topic, "--config", "max.message.bytes=1073741824", check=False)
+    assert refused.returncode == 1 and "max_batch_bytes" in refused.stderr, refused.stderr
 
 
 def test_a_registry_prefix_overrides_the_default_mapping(both):

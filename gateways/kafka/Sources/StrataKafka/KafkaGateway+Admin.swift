@@ -471,7 +471,7 @@ extension KafkaGateway {
         let logger = self.logger
         let topic = try await registry.alterConfigs(name, validateOnly: validateOnly) { current in
             var configs = incremental ? current : [:]
-            // Configs an earlier version took without effect (segment.bytes, max.message.bytes, …) go
+            // Configs an earlier version took without effect (segment.bytes, …) go
             // at the first change, rather than making every change of the topic fail.
             for (key, value) in configs where (try? TopicEntry.validate([key: value])) == nil {
                 configs[key] = nil

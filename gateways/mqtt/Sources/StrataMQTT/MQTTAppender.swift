@@ -21,6 +21,8 @@ final class MQTTAppender: Sendable {
     private let settling: AsyncStream<(PendingAppend?, any Error, [(MQTTMessage, Completion)])>
     private let toSettle: AsyncStream<(PendingAppend?, any Error, [(MQTTMessage, Completion)])>.Continuation
     private let slots: InflightLimiter
+    /// The shard's batch limit (a registry topic's max.message.bytes), nil: the node's.
+    private let shardLimit = Mutex<Int?>(nil)
     /// Most messages and bytes in one batch, and batches in flight.
     static let maxMessages = 1000
     static let maxBytes = 1 << 20
@@ -46,16 +48,22 @@ final class MQTTAppender: Sendable {
 
     func finish() { nudge.finish() }
 
+    /// Sets the shard's batch limit: batches are cut to fit it, and a message that does not fit
+    /// alone is refused by the journal (batch_too_large).
+    func limit(_ bytes: Int?) { shardLimit.withLock { $0 = bytes } }
+
     /// The appender's loop; runs as a child task of the gateway until `finish()`.
     func run() async {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.settle() }
             for await _ in nudges {
                 while true {
-                    let batch = queue.withLock { queue -> [(MQTTMessage, Completion)] in
+                    let limit = shardLimit.withLock { $0 }
+                    let target = min(Self.maxBytes, limit ?? .max)
+                    var batch = queue.withLock { queue -> [(MQTTMessage, Completion)] in
                         var taken = 0
                         var bytes = 0
-                        while taken < queue.count, taken < Self.maxMessages, bytes < Self.maxBytes {
+                        while taken < queue.count, taken < Self.maxMessages, bytes < target {
                             bytes += queue[taken].0.payload.readableBytes + queue[taken].0.topic.utf8.count + 64
                             taken += 1
                         }
@@ -63,10 +71,18 @@ final class MQTTAppender: Sendable {
                         return Array(queue.prefix(taken))
                     }
                     if batch.isEmpty { break }
+                    var encoded = RecordBatch.encode(batch.map(\.0.record))
+                    // Over the shard's limit: the later half goes back to the front of the queue
+                    // (in order) until the batch fits or is one message.
+                    while let limit, encoded.readableBytes > limit, batch.count > 1 {
+                        let back = batch[(batch.count / 2)...]
+                        queue.withLock { $0.insert(contentsOf: back, at: 0) }
+                        batch.removeLast(back.count)
+                        encoded = RecordBatch.encode(batch.map(\.0.record))
+                    }
                     await slots.acquire()
                     do {
-                        let pending = try await journal.queueAppend(
-                            shard: shard, batch: RecordBatch.encode(batch.map(\.0.record)))
+                        let pending = try await journal.queueAppend(shard: shard, batch: encoded)
                         toSettle.yield((pending, CancellationError(), batch))
                     } catch {
                         toSettle.yield((nil, error, batch))

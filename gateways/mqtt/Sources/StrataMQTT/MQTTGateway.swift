@@ -387,7 +387,16 @@ public final class MQTTGateway: Service {
             let shard = TopicRegistry.shardName(name, partition)
             startStream(shard, topic: name, id: entry.id, from: from(shard), in: &streams)
         }
+        limitBatches(name, entry, in: streams)
         if !streams.shares.isEmpty { workContinuation.yield(.redeclareShares(name, fromStart: true)) }
+    }
+
+    /// Keeps the batches appended to a topic's partitions within its max.message.bytes.
+    private func limitBatches(_ name: String, _ entry: TopicEntry, in streams: Streams) {
+        let limit = entry.shardConfig.maxBatchBytes
+        for partition in 0..<entry.partitions {
+            streams.appenders[TopicRegistry.shardName(name, partition)]?.limit(limit)
+        }
     }
 
     /// Follows the registry's changes (`TopicRegistry.watch`): topics created or grown elsewhere
@@ -406,6 +415,7 @@ public final class MQTTGateway: Service {
                     if recreated || (known.id == entry.id && known.partitions < entry.partitions) {
                         follow(name, entry, from: { _ in 0 }, in: &streams)
                     } else if known.id == entry.id {
+                        limitBatches(name, entry, in: streams)
                         // Its MQTT prefix may have been set or changed (`strata topic alter`).
                         let before = streams.roots
                         streams.roots.set(name, prefix: entry.configs[MQTTTopicRoots.prefixConfig])
