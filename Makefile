@@ -56,7 +56,7 @@ bench: build-release
 	"$$(swift build -c release --show-bin-path)/storage-bench" append --seconds 10
 
 # Coverage-guided fuzzing (libFuzzer + ASan), FUZZ_SECONDS long, of one target (FUZZ_TARGET:
-# frames, batch, mqtt, kafka or journal; empty: all, picked by each input's first byte).
+# frames, batch, mqtt, kafka, journal or amqp; empty: all, picked by each input's first byte).
 # Crashes are written to Fuzz/crashes/; turn each into a regression test. The kafka and journal
 # targets keep one journal (and gateway) across inputs, so what they keep is no leak:
 # LeakSanitizer is off for them.

@@ -179,6 +179,14 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
 
+        // AMQP 0-9-1 with RabbitMQ's extensions: frames, methods, tables, the connection's rules
+        // (gateways/amqp).
+        .target(
+            name: "StrataAMQP",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            path: "gateways/amqp/Sources/StrataAMQP",
+            swiftSettings: swiftSettings),
+
         // MQTT 3.1.1 / 5.0: packet codec, topics (gateways/mqtt).
         .target(
             name: "StrataMQTT",
@@ -238,7 +246,7 @@ let package = Package(
         .executableTarget(
             name: "JournalFuzz",
             dependencies: [
-                "StrataJournal", "StrataWire", "StrataMQTT", "StrataKafka", "CStrataShims",
+                "StrataJournal", "StrataWire", "StrataMQTT", "StrataKafka", "StrataAMQP", "CStrataShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -288,6 +296,15 @@ let package = Package(
         .testTarget(
             name: "StrataTopicsTests",
             dependencies: ["StrataTopics", "StrataJournal", "StrataClient", "StrataTestSupport", "StrataWire"],
+            swiftSettings: swiftSettings),
+
+        .testTarget(
+            name: "StrataAMQPTests",
+            dependencies: [
+                "StrataAMQP", "StrataTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
             swiftSettings: swiftSettings),
 
         .testTarget(

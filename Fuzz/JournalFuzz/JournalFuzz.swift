@@ -1,15 +1,17 @@
 // The libFuzzer harness for every byte parser exposed to peers: journal protocol frames and
 // payloads, RecordBatch v2 validation and decoding, MQTT packets, Kafka requests (handled by a
 // gateway on an in-process journal), and journal protocol requests carried out on an
-// in-process journal (append validation, reads, retention and offload arithmetic). `make fuzz`
+// in-process journal (append validation, reads, retention and offload arithmetic), and AMQP
+// frames through the AMQP connection's state machine. `make fuzz`
 // builds it with -sanitize=fuzzer,address and -DSTRATA_LIBFUZZER and runs it; a normal build
 // makes a replay tool that runs saved inputs (crash files, a corpus) through the same targets.
-// STRATA_FUZZ_TARGET=frames|batch|mqtt|kafka|journal runs one target on whole inputs; without
+// STRATA_FUZZ_TARGET=frames|batch|mqtt|kafka|journal|amqp runs one target on whole inputs; without
 // it the first byte picks the target.
 
 import Foundation
 import Logging
 import NIOCore
+import StrataAMQP
 import StrataJournal
 import StrataKafka
 import StrataMQTT
@@ -17,7 +19,7 @@ import StrataWire
 import Synchronization
 
 enum FuzzTarget: String, CaseIterable {
-    case frames, batch, mqtt, kafka, journal
+    case frames, batch, mqtt, kafka, journal, amqp
 }
 
 let forcedTarget = ProcessInfo.processInfo.environment["STRATA_FUZZ_TARGET"].flatMap(FuzzTarget.init(rawValue:))
@@ -47,6 +49,7 @@ func fuzzTarget(_ bytes: [UInt8]) {
     case .kafka:
         let engine = FuzzEngine.shared
         blocking { await KafkaFuzzTarget.request(input, gateway: engine.gateway) }
+    case .amqp: AMQPFuzzTarget.frames(input)
     case .journal:
         let engine = FuzzEngine.shared
         let round = engine.round.withLock { round in
@@ -99,37 +102,37 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
 }
 
 #if STRATA_LIBFUZZER
-import CStrataShims
+    import CStrataShims
 
-/// SwiftPM links an executable's entry point as `<Target>_main`; here it hands over to
-/// libFuzzer's driver.
-@_cdecl("JournalFuzz_main")
-public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
-    var argc = argc
-    var argv = argv
-    return LLVMFuzzerRunDriver(&argc, &argv) { data, size in
-        fuzzOneInput(data, size)
-    }
-}
-
-func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    guard let data else { return 0 }
-    fuzzTarget(Array(UnsafeBufferPointer(start: data, count: size)))
-    return 0
-}
-#else
-@main
-struct JournalFuzzReplay {
-    /// `journal-fuzz FILE...`: runs each file through the fuzz targets (as libFuzzer would).
-    static func main() {
-        for path in CommandLine.arguments.dropFirst() {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                print("cannot read \(path)")
-                continue
-            }
-            fuzzTarget(Array(data))
-            print("ok \(path)")
+    /// SwiftPM links an executable's entry point as `<Target>_main`; here it hands over to
+    /// libFuzzer's driver.
+    @_cdecl("JournalFuzz_main")
+    public func fuzzMain(_ argc: CInt, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?) -> CInt {
+        var argc = argc
+        var argv = argv
+        return LLVMFuzzerRunDriver(&argc, &argv) { data, size in
+            fuzzOneInput(data, size)
         }
     }
-}
+
+    func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+        guard let data else { return 0 }
+        fuzzTarget(Array(UnsafeBufferPointer(start: data, count: size)))
+        return 0
+    }
+#else
+    @main
+    struct JournalFuzzReplay {
+        /// `journal-fuzz FILE...`: runs each file through the fuzz targets (as libFuzzer would).
+        static func main() {
+            for path in CommandLine.arguments.dropFirst() {
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    print("cannot read \(path)")
+                    continue
+                }
+                fuzzTarget(Array(data))
+                print("ok \(path)")
+            }
+        }
+    }
 #endif
