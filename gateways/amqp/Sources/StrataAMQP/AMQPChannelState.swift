@@ -1,0 +1,215 @@
+/// One channel's delivery and publishing bookkeeping, as a value (no I/O): consumers, delivery
+/// tags and what is unacknowledged, prefetch limits, publisher-confirm sequence numbers with
+/// coalesced acks, and whether the channel is transactional. `Handle` is
+/// what the gateway needs to settle a delivery in its queue (a queue name and message id).
+public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
+    public enum Mode: Sendable, Hashable {
+        case plain
+        case confirm
+        case transaction
+    }
+
+    public struct Consumer: Sendable, Hashable {
+        public var tag: String
+        public var queue: String
+        public var noAck: Bool
+        public var exclusive: Bool
+        /// basic.qos prefetch-count (global=false) in force when it was created; 0: unlimited.
+        public var prefetch: UInt16
+    }
+
+    public struct Unacked: Sendable, Hashable {
+        public var consumer: String?
+        public var handle: Handle
+    }
+
+    /// What acknowledging (or rejecting) settled: each delivery and its handle.
+    public struct Settlement: Sendable, Hashable {
+        public var tag: UInt64
+        public var handle: Handle
+    }
+
+    public private(set) var mode = Mode.plain
+    public private(set) var consumers: [String: Consumer] = [:]
+    /// basic.qos with global=false: the prefetch of consumers created after it.
+    public private(set) var consumerPrefetch: UInt16 = 0
+    /// basic.qos with global=true: the channel's limit over all its consumers.
+    public private(set) var channelPrefetch: UInt16 = 0
+    private var nextTag: UInt64 = 1
+    /// Unacknowledged deliveries by tag, in tag order.
+    private var unacked: [UInt64: Unacked] = [:]
+    private var unackedOrder: [UInt64] = []
+    private var unackedByConsumer: [String: Int] = [:]
+    private var generatedTags = 0
+
+    // Confirms: the next sequence number, the ones not answered yet in order, and answers
+    // held back until everything before them is answered (so acks coalesce).
+    private var nextSequence: UInt64 = 1
+    private var outstanding: [UInt64] = []
+    private var answered: [UInt64: Bool] = [:]
+
+    public init() {}
+
+    // MARK: Consumers and prefetch
+
+    /// basic.qos. A byte-size limit is not implemented (RabbitMQ refuses it too: 540).
+    public mutating func qos(prefetchSize: UInt32, prefetchCount: UInt16, global: Bool) throws(AMQPError) {
+        guard prefetchSize == 0 else {
+            throw AMQPError(
+                AMQPError.notImplemented, "NOT_IMPLEMENTED - prefetch_size!=0 (\(prefetchSize))", classID: 60,
+                methodID: 10)
+        }
+        if global { channelPrefetch = prefetchCount } else { consumerPrefetch = prefetchCount }
+    }
+
+    /// basic.consume: an empty tag gets a generated one; a tag in use is 530.
+    public mutating func consume(tag requested: String, queue: String, noAck: Bool, exclusive: Bool) throws(AMQPError)
+        -> Consumer
+    {
+        var tag = requested
+        if tag.isEmpty {
+            repeat {
+                generatedTags += 1
+                tag = "amq.ctag-\(generatedTags)"
+            } while consumers[tag] != nil
+        }
+        guard consumers[tag] == nil else {
+            throw AMQPError(
+                AMQPError.notAllowed, "NOT_ALLOWED - attempt to reuse consumer tag '\(tag)'", classID: 60, methodID: 20)
+        }
+        let consumer = Consumer(tag: tag, queue: queue, noAck: noAck, exclusive: exclusive, prefetch: consumerPrefetch)
+        consumers[tag] = consumer
+        return consumer
+    }
+
+    /// basic.cancel (or the queue went away): the consumer stops; its unacknowledged deliveries
+    /// stay on the channel until acknowledged or the channel closes, as in RabbitMQ.
+    public mutating func cancel(tag: String) -> Consumer? { consumers.removeValue(forKey: tag) }
+
+    /// Whether `consumer` may be sent another message now (prefetch-count per consumer and
+    /// per channel; deliveries without acknowledgement count for neither).
+    public func canDeliver(to tag: String) -> Bool {
+        guard let consumer = consumers[tag] else { return false }
+        if consumer.noAck { return true }
+        if consumer.prefetch > 0, unackedByConsumer[tag, default: 0] >= Int(consumer.prefetch) { return false }
+        if channelPrefetch > 0, unacked.count >= Int(channelPrefetch) { return false }
+        return true
+    }
+
+    /// A delivery (basic.deliver to `consumer`, or basic.get-ok with nil): its tag; one that
+    /// needs acknowledgement is kept until it gets one.
+    public mutating func deliver(_ handle: Handle, consumer: String?, needsAck: Bool) -> UInt64 {
+        let tag = nextTag
+        nextTag += 1
+        if needsAck {
+            unacked[tag] = Unacked(consumer: consumer, handle: handle)
+            unackedOrder.append(tag)
+            if let consumer { unackedByConsumer[consumer, default: 0] += 1 }
+        }
+        return tag
+    }
+
+    public var unacknowledged: Int { unacked.count }
+
+    // MARK: Acknowledgements
+
+    /// basic.ack, basic.nack and basic.reject: `multiple` takes every delivery up to `tag`
+    /// (tag 0 with multiple: all of them). An unknown tag is 406, which closes the channel.
+    public mutating func settle(tag: UInt64, multiple: Bool, methodID: UInt16) throws(AMQPError) -> [Settlement] {
+        if multiple {
+            let upTo = tag == 0 ? UInt64.max : tag
+            guard tag == 0 || unacked[tag] != nil || unackedOrder.contains(where: { $0 < tag }) else {
+                throw unknown(tag, methodID)
+            }
+            let taken = unackedOrder.prefix { $0 <= upTo }
+            unackedOrder.removeFirst(taken.count)
+            var settled: [Settlement] = []
+            for tag in taken { settled.append(take(tag)) }
+            return settled
+        }
+        guard unacked[tag] != nil else { throw unknown(tag, methodID) }
+        unackedOrder.removeAll { $0 == tag }
+        return [take(tag)]
+    }
+
+    /// basic.recover and a closing channel: every unacknowledged delivery, to be requeued.
+    public mutating func takeAllUnacked() -> [Settlement] {
+        var all: [Settlement] = []
+        for tag in unackedOrder { all.append(take(tag)) }
+        unackedOrder = []
+        return all
+    }
+
+    private mutating func take(_ tag: UInt64) -> Settlement {
+        let entry = unacked.removeValue(forKey: tag)!
+        if let consumer = entry.consumer {
+            unackedByConsumer[consumer]! -= 1
+            if unackedByConsumer[consumer] == 0 { unackedByConsumer[consumer] = nil }
+        }
+        return Settlement(tag: tag, handle: entry.handle)
+    }
+
+    private func unknown(_ tag: UInt64, _ methodID: UInt16) -> AMQPError {
+        AMQPError(
+            AMQPError.preconditionFailed, "PRECONDITION_FAILED - unknown delivery tag \(tag)", classID: 60,
+            methodID: methodID)
+    }
+
+    // MARK: Confirms and transactions
+
+    /// confirm.select; a transactional channel cannot (406).
+    public mutating func selectConfirms() throws(AMQPError) {
+        guard mode != .transaction else {
+            throw AMQPError(
+                AMQPError.preconditionFailed, "PRECONDITION_FAILED - cannot switch from tx to confirm mode",
+                classID: 85, methodID: 10)
+        }
+        mode = .confirm
+    }
+
+    /// tx.select; a channel in confirm mode cannot (406).
+    public mutating func selectTransactions() throws(AMQPError) {
+        guard mode != .confirm else {
+            throw AMQPError(
+                AMQPError.preconditionFailed, "PRECONDITION_FAILED - cannot switch from confirm to tx mode",
+                classID: 90, methodID: 10)
+        }
+        mode = .transaction
+    }
+
+    /// A publish in confirm mode: its sequence number, to be answered with `answered`.
+    public mutating func published() -> UInt64? {
+        guard mode == .confirm else { return nil }
+        let sequence = nextSequence
+        nextSequence += 1
+        outstanding.append(sequence)
+        return sequence
+    }
+
+    /// A confirm-mode publish is stored (`ok`) or could not be: the basic.ack / basic.nack
+    /// methods to send now. Acks wait for every earlier publish and go as one `multiple` ack;
+    /// a nack goes at once for its own message.
+    public mutating func answered(_ sequence: UInt64, ok: Bool) -> [AMQPMethod] {
+        guard outstanding.contains(sequence), answered[sequence] == nil else { return [] }
+        var methods: [AMQPMethod] = []
+        if !ok {
+            outstanding.removeAll { $0 == sequence }
+            methods.append(.basicNack(deliveryTag: sequence, multiple: false, requeue: false))
+        } else {
+            answered[sequence] = true
+        }
+        var acked = 0
+        var last: UInt64 = 0
+        while let first = outstanding.first, answered[first] == true {
+            outstanding.removeFirst()
+            answered[first] = nil
+            acked += 1
+            last = first
+        }
+        if acked > 0 { methods.append(.basicAck(deliveryTag: last, multiple: acked > 1)) }
+        return methods
+    }
+
+    /// Publishes still waiting for their confirm.
+    public var unconfirmed: Int { outstanding.count }
+}
