@@ -183,7 +183,7 @@ let package = Package(
         // (gateways/amqp).
         .target(
             name: "StrataAMQP",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["StrataJournal", "StrataTopics", .product(name: "NIOCore", package: "swift-nio")],
             path: "gateways/amqp/Sources/StrataAMQP",
             swiftSettings: swiftSettings),
 
@@ -301,7 +301,7 @@ let package = Package(
         .testTarget(
             name: "StrataAMQPTests",
             dependencies: [
-                "StrataAMQP", "StrataTestSupport",
+                "StrataAMQP", "StrataTestSupport", "StrataJournal", "StrataTopics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
             ],

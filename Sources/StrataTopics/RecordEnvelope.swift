@@ -1,7 +1,7 @@
 /// The header names every gateway uses for the message properties protocols share, so that
 /// what one protocol's client set reaches another's (docs/topics.md, "One record"). Headers
-/// outside these names and the `mqtt.` / `strata.` prefixes are the application's own (MQTT
-/// user properties, Kafka headers).
+/// outside these names and the `mqtt.` / `amqp.` / `strata.` prefixes are the application's own
+/// (MQTT user properties, Kafka headers, AMQP headers-table entries).
 public enum RecordEnvelope {
     /// MIME type of the payload (MQTT content type).
     public static let contentType = "content-type"
@@ -24,13 +24,13 @@ public enum RecordEnvelope {
     }
 
     /// The application property a header is, or nil when the header is one of the envelope's
-    /// own (a field above, or a protocol's `mqtt.` / `strata.` header).
+    /// own (a field above, or a protocol's `mqtt.` / `amqp.` / `strata.` header).
     public static func applicationProperty(ofHeader name: String) -> String? {
         if name.hasPrefix(escape) { return String(name.dropFirst(escape.count)) }
         return isReserved(name) ? nil : name
     }
 
     static func isReserved(_ name: String) -> Bool {
-        fields.contains(name) || name.hasPrefix("mqtt.") || name.hasPrefix("strata.")
+        fields.contains(name) || name.hasPrefix("mqtt.") || name.hasPrefix("strata.") || name.hasPrefix("amqp.")
     }
 }
