@@ -78,6 +78,35 @@ public enum TopicMapping {
         SubjectPattern.mqtt("").subject(ofKey: key, root: topic)
     }
 
+    /// The `amq.topic` routing key of an MQTT topic name or filter, by RabbitMQ's MQTT plugin
+    /// convention (so users of both recognise it): levels separated by `.` instead of `/`, a `.`
+    /// inside a level written `/`, and the filter wildcard `+` as `*` (`#` stays `#`).
+    public static func amqpRoutingKey(forMQTT topic: String) -> String {
+        String(
+            topic.map { character -> Character in
+                switch character {
+                case "/": "."
+                case ".": "/"
+                case "+": "*"
+                default: character
+                }
+            })
+    }
+
+    /// The MQTT topic name or filter of an `amq.topic` routing key or binding pattern: the
+    /// reverse of `amqpRoutingKey(forMQTT:)`.
+    public static func mqttTopic(forAMQPRoutingKey key: String) -> String {
+        String(
+            key.map { character -> Character in
+                switch character {
+                case ".": "/"
+                case "/": "."
+                case "*": "+"
+                default: character
+                }
+            })
+    }
+
     /// Kafka's default partitioner for a keyed record (the Java client's and kafka-python's):
     /// murmur2 of the key, made positive, modulo the partition count.
     public static func partition(forKey key: [UInt8], partitions: Int32) -> Int32 {

@@ -7,6 +7,18 @@ import StrataWire
 import Testing
 
 @Suite struct TopicMappingTests {
+    /// RabbitMQ's MQTT plugin convention for amq.topic: `/` ↔ `.`, `.` ↔ `/`, `+` ↔ `*`.
+    @Test func amqTopicRoutingKeysMirrorMQTTTopics() {
+        let pairs: [(String, String)] = [
+            ("sensors/room1/temp", "sensors.room1.temp"), ("v1.2/x", "v1/2.x"), ("sensors/+/temp", "sensors.*.temp"),
+            ("sensors/#", "sensors.#"), ("/leading", ".leading"), ("a//b", "a..b"), ("", ""),
+        ]
+        for (mqtt, amqp) in pairs {
+            #expect(TopicMapping.amqpRoutingKey(forMQTT: mqtt) == amqp)
+            #expect(TopicMapping.mqttTopic(forAMQPRoutingKey: amqp) == mqtt)
+        }
+    }
+
     /// Kafka's own test vectors for `Utils.murmur2` (clients/src/test/.../UtilsTest.java).
     @Test func murmur2MatchesKafka() {
         let cases: [(String, Int32)] = [
