@@ -153,6 +153,48 @@ import Testing
 extension KafkaIdempotenceTests {
     /// Producer states are bounded; an evicted producer's retry is still recognised (its
     /// state is read back from the partition's data).
+    /// A member of the current generation commits while another member's join has the group
+    /// preparing a rebalance (the at-least-once pattern: commit in the revoke callback), as
+    /// Kafka's coordinator allows; during CompletingRebalance the answer is
+    /// REBALANCE_IN_PROGRESS, and an old generation is ILLEGAL_GENERATION.
+    @Test func commitsAreTakenWhileARebalanceIsPrepared() async throws {
+        try await withTemporaryDirectory { directory in
+            let journal = try Journal(
+                configuration: JournalConfiguration(dataDirectory: directory), logger: Logger(label: "test"))
+            defer { journal.close() }
+            let groups = KafkaGroupCoordinator(
+                journal: InProcessJournalClient(journal: journal, node: "test"), logger: Logger(label: "test"))
+            func request(_ memberID: String) -> KafkaGroupCoordinator.JoinRequest {
+                KafkaGroupCoordinator.JoinRequest(
+                    groupID: "g", sessionTimeout: 10_000, rebalanceTimeout: 30_000, memberID: memberID, instanceID: nil,
+                    protocolType: "consumer", protocols: [.init(name: "range", metadata: [])], clientID: "c",
+                    clientHost: "h", requireKnownMemberID: false)
+            }
+            let first = await groups.join(request(""))
+            #expect(first.error == .none && first.generation == 1)
+            let a = first.memberID
+            _ = await groups.sync(groupID: "g", generation: 1, memberID: a, assignments: [(a, [1])])
+            #expect(await groups.validateCommit(groupID: "g", generation: 1, memberID: a) == .none)
+
+            // B joins: the group prepares a rebalance and waits for A to join again.
+            async let second = groups.join(request(""))
+            var preparing = false
+            for _ in 0..<200 where !preparing {
+                try await Task.sleep(for: .milliseconds(10))
+                preparing = await groups.describe("g")?.state == .preparingRebalance
+            }
+            #expect(preparing)
+            #expect(await groups.validateCommit(groupID: "g", generation: 1, memberID: a) == .none)
+
+            // A joins again: generation 2, CompletingRebalance until the leader syncs.
+            let rejoined = await groups.join(request(a))
+            let b = await second
+            #expect(rejoined.generation == 2 && b.generation == 2)
+            #expect(await groups.validateCommit(groupID: "g", generation: 2, memberID: a) == .rebalanceInProgress)
+            #expect(await groups.validateCommit(groupID: "g", generation: 1, memberID: a) == .illegalGeneration)
+        }
+    }
+
     @Test func producerStatesAreBoundedAndRebuilt() async throws {
         try await withTemporaryDirectory { directory in
             let journal = try Journal(

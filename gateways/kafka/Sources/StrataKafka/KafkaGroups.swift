@@ -469,8 +469,11 @@ final class KafkaGroupCoordinator: Sendable {
             if generation < 0 && memberID.isEmpty { return group.members.isEmpty ? .none : .illegalGeneration }
             guard let index = group.index(of: memberID) else { return .unknownMemberID }
             groups[groupID]!.members[index].lastSeen = WallClock.milliseconds()
-            if group.state == .preparingRebalance { return .rebalanceInProgress }
-            return generation == group.generation ? .none : .illegalGeneration
+            // Kafka's rule: a member of the current generation may commit while the group prepares
+            // a rebalance (the revoke callback commits then), not while it completes one (the
+            // member already has the next generation's id but no assignment).
+            guard generation == group.generation else { return .illegalGeneration }
+            return group.state == .completingRebalance ? .rebalanceInProgress : .none
         }
     }
 
