@@ -8,13 +8,19 @@ import Testing
     static func payload(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
 
     static let v5Packets: [MQTTPacket] = [
-        .connack(.init(sessionPresent: true, reasonCode: 0, properties: [.assignedClientIdentifier("auto-1"), .topicAliasMaximum(10), .receiveMaximum(20)])),
+        .connack(
+            .init(
+                sessionPresent: true, reasonCode: 0,
+                properties: [.assignedClientIdentifier("auto-1"), .topicAliasMaximum(10), .receiveMaximum(20)])),
         .publish(.init(topic: "a/b", qos: 0, payload: payload("hello"))),
         .publish(
             .init(
                 topic: "a/b", qos: 2, retain: true, dup: true, packetID: 7,
-                properties: [.messageExpiryInterval(30), .responseTopic("r/1"), .correlationData([1, 2]),
-                    .userProperty("k", "v"), .userProperty("k", "w"), .subscriptionIdentifier(3), .subscriptionIdentifier(9)],
+                properties: [
+                    .messageExpiryInterval(30), .responseTopic("r/1"), .correlationData([1, 2]),
+                    .userProperty("k", "v"), .userProperty("k", "w"), .subscriptionIdentifier(3),
+                    .subscriptionIdentifier(9),
+                ],
                 payload: payload("body"))),
         .puback(.init(packetID: 1)),
         .puback(.init(packetID: 2, reasonCode: 0x10)),
@@ -42,7 +48,8 @@ import Testing
     static let v311Packets: [MQTTPacket] = [
         .connack(.init(sessionPresent: false, reasonCode: 5)),
         .publish(.init(topic: "t", qos: 1, packetID: 65_535, payload: payload(""))),
-        .puback(.init(packetID: 1)), .pubrec(.init(packetID: 2)), .pubrel(.init(packetID: 3)), .pubcomp(.init(packetID: 4)),
+        .puback(.init(packetID: 1)), .pubrec(.init(packetID: 2)), .pubrel(.init(packetID: 3)),
+        .pubcomp(.init(packetID: 4)),
         .subscribe(.init(packetID: 5, subscriptions: [.init(filter: "#", qos: 0), .init(filter: "a/+/c", qos: 2)])),
         .suback(.init(packetID: 5, reasonCodes: [0, 0x80])),
         .unsubscribe(.init(packetID: 6, filters: ["#"])),
@@ -69,7 +76,8 @@ import Testing
         for case .publish(let publish) in (version == .v5 ? Self.v5Packets : Self.v311Packets) {
             #expect(publish.encodedSize(version: version) == Self.bytes(.publish(publish), version).readableBytes)
         }
-        let large = MQTTPacket.Publish(topic: "t", qos: 1, packetID: 1, payload: ByteBuffer(repeating: 7, count: 20_000))
+        let large = MQTTPacket.Publish(
+            topic: "t", qos: 1, packetID: 1, payload: ByteBuffer(repeating: 7, count: 20_000))
         #expect(large.encodedSize(version: version) == Self.bytes(.publish(large), version).readableBytes)
     }
 
@@ -81,24 +89,52 @@ import Testing
                 will: .init(
                     topic: "w", payload: [9], qos: 1, retain: true,
                     properties: version == .v5 ? [.willDelayInterval(5), .contentType("text/plain")] : []),
-                properties: version == .v5 ? [.sessionExpiryInterval(300), .receiveMaximum(5), .maximumPacketSize(1000)] : []))
+                properties: version == .v5
+                    ? [.sessionExpiryInterval(300), .receiveMaximum(5), .maximumPacketSize(1000)] : []))
         var decoder = MQTTDecoder()
         var buffer = Self.bytes(connect, version)
         #expect(try decoder.decode(buffer: &buffer) == connect)
         #expect(decoder.version == version)
     }
 
+    /// A CONNECT carrying bytes its flags do not announce, or a will topic that is no topic name,
+    /// is malformed: the decoder throws, and the connection closes without CONNACK.
+    @Test(arguments: [MQTTProtocolVersion.v311, .v5])
+    func connectsTheSpecCallsMalformedAreRefused(version: MQTTProtocolVersion) throws {
+        // A user name present with the user name flag clear: the example CONNECT plus "u".
+        var extra = Self.bytes(
+            .connect(.init(version: version, clientID: "c", cleanStart: true, keepAlive: 60)), version)
+        extra.setInteger(extra.getInteger(at: 1, as: UInt8.self)! + 3, at: 1)
+        extra.writeBytes([0x00, 0x01, 0x75])
+        var decoder = MQTTDecoder()
+        #expect(throws: MQTTProtocolError.self) { _ = try decoder.decode(buffer: &extra) }
+        for topic in ["", "a/+", "a/#"] {
+            let connect = MQTTPacket.connect(
+                .init(
+                    version: version, clientID: "c", cleanStart: true, keepAlive: 60,
+                    will: .init(topic: topic, payload: [1], qos: 0, retain: false)))
+            var buffer = Self.bytes(connect, version)
+            var fresh = MQTTDecoder()
+            #expect(throws: MQTTProtocolError.self, "will topic '\(topic)'") { _ = try fresh.decode(buffer: &buffer) }
+        }
+    }
+
     /// The CONNECT of MQTT 3.1.1's own example: protocol "MQTT", level 4, clean session, keep-alive 60, empty client id.
     @Test func knownBytesOfA311Connect() throws {
-        var buffer = ByteBuffer(bytes: [0x10, 0x0C, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3C, 0x00, 0x00])
+        var buffer = ByteBuffer(bytes: [
+            0x10, 0x0C, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3C, 0x00, 0x00,
+        ])
         var decoder = MQTTDecoder()
         let packet = try decoder.decode(buffer: &buffer)
         #expect(packet == .connect(.init(version: .v311, clientID: "", cleanStart: true, keepAlive: 60)))
-        #expect(Array(Self.bytes(packet!, .v311).readableBytesView)
-            == [0x10, 0x0C, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3C, 0x00, 0x00])
+        #expect(
+            Array(Self.bytes(packet!, .v311).readableBytesView)
+                == [0x10, 0x0C, 0x00, 0x04, 0x4D, 0x51, 0x54, 0x54, 0x04, 0x02, 0x00, 0x3C, 0x00, 0x00])
     }
 
-    private func decodeError(_ bytes: [UInt8], version: MQTTProtocolVersion? = .v5, max: Int = 1 << 20) -> MQTTProtocolError? {
+    private func decodeError(_ bytes: [UInt8], version: MQTTProtocolVersion? = .v5, max: Int = 1 << 20)
+        -> MQTTProtocolError?
+    {
         var decoder = MQTTDecoder(version: version, maxPacketSize: max)
         var buffer = ByteBuffer(bytes: bytes)
         do {
@@ -131,8 +167,12 @@ import Testing
         #expect(decodeError([0xF0, 0x00], version: .v311)?.reasonCode == 0x81)  // AUTH in 3.1.1
         #expect(decodeError([0xC0, 0x00], version: nil)?.reasonCode == 0x82)  // no CONNECT first
         // CONNECT: reserved flag; protocol level 3 (3.1) → unsupported version.
-        #expect(decodeError([0x10, 0x0C, 0, 4, 0x4D, 0x51, 0x54, 0x54, 4, 0x03, 0, 60, 0, 0], version: nil)?.reasonCode == 0x81)
-        #expect(decodeError([0x10, 0x0C, 0, 4, 0x4D, 0x51, 0x54, 0x54, 3, 0x02, 0, 60, 0, 0], version: nil)?.reasonCode == 0x84)
+        #expect(
+            decodeError([0x10, 0x0C, 0, 4, 0x4D, 0x51, 0x54, 0x54, 4, 0x03, 0, 60, 0, 0], version: nil)?.reasonCode
+                == 0x81)
+        #expect(
+            decodeError([0x10, 0x0C, 0, 4, 0x4D, 0x51, 0x54, 0x54, 3, 0x02, 0, 60, 0, 0], version: nil)?.reasonCode
+                == 0x84)
         // Properties: duplicate message expiry, and a CONNACK-only property in PUBLISH.
         #expect(decodeError([0x30, 0x0E, 0, 1, 0x61, 0x0A, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2])?.reasonCode == 0x82)
         #expect(decodeError([0x30, 0x06, 0, 1, 0x61, 0x02, 0x24, 0x01])?.reasonCode == 0x81)
@@ -174,7 +214,9 @@ import Testing
     }
 
     @Test func validation() {
-        for good in ["a", "a/+", "#", "+/+/#", "/", "$share/g/a/#"] { #expect(MQTTTopic.isValidFilter(good), "\(good)") }
+        for good in ["a", "a/+", "#", "+/+/#", "/", "$share/g/a/#"] {
+            #expect(MQTTTopic.isValidFilter(good), "\(good)")
+        }
         for bad in ["", "a#", "a/#/b", "a+", "$share/g", "$share//a", "$share/g+/a"] {
             #expect(!MQTTTopic.isValidFilter(bad), "\(bad)")
         }

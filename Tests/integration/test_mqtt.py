@@ -188,6 +188,34 @@ def test_malformed_packet_gets_disconnect_and_others_still_served(node):
     close(ok)
 
 
+def test_malformed_connects_are_closed_without_connack(node):
+    """[MQTT-3.1.4-1]: a CONNECT that breaks the rules gets no CONNACK, only a closed socket:
+    bytes its flags do not announce (a user name with the user name flag clear), a will topic
+    that is empty or has wildcards."""
+    v311 = bytes([0, 4]) + b"MQTT" + bytes([4])
+    cases = [
+        # flags 0x02 (clean session, no user name), client id "raw", then a user name "u" anyway.
+        v311 + bytes([0x02, 0, 30, 0, 3]) + b"raw" + bytes([0, 1]) + b"u",
+        # flags 0x06 (will), will topic "" and payload "x".
+        v311 + bytes([0x06, 0, 30, 0, 3]) + b"raw" + bytes([0, 0, 0, 1]) + b"x",
+        # will topic "a/#".
+        v311 + bytes([0x06, 0, 30, 0, 3]) + b"raw" + bytes([0, 3]) + b"a/#" + bytes([0, 1]) + b"x",
+    ]
+    for body in cases:
+        with socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=TIMEOUT) as raw:
+            raw.sendall(bytes([0x10, len(body)]) + body)
+            received = b""
+            while True:
+                chunk = raw.recv(64)
+                if not chunk:
+                    break
+                received += chunk
+            assert received == b"", (body, received)
+    ok = client(node)
+    assert not connect(ok, node)[0].is_failure
+    close(ok)
+
+
 def test_acknowledged_publishes_survive_node_sigkill(data_dir):
     first = Node(data_dir, ["--mqtt-allow-anonymous"])
     pub = client(first)

@@ -193,12 +193,22 @@ public struct MQTTDecoder: NIOSingleStepByteToMessageDecoder {
         if willFlag {
             let willProperties = version == .v5 ? try MQTTProperties.read(from: &body, packet: 0) : []
             let topic = try body.readMQTTString()
+            // A will is published like any message: its topic must be a valid topic name
+            // (not empty, no wildcards), or the will could never be delivered correctly.
+            guard MQTTTopic.isValidName(topic) else {
+                throw .malformed("CONNECT will topic '\(topic)' is not a topic name")
+            }
             let payload = try body.readMQTTBinary()
             will = MQTTPacket.Will(
                 topic: topic, payload: payload, qos: willQoS, retain: willRetain, properties: willProperties)
         }
         let username = hasUsername ? try body.readMQTTString() : nil
         let password = hasPassword ? try body.readMQTTBinary() : nil
+        // Bytes the flags do not announce (a user name with the user name flag clear, …): the
+        // packet is malformed and the connection closes without CONNACK [MQTT-3.1.4-1].
+        guard body.readableBytes == 0 else {
+            throw .malformed("CONNECT payload has \(body.readableBytes) bytes its flags do not announce")
+        }
         return MQTTPacket.Connect(
             version: version, clientID: clientID, cleanStart: connectFlags & 0x02 != 0, keepAlive: keepAlive,
             username: username, password: password, will: will, properties: properties)
