@@ -612,6 +612,39 @@ def test_will_delay_waits_and_is_cancelled_by_a_reconnect(node):
     close(watcher, back)
 
 
+def test_a_delayed_will_is_not_sent_when_a_half_open_connection_is_taken_over(node):
+    """The mobile client's case: its old connection is still open (half-open) when it connects
+    again; the takeover closes the old one, and its delayed will must not be sent
+    [MQTT-3.1.3-9], however soon after the takeover the old connection's close runs."""
+    watcher = client(node)
+    connect(watcher, node)
+    subscribe(watcher, "halfopen/#")
+    old = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="half-open", protocol=mqtt.MQTTv5)
+    will_props = Properties(PacketTypes.WILLMESSAGE)
+    will_props.WillDelayInterval = 2
+    old.will_set("halfopen/will", "late", qos=1, properties=will_props)
+    connect_props = Properties(PacketTypes.CONNECT)
+    connect_props.SessionExpiryInterval = 60
+    connected = queue.Queue()
+    old.on_connect = lambda *_: connected.put(True)
+    old.connect("127.0.0.1", node.mqtt_port, keepalive=30, clean_start=True, properties=connect_props)
+    old.loop_start()
+    connected.get(timeout=TIMEOUT)
+    old.loop_stop()  # the socket stays open, unanswered: half-open
+    back = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="half-open", protocol=mqtt.MQTTv5)
+    back_connected = queue.Queue()
+    back.on_connect = lambda client, userdata, flags, reason, properties: back_connected.put(reason)
+    back.connect("127.0.0.1", node.mqtt_port, keepalive=30, clean_start=False, properties=connect_props)
+    back.loop_start()
+    assert not back_connected.get(timeout=TIMEOUT).is_failure
+    with pytest.raises(queue.Empty):
+        watcher.inbox.get(timeout=3.5)
+    old.socket().close()
+    back.disconnect()
+    back.loop_stop()
+    close(watcher)
+
+
 def test_mqtt_over_websocket(data_dir):
     started = Node(data_dir, ["--mqtt-allow-anonymous", "--mqtt-ws-listen", "127.0.0.1:0"], listeners=4)
     try:

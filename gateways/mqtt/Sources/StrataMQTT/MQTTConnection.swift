@@ -323,7 +323,12 @@ struct MQTTConnection {
                 topic: pending.topic, payload: ByteBuffer(bytes: pending.payload), qos: pending.qos,
                 retain: pending.retain,
                 publisher: session.clientID, properties: properties, timestamp: WallClock.milliseconds())
-            gateway.publishWill(message, of: session.clientID, after: .seconds(Int64(delay)))
+            // A newer connection of the client took this one over (the half-open-then-reconnect
+            // case): it came back before the delay ran out, so a delayed will is not sent
+            // [MQTT-3.1.3-9]. Its CONNECT cancelled pending wills before this one was scheduled.
+            if delay == 0 || !gateway.isTakenOver(session) {
+                gateway.publishWill(message, of: session.clientID, after: .seconds(Int64(delay)))
+            }
         }
     }
 

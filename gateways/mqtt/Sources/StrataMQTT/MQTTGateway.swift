@@ -572,6 +572,11 @@ public final class MQTTGateway: Service {
         }
     }
 
+    /// Whether a newer connection of the session's client is registered in its place.
+    func isTakenOver(_ session: MQTTSession) -> Bool {
+        registry.withLock { registry in registry.sessions[session.clientID].map { $0 !== session } ?? false }
+    }
+
     func cancelWill(of clientID: String) {
         registry.withLock { $0.pendingWills.removeValue(forKey: clientID)?.cancel() }
     }
