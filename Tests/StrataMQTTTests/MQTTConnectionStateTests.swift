@@ -142,8 +142,9 @@ import Testing
         let table: [(MQTTPacket, State.Action)] = [
             (.puback(.init(packetID: 1)), .completed(packetID: 1)),
             (.pubcomp(.init(packetID: 2)), .completed(packetID: 2)),
-            (.pubrec(.init(packetID: 3)), .received(packetID: 3, refused: false)),
-            (.pubrec(.init(packetID: 4, reasonCode: 0x87)), .received(packetID: 4, refused: true)),
+            (.pubrec(.init(packetID: 3)), .received(packetID: 3)),
+            // A PUBREC refusing the message ends the flow: no PUBREL (MQTT 5 4.3.3).
+            (.pubrec(.init(packetID: 4, reasonCode: 0x87)), .completed(packetID: 4)),
             (.pubrel(.init(packetID: 5)), .release(packetID: 5)),
             (.pingreq, .send(.pingresp)),
             (.unsubscribe(.init(packetID: 6, filters: ["a/#"])), .unsubscribe(packetID: 6, filters: ["a/#"])),

@@ -216,6 +216,47 @@ def test_malformed_connects_are_closed_without_connack(node):
     close(ok)
 
 
+def read_packet(sock):
+    """One MQTT packet from a raw socket: (first byte, body)."""
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            assert chunk, "connection closed"
+            data += chunk
+        return data
+    first = exactly(1)[0]
+    length, shift = 0, 0
+    while True:
+        byte = exactly(1)[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if byte & 0x80 == 0:
+            break
+    return first, exactly(length)
+
+
+def test_a_pubrec_with_a_failure_reason_ends_the_flow_without_pubrel(node):
+    """MQTT 5 4.3.3: a PUBREC with reason 0x80 or above releases the packet id; the server
+    sends no PUBREL for it and the connection goes on."""
+    with socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=TIMEOUT) as raw:
+        raw.sendall(bytes([0x10, 0x10, 0, 4]) + b"MQTT" + bytes([5, 2, 0, 30, 0, 0, 3]) + b"rec")
+        assert read_packet(raw)[0] == 0x20
+        raw.sendall(bytes([0x82, 0x0A, 0, 1, 0]) + bytes([0, 4]) + b"rec/" + bytes([0x02]))  # SUBSCRIBE rec/ QoS 2
+        first, body = read_packet(raw)
+        assert first == 0x90 and body[-1] == 0x02
+        pub = client(node)
+        connect(pub, node)
+        pub.publish("rec/", "x", qos=2).wait_for_publish(TIMEOUT)
+        first, body = read_packet(raw)
+        assert first & 0xF0 == 0x30 and (first >> 1) & 0x03 == 2
+        packet_id = body[2 + body[1]:4 + body[1]]
+        raw.sendall(bytes([0x50, 0x03]) + packet_id + bytes([0x80]))  # PUBREC, unspecified error
+        raw.sendall(bytes([0xC0, 0x00]))  # PINGREQ: the next packet must be PINGRESP, not PUBREL
+        assert read_packet(raw) == (0xD0, b"")
+        close(pub)
+
+
 def test_acknowledged_publishes_survive_node_sigkill(data_dir):
     first = Node(data_dir, ["--mqtt-allow-anonymous"])
     pub = client(first)

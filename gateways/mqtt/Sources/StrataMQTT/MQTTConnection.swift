@@ -238,11 +238,8 @@ struct MQTTConnection {
             handlePublish(publish, topic: topic, session: session, acks: acks)
         case .completed(let packetID):
             if let lease = session.acknowledged(packetID) { shares.settler.settle([lease], as: .ack) }
-        case .received(let packetID, let refused):
+        case .received(let packetID):
             let known = session.received(packetID)
-            if refused, let lease = session.acknowledged(packetID) {
-                shares.settler.settle([lease], as: .ack)  // the client refused it: done with
-            }
             session.send(.pubrel(.init(packetID: packetID, reasonCode: known ? 0 : 0x92)))
         case .release(let packetID):
             let known = session.inboundQoS2Released(packetID)

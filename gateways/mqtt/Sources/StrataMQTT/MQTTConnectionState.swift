@@ -57,10 +57,11 @@ struct MQTTConnectionState: Sendable {
     enum Action: Sendable, Equatable {
         /// Store the PUBLISH (its topic alias resolved to `topic`); acknowledge it once stored.
         case store(topic: String, MQTTPacket.Publish)
-        /// PUBACK or PUBCOMP: the outbound message is done.
+        /// PUBACK, PUBCOMP, or a PUBREC with a failure reason (≥ 0x80, which ends the flow
+        /// without PUBREL, MQTT 5 4.3.3): the outbound message is done.
         case completed(packetID: UInt16)
-        /// PUBREC: answer PUBREL (`refused`: the client refused the message, which is done).
-        case received(packetID: UInt16, refused: Bool)
+        /// PUBREC: answer PUBREL.
+        case received(packetID: UInt16)
         /// PUBREL: release the inbound QoS 2 id and answer PUBCOMP.
         case release(packetID: UInt16)
         case subscribe(packetID: UInt16, [SubscriptionCheck], identifier: UInt32?)
@@ -135,7 +136,8 @@ struct MQTTConnectionState: Sendable {
         case .puback(let ack), .pubcomp(let ack):
             return .completed(packetID: ack.packetID)
         case .pubrec(let ack):
-            return .received(packetID: ack.packetID, refused: ack.reasonCode >= 0x80)
+            // A failure reason releases the packet id: no PUBREL follows [MQTT-4.3.3].
+            return ack.reasonCode >= 0x80 ? .completed(packetID: ack.packetID) : .received(packetID: ack.packetID)
         case .pubrel(let ack):
             return .release(packetID: ack.packetID)
         case .subscribe(let subscribe):
