@@ -82,29 +82,18 @@ public enum TopicMapping {
     /// convention (so users of both recognise it): levels separated by `.` instead of `/`, a `.`
     /// inside a level written `/`, and the filter wildcard `+` as `*` (`#` stays `#`).
     public static func amqpRoutingKey(forMQTT topic: String) -> String {
-        String(
-            topic.map { character -> Character in
-                switch character {
-                case "/": "."
-                case ".": "/"
-                case "+": "*"
-                default: character
-                }
-            })
+        swapping(topic, [("/", "."), (".", "/"), ("+", "*")])
     }
 
     /// The MQTT topic name or filter of an `amq.topic` routing key or binding pattern: the
     /// reverse of `amqpRoutingKey(forMQTT:)`.
     public static func mqttTopic(forAMQPRoutingKey key: String) -> String {
-        String(
-            key.map { character -> Character in
-                switch character {
-                case ".": "/"
-                case "/": "."
-                case "*": "+"
-                default: character
-                }
-            })
+        swapping(key, [(".", "/"), ("/", "."), ("*", "+")])
+    }
+
+    /// `text` with each character of a pair's first element written as its second.
+    private static func swapping(_ text: String, _ pairs: [(Character, Character)]) -> String {
+        String(text.map { character in pairs.first { $0.0 == character }?.1 ?? character })
     }
 
     /// Kafka's default partitioner for a keyed record (the Java client's and kafka-python's):

@@ -158,23 +158,21 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
     // MARK: Confirms and transactions
 
     /// confirm.select; a transactional channel cannot (406).
-    public mutating func selectConfirms() throws(AMQPError) {
-        guard mode != .transaction else {
-            throw AMQPError(
-                AMQPError.preconditionFailed, "PRECONDITION_FAILED - cannot switch from tx to confirm mode",
-                classID: 85, methodID: 10)
-        }
-        mode = .confirm
-    }
+    public mutating func selectConfirms() throws(AMQPError) { try select(.confirm, classID: 85) }
 
     /// tx.select; a channel in confirm mode cannot (406).
-    public mutating func selectTransactions() throws(AMQPError) {
-        guard mode != .confirm else {
+    public mutating func selectTransactions() throws(AMQPError) { try select(.transaction, classID: 90) }
+
+    /// Confirm and tx mode exclude each other: a channel keeps the one it chose.
+    private mutating func select(_ wanted: Mode, classID: UInt16) throws(AMQPError) {
+        guard mode == .plain || mode == wanted else {
+            let names: (Mode) -> String = { $0 == .confirm ? "confirm" : "tx" }
             throw AMQPError(
-                AMQPError.preconditionFailed, "PRECONDITION_FAILED - cannot switch from confirm to tx mode",
-                classID: 90, methodID: 10)
+                AMQPError.preconditionFailed,
+                "PRECONDITION_FAILED - cannot switch from \(names(mode)) to \(names(wanted)) mode", classID: classID,
+                methodID: 10)
         }
-        mode = .transaction
+        mode = wanted
     }
 
     /// A publish in confirm mode: its sequence number, to be answered with `answered`.
