@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev zlib1g-dev liblz4-dev libsnappy-dev libcurl4-openssl-dev curl mosquitto-clients mosquitto kcat openssl
+APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev zlib1g-dev liblz4-dev libsnappy-dev libcurl4-openssl-dev curl mosquitto-clients mosquitto kcat openssl amqp-tools
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA ?= ./data
@@ -50,7 +50,8 @@ run: deps build-release
 	mkdir -p $(DATA)
 	"$$(swift build -c release --show-bin-path)/journal-node" --data-dir $(DATA) \
 		--listen 127.0.0.1:7450 --http 127.0.0.1:7451 --gateways all \
-		--mqtt-listen 127.0.0.1:1883 --mqtt-allow-anonymous --kafka-listen 127.0.0.1:9092 $(TIER_ARGS)
+		--mqtt-listen 127.0.0.1:1883 --mqtt-allow-anonymous --kafka-listen 127.0.0.1:9092 \
+		--amqp-listen 127.0.0.1:5672 --amqp-allow-anonymous $(TIER_ARGS)
 
 bench: build-release
 	"$$(swift build -c release --show-bin-path)/storage-bench" append --seconds 10

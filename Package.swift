@@ -20,6 +20,7 @@ let package = Package(
         .executable(name: "journal-fuzz", targets: ["JournalFuzz"]),
         .executable(name: "mqtt-gateway", targets: ["MQTTGatewayMain"]),
         .executable(name: "kafka-gateway", targets: ["KafkaGatewayMain"]),
+        .executable(name: "amqp-gateway", targets: ["AMQPGatewayMain"]),
         .executable(name: "storage-bench", targets: ["StorageBench"]),
     ],
     dependencies: [
@@ -116,8 +117,9 @@ let package = Package(
         .target(
             name: "StrataNode",
             dependencies: [
-                "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT", "StrataKafka", "StrataObjects", "StrataAuth",
-                "StrataKit", "StrataTopics",
+                "StrataJournal", "StrataWire", "StrataClient", "StrataMQTT", "StrataKafka", "StrataAMQP",
+                "StrataObjects",
+                "StrataAuth", "StrataKit", "StrataTopics",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -183,8 +185,26 @@ let package = Package(
         // (gateways/amqp).
         .target(
             name: "StrataAMQP",
-            dependencies: ["StrataJournal", "StrataTopics", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "StrataJournal", "StrataTopics", "StrataClient", "StrataKit", "StrataAuth", "StrataWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             path: "gateways/amqp/Sources/StrataAMQP",
+            swiftSettings: swiftSettings),
+
+        .executableTarget(
+            name: "AMQPGatewayMain",
+            dependencies: [
+                "StrataAMQP", "StrataClient", "StrataWire", "StrataKit",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "gateways/amqp/Sources/amqp-gateway",
             swiftSettings: swiftSettings),
 
         // MQTT 3.1.1 / 5.0: packet codec, topics (gateways/mqtt).

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import Prometheus
 import ServiceLifecycle
+import StrataAMQP
 import StrataClient
 import StrataJournal
 import StrataKafka
@@ -107,6 +108,24 @@ public enum JournalNode {
                         journal: InProcessJournalClient(
                             journal: journal, node: configuration.nodeName, appendBudget: server.queuedBytes),
                         logger: logger, onBound: { announce("kafka \(StrataProcess.display($0))") })))
+        }
+        if gateways.contains("amqp") {
+            var amqp = AMQPGateway.Configuration()
+            amqp.host = configuration.amqpListen.host
+            amqp.port = configuration.amqpListen.port
+            amqp.allowAnonymous = configuration.amqpAllowAnonymous
+            amqp.virtualHosts = configuration.amqpVirtualHosts
+            try configuring(journal) {
+                try amqp.loadAccessFiles(
+                    users: configuration.amqpUsers ?? configuration.users, permissions: configuration.amqpPermissions)
+            }
+            services.append(
+                .init(
+                    service: AMQPGateway(
+                        configuration: amqp,
+                        journal: InProcessJournalClient(
+                            journal: journal, node: configuration.nodeName, appendBudget: server.queuedBytes),
+                        logger: logger, onBound: { announce("amqp \(StrataProcess.display($0))") })))
         }
         services.append(.init(service: http))
         do {

@@ -65,6 +65,14 @@ public struct NodeConfiguration: Sendable {
     public var kafkaUsers: String?
     public var kafkaACL: String?
 
+    /// The in-process AMQP gateway's listener; its users (default: `users`), permissions file,
+    /// virtual hosts, and whether any credentials are taken.
+    public var amqpListen = HostPort(host: "127.0.0.1", port: 5672)
+    public var amqpUsers: String?
+    public var amqpPermissions: String?
+    public var amqpVirtualHosts = ["/"]
+    public var amqpAllowAnonymous = false
+
     /// The object tier (off unless a bucket or a WebHDFS endpoint is set).
     public var tier = TierSettings()
 
@@ -82,7 +90,7 @@ public struct NodeConfiguration: Sendable {
     public var insecure = false
 
     /// Gateways this build can host in-process.
-    public static let availableGateways: [String] = ["mqtt", "kafka"]
+    public static let availableGateways: [String] = ["mqtt", "kafka", "amqp"]
 
     public init() {}
 
@@ -155,6 +163,12 @@ public struct NodeConfiguration: Sendable {
             case ("insecure", .bool(let v)): insecure = v
             case ("kafka.users", .string(let v)): kafkaUsers = v
             case ("kafka.acl", .string(let v)): kafkaACL = v
+            case ("amqp.listen", .string(let v)): amqpListen = try HostPort(parsing: v)
+            case ("amqp.users", .string(let v)): amqpUsers = v
+            case ("amqp.permissions", .string(let v)): amqpPermissions = v
+            case ("amqp.allow_anonymous", .bool(let v)): amqpAllowAnonymous = v
+            case ("amqp.virtual_hosts", .string(let v)):
+                amqpVirtualHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             case ("tier.endpoint", .string(let v)): tier.endpoint = v
             case ("tier.bucket", .string(let v)): tier.bucket = v
             case ("tier.prefix", .string(let v)): tier.prefix = v
@@ -312,6 +326,8 @@ public struct NodeConfiguration: Sendable {
             "kafka.listen": kafkaListen.description, "kafka.advertised": kafkaAdvertised?.description ?? "",
             "kafka.default_partitions": "\(kafkaDefaultPartitions)", "kafka.node_id": "\(kafkaNodeID)",
             "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",
+            "amqp.listen": amqpListen.description, "amqp.allow_anonymous": "\(amqpAllowAnonymous)",
+            "amqp.virtual_hosts": amqpVirtualHosts.joined(separator: ","),
             "tier": tier.destination ?? "none", "tier.local_retention_ms": "\(tier.localRetentionMilliseconds)",
         ]
     }

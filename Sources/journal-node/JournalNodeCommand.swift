@@ -90,6 +90,21 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "TLS private key (PEM) for the MQTT listeners.")
     var mqttTlsKey: String?
 
+    @Option(help: "The in-process AMQP gateway's listener, HOST:PORT (with --gateways amqp or all).")
+    var amqpListen: String?
+
+    @Option(help: "The in-process AMQP gateway's users file (see `strata scram-user`; default: --users).")
+    var amqpUsers: String?
+
+    @Option(help: "The in-process AMQP gateway's permissions file (vhost user configure write read).")
+    var amqpPermissions: String?
+
+    @Option(help: "Virtual hosts AMQP clients may open, comma-separated (default /).")
+    var amqpVirtualHosts: String?
+
+    @Flag(help: "Let AMQP clients in with any user name and password.")
+    var amqpAllowAnonymous = false
+
     @Option(help: "The in-process Kafka gateway's listener, HOST:PORT (with --gateways kafka or all).")
     var kafkaListen: String?
 
@@ -201,6 +216,13 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttPasswords { settings.mqttPasswords = mqttPasswords }
             if let mqttAcl { settings.mqttACL = mqttAcl }
             if let kafkaListen { settings.kafkaListen = try .init(parsing: kafkaListen) }
+            if let amqpListen { settings.amqpListen = try .init(parsing: amqpListen) }
+            if let amqpUsers { settings.amqpUsers = amqpUsers }
+            if let amqpPermissions { settings.amqpPermissions = amqpPermissions }
+            if let amqpVirtualHosts {
+                settings.amqpVirtualHosts = amqpVirtualHosts.split(separator: ",").map(String.init)
+            }
+            if amqpAllowAnonymous { settings.amqpAllowAnonymous = true }
             if let kafkaUsers { settings.kafkaUsers = kafkaUsers }
             if let users { settings.users = users }
             if let kafkaAcl { settings.kafkaACL = kafkaAcl }

@@ -96,6 +96,21 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
         return true
     }
 
+    /// How many more messages `consumer` may be sent now: what its prefetch-count and the
+    /// channel's leave, at most `cap` (consumers without acknowledgements and unlimited ones get
+    /// `cap`); 0 for a consumer that does not exist.
+    public func credit(for tag: String, cap: Int) -> Int {
+        guard let consumer = consumers[tag] else { return 0 }
+        if consumer.noAck { return cap }
+        var credit = cap
+        if consumer.prefetch > 0 { credit = min(credit, Int(consumer.prefetch) - unackedByConsumer[tag, default: 0]) }
+        if channelPrefetch > 0 { credit = min(credit, Int(channelPrefetch) - unacked.count) }
+        return max(0, credit)
+    }
+
+    /// The handles of every unacknowledged delivery, in tag order (to keep their leases alive).
+    public var unackedHandles: [Handle] { unackedOrder.map { unacked[$0]!.handle } }
+
     /// A delivery (basic.deliver to `consumer`, or basic.get-ok with nil): its tag; one that
     /// needs acknowledgement is kept until it gets one.
     public mutating func deliver(_ handle: Handle, consumer: String?, needsAck: Bool) -> UInt64 {

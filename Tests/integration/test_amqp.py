@@ -1,0 +1,459 @@
+"""The AMQP 0-9-1 gateway with stock RabbitMQ clients: pika, py-amqp, kombu and Debian's
+amqp-tools, against journal-node's in-process gateway and the amqp-gateway executable
+(docs/amqp.md)."""
+import os
+import signal
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import amqp
+import kombu
+import pika
+import pytest
+
+from conftest import BIN, GatewayProcess, Node
+
+
+def port_of(address):
+    return int(address.rsplit(":", 1)[1])
+
+
+@pytest.fixture
+def broker(data_dir):
+    node = Node(data_dir, ["--amqp-allow-anonymous"], gateways=("amqp", "kafka"))
+    node.amqp_port = port_of(node.listeners["amqp"])
+    yield node
+    node.stop()
+
+
+def connect(port, user="guest", password="guest", vhost="/", **options):
+    return pika.BlockingConnection(pika.ConnectionParameters(
+        host="127.0.0.1", port=port, virtual_host=vhost, credentials=pika.PlainCredentials(user, password),
+        **options))
+
+
+def drain(channel, queue, count, timeout=10):
+    """`count` messages consumed with manual acks: (method, properties, body) each."""
+    got = []
+    for method, properties, body in channel.consume(queue, inactivity_timeout=timeout):
+        assert method is not None, f"only {len(got)} of {count} messages arrived"
+        got.append((method, properties, body))
+        channel.basic_ack(method.delivery_tag)
+        if len(got) == count:
+            break
+    channel.cancel()
+    return got
+
+
+def test_publish_confirm_consume_with_properties_and_prefetch(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    declared = channel.queue_declare("orders", durable=True)
+    assert declared.method.message_count == 0
+    channel.confirm_delivery()
+    properties = pika.BasicProperties(
+        content_type="application/json", delivery_mode=2, correlation_id="c-1", reply_to="answers",
+        message_id="m-1", priority=3, timestamp=1_700_000_000, type="order", app_id="shop",
+        headers={"region": "eu", "count": 7, "vip": True, "nested": {"a": 1}})
+    for i in range(20):
+        channel.basic_publish("", "orders", b"order %d" % i, properties)
+    assert channel.queue_declare("orders", passive=True).method.message_count == 20
+
+    # Prefetch 3: a consumer that acknowledges nothing has exactly 3 messages.
+    consumer = connection.channel()
+    consumer.basic_qos(prefetch_count=3)
+    held = []
+    consumer.basic_consume("orders", lambda ch, method, props, body: held.append(method.delivery_tag))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        connection.process_data_events(time_limit=0.2)
+    assert len(held) == 3
+    consumer.close()  # the three go back, redelivered
+
+    got = drain(channel, "orders", 20)
+    assert sorted(body for _, _, body in got) == sorted(b"order %d" % i for i in range(20))
+    assert sum(1 for method, _, _ in got if method.redelivered) == 3
+    method, props, body = got[-1]
+    assert props.content_type == "application/json" and props.correlation_id == "c-1"
+    assert props.reply_to == "answers" and props.message_id == "m-1" and props.priority == 3
+    assert props.timestamp == 1_700_000_000 and props.type == "order" and props.app_id == "shop"
+    assert props.delivery_mode == 2
+    assert props.headers == {"region": "eu", "count": 7, "vip": True, "nested": {"a": 1}}
+    assert channel.queue_declare("orders", passive=True).method.message_count == 0
+    connection.close()
+
+
+def test_every_exchange_type_and_mandatory_returns(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    channel.confirm_delivery()
+    for name, kind in [("d", "direct"), ("f", "fanout"), ("t", "topic"), ("h", "headers")]:
+        channel.exchange_declare(name, kind)
+    queues = {}
+    for name in ["direct-a", "fan-1", "fan-2", "topic-star", "topic-hash", "headers-all", "headers-any"]:
+        queues[name] = channel.queue_declare(name).method.queue
+    channel.queue_bind("direct-a", "d", "a")
+    channel.queue_bind("fan-1", "f")
+    channel.queue_bind("fan-2", "f")
+    channel.queue_bind("topic-star", "t", "stock.*.nyse")
+    channel.queue_bind("topic-hash", "t", "stock.#")
+    channel.queue_bind("headers-all", "h", arguments={"x-match": "all", "kind": "x", "size": 2})
+    channel.queue_bind("headers-any", "h", arguments={"x-match": "any", "kind": "x", "size": 2})
+    channel.basic_publish("d", "a", b"direct")
+    channel.basic_publish("d", "b", b"direct-nowhere")
+    channel.basic_publish("f", "ignored", b"fanout")
+    channel.basic_publish("t", "stock.ibm.nyse", b"t1")
+    channel.basic_publish("t", "stock.ibm.x.nyse", b"t2")
+    channel.basic_publish("t", "stock", b"t3")
+    channel.basic_publish("h", "", b"h-both", pika.BasicProperties(headers={"kind": "x", "size": 2}))
+    channel.basic_publish("h", "", b"h-one", pika.BasicProperties(headers={"kind": "x", "size": 3}))
+    expected = {"direct-a": [b"direct"], "fan-1": [b"fanout"], "fan-2": [b"fanout"], "topic-star": [b"t1"],
+                "topic-hash": [b"t1", b"t2", b"t3"], "headers-all": [b"h-both"],
+                "headers-any": [b"h-both", b"h-one"]}
+    for queue, bodies in expected.items():
+        got = [body for _, _, body in drain(channel, queue, len(bodies))]
+        assert sorted(got) == sorted(bodies), queue
+        assert channel.queue_declare(queue, passive=True).method.message_count == 0
+
+    # mandatory: an unroutable message comes back (pika raises it with confirms on).
+    with pytest.raises(pika.exceptions.UnroutableError):
+        channel.basic_publish("d", "nobody", b"lost?", mandatory=True)
+    # Exchange-to-exchange bindings and alternate exchanges.
+    channel.exchange_declare("upstream", "direct")
+    channel.exchange_bind("f", "upstream", "x")
+    channel.basic_publish("upstream", "x", b"via-e2e")
+    assert [b for _, _, b in drain(channel, "fan-1", 1)] == [b"via-e2e"]
+    channel.exchange_declare("with-ae", "direct", arguments={"alternate-exchange": "f"})
+    channel.basic_publish("with-ae", "unbound", b"via-ae")
+    assert [b for _, _, b in drain(channel, "fan-2", 2)] == [b"via-e2e", b"via-ae"]
+    # A publish to an exchange that does not exist closes the channel with 404.
+    bad = connection.channel()
+    bad.confirm_delivery()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        bad.basic_publish("missing", "k", b"x")
+    assert closed.value.reply_code == 404
+    # The other channel goes on.
+    channel.basic_publish("d", "a", b"still-here")
+    assert [b for _, _, b in drain(channel, "direct-a", 1)] == [b"still-here"]
+    connection.close()
+
+
+def test_nack_reject_requeue_and_recover(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    channel.queue_declare("work")
+    channel.confirm_delivery()
+    for i in range(3):
+        channel.basic_publish("", "work", b"job %d" % i)
+    method, _, body = channel.basic_get("work")
+    assert not method.redelivered
+    channel.basic_nack(method.delivery_tag, requeue=True)
+    method, _, again = channel.basic_get("work")
+    assert again == body and method.redelivered
+    channel.basic_reject(method.delivery_tag, requeue=False)  # dropped (no dead-letter exchange)
+    first, _, _ = channel.basic_get("work")
+    second, _, _ = channel.basic_get("work")
+    channel.basic_nack(second.delivery_tag, multiple=True, requeue=True)
+    assert channel.queue_declare("work", passive=True).method.message_count == 2
+    got = drain(channel, "work", 2)
+    assert all(method.redelivered for method, _, _ in got)
+    assert channel.basic_get("work") == (None, None, None)
+    # basic.recover gives back what is unacknowledged.
+    channel.basic_publish("", "work", b"late")
+    method, _, _ = channel.basic_get("work")
+    channel.basic_recover(requeue=True)
+    method, _, body = channel.basic_get("work", auto_ack=True)
+    assert body == b"late" and method.redelivered
+    # An unknown delivery tag is 406 and closes the channel.
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        channel.basic_ack(999)
+        channel.queue_declare("work", passive=True)
+    assert closed.value.reply_code == 406
+    connection.close()
+
+
+def test_transactions_commit_whole_and_roll_back_nothing(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    channel.queue_declare("tx-a")
+    channel.queue_declare("tx-b")
+    channel.tx_select()
+    channel.basic_publish("", "tx-a", b"rolled back")
+    channel.basic_publish("", "tx-b", b"rolled back")
+    channel.tx_rollback()
+    assert channel.queue_declare("tx-a", passive=True).method.message_count == 0
+    channel.basic_publish("", "tx-a", b"a1")
+    channel.basic_publish("", "tx-b", b"b1")
+    channel.basic_publish("", "tx-a", b"a2")
+    assert channel.queue_declare("tx-a", passive=True).method.message_count == 0  # not before commit
+    channel.tx_commit()
+    assert channel.queue_declare("tx-a", passive=True).method.message_count == 2
+    assert channel.queue_declare("tx-b", passive=True).method.message_count == 1
+    # An acknowledgement inside a rolled-back transaction does not take effect.
+    method, _, _ = channel.basic_get("tx-b")
+    channel.basic_ack(method.delivery_tag)
+    channel.tx_rollback()
+    channel.close()
+    other = connection.channel()
+    method, _, body = other.basic_get("tx-b", auto_ack=True)
+    assert body == b"b1" and method.redelivered
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        other.tx_commit()
+    assert closed.value.reply_code == 406
+    connection.close()
+
+
+def test_queue_lifecycle_exclusive_auto_delete_purge_and_refusals(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    generated = channel.queue_declare("", exclusive=True).method.queue
+    assert generated.startswith("amq.gen-")
+    # Another connection cannot use it (405) and it goes with its connection.
+    other = connect(broker.amqp_port)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        other.channel().queue_declare(generated, passive=True)
+    assert closed.value.reply_code == 405
+    # Redeclaring with other flags is 406; a missing queue 404; amq. names 403.
+    channel.queue_declare("plain", durable=True)
+    for call, code in [
+        (lambda ch: ch.queue_declare("plain", durable=False), 406),
+        (lambda ch: ch.queue_declare("missing", passive=True), 404),
+        (lambda ch: ch.queue_declare("amq.mine"), 403),
+        (lambda ch: ch.queue_declare("prio", arguments={"x-max-priority": 5}), 406),
+        (lambda ch: ch.queue_declare("bad-arg", arguments={"x-unknown": 1}), 406),
+        (lambda ch: ch.exchange_declare("amq.custom", "direct"), 403),
+        (lambda ch: ch.exchange_delete("amq.direct"), 403),
+    ]:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+            call(other.channel())
+        assert closed.value.reply_code == code
+    # Purge counts and removes ready messages; delete if-empty refuses a queue with some.
+    channel.confirm_delivery()
+    for i in range(5):
+        channel.basic_publish("", "plain", b"%d" % i)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        other.channel().queue_delete("plain", if_empty=True)
+    assert closed.value.reply_code == 406
+    assert channel.queue_purge("plain").method.message_count == 5
+    assert channel.queue_declare("plain", passive=True).method.message_count == 0
+    assert channel.queue_delete("plain").method.message_count == 0
+    # Auto-delete: the queue goes when its last consumer is cancelled.
+    channel.queue_declare("transient", auto_delete=True)
+    tag = channel.basic_consume("transient", lambda *a: None)
+    channel.basic_cancel(tag)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        other.channel().queue_declare("transient", passive=True)
+    assert closed.value.reply_code == 404
+    connection.close()
+    time.sleep(0.5)
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+        other.channel().queue_declare(generated, passive=True)
+    assert closed.value.reply_code == 404
+    other.close()
+
+
+def test_message_ttl_per_queue_and_per_message(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    channel.queue_declare("short", arguments={"x-message-ttl": 300})
+    channel.queue_declare("plain-ttl")
+    channel.confirm_delivery()
+    channel.basic_publish("", "short", b"expires")
+    channel.basic_publish("", "plain-ttl", b"expires too", pika.BasicProperties(expiration="300"))
+    channel.basic_publish("", "plain-ttl", b"stays")
+    time.sleep(1.0)
+    assert channel.basic_get("short") == (None, None, None)
+    method, props, body = channel.basic_get("plain-ttl", auto_ack=True)
+    assert body == b"stays"
+    assert channel.basic_get("plain-ttl") == (None, None, None)
+    connection.close()
+
+
+def test_durable_messages_survive_sigkill_of_journal_node(data_dir):
+    node = Node(data_dir, ["--amqp-allow-anonymous"], gateways=("amqp",))
+    port = port_of(node.listeners["amqp"])
+    connection = connect(port)
+    channel = connection.channel()
+    channel.exchange_declare("events", "fanout", durable=True)
+    channel.queue_declare("kept", durable=True)
+    channel.queue_bind("kept", "events")
+    channel.confirm_delivery()
+    for i in range(50):
+        channel.basic_publish("events", "", b"event %d" % i, pika.BasicProperties(delivery_mode=2))
+    # One taken and acknowledged: after the crash the other 49 are there, nothing else.
+    method, _, _ = channel.basic_get("kept")
+    channel.basic_ack(method.delivery_tag)
+    node.stop(signal.SIGKILL)
+    node = Node(data_dir, ["--amqp-allow-anonymous"], gateways=("amqp",))
+    try:
+        connection = connect(port_of(node.listeners["amqp"]))
+        channel = connection.channel()
+        assert channel.queue_declare("kept", passive=True).method.message_count == 49
+        got = drain(channel, "kept", 49)
+        assert sorted(body for _, _, body in got) == sorted(b"event %d" % i for i in range(1, 50))
+        # The exchange and its binding survived too.
+        channel.confirm_delivery()
+        channel.basic_publish("events", "", b"after")
+        assert [b for _, _, b in drain(channel, "kept", 1)] == [b"after"]
+        connection.close()
+    finally:
+        node.stop()
+
+
+def test_two_gateway_processes_share_a_queue_and_survive_a_gateway_sigkill(data_dir):
+    node = Node(data_dir, listeners=2, gateways=())
+    first = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous", "--lease-ms", "2000"])
+    second = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous", "--lease-ms", "2000"])
+    try:
+        a = connect(port_of(first.address))
+        b = connect(port_of(second.address))
+        ca, cb = a.channel(), b.channel()
+        ca.exchange_declare("shared-x", "direct")
+        ca.queue_declare("shared", durable=True)
+        ca.queue_bind("shared", "shared-x", "k")
+        time.sleep(0.5)  # the other gateway loads the change within a tick
+        cb.confirm_delivery()
+        for i in range(10):
+            cb.basic_publish("shared-x", "k", b"m%d" % i)
+        # Both gateways' consumers take from one queue: each message goes to one of them.
+        method, _, held = ca.basic_get("shared")  # held, never acknowledged
+        got_b = drain(cb, "shared", 4)
+        first.stop(signal.SIGKILL)
+        # The message the killed gateway held comes back once its lease ran out.
+        got = drain(cb, "shared", 6, timeout=15)
+        bodies = [body for _, _, body in got_b + got]
+        assert sorted(bodies) == sorted(b"m%d" % i for i in range(10))
+        assert any(m.redelivered and body == held for m, _, body in got)
+        b.close()
+    finally:
+        first.stop()
+        second.stop()
+        node.stop()
+
+
+def test_py_amqp_kombu_and_amqp_tools(broker):
+    port = broker.amqp_port
+    # py-amqp (AMQPLAIN login, as Celery's default transport sends it).
+    with amqp.Connection(f"127.0.0.1:{port}", userid="guest", password="guest", login_method="AMQPLAIN") as c:
+        channel = c.channel()
+        channel.queue_declare("py-amqp", durable=True, auto_delete=False)
+        channel.confirm_select()
+        channel.basic_publish(amqp.Message("from py-amqp", application_headers={"n": 1}), routing_key="py-amqp")
+        message = channel.basic_get("py-amqp", no_ack=True)
+        assert message.body == "from py-amqp" and message.headers["n"] == 1
+    # kombu: a producer and a consumer through a topic exchange.
+    with kombu.Connection(f"amqp://guest:guest@127.0.0.1:{port}//") as conn:
+        exchange = kombu.Exchange("kombu-x", type="topic")
+        queue = kombu.Queue("kombu-q", exchange, routing_key="jobs.#")
+        conn.Producer().publish({"job": 42}, exchange=exchange, routing_key="jobs.print", declare=[queue],
+                                serializer="json")
+        got = []
+        with conn.Consumer(queue, callbacks=[lambda body, message: (got.append(body), message.ack())]):
+            conn.drain_events(timeout=10)
+        assert got == [{"job": 42}]
+    # amqp-tools.
+    url = f"amqp://guest:guest@127.0.0.1:{port}"
+    name = subprocess.run(["amqp-declare-queue", "--url", url, "-q", "tools", "-d"], capture_output=True, text=True,
+                          check=True, timeout=30).stdout.strip()
+    assert name == "tools"
+    for i in range(3):
+        subprocess.run(["amqp-publish", "--url", url, "-r", "tools", "-b", f"tool {i}", "-p"], check=True, timeout=30)
+    out = subprocess.run(["amqp-consume", "--url", url, "-q", "tools", "-c", "3", "cat"], capture_output=True,
+                         timeout=30, check=True).stdout
+    assert out == b"tool 0tool 1tool 2"
+
+
+def test_amqp_messages_are_a_kafka_topic(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    channel.queue_declare("to-kafka", durable=True)
+    channel.confirm_delivery()
+    channel.basic_publish("", "to-kafka", b"hello kafka", pika.BasicProperties(content_type="text/plain",
+                                                                               headers={"who": "amqp"}))
+    connection.close()
+    out = subprocess.run(["kcat", "-C", "-b", broker.kafka, "-t", "amqp.to-kafka", "-o", "beginning", "-e", "-c", "1",
+                          "-f", "%k %s %h\n"], capture_output=True, text=True, timeout=30, check=True).stdout
+    # The routing key is the record key; the properties are headers of the one envelope.
+    assert out.startswith("to-kafka hello kafka ")
+    assert "content-type=text/plain" in out and "who=amqp" in out and "amqp.routing-key=to-kafka" in out
+
+
+def test_permissions_and_credentials(data_dir):
+    users = os.path.join(data_dir, "users")
+    with open(users, "w") as f:
+        for user in ("alice", "bob"):
+            f.write(subprocess.run([os.path.join(BIN, "strata"), "scram-user", user], input="s3cret\n",
+                                   capture_output=True, text=True, check=True).stdout)
+    permissions = os.path.join(data_dir, "permissions")
+    with open(permissions, "w") as f:
+        f.write("# vhost user configure write read\n/ alice .* .* .*\n/ bob ^$ ^$ ^bob-.*\n")
+    node = Node(os.path.join(data_dir, "node"), ["--amqp-users", users, "--amqp-permissions", permissions],
+                gateways=("amqp",))
+    port = port_of(node.listeners["amqp"])
+    try:
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            connect(port, "alice", "wrong")
+        alice = connect(port, "alice", "s3cret")
+        channel = alice.channel()
+        channel.queue_declare("bob-inbox")
+        channel.queue_declare("secret")
+        bob = connect(port, "bob", "s3cret")
+        for call in [lambda ch: ch.queue_declare("bob-new"),
+                     lambda ch: ch.basic_publish("amq.direct", "k", b"x") or ch.queue_declare("bob-inbox", passive=True),
+                     lambda ch: ch.basic_get("secret")]:
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
+                call(bob.channel())
+            assert closed.value.reply_code == 403
+        channel.basic_publish("", "bob-inbox", b"for bob")
+        time.sleep(0.3)
+        assert bob.channel().basic_get("bob-inbox", auto_ack=True)[2] == b"for bob"
+        with pytest.raises(pika.exceptions.ProbableAccessDeniedError):
+            connect(port, "alice", "s3cret", vhost="other")
+        alice.close()
+        bob.close()
+    finally:
+        node.stop()
+
+
+def frame(kind, channel, payload):
+    return struct.pack(">BHI", kind, channel, len(payload)) + payload + b"\xce"
+
+
+def test_malformed_and_oversized_frames_close_with_frame_error_while_others_are_served(broker):
+    healthy = connect(broker.amqp_port)
+    healthy_channel = healthy.channel()
+    healthy_channel.queue_declare("alive")
+
+    def handshake():
+        s = socket.create_connection(("127.0.0.1", broker.amqp_port), timeout=5)
+        s.sendall(b"AMQP\x00\x00\x09\x01")
+        return s
+
+    # A wrong protocol header is answered with the server's own, then closed.
+    s = socket.create_connection(("127.0.0.1", broker.amqp_port), timeout=5)
+    s.sendall(b"AMQP\x01\x01\x00\x0a")
+    assert s.recv(8) == b"AMQP\x00\x00\x09\x01"
+    assert s.recv(1) == b""
+    s.close()
+    # A frame larger than frame-max (declared in its header) and a frame with a bad end octet:
+    # connection.close 501, then the socket closes.
+    for payload in [struct.pack(">BHI", 1, 0, 1 << 30), frame(1, 0, b"\x00\x0a\x00\x0b")[:-1] + b"\x00"]:
+        s = handshake()
+        s.recv(4096)  # connection.start
+        s.sendall(payload)
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        assert data[0] == 1 and data[7:11] == b"\x00\x0a\x00\x32"  # connection.close
+        assert struct.unpack(">H", data[11:13])[0] == 501
+        s.close()
+    healthy_channel.confirm_delivery()
+    healthy_channel.basic_publish("", "alive", b"fine")
+    assert healthy_channel.basic_get("alive", auto_ack=True)[2] == b"fine"
+    healthy.close()

@@ -1,0 +1,931 @@
+import Foundation
+import Logging
+import NIOCore
+import StrataClient
+import StrataJournal
+import StrataTopics
+
+/// A delivery as the gateway settles it: the AMQP queue and the journal's receipt.
+struct AMQPDelivery: Sendable, Hashable {
+    var queue: String
+    var receipt: QueueReceipt
+}
+
+/// One client connection: frames through `AMQPConnectionState`, methods carried out on the
+/// virtual host and the journal, consumers fed from the journal's queues. Writes go straight to
+/// the channel in the order they are made; each message (method, header, body frames) is one
+/// write, so other channels' frames never come between its frames.
+actor AMQPConnection {
+    struct Channel {
+        var state = AMQPChannelState<AMQPDelivery>()
+        /// Running consumers by tag.
+        var consumers: [String: Task<Void, Never>] = [:]
+        var flowActive = true
+        /// The queues this channel holds leases in (released when it closes).
+        var queues: Set<String> = []
+        /// The journal consumer name of this channel's leases.
+        var leaseName: String
+        /// tx mode: what commit stores and settles.
+        var pendingPublishes: [(shard: String, record: Record)] = []
+        var pendingSettlements: [(settled: [AMQPChannelState<AMQPDelivery>.Settlement], as: QueueSettlement)] = []
+        /// Consumers waiting for credit (an ack, a qos change, flow on).
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        /// Appends of this channel's publishes not known to be stored yet: the channel's next
+        /// method waits for them, so a message published on a channel is in its queues before
+        /// anything after it on that channel is carried out (as in RabbitMQ).
+        var unstored: [PendingAppend] = []
+    }
+
+    private let gateway: AMQPGateway
+    private let channel: NIOAsyncChannel<AMQPFrame, ByteBuffer>
+    private let number: UInt64
+    private let logger: Logger
+    private var state: AMQPConnectionState
+    private var channels: [UInt16: Channel] = [:]
+    private var host: AMQPVirtualHost?
+    private var access = AMQPAccess(nil, user: "", virtualHost: "")
+    private var exclusiveQueues: Set<String> = []
+    private var lastReceived = ContinuousClock.now
+    private var heartbeat: Task<Void, Never>?
+    private var generation: UInt64 = 0
+    private var closed = false
+
+    init(gateway: AMQPGateway, channel: NIOAsyncChannel<AMQPFrame, ByteBuffer>, number: UInt64) {
+        self.gateway = gateway
+        self.channel = channel
+        self.number = number
+        logger = gateway.logger
+        state = AMQPConnectionState(limits: gateway.limits)
+    }
+
+    /// The owner name of this connection's exclusive queues.
+    private var name: String { "\(gateway.instance)/\(number)" }
+    private var virtualHost: String { state.virtualHost ?? "/" }
+
+    func run() async {
+        do {
+            try await channel.executeThenClose { inbound, _ in
+                do {
+                    for try await frame in inbound {
+                        lastReceived = .now
+                        await perform(state.receive(frame))
+                        if closed { break }
+                    }
+                } catch is AMQPFrameDecoder.WrongProtocolHeader {
+                    // §4.2.2: answer with the header this server speaks, then close.
+                    var buffer = ByteBuffer()
+                    AMQPFrameEncoder.write(.protocolHeader, into: &buffer)
+                    try? await channel.channel.writeAndFlush(buffer)
+                } catch let error as AMQPError {
+                    await perform(state.close(error))
+                    await flushThenWait()
+                }
+            }
+        } catch {
+            logger.debug("amqp connection ended", metadata: ["error": "\(error)"])
+        }
+        await perform(state.connectionLost())
+        await finish()
+    }
+
+    // MARK: Actions
+
+    private func perform(_ actions: [AMQPConnectionState.Action]) async {
+        for action in actions {
+            switch action {
+            case .send(let frame):
+                write(frame)
+            case .authenticate(let mechanism, let response, _):
+                do {
+                    if let user = try gateway.authenticate(mechanism: mechanism, response: response) {
+                        await perform(state.authenticated(user: user))
+                    } else {
+                        await perform(
+                            state.authenticationFailed(
+                                "ACCESS_REFUSED - Login was refused using authentication mechanism \(mechanism)"))
+                    }
+                } catch {
+                    await perform(state.authenticationFailed(error.text))
+                }
+            case .tuned(let tune):
+                startHeartbeat(seconds: tune.heartbeat)
+            case .openVirtualHost(let name):
+                let user = state.user ?? ""
+                do {
+                    if let host = try await gateway.open(virtualHost: name, user: user) {
+                        self.host = host
+                        access = AMQPAccess(
+                            gateway.configuration.permissions?.rule(virtualHost: name, user: user), user: user,
+                            virtualHost: name)
+                        await perform(state.virtualHostOpened(name))
+                    } else {
+                        await perform(
+                            state.virtualHostRefused(
+                                "NOT_ALLOWED - access to vhost '\(name)' refused for user '\(user)'"))
+                    }
+                } catch {
+                    await perform(state.close(AMQPError(AMQPError.internalError, "INTERNAL_ERROR - \(error)")))
+                }
+            case .method(let number, let method):
+                do {
+                    try await carryOut(method, on: number)
+                } catch let error as AMQPError {
+                    await perform(state.failed(channel: number, error.on(method)))
+                } catch {
+                    logger.warning("amqp method failed", metadata: ["method": "\(method.name)", "error": "\(error)"])
+                    await perform(
+                        state.failed(
+                            channel: number,
+                            AMQPError(AMQPError.internalError, "INTERNAL_ERROR - \(error)").on(method)))
+                }
+            case .publish(let number, let publication):
+                do {
+                    try await publish(publication, on: number)
+                } catch let error as AMQPError {
+                    await perform(state.failed(channel: number, error.on(classID: 60, methodID: 40)))
+                } catch {
+                    await perform(
+                        state.failed(
+                            channel: number,
+                            AMQPError(AMQPError.internalError, "INTERNAL_ERROR - \(error)", classID: 60, methodID: 40)))
+                }
+            case .flow(let number, let active):
+                channels[number]?.flowActive = active
+                wake(number)
+            case .channelClosed(let number):
+                await closeChannel(number)
+            case .closeConnection:
+                closed = true
+                await flushThenWait()
+                channel.channel.close(promise: nil)
+            }
+        }
+        if state.phase == .closing, heartbeat != nil || true {
+            // The client has a moment to answer the server's connection.close.
+            scheduleCloseTimeout()
+        }
+    }
+
+    private var closeTimeout: Task<Void, Never>?
+
+    private func scheduleCloseTimeout() {
+        guard closeTimeout == nil else { return }
+        let channel = self.channel.channel
+        closeTimeout = Task {
+            try? await Task.sleep(for: .seconds(2))
+            channel.close(promise: nil)
+        }
+    }
+
+    private func write(_ frame: AMQPFrame) {
+        var buffer = channel.channel.allocator.buffer(capacity: 64)
+        AMQPFrameEncoder.write(frame, into: &buffer)
+        channel.channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    private func write(_ buffer: ByteBuffer) {
+        channel.channel.writeAndFlush(buffer, promise: nil)
+    }
+
+    private func send(_ method: AMQPMethod, on number: UInt16) { write(.method(channel: number, method)) }
+
+    /// Waits until what was written is on its way (before closing).
+    private func flushThenWait() async {
+        try? await channel.channel.writeAndFlush(ByteBuffer()).get()
+    }
+
+    // MARK: Heartbeats and leases
+
+    private func startHeartbeat(seconds: UInt16) {
+        let lease = gateway.configuration.leaseMilliseconds
+        let interval: Duration = seconds > 0 ? .milliseconds(Int(seconds) * 500) : .milliseconds(Int(lease / 3))
+        heartbeat = Task { [weak self] in
+            var sinceRenewal: Duration = .zero
+            while !Task.isCancelled {
+                try? await Task.sleep(for: min(interval, .milliseconds(Int(lease / 3))))
+                guard let self else { return }
+                sinceRenewal += min(interval, .milliseconds(Int(lease / 3)))
+                if seconds > 0 { await self.beat(seconds: seconds) }
+                if sinceRenewal >= .milliseconds(Int(lease / 3)) {
+                    sinceRenewal = .zero
+                    await self.renewLeases()
+                }
+            }
+        }
+    }
+
+    /// Sends a heartbeat; a client silent for two heartbeat periods is gone.
+    private func beat(seconds: UInt16) async {
+        guard !closed else { return }
+        if ContinuousClock.now - lastReceived > .seconds(2 * Int(seconds)) {
+            logger.info("amqp client missed its heartbeats", metadata: ["amqp.connection": "\(name)"])
+            closed = true
+            channel.channel.close(promise: nil)
+            return
+        }
+        write(.heartbeat)
+    }
+
+    /// Keeps the leases of every unacknowledged delivery alive.
+    private func renewLeases() async {
+        let lease = gateway.configuration.leaseMilliseconds
+        for (_, channel) in channels {
+            let byQueue = Dictionary(grouping: channel.state.unackedHandles, by: \.queue)
+            for (queue, handles) in byQueue {
+                _ = try? await gateway.journal.settle(
+                    queue: AMQPGateway.journalQueue(virtualHost: virtualHost, queue: queue),
+                    consumer: channel.leaseName, receipts: handles.map(\.receipt),
+                    as: .extend(visibilityMilliseconds: lease))
+            }
+        }
+    }
+
+    // MARK: Channels
+
+    private func openedChannel(_ number: UInt16) -> Channel {
+        if let existing = channels[number] { return existing }
+        generation += 1
+        let channel = Channel(leaseName: "amqp/\(name)/\(number).\(generation)")
+        channels[number] = channel
+        return channel
+    }
+
+    private func wake(_ number: UInt16) {
+        guard let waiters = channels[number]?.waiters, !waiters.isEmpty else { return }
+        channels[number]!.waiters = []
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// The channel is gone: its consumers stop and every message it held goes back to its queue.
+    private func closeChannel(_ number: UInt16) async {
+        guard let closing = channels.removeValue(forKey: number) else { return }
+        for waiter in closing.waiters { waiter.resume() }
+        for (tag, task) in closing.consumers {
+            task.cancel()
+            if let consumer = closing.state.consumers[tag] { await consumerEnded(queue: consumer.queue) }
+        }
+        for queue in closing.queues {
+            _ = try? await gateway.journal.releaseConsumer(
+                queue: AMQPGateway.journalQueue(virtualHost: virtualHost, queue: queue), consumer: closing.leaseName)
+        }
+    }
+
+    private func finish() async {
+        heartbeat?.cancel()
+        closeTimeout?.cancel()
+        for number in Array(channels.keys) { await closeChannel(number) }
+        // Exclusive queues go with their connection.
+        for queue in exclusiveQueues { try? await deleteQueue(queue) }
+    }
+
+    private func consumerEnded(queue: String) async {
+        guard gateway.removeConsumer(virtualHost: virtualHost, queue: queue) else { return }
+        guard let host, let record = await host.state.queues[queue], record.autoDelete else { return }
+        try? await deleteQueue(queue)
+    }
+
+    // MARK: Methods
+
+    private func requireHost() throws(AMQPError) -> AMQPVirtualHost {
+        guard let host else { throw AMQPError(AMQPError.commandInvalid, "COMMAND_INVALID - no virtual host open") }
+        return host
+    }
+
+    private func carryOut(_ method: AMQPMethod, on number: UInt16) async throws {
+        _ = openedChannel(number)
+        let unstored = channels[number]!.unstored
+        channels[number]!.unstored = []
+        for append in unstored { _ = try? await append.result }
+        let host = try requireHost()
+        switch method {
+        case .exchangeDeclare(let declare):
+            try await declareExchange(declare, host)
+            if !declare.noWait { send(.exchangeDeclareOk, on: number) }
+        case .exchangeDelete(let exchange, let ifUnused, let noWait):
+            try access.check(.configure, "exchange", exchange, classID: 40, methodID: 20)
+            try await host.change { state throws(AMQPError) in
+                try state.routing.deleteExchange(exchange, ifUnused: ifUnused)
+            }
+            if !noWait { send(.exchangeDeleteOk, on: number) }
+        case .exchangeBind(let bind), .exchangeUnbind(let bind):
+            let binding = bind
+            try access.check(.write, "exchange", bind.destination, classID: 40, methodID: 30)
+            try access.check(.read, "exchange", bind.source, classID: 40, methodID: 30)
+            let isBind = if case .exchangeBind = method { true } else { false }
+            try await host.change { state throws(AMQPError) in
+                let value = AMQPRouting.Binding(
+                    destination: .exchange(binding.destination), routingKey: binding.routingKey,
+                    arguments: binding.arguments)
+                if isBind {
+                    try state.routing.bind(value, from: binding.source)
+                } else {
+                    try state.routing.unbind(value, from: binding.source)
+                }
+            }
+            if !bind.noWait { send(isBind ? .exchangeBindOk : .exchangeUnbindOk, on: number) }
+        case .queueDeclare(let declare):
+            let (queue, messages, consumers) = try await declareQueue(declare, host)
+            if !declare.noWait {
+                send(.queueDeclareOk(queue: queue, messageCount: messages, consumerCount: consumers), on: number)
+            }
+        case .queueBind(let bind), .queueUnbind(let bind):
+            let isBind = if case .queueBind = method { true } else { false }
+            let binding = bind
+            try access.check(.write, "queue", bind.queue, classID: 50, methodID: 20)
+            try access.check(.read, "exchange", bind.exchange, classID: 50, methodID: 20)
+            try await checkOwner(bind.queue, host)
+            try await host.change { state throws(AMQPError) in
+                let value = AMQPRouting.Binding(
+                    destination: .queue(binding.queue), routingKey: binding.routingKey, arguments: binding.arguments)
+                if isBind {
+                    try state.routing.bind(value, from: binding.exchange)
+                } else {
+                    try state.routing.unbind(value, from: binding.exchange)
+                }
+            }
+            if isBind {
+                if !bind.noWait { send(.queueBindOk, on: number) }
+            } else {
+                send(.queueUnbindOk, on: number)
+            }
+        case .queuePurge(let queue, let noWait):
+            try access.check(.read, "queue", queue, classID: 50, methodID: 30)
+            try await checkOwner(queue, host)
+            let purged = try await purge(queue, host)
+            if !noWait { send(.queuePurgeOk(messageCount: purged), on: number) }
+        case .queueDelete(let queue, let ifUnused, let ifEmpty, let noWait):
+            try access.check(.configure, "queue", queue, classID: 50, methodID: 40)
+            guard await host.state.queues[queue] != nil else {
+                // Deleting a queue that is not there succeeds, as in RabbitMQ 3.x.
+                if !noWait { send(.queueDeleteOk(messageCount: 0), on: number) }
+                return
+            }
+            try await checkOwner(queue, host)
+            if ifUnused, gateway.consumerCount(virtualHost: virtualHost, queue: queue) > 0 {
+                throw AMQPError(
+                    AMQPError.preconditionFailed,
+                    "PRECONDITION_FAILED - queue '\(queue)' in vhost '\(virtualHost)' in use")
+            }
+            let messages = try await gateway.messageCount(virtualHost: virtualHost, queue: queue)
+            if ifEmpty, messages > 0 {
+                throw AMQPError(
+                    AMQPError.preconditionFailed,
+                    "PRECONDITION_FAILED - queue '\(queue)' in vhost '\(virtualHost)' is not empty")
+            }
+            try await deleteQueue(queue)
+            if !noWait { send(.queueDeleteOk(messageCount: messages), on: number) }
+        case .basicQos(let size, let count, let global):
+            try channels[number]!.state.qos(prefetchSize: size, prefetchCount: count, global: global)
+            send(.basicQosOk, on: number)
+            wake(number)
+        case .basicConsume(let consume):
+            try await startConsumer(consume, on: number, host)
+        case .basicCancel(let tag, let noWait):
+            if let consumer = channels[number]!.state.cancel(tag: tag) {
+                channels[number]!.consumers.removeValue(forKey: tag)?.cancel()
+                wake(number)
+                await consumerEnded(queue: consumer.queue)
+            }
+            if !noWait { send(.basicCancelOk(consumerTag: tag), on: number) }
+        case .basicGet(let queue, let noAck):
+            try await get(queue, noAck: noAck, on: number, host)
+        case .basicAck(let tag, let multiple):
+            let settled = try channels[number]!.state.settle(tag: tag, multiple: multiple, methodID: 80)
+            try await settle(settled, as: .ack, on: number)
+        case .basicReject(let tag, let requeue):
+            let settled = try channels[number]!.state.settle(tag: tag, multiple: false, methodID: 90)
+            try await settle(settled, as: requeue ? .requeue(delayMilliseconds: 0) : .reject, on: number)
+        case .basicNack(let tag, let multiple, let requeue):
+            let settled = try channels[number]!.state.settle(tag: tag, multiple: multiple, methodID: 120)
+            try await settle(settled, as: requeue ? .requeue(delayMilliseconds: 0) : .reject, on: number)
+        case .basicRecover(let requeue), .basicRecoverAsync(let requeue):
+            guard requeue else {
+                throw AMQPError(AMQPError.notImplemented, "NOT_IMPLEMENTED - requeue=false")
+            }
+            let settled = channels[number]!.state.takeAllUnacked()
+            try await release(settled, on: number)
+            if case .basicRecover = method { send(.basicRecoverOk, on: number) }
+        case .confirmSelect(let noWait):
+            try channels[number]!.state.selectConfirms()
+            if !noWait { send(.confirmSelectOk, on: number) }
+        case .txSelect:
+            try channels[number]!.state.selectTransactions()
+            send(.txSelectOk, on: number)
+        case .txCommit:
+            try requireTransaction(number, methodID: 20)
+            try await commit(on: number)
+            send(.txCommitOk, on: number)
+        case .txRollback:
+            try requireTransaction(number, methodID: 30)
+            let rolledBack = channels[number]!.pendingSettlements.flatMap(\.settled)
+            channels[number]!.pendingPublishes = []
+            channels[number]!.pendingSettlements = []
+            // Acknowledgements rolled back leave their messages with the channel's leases
+            // (RabbitMQ keeps them unacknowledged): they go back to the queue as redelivered.
+            try await release(rolledBack, on: number)
+            send(.txRollbackOk, on: number)
+        default:
+            throw AMQPError(AMQPError.notImplemented, "NOT_IMPLEMENTED - \(method.name)")
+        }
+    }
+
+    private func requireTransaction(_ number: UInt16, methodID: UInt16) throws(AMQPError) {
+        guard channels[number]!.state.mode == .transaction else {
+            throw AMQPError(
+                AMQPError.preconditionFailed, "PRECONDITION_FAILED - channel is not transactional", classID: 90,
+                methodID: methodID)
+        }
+    }
+
+    // MARK: Exchanges and queues
+
+    private func declareExchange(_ declare: AMQPMethod.ExchangeDeclare, _ host: AMQPVirtualHost) async throws {
+        let name = declare.exchange
+        if declare.passive {
+            guard await host.state.routing.exchanges[name] != nil else {
+                throw AMQPError(AMQPError.notFound, "NOT_FOUND - no exchange '\(name)' in vhost '\(virtualHost)'")
+            }
+            return
+        }
+        try access.check(.configure, "exchange", name, classID: 40, methodID: 10)
+        guard let type = AMQPRouting.ExchangeType(rawValue: declare.type) else {
+            throw AMQPError(AMQPError.commandInvalid, "COMMAND_INVALID - unknown exchange type '\(declare.type)'")
+        }
+        var alternate: String?
+        for entry in declare.arguments.entries {
+            switch entry.key {
+            case "alternate-exchange":
+                guard let text = entry.value.stringValue else {
+                    throw AMQPError(
+                        AMQPError.preconditionFailed, "PRECONDITION_FAILED - invalid arg 'alternate-exchange'")
+                }
+                alternate = text
+            default:
+                throw AMQPError(
+                    AMQPError.preconditionFailed,
+                    "PRECONDITION_FAILED - exchange argument '\(entry.key)' is not supported")
+            }
+        }
+        let exchange = AMQPRouting.Exchange(
+            type: type, durable: declare.durable, autoDelete: declare.autoDelete, internal: declare.internal,
+            alternate: alternate)
+        try await host.change { state throws(AMQPError) in
+            try state.routing.declareExchange(name, exchange, passive: false)
+        }
+    }
+
+    /// RabbitMQ's server-generated queue names.
+    private static func generatedName() -> String {
+        let bytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        let text = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        return "amq.gen-\(text)"
+    }
+
+    private func declareQueue(_ declare: AMQPMethod.QueueDeclare, _ host: AMQPVirtualHost) async throws -> (
+        String, UInt32, UInt32
+    ) {
+        let name = declare.queue.isEmpty ? Self.generatedName() : declare.queue
+        let vhost = virtualHost
+        if declare.passive {
+            guard await host.state.queues[name] != nil else {
+                throw AMQPError(AMQPError.notFound, "NOT_FOUND - no queue '\(name)' in vhost '\(vhost)'")
+            }
+            try await checkOwner(name, host)
+        } else {
+            let known = await host.state.queues[name] != nil
+            guard !name.hasPrefix("amq.") || declare.queue.isEmpty || known else {
+                throw AMQPError(
+                    AMQPError.accessRefused, "ACCESS_REFUSED - queue name '\(name)' contains reserved prefix 'amq.*'")
+            }
+            try access.check(.configure, "queue", name, classID: 50, methodID: 10)
+            let record = try AMQPQueueRecord(
+                durable: declare.durable, autoDelete: declare.autoDelete, owner: declare.exclusive ? self.name : nil,
+                arguments: declare.arguments)
+            try Self.checkImplemented(record.parsed)
+            if await host.state.queues[name] == nil {
+                try await gateway.createStorage(virtualHost: vhost, queue: name)
+            }
+            let owner = self.name
+            try await host.change { state throws(AMQPError) in
+                if let existing = state.queues[name] {
+                    if let holder = existing.owner, holder != owner {
+                        throw AMQPError(
+                            AMQPError.resourceLocked,
+                            "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '\(name)' in vhost '\(vhost)'"
+                        )
+                    }
+                    for (field, current, received) in [
+                        ("durable", existing.durable, record.durable),
+                        ("exclusive", existing.owner != nil, record.owner != nil),
+                        ("auto_delete", existing.autoDelete, record.autoDelete),
+                    ] where current != received {
+                        throw AMQPError(
+                            AMQPError.preconditionFailed,
+                            "PRECONDITION_FAILED - inequivalent arg '\(field)' for queue '\(name)' in vhost '\(vhost)': received '\(received)' but current is '\(current)'"
+                        )
+                    }
+                    if existing.parsed != record.parsed {
+                        throw AMQPError(
+                            AMQPError.preconditionFailed,
+                            "PRECONDITION_FAILED - inequivalent arguments for queue '\(name)' in vhost '\(vhost)'")
+                    }
+                    return
+                }
+                state.queues[name] = record
+                state.routing.declareQueue(name)
+            }
+            if declare.exclusive { exclusiveQueues.insert(name) }
+        }
+        let messages = try await gateway.messageCount(virtualHost: vhost, queue: name)
+        return (name, messages, UInt32(gateway.consumerCount(virtualHost: vhost, queue: name)))
+    }
+
+    /// Queue arguments Strata reads but does not carry out yet are refused, not ignored.
+    static func checkImplemented(_ arguments: AMQPQueueArguments) throws(AMQPError) {
+        var missing: [String] = []
+        if arguments.expires != nil { missing.append("x-expires") }
+        if arguments.maxLength != nil { missing.append("x-max-length") }
+        if arguments.maxLengthBytes != nil { missing.append("x-max-length-bytes") }
+        if arguments.overflow != .dropHead { missing.append("x-overflow") }
+        if arguments.deadLetterExchange != nil { missing.append("x-dead-letter-exchange") }
+        if arguments.maxPriority != nil { missing.append("x-max-priority") }
+        if arguments.singleActiveConsumer { missing.append("x-single-active-consumer") }
+        guard missing.isEmpty else {
+            throw AMQPError(
+                AMQPError.preconditionFailed,
+                "PRECONDITION_FAILED - queue argument \(missing.joined(separator: ", ")) is not implemented by Strata yet",
+                classID: 50, methodID: 10)
+        }
+    }
+
+    /// An exclusive queue of another connection is locked (405).
+    private func checkOwner(_ queue: String, _ host: AMQPVirtualHost) async throws {
+        guard let record = await host.state.queues[queue] else { return }
+        if let owner = record.owner, owner != name {
+            throw AMQPError(
+                AMQPError.resourceLocked,
+                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '\(queue)' in vhost '\(virtualHost)'")
+        }
+    }
+
+    private func requireQueue(_ queue: String, _ host: AMQPVirtualHost) async throws -> AMQPQueueRecord {
+        guard let record = await host.state.queues[queue] else {
+            throw AMQPError(AMQPError.notFound, "NOT_FOUND - no queue '\(queue)' in vhost '\(virtualHost)'")
+        }
+        if let owner = record.owner, owner != name {
+            throw AMQPError(
+                AMQPError.resourceLocked,
+                "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '\(queue)' in vhost '\(virtualHost)'")
+        }
+        return record
+    }
+
+    private func deleteQueue(_ queue: String) async throws {
+        guard let host else { return }
+        exclusiveQueues.remove(queue)
+        try await host.change { state throws(AMQPError) in
+            state.queues[queue] = nil
+            state.routing.deleteQueue(queue)
+        }
+        try await gateway.deleteStorage(virtualHost: virtualHost, queue: queue)
+    }
+
+    /// Takes every ready message out of the queue (leased messages stay with their consumers,
+    /// as in RabbitMQ).
+    private func purge(_ queue: String, _ host: AMQPVirtualHost) async throws -> UInt32 {
+        _ = try await requireQueue(queue, host)
+        let journalQueue = AMQPGateway.journalQueue(virtualHost: virtualHost, queue: queue)
+        let purger = "amqp/\(name)/purge"
+        var purged = 0
+        while true {
+            let taken = try await gateway.journal.receive(
+                queue: journalQueue, consumer: purger, max: 1000, maxBytes: 16 << 20, visibilityMilliseconds: 30_000,
+                resume: false, wait: .zero)
+            if taken.isEmpty { break }
+            purged += try await gateway.journal.settle(
+                queue: journalQueue, consumer: purger, receipts: taken.map(\.receipt), as: .ack)
+        }
+        return UInt32(clamping: purged)
+    }
+
+    // MARK: Publishing
+
+    private func publish(_ publication: AMQPConnectionState.Publication, on number: UInt16) async throws {
+        _ = openedChannel(number)
+        let host = try requireHost()
+        let method = publication.method
+        try access.check(.write, "exchange", method.exchange, classID: 60, methodID: 40)
+        let (exchange, routed, records) = await host.routeForPublish(
+            exchange: method.exchange, routingKey: method.routingKey, headers: publication.properties.headers)
+        guard let exchange else {
+            throw AMQPError(
+                AMQPError.notFound, "NOT_FOUND - no exchange '\(method.exchange)' in vhost '\(virtualHost)'")
+        }
+        if exchange.internal {
+            throw AMQPError(
+                AMQPError.accessRefused,
+                "ACCESS_REFUSED - cannot publish to internal exchange '\(method.exchange)' in vhost '\(virtualHost)'")
+        }
+        let sequence = channels[number]!.state.published()
+        if routed.isEmpty {
+            if method.mandatory {
+                var buffer = channel.channel.allocator.buffer(capacity: publication.body.readableBytes + 128)
+                AMQPFrameEncoder.writeContent(
+                    channel: number,
+                    method: .basicReturn(
+                        .init(
+                            replyCode: AMQPError.noRoute, replyText: "NO_ROUTE", exchange: method.exchange,
+                            routingKey: method.routingKey)), properties: publication.properties,
+                    body: publication.body, frameMax: state.tune.frameMax, into: &buffer)
+                write(buffer)
+            }
+            if let sequence { confirmed(sequence, ok: true, on: number) }
+            return
+        }
+        let now = WallClock.milliseconds()
+        let headers = AMQPEnvelope.headers(
+            exchange: method.exchange, routingKey: method.routingKey, properties: publication.properties)
+        let value = Array(publication.body.readableBytesView)
+        var stores: [(shard: String, record: Record)] = []
+        for queue in routed.sorted() {
+            guard let topic = AMQPGateway.topic(virtualHost: virtualHost, queue: queue) else { continue }
+            var recordHeaders = headers
+            if let ttl = records[queue]?.parsed.messageTTL {
+                // The queue's x-message-ttl, or the message's expiration when shorter.
+                let own = publication.properties.expiration.flatMap { UInt64($0) }
+                let effective = min(UInt64(ttl), own ?? .max)
+                recordHeaders.removeAll { $0.key == RecordEnvelope.ttl }
+                recordHeaders.append(RecordHeader(key: RecordEnvelope.ttl, value: Array(String(effective).utf8)))
+            }
+            stores.append(
+                (
+                    TopicRegistry.shardName(topic, 0),
+                    Record(
+                        timestamp: now, key: Array(method.routingKey.utf8), value: value, headers: recordHeaders)
+                ))
+        }
+        if channels[number]!.state.mode == .transaction {
+            channels[number]!.pendingPublishes += stores
+            return
+        }
+        var pending: [PendingAppend] = []
+        for store in stores {
+            pending.append(
+                try await gateway.journal.queueAppend(shard: store.shard, batch: RecordBatch.encode([store.record])))
+        }
+        channels[number]?.unstored += pending
+        let logger = self.logger
+        Task {
+            var ok = true
+            for append in pending {
+                do {
+                    _ = try await append.result
+                } catch {
+                    ok = false
+                    logger.warning("amqp publish not stored", metadata: ["error": "\(error)"])
+                }
+            }
+            await self.stored(sequence, ok: ok, on: number)
+        }
+    }
+
+    private func stored(_ sequence: UInt64?, ok: Bool, on number: UInt16) async {
+        if let sequence {
+            confirmed(sequence, ok: ok, on: number)
+        } else if !ok {
+            // Without confirms the client cannot be told which message was lost: the channel
+            // is closed, so it knows something was.
+            await perform(
+                state.failed(
+                    channel: number,
+                    AMQPError(
+                        AMQPError.internalError, "INTERNAL_ERROR - a published message could not be stored",
+                        classID: 60, methodID: 40)))
+        }
+    }
+
+    private func confirmed(_ sequence: UInt64, ok: Bool, on number: UInt16) {
+        guard channels[number] != nil else { return }
+        for method in channels[number]!.state.answered(sequence, ok: ok) { send(method, on: number) }
+    }
+
+    /// tx.commit: the transaction's messages, one batch per queue, then its acknowledgements.
+    private func commit(on number: UInt16) async throws {
+        let publishes = channels[number]!.pendingPublishes
+        let settlements = channels[number]!.pendingSettlements
+        channels[number]!.pendingPublishes = []
+        channels[number]!.pendingSettlements = []
+        var byShard: [String: [Record]] = [:]
+        var order: [String] = []
+        for publish in publishes {
+            if byShard[publish.shard] == nil { order.append(publish.shard) }
+            byShard[publish.shard, default: []].append(publish.record)
+        }
+        for shard in order {
+            _ = try await gateway.journal.append(shard: shard, batch: RecordBatch.encode(byShard[shard]!))
+        }
+        for settlement in settlements { try await settleNow(settlement.settled, as: settlement.as, on: number) }
+    }
+
+    // MARK: Delivering
+
+    private func startConsumer(_ consume: AMQPMethod.BasicConsume, on number: UInt16, _ host: AMQPVirtualHost)
+        async throws
+    {
+        try access.check(.read, "queue", consume.queue, classID: 60, methodID: 20)
+        _ = try await requireQueue(consume.queue, host)
+        let consumer = try channels[number]!.state.consume(
+            tag: consume.consumerTag, queue: consume.queue, noAck: consume.noAck, exclusive: consume.exclusive)
+        do {
+            try gateway.addConsumer(virtualHost: virtualHost, queue: consume.queue, exclusive: consume.exclusive)
+        } catch {
+            _ = channels[number]!.state.cancel(tag: consumer.tag)
+            throw error
+        }
+        channels[number]!.queues.insert(consume.queue)
+        if !consume.noWait { send(.basicConsumeOk(consumerTag: consumer.tag), on: number) }
+        let journalQueue = AMQPGateway.journalQueue(virtualHost: virtualHost, queue: consume.queue)
+        let leaseName = channels[number]!.leaseName
+        let lease = gateway.configuration.leaseMilliseconds
+        let journal = gateway.journal
+        let tag = consumer.tag
+        channels[number]!.consumers[tag] = Task { [self] in
+            while !Task.isCancelled {
+                let credit = self.credit(number, tag)
+                guard let credit else { return }
+                if credit == 0 {
+                    await self.waitForCredit(number)
+                    continue
+                }
+                let deliveries: [QueueDelivery]
+                do {
+                    deliveries = try await journal.receive(
+                        queue: journalQueue, consumer: leaseName, max: credit, maxBytes: 4 << 20,
+                        visibilityMilliseconds: lease, resume: false, wait: .milliseconds(500))
+                } catch let error as JournalError where error.code == .unknownQueue {
+                    await self.queueGone(number, tag)
+                    return
+                } catch {
+                    if Task.isCancelled { return }
+                    try? await Task.sleep(for: .milliseconds(200))
+                    continue
+                }
+                guard !deliveries.isEmpty else { continue }
+                if !(await self.deliver(deliveries, to: tag, on: number)) {
+                    // The consumer or its channel went while the messages were on their way.
+                    _ = try? await journal.settle(
+                        queue: journalQueue, consumer: leaseName, receipts: deliveries.map(\.receipt),
+                        as: .requeue(delayMilliseconds: 0))
+                    return
+                }
+            }
+        }
+    }
+
+    /// What a consumer may be sent now; nil once it is gone.
+    private func credit(_ number: UInt16, _ tag: String) -> Int? {
+        guard let channel = channels[number], channel.state.consumers[tag] != nil, !closed else { return nil }
+        guard channel.flowActive, self.channel.channel.isWritable else { return 0 }
+        return channel.state.credit(for: tag, cap: 256)
+    }
+
+    private func waitForCredit(_ number: UInt16) async {
+        guard channels[number] != nil else { return }
+        if channels[number]!.flowActive, !channel.channel.isWritable {
+            // Writability has no wake-up here: look again shortly.
+            try? await Task.sleep(for: .milliseconds(5))
+            return
+        }
+        await withCheckedContinuation { waiter in channels[number]!.waiters.append(waiter) }
+    }
+
+    /// Sends the messages to the consumer; false when it is gone.
+    private func deliver(_ deliveries: [QueueDelivery], to tag: String, on number: UInt16) async -> Bool {
+        guard let consumer = channels[number]?.state.consumers[tag], !closed else { return false }
+        let frameMax = state.tune.frameMax
+        for delivery in deliveries {
+            let handle = AMQPDelivery(queue: consumer.queue, receipt: delivery.receipt)
+            let deliveryTag = channels[number]!.state.deliver(handle, consumer: tag, needsAck: !consumer.noAck)
+            let message = AMQPEnvelope.message(of: delivery.record.headers)
+            let body = ByteBuffer(bytes: delivery.record.value ?? [])
+            var buffer = channel.channel.allocator.buffer(capacity: body.readableBytes + 256)
+            AMQPFrameEncoder.writeContent(
+                channel: number,
+                method: .basicDeliver(
+                    .init(
+                        consumerTag: tag, deliveryTag: deliveryTag,
+                        redelivered: delivery.receipt.delivery > 1 || delivery.resumed,
+                        exchange: message.exchange ?? "",
+                        routingKey: message.routingKey ?? String(decoding: delivery.record.key ?? [], as: UTF8.self))),
+                properties: message.properties, body: body, frameMax: frameMax, into: &buffer)
+            write(buffer)
+        }
+        if consumer.noAck {
+            let journalQueue = AMQPGateway.journalQueue(virtualHost: virtualHost, queue: consumer.queue)
+            _ = try? await gateway.journal.settle(
+                queue: journalQueue, consumer: channels[number]?.leaseName ?? "", receipts: deliveries.map(\.receipt),
+                as: .ack)
+        }
+        return true
+    }
+
+    /// The queue was deleted: RabbitMQ's consumer_cancel_notify.
+    private func queueGone(_ number: UInt16, _ tag: String) async {
+        guard let consumer = channels[number]?.state.cancel(tag: tag) else { return }
+        channels[number]!.consumers[tag] = nil
+        _ = gateway.removeConsumer(virtualHost: virtualHost, queue: consumer.queue)
+        send(.basicCancel(consumerTag: tag, noWait: true), on: number)
+    }
+
+    private func get(_ queue: String, noAck: Bool, on number: UInt16, _ host: AMQPVirtualHost) async throws {
+        try access.check(.read, "queue", queue, classID: 60, methodID: 70)
+        _ = try await requireQueue(queue, host)
+        channels[number]!.queues.insert(queue)
+        let journalQueue = AMQPGateway.journalQueue(virtualHost: virtualHost, queue: queue)
+        let leaseName = channels[number]!.leaseName
+        let taken = try await gateway.journal.receive(
+            queue: journalQueue, consumer: leaseName, max: 1, maxBytes: 1,
+            visibilityMilliseconds:
+                gateway.configuration.leaseMilliseconds, resume: false, wait: .zero)
+        guard let delivery = taken.first, channels[number] != nil else {
+            send(.basicGetEmpty, on: number)
+            return
+        }
+        let deliveryTag = channels[number]!.state.deliver(
+            AMQPDelivery(queue: queue, receipt: delivery.receipt), consumer: nil, needsAck: !noAck)
+        let remaining = try await gateway.messageCount(virtualHost: virtualHost, queue: queue)
+        let message = AMQPEnvelope.message(of: delivery.record.headers)
+        var buffer = channel.channel.allocator.buffer(capacity: (delivery.record.value?.count ?? 0) + 256)
+        AMQPFrameEncoder.writeContent(
+            channel: number,
+            method: .basicGetOk(
+                .init(
+                    deliveryTag: deliveryTag, redelivered: delivery.receipt.delivery > 1,
+                    exchange: message.exchange ?? "",
+                    routingKey: message.routingKey ?? String(decoding: delivery.record.key ?? [], as: UTF8.self),
+                    messageCount: remaining)),
+            properties: message.properties, body: ByteBuffer(bytes: delivery.record.value ?? []),
+            frameMax: state.tune.frameMax, into: &buffer)
+        write(buffer)
+        if noAck {
+            _ = try await gateway.journal.settle(
+                queue: journalQueue, consumer: leaseName, receipts: [delivery.receipt], as: .ack)
+        }
+    }
+
+    // MARK: Settling
+
+    private func settle(
+        _ settled: [AMQPChannelState<AMQPDelivery>.Settlement], as settlement: QueueSettlement, on number: UInt16
+    ) async throws {
+        if channels[number]!.state.mode == .transaction {
+            channels[number]!.pendingSettlements.append((settled, settlement))
+            return
+        }
+        try await settleNow(settled, as: settlement, on: number)
+    }
+
+    private func settleNow(
+        _ settled: [AMQPChannelState<AMQPDelivery>.Settlement], as settlement: QueueSettlement, on number: UInt16
+    ) async throws {
+        guard let leaseName = channels[number]?.leaseName else { return }
+        wake(number)
+        let byQueue = Dictionary(grouping: settled.map(\.handle), by: \.queue)
+        for (queue, handles) in byQueue {
+            do {
+                _ = try await gateway.journal.settle(
+                    queue: AMQPGateway.journalQueue(virtualHost: virtualHost, queue: queue), consumer: leaseName,
+                    receipts: handles.map(\.receipt), as: settlement)
+            } catch let error as JournalError where error.code == .unknownQueue {
+                continue  // the queue was deleted meanwhile: nothing left to settle
+            }
+        }
+    }
+
+    /// Back to their queues, visible at once, redelivered next time.
+    private func release(_ settled: [AMQPChannelState<AMQPDelivery>.Settlement], on number: UInt16) async throws {
+        try await settleNow(settled, as: .requeue(delayMilliseconds: 0), on: number)
+    }
+}
+
+extension AMQPError {
+    /// The error as the answer to `method` (its class and method ids), unless it names one.
+    func on(_ method: AMQPMethod) -> AMQPError {
+        classID == 0 && methodID == 0 ? on(classID: method.classID, methodID: method.methodID) : self
+    }
+}
+
+extension AMQPVirtualHost {
+    /// What a publish needs at once: the exchange (nil when there is none), the queues the
+    /// message reaches and their records.
+    func routeForPublish(exchange: String, routingKey: String, headers: AMQPTable?) -> (
+        AMQPRouting.Exchange?, Set<String>, [String: AMQPQueueRecord]
+    ) {
+        guard let found = state.routing.exchanges[exchange] else { return (nil, [], [:]) }
+        let queues = state.routing.route(exchange: exchange, routingKey: routingKey, headers: headers)
+        var records: [String: AMQPQueueRecord] = [:]
+        for queue in queues { records[queue] = state.queues[queue] }
+        return (found, queues, records)
+    }
+}

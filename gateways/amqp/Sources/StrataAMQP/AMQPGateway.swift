@@ -1,0 +1,294 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import ServiceLifecycle
+import StrataAuth
+import StrataClient
+import StrataJournal
+import StrataKit
+import StrataTopics
+import StrataWire
+import Synchronization
+
+/// The AMQP 0-9-1 gateway: RabbitMQ's protocol on the journal. Exchanges, queues and bindings
+/// are virtual-host state in the journal's key-value store (`AMQPVirtualHost`); each queue's
+/// messages are a registry topic (`amqp.<queue>`, readable by Kafka and the other protocols)
+/// consumed through the journal's queue primitive (docs/queues.md), which keeps what is leased,
+/// acknowledged and requeued. The gateway holds no durable state of its own: two of them can
+/// serve one journal, and either can be killed and started again.
+public final class AMQPGateway: Service {
+    public struct Configuration: Sendable {
+        public var host = "127.0.0.1"
+        public var port = 5672
+        /// AMQPS on `tlsPort` (5671) when set, beside the plain listener.
+        public var tls: NIOSSLContext?
+        public var tlsPort = 5671
+        /// Users (`strata scram-user` lines) checked for PLAIN and AMQPLAIN.
+        public var users: SCRAMUsers?
+        /// Any user name and password is taken (a development broker; `make run`).
+        public var allowAnonymous = false
+        /// Virtual hosts clients may open.
+        public var virtualHosts: [String] = ["/"]
+        /// Per virtual host and user: what may be configured, written and read (nil: everything
+        /// for every user who authenticated).
+        public var permissions: AMQPPermissions?
+        public var frameMax: UInt32 = 131_072
+        public var channelMax: UInt16 = 2047
+        public var heartbeat: UInt16 = 60
+        public var maxBodySize: UInt64 = 8 << 20
+        /// How long a delivery stays leased to its channel without being renewed; the gateway
+        /// renews its channels' leases every third of it, so only a gateway that died lets them
+        /// run out (its unacknowledged messages go to other consumers then).
+        public var leaseMilliseconds: UInt32 = 60_000
+
+        public init() {}
+
+        /// Reads the users and permissions files when given.
+        public mutating func loadAccessFiles(
+            users: String?, permissions: String?, tlsCertificate: String? = nil, tlsKey: String? = nil
+        ) throws {
+            self.users = try users.map { try SCRAMUsers(contentsOfFile: $0) }
+            self.permissions = try permissions.map { try AMQPPermissions(contentsOfFile: $0) }
+            if let tlsCertificate, let tlsKey {
+                tls = try TLSFiles.serverContext(certificate: tlsCertificate, key: tlsKey)
+            } else if tlsCertificate != nil || tlsKey != nil {
+                throw ConfigFileError("AMQPS needs both a TLS certificate and its key")
+            }
+            if self.users == nil && !allowAnonymous {
+                throw ConfigFileError("the AMQP gateway needs a users file, or anonymous access allowed")
+            }
+        }
+    }
+
+    let configuration: Configuration
+    let journal: any JournalClient
+    let logger: Logger
+    let group: any EventLoopGroup
+    let registry: TopicRegistry
+    /// This process among the journal's gateways (lease and exclusive-queue owner names).
+    let instance = UUID().uuidString.prefix(8).lowercased()
+    private let onBound: @Sendable (SocketAddress) -> Void
+    private let onTLSBound: @Sendable (SocketAddress) -> Void
+    private let hosts = Mutex<[String: AMQPVirtualHost]>([:])
+    private let nextConnection = Atomic<UInt64>(0)
+    /// Consumers on this gateway per queue ("vhost NUL queue"): consumer counts, exclusive use
+    /// and auto-delete.
+    private let consumers = Mutex<[String: (count: Int, exclusive: Bool, ever: Bool)]>([:])
+
+    public init(
+        configuration: Configuration, journal: any JournalClient,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger,
+        onBound: @escaping @Sendable (SocketAddress) -> Void = { _ in },
+        onTLSBound: @escaping @Sendable (SocketAddress) -> Void = { _ in }
+    ) {
+        self.onTLSBound = onTLSBound
+        self.configuration = configuration
+        self.journal = journal
+        self.logger = logger
+        self.group = eventLoopGroup
+        self.onBound = onBound
+        registry = TopicRegistry(journal: journal, logger: logger)
+    }
+
+    var limits: AMQPConnectionState.Limits {
+        let capabilities: AMQPTable = [
+            "publisher_confirms": .bool(true), "exchange_exchange_bindings": .bool(true), "basic.nack": .bool(true),
+            "consumer_cancel_notify": .bool(true), "per_consumer_qos": .bool(true),
+            "authentication_failure_close": .bool(true), "connection.blocked": .bool(false),
+            "consumer_priorities": .bool(false), "direct_reply_to": .bool(false),
+        ]
+        return AMQPConnectionState.Limits(
+            channelMax: configuration.channelMax, frameMax: configuration.frameMax, heartbeat: configuration.heartbeat,
+            maxBodySize: configuration.maxBodySize,
+            serverProperties: [
+                "product": .string("Strata"), "version": .string(StrataVersion.current),
+                "platform": .string("Swift"), "information": .string("https://strata.invalid/docs/amqp.md"),
+                "capabilities": .table(capabilities),
+            ])
+    }
+
+    public func run() async throws {
+        let frameMax = configuration.frameMax
+        let pipeline: @Sendable (any Channel) throws -> Void = { channel in
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(AMQPFrameDecoder(frameMax: frameMax)))
+        }
+        var servers = [
+            try await Listener.bind(
+                ListenerOptions(host: configuration.host, port: configuration.port), group: group, pipeline: pipeline)
+        ]
+        if let bound = servers[0].localAddress { onBound(bound) }
+        if let tls = configuration.tls {
+            let secure = try await Listener.bind(
+                ListenerOptions(host: configuration.host, port: configuration.tlsPort, tls: tls), group: group,
+                pipeline: pipeline)
+            if let bound = secure.localAddress { onTLSBound(bound) }
+            servers.append(secure)
+        }
+        let listening = servers
+        logger.info(
+            "amqp listening",
+            metadata: ["amqp.listen": "\(servers.map { "\($0.localAddress.map { "\($0)" } ?? "?")" })"])
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                // Other gateways' changes of a virtual host are loaded within a tick.
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(100))
+                        for host in self.hosts.withLock({ Array($0.values) }) { try? await host.refresh() }
+                    }
+                }
+                try await withThrowingDiscardingTaskGroup { listeners in
+                    for server in listening {
+                        listeners.addTask {
+                            try await withThrowingDiscardingTaskGroup { connections in
+                                try await server.accept(
+                                    as: NIOAsyncChannel<AMQPFrame, ByteBuffer>.self,
+                                    spawn: { connections.addTask(operation: $0) }
+                                ) { channel in
+                                    let number = self.nextConnection.wrappingAdd(1, ordering: .relaxed).newValue
+                                    await AMQPConnection(gateway: self, channel: channel, number: number).run()
+                                }
+                            }
+                        }
+                    }
+                }
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            for server in listening { server.close() }
+        }
+    }
+
+    // MARK: Access
+
+    /// The user whose credentials these are; nil when they are wrong.
+    func authenticate(mechanism: String, response: [UInt8]) throws(AMQPError) -> String? {
+        let credentials = try AMQPSASL.credentials(mechanism: mechanism, response: response)
+        if let users = configuration.users, users[credentials.user] != nil {
+            return users.verify(user: credentials.user, password: credentials.password) ? credentials.user : nil
+        }
+        return configuration.allowAnonymous ? credentials.user : nil
+    }
+
+    /// A virtual host opened by `user`: its state, loaded on first use; nil: refused.
+    func open(virtualHost name: String, user: String) async throws -> AMQPVirtualHost? {
+        guard configuration.virtualHosts.contains(name) else { return nil }
+        if let permissions = configuration.permissions, permissions.rule(virtualHost: name, user: user) == nil {
+            return nil
+        }
+        if let host = hosts.withLock({ $0[name] }) { return host }
+        let host = AMQPVirtualHost(name: name, journal: journal)
+        try await host.load()
+        return hosts.withLock { hosts in
+            if let existing = hosts[name] { return existing }
+            hosts[name] = host
+            return host
+        }
+    }
+
+    // MARK: Names
+
+    /// The registry topic holding a queue's messages: `amqp.<queue>` in the default virtual
+    /// host, `amqp.<vhost>_.<queue>` in others, each byte outside `A-Z a-z 0-9 - .` written as
+    /// `_HH` (docs/topics.md). Nil when that is longer than a topic name may be.
+    public static func topic(virtualHost: String, queue: String) -> String? {
+        func escaped(_ text: String) -> String {
+            var out = ""
+            for byte in text.utf8 {
+                switch byte {
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."):
+                    out.unicodeScalars.append(Unicode.Scalar(byte))
+                default:
+                    out += String(format: "_%02X", byte)
+                }
+            }
+            return out
+        }
+        let name = virtualHost == "/" ? "amqp.\(escaped(queue))" : "amqp.\(escaped(virtualHost))_.\(escaped(queue))"
+        return TopicEntry.isValidName(name) ? name : nil
+    }
+
+    /// The journal queue (docs/queues.md) of an AMQP queue.
+    static func journalQueue(virtualHost: String, queue: String) -> String { "amqp/\(virtualHost)/\(queue)" }
+
+    // MARK: Queues
+
+    /// Makes the queue's topic and journal queue (both idempotent).
+    func createStorage(virtualHost: String, queue: String) async throws {
+        guard let topic = Self.topic(virtualHost: virtualHost, queue: queue) else {
+            throw AMQPError(
+                AMQPError.preconditionFailed,
+                "PRECONDITION_FAILED - queue name '\(queue)' is too long for a topic name",
+                classID: 50, methodID: 10)
+        }
+        do {
+            _ = try await registry.create(topic, partitions: 1, configs: [:])
+        } catch let error as TopicError where error.code == .exists {}
+        _ = try await journal.declareQueue(
+            Self.journalQueue(virtualHost: virtualHost, queue: queue),
+            definition: QueueDefinition(sources: [.init(shard: TopicRegistry.shardName(topic, 0), fromStart: true)]))
+    }
+
+    /// Removes the queue's journal queue and topic.
+    func deleteStorage(virtualHost: String, queue: String) async throws {
+        do {
+            try await journal.deleteQueue(Self.journalQueue(virtualHost: virtualHost, queue: queue))
+        } catch let error as JournalError where error.code == .unknownQueue {}
+        guard let topic = Self.topic(virtualHost: virtualHost, queue: queue) else { return }
+        do {
+            _ = try await registry.delete(topic)
+        } catch let error as TopicError where error.code == .unknown {}
+    }
+
+    /// Messages ready for delivery (not leased) in the queue.
+    func messageCount(virtualHost: String, queue: String) async throws -> UInt32 {
+        let status = try await journal.describeQueues(Self.journalQueue(virtualHost: virtualHost, queue: queue))
+        guard let status = status.first else { return 0 }
+        return UInt32(clamping: status.depth - UInt64(min(UInt64(status.inFlight), status.depth)))
+    }
+
+    // MARK: Consumers
+
+    private static func consumerKey(_ virtualHost: String, _ queue: String) -> String { "\(virtualHost)\u{0}\(queue)" }
+
+    func consumerCount(virtualHost: String, queue: String) -> Int {
+        consumers.withLock { $0[Self.consumerKey(virtualHost, queue)]?.count ?? 0 }
+    }
+
+    /// A consumer starts; an exclusive one needs the queue to itself, and none may start on a
+    /// queue an exclusive one holds (403, as RabbitMQ answers).
+    func addConsumer(virtualHost: String, queue: String, exclusive: Bool) throws(AMQPError) {
+        let key = Self.consumerKey(virtualHost, queue)
+        let refused = consumers.withLock { consumers -> Bool in
+            let current = consumers[key] ?? (0, false, false)
+            if current.exclusive || (exclusive && current.count > 0) { return true }
+            consumers[key] = (current.count + 1, exclusive, true)
+            return false
+        }
+        if refused {
+            throw AMQPError(
+                AMQPError.accessRefused,
+                "ACCESS_REFUSED - queue '\(queue)' in vhost '\(virtualHost)' in exclusive use", classID: 60,
+                methodID: 20)
+        }
+    }
+
+    /// A consumer ended; true when it was the queue's last one.
+    func removeConsumer(virtualHost: String, queue: String) -> Bool {
+        let key = Self.consumerKey(virtualHost, queue)
+        return consumers.withLock { consumers in
+            guard var current = consumers[key] else { return false }
+            current.count -= 1
+            current.exclusive = false
+            if current.count <= 0 {
+                consumers[key] = nil
+                return true
+            }
+            consumers[key] = current
+            return false
+        }
+    }
+}
