@@ -73,8 +73,9 @@ extension Journal {
         resume: Bool = false, wait: Duration = .zero
     ) async throws -> [QueueDelivery] {
         try Self.checkQueueName(name)
-        guard max > 0, !consumer.isEmpty else {
-            throw JournalError(.invalidArgument, "a receive names its consumer and asks for at least one message")
+        guard max >= 0, !consumer.isEmpty else {
+            throw JournalError(
+                .invalidArgument, "a receive names its consumer and a count of messages (0: expire only)")
         }
         let queue = try await queueActor(name, creating: nil)
         return try await queue.receive(
@@ -243,6 +244,15 @@ actor QueueActor {
     func receive(consumer: String, max: Int, maxBytes: Int, visibility: UInt32, resume: Bool, wait: Duration)
         async throws -> [QueueDelivery]
     {
+        if max == 0 {
+            // Leases nothing: expires what is due at the head of each source.
+            try await exclusive {
+                try await startLedgers()
+                try await expireHead(now: WallClock.milliseconds())
+            }
+            try await storeChanges()
+            return []
+        }
         let waitEnd = ContinuousClock.now + wait
         let limits = TakeLimits(count: max, bytes: maxBytes)
         while true {
@@ -440,6 +450,33 @@ actor QueueActor {
     }
 
     /// The next record past the source's cursor, reading ahead from the journal when needed.
+    /// Dead-letters (or discards) the expired records at the head of each source's unread
+    /// records, stopping at the first that is not expired (RabbitMQ expires at a queue's head
+    /// too), so a queue nobody reads still moves what expired to its dead-letter shard. Records
+    /// no filter matches on the way are passed over as a receive would.
+    private func expireHead(now: Int64) async throws {
+        for source in ledgers.indices where ledgers[source] != nil {
+            while true {
+                if lookahead[source].isEmpty {
+                    guard try await readAhead(source) else { break }
+                }
+                let next = lookahead[source][0]
+                if next.offset < ledgers[source]!.cursor {
+                    lookahead[source].removeFirst()
+                    continue
+                }
+                if let record = next.record, matches(record, source: source) {
+                    guard let ttl = Self.headerValues(record).ttl, record.timestamp >= 0,
+                        record.timestamp.addingReportingOverflow(ttl).partialValue <= now
+                    else { break }
+                }
+                lookahead[source].removeFirst()
+                touch(source)
+                _ = try await admit(source: source, offset: next.offset, record: next.record, now: now)
+            }
+        }
+    }
+
     private func nextUnread(_ source: Int) async throws -> (UInt64, Record?)? {
         while true {
             if lookahead[source].isEmpty {
@@ -501,6 +538,10 @@ actor QueueActor {
         if let target = definition.deadLetterShard {
             var letter = record
             letter.offset = nil
+            // A dead letter is kept, not expired or held back again in the dead-letter shard.
+            letter.headers.removeAll {
+                $0.key == QueueDefinition.ttlHeader || $0.key == QueueDefinition.deliverAtHeader
+            }
             letter.headers += [
                 RecordHeader(key: "strata.dead-letter.queue", value: Array(name.utf8)),
                 RecordHeader(key: "strata.dead-letter.reason", value: Array(reason.utf8)),

@@ -237,6 +237,36 @@ import Testing
         }
     }
 
+    @Test func aReceiveOfNoMessagesExpiresTheHeadAndLeavesTheRestUnread() async throws {
+        try await withQueueJournal { journal, _ in
+            _ = try await journal.createShard("s")
+            _ = try await journal.createShard("dlq")
+            _ = try await journal.declareQueue(
+                "q", definition: QueueDefinition(sources: [.init(shard: "s", fromStart: true)], deadLetterShard: "dlq"))
+            func stale(_ text: String, ttl: String) -> ByteBuffer {
+                RecordBatch.encode([
+                    Record(
+                        timestamp: nowMilliseconds() - 10_000, value: Array(text.utf8),
+                        headers: [RecordHeader(key: "ttl-ms", value: Array(ttl.utf8))])
+                ])
+            }
+            _ = try await journal.append(shard: "s", batch: stale("old-1", ttl: "1000"))
+            _ = try await journal.append(shard: "s", batch: stale("old-2", ttl: "1000"))
+            _ = try await journal.append(shard: "s", batch: records(["fresh"]))
+            _ = try await journal.append(shard: "s", batch: stale("old-behind-fresh", ttl: "1000"))
+            #expect(
+                try await journal.receive(queue: "q", consumer: "sweeper", max: 0, visibilityMilliseconds: 0).isEmpty)
+            let status = try await journal.describeQueue("q")
+            // The two at the head went to the dead-letter shard; "fresh" stops the sweep, so it
+            // and what follows it are still unread, leased to nobody.
+            #expect(status.deadLettered == 2 && status.inFlight == 0 && status.waiting == 0)
+            #expect(try await journal.read(shard: "dlq", from: 0, maxBytes: 1 << 20).batches.count == 2)
+            let next = try await journal.receive(queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 0)
+            #expect(next.map(value) == ["fresh"] && next[0].receipt.delivery == 1)
+            #expect(try await journal.describeQueue("q").deadLettered == 3)
+        }
+    }
+
     @Test func orderedGroupsDeliverOneAtATimeInOrder() async throws {
         try await withQueueJournal { journal, _ in
             _ = try await journal.createShard("s")

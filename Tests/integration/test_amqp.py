@@ -457,3 +457,67 @@ def test_malformed_and_oversized_frames_close_with_frame_error_while_others_are_
     healthy_channel.basic_publish("", "alive", b"fine")
     assert healthy_channel.basic_get("alive", auto_ack=True)[2] == b"fine"
     healthy.close()
+
+
+def test_dead_lettering_with_x_death_for_rejected_and_expired_messages(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    channel.exchange_declare("dlx", "direct")
+    channel.queue_declare("dead")
+    channel.queue_bind("dead", "dlx", "to-dead")
+    channel.queue_bind("dead", "dlx", "work-dl")
+    channel.queue_declare("work-dl", arguments={"x-dead-letter-exchange": "dlx"})
+    channel.queue_declare("expiring", arguments={"x-dead-letter-exchange": "dlx",
+                                                 "x-dead-letter-routing-key": "to-dead", "x-message-ttl": 200})
+    channel.confirm_delivery()
+    channel.basic_publish("", "work-dl", b"rejected one", pika.BasicProperties(headers={"id": 1}))
+    channel.basic_publish("", "expiring", b"expired one")
+    method, _, _ = channel.basic_get("work-dl")
+    channel.basic_reject(method.delivery_tag, requeue=False)
+    got = {}
+    for method, props, body in drain(channel, "dead", 2, timeout=15):
+        got[body] = (method, props)
+    method, props = got[b"rejected one"]
+    assert method.exchange == "dlx" and method.routing_key == "work-dl"
+    death = props.headers["x-death"][0]
+    assert (death["queue"], death["reason"], death["count"]) == ("work-dl", "rejected", 1)
+    assert death["exchange"] == "" and death["routing-keys"] == ["work-dl"]
+    assert props.headers["x-first-death-reason"] == "rejected" and props.headers["id"] == 1
+    method, props = got[b"expired one"]
+    assert method.routing_key == "to-dead"
+    death = props.headers["x-death"][0]
+    assert (death["queue"], death["reason"]) == ("expiring", "expired") and props.expiration is None
+    connection.close()
+
+
+def test_amq_topic_is_the_mqtt_topic_space(data_dir):
+    node = Node(data_dir, ["--amqp-allow-anonymous", "--mqtt-allow-anonymous"], gateways=("amqp", "mqtt"))
+    try:
+        connection = connect(port_of(node.listeners["amqp"]))
+        channel = connection.channel()
+        channel.queue_declare("from-mqtt")
+        channel.queue_bind("from-mqtt", "amq.topic", "sensors.*.temp")
+        time.sleep(1.0)  # the bridge starts within half a second of the first binding
+        # MQTT → AMQP: the routing key is the MQTT topic with . for /.
+        for topic, payload in [("sensors/kitchen/temp", "21.5"), ("sensors/kitchen/hum", "40")]:
+            subprocess.run(["mosquitto_pub", "-p", str(node.mqtt_port), "-t", topic, "-m", payload, "-q", "1"],
+                           check=True, timeout=30)
+        got = drain(channel, "from-mqtt", 1, timeout=15)
+        method, _, body = got[0]
+        assert (method.exchange, method.routing_key, body) == ("amq.topic", "sensors.kitchen.temp", b"21.5")
+        assert channel.basic_get("from-mqtt") == (None, None, None)
+        # AMQP → MQTT: a publish to amq.topic reaches an MQTT subscriber (and an AMQP queue once).
+        sub = subprocess.Popen(["mosquitto_sub", "-p", str(node.mqtt_port), "-t", "sensors/#", "-C", "1", "-v",
+                                "-W", "20"], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        channel.confirm_delivery()
+        channel.basic_publish("amq.topic", "sensors.garage.temp", b"9.5")
+        out, _ = sub.communicate(timeout=30)
+        assert out.strip() == "sensors/garage/temp 9.5"
+        got = drain(channel, "from-mqtt", 1, timeout=15)
+        assert got[0][2] == b"9.5"
+        time.sleep(1.0)
+        assert channel.basic_get("from-mqtt") == (None, None, None)  # not a second time via the bridge
+        connection.close()
+    finally:
+        node.stop()

@@ -26,7 +26,7 @@ actor AMQPConnection {
         /// The journal consumer name of this channel's leases.
         var leaseName: String
         /// tx mode: what commit stores and settles.
-        var pendingPublishes: [(shard: String, record: Record)] = []
+        var pendingPublishes: [AMQPStore] = []
         var pendingSettlements: [(settled: [AMQPChannelState<AMQPDelivery>.Settlement], as: QueueSettlement)] = []
         /// Consumers waiting for credit (an ack, a qos change, flow on).
         var waiters: [CheckedContinuation<Void, Never>] = []
@@ -504,7 +504,8 @@ actor AMQPConnection {
                 arguments: declare.arguments)
             try Self.checkImplemented(record.parsed)
             if await host.state.queues[name] == nil {
-                try await gateway.createStorage(virtualHost: vhost, queue: name)
+                try await gateway.createStorage(
+                    virtualHost: vhost, queue: name, deadLetters: record.parsed.deadLetterExchange != nil)
             }
             let owner = self.name
             try await host.change { state throws(AMQPError) in
@@ -548,7 +549,6 @@ actor AMQPConnection {
         if arguments.maxLength != nil { missing.append("x-max-length") }
         if arguments.maxLengthBytes != nil { missing.append("x-max-length-bytes") }
         if arguments.overflow != .dropHead { missing.append("x-overflow") }
-        if arguments.deadLetterExchange != nil { missing.append("x-dead-letter-exchange") }
         if arguments.maxPriority != nil { missing.append("x-max-priority") }
         if arguments.singleActiveConsumer { missing.append("x-single-active-consumer") }
         guard missing.isEmpty else {
@@ -616,9 +616,10 @@ actor AMQPConnection {
         let host = try requireHost()
         let method = publication.method
         try access.check(.write, "exchange", method.exchange, classID: 60, methodID: 40)
-        let (exchange, routed, records) = await host.routeForPublish(
-            exchange: method.exchange, routingKey: method.routingKey, headers: publication.properties.headers)
-        guard let exchange else {
+        let routed = try await gateway.stores(
+            in: host, exchange: method.exchange, routingKey: method.routingKey, properties: publication.properties,
+            body: Array(publication.body.readableBytesView), timestamp: WallClock.milliseconds())
+        guard let (exchange, queues, stores) = routed else {
             throw AMQPError(
                 AMQPError.notFound, "NOT_FOUND - no exchange '\(method.exchange)' in vhost '\(virtualHost)'")
         }
@@ -628,42 +629,20 @@ actor AMQPConnection {
                 "ACCESS_REFUSED - cannot publish to internal exchange '\(method.exchange)' in vhost '\(virtualHost)'")
         }
         let sequence = channels[number]!.state.published()
-        if routed.isEmpty {
-            if method.mandatory {
-                var buffer = channel.channel.allocator.buffer(capacity: publication.body.readableBytes + 128)
-                AMQPFrameEncoder.writeContent(
-                    channel: number,
-                    method: .basicReturn(
-                        .init(
-                            replyCode: AMQPError.noRoute, replyText: "NO_ROUTE", exchange: method.exchange,
-                            routingKey: method.routingKey)), properties: publication.properties,
-                    body: publication.body, frameMax: state.tune.frameMax, into: &buffer)
-                write(buffer)
-            }
+        if queues == 0, method.mandatory {
+            var buffer = channel.channel.allocator.buffer(capacity: publication.body.readableBytes + 128)
+            AMQPFrameEncoder.writeContent(
+                channel: number,
+                method: .basicReturn(
+                    .init(
+                        replyCode: AMQPError.noRoute, replyText: "NO_ROUTE", exchange: method.exchange,
+                        routingKey: method.routingKey)), properties: publication.properties,
+                body: publication.body, frameMax: state.tune.frameMax, into: &buffer)
+            write(buffer)
+        }
+        if stores.isEmpty {
             if let sequence { confirmed(sequence, ok: true, on: number) }
             return
-        }
-        let now = WallClock.milliseconds()
-        let headers = AMQPEnvelope.headers(
-            exchange: method.exchange, routingKey: method.routingKey, properties: publication.properties)
-        let value = Array(publication.body.readableBytesView)
-        var stores: [(shard: String, record: Record)] = []
-        for queue in routed.sorted() {
-            guard let topic = AMQPGateway.topic(virtualHost: virtualHost, queue: queue) else { continue }
-            var recordHeaders = headers
-            if let ttl = records[queue]?.parsed.messageTTL {
-                // The queue's x-message-ttl, or the message's expiration when shorter.
-                let own = publication.properties.expiration.flatMap { UInt64($0) }
-                let effective = min(UInt64(ttl), own ?? .max)
-                recordHeaders.removeAll { $0.key == RecordEnvelope.ttl }
-                recordHeaders.append(RecordHeader(key: RecordEnvelope.ttl, value: Array(String(effective).utf8)))
-            }
-            stores.append(
-                (
-                    TopicRegistry.shardName(topic, 0),
-                    Record(
-                        timestamp: now, key: Array(method.routingKey.utf8), value: value, headers: recordHeaders)
-                ))
         }
         if channels[number]!.state.mode == .transaction {
             channels[number]!.pendingPublishes += stores

@@ -71,7 +71,13 @@ public final class AMQPGateway: Service {
     let instance = UUID().uuidString.prefix(8).lowercased()
     private let onBound: @Sendable (SocketAddress) -> Void
     private let onTLSBound: @Sendable (SocketAddress) -> Void
-    private let hosts = Mutex<[String: AMQPVirtualHost]>([:])
+    let hosts = Mutex<[String: AMQPVirtualHost]>([:])
+    /// The registry's topics and their MQTT roots, as last read (amq.topic ↔ MQTT).
+    let registryTopics = Mutex<(entries: [String: TopicEntry], roots: MQTTTopicRoots)>(([:], MQTTTopicRoots()))
+    /// The registry topics the MQTT bridge has seen since it began (nil: not running).
+    let bridgedTopics = Mutex<Set<String>?>(nil)
+    /// Running forwarders by journal queue (AMQPForwarding.swift).
+    let forwarders = Mutex<[String: Task<Void, Never>]>([:])
     private let nextConnection = Atomic<UInt64>(0)
     /// Consumers on this gateway per queue ("vhost NUL queue"): consumer counts, exclusive use
     /// and auto-delete.
@@ -134,10 +140,14 @@ public final class AMQPGateway: Service {
             try await withThrowingDiscardingTaskGroup { group in
                 // Other gateways' changes of a virtual host are loaded within a tick.
                 group.addTask {
+                    var ticks = 0
                     while !Task.isCancelled {
                         try? await Task.sleep(for: .milliseconds(100))
                         for host in self.hosts.withLock({ Array($0.values) }) { try? await host.refresh() }
+                        ticks += 1
+                        if ticks % 5 == 0 { await self.superviseForwarders() }
                     }
+                    for task in self.forwarders.withLock({ Array($0.values) }) { task.cancel() }
                 }
                 try await withThrowingDiscardingTaskGroup { listeners in
                     for server in listening {
@@ -216,8 +226,9 @@ public final class AMQPGateway: Service {
 
     // MARK: Queues
 
-    /// Makes the queue's topic and journal queue (both idempotent).
-    func createStorage(virtualHost: String, queue: String) async throws {
+    /// Makes the queue's topic and journal queue (both idempotent), and its dead-letter shard
+    /// and that shard's journal queue when it dead-letters.
+    func createStorage(virtualHost: String, queue: String, deadLetters: Bool) async throws {
         guard let topic = Self.topic(virtualHost: virtualHost, queue: queue) else {
             throw AMQPError(
                 AMQPError.preconditionFailed,
@@ -227,9 +238,21 @@ public final class AMQPGateway: Service {
         do {
             _ = try await registry.create(topic, partitions: 1, configs: [:])
         } catch let error as TopicError where error.code == .exists {}
+        var deadLetterShard: String?
+        if deadLetters {
+            let shard = Self.deadLetterShard(virtualHost: virtualHost, queue: queue)
+            do {
+                _ = try await journal.createShard(shard)
+            } catch let error as JournalError where error.code == .shardExists {}
+            _ = try await journal.declareQueue(
+                shard, definition: QueueDefinition(sources: [.init(shard: shard, fromStart: true)]))
+            deadLetterShard = shard
+        }
         _ = try await journal.declareQueue(
             Self.journalQueue(virtualHost: virtualHost, queue: queue),
-            definition: QueueDefinition(sources: [.init(shard: TopicRegistry.shardName(topic, 0), fromStart: true)]))
+            definition: QueueDefinition(
+                sources: [.init(shard: TopicRegistry.shardName(topic, 0), fromStart: true)],
+                deadLetterShard: deadLetterShard))
     }
 
     /// Removes the queue's journal queue and topic.
@@ -237,6 +260,13 @@ public final class AMQPGateway: Service {
         do {
             try await journal.deleteQueue(Self.journalQueue(virtualHost: virtualHost, queue: queue))
         } catch let error as JournalError where error.code == .unknownQueue {}
+        let deadLetters = Self.deadLetterShard(virtualHost: virtualHost, queue: queue)
+        do {
+            try await journal.deleteQueue(deadLetters)
+        } catch let error as JournalError where error.code == .unknownQueue {}
+        do {
+            try await journal.deleteShard(deadLetters)
+        } catch let error as JournalError where error.code == .unknownShard {}
         guard let topic = Self.topic(virtualHost: virtualHost, queue: queue) else { return }
         do {
             _ = try await registry.delete(topic)

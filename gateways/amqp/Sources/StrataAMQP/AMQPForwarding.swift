@@ -1,0 +1,313 @@
+import Foundation
+import NIOCore
+import StrataClient
+import StrataJournal
+import StrataTopics
+import Synchronization
+
+/// A record to append for a published message: the shard and the record.
+struct AMQPStore: Sendable {
+    var shard: String
+    var record: Record
+}
+
+/// Where messages go that reach no client directly: publishing through an exchange (one
+/// function for clients, dead letters and the MQTT bridge), and the gateway's forwarders — a
+/// forwarder consumes a journal queue and publishes each record into a virtual host:
+/// - dead letters: a queue with `x-dead-letter-exchange` has a dead-letter shard
+///   (`amqp-dead/<vhost>/<queue>`) the journal moves rejected and expired messages to; its
+///   forwarder publishes them to the dead-letter exchange with RabbitMQ's `x-death` header;
+/// - the MQTT bridge: while queues of the default virtual host are bound to `amq.topic`, each
+///   registry topic has a forwarder (`amqp-bridge/<topic>`) that publishes its records (MQTT
+///   publishes, Kafka records) to `amq.topic` under their MQTT topic as a routing key
+///   (docs/topics.md). AMQP publishes to `amq.topic` are written to the registry topic too, for
+///   MQTT subscribers and Kafka consumers, and skipped by the bridge (they reached their queues
+///   already).
+/// The journal queue makes each record go through one forwarder of all the gateways on the
+/// journal; a forwarder acknowledges a batch after its appends are stored (at least once).
+extension AMQPGateway {
+    static let deadLetterPrefix = "amqp-dead/"
+    static let bridgePrefix = "amqp-bridge/"
+
+    static func deadLetterShard(virtualHost: String, queue: String) -> String {
+        "\(deadLetterPrefix)\(virtualHost)/\(queue)"
+    }
+
+    // MARK: Publishing
+
+    /// The records a message published to `exchange` makes: one per queue it reaches (with the
+    /// queue's `x-message-ttl` applied), plus, for `amq.topic` of the default virtual host, one
+    /// in the registry topic of its MQTT topic. Nil when the exchange does not exist.
+    func stores(
+        in host: AMQPVirtualHost, exchange: String, routingKey: String, properties: AMQPProperties, body: [UInt8],
+        timestamp: Int64
+    ) async throws -> (exchange: AMQPRouting.Exchange, queues: Int, stores: [AMQPStore])? {
+        let (found, routed, records) = await host.routeForPublish(
+            exchange: exchange, routingKey: routingKey, headers: properties.headers)
+        guard let found else { return nil }
+        let headers = AMQPEnvelope.headers(exchange: exchange, routingKey: routingKey, properties: properties)
+        var stores: [AMQPStore] = []
+        for queue in routed.sorted() {
+            guard let topic = Self.topic(virtualHost: host.name, queue: queue) else { continue }
+            var recordHeaders = headers
+            if let ttl = records[queue]?.parsed.messageTTL {
+                // The queue's x-message-ttl, or the message's expiration when shorter.
+                let own = properties.expiration.flatMap { UInt64($0) }
+                let effective = min(UInt64(ttl), own ?? .max)
+                recordHeaders.removeAll { $0.key == RecordEnvelope.ttl }
+                recordHeaders.append(RecordHeader(key: RecordEnvelope.ttl, value: Array(String(effective).utf8)))
+            }
+            stores.append(
+                AMQPStore(
+                    shard: TopicRegistry.shardName(topic, 0),
+                    record: Record(
+                        timestamp: timestamp, key: Array(routingKey.utf8), value: body, headers: recordHeaders)))
+        }
+        if host.name == "/", exchange == "amq.topic", let shard = try await mqttShard(forRoutingKey: routingKey) {
+            stores.append(
+                AMQPStore(
+                    shard: shard.shard,
+                    record: Record(
+                        timestamp: timestamp, key: Array(shard.mqttTopic.utf8), value: body, headers: headers)
+                ))
+        }
+        return (found, routed.count, stores)
+    }
+
+    /// The registry topic partition an `amq.topic` routing key's MQTT topic is a record of (the
+    /// MQTT gateway's rule, prefixes included), the topic created when it does not exist; nil
+    /// when the MQTT topic has no registry topic (a `$` topic, a first level that is no legal
+    /// topic name).
+    func mqttShard(forRoutingKey key: String) async throws -> (shard: String, mqttTopic: String)? {
+        let mqttTopic = TopicMapping.mqttTopic(forAMQPRoutingKey: key)
+        guard !mqttTopic.isEmpty, !mqttTopic.contains("+"), !mqttTopic.contains("#") else { return nil }
+        let known = registryTopics.withLock { $0 }
+        guard let name = known.roots.topic(forMQTT: mqttTopic) else { return nil }
+        var entry = known.entries[name]
+        if entry == nil { entry = try await registry.entry(name) }
+        if entry == nil {
+            do {
+                entry = try await registry.create(name, partitions: 1, configs: [:])
+            } catch let error as TopicError where error.code == .exists {
+                entry = try await registry.entry(name)
+            }
+        }
+        guard let entry else { return nil }
+        registryTopics.withLock { $0.entries[name] = entry }
+        let partition = TopicMapping.partition(forKey: Array(mqttTopic.utf8), partitions: entry.partitions)
+        return (TopicRegistry.shardName(name, partition), mqttTopic)
+    }
+
+    /// Appends the records and waits until every one is stored.
+    func storeAll(_ stores: [AMQPStore]) async throws {
+        var pending: [PendingAppend] = []
+        for store in stores {
+            pending.append(try await journal.queueAppend(shard: store.shard, batch: RecordBatch.encode([store.record])))
+        }
+        for append in pending { _ = try await append.result }
+    }
+
+    // MARK: Forwarders
+
+    /// Starts the forwarders the virtual hosts need now and stops those they no longer need.
+    func superviseForwarders() async {
+        var wanted: [String: @Sendable () async -> Void] = [:]
+        var bridging = false
+        for host in hosts.withLock({ Array($0.values) }) {
+            let state = await host.state
+            // Queues with a TTL or a dead-letter exchange expire their head now, read or not.
+            for (queue, record) in state.queues
+            where record.parsed.messageTTL != nil || record.parsed.deadLetterExchange != nil {
+                _ = try? await journal.receive(
+                    queue: Self.journalQueue(virtualHost: host.name, queue: queue), consumer: "amqp/\(instance)/expiry",
+                    max: 0, maxBytes: 0, visibilityMilliseconds: 0, resume: false, wait: .zero)
+            }
+            for (queue, record) in state.queues where record.parsed.deadLetterExchange != nil {
+                let journalQueue = Self.deadLetterShard(virtualHost: host.name, queue: queue)
+                wanted[journalQueue] = { [self] in
+                    await forward(from: journalQueue) { deliveries in
+                        try await self.deadLetter(deliveries, of: queue, in: host)
+                    }
+                }
+            }
+            if host.name == "/", !(state.routing.bindings["amq.topic"] ?? []).isEmpty {
+                bridging = true
+                if let all = try? await registry.all() {
+                    var roots = MQTTTopicRoots()
+                    for (name, entry) in all { roots.set(name, prefix: entry.configs[MQTTTopicRoots.prefixConfig]) }
+                    registryTopics.withLock { $0 = (all, roots) }
+                }
+                let known = registryTopics.withLock { $0 }
+                // Topics there when the bridge began are bridged from their end; topics created
+                // while it runs (an MQTT client's first publish creates one) from their start, so
+                // the publish that made one is bridged too.
+                let fresh = bridgedTopics.withLock { seen -> Set<String> in
+                    guard var names = seen else {
+                        seen = Set(known.entries.keys)
+                        return []
+                    }
+                    let fresh = Set(known.entries.keys).subtracting(names)
+                    names.formUnion(fresh)
+                    seen = names
+                    return fresh
+                }
+                for (topic, entry) in known.entries where !topic.hasPrefix("amqp.") {
+                    let journalQueue = Self.bridgePrefix + topic
+                    let root = known.roots.root(of: topic)
+                    let sources = (0..<entry.partitions).map {
+                        QueueDefinition.Source(
+                            shard: TopicRegistry.shardName(topic, $0), subjectRoot: root,
+                            fromStart: fresh.contains(topic))
+                    }
+                    wanted[journalQueue] = { [self] in
+                        do {
+                            _ = try await journal.declareQueue(
+                                journalQueue, definition: QueueDefinition(sources: sources))
+                        } catch {
+                            logger.warning(
+                                "amqp bridge queue not declared",
+                                metadata: ["topic.name": "\(topic)", "error": "\(error)"])
+                            return
+                        }
+                        await forward(from: journalQueue) { deliveries in
+                            try await self.bridge(deliveries, root: root, in: host)
+                        }
+                    }
+                }
+            }
+        }
+        if !bridging { bridgedTopics.withLock { $0 = nil } }
+        let stop = forwarders.withLock { running -> [Task<Void, Never>] in
+            var stop: [Task<Void, Never>] = []
+            for (name, task) in running where wanted[name] == nil {
+                stop.append(task)
+                running[name] = nil
+            }
+            for (name, body) in wanted where running[name] == nil { running[name] = Task { await body() } }
+            return stop
+        }
+        for task in stop { task.cancel() }
+    }
+
+    /// Receives from a journal queue and hands each batch to `handle`; acknowledges it once
+    /// `handle` stored what it makes of it.
+    func forward(from journalQueue: String, _ handle: @Sendable ([QueueDelivery]) async throws -> Void) async {
+        let consumer = "amqp/\(instance)/forwarder"
+        while !Task.isCancelled {
+            do {
+                let deliveries = try await journal.receive(
+                    queue: journalQueue, consumer: consumer, max: 256, maxBytes: 4 << 20,
+                    visibilityMilliseconds: 30_000,
+                    resume: false, wait: .milliseconds(500))
+                if deliveries.isEmpty { continue }
+                try await handle(deliveries)
+                _ = try await journal.settle(
+                    queue: journalQueue, consumer: consumer, receipts: deliveries.map(\.receipt), as: .ack)
+            } catch {
+                if Task.isCancelled { return }
+                if let error = error as? JournalError, error.code == .unknownQueue { return }
+                logger.warning("amqp forwarder failed", metadata: ["queue": "\(journalQueue)", "error": "\(error)"])
+                try? await Task.sleep(for: .milliseconds(500))
+            }
+        }
+    }
+
+    /// Dead letters of `queue` to its dead-letter exchange, with `x-death` as RabbitMQ writes it.
+    func deadLetter(_ deliveries: [QueueDelivery], of queue: String, in host: AMQPVirtualHost) async throws {
+        guard let record = await host.state.queues[queue], let exchange = record.parsed.deadLetterExchange else {
+            return  // the queue is gone or no longer dead-letters: its dead letters are dropped
+        }
+        var letters: [AMQPStore] = []
+        for delivery in deliveries {
+            var message = AMQPEnvelope.message(of: delivery.record.headers)
+            let reason: String =
+                switch delivery.record.headers.last(where: { $0.key == "strata.dead-letter.reason" })?.value.map({
+                    String(decoding: $0, as: UTF8.self)
+                }) {
+                case "expired": "expired"
+                case "delivery-limit": "delivery_limit"
+                default: "rejected"
+                }
+            let originalKey = message.routingKey ?? ""
+            Self.addDeath(
+                to: &message.properties, queue: queue, reason: reason, exchange: message.exchange ?? "",
+                routingKey: originalKey, time: UInt64(WallClock.milliseconds() / 1000))
+            // RabbitMQ removes the expiration so a dead letter does not expire again for it.
+            message.properties.expiration = nil
+            let routingKey = record.parsed.deadLetterRoutingKey ?? originalKey
+            let made = try await stores(
+                in: host, exchange: exchange, routingKey: routingKey, properties: message.properties,
+                body: delivery.record.value ?? [], timestamp: delivery.record.timestamp)
+            letters += made?.stores ?? []
+        }
+        try await storeAll(letters)
+    }
+
+    /// RabbitMQ's `x-death`: one entry per (queue, reason), counting, the latest first; and the
+    /// `x-first-death-*` headers of the first time.
+    static func addDeath(
+        to properties: inout AMQPProperties, queue: String, reason: String, exchange: String, routingKey: String,
+        time: UInt64
+    ) {
+        var headers = properties.headers ?? AMQPTable()
+        var deaths: [AMQPFieldValue] = []
+        if case .array(let existing)? = headers["x-death"] { deaths = existing }
+        var entry: AMQPTable = [
+            "count": .int64(1), "reason": .string(reason), "queue": .string(queue), "time": .timestamp(time),
+            "exchange": .string(exchange), "routing-keys": .array([.string(routingKey)]),
+        ]
+        if let index = deaths.firstIndex(where: {
+            guard case .table(let table) = $0 else { return false }
+            return table["queue"]?.stringValue == queue && table["reason"]?.stringValue == reason
+        }), case .table(var found) = deaths[index] {
+            found["count"] = .int64((found["count"]?.integerValue ?? 0) + 1)
+            found["time"] = .timestamp(time)
+            entry = found
+            deaths.remove(at: index)
+        }
+        deaths.insert(.table(entry), at: 0)
+        headers["x-death"] = .array(deaths)
+        if headers["x-first-death-reason"] == nil {
+            headers["x-first-death-reason"] = .string(reason)
+            headers["x-first-death-queue"] = .string(queue)
+            headers["x-first-death-exchange"] = .string(exchange)
+        }
+        properties.headers = headers
+    }
+
+    /// Registry records to the queues bound to `amq.topic`, under their MQTT topic.
+    func bridge(_ deliveries: [QueueDelivery], root: String, in host: AMQPVirtualHost) async throws {
+        var stores: [AMQPStore] = []
+        for delivery in deliveries {
+            let headers = delivery.record.headers
+            // AMQP's own amq.topic publishes reached their queues when they were published.
+            if headers.contains(where: {
+                $0.key == AMQPEnvelope.exchange && $0.value == Array("amq.topic".utf8)
+            }) {
+                continue
+            }
+            let mqttTopic = TopicMapping.mqttTopic(ofKey: delivery.record.key, in: root)
+            let routingKey = TopicMapping.amqpRoutingKey(forMQTT: mqttTopic)
+            let message = AMQPEnvelope.message(of: headers)
+            let (_, routed, records) = await host.routeForPublish(
+                exchange: "amq.topic", routingKey: routingKey, headers: message.properties.headers)
+            var recordHeaders = AMQPEnvelope.headers(
+                exchange: "amq.topic", routingKey: routingKey, properties: message.properties)
+            // What other protocols keep in their own headers (mqtt.qos, …) stays readable.
+            let present = Set(recordHeaders.map(\.key))
+            recordHeaders += headers.filter { !$0.key.hasPrefix("amqp.") && !present.contains($0.key) }
+            for queue in routed.sorted() {
+                guard records[queue] != nil, let topic = Self.topic(virtualHost: host.name, queue: queue) else {
+                    continue
+                }
+                stores.append(
+                    AMQPStore(
+                        shard: TopicRegistry.shardName(topic, 0),
+                        record: Record(
+                            timestamp: delivery.record.timestamp, key: Array(routingKey.utf8),
+                            value: delivery.record.value, headers: recordHeaders)))
+            }
+        }
+        try await storeAll(stores)
+    }
+}
