@@ -276,7 +276,7 @@ let package = Package(
         .executableTarget(
             name: "StorageBench",
             dependencies: [
-                "StrataJournal", "StrataClient", "StrataWire", "StrataMQTT", "StrataObjects", "CZstd",
+                "StrataJournal", "StrataClient", "StrataWire", "StrataMQTT", "StrataAMQP", "StrataObjects", "CZstd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -8,7 +8,7 @@ struct StorageBench: AsyncParsableCommand {
         commandName: "storage-bench",
         abstract: "Benchmarks the Strata journal against the limits of the disk under it.",
         subcommands: [
-            LimitCommand.self, AppendCommand.self, ReadCommand.self, MQTTCommand.self, KafkaCommand.self,
+            LimitCommand.self, AppendCommand.self, ReadCommand.self, MQTTCommand.self, KafkaCommand.self, AMQPCommand.self,
             TierCommand.self, SoakCommand.self, CrashWriterCommand.self, CrashSimCommand.self,
         ])
 }

@@ -34,6 +34,11 @@ actor AMQPConnection {
         /// method waits for them, so a message published on a channel is in its queues before
         /// anything after it on that channel is carried out (as in RabbitMQ).
         var unstored: [PendingAppend] = []
+        /// basic.ack's settlements not written yet, and the task writing them: acknowledgements
+        /// have no answer, so they are written behind the client's next frames, all that came
+        /// in meanwhile in one settle per queue.
+        var pendingAcks: [AMQPDelivery] = []
+        var ackWriter: Task<Void, Never>?
     }
 
     private let gateway: AMQPGateway
@@ -258,6 +263,7 @@ actor AMQPConnection {
 
     /// The channel is gone: its consumers stop and every message it held goes back to its queue.
     private func closeChannel(_ number: UInt16) async {
+        await writeAcks(number)
         guard let closing = channels.removeValue(forKey: number) else { return }
         for waiter in closing.waiters { waiter.resume() }
         for (tag, task) in closing.consumers {
@@ -862,12 +868,46 @@ actor AMQPConnection {
             channels[number]!.pendingSettlements.append((settled, settlement))
             return
         }
+        if settlement == .ack {
+            wake(number)
+            channels[number]!.pendingAcks += settled.map(\.handle)
+            if channels[number]!.ackWriter == nil {
+                channels[number]!.ackWriter = Task { await self.writeAcksInBackground(number) }
+            }
+            return
+        }
         try await settleNow(settled, as: settlement, on: number)
+    }
+
+    private func writeAcksInBackground(_ number: UInt16) async {
+        while let pending = channels[number]?.pendingAcks, !pending.isEmpty {
+            channels[number]!.pendingAcks = []
+            let leaseName = channels[number]!.leaseName
+            for (queue, handles) in Dictionary(grouping: pending, by: \.queue) {
+                do {
+                    _ = try await gateway.journal.settle(
+                        queue: AMQPGateway.journalQueue(virtualHost: virtualHost, queue: queue), consumer: leaseName,
+                        receipts: handles.map(\.receipt), as: .ack)
+                } catch let error as JournalError where error.code == .unknownQueue {
+                    continue
+                } catch {
+                    // The lease stays; the message is delivered again once it runs out.
+                    logger.warning("amqp acknowledgement not stored", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        channels[number]?.ackWriter = nil
+    }
+
+    /// Waits until every acknowledgement received on the channel is written.
+    private func writeAcks(_ number: UInt16) async {
+        while let writer = channels[number]?.ackWriter { await writer.value }
     }
 
     private func settleNow(
         _ settled: [AMQPChannelState<AMQPDelivery>.Settlement], as settlement: QueueSettlement, on number: UInt16
     ) async throws {
+        await writeAcks(number)
         guard let leaseName = channels[number]?.leaseName else { return }
         wake(number)
         let byQueue = Dictionary(grouping: settled.map(\.handle), by: \.queue)
