@@ -176,7 +176,7 @@ let package = Package(
         .target(
             name: "StrataTopics",
             dependencies: [
-                "StrataJournal", "StrataClient",
+                "StrataJournal", "StrataClient", "StrataWire", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
@@ -321,7 +321,7 @@ let package = Package(
         .testTarget(
             name: "StrataAMQPTests",
             dependencies: [
-                "StrataAMQP", "StrataTestSupport", "StrataJournal", "StrataTopics",
+                "StrataAMQP", "StrataTestSupport", "StrataJournal", "StrataTopics", "StrataClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
             ],

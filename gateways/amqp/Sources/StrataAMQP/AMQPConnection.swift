@@ -33,7 +33,7 @@ actor AMQPConnection {
         /// Appends of this channel's publishes not known to be stored yet: the channel's next
         /// method waits for them, so a message published on a channel is in its queues before
         /// anything after it on that channel is carried out (as in RabbitMQ).
-        var unstored: [PendingAppend] = []
+        var unstored: [AMQPStoring] = []
         /// basic.ack's settlements not written yet, and the task writing them: acknowledgements
         /// have no answer, so they are written behind the client's next frames, all that came
         /// in meanwhile in one settle per queue.
@@ -165,7 +165,7 @@ actor AMQPConnection {
                 channel.channel.close(promise: nil)
             }
         }
-        if state.phase == .closing, heartbeat != nil || true {
+        if state.phase == .closing {
             // The client has a moment to answer the server's connection.close.
             scheduleCloseTimeout()
         }
@@ -301,7 +301,7 @@ actor AMQPConnection {
         _ = openedChannel(number)
         let unstored = channels[number]!.unstored
         channels[number]!.unstored = []
-        for append in unstored { _ = try? await append.result }
+        for storing in unstored { _ = await storing.stored }
         let host = try requireHost()
         switch method {
         case .exchangeDeclare(let declare):
@@ -654,25 +654,9 @@ actor AMQPConnection {
             channels[number]!.pendingPublishes += stores
             return
         }
-        var pending: [PendingAppend] = []
-        for store in stores {
-            pending.append(
-                try await gateway.journal.queueAppend(shard: store.shard, batch: RecordBatch.encode([store.record])))
-        }
-        channels[number]?.unstored += pending
-        let logger = self.logger
-        Task {
-            var ok = true
-            for append in pending {
-                do {
-                    _ = try await append.result
-                } catch {
-                    ok = false
-                    logger.warning("amqp publish not stored", metadata: ["error": "\(error)"])
-                }
-            }
-            await self.stored(sequence, ok: ok, on: number)
-        }
+        let storing = gateway.submit(stores)
+        channels[number]?.unstored.append(storing)
+        Task { await self.stored(sequence, ok: await storing.stored, on: number) }
     }
 
     private func stored(_ sequence: UInt64?, ok: Bool, on number: UInt16) async {
@@ -938,9 +922,10 @@ extension AMQPError {
 extension AMQPVirtualHost {
     /// What a publish needs at once: the exchange (nil when there is none), the queues the
     /// message reaches and their records.
-    func routeForPublish(exchange: String, routingKey: String, headers: AMQPTable?) -> (
+    nonisolated func routeForPublish(exchange: String, routingKey: String, headers: AMQPTable?) -> (
         AMQPRouting.Exchange?, Set<String>, [String: AMQPQueueRecord]
     ) {
+        let state = snapshot
         guard let found = state.routing.exchanges[exchange] else { return (nil, [], [:]) }
         let queues = state.routing.route(exchange: exchange, routingKey: routingKey, headers: headers)
         var records: [String: AMQPQueueRecord] = [:]

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import StrataClient
 import StrataJournal
@@ -42,7 +43,7 @@ extension AMQPGateway {
         in host: AMQPVirtualHost, exchange: String, routingKey: String, properties: AMQPProperties, body: [UInt8],
         timestamp: Int64
     ) async throws -> (exchange: AMQPRouting.Exchange, queues: Int, stores: [AMQPStore])? {
-        let (found, routed, records) = await host.routeForPublish(
+        let (found, routed, records) = host.routeForPublish(
             exchange: exchange, routingKey: routingKey, headers: properties.headers)
         guard let found else { return nil }
         let headers = AMQPEnvelope.headers(exchange: exchange, routingKey: routingKey, properties: properties)
@@ -98,13 +99,35 @@ extension AMQPGateway {
         return (TopicRegistry.shardName(name, partition), mqttTopic)
     }
 
+    /// Hands the records to their shards' appenders (batched with everything else published
+    /// to those shards meanwhile); the answer tells when all are stored.
+    func submit(_ stores: [AMQPStore]) -> AMQPStoring {
+        let storing = AMQPStoring(count: stores.count, logger: logger)
+        for store in stores { appender(for: store.shard).submit(store.record, completion: storing.completed) }
+        return storing
+    }
+
+    /// The appender of a shard, started on first use.
+    func appender(for shard: String) -> ShardAppender<Record> {
+        appenders.withLock { appenders in
+            if let known = appenders[shard] { return known }
+            let appender = ShardAppender<Record>(shard: shard, journal: journal)
+            appenders[shard] = appender
+            Task { await appender.run() }
+            return appender
+        }
+    }
+
+    /// Stops a shard's appender (its queue was deleted) once what it holds went out.
+    func dropAppender(for shard: String) {
+        appenders.withLock { $0.removeValue(forKey: shard) }?.finish()
+    }
+
     /// Appends the records and waits until every one is stored.
     func storeAll(_ stores: [AMQPStore]) async throws {
-        var pending: [PendingAppend] = []
-        for store in stores {
-            pending.append(try await journal.queueAppend(shard: store.shard, batch: RecordBatch.encode([store.record])))
+        guard await submit(stores).stored else {
+            throw JournalError(.unavailable, "records for AMQP queues could not be stored")
         }
-        for append in pending { _ = try await append.result }
     }
 
     // MARK: Forwarders
@@ -289,7 +312,7 @@ extension AMQPGateway {
             let mqttTopic = TopicMapping.mqttTopic(ofKey: delivery.record.key, in: root)
             let routingKey = TopicMapping.amqpRoutingKey(forMQTT: mqttTopic)
             let message = AMQPEnvelope.message(of: headers)
-            let (_, routed, records) = await host.routeForPublish(
+            let (_, routed, records) = host.routeForPublish(
                 exchange: "amq.topic", routingKey: routingKey, headers: message.properties.headers)
             var recordHeaders = AMQPEnvelope.headers(
                 exchange: "amq.topic", routingKey: routingKey, properties: message.properties)
@@ -309,5 +332,50 @@ extension AMQPGateway {
             }
         }
         try await storeAll(stores)
+    }
+}
+
+/// The stores of one published message: done once each of its records is stored, or one failed.
+final class AMQPStoring: Sendable {
+    private struct State {
+        var remaining: Int
+        var ok = true
+        var waiters: [CheckedContinuation<Bool, Never>] = []
+    }
+
+    private let state: Mutex<State>
+    private let logger: Logger
+
+    init(count: Int, logger: Logger) {
+        state = Mutex(State(remaining: count))
+        self.logger = logger
+    }
+
+    func completed(_ result: Result<Void, any Error>) {
+        if case .failure(let error) = result {
+            logger.warning("amqp message not stored", metadata: ["error": "\(error)"])
+        }
+        let (waiters, ok) = state.withLock { state -> ([CheckedContinuation<Bool, Never>], Bool) in
+            if case .failure = result { state.ok = false }
+            state.remaining -= 1
+            guard state.remaining == 0 else { return ([], state.ok) }
+            defer { state.waiters = [] }
+            return (state.waiters, state.ok)
+        }
+        for waiter in waiters { waiter.resume(returning: ok) }
+    }
+
+    /// Whether every record was stored, once all are answered.
+    var stored: Bool {
+        get async {
+            await withCheckedContinuation { waiter in
+                let done = state.withLock { state -> Bool? in
+                    guard state.remaining > 0 else { return state.ok }
+                    state.waiters.append(waiter)
+                    return nil
+                }
+                if let done { waiter.resume(returning: done) }
+            }
+        }
     }
 }

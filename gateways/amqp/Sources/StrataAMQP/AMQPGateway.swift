@@ -76,6 +76,8 @@ public final class AMQPGateway: Service {
     let registryTopics = Mutex<(entries: [String: TopicEntry], roots: MQTTTopicRoots)>(([:], MQTTTopicRoots()))
     /// The registry topics the MQTT bridge has seen since it began (nil: not running).
     let bridgedTopics = Mutex<Set<String>?>(nil)
+    /// Each queue shard's appender, started on first use (AMQPForwarding.swift).
+    let appenders = Mutex<[String: ShardAppender<Record>]>([:])
     /// Running forwarders by journal queue (AMQPForwarding.swift).
     let forwarders = Mutex<[String: Task<Void, Never>]>([:])
     private let nextConnection = Atomic<UInt64>(0)
@@ -148,6 +150,7 @@ public final class AMQPGateway: Service {
                         if ticks % 5 == 0 { await self.superviseForwarders() }
                     }
                     for task in self.forwarders.withLock({ Array($0.values) }) { task.cancel() }
+                    for appender in self.appenders.withLock({ Array($0.values) }) { appender.finish() }
                 }
                 try await withThrowingDiscardingTaskGroup { listeners in
                     for server in listening {
@@ -268,6 +271,7 @@ public final class AMQPGateway: Service {
             try await journal.deleteShard(deadLetters)
         } catch let error as JournalError where error.code == .unknownShard {}
         guard let topic = Self.topic(virtualHost: virtualHost, queue: queue) else { return }
+        dropAppender(for: TopicRegistry.shardName(topic, 0))
         do {
             _ = try await registry.delete(topic)
         } catch let error as TopicError where error.code == .unknown {}

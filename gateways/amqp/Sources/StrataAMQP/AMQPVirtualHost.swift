@@ -3,6 +3,7 @@ import NIOCore
 import StrataClient
 import StrataJournal
 import StrataTopics
+import Synchronization
 
 /// A queue as the virtual host keeps it: its flags, its owner when exclusive, its arguments as
 /// declared and as understood.
@@ -38,7 +39,14 @@ public actor AMQPVirtualHost {
     public static let namespace = "amqp"
     public let name: String
     private let journal: any JournalClient
-    public private(set) var state = State()
+    public private(set) var state = State() {
+        didSet { current.withLock { $0 = state } }
+    }
+    /// `state` for readers that must not wait for the actor (routing each publish).
+    private nonisolated let current = Mutex(State())
+
+    /// The host's state as of the last change or load, without waiting for the actor.
+    public nonisolated var snapshot: State { current.withLock { $0 } }
     private var version: [UInt8]?
     private var pendingWrites = 0
     private let writes = KeyedChain<Void>()

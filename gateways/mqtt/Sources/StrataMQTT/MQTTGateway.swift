@@ -362,7 +362,17 @@ public final class MQTTGateway: Service {
     /// Starts appending to and routing from a shard not followed yet, from offset `from`.
     private func startStream(_ shard: String, topic: String?, id: [UInt8]?, from: UInt64, in streams: inout Streams) {
         guard streams.appenders[shard] == nil else { return }
-        let appender = MQTTAppender(shard: shard, journal: journal)
+        let appender = MQTTAppender(shard: shard, journal: journal) { [journal] stored in
+            // Retained-message updates, in the order their messages were stored.
+            for message in stored where message.retain {
+                if message.payload.readableBytes == 0 {
+                    try await journal.delete(namespace: Self.retainedNamespace, key: Array(message.topic.utf8))
+                } else {
+                    try await journal.put(
+                        namespace: Self.retainedNamespace, key: Array(message.topic.utf8), value: message.retainedValue)
+                }
+            }
+        }
         streams.appenders[shard] = appender
         registry.withLock { $0.dispatched[shard] = from }
         workContinuation.yield(.append(appender))

@@ -158,3 +158,10 @@ public struct MQTTMessage: Sendable, Hashable {
         self.init(record: record)
     }
 }
+
+/// The MQTT gateway's way into a shard: the kit's appender of MQTT messages.
+typealias MQTTAppender = ShardAppender<MQTTMessage>
+
+extension MQTTMessage: ShardAppendItem {
+    public var batchBytes: Int { payload.readableBytes + topic.utf8.count + 64 }
+}

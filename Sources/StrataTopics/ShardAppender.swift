@@ -4,67 +4,88 @@ import StrataJournal
 import StrataWire
 import Synchronization
 
-/// Coalesces the publishes bound for one bucket shard into RecordBatches: whatever was
-/// submitted while the appender was busy goes out as the next batch, so small messages share
-/// batch headers and journal round trips. Up to `maxInflight` batches are queued in the journal
-/// at once (they share its group commits) and settle in queue order — FIFO per bucket, which
-/// keeps per-topic order; retained-message updates follow in the same order.
-final class MQTTAppender: Sendable {
-    typealias Completion = @Sendable (Result<Void, any Error>) -> Void
+/// What a gateway hands a `ShardAppender`: the record to store, and its size for cutting
+/// batches.
+public protocol ShardAppendItem: Sendable {
+    var record: Record { get }
+    /// About how many bytes the record takes in a batch.
+    var batchBytes: Int { get }
+}
+
+extension Record: ShardAppendItem {
+    public var record: Record { self }
+    public var batchBytes: Int { (key?.count ?? 0) + (value?.count ?? 0) + 64 }
+}
+
+/// Every gateway's way to one shard (MQTT's bucket and topic shards, AMQP's queue topics):
+/// coalesces the messages submitted for the shard into RecordBatches: whatever was submitted
+/// while the appender was busy goes out as the next batch, so small messages share batch
+/// headers and journal round trips. Up to `maxInflight` batches are queued in the journal at
+/// once (they share its group commits) and settle in queue order — FIFO per shard, which keeps
+/// per-topic order; `afterStore` (MQTT's retained-message updates) runs for each stored batch
+/// before its completions.
+public final class ShardAppender<Item: ShardAppendItem>: Sendable {
+    public typealias Completion = @Sendable (Result<Void, any Error>) -> Void
 
     private let shard: String
     private let journal: any JournalClient
-    private let queue = Mutex<[(MQTTMessage, Completion)]>([])
+    private let queue = Mutex<[(Item, Completion)]>([])
+    private let afterStore: @Sendable ([Item]) async throws -> Void
     private let nudges: AsyncStream<Void>
     private let nudge: AsyncStream<Void>.Continuation
     /// Batches queued in the journal, settled in order by `settle`.
-    private let settling: AsyncStream<(PendingAppend?, any Error, [(MQTTMessage, Completion)])>
-    private let toSettle: AsyncStream<(PendingAppend?, any Error, [(MQTTMessage, Completion)])>.Continuation
+    private let settling: AsyncStream<(PendingAppend?, any Error, [(Item, Completion)])>
+    private let toSettle: AsyncStream<(PendingAppend?, any Error, [(Item, Completion)])>.Continuation
     private let slots: InflightLimiter
     /// The shard's batch limit (a registry topic's max.message.bytes), nil: the node's.
     private let shardLimit = Mutex<Int?>(nil)
     /// Most messages and bytes in one batch, and batches in flight.
-    static let maxMessages = 1000
-    static let maxBytes = 1 << 20
+    static var maxMessages: Int { 1000 }
+    static var maxBytes: Int { 1 << 20 }
     /// One batch in flight: measured on this 2-core machine, more (8) made smaller batches and
     /// cut QoS 1 throughput from 66,905 to 55,604 msg/s (`compare-mqtt.sh 8`); the journal's
     /// ordered queueing is kept so that a remote journal can be given more.
-    static let maxInflight = 1
+    static var maxInflight: Int { 1 }
 
-    init(shard: String, journal: any JournalClient) {
+    public init(
+        shard: String, journal: any JournalClient,
+        afterStore: @escaping @Sendable ([Item]) async throws -> Void = { _ in }
+    ) {
         self.shard = shard
         self.journal = journal
+        self.afterStore = afterStore
         (nudges, nudge) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
         (settling, toSettle) = AsyncStream.makeStream()
         slots = InflightLimiter(limit: Self.maxInflight)
     }
 
-    /// Queues a message; `completion` runs once it is in the journal (and, when retained,
-    /// in the retained set) or failed.
-    func submit(_ message: MQTTMessage, completion: @escaping Completion) {
-        queue.withLock { $0.append((message, completion)) }
+    /// Queues an item; `completion` runs once it is in the journal (and `afterStore` ran for
+    /// its batch) or failed.
+    public func submit(_ item: Item, completion: @escaping Completion) {
+        queue.withLock { $0.append((item, completion)) }
         nudge.yield()
     }
 
-    func finish() { nudge.finish() }
+    /// Ends `run` once what is queued went out.
+    public func finish() { nudge.finish() }
 
     /// Sets the shard's batch limit: batches are cut to fit it, and a message that does not fit
     /// alone is refused by the journal (batch_too_large).
-    func limit(_ bytes: Int?) { shardLimit.withLock { $0 = bytes } }
+    public func limit(_ bytes: Int?) { shardLimit.withLock { $0 = bytes } }
 
     /// The appender's loop; runs as a child task of the gateway until `finish()`.
-    func run() async {
+    public func run() async {
         await withDiscardingTaskGroup { group in
             group.addTask { await self.settle() }
             for await _ in nudges {
                 while true {
                     let limit = shardLimit.withLock { $0 }
                     let target = min(Self.maxBytes, limit ?? .max)
-                    var batch = queue.withLock { queue -> [(MQTTMessage, Completion)] in
+                    var batch = queue.withLock { queue -> [(Item, Completion)] in
                         var taken = 0
                         var bytes = 0
                         while taken < queue.count, taken < Self.maxMessages, bytes < target {
-                            bytes += queue[taken].0.payload.readableBytes + queue[taken].0.topic.utf8.count + 64
+                            bytes += queue[taken].0.batchBytes
                             taken += 1
                         }
                         defer { queue.removeFirst(taken) }
@@ -99,23 +120,14 @@ final class MQTTAppender: Sendable {
         for (_, completion) in left { completion(.failure(JournalError(.closed, "the gateway is shutting down"))) }
     }
 
-    /// Settles queued batches in queue order: retained updates, then the publishers' completions.
+    /// Settles queued batches in queue order: `afterStore`, then the submitters' completions.
     private func settle() async {
         for await (pending, queueError, batch) in settling {
             defer { slots.release() }
             do {
                 guard let pending else { throw queueError }
                 _ = try await pending.result
-                for (message, _) in batch where message.retain {
-                    if message.payload.readableBytes == 0 {
-                        try await journal.delete(
-                            namespace: MQTTGateway.retainedNamespace, key: Array(message.topic.utf8))
-                    } else {
-                        try await journal.put(
-                            namespace: MQTTGateway.retainedNamespace, key: Array(message.topic.utf8),
-                            value: message.retainedValue)
-                    }
-                }
+                try await afterStore(batch.map(\.0))
                 for (_, completion) in batch { completion(.success(())) }
             } catch {
                 for (_, completion) in batch { completion(.failure(error)) }
