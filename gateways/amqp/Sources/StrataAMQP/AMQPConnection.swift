@@ -773,12 +773,14 @@ actor AMQPConnection {
     private func deliver(_ deliveries: [QueueDelivery], to tag: String, on number: UInt16) async -> Bool {
         guard let consumer = channels[number]?.state.consumers[tag], !closed else { return false }
         let frameMax = state.tune.frameMax
+        // One write (and one flush) for the whole batch.
+        var buffer = channel.channel.allocator.buffer(
+            capacity: deliveries.reduce(0) { $0 + ($1.record.value?.count ?? 0) + 256 })
         for delivery in deliveries {
             let handle = AMQPDelivery(queue: consumer.queue, receipt: delivery.receipt)
             let deliveryTag = channels[number]!.state.deliver(handle, consumer: tag, needsAck: !consumer.noAck)
             let message = AMQPEnvelope.message(of: delivery.record.headers)
             let body = ByteBuffer(bytes: delivery.record.value ?? [])
-            var buffer = channel.channel.allocator.buffer(capacity: body.readableBytes + 256)
             AMQPFrameEncoder.writeContent(
                 channel: number,
                 method: .basicDeliver(
@@ -788,8 +790,8 @@ actor AMQPConnection {
                         exchange: message.exchange ?? "",
                         routingKey: message.routingKey ?? String(decoding: delivery.record.key ?? [], as: UTF8.self))),
                 properties: message.properties, body: body, frameMax: frameMax, into: &buffer)
-            write(buffer)
         }
+        write(buffer)
         if consumer.noAck {
             let journalQueue = AMQPGateway.journalQueue(virtualHost: virtualHost, queue: consumer.queue)
             _ = try? await gateway.journal.settle(

@@ -134,6 +134,7 @@ public struct AMQPRouting: Sendable, Hashable {
         }
         try checkExists(binding.destination)
         bindings[source]?.removeAll { $0 == binding }
+        if bindings[source]?.isEmpty == true { bindings[source] = nil }
         deleteIfUnused(source)
     }
 
@@ -151,7 +152,10 @@ public struct AMQPRouting: Sendable, Hashable {
         for source in bindings.keys {
             let before = bindings[source]!.count
             bindings[source]!.removeAll { $0.destination == destination }
-            if bindings[source]!.count < before { deleteIfUnused(source) }
+            let after = bindings[source]!.count
+            // No key without bindings: a host's value is the same however it came about.
+            if after == 0 { bindings[source] = nil }
+            if after < before { deleteIfUnused(source) }
         }
     }
 
