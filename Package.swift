@@ -158,7 +158,7 @@ let package = Package(
         .target(
             name: "StrataKit",
             dependencies: [
-                "StrataJournal", "StrataWire",
+                "StrataJournal", "StrataWire", "StrataClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -108,6 +108,26 @@ def metric(node, name, **labels):
     return 0.0
 
 
+def users_file(path, users, password):
+    """A users file (`strata scram-user` lines, the one every gateway takes) at `path`: each
+    of `users` with `password`."""
+    with open(path, "w") as f:
+        for user in users:
+            f.write(subprocess.run([os.path.join(BIN, "strata"), "scram-user", user], input=password + "\n",
+                                   capture_output=True, text=True, check=True).stdout)
+    return path
+
+
+def read_until_closed(sock, chunk=4096):
+    """Everything the peer sends until it closes the connection."""
+    data = b""
+    while True:
+        part = sock.recv(chunk)
+        if not part:
+            return data
+        data += part
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

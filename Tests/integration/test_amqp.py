@@ -6,7 +6,6 @@ import signal
 import socket
 import struct
 import subprocess
-import threading
 import time
 
 import amqp
@@ -14,7 +13,7 @@ import kombu
 import pika
 import pytest
 
-from conftest import BIN, GatewayProcess, Node
+from conftest import GatewayProcess, Node, read_until_closed, users_file
 
 
 def port_of(address):
@@ -382,11 +381,7 @@ def test_amqp_messages_are_a_kafka_topic(broker):
 
 
 def test_permissions_and_credentials(data_dir):
-    users = os.path.join(data_dir, "users")
-    with open(users, "w") as f:
-        for user in ("alice", "bob"):
-            f.write(subprocess.run([os.path.join(BIN, "strata"), "scram-user", user], input="s3cret\n",
-                                   capture_output=True, text=True, check=True).stdout)
+    users = users_file(os.path.join(data_dir, "users"), ["alice", "bob"], "s3cret")
     permissions = os.path.join(data_dir, "permissions")
     with open(permissions, "w") as f:
         f.write("# vhost user configure write read\n/ alice .* .* .*\n/ bob ^$ ^$ ^bob-.*\n")
@@ -444,12 +439,7 @@ def test_malformed_and_oversized_frames_close_with_frame_error_while_others_are_
         s = handshake()
         s.recv(4096)  # connection.start
         s.sendall(payload)
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+        data = read_until_closed(s)
         assert data[0] == 1 and data[7:11] == b"\x00\x0a\x00\x32"  # connection.close
         assert struct.unpack(">H", data[11:13])[0] == 501
         s.close()

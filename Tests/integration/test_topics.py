@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from conftest import BIN, Node, metric, shard_info
+from conftest import BIN, Node, metric, shard_info, users_file
 from test_mqtt import client, close, connect, connect_persistent, persistent_client, subscribe
 
 TIMEOUT = 20
@@ -381,10 +381,7 @@ def test_a_registry_prefix_overrides_the_default_mapping(both):
 def test_one_users_file_serves_mqtt_and_kafka(data_dir):
     """journal-node --users: one file of `strata scram-user` lines checks MQTT CONNECT passwords
     and Kafka SASL PLAIN and SCRAM-SHA-256 logins; a wrong password is refused by both."""
-    users = os.path.join(data_dir, "users")
-    with open(users, "w") as f:
-        f.write(subprocess.run([os.path.join(BIN, "strata"), "scram-user", "carol"], input="pa55\n",
-                               capture_output=True, text=True, check=True).stdout)
+    users = users_file(os.path.join(data_dir, "users"), ["carol"], "pa55")
     node = Node(os.path.join(data_dir, "node"), ["--users", users], gateways=("mqtt", "kafka"))
     try:
         for version in (mqtt.MQTTv311, mqtt.MQTTv5):

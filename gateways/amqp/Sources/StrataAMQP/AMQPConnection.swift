@@ -704,6 +704,14 @@ actor AMQPConnection {
     {
         try access.check(.read, "queue", consume.queue, classID: 60, methodID: 20)
         _ = try await requireQueue(consume.queue, host)
+        // Consumer priorities and stream offsets change what a consumer gets: refused, not
+        // ignored (RabbitMQ ignores arguments it does not know, and so does this).
+        for name in ["x-priority", "x-stream-offset"] where consume.arguments[name] != nil {
+            throw AMQPError(
+                AMQPError.preconditionFailed,
+                "PRECONDITION_FAILED - consumer argument '\(name)' is not implemented by Strata yet", classID: 60,
+                methodID: 20)
+        }
         let consumer = try channels[number]!.state.consume(
             tag: consume.consumerTag, queue: consume.queue, noAck: consume.noAck, exclusive: consume.exclusive)
         do {

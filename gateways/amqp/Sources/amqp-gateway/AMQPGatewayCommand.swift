@@ -53,39 +53,26 @@ struct AMQPGatewayCommand: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
-        guard let journalAddress = try? HostPort(parsing: journal) else {
-            throw ValidationError("--journal must be HOST:PORT")
-        }
-        guard let listenAddress = try? HostPort(parsing: listen) else {
-            throw ValidationError("--listen must be HOST:PORT")
-        }
-        guard StrataProcess.bootstrapLogging(level: logLevel) != nil else {
-            throw ValidationError("unknown log level \(logLevel)")
-        }
-        let logger = Logger(label: "strata.amqp")
-        let endpoint = try GatewayMetrics.endpoint(listen: metricsListen, logger: logger)
-        var settings = AMQPGateway.Configuration()
-        settings.host = listenAddress.host
-        settings.port = listenAddress.port
-        settings.tlsPort = tlsPort
-        settings.allowAnonymous = allowAnonymous
         guard leaseMs >= 1000 else { throw ValidationError("--lease-ms is at least 1000") }
-        settings.leaseMilliseconds = leaseMs
-        settings.virtualHosts = virtualHosts.split(separator: ",").map(String.init)
-        do {
-            try settings.loadAccessFiles(
-                users: users, permissions: permissions, tlsCertificate: tlsCert, tlsKey: tlsKey)
-        } catch {
-            throw ValidationError("\(error)")
+        try await GatewayProcess.run(
+            label: "strata.amqp", journal: journal, listen: listen, logLevel: logLevel, metricsListen: metricsListen
+        ) { client, listenAddress, logger in
+            var settings = AMQPGateway.Configuration()
+            settings.host = listenAddress.host
+            settings.port = listenAddress.port
+            settings.tlsPort = tlsPort
+            settings.allowAnonymous = allowAnonymous
+            settings.leaseMilliseconds = leaseMs
+            settings.virtualHosts = virtualHosts.split(separator: ",").map(String.init)
+            do {
+                try settings.loadAccessFiles(
+                    users: users, permissions: permissions, tlsCertificate: tlsCert, tlsKey: tlsKey)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+            return AMQPGateway(
+                configuration: settings, journal: client, logger: logger,
+                onBound: { StrataProcess.announce("amqp", $0) }, onTLSBound: { StrataProcess.announce("amqps", $0) })
         }
-        let client = RemoteJournalClient(
-            configuration: .fromEnvironment(host: journalAddress.host, port: journalAddress.port), logger: logger)
-        let gateway = AMQPGateway(
-            configuration: settings, journal: client, logger: logger,
-            onBound: { StrataProcess.announce("amqp", $0) }, onTLSBound: { StrataProcess.announce("amqps", $0) })
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: gateway)]
-        if let endpoint { services.append(.init(service: endpoint)) }
-        try await NodeShutdown.run(services, logger: logger)
-        await client.close()
     }
 }

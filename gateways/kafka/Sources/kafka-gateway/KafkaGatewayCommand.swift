@@ -46,46 +46,32 @@ struct KafkaGatewayCommand: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
-        guard let journalAddress = try? HostPort(parsing: journal) else {
-            throw ValidationError("--journal must be HOST:PORT")
-        }
-        guard let listenAddress = try? HostPort(parsing: listen) else {
-            throw ValidationError("--listen must be HOST:PORT")
-        }
         guard defaultPartitions >= 1 else { throw ValidationError("--default-partitions must be at least 1") }
-        guard StrataProcess.bootstrapLogging(level: logLevel) != nil else {
-            throw ValidationError("unknown log level \(logLevel)")
-        }
-        var settings = KafkaGateway.Configuration()
-        settings.host = listenAddress.host
-        settings.port = listenAddress.port
-        if let advertised {
-            guard let address = try? HostPort(parsing: advertised) else {
-                throw ValidationError("--advertised must be HOST:PORT")
-            }
-            settings.advertisedHost = address.host
-            settings.advertisedPort = address.port
-        }
         guard nodeID >= 0 else { throw ValidationError("--node-id must be at least 0") }
-        settings.nodeID = nodeID
-        settings.defaultPartitions = defaultPartitions
-        settings.autoCreateTopics = !noAutoCreateTopics
-        do {
-            try settings.loadAccessFiles(users: users, acl: acl)
-        } catch {
-            throw ValidationError("\(error)")
+        try await GatewayProcess.run(
+            label: "strata.kafka", journal: journal, listen: listen, logLevel: logLevel, metricsListen: metricsListen
+        ) { client, listenAddress, logger in
+            var settings = KafkaGateway.Configuration()
+            settings.host = listenAddress.host
+            settings.port = listenAddress.port
+            if let advertised {
+                guard let address = try? HostPort(parsing: advertised) else {
+                    throw ValidationError("--advertised must be HOST:PORT")
+                }
+                settings.advertisedHost = address.host
+                settings.advertisedPort = address.port
+            }
+            settings.nodeID = nodeID
+            settings.defaultPartitions = defaultPartitions
+            settings.autoCreateTopics = !noAutoCreateTopics
+            do {
+                try settings.loadAccessFiles(users: users, acl: acl)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+            return KafkaGateway(
+                configuration: settings, journal: client, logger: logger,
+                onBound: { StrataProcess.announce("kafka", $0) })
         }
-        let logger = Logger(label: "strata.kafka")
-        // Before the gateway's metrics are first used.
-        let endpoint = try GatewayMetrics.endpoint(listen: metricsListen, logger: logger)
-        let client = RemoteJournalClient(
-            configuration: .fromEnvironment(host: journalAddress.host, port: journalAddress.port), logger: logger)
-        let gateway = KafkaGateway(
-            configuration: settings, journal: client, logger: logger, onBound: { StrataProcess.announce("kafka", $0) })
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: gateway)]
-        if let endpoint { services.append(.init(service: endpoint)) }
-        // Bounded like journal-node's: cancelled after 10 s, exited after 15 s.
-        try await NodeShutdown.run(services, logger: logger)
-        await client.close()
     }
 }

@@ -81,56 +81,42 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     var logLevel: String = "info"
 
     func run() async throws {
-        guard let journalAddress = try? HostPort(parsing: journal) else {
-            throw ValidationError("--journal must be HOST:PORT")
-        }
-        guard let listenAddress = try? HostPort(parsing: listen) else {
-            throw ValidationError("--listen must be HOST:PORT")
-        }
-        guard StrataProcess.bootstrapLogging(level: logLevel) != nil else {
-            throw ValidationError("unknown log level \(logLevel)")
-        }
-        let logger = Logger(label: "strata.mqtt")
-        // Before the gateway's metrics are first used.
-        let endpoint = try GatewayMetrics.endpoint(listen: metricsListen, logger: logger)
-        let client = RemoteJournalClient(
-            configuration: .fromEnvironment(host: journalAddress.host, port: journalAddress.port), logger: logger)
-        var settings = MQTTGateway.Configuration()
-        settings.host = listenAddress.host
-        settings.port = listenAddress.port
-        settings.allowAnonymous = allowAnonymous
-        do {
-            settings.retention = try BucketRetention.given(milliseconds: retentionMs, bytes: retentionBytes, over: nil)
-        } catch {
-            throw ValidationError("--retention-ms / --retention-bytes: \(error.message)")
-        }
-        guard 1...10_000 ~= topicPartitions else { throw ValidationError("--topic-partitions must be 1...10000") }
-        settings.sharedTopics = sharedTopics
-        settings.sharedRedispatch = sharedRedispatch
-        settings.topicPartitions = topicPartitions
-        guard maxQueuedMessages >= 2 else { throw ValidationError("--max-queued-messages must be at least 2") }
-        settings.maxQueuedMessages = maxQueuedMessages
-        if let wsListen {
-            guard let address = try? HostPort(parsing: wsListen) else {
-                throw ValidationError("--ws-listen must be HOST:PORT")
+        try await GatewayProcess.run(
+            label: "strata.mqtt", journal: journal, listen: listen, logLevel: logLevel, metricsListen: metricsListen
+        ) { client, listenAddress, logger in
+            var settings = MQTTGateway.Configuration()
+            settings.host = listenAddress.host
+            settings.port = listenAddress.port
+            settings.allowAnonymous = allowAnonymous
+            do {
+                settings.retention = try BucketRetention.given(
+                    milliseconds: retentionMs, bytes: retentionBytes, over: nil)
+            } catch let error as JournalError {
+                throw ValidationError("--retention-ms / --retention-bytes: \(error.message)")
             }
-            settings.webSocketHost = address.host
-            settings.webSocketPort = address.port
+            guard 1...10_000 ~= topicPartitions else { throw ValidationError("--topic-partitions must be 1...10000") }
+            settings.sharedTopics = sharedTopics
+            settings.sharedRedispatch = sharedRedispatch
+            settings.topicPartitions = topicPartitions
+            guard maxQueuedMessages >= 2 else { throw ValidationError("--max-queued-messages must be at least 2") }
+            settings.maxQueuedMessages = maxQueuedMessages
+            if let wsListen {
+                guard let address = try? HostPort(parsing: wsListen) else {
+                    throw ValidationError("--ws-listen must be HOST:PORT")
+                }
+                settings.webSocketHost = address.host
+                settings.webSocketPort = address.port
+            }
+            do {
+                try settings.loadAccessFiles(
+                    passwords: passwords, acl: acl, tlsCertificate: tlsCert, tlsKey: tlsKey, scramUsers: scramUsers)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+            return MQTTGateway(
+                configuration: settings, journal: client, logger: logger,
+                onBound: { StrataProcess.announce("mqtt", $0) },
+                onWebSocketBound: { StrataProcess.announce("mqtt-ws", $0) })
         }
-        do {
-            try settings.loadAccessFiles(
-                passwords: passwords, acl: acl, tlsCertificate: tlsCert, tlsKey: tlsKey, scramUsers: scramUsers)
-        } catch {
-            throw ValidationError("\(error)")
-        }
-        let gateway = MQTTGateway(
-            configuration: settings, journal: client, logger: logger,
-            onBound: { StrataProcess.announce("mqtt", $0) }, onWebSocketBound: { StrataProcess.announce("mqtt-ws", $0) }
-        )
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: gateway)]
-        if let endpoint { services.append(.init(service: endpoint)) }
-        // Bounded like journal-node's: cancelled after 10 s, exited after 15 s.
-        try await NodeShutdown.run(services, logger: logger)
-        await client.close()
     }
 }
