@@ -225,6 +225,9 @@ def test_queue_lifecycle_exclusive_auto_delete_purge_and_refusals(broker):
         (lambda ch: ch.queue_declare("bad-arg", arguments={"x-unknown": 1}), 406),
         (lambda ch: ch.exchange_declare("amq.custom", "direct"), 403),
         (lambda ch: ch.exchange_delete("amq.direct"), 403),
+        # Binding arguments are part of the binding's key in the journal: bounded (this one used
+        # to stop the process).
+        (lambda ch: ch.queue_bind("plain", "amq.direct", "k", arguments={"big": "x" * 70000}), 406),
     ]:
         with pytest.raises(pika.exceptions.ChannelClosedByBroker) as closed:
             call(other.channel())

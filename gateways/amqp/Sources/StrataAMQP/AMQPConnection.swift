@@ -5,6 +5,10 @@ import StrataClient
 import StrataJournal
 import StrataTopics
 
+/// The channel closed (the connection failed) while one of its methods waited: nothing is left
+/// to answer.
+struct AMQPChannelGone: Error {}
+
 /// A delivery as the gateway settles it: the AMQP queue and the journal's receipt.
 struct AMQPDelivery: Sendable, Hashable {
     var queue: String
@@ -134,6 +138,8 @@ actor AMQPConnection {
             case .method(let number, let method):
                 do {
                     try await carryOut(method, on: number)
+                } catch is AMQPChannelGone {
+                    continue
                 } catch let error as AMQPError {
                     await perform(state.failed(channel: number, error.on(method)))
                 } catch {
@@ -146,6 +152,8 @@ actor AMQPConnection {
             case .publish(let number, let publication):
                 do {
                     try await publish(publication, on: number)
+                } catch is AMQPChannelGone {
+                    continue
                 } catch let error as AMQPError {
                     await perform(state.failed(channel: number, error.on(classID: 60, methodID: 40)))
                 } catch {
@@ -292,6 +300,13 @@ actor AMQPConnection {
 
     // MARK: Methods
 
+    /// After a suspension: the channel (this generation of it, `lease`) is still open.
+    private func live(_ number: UInt16, _ lease: String? = nil) throws {
+        guard let channel = channels[number], lease == nil || channel.leaseName == lease else {
+            throw AMQPChannelGone()
+        }
+    }
+
     private func requireHost() throws(AMQPError) -> AMQPVirtualHost {
         guard let host else { throw AMQPError(AMQPError.commandInvalid, "COMMAND_INVALID - no virtual host open") }
         return host
@@ -301,7 +316,9 @@ actor AMQPConnection {
         _ = openedChannel(number)
         let unstored = channels[number]!.unstored
         channels[number]!.unstored = []
+        let lease = channels[number]!.leaseName
         for storing in unstored { _ = await storing.stored }
+        try live(number, lease)
         let host = try requireHost()
         switch method {
         case .exchangeDeclare(let declare):
@@ -314,6 +331,7 @@ actor AMQPConnection {
             }
             if !noWait { send(.exchangeDeleteOk, on: number) }
         case .exchangeBind(let bind), .exchangeUnbind(let bind):
+            try Self.checkBindingArguments(bind.arguments)
             let binding = bind
             try access.check(.write, "exchange", bind.destination, classID: 40, methodID: 30)
             try access.check(.read, "exchange", bind.source, classID: 40, methodID: 30)
@@ -335,6 +353,7 @@ actor AMQPConnection {
                 send(.queueDeclareOk(queue: queue, messageCount: messages, consumerCount: consumers), on: number)
             }
         case .queueBind(let bind), .queueUnbind(let bind):
+            try Self.checkBindingArguments(bind.arguments)
             let isBind = if case .queueBind = method { true } else { false }
             let binding = bind
             try access.check(.write, "queue", bind.queue, classID: 50, methodID: 20)
@@ -548,6 +567,18 @@ actor AMQPConnection {
         return (name, messages, UInt32(gateway.consumerCount(virtualHost: vhost, queue: name)))
     }
 
+    /// A binding's arguments are part of its key in the journal: at most 16 KiB of them.
+    static func checkBindingArguments(_ arguments: AMQPTable) throws(AMQPError) {
+        var encoded = ByteBuffer()
+        encoded.writeAMQPTable(arguments)
+        guard encoded.readableBytes <= AMQPVirtualHost.maxBindingArgumentBytes else {
+            throw AMQPError(
+                AMQPError.preconditionFailed,
+                "PRECONDITION_FAILED - binding arguments of \(encoded.readableBytes) bytes (at most \(AMQPVirtualHost.maxBindingArgumentBytes))"
+            )
+        }
+    }
+
     /// Queue arguments Strata reads but does not carry out yet are refused, not ignored.
     static func checkImplemented(_ arguments: AMQPQueueArguments) throws(AMQPError) {
         var missing: [String] = []
@@ -618,7 +649,7 @@ actor AMQPConnection {
     // MARK: Publishing
 
     private func publish(_ publication: AMQPConnectionState.Publication, on number: UInt16) async throws {
-        _ = openedChannel(number)
+        let lease = openedChannel(number).leaseName
         let host = try requireHost()
         let method = publication.method
         try access.check(.write, "exchange", method.exchange, classID: 60, methodID: 40)
@@ -634,6 +665,7 @@ actor AMQPConnection {
                 AMQPError.accessRefused,
                 "ACCESS_REFUSED - cannot publish to internal exchange '\(method.exchange)' in vhost '\(virtualHost)'")
         }
+        try live(number, lease)
         let sequence = channels[number]!.state.published()
         if queues == 0, method.mandatory {
             var buffer = channel.channel.allocator.buffer(capacity: publication.body.readableBytes + 128)
@@ -656,10 +688,12 @@ actor AMQPConnection {
         }
         let storing = gateway.submit(stores)
         channels[number]?.unstored.append(storing)
-        Task { await self.stored(sequence, ok: await storing.stored, on: number) }
+        Task { await self.stored(sequence, ok: await storing.stored, on: number, lease: lease) }
     }
 
-    private func stored(_ sequence: UInt64?, ok: Bool, on number: UInt16) async {
+    private func stored(_ sequence: UInt64?, ok: Bool, on number: UInt16, lease: String) async {
+        // A confirm belongs to the channel that published, not to one opened later on its number.
+        guard channels[number]?.leaseName == lease else { return }
         if let sequence {
             confirmed(sequence, ok: ok, on: number)
         } else if !ok {
@@ -692,7 +726,19 @@ actor AMQPConnection {
             byShard[publish.shard, default: []].append(publish.record)
         }
         for shard in order {
-            _ = try await gateway.journal.append(shard: shard, batch: RecordBatch.encode(byShard[shard]!))
+            // Bounded batches (a large transaction would be one batch above the journal's limit).
+            var records = byShard[shard]![...]
+            while !records.isEmpty {
+                var count = 0
+                var bytes = 0
+                while count < records.count, count < 1000, bytes < 1 << 20 {
+                    bytes += records[records.startIndex + count].batchBytes
+                    count += 1
+                }
+                _ = try await gateway.journal.append(
+                    shard: shard, batch: RecordBatch.encode(Array(records.prefix(count))))
+                records = records.dropFirst(count)
+            }
         }
         for settlement in settlements { try await settleNow(settlement.settled, as: settlement.as, on: number) }
     }
@@ -703,7 +749,9 @@ actor AMQPConnection {
         async throws
     {
         try access.check(.read, "queue", consume.queue, classID: 60, methodID: 20)
+        let generation = channels[number]!.leaseName
         _ = try await requireQueue(consume.queue, host)
+        try live(number, generation)
         // Consumer priorities and stream offsets change what a consumer gets: refused, not
         // ignored (RabbitMQ ignores arguments it does not know, and so does this).
         for name in ["x-priority", "x-stream-offset"] where consume.arguments[name] != nil {
@@ -749,7 +797,7 @@ actor AMQPConnection {
                     continue
                 }
                 guard !deliveries.isEmpty else { continue }
-                if !(await self.deliver(deliveries, to: tag, on: number)) {
+                if !(await self.deliver(deliveries, to: tag, on: number, lease: leaseName)) {
                     // The consumer or its channel went while the messages were on their way.
                     _ = try? await journal.settle(
                         queue: journalQueue, consumer: leaseName, receipts: deliveries.map(\.receipt),
@@ -778,8 +826,14 @@ actor AMQPConnection {
     }
 
     /// Sends the messages to the consumer; false when it is gone.
-    private func deliver(_ deliveries: [QueueDelivery], to tag: String, on number: UInt16) async -> Bool {
-        guard let consumer = channels[number]?.state.consumers[tag], !closed else { return false }
+    private func deliver(_ deliveries: [QueueDelivery], to tag: String, on number: UInt16, lease: String) async
+        -> Bool
+    {
+        // A task of a cancelled consumer (or of a closed channel whose number was reused) must
+        // not deliver to the new one: its leases are under another name.
+        guard let consumer = channels[number]?.state.consumers[tag], channels[number]?.leaseName == lease,
+            channels[number]?.consumers[tag] != nil, !closed
+        else { return false }
         let frameMax = state.tune.frameMax
         // One write (and one flush) for the whole batch.
         var buffer = channel.channel.allocator.buffer(
@@ -819,7 +873,9 @@ actor AMQPConnection {
 
     private func get(_ queue: String, noAck: Bool, on number: UInt16, _ host: AMQPVirtualHost) async throws {
         try access.check(.read, "queue", queue, classID: 60, methodID: 70)
+        let lease = channels[number]!.leaseName
         _ = try await requireQueue(queue, host)
+        try live(number, lease)
         channels[number]!.queues.insert(queue)
         let journalQueue = AMQPGateway.journalQueue(virtualHost: virtualHost, queue: queue)
         let leaseName = channels[number]!.leaseName

@@ -199,14 +199,32 @@ extension AMQPGateway {
                 }
             }
         }
-        if !bridging { bridgedTopics.withLock { $0 = nil } }
+        if !bridging,
+            let bridged = bridgedTopics.withLock({ seen in
+                defer { seen = nil }
+                return seen
+            })
+        {
+            // The last binding to amq.topic went: the bridge's queues go too, so a later binding
+            // starts from then on instead of replaying what was published meanwhile.
+            for topic in bridged where !topic.hasPrefix("amqp.") {
+                try? await journal.deleteQueue(Self.bridgePrefix + topic)
+            }
+        }
         let stop = forwarders.withLock { running -> [Task<Void, Never>] in
             var stop: [Task<Void, Never>] = []
             for (name, task) in running where wanted[name] == nil {
                 stop.append(task)
                 running[name] = nil
             }
-            for (name, body) in wanted where running[name] == nil { running[name] = Task { await body() } }
+            for (name, body) in wanted where running[name] == nil {
+                // A forwarder that ends on its own (its queue went, a declaration failed) is
+                // started again at the next tick.
+                running[name] = Task { [self] in
+                    await body()
+                    if !Task.isCancelled { _ = forwarders.withLock { $0.removeValue(forKey: name) } }
+                }
+            }
             return stop
         }
         for task in stop { task.cancel() }

@@ -37,6 +37,8 @@ public actor AMQPVirtualHost {
     }
 
     public static let namespace = "amqp"
+    /// The most bytes of arguments a binding may have (they are part of its key).
+    public static let maxBindingArgumentBytes = 16 << 10
     public let name: String
     private let journal: any JournalClient
     public private(set) var state = State() {
@@ -49,6 +51,9 @@ public actor AMQPVirtualHost {
     public nonisolated var snapshot: State { current.withLock { $0 } }
     private var version: [UInt8]?
     private var pendingWrites = 0
+    /// Changes made by this process: a refresh that read the journal while one was made drops
+    /// what it read.
+    private var changes = 0
     private let writes = KeyedChain<Void>()
 
     public init(name: String, journal: any JournalClient) {
@@ -190,10 +195,11 @@ public actor AMQPVirtualHost {
     /// change of this process is still being written.
     public func refresh() async throws {
         guard pendingWrites == 0 else { return }
+        let before = changes
         let current = try await journal.get(namespace: Self.namespace, key: Self.key(0x76, [host]))
         guard current != version else { return }
         let loaded = try await Self.read(name, journal)
-        guard pendingWrites == 0 else { return }
+        guard pendingWrites == 0, changes == before else { return }
         state = loaded.state
         version = loaded.version
     }
@@ -209,6 +215,7 @@ public actor AMQPVirtualHost {
         guard next != state else { return result }
         let before = items(state)
         let after = items(next)
+        changes += 1
         state = next
         var token = [UInt8](repeating: 0, count: 8)
         for index in token.indices { token[index] = UInt8.random(in: 0...255) }
