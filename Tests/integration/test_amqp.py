@@ -514,3 +514,28 @@ def test_amq_topic_is_the_mqtt_topic_space(data_dir):
         connection.close()
     finally:
         node.stop()
+
+
+def test_an_acknowledgement_held_in_a_transaction_keeps_its_lease(data_dir):
+    node = Node(data_dir, listeners=2, gateways=())
+    gateway = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous", "--lease-ms", "1000"])
+    try:
+        connection = connect(port_of(gateway.address))
+        channel = connection.channel()
+        channel.queue_declare("tx-lease")
+        channel.confirm_delivery()
+        channel.basic_publish("", "tx-lease", b"once")
+        tx = connection.channel()
+        tx.tx_select()
+        method, _, _ = tx.basic_get("tx-lease")
+        tx.basic_ack(method.delivery_tag)
+        time.sleep(2.5)  # longer than the lease: renewed while the transaction holds the ack
+        assert channel.basic_get("tx-lease") == (None, None, None)
+        tx.tx_commit()
+        tx.close()
+        time.sleep(1.5)
+        assert channel.basic_get("tx-lease") == (None, None, None)
+        connection.close()
+    finally:
+        gateway.stop()
+        node.stop()

@@ -243,7 +243,10 @@ actor AMQPConnection {
     private func renewLeases() async {
         let lease = gateway.configuration.leaseMilliseconds
         for (_, channel) in channels {
-            let byQueue = Dictionary(grouping: channel.state.unackedHandles, by: \.queue)
+            // What the client holds, and what it acknowledged inside an open transaction (its
+            // ack takes effect at commit, which may come later than one lease).
+            let held = channel.state.unackedHandles + channel.pendingSettlements.flatMap { $0.settled.map(\.handle) }
+            let byQueue = Dictionary(grouping: held, by: \.queue)
             for (queue, handles) in byQueue {
                 _ = try? await gateway.journal.settle(
                     queue: AMQPGateway.journalQueue(virtualHost: virtualHost, queue: queue),
