@@ -164,6 +164,14 @@ actor QueueActor {
     private var storeWaiters: [CheckedContinuation<Void, Never>] = []
     private let wakeup = QueueWakeup()
     private var closed = false
+    /// For a queue with `maxReadyBytes`, each source's value sizes: of the records past the
+    /// cursor (in offset order from `unreadSizesStart`, known up to `sizedUpTo`, summing to
+    /// `unreadBytes`), and of the messages read once (so waiting ones are counted unread).
+    private var unreadSizes: [[(offset: UInt64, bytes: Int)]] = []
+    private var unreadSizesStart: [Int] = []
+    private var unreadBytes: [Int] = []
+    private var sizedUpTo: [UInt64] = []
+    private var readSizes: [[UInt64: Int]] = []
 
     init(journal: Journal, name: String, definition: QueueDefinition, ledgers: [QueueLedger?], stored: Bool) {
         self.journal = journal
@@ -173,6 +181,23 @@ actor QueueActor {
         self.stored = stored
         lookahead = Array(repeating: [], count: definition.sources.count)
         readPosition = self.ledgers.map { $0?.cursor ?? 0 }
+        let count = definition.sources.count
+        unreadSizes = Array(repeating: [], count: count)
+        unreadSizesStart = Array(repeating: 0, count: count)
+        unreadBytes = Array(repeating: 0, count: count)
+        sizedUpTo = readPosition
+        readSizes = Array(repeating: [:], count: count)
+    }
+
+    /// The size bookkeeping has an entry per source.
+    private func growSizes() {
+        for index in unreadSizes.count..<definition.sources.count {
+            unreadSizes.append([])
+            unreadSizesStart.append(0)
+            unreadBytes.append(0)
+            sizedUpTo.append(ledgers[index]?.cursor ?? 0)
+            readSizes.append([:])
+        }
     }
 
     /// Ends the queue (deleted): waiting receives return, later changes are refused, and the
@@ -211,6 +236,7 @@ actor QueueActor {
                 ledgers += Array(repeating: nil, count: max(0, added))
                 lookahead += Array(repeating: [], count: max(0, added))
                 readPosition += Array(repeating: 0, count: max(0, added))
+                growSizes()
             }
             try await startLedgers()
         }
@@ -222,13 +248,24 @@ actor QueueActor {
     func status() async throws -> QueueStatus {
         var sources: [QueueStatus.Source] = []
         var depth: UInt64 = 0
+        var ready: UInt64 = 0
         for (index, source) in definition.sources.enumerated() {
             let ledger = ledgers[index]
             let end = (try? journal.describeShard(source.shard).endOffset) ?? 0
             let cursor = ledger?.cursor ?? end
             sources.append(.init(shard: source.shard, floor: ledger?.floor ?? cursor, cursor: cursor, end: end))
-            depth +=
-                UInt64((ledger?.leases.count ?? 0) + (ledger?.waiting.count ?? 0)) + (end > cursor ? end - cursor : 0)
+            let waiting = UInt64(ledger?.waiting.count ?? 0) + (end > cursor ? end - cursor : 0)
+            ready += waiting
+            depth += UInt64(ledger?.leases.count ?? 0) + waiting
+        }
+        var readyBytes: UInt64?
+        if definition.maxReadyBytes != nil {
+            readyBytes = try await exclusive { () async throws -> UInt64 in
+                var bytes: UInt64 = 0
+                for index in ledgers.indices where ledgers[index] != nil { bytes += try await readyLoad(index).bytes }
+                return bytes
+            }
+            try await storeChanges()
         }
         let now = WallClock.milliseconds()
         let present = ledgers.compactMap { $0 }
@@ -236,6 +273,7 @@ actor QueueActor {
             name: name, sources: sources, inFlight: present.reduce(0) { $0 + $1.leases.count },
             waiting: present.reduce(0) { $0 + $1.waiting.count },
             delayed: present.reduce(0) { $0 + $1.waiting.values.filter { $0.visibleAt > now }.count }, depth: depth,
+            ready: ready, readyBytes: readyBytes,
             deadLettered: present.reduce(0) { $0 + $1.deadLettered },
             discarded: present.reduce(0) { $0 + $1.discarded },
             lostToRetention: present.reduce(0) { $0 + $1.lostToRetention })
@@ -248,7 +286,9 @@ actor QueueActor {
             // Leases nothing: expires what is due at the head of each source.
             try await exclusive {
                 try await startLedgers()
-                try await expireHead(now: WallClock.milliseconds())
+                let now = WallClock.milliseconds()
+                try await expireHead(now: now)
+                try await trim(now: now)
             }
             try await storeChanges()
             return []
@@ -318,24 +358,39 @@ actor QueueActor {
         var bytes: Int
     }
 
+    /// What one receive has taken so far.
+    private struct Taking {
+        let consumer: String
+        let limits: TakeLimits
+        let now: Int64
+        let deadline: Int64?
+        let maxInFlight: Int
+        var deliveries: [QueueDelivery] = []
+        var bytes = 0
+        var inFlight = 0
+
+        /// No more for this receive: its limits, or the queue's in-flight limit, are reached.
+        var full: Bool {
+            deliveries.count >= limits.count || bytes >= limits.bytes || inFlight >= maxInFlight
+        }
+
+        mutating func add(_ delivery: QueueDelivery) {
+            deliveries.append(delivery)
+            bytes += (delivery.record.key?.count ?? 0) + (delivery.record.value?.count ?? 0)
+        }
+    }
+
     /// Leases up to the limits to `consumer`: its own leases first (resume), then messages
-    /// waiting to go again, oldest first, then records not read yet from a rotating source.
+    /// waiting to go again, oldest first, then records not read yet from a rotating source (in
+    /// a prioritized queue: each source's waiting and unread messages, the first source first).
     private func take(consumer: String, limits: TakeLimits, visibility: UInt32, resume: Bool) async throws
         -> [QueueDelivery]
     {
         try await startLedgers()
         let now = WallClock.milliseconds()
-        let deadline: Int64? = visibility == 0 ? nil : now + Int64(visibility)
-        var deliveries: [QueueDelivery] = []
-        var bytes = 0
-        var full: Bool { deliveries.count >= limits.count || bytes >= limits.bytes }
-        func add(_ source: Int, _ offset: UInt64, _ delivery: UInt32, _ resumed: Bool, _ record: Record) {
-            let receipt = QueueReceipt(source: UInt32(source), offset: offset, delivery: delivery)
-            deliveries.append(
-                QueueDelivery(
-                    receipt: receipt, shard: definition.sources[source].shard, record: record, resumed: resumed))
-            bytes += (record.key?.count ?? 0) + (record.value?.count ?? 0)
-        }
+        var taking = Taking(
+            consumer: consumer, limits: limits, now: now, deadline: visibility == 0 ? nil : now + Int64(visibility),
+            maxInFlight: Int(definition.maxInFlight))
         for index in ledgers.indices where ledgers[index] != nil {
             if ledgers[index]!.expireLeases(now: now) > 0 { touch(index) }
         }
@@ -345,51 +400,182 @@ actor QueueActor {
             for index in ledgers.indices where ledgers[index] != nil {
                 for offset in ledgers[index]!.leases(of: consumer) {
                     guard let record = try await fetch(source: index, offset: offset) else { continue }
-                    add(index, offset, ledgers[index]!.renewLease(offset, deadline: deadline)!, true, record)
+                    let delivery = ledgers[index]!.renewLease(offset, deadline: taking.deadline)!
+                    taking.add(self.delivery(index, offset, delivery, resumed: true, record))
                     touch(index)
                 }
             }
         }
-        var inFlight = ledgers.reduce(0) { $0 + ($1?.leases.count ?? 0) }
-        let limit = Int(definition.maxInFlight)
-        for index in ledgers.indices where ledgers[index] != nil {
-            for offset in ledgers[index]!.ready(now: now, orderedGroups: definition.orderedGroups) {
-                guard !full, inFlight < limit else { break }
-                touch(index)
-                let deliveries = ledgers[index]!.waiting[offset]!.deliveries
-                if definition.maxDeliveries > 0 && deliveries >= definition.maxDeliveries {
-                    try await deadLetter(source: index, offset: offset, reason: "delivery-limit", record: nil)
-                    continue
-                }
-                guard let record = try await fetch(source: index, offset: offset) else { continue }
-                add(
-                    index, offset, ledgers[index]!.leaseWaiting(offset, to: consumer, deadline: deadline)!, false,
-                    record)
-                inFlight += 1
+        try await trim(now: now)
+        taking.inFlight = ledgers.reduce(0) { $0 + ($1?.leases.count ?? 0) }
+        if definition.prioritized == true {
+            // Strictly by priority: a source is taken from once those before it are empty.
+            for index in ledgers.indices where ledgers[index] != nil {
+                try await takeWaiting(index, &taking)
+                while !taking.full, try await takeUnread(index, &taking) {}
             }
+            return taking.deliveries
         }
+        for index in ledgers.indices where ledgers[index] != nil { try await takeWaiting(index, &taking) }
         var exhausted = Set<Int>()
         var source = Int.random(in: 0..<Swift.max(1, ledgers.count))
-        while !full, inFlight < limit, exhausted.count < ledgers.count {
+        while !taking.full, exhausted.count < ledgers.count {
             defer { source = (source + 1) % ledgers.count }
             guard !exhausted.contains(source), ledgers[source] != nil else {
                 exhausted.insert(source)
                 continue
             }
+            if try await !takeUnread(source, &taking) { exhausted.insert(source) }
+        }
+        return taking.deliveries
+    }
+
+    private func delivery(_ source: Int, _ offset: UInt64, _ delivery: UInt32, resumed: Bool, _ record: Record)
+        -> QueueDelivery
+    {
+        QueueDelivery(
+            receipt: QueueReceipt(source: UInt32(source), offset: offset, delivery: delivery),
+            shard: definition.sources[source].shard, record: record, resumed: resumed)
+    }
+
+    /// The source's messages waiting to go again, oldest first, within the limits.
+    private func takeWaiting(_ index: Int, _ taking: inout Taking) async throws {
+        for offset in ledgers[index]!.ready(now: taking.now, orderedGroups: definition.orderedGroups) {
+            guard !taking.full else { break }
+            touch(index)
+            let deliveries = ledgers[index]!.waiting[offset]!.deliveries
+            if definition.maxDeliveries > 0 && deliveries >= definition.maxDeliveries {
+                try await deadLetter(source: index, offset: offset, reason: "delivery-limit", record: nil)
+                continue
+            }
+            guard let record = try await fetch(source: index, offset: offset) else { continue }
+            let number = ledgers[index]!.leaseWaiting(offset, to: taking.consumer, deadline: taking.deadline)!
+            taking.add(delivery(index, offset, number, resumed: false, record))
+            taking.inFlight += 1
+        }
+    }
+
+    /// The source's next record not read yet, leased when it is to be delivered now; false when
+    /// the source has none.
+    private func takeUnread(_ source: Int, _ taking: inout Taking) async throws -> Bool {
+        guard let (offset, record) = try await nextUnread(source) else { return false }
+        touch(source)
+        if case .deliver(let record, let group) = try await admit(
+            source: source, offset: offset, record: record, now: taking.now)
+        {
+            ledgers[source]!.leaseNew(offset, to: taking.consumer, deadline: taking.deadline, group: group)
+            taking.add(delivery(source, offset, 1, resumed: false, record))
+            taking.inFlight += 1
+        }
+        return true
+    }
+
+    // MARK: Length limits
+
+    /// Drop-head: while the queue holds more ready messages (or value bytes) than its limits
+    /// allow, its head, the message a receive would take next, is dead-lettered (or discarded)
+    /// with reason `max-length`. Leased messages do not count, as in RabbitMQ.
+    private func trim(now: Int64) async throws {
+        guard definition.maxReady != nil || definition.maxReadyBytes != nil else { return }
+        var count: UInt64 = 0
+        var bytes: UInt64 = 0
+        for index in ledgers.indices where ledgers[index] != nil {
+            let load = try await readyLoad(index)
+            count += load.count
+            bytes += load.bytes
+        }
+        let maxCount = definition.maxReady ?? .max
+        let maxBytes = definition.maxReadyBytes ?? .max
+        var source = 0
+        while count > maxCount || bytes > maxBytes, source < ledgers.count {
+            guard ledgers[source] != nil else {
+                source += 1
+                continue
+            }
+            if let offset = ledgers[source]!.waiting.keys.min() {
+                let size = try await deadLetter(source: source, offset: offset, reason: "max-length", record: nil)
+                count -= 1
+                bytes -= Swift.min(bytes, UInt64(size ?? 0))
+                continue
+            }
+            let before = ledgers[source]!.cursor
             guard let (offset, record) = try await nextUnread(source) else {
-                exhausted.insert(source)
+                source += 1
                 continue
             }
             touch(source)
-            if case .deliver(let record, let group) = try await admit(
-                source: source, offset: offset, record: record, now: now)
-            {
-                ledgers[source]!.leaseNew(offset, to: consumer, deadline: deadline, group: group)
-                add(source, offset, 1, false, record)
-                inFlight += 1
+            if let record, matches(record, source: source) {
+                bytes -= Swift.min(bytes, UInt64(record.value?.count ?? 0))
+                ledgers[source]!.holdNew(offset, visibleAt: now, group: nil)
+                try await deadLetter(source: source, offset: offset, reason: "max-length", record: record)
+            } else {
+                ledgers[source]!.passOver(upTo: offset + 1)
+            }
+            count -= Swift.min(count, ledgers[source]!.cursor - before)
+        }
+    }
+
+    /// The source's ready messages: waiting ones and those not read yet; with `maxReadyBytes`,
+    /// their value bytes too (scanning what was appended since the last count).
+    private func readyLoad(_ source: Int) async throws -> (count: UInt64, bytes: UInt64) {
+        let ledger = ledgers[source]!
+        let shard = definition.sources[source].shard
+        guard let end = try? journal.describeShard(shard).endOffset else { return (0, 0) }
+        let count = UInt64(ledger.waiting.count) + (end > ledger.cursor ? end - ledger.cursor : 0)
+        guard definition.maxReadyBytes != nil else { return (count, 0) }
+        // Sizes of records the cursor passed move to the read ones.
+        var start = unreadSizesStart[source]
+        while start < unreadSizes[source].count, unreadSizes[source][start].offset < ledgers[source]!.cursor {
+            let (offset, size) = unreadSizes[source][start]
+            readSizes[source][offset] = size
+            unreadBytes[source] -= size
+            start += 1
+        }
+        if start > 1024, start * 2 > unreadSizes[source].count {
+            unreadSizes[source].removeFirst(start)
+            start = 0
+        }
+        unreadSizesStart[source] = start
+        // Records appended since.
+        sizedUpTo[source] = Swift.max(sizedUpTo[source], ledgers[source]!.cursor)
+        while sizedUpTo[source] < end {
+            let result: ReadResult
+            do {
+                result = try await journal.read(shard: shard, from: sizedUpTo[source], maxBytes: 1 << 20)
+            } catch let error as JournalError where error.code == .unknownShard {
+                break
+            }
+            guard result.nextOffset > sizedUpTo[source] else { break }
+            for batch in result.batches {
+                guard let header = RecordBatch.Header.peek(batch, at: batch.readerIndex), !header.isControl else {
+                    continue
+                }
+                for record in try RecordBatch.decode(batch) {
+                    guard let offset = record.offset, offset >= sizedUpTo[source] else { continue }
+                    let size = record.value?.count ?? 0
+                    unreadSizes[source].append((offset, size))
+                    unreadBytes[source] += size
+                }
+            }
+            sizedUpTo[source] = result.nextOffset
+        }
+        // Waiting messages: read once before, or read again (after a restart).
+        var waitingBytes = 0
+        for offset in ledgers[source]!.waiting.keys {
+            if let size = readSizes[source][offset] {
+                waitingBytes += size
+            } else if let record = try await fetch(source: source, offset: offset) {
+                readSizes[source][offset] = record.value?.count ?? 0
+                waitingBytes += record.value?.count ?? 0
             }
         }
-        return deliveries
+        let held = ledgers[source]!.leases.count + ledgers[source]!.waiting.count
+        if readSizes[source].count > 2 * held + 1024 {
+            readSizes[source] = readSizes[source].filter {
+                ledgers[source]!.leases[$0.key] != nil || ledgers[source]!.waiting[$0.key] != nil
+            }
+        }
+        return (count, UInt64(Swift.max(0, unreadBytes[source] + waitingBytes)))
     }
 
     private enum Admission {
@@ -530,11 +716,12 @@ actor QueueActor {
     }
 
     /// Moves the message to the dead-letter shard (or discards it when there is none) and
-    /// settles it.
-    private func deadLetter(source: Int, offset: UInt64, reason: String, record: Record?) async throws {
+    /// settles it; returns its value bytes (nil: retention had removed it).
+    @discardableResult
+    private func deadLetter(source: Int, offset: UInt64, reason: String, record: Record?) async throws -> Int? {
         var fetched = record
         if fetched == nil { fetched = try await fetch(source: source, offset: offset) }
-        guard let record = fetched else { return }
+        guard let record = fetched else { return nil }
         if let target = definition.deadLetterShard {
             var letter = record
             letter.offset = nil
@@ -558,6 +745,7 @@ actor QueueActor {
         }
         ledgers[source]!.settle(offset)
         touch(source)
+        return record.value?.count ?? 0
     }
 
     /// Sources without a ledger get one, at their end or their start as declared.

@@ -30,10 +30,20 @@ public struct QueueDefinition: Sendable, Hashable, Codable {
     public var orderedGroups: Bool
     /// Messages leased and not settled, at most (a receive returns fewer when it is reached).
     public var maxInFlight: UInt32
+    /// Ready messages (waiting and not read yet; leased ones do not count) the queue keeps at
+    /// most: beyond it the oldest are dead-lettered with reason `max-length` (drop-head). Nil:
+    /// no limit.
+    public var maxReady: UInt64?
+    /// The same for the ready messages' value bytes.
+    public var maxReadyBytes: UInt64?
+    /// Sources are priorities, the first the highest: a receive takes from a source only when
+    /// every source before it has nothing ready. Nil or false: sources are taken in rotation.
+    public var prioritized: Bool?
 
     public init(
         sources: [Source], filters: [SubjectPattern] = [], maxDeliveries: UInt32 = 0,
-        deadLetterShard: String? = nil, orderedGroups: Bool = false, maxInFlight: UInt32 = 10_000
+        deadLetterShard: String? = nil, orderedGroups: Bool = false, maxInFlight: UInt32 = 10_000,
+        maxReady: UInt64? = nil, maxReadyBytes: UInt64? = nil, prioritized: Bool = false
     ) {
         self.sources = sources
         self.filters = filters
@@ -41,6 +51,9 @@ public struct QueueDefinition: Sendable, Hashable, Codable {
         self.deadLetterShard = deadLetterShard
         self.orderedGroups = orderedGroups
         self.maxInFlight = maxInFlight
+        self.maxReady = maxReady
+        self.maxReadyBytes = maxReadyBytes
+        self.prioritized = prioritized ? true : nil
     }
 
     /// Headers the queue reads: when a record becomes visible, how long it lives, its group.
@@ -115,6 +128,10 @@ public struct QueueStatus: Sendable, Hashable, Codable {
     public var delayed: Int
     /// Messages not yet settled: waiting, in flight and not read yet.
     public var depth: UInt64
+    /// Of those, the ones not leased (waiting and not read yet).
+    public var ready: UInt64
+    /// Their value bytes; only counted for a queue with `maxReadyBytes` (nil otherwise).
+    public var readyBytes: UInt64?
     public var deadLettered: UInt64
     public var discarded: UInt64
     /// Messages retention removed before they were settled.

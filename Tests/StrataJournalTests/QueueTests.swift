@@ -267,6 +267,92 @@ import Testing
         }
     }
 
+    @Test func lengthLimitsDropTheHeadAndLeasedMessagesDoNotCount() async throws {
+        try await withTemporaryDirectory { dir in
+            do {
+                let journal = try Journal(configuration: testConfiguration(dir), logger: quietLogger)
+                defer { journal.close() }
+                _ = try await journal.createShard("s")
+                _ = try await journal.createShard("dlq")
+                _ = try await journal.declareQueue(
+                    "q",
+                    definition: QueueDefinition(
+                        sources: [.init(shard: "s", fromStart: true)], deadLetterShard: "dlq", maxReady: 3))
+                _ = try await journal.append(shard: "s", batch: records(["m0", "m1"]))
+                let held = try await journal.receive(queue: "q", consumer: "a", max: 1, visibilityMilliseconds: 0)
+                #expect(held.map(value) == ["m0"])
+                _ = try await journal.append(shard: "s", batch: records(["m2", "m3", "m4", "m5"]))
+                // Five ready (m1..m5), three kept: m1 and m2 go, the leased m0 does not count.
+                #expect(try await journal.describeQueue("q").ready == 5)
+                #expect(
+                    try await journal.receive(queue: "q", consumer: "sweep", max: 0, visibilityMilliseconds: 0)
+                        .isEmpty)
+                let status = try await journal.describeQueue("q")
+                #expect(status.ready == 3 && status.inFlight == 1 && status.deadLettered == 2)
+                let dead = try RecordBatch.decode(
+                    try await journal.read(shard: "dlq", from: 0, maxBytes: 1 << 20).batches.first!)
+                #expect(dead.first.map { String(decoding: $0.value ?? [], as: UTF8.self) } == "m1")
+                #expect(
+                    dead.first?.headers.contains {
+                        $0.key == "strata.dead-letter.reason" && $0.value == Array("max-length".utf8)
+                    } == true)
+                // A requeued message is ready again, and the oldest: it goes first.
+                _ = try await journal.settle(
+                    queue: "q", consumer: "a", receipts: held.map(\.receipt), as: .requeue(delayMilliseconds: 0))
+                let rest = try await journal.receive(queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 0)
+                #expect(rest.map(value) == ["m3", "m4", "m5"])
+                #expect(try await journal.describeQueue("q").deadLettered == 3)
+                _ = try await journal.settle(queue: "q", consumer: "a", receipts: rest.map(\.receipt), as: .ack)
+
+                // Bytes: values of 10 bytes, at most 25 bytes ready.
+                _ = try await journal.createShard("b")
+                _ = try await journal.declareQueue(
+                    "bytes",
+                    definition: QueueDefinition(sources: [.init(shard: "b", fromStart: true)], maxReadyBytes: 25))
+                _ = try await journal.append(shard: "b", batch: records(["aaaaaaaaa0", "aaaaaaaaa1", "aaaaaaaaa2"]))
+                #expect(try await journal.describeQueue("bytes").readyBytes == 30)
+                let first = try await journal.receive(
+                    queue: "bytes", consumer: "a", max: 1, visibilityMilliseconds: 0)
+                #expect(first.map(value) == ["aaaaaaaaa1"])  // a0 dropped
+                _ = try await journal.settle(
+                    queue: "bytes", consumer: "a", receipts: first.map(\.receipt),
+                    as: .requeue(delayMilliseconds: 0))
+                _ = try await journal.append(shard: "b", batch: records(["aaaaaaaaa3"]))
+            }
+            // After a restart the waiting message's size is read again: a1 (waiting), a2 and
+            // a3 are 30 bytes; a1 goes.
+            let journal = try Journal(configuration: testConfiguration(dir), logger: quietLogger)
+            defer { journal.close() }
+            #expect(try await journal.describeQueue("bytes").readyBytes == 30)
+            let got = try await journal.receive(queue: "bytes", consumer: "b", max: 10, visibilityMilliseconds: 0)
+            #expect(got.map(value) == ["aaaaaaaaa2", "aaaaaaaaa3"])
+            let status = try await journal.describeQueue("bytes")
+            #expect(status.discarded == 2 && status.readyBytes == 0)
+        }
+    }
+
+    @Test func prioritizedSourcesAreTakenHighestFirst() async throws {
+        try await withQueueJournal { journal, _ in
+            for level in 0..<3 { _ = try await journal.createShard("p/\(level)") }
+            _ = try await journal.declareQueue(
+                "q",
+                definition: QueueDefinition(
+                    sources: (0..<3).reversed().map { .init(shard: "p/\($0)", fromStart: true) }, prioritized: true))
+            _ = try await journal.append(shard: "p/0", batch: records(["low-1", "low-2"]))
+            _ = try await journal.append(shard: "p/2", batch: records(["high-1"]))
+            _ = try await journal.append(shard: "p/1", batch: records(["mid-1"]))
+            _ = try await journal.append(shard: "p/2", batch: records(["high-2"]))
+            let first = try await journal.receive(queue: "q", consumer: "a", max: 3, visibilityMilliseconds: 0)
+            #expect(first.map(value) == ["high-1", "high-2", "mid-1"])
+            // A requeued high message goes before the low ones still unread.
+            _ = try await journal.settle(
+                queue: "q", consumer: "a", receipts: [first[0].receipt], as: .requeue(delayMilliseconds: 0))
+            _ = try await journal.append(shard: "p/1", batch: records(["mid-2"]))
+            let next = try await journal.receive(queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 0)
+            #expect(next.map(value) == ["high-1", "mid-2", "low-1", "low-2"])
+        }
+    }
+
     @Test func orderedGroupsDeliverOneAtATimeInOrder() async throws {
         try await withQueueJournal { journal, _ in
             _ = try await journal.createShard("s")
