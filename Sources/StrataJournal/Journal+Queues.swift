@@ -164,7 +164,7 @@ actor QueueActor {
     private var storeWaiters: [CheckedContinuation<Void, Never>] = []
     private let wakeup = QueueWakeup()
     private var closed = false
-    /// For a queue with `maxReadyBytes`, each source's value sizes: of the records past the
+    /// For a queue with a length limit in bytes, each source's value sizes: of the records past the
     /// cursor (in offset order from `unreadSizesStart`, known up to `sizedUpTo`, summing to
     /// `unreadBytes`), and of the messages read once (so waiting ones are counted unread).
     private var unreadSizes: [[(offset: UInt64, bytes: Int)]] = []
@@ -259,7 +259,7 @@ actor QueueActor {
             depth += UInt64(ledger?.leases.count ?? 0) + waiting
         }
         var readyBytes: UInt64?
-        if definition.maxReadyBytes != nil {
+        if definition.lengthLimit?.bytes != nil {
             readyBytes = try await exclusive { () async throws -> UInt64 in
                 var bytes: UInt64 = 0
                 for index in ledgers.indices where ledgers[index] != nil { bytes += try await readyLoad(index).bytes }
@@ -476,7 +476,9 @@ actor QueueActor {
     /// allow, its head, the message a receive would take next, is dead-lettered (or discarded)
     /// with reason `max-length`. Leased messages do not count, as in RabbitMQ.
     private func trim(now: Int64) async throws {
-        guard definition.maxReady != nil || definition.maxReadyBytes != nil else { return }
+        guard let limit = definition.lengthLimit, limit.dropHead, limit.messages != nil || limit.bytes != nil else {
+            return
+        }
         var count: UInt64 = 0
         var bytes: UInt64 = 0
         for index in ledgers.indices where ledgers[index] != nil {
@@ -484,8 +486,8 @@ actor QueueActor {
             count += load.count
             bytes += load.bytes
         }
-        let maxCount = definition.maxReady ?? .max
-        let maxBytes = definition.maxReadyBytes ?? .max
+        let maxCount = limit.messages ?? .max
+        let maxBytes = limit.bytes ?? .max
         var source = 0
         while count > maxCount || bytes > maxBytes, source < ledgers.count {
             guard ledgers[source] != nil else {
@@ -515,14 +517,14 @@ actor QueueActor {
         }
     }
 
-    /// The source's ready messages: waiting ones and those not read yet; with `maxReadyBytes`,
+    /// The source's ready messages: waiting ones and those not read yet; with a limit in bytes,
     /// their value bytes too (scanning what was appended since the last count).
     private func readyLoad(_ source: Int) async throws -> (count: UInt64, bytes: UInt64) {
         let ledger = ledgers[source]!
         let shard = definition.sources[source].shard
         guard let end = try? journal.describeShard(shard).endOffset else { return (0, 0) }
         let count = UInt64(ledger.waiting.count) + (end > ledger.cursor ? end - ledger.cursor : 0)
-        guard definition.maxReadyBytes != nil else { return (count, 0) }
+        guard definition.lengthLimit?.bytes != nil else { return (count, 0) }
         // Sizes of records the cursor passed move to the read ones.
         var start = unreadSizesStart[source]
         while start < unreadSizes[source].count, unreadSizes[source][start].offset < ledgers[source]!.cursor {

@@ -30,12 +30,9 @@ public struct QueueDefinition: Sendable, Hashable, Codable {
     public var orderedGroups: Bool
     /// Messages leased and not settled, at most (a receive returns fewer when it is reached).
     public var maxInFlight: UInt32
-    /// Ready messages (waiting and not read yet; leased ones do not count) the queue keeps at
-    /// most: beyond it the oldest are dead-lettered with reason `max-length` (drop-head). Nil:
-    /// no limit.
-    public var maxReady: UInt64?
-    /// The same for the ready messages' value bytes.
-    public var maxReadyBytes: UInt64?
+    /// How many ready messages (waiting and not read yet; leased ones do not count) the queue
+    /// holds at most. Nil: no limit.
+    public var lengthLimit: LengthLimit?
     /// Sources are priorities, the first the highest: a receive takes from a source only when
     /// every source before it has nothing ready. Nil or false: sources are taken in rotation.
     public var prioritized: Bool?
@@ -43,7 +40,7 @@ public struct QueueDefinition: Sendable, Hashable, Codable {
     public init(
         sources: [Source], filters: [SubjectPattern] = [], maxDeliveries: UInt32 = 0,
         deadLetterShard: String? = nil, orderedGroups: Bool = false, maxInFlight: UInt32 = 10_000,
-        maxReady: UInt64? = nil, maxReadyBytes: UInt64? = nil, prioritized: Bool = false
+        lengthLimit: LengthLimit? = nil, prioritized: Bool = false
     ) {
         self.sources = sources
         self.filters = filters
@@ -51,9 +48,24 @@ public struct QueueDefinition: Sendable, Hashable, Codable {
         self.deadLetterShard = deadLetterShard
         self.orderedGroups = orderedGroups
         self.maxInFlight = maxInFlight
-        self.maxReady = maxReady
-        self.maxReadyBytes = maxReadyBytes
+        self.lengthLimit = lengthLimit
         self.prioritized = prioritized ? true : nil
+    }
+
+    /// A queue's most ready messages and value bytes.
+    public struct LengthLimit: Sendable, Hashable, Codable {
+        public var messages: UInt64?
+        public var bytes: UInt64?
+        /// True: beyond the limit the head, the message a receive would take next, is
+        /// dead-lettered with reason `max-length`. False: the queue only counts (`ready`,
+        /// `readyBytes` in its status) and its writers refuse messages while it is full.
+        public var dropHead: Bool
+
+        public init(messages: UInt64? = nil, bytes: UInt64? = nil, dropHead: Bool) {
+            self.messages = messages
+            self.bytes = bytes
+            self.dropHead = dropHead
+        }
     }
 
     /// Headers the queue reads: when a record becomes visible, how long it lives, its group.
@@ -130,7 +142,7 @@ public struct QueueStatus: Sendable, Hashable, Codable {
     public var depth: UInt64
     /// Of those, the ones not leased (waiting and not read yet).
     public var ready: UInt64
-    /// Their value bytes; only counted for a queue with `maxReadyBytes` (nil otherwise).
+    /// Their value bytes; only counted for a queue whose length limit has bytes (nil otherwise).
     public var readyBytes: UInt64?
     public var deadLettered: UInt64
     public var discarded: UInt64

@@ -277,7 +277,8 @@ import Testing
                 _ = try await journal.declareQueue(
                     "q",
                     definition: QueueDefinition(
-                        sources: [.init(shard: "s", fromStart: true)], deadLetterShard: "dlq", maxReady: 3))
+                        sources: [.init(shard: "s", fromStart: true)], deadLetterShard: "dlq",
+                        lengthLimit: .init(messages: 3, dropHead: true)))
                 _ = try await journal.append(shard: "s", batch: records(["m0", "m1"]))
                 let held = try await journal.receive(queue: "q", consumer: "a", max: 1, visibilityMilliseconds: 0)
                 #expect(held.map(value) == ["m0"])
@@ -308,7 +309,7 @@ import Testing
                 _ = try await journal.createShard("b")
                 _ = try await journal.declareQueue(
                     "bytes",
-                    definition: QueueDefinition(sources: [.init(shard: "b", fromStart: true)], maxReadyBytes: 25))
+                    definition: QueueDefinition(sources: [.init(shard: "b", fromStart: true)], lengthLimit: .init(bytes: 25, dropHead: true)))
                 _ = try await journal.append(shard: "b", batch: records(["aaaaaaaaa0", "aaaaaaaaa1", "aaaaaaaaa2"]))
                 #expect(try await journal.describeQueue("bytes").readyBytes == 30)
                 let first = try await journal.receive(
@@ -318,6 +319,18 @@ import Testing
                     queue: "bytes", consumer: "a", receipts: first.map(\.receipt),
                     as: .requeue(delayMilliseconds: 0))
                 _ = try await journal.append(shard: "b", batch: records(["aaaaaaaaa3"]))
+
+                // A limit that does not drop only counts, for writers that refuse.
+                _ = try await journal.createShard("r")
+                _ = try await journal.declareQueue(
+                    "counts",
+                    definition: QueueDefinition(
+                        sources: [.init(shard: "r", fromStart: true)],
+                        lengthLimit: .init(messages: 1, bytes: 1, dropHead: false)))
+                _ = try await journal.append(shard: "r", batch: records(["x", "yy", "zzz"]))
+                _ = try await journal.receive(queue: "counts", consumer: "sweep", max: 0, visibilityMilliseconds: 0)
+                let counted = try await journal.describeQueue("counts")
+                #expect(counted.ready == 3 && counted.readyBytes == 6 && counted.discarded == 0)
             }
             // After a restart the waiting message's size is read again: a1 (waiting), a2 and
             // a3 are 30 bytes; a1 goes.

@@ -221,7 +221,7 @@ def test_queue_lifecycle_exclusive_auto_delete_purge_and_refusals(broker):
         (lambda ch: ch.queue_declare("plain", durable=False), 406),
         (lambda ch: ch.queue_declare("missing", passive=True), 404),
         (lambda ch: ch.queue_declare("amq.mine"), 403),
-        (lambda ch: ch.queue_declare("prio", arguments={"x-max-priority": 5}), 406),
+        (lambda ch: ch.queue_declare("sac", arguments={"x-single-active-consumer": True}), 406),
         (lambda ch: ch.queue_declare("bad-arg", arguments={"x-unknown": 1}), 406),
         (lambda ch: ch.exchange_declare("amq.custom", "direct"), 403),
         (lambda ch: ch.exchange_delete("amq.direct"), 403),
@@ -480,6 +480,82 @@ def test_dead_lettering_with_x_death_for_rejected_and_expired_messages(broker):
     assert method.routing_key == "to-dead"
     death = props.headers["x-death"][0]
     assert (death["queue"], death["reason"]) == ("expiring", "expired") and props.expiration is None
+    connection.close()
+
+
+def test_max_length_drops_the_head_or_rejects_publishes(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    channel.exchange_declare("capped-dlx", "fanout")
+    channel.queue_declare("capped-dead")
+    channel.queue_bind("capped-dead", "capped-dlx")
+    channel.queue_declare("capped", arguments={"x-max-length": 3, "x-dead-letter-exchange": "capped-dlx"})
+    channel.queue_declare("capped-bytes", arguments={"x-max-length-bytes": 10})
+    channel.queue_declare("full", arguments={"x-max-length": 2, "x-overflow": "reject-publish"})
+    channel.queue_declare("full-dlx", arguments={"x-max-length": 1, "x-overflow": "reject-publish-dlx",
+                                                 "x-dead-letter-exchange": "capped-dlx"})
+    channel.confirm_delivery()
+
+    # drop-head: five published, the newest three kept, the two oldest dead-lettered (maxlen).
+    for i in range(5):
+        channel.basic_publish("", "capped", b"m%d" % i)
+    assert channel.queue_declare("capped", passive=True).method.message_count == 3
+    assert [body for _, _, body in drain(channel, "capped", 3)] == [b"m2", b"m3", b"m4"]
+    dead = drain(channel, "capped-dead", 2, timeout=15)
+    assert sorted(body for _, _, body in dead) == [b"m0", b"m1"]
+    assert {props.headers["x-death"][0]["reason"] for _, props, _ in dead} == {"maxlen"}
+    assert {props.headers["x-death"][0]["queue"] for _, props, _ in dead} == {"capped"}
+
+    # Bytes: 4-byte bodies, at most 10 bytes ready: the newest two stay.
+    for i in range(4):
+        channel.basic_publish("", "capped-bytes", b"b%03d" % i)
+    assert channel.queue_declare("capped-bytes", passive=True).method.message_count == 2
+    assert [body for _, _, body in drain(channel, "capped-bytes", 2)] == [b"b002", b"b003"]
+
+    # reject-publish: the third is nacked and not stored; a leased message does not count.
+    channel.basic_publish("", "full", b"f0")
+    channel.basic_publish("", "full", b"f1")
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", "full", b"f2")
+    assert channel.queue_declare("full", passive=True).method.message_count == 2
+    method, _, body = channel.basic_get("full")
+    assert body == b"f0"
+    channel.basic_publish("", "full", b"f3")  # f0 is leased: one ready, room for one more
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", "full", b"f4")
+    channel.basic_ack(method.delivery_tag)
+    assert [body for _, _, body in drain(channel, "full", 2)] == [b"f1", b"f3"]
+
+    # reject-publish-dlx: the refused message is nacked and dead-lettered.
+    channel.basic_publish("", "full-dlx", b"kept")
+    with pytest.raises(pika.exceptions.NackError):
+        channel.basic_publish("", "full-dlx", b"refused")
+    (_, props, body), = drain(channel, "capped-dead", 1, timeout=15)
+    assert body == b"refused" and props.headers["x-death"][0]["reason"] == "maxlen"
+    assert props.headers["x-death"][0]["queue"] == "full-dlx"
+    assert [body for _, _, body in drain(channel, "full-dlx", 1)] == [b"kept"]
+    connection.close()
+
+
+def test_priority_queue_delivers_the_highest_priority_first(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    channel.queue_declare("urgent", durable=True, arguments={"x-max-priority": 5})
+    channel.confirm_delivery()
+    for body, priority in [(b"p0", 0), (b"p3", 3), (b"p9", 9), (b"none", None), (b"p1", 1), (b"p5", 5)]:
+        channel.basic_publish("", "urgent", body, pika.BasicProperties(priority=priority, delivery_mode=2))
+    assert channel.queue_declare("urgent", passive=True).method.message_count == 6
+    # 9 is above x-max-priority and counts as 5; within a priority, first in first out.
+    method, props, body = channel.basic_get("urgent")
+    assert body == b"p9" and props.priority == 9 and method.message_count == 5
+    channel.basic_nack(method.delivery_tag, requeue=True)  # back, still the highest
+    got = drain(channel, "urgent", 6)
+    assert [body for _, _, body in got] == [b"p9", b"p5", b"p3", b"p1", b"p0", b"none"]
+    assert got[0][0].redelivered and not got[1][0].redelivered
+    # Its priorities are fixed: another x-max-priority is a different queue (406).
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        channel.queue_declare("urgent", durable=True, arguments={"x-max-priority": 2})
+    assert refused.value.reply_code == 406
     connection.close()
 
 

@@ -394,7 +394,9 @@ actor AMQPConnection {
                     AMQPError.preconditionFailed,
                     "PRECONDITION_FAILED - queue '\(queue)' in vhost '\(virtualHost)' in use")
             }
-            let messages = try await gateway.messageCount(virtualHost: virtualHost, queue: queue)
+            let messages = try await gateway.messageCount(
+                virtualHost: virtualHost, queue: queue,
+                trim: await host.state.queues[queue]?.parsed.dropsHead ?? false)
             if ifEmpty, messages > 0 {
                 throw AMQPError(
                     AMQPError.preconditionFailed,
@@ -532,8 +534,7 @@ actor AMQPConnection {
                 arguments: declare.arguments)
             try Self.checkImplemented(record.parsed)
             if await host.state.queues[name] == nil {
-                try await gateway.createStorage(
-                    virtualHost: vhost, queue: name, deadLetters: record.parsed.deadLetterExchange != nil)
+                try await gateway.createStorage(virtualHost: vhost, queue: name, arguments: record.parsed)
             }
             let owner = self.name
             try await host.change { state throws(AMQPError) in
@@ -566,7 +567,8 @@ actor AMQPConnection {
             }
             if declare.exclusive { exclusiveQueues.insert(name) }
         }
-        let messages = try await gateway.messageCount(virtualHost: vhost, queue: name)
+        let messages = try await gateway.messageCount(
+            virtualHost: vhost, queue: name, trim: await host.state.queues[name]?.parsed.dropsHead ?? false)
         return (name, messages, UInt32(gateway.consumerCount(virtualHost: vhost, queue: name)))
     }
 
@@ -586,10 +588,6 @@ actor AMQPConnection {
     static func checkImplemented(_ arguments: AMQPQueueArguments) throws(AMQPError) {
         var missing: [String] = []
         if arguments.expires != nil { missing.append("x-expires") }
-        if arguments.maxLength != nil { missing.append("x-max-length") }
-        if arguments.maxLengthBytes != nil { missing.append("x-max-length-bytes") }
-        if arguments.overflow != .dropHead { missing.append("x-overflow") }
-        if arguments.maxPriority != nil { missing.append("x-max-priority") }
         if arguments.singleActiveConsumer { missing.append("x-single-active-consumer") }
         guard missing.isEmpty else {
             throw AMQPError(
@@ -659,18 +657,19 @@ actor AMQPConnection {
         let routed = try await gateway.stores(
             in: host, exchange: method.exchange, routingKey: method.routingKey, properties: publication.properties,
             body: Array(publication.body.readableBytesView), timestamp: WallClock.milliseconds())
-        guard let (exchange, queues, stores) = routed else {
+        guard let routed else {
             throw AMQPError(
                 AMQPError.notFound, "NOT_FOUND - no exchange '\(method.exchange)' in vhost '\(virtualHost)'")
         }
-        if exchange.internal {
+        let stores = routed.stores
+        if routed.exchange.internal {
             throw AMQPError(
                 AMQPError.accessRefused,
                 "ACCESS_REFUSED - cannot publish to internal exchange '\(method.exchange)' in vhost '\(virtualHost)'")
         }
         try live(number, lease)
         let sequence = channels[number]!.state.published()
-        if queues == 0, method.mandatory {
+        if routed.queues == 0, method.mandatory {
             var buffer = channel.channel.allocator.buffer(capacity: publication.body.readableBytes + 128)
             AMQPFrameEncoder.writeContent(
                 channel: number,
@@ -681,8 +680,10 @@ actor AMQPConnection {
                 body: publication.body, frameMax: state.tune.frameMax, into: &buffer)
             write(buffer)
         }
+        // A full reject-publish queue refused the message: its confirm is a nack (RabbitMQ's).
+        let accepted = !routed.rejected
         if stores.isEmpty {
-            if let sequence { confirmed(sequence, ok: true, on: number) }
+            if let sequence { confirmed(sequence, ok: accepted, on: number) }
             return
         }
         if channels[number]!.state.mode == .transaction {
@@ -691,14 +692,14 @@ actor AMQPConnection {
         }
         let storing = gateway.submit(stores)
         channels[number]?.unstored.append(storing)
-        Task { await self.stored(sequence, ok: await storing.stored, on: number, lease: lease) }
+        Task { await self.stored(sequence, ok: await storing.stored, accepted: accepted, on: number, lease: lease) }
     }
 
-    private func stored(_ sequence: UInt64?, ok: Bool, on number: UInt16, lease: String) async {
+    private func stored(_ sequence: UInt64?, ok: Bool, accepted: Bool, on number: UInt16, lease: String) async {
         // A confirm belongs to the channel that published, not to one opened later on its number.
         guard channels[number]?.leaseName == lease else { return }
         if let sequence {
-            confirmed(sequence, ok: ok, on: number)
+            confirmed(sequence, ok: ok && accepted, on: number)
         } else if !ok {
             // Without confirms the client cannot be told which message was lost: the channel
             // is closed, so it knows something was.

@@ -36,43 +36,71 @@ extension AMQPGateway {
 
     // MARK: Publishing
 
+    /// What a message published to an exchange makes.
+    struct Routed {
+        var exchange: AMQPRouting.Exchange
+        /// The queues it reached, counting those that refused it.
+        var queues: Int
+        var stores: [AMQPStore]
+        /// A full reject-publish queue refused it (a confirm is a nack).
+        var rejected = false
+    }
+
     /// The records a message published to `exchange` makes: one per queue it reaches (with the
-    /// queue's `x-message-ttl` applied), plus, for `amq.topic` of the default virtual host, one
-    /// in the registry topic of its MQTT topic. Nil when the exchange does not exist.
+    /// queue's `x-message-ttl` applied, in the partition of its priority), plus, for `amq.topic`
+    /// of the default virtual host, one in the registry topic of its MQTT topic. A full queue
+    /// with x-overflow reject-publish takes none (reject-publish-dlx: the message is
+    /// dead-lettered from it with reason `maxlen`). Nil when the exchange does not exist.
     func stores(
         in host: AMQPVirtualHost, exchange: String, routingKey: String, properties: AMQPProperties, body: [UInt8],
         timestamp: Int64
-    ) async throws -> (exchange: AMQPRouting.Exchange, queues: Int, stores: [AMQPStore])? {
+    ) async throws -> Routed? {
         let (found, routed, records) = host.routeForPublish(
             exchange: exchange, routingKey: routingKey, headers: properties.headers)
         guard let found else { return nil }
         let headers = AMQPEnvelope.headers(exchange: exchange, routingKey: routingKey, properties: properties)
-        var stores: [AMQPStore] = []
+        var result = Routed(exchange: found, queues: routed.count, stores: [])
         for queue in routed.sorted() {
             guard let topic = Self.topic(virtualHost: host.name, queue: queue) else { continue }
+            let arguments = records[queue]?.parsed ?? AMQPQueueArguments()
+            if try await isFull(virtualHost: host.name, queue: queue, arguments: arguments) {
+                result.rejected = true
+                if arguments.overflow == .rejectPublishDLX, arguments.deadLetterExchange != nil {
+                    result.stores.append(
+                        AMQPStore(
+                            shard: Self.deadLetterShard(virtualHost: host.name, queue: queue),
+                            record: Record(
+                                timestamp: timestamp, key: Array(routingKey.utf8), value: body,
+                                headers: headers + [
+                                    RecordHeader(key: "strata.dead-letter.reason", value: Array("max-length".utf8))
+                                ])))
+                }
+                continue
+            }
             var recordHeaders = headers
-            if let ttl = records[queue]?.parsed.messageTTL {
+            if let ttl = arguments.messageTTL {
                 // The queue's x-message-ttl, or the message's expiration when shorter.
                 let own = properties.expiration.flatMap { UInt64($0) }
                 let effective = min(UInt64(ttl), own ?? .max)
                 recordHeaders.removeAll { $0.key == RecordEnvelope.ttl }
                 recordHeaders.append(RecordHeader(key: RecordEnvelope.ttl, value: Array(String(effective).utf8)))
             }
-            stores.append(
+            result.stores.append(
                 AMQPStore(
-                    shard: TopicRegistry.shardName(topic, 0),
+                    shard: TopicRegistry.shardName(
+                        topic, Self.partition(of: arguments, priority: properties.priority)),
                     record: Record(
                         timestamp: timestamp, key: Array(routingKey.utf8), value: body, headers: recordHeaders)))
         }
         if host.name == "/", exchange == "amq.topic", let shard = try await mqttShard(forRoutingKey: routingKey) {
-            stores.append(
+            result.stores.append(
                 AMQPStore(
                     shard: shard.shard,
                     record: Record(
                         timestamp: timestamp, key: Array(shard.mqttTopic.utf8), value: body, headers: headers)
                 ))
         }
-        return (found, routed.count, stores)
+        return result
     }
 
     /// The registry topic partition an `amq.topic` routing key's MQTT topic is a record of (the
@@ -138,9 +166,12 @@ extension AMQPGateway {
         var bridging = false
         for host in hosts.withLock({ Array($0.values) }) {
             let state = await host.state
-            // Queues with a TTL or a dead-letter exchange expire their head now, read or not.
+            // Queues with a TTL, a dead-letter exchange or a drop-head length limit expire (and
+            // drop) their head now, read or not.
             for (queue, record) in state.queues
-            where record.parsed.messageTTL != nil || record.parsed.deadLetterExchange != nil {
+            where record.parsed.messageTTL != nil || record.parsed.deadLetterExchange != nil
+                || record.parsed.dropsHead
+            {
                 _ = try? await journal.receive(
                     queue: Self.journalQueue(virtualHost: host.name, queue: queue), consumer: "amqp/\(instance)/expiry",
                     max: 0, maxBytes: 0, visibilityMilliseconds: 0, resume: false, wait: .zero)
@@ -267,6 +298,7 @@ extension AMQPGateway {
                 }) {
                 case "expired": "expired"
                 case "delivery-limit": "delivery_limit"
+                case "max-length": "maxlen"
                 default: "rejected"
                 }
             let originalKey = message.routingKey ?? ""
@@ -279,7 +311,7 @@ extension AMQPGateway {
             let made = try await stores(
                 in: host, exchange: exchange, routingKey: routingKey, properties: message.properties,
                 body: delivery.record.value ?? [], timestamp: delivery.record.timestamp)
-            letters += made?.stores ?? []
+            letters += made?.stores ?? []  // a full reject-publish queue drops a dead letter
         }
         try await storeAll(letters)
     }
@@ -338,12 +370,13 @@ extension AMQPGateway {
             let present = Set(recordHeaders.map(\.key))
             recordHeaders += headers.filter { !$0.key.hasPrefix("amqp.") && !present.contains($0.key) }
             for queue in routed.sorted() {
-                guard records[queue] != nil, let topic = Self.topic(virtualHost: host.name, queue: queue) else {
-                    continue
-                }
+                guard let record = records[queue], let topic = Self.topic(virtualHost: host.name, queue: queue),
+                    try await !isFull(virtualHost: host.name, queue: queue, arguments: record.parsed)
+                else { continue }
                 stores.append(
                     AMQPStore(
-                        shard: TopicRegistry.shardName(topic, 0),
+                        shard: TopicRegistry.shardName(
+                            topic, Self.partition(of: record.parsed, priority: message.properties.priority)),
                         record: Record(
                             timestamp: delivery.record.timestamp, key: Array(routingKey.utf8),
                             value: delivery.record.value, headers: recordHeaders)))

@@ -229,9 +229,33 @@ public final class AMQPGateway: Service {
 
     // MARK: Queues
 
-    /// Makes the queue's topic and journal queue (both idempotent), and its dead-letter shard
-    /// and that shard's journal queue when it dead-letters.
-    func createStorage(virtualHost: String, queue: String, deadLetters: Bool) async throws {
+    /// The partition of a queue's topic a message goes to: its priority (at most the queue's
+    /// x-max-priority) in a priority queue, which has a partition per priority; 0 otherwise.
+    static func partition(of arguments: AMQPQueueArguments, priority: UInt8?) -> Int32 {
+        guard let levels = arguments.maxPriority else { return 0 }
+        return Int32(min(priority ?? 0, levels))
+    }
+
+    /// The journal queue's definition for an AMQP queue: its topic's partitions (the highest
+    /// priority first), its dead-letter shard, its length limit.
+    static func queueDefinition(topic: String, arguments: AMQPQueueArguments, deadLetterShard: String?)
+        -> QueueDefinition
+    {
+        let partitions = Int32(arguments.maxPriority ?? 0) + 1
+        var limit: QueueDefinition.LengthLimit?
+        if arguments.maxLength != nil || arguments.maxLengthBytes != nil {
+            limit = .init(
+                messages: arguments.maxLength.map { UInt64($0) }, bytes: arguments.maxLengthBytes.map { UInt64($0) },
+                dropHead: arguments.overflow == .dropHead)
+        }
+        return QueueDefinition(
+            sources: (0..<partitions).reversed().map { .init(shard: TopicRegistry.shardName(topic, $0), fromStart: true) },
+            deadLetterShard: deadLetterShard, lengthLimit: limit, prioritized: partitions > 1)
+    }
+
+    /// Makes the queue's topic (a partition per priority) and journal queue (both idempotent),
+    /// and its dead-letter shard and that shard's journal queue when it dead-letters.
+    func createStorage(virtualHost: String, queue: String, arguments: AMQPQueueArguments) async throws {
         guard let topic = Self.topic(virtualHost: virtualHost, queue: queue) else {
             throw AMQPError(
                 AMQPError.preconditionFailed,
@@ -239,10 +263,10 @@ public final class AMQPGateway: Service {
                 classID: 50, methodID: 10)
         }
         do {
-            _ = try await registry.create(topic, partitions: 1, configs: [:])
+            _ = try await registry.create(topic, partitions: Int32(arguments.maxPriority ?? 0) + 1, configs: [:])
         } catch let error as TopicError where error.code == .exists {}
         var deadLetterShard: String?
-        if deadLetters {
+        if arguments.deadLetterExchange != nil {
             let shard = Self.deadLetterShard(virtualHost: virtualHost, queue: queue)
             do {
                 _ = try await journal.createShard(shard)
@@ -253,9 +277,7 @@ public final class AMQPGateway: Service {
         }
         _ = try await journal.declareQueue(
             Self.journalQueue(virtualHost: virtualHost, queue: queue),
-            definition: QueueDefinition(
-                sources: [.init(shard: TopicRegistry.shardName(topic, 0), fromStart: true)],
-                deadLetterShard: deadLetterShard))
+            definition: Self.queueDefinition(topic: topic, arguments: arguments, deadLetterShard: deadLetterShard))
     }
 
     /// Removes the queue's journal queue and topic.
@@ -271,17 +293,37 @@ public final class AMQPGateway: Service {
             try await journal.deleteShard(deadLetters)
         } catch let error as JournalError where error.code == .unknownShard {}
         guard let topic = Self.topic(virtualHost: virtualHost, queue: queue) else { return }
-        dropAppender(for: TopicRegistry.shardName(topic, 0))
+        let partitions = (try? await registry.entry(topic))?.partitions ?? 1
+        for partition in 0..<partitions { dropAppender(for: TopicRegistry.shardName(topic, partition)) }
         do {
             _ = try await registry.delete(topic)
         } catch let error as TopicError where error.code == .unknown {}
     }
 
-    /// Messages ready for delivery (not leased) in the queue.
-    func messageCount(virtualHost: String, queue: String) async throws -> UInt32 {
-        let status = try await journal.describeQueues(Self.journalQueue(virtualHost: virtualHost, queue: queue))
-        guard let status = status.first else { return 0 }
-        return UInt32(clamping: status.depth - UInt64(min(UInt64(status.inFlight), status.depth)))
+    /// Messages ready for delivery (not leased) in the queue; with `trim`, after the messages
+    /// beyond its x-max-length went.
+    func messageCount(virtualHost: String, queue: String, trim: Bool = false) async throws -> UInt32 {
+        let name = Self.journalQueue(virtualHost: virtualHost, queue: queue)
+        if trim {
+            _ = try await journal.receive(
+                queue: name, consumer: "amqp/\(instance)/expiry", max: 0, maxBytes: 0, visibilityMilliseconds: 0,
+                resume: false, wait: .zero)
+        }
+        guard let status = try await journal.describeQueues(name).first else { return 0 }
+        return UInt32(clamping: status.ready)
+    }
+
+    /// Whether a reject-publish queue is full: its ready messages at x-max-length, or its ready
+    /// bytes at x-max-length-bytes. Checked before each publish to it; publishes racing on
+    /// several channels can each find room and together go beyond the limit.
+    func isFull(virtualHost: String, queue: String, arguments: AMQPQueueArguments) async throws -> Bool {
+        guard arguments.overflow != .dropHead, arguments.maxLength != nil || arguments.maxLengthBytes != nil,
+            let status = try await journal.describeQueues(Self.journalQueue(virtualHost: virtualHost, queue: queue))
+                .first
+        else { return false }
+        if let most = arguments.maxLength, status.ready >= UInt64(most) { return true }
+        if let most = arguments.maxLengthBytes, (status.readyBytes ?? 0) >= UInt64(most) { return true }
+        return false
     }
 
     // MARK: Consumers

@@ -77,6 +77,9 @@ public struct AMQPQueueArguments: Sendable, Hashable {
         }
     }
 
+    /// A length limit that drops the head (x-overflow drop-head, the default).
+    public var dropsHead: Bool { overflow == .dropHead && (maxLength != nil || maxLengthBytes != nil) }
+
     static func invalid(_ key: String, _ value: AMQPFieldValue, _ expected: String) -> AMQPError {
         AMQPError(
             AMQPError.preconditionFailed, "PRECONDITION_FAILED - invalid arg '\(key)': \(value), expected \(expected)",
