@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
-APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev zlib1g-dev liblz4-dev libsnappy-dev libcurl4-openssl-dev curl mosquitto-clients mosquitto kcat openssl amqp-tools
+APT_PACKAGES := pkg-config librocksdb-dev liburing-dev libzstd-dev zlib1g-dev liblz4-dev libsnappy-dev libcurl4-openssl-dev curl mosquitto-clients mosquitto kcat openssl amqp-tools librabbitmq-dev gcc
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DATA ?= ./data

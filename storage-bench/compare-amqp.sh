@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
+sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+dpkg -s rabbitmq-server >/dev/null 2>&1 || { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq rabbitmq-server; }
 swift build -c release --product storage-bench >/dev/null
 swift build -c release --product journal-node >/dev/null
 bin="$(swift build -c release --show-bin-path)"

@@ -368,6 +368,84 @@ def test_py_amqp_kombu_and_amqp_tools(broker):
     assert out == b"tool 0tool 1tool 2"
 
 
+EXAMPLES = "/usr/share/doc/librabbitmq-dev/examples"
+
+
+def build_c_examples(directory, names):
+    """The RabbitMQ C client's example programs (librabbitmq-dev ships their source), built
+    against Debian's librabbitmq."""
+    built = {}
+    for name in names:
+        target = os.path.join(directory, name)
+        subprocess.run(
+            ["cc", "-O1", "-o", target, f"{EXAMPLES}/{name}.c", f"{EXAMPLES}/utils.c",
+             f"{EXAMPLES}/unix/platform_utils.c", f"-I{EXAMPLES}", "-lrabbitmq"],
+            check=True, capture_output=True)
+        built[name] = target
+    return built
+
+
+def test_rabbitmq_c_client_example_programs(broker, tmp_path):
+    c = build_c_examples(str(tmp_path), ["amqp_exchange_declare", "amqp_bind", "amqp_unbind", "amqp_sendstring",
+                                         "amqp_listenq", "amqp_producer", "amqp_consumer"])
+    host, port = "127.0.0.1", str(broker.amqp_port)
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+    channel.queue_declare("from-c")
+
+    def run(name, *args):
+        done = subprocess.run([c[name], host, port, *args], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, (name, done.stdout, done.stderr)
+        return done.stdout
+
+    run("amqp_exchange_declare", "c-exchange", "direct")
+    run("amqp_bind", "c-exchange", "c-key", "from-c")
+    run("amqp_sendstring", "c-exchange", "c-key", "hello from C")
+    method, _, body = channel.basic_get("from-c", auto_ack=True)
+    assert body == b"hello from C" and method.exchange == "c-exchange" and method.routing_key == "c-key"
+    run("amqp_unbind", "c-exchange", "c-key", "from-c")
+    run("amqp_sendstring", "c-exchange", "c-key", "unrouted")
+    assert channel.queue_declare("from-c", passive=True).method.message_count == 0
+
+    # amqp_listenq prints what it consumes (line-buffered through stdbuf: it never exits).
+    channel.basic_publish("", "from-c", b"to the C consumer", pika.BasicProperties(content_type="text/plain"))
+    listener = subprocess.Popen(["stdbuf", "-oL", c["amqp_listenq"], host, port, "from-c"], stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any("Content-type: text/plain" in line for line in lines):
+            lines.append(listener.stdout.readline())
+        assert "Delivery 1, exchange  routingkey from-c\n" in lines and "Content-type: text/plain\n" in lines
+    finally:
+        listener.kill()
+        listener.wait()
+
+    # amqp_producer publishes 256-byte messages to amq.direct under "test queue"; amqp_consumer
+    # (a server-named exclusive queue bound there) counts what it receives.
+    channel.queue_declare("c-produced")
+    channel.queue_bind("c-produced", "amq.direct", "test queue")
+    consumer = subprocess.Popen(["stdbuf", "-oL", c["amqp_consumer"], host, port], stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        time.sleep(1)  # to bind its queue; the three seconds of publishing leave it room anyway
+        out = run("amqp_producer", "1500", "4500")
+        assert "PRODUCER - Message count: 4500" in out
+        received = 0
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and received < 1000:
+            line = consumer.stdout.readline()
+            if "Received" in line:
+                received = int(line.split("Received ")[1].split(" ")[0])
+        assert received >= 1000, received
+    finally:
+        consumer.kill()
+        consumer.wait()
+    got = drain(channel, "c-produced", 4500)
+    assert all(body == bytes(range(256)) for _, _, body in got)
+    connection.close()
+
+
 def test_amqp_messages_are_a_kafka_topic(broker):
     connection = connect(broker.amqp_port)
     channel = connection.channel()
