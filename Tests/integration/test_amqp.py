@@ -637,6 +637,46 @@ def test_priority_queue_delivers_the_highest_priority_first(broker):
     connection.close()
 
 
+def test_queues_expire_when_unused_for_x_expires(broker):
+    connection = connect(broker.amqp_port)
+    channel = connection.channel()
+
+    def exists(name):
+        """queue.bind neither uses nor renews a queue (as in RabbitMQ)."""
+        probe = connection.channel()
+        try:
+            probe.queue_bind(name, "amq.fanout")
+        except pika.exceptions.ChannelClosedByBroker as closed:
+            assert closed.reply_code == 404
+            return False
+        probe.queue_unbind(name, "amq.fanout")
+        probe.close()
+        return True
+
+    for name in ["idle", "read", "consumed"]:
+        channel.queue_declare(name, arguments={"x-expires": 1500})
+    channel.basic_publish("", "idle", b"goes with its queue")
+    tag = channel.basic_consume("consumed", lambda *args: None)
+    start = time.monotonic()
+    idle_gone = None
+    while time.monotonic() - start < 4:  # "read" is kept by basic.get, "consumed" by its consumer
+        channel.basic_get("read")
+        connection.process_data_events(time_limit=0.5)
+        if idle_gone is None and not exists("idle"):
+            idle_gone = time.monotonic() - start
+    assert idle_gone is not None and 1.3 <= idle_gone <= 3.5, idle_gone
+    assert exists("read") and exists("consumed")
+    channel.basic_cancel(tag)
+    cancelled = time.monotonic()
+    while exists("consumed"):
+        assert time.monotonic() - cancelled < 8, "a queue unused since its consumer went stays"
+        time.sleep(0.2)
+    assert time.monotonic() - cancelled >= 1.3
+    # Its messages went with it: declared again, the queue is empty.
+    assert channel.queue_declare("idle").method.message_count == 0
+    connection.close()
+
+
 def test_amq_topic_is_the_mqtt_topic_space(data_dir):
     node = Node(data_dir, ["--amqp-allow-anonymous", "--mqtt-allow-anonymous"], gateways=("amqp", "mqtt"))
     try:

@@ -297,8 +297,9 @@ actor AMQPConnection {
 
     private func consumerEnded(queue: String) async {
         guard gateway.removeConsumer(virtualHost: virtualHost, queue: queue) else { return }
-        guard let host, let record = await host.state.queues[queue], record.autoDelete else { return }
-        try? await deleteQueue(queue)
+        guard let host, let record = await host.state.queues[queue] else { return }
+        try? await gateway.markUsed(virtualHost: virtualHost, queue: queue, arguments: record.parsed)
+        if record.autoDelete { try? await deleteQueue(queue) }
     }
 
     // MARK: Methods
@@ -567,8 +568,9 @@ actor AMQPConnection {
             }
             if declare.exclusive { exclusiveQueues.insert(name) }
         }
-        let messages = try await gateway.messageCount(
-            virtualHost: vhost, queue: name, trim: await host.state.queues[name]?.parsed.dropsHead ?? false)
+        let arguments = await host.state.queues[name]?.parsed ?? AMQPQueueArguments()
+        try await gateway.markUsed(virtualHost: vhost, queue: name, arguments: arguments)
+        let messages = try await gateway.messageCount(virtualHost: vhost, queue: name, trim: arguments.dropsHead)
         return (name, messages, UInt32(gateway.consumerCount(virtualHost: vhost, queue: name)))
     }
 
@@ -587,7 +589,6 @@ actor AMQPConnection {
     /// Queue arguments Strata reads but does not carry out yet are refused, not ignored.
     static func checkImplemented(_ arguments: AMQPQueueArguments) throws(AMQPError) {
         var missing: [String] = []
-        if arguments.expires != nil { missing.append("x-expires") }
         if arguments.singleActiveConsumer { missing.append("x-single-active-consumer") }
         guard missing.isEmpty else {
             throw AMQPError(
@@ -773,6 +774,9 @@ actor AMQPConnection {
             throw error
         }
         channels[number]!.queues.insert(consume.queue)
+        if let record = await host.state.queues[consume.queue] {
+            try await gateway.markConsumed(virtualHost: virtualHost, queue: consume.queue, arguments: record.parsed)
+        }
         if !consume.noWait { send(.basicConsumeOk(consumerTag: consumer.tag), on: number) }
         let journalQueue = AMQPGateway.journalQueue(virtualHost: virtualHost, queue: consume.queue)
         let leaseName = channels[number]!.leaseName
@@ -878,7 +882,8 @@ actor AMQPConnection {
     private func get(_ queue: String, noAck: Bool, on number: UInt16, _ host: AMQPVirtualHost) async throws {
         try access.check(.read, "queue", queue, classID: 60, methodID: 70)
         let lease = channels[number]!.leaseName
-        _ = try await requireQueue(queue, host)
+        let record = try await requireQueue(queue, host)
+        try await gateway.markUsed(virtualHost: virtualHost, queue: queue, arguments: record.parsed)
         try live(number, lease)
         channels[number]!.queues.insert(queue)
         let journalQueue = AMQPGateway.journalQueue(virtualHost: virtualHost, queue: queue)

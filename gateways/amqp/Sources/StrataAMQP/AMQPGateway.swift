@@ -147,7 +147,10 @@ public final class AMQPGateway: Service {
                         try? await Task.sleep(for: .milliseconds(100))
                         for host in self.hosts.withLock({ Array($0.values) }) { try? await host.refresh() }
                         ticks += 1
-                        if ticks % 5 == 0 { await self.superviseForwarders() }
+                        if ticks % 5 == 0 {
+                            await self.superviseForwarders()
+                            for host in self.hosts.withLock({ Array($0.values) }) { await self.expireQueues(in: host) }
+                        }
                     }
                     for task in self.forwarders.withLock({ Array($0.values) }) { task.cancel() }
                     for appender in self.appenders.withLock({ Array($0.values) }) { appender.finish() }
@@ -249,7 +252,9 @@ public final class AMQPGateway: Service {
                 dropHead: arguments.overflow == .dropHead)
         }
         return QueueDefinition(
-            sources: (0..<partitions).reversed().map { .init(shard: TopicRegistry.shardName(topic, $0), fromStart: true) },
+            sources: (0..<partitions).reversed().map {
+                .init(shard: TopicRegistry.shardName(topic, $0), fromStart: true)
+            },
             deadLetterShard: deadLetterShard, lengthLimit: limit, prioritized: partitions > 1)
     }
 
@@ -292,6 +297,7 @@ public final class AMQPGateway: Service {
         do {
             try await journal.deleteShard(deadLetters)
         } catch let error as JournalError where error.code == .unknownShard {}
+        try await forgetUsage(virtualHost: virtualHost, queue: queue)
         guard let topic = Self.topic(virtualHost: virtualHost, queue: queue) else { return }
         let partitions = (try? await registry.entry(topic))?.partitions ?? 1
         for partition in 0..<partitions { dropAppender(for: TopicRegistry.shardName(topic, partition)) }
