@@ -87,7 +87,7 @@ public struct InProcessJournalClient: JournalClient {
     public func status() async throws -> NodeStatus {
         NodeStatus(
             node: node, version: StrataVersion.current, uptimeSeconds: (ContinuousClock.now - started).seconds,
-            shards: journal.listShards().count, connections: 0, statistics: journal.statistics)
+            shards: journal.listShards().count, connections: 0, statistics: journal.statistics, health: journal.health)
     }
 
     public func declareQueue(_ name: String, definition: QueueDefinition) async throws -> QueueStatus {

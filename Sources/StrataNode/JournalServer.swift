@@ -128,6 +128,6 @@ public final class JournalServer: Service {
         NodeStatus(
             node: configuration.nodeName, version: StrataVersion.current,
             uptimeSeconds: (ContinuousClock.now - started).seconds,
-            shards: journal.listShards().count, connections: connectionCount, statistics: journal.statistics)
+            shards: journal.listShards().count, connections: connectionCount, statistics: journal.statistics, health: journal.health)
     }
 }

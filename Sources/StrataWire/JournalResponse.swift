@@ -14,10 +14,12 @@ public struct NodeStatus: Sendable, Hashable, Codable {
     public var walBytesWritten: Int64
     public var walSyncs: Int64
     public var walIO: String
+    /// `Journal.health`: failed (fail-stop), degraded (disk reserve reached: appends refused), ok.
+    public var health: JournalHealth
 
     public init(
         node: String, version: String, uptimeSeconds: Double, shards: Int, connections: Int,
-        statistics: JournalStatistics
+        statistics: JournalStatistics, health: JournalHealth = JournalHealth(status: .ok, problems: [])
     ) {
         self.node = node
         self.version = version
@@ -29,6 +31,7 @@ public struct NodeStatus: Sendable, Hashable, Codable {
         walBytesWritten = statistics.walBytesWritten
         walSyncs = statistics.walSyncs
         walIO = statistics.ioBackend
+        self.health = health
     }
 }
 
@@ -203,6 +206,9 @@ extension ByteBuffer {
         writeInteger(status.walBytesWritten)
         writeInteger(status.walSyncs)
         writeWireString(status.walIO)
+        writeWireString(status.health.status.rawValue)
+        writeInteger(UInt32(status.health.problems.count))
+        for problem in status.health.problems { writeWireString(problem) }
     }
 
     public mutating func readNodeStatus() throws(JournalError) -> NodeStatus {
@@ -217,9 +223,17 @@ extension ByteBuffer {
         statistics.walBytesWritten = try readWireInteger()
         statistics.walSyncs = try readWireInteger()
         statistics.ioBackend = try readWireString()
+        guard let health = JournalHealth.Status(rawValue: try readWireString()) else {
+            throw JournalError(.protocolError, "unknown node health")
+        }
+        let count: UInt32 = try readWireInteger()
+        guard Int(count) <= readableBytes / 2 else { throw JournalError(.protocolError, "too many health problems") }
+        var problems: [String] = []
+        for _ in 0..<count { problems.append(try readWireString()) }
         return NodeStatus(
             node: node, version: version, uptimeSeconds: Double(uptime) / 1000, shards: Int(shards),
-            connections: Int(connections), statistics: statistics)
+            connections: Int(connections), statistics: statistics,
+            health: JournalHealth(status: health, problems: problems))
     }
 
     public mutating func writeQueueReceipt(_ receipt: QueueReceipt) {

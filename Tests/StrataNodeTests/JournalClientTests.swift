@@ -166,6 +166,7 @@ import Testing
             _ = try await client.append(shard: "s", batch: makeBatch("x"))
             let status = try await client.status()
             #expect(status.shards == 1 && status.appendedBatches == 1 && status.version == StrataVersion.current)
+            #expect(status.health == JournalHealth(status: .ok, problems: []))
         }
     }
 }

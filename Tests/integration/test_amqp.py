@@ -677,6 +677,46 @@ def test_queues_expire_when_unused_for_x_expires(broker):
     connection.close()
 
 
+def test_connection_blocked_while_the_disk_reserve_is_reached(data_dir):
+    os.makedirs(data_dir, exist_ok=True)
+    stat = os.statvfs(data_dir)
+    reserve = stat.f_bavail * stat.f_frsize - (512 << 20)  # met once 512 MiB more are used
+    config = os.path.join(data_dir, "node.toml")
+    with open(config, "w") as f:
+        f.write(f"[journal]\nsegment_bytes = 1048576\nmax_batch_bytes = 262144\nmin_free_disk_bytes = {reserve}\n")
+    node = Node(os.path.join(data_dir, "node"), ["--config", config, "--amqp-allow-anonymous"], gateways=("amqp",))
+    ballast = os.path.join(data_dir, "ballast")
+    try:
+        connection = connect(port_of(node.listeners["amqp"]))
+        events = []
+        connection.add_on_connection_blocked_callback(lambda _, frame: events.append(("blocked", frame.method.reason)))
+        connection.add_on_connection_unblocked_callback(lambda _, frame: events.append(("unblocked", None)))
+        channel = connection.channel()
+        channel.queue_declare("alarmed")
+        channel.confirm_delivery()
+        channel.basic_publish("", "alarmed", b"before")
+        subprocess.run(["fallocate", "-l", str(1 << 30), ballast], check=True)
+        deadline = time.monotonic() + 10
+        while not events and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.2)
+        assert events and events[0][0] == "blocked" and "disk" in events[0][1], events
+        # Publishes meanwhile are refused, not lost silently: the confirm is a nack.
+        with pytest.raises(pika.exceptions.NackError):
+            channel.basic_publish("", "alarmed", b"during")
+        os.remove(ballast)
+        deadline = time.monotonic() + 10
+        while len(events) < 2 and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.2)
+        assert events[1:] == [("unblocked", None)], events
+        channel.basic_publish("", "alarmed", b"after")
+        assert [body for _, _, body in drain(channel, "alarmed", 2)] == [b"before", b"after"]
+        connection.close()
+    finally:
+        if os.path.exists(ballast):
+            os.remove(ballast)
+        node.stop()
+
+
 def test_amq_topic_is_the_mqtt_topic_space(data_dir):
     node = Node(data_dir, ["--amqp-allow-anonymous", "--mqtt-allow-anonymous"], gateways=("amqp", "mqtt"))
     try:

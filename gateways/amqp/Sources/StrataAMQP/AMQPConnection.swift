@@ -58,6 +58,10 @@ actor AMQPConnection {
     private var heartbeat: Task<Void, Never>?
     private var generation: UInt64 = 0
     private var closed = false
+    /// The client announced the `connection.blocked` capability.
+    private var wantsBlocked = false
+    /// connection.blocked was sent and not yet followed by unblocked.
+    private var blockedSent = false
 
     init(gateway: AMQPGateway, channel: NIOAsyncChannel<AMQPFrame, ByteBuffer>, number: UInt64) {
         self.gateway = gateway
@@ -104,7 +108,10 @@ actor AMQPConnection {
             switch action {
             case .send(let frame):
                 write(frame)
-            case .authenticate(let mechanism, let response, _):
+            case .authenticate(let mechanism, let response, let clientProperties):
+                if case .table(let capabilities)? = clientProperties["capabilities"] {
+                    wantsBlocked = capabilities["connection.blocked"]?.boolValue ?? false
+                }
                 do {
                     if let user = try gateway.authenticate(mechanism: mechanism, response: response) {
                         await perform(state.authenticated(user: user))
@@ -127,6 +134,11 @@ actor AMQPConnection {
                             gateway.configuration.permissions?.rule(virtualHost: name, user: user), user: user,
                             virtualHost: name)
                         await perform(state.virtualHostOpened(name))
+                        if wantsBlocked {
+                            gateway.watchAlarm(number) { [weak self] reason in
+                                Task { await self?.alarmChanged(reason) }
+                            }
+                        }
                     } else {
                         await perform(
                             state.virtualHostRefused(
@@ -287,7 +299,21 @@ actor AMQPConnection {
         }
     }
 
+    /// The node's alarm (disk reserve reached, fail-stop) began or ended: connection.blocked or
+    /// unblocked, for clients that announced the capability (RabbitMQ's resource alarms).
+    func alarmChanged(_ reason: String?) {
+        guard !closed, state.phase == .open else { return }
+        if let reason, !blockedSent {
+            blockedSent = true
+            send(.connectionBlocked(reason: String(reason.utf8.prefix(250)) ?? "low on disk"), on: 0)
+        } else if reason == nil, blockedSent {
+            blockedSent = false
+            send(.connectionUnblocked, on: 0)
+        }
+    }
+
     private func finish() async {
+        gateway.unwatchAlarm(number)
         heartbeat?.cancel()
         closeTimeout?.cancel()
         for number in Array(channels.keys) { await closeChannel(number) }

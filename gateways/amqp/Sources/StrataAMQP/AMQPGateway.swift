@@ -83,6 +83,8 @@ public final class AMQPGateway: Service {
     private let nextConnection = Atomic<UInt64>(0)
     /// Consumers on this gateway per queue ("vhost NUL queue"): consumer counts, exclusive use
     /// and auto-delete.
+    /// The node's alarm now (nil: none), and the connections told of its changes.
+    private let alarm = Mutex<(reason: String?, watchers: [UInt64: @Sendable (String?) -> Void])>((nil, [:]))
     private let consumers = Mutex<[String: (count: Int, exclusive: Bool, ever: Bool)]>([:])
 
     public init(
@@ -104,7 +106,7 @@ public final class AMQPGateway: Service {
         let capabilities: AMQPTable = [
             "publisher_confirms": .bool(true), "exchange_exchange_bindings": .bool(true), "basic.nack": .bool(true),
             "consumer_cancel_notify": .bool(true), "per_consumer_qos": .bool(true),
-            "authentication_failure_close": .bool(true), "connection.blocked": .bool(false),
+            "authentication_failure_close": .bool(true), "connection.blocked": .bool(true),
             "consumer_priorities": .bool(false), "direct_reply_to": .bool(false),
         ]
         return AMQPConnectionState.Limits(
@@ -148,6 +150,7 @@ public final class AMQPGateway: Service {
                         for host in self.hosts.withLock({ Array($0.values) }) { try? await host.refresh() }
                         ticks += 1
                         if ticks % 5 == 0 {
+                            await self.checkAlarm()
                             await self.superviseForwarders()
                             for host in self.hosts.withLock({ Array($0.values) }) { await self.expireQueues(in: host) }
                         }
@@ -202,6 +205,40 @@ public final class AMQPGateway: Service {
             hosts[name] = host
             return host
         }
+    }
+
+    // MARK: Resource alarm
+
+    /// Reads the node's health: while it is not ok (the disk reserve refuses appends, or the
+    /// journal stopped after an I/O error) connections that asked for it hear connection.blocked,
+    /// and connection.unblocked when it is ok again. Publishes meanwhile are refused as before
+    /// (confirm nack, or the channel closed): blocked tells clients to stop sending.
+    func checkAlarm() async {
+        guard let status = try? await journal.status() else { return }
+        let reason: String? =
+            status.health.status == .ok ? nil : "low on disk: " + status.health.problems.joined(separator: "; ")
+        let notify = alarm.withLock { alarm -> [@Sendable (String?) -> Void] in
+            guard (alarm.reason == nil) != (reason == nil) else { return [] }
+            alarm.reason = reason
+            return Array(alarm.watchers.values)
+        }
+        if !notify.isEmpty {
+            logger.warning("amqp resource alarm", metadata: ["alarm": "\(reason ?? "cleared")"])
+        }
+        for watcher in notify { watcher(reason) }
+    }
+
+    /// A connection hears of the alarm's changes (and at once, when one is on).
+    func watchAlarm(_ connection: UInt64, _ watcher: @escaping @Sendable (String?) -> Void) {
+        let current = alarm.withLock { alarm -> String? in
+            alarm.watchers[connection] = watcher
+            return alarm.reason
+        }
+        if let current { watcher(current) }
+    }
+
+    func unwatchAlarm(_ connection: UInt64) {
+        _ = alarm.withLock { $0.watchers.removeValue(forKey: connection) }
     }
 
     // MARK: Names
