@@ -4,6 +4,25 @@ import NIOSSL
 /// (the MQTT listeners, the journal protocol and its clients). A file that cannot be used is a
 /// `ConfigFileError` naming it.
 public enum TLSFiles {
+    /// The common name a verified peer certificate names (the principal of a client
+    /// certificate), nil when it has none that can be read safely. NIOSSLCertificate shows its
+    /// common name only in its description:
+    /// "<NIOSSLCertificate;serial_number=HEX;common_name=NAME[;alternative_names=…]>". The name
+    /// must follow the serial number directly and be followed by one of those two endings, so
+    /// that a name holding ";" or ">" (or text in an alternative name) is refused.
+    public static func commonName(of certificate: NIOSSLCertificate) -> String? {
+        let text = certificate.description
+        let prefix = "<NIOSSLCertificate;serial_number="
+        guard text.hasPrefix(prefix) else { return nil }
+        let afterSerial = text.dropFirst(prefix.count).drop { $0.isHexDigit }
+        guard afterSerial.hasPrefix(";common_name=") else { return nil }
+        let rest = afterSerial.dropFirst(";common_name=".count)
+        let name = rest.prefix { $0 != ";" && $0 != ">" }
+        let tail = rest.dropFirst(name.count)
+        guard !name.isEmpty, tail == ">" || tail.hasPrefix(";alternative_names=") else { return nil }
+        return String(name)
+    }
+
     /// A server's context: its certificate chain and key; with `clientCA`, client certificates
     /// signed by it are required and verified (mutual TLS).
     public static func serverContext(certificate: String, key: String, clientCA: String? = nil) throws -> NIOSSLContext

@@ -261,20 +261,7 @@ final class JournalConnection: Sendable {
         else {
             return nil
         }
-        // NIOSSLCertificate shows its common name only in its description:
-        // "<NIOSSLCertificate;serial_number=HEX;common_name=NAME[;alternative_names=…]>". The name
-        // must follow the serial number directly and be followed by one of those two endings, so
-        // that a name holding ";" or ">" (or text in an alternative name) is refused.
-        let text = certificate.description
-        let prefix = "<NIOSSLCertificate;serial_number="
-        guard text.hasPrefix(prefix) else { return nil }
-        let afterSerial = text.dropFirst(prefix.count).drop { $0.isHexDigit }
-        guard afterSerial.hasPrefix(";common_name=") else { return nil }
-        let rest = afterSerial.dropFirst(";common_name=".count)
-        let name = rest.prefix { $0 != ";" && $0 != ">" }
-        let tail = rest.dropFirst(name.count)
-        guard !name.isEmpty, tail == ">" || tail.hasPrefix(";alternative_names=") else { return nil }
-        return String(name)
+        return TLSFiles.commonName(of: certificate)
     }
 
     /// Answers the hello; false (after an error frame) when the client cannot be served.

@@ -115,9 +115,12 @@ public enum JournalNode {
             amqp.port = configuration.amqpListen.port
             amqp.allowAnonymous = configuration.amqpAllowAnonymous
             amqp.virtualHosts = configuration.amqpVirtualHosts
+            amqp.tlsPort = configuration.amqpTLSPort
             try configuring(journal) {
                 try amqp.loadAccessFiles(
-                    users: configuration.amqpUsers ?? configuration.users, permissions: configuration.amqpPermissions)
+                    users: configuration.amqpUsers ?? configuration.users, permissions: configuration.amqpPermissions,
+                    tlsCertificate: configuration.amqpTLSCertificate, tlsKey: configuration.amqpTLSKey,
+                    tlsClientCA: configuration.amqpTLSClientCA)
             }
             services.append(
                 .init(
@@ -125,7 +128,8 @@ public enum JournalNode {
                         configuration: amqp,
                         journal: InProcessJournalClient(
                             journal: journal, node: configuration.nodeName, appendBudget: server.queuedBytes),
-                        logger: logger, onBound: { announce("amqp \(StrataProcess.display($0))") })))
+                        logger: logger, onBound: { announce("amqp \(StrataProcess.display($0))") },
+                        onTLSBound: { announce("amqps \(StrataProcess.display($0))") })))
         }
         services.append(.init(service: http))
         do {

@@ -128,6 +128,7 @@ public final class JournalServer: Service {
         NodeStatus(
             node: configuration.nodeName, version: StrataVersion.current,
             uptimeSeconds: (ContinuousClock.now - started).seconds,
-            shards: journal.listShards().count, connections: connectionCount, statistics: journal.statistics, health: journal.health)
+            shards: journal.listShards().count, connections: connectionCount, statistics: journal.statistics,
+            health: journal.health)
     }
 }

@@ -72,6 +72,12 @@ public struct NodeConfiguration: Sendable {
     public var amqpPermissions: String?
     public var amqpVirtualHosts = ["/"]
     public var amqpAllowAnonymous = false
+    /// AMQPS beside the AMQP listener (port `amqpTLSPort`, 5671) with these PEM files; with
+    /// `amqpTLSClientCA`, client certificates are required and SASL EXTERNAL is offered.
+    public var amqpTLSCertificate: String?
+    public var amqpTLSKey: String?
+    public var amqpTLSClientCA: String?
+    public var amqpTLSPort = 5671
 
     /// The object tier (off unless a bucket or a WebHDFS endpoint is set).
     public var tier = TierSettings()
@@ -167,6 +173,10 @@ public struct NodeConfiguration: Sendable {
             case ("amqp.users", .string(let v)): amqpUsers = v
             case ("amqp.permissions", .string(let v)): amqpPermissions = v
             case ("amqp.allow_anonymous", .bool(let v)): amqpAllowAnonymous = v
+            case ("amqp.tls_cert", .string(let v)): amqpTLSCertificate = v
+            case ("amqp.tls_key", .string(let v)): amqpTLSKey = v
+            case ("amqp.tls_client_ca", .string(let v)): amqpTLSClientCA = v
+            case ("amqp.tls_port", .integer(let v)) where (0...65535).contains(v): amqpTLSPort = Int(v)
             case ("amqp.virtual_hosts", .string(let v)):
                 amqpVirtualHosts = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
             case ("tier.endpoint", .string(let v)): tier.endpoint = v
@@ -327,7 +337,7 @@ public struct NodeConfiguration: Sendable {
             "kafka.default_partitions": "\(kafkaDefaultPartitions)", "kafka.node_id": "\(kafkaNodeID)",
             "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",
             "amqp.listen": amqpListen.description, "amqp.allow_anonymous": "\(amqpAllowAnonymous)",
-            "amqp.virtual_hosts": amqpVirtualHosts.joined(separator: ","),
+            "amqp.virtual_hosts": amqpVirtualHosts.joined(separator: ","), "amqp.tls_port": "\(amqpTLSPort)",
             "tier": tier.destination ?? "none", "tier.local_retention_ms": "\(tier.localRetentionMilliseconds)",
         ]
     }

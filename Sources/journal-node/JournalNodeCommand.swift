@@ -105,6 +105,18 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Flag(help: "Let AMQP clients in with any user name and password.")
     var amqpAllowAnonymous = false
 
+    @Option(help: "TLS certificate chain (PEM) for the in-process AMQPS listener.")
+    var amqpTlsCert: String?
+
+    @Option(help: "TLS private key (PEM) for AMQPS.")
+    var amqpTlsKey: String?
+
+    @Option(help: "AMQPS port, on the AMQP listener's host (default 5671; 0 picks a free one).")
+    var amqpTlsPort: Int?
+
+    @Option(help: "CA (PEM) whose client certificates AMQPS requires; offers SASL EXTERNAL.")
+    var amqpTlsClientCa: String?
+
     @Option(help: "The in-process Kafka gateway's listener, HOST:PORT (with --gateways kafka or all).")
     var kafkaListen: String?
 
@@ -223,6 +235,10 @@ struct JournalNodeCommand: AsyncParsableCommand {
                 settings.amqpVirtualHosts = amqpVirtualHosts.split(separator: ",").map(String.init)
             }
             if amqpAllowAnonymous { settings.amqpAllowAnonymous = true }
+            if let amqpTlsCert { settings.amqpTLSCertificate = amqpTlsCert }
+            if let amqpTlsKey { settings.amqpTLSKey = amqpTlsKey }
+            if let amqpTlsPort { settings.amqpTLSPort = amqpTlsPort }
+            if let amqpTlsClientCa { settings.amqpTLSClientCA = amqpTlsClientCa }
             if let kafkaUsers { settings.kafkaUsers = kafkaUsers }
             if let users { settings.users = users }
             if let kafkaAcl { settings.kafkaACL = kafkaAcl }

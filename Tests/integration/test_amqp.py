@@ -4,6 +4,7 @@ amqp-tools, against journal-node's in-process gateway and the amqp-gateway execu
 import os
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import time
@@ -714,6 +715,78 @@ def test_connection_blocked_while_the_disk_reserve_is_reached(data_dir):
     finally:
         if os.path.exists(ballast):
             os.remove(ballast)
+        node.stop()
+
+
+def make_certificates(directory):
+    """A CA, a server certificate for 127.0.0.1 and client certificates it signed (CN device-1 and
+    stranger), with openssl."""
+    def path(name):
+        return os.path.join(directory, name)
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", path("ca.key"), "-out", path("ca.pem"),
+        "-days", "2", "-subj", "/CN=strata-test-ca")
+    extensions = path("san.ext")
+    with open(extensions, "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name, subject in [("server", "/CN=localhost"), ("device", "/CN=device-1"), ("stranger", "/CN=stranger")]:
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", path(f"{name}.key"), "-out", path(f"{name}.csr"),
+            "-subj", subject)
+        run("x509", "-req", "-in", path(f"{name}.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+            "-CAcreateserial", "-out", path(f"{name}.pem"), "-days", "2",
+            *(["-extfile", extensions] if name == "server" else []))
+    return path
+
+
+def test_amqps_with_client_certificates_and_sasl_external(data_dir):
+    os.makedirs(data_dir, exist_ok=True)
+    cert = make_certificates(data_dir)
+    users = users_file(os.path.join(data_dir, "users"), ["device-1", "alice"], "s3cret")
+    node = Node(os.path.join(data_dir, "node"),
+                ["--amqp-users", users, "--amqp-tls-cert", cert("server.pem"), "--amqp-tls-key", cert("server.key"),
+                 "--amqp-tls-client-ca", cert("ca.pem"), "--amqp-tls-port", "0"],
+                gateways=("amqp",), listeners=4)
+    try:
+        secure = port_of(node.listeners["amqps"])
+
+        def tls(client):
+            context = ssl.create_default_context(cafile=cert("ca.pem"))
+            if client:
+                context.load_cert_chain(cert(f"{client}.pem"), cert(f"{client}.key"))
+            return pika.SSLOptions(context, "127.0.0.1")
+
+        def external(client):
+            return pika.BlockingConnection(pika.ConnectionParameters(
+                host="127.0.0.1", port=secure, credentials=pika.credentials.ExternalCredentials(),
+                ssl_options=tls(client)))
+
+        # EXTERNAL: the certificate's common name is the user, no password.
+        connection = external("device")
+        channel = connection.channel()
+        channel.queue_declare("certified")
+        channel.confirm_delivery()
+        channel.basic_publish("", "certified", b"signed")
+        assert channel.basic_get("certified", auto_ack=True)[2] == b"signed"
+        connection.close()
+        # PLAIN still works over AMQPS (with a certificate: the listener requires one).
+        connection = pika.BlockingConnection(pika.ConnectionParameters(
+            host="127.0.0.1", port=secure, credentials=pika.PlainCredentials("alice", "s3cret"),
+            ssl_options=tls("device")))
+        connection.close()
+        # A certificate whose name is no user is refused (403), and no certificate fails the handshake.
+        with pytest.raises(pika.exceptions.ProbableAuthenticationError):
+            external("stranger")
+        with pytest.raises(pika.exceptions.AMQPConnectionError):
+            external(None)
+        # The plain listener does not offer EXTERNAL.
+        with pytest.raises((pika.exceptions.AuthenticationError, pika.exceptions.ProbableAuthenticationError)):
+            pika.BlockingConnection(pika.ConnectionParameters(
+                host="127.0.0.1", port=port_of(node.listeners["amqp"]),
+                credentials=pika.credentials.ExternalCredentials()))
+    finally:
         node.stop()
 
 

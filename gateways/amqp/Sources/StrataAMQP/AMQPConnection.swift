@@ -1,6 +1,8 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOSSL
+import StrataAuth
 import StrataClient
 import StrataJournal
 import StrataTopics
@@ -63,12 +65,12 @@ actor AMQPConnection {
     /// connection.blocked was sent and not yet followed by unblocked.
     private var blockedSent = false
 
-    init(gateway: AMQPGateway, channel: NIOAsyncChannel<AMQPFrame, ByteBuffer>, number: UInt64) {
+    init(gateway: AMQPGateway, channel: NIOAsyncChannel<AMQPFrame, ByteBuffer>, number: UInt64, secure: Bool) {
         self.gateway = gateway
         self.channel = channel
         self.number = number
         logger = gateway.logger
-        state = AMQPConnectionState(limits: gateway.limits)
+        state = AMQPConnectionState(limits: gateway.limits(secure: secure))
     }
 
     /// The owner name of this connection's exclusive queues.
@@ -113,7 +115,15 @@ actor AMQPConnection {
                     wantsBlocked = capabilities["connection.blocked"]?.boolValue ?? false
                 }
                 do {
-                    if let user = try gateway.authenticate(mechanism: mechanism, response: response) {
+                    var principal: String?
+                    if mechanism == "EXTERNAL",
+                        let certificate = try? await channel.channel.nioSSL_peerCertificate().get()
+                    {
+                        principal = TLSFiles.commonName(of: certificate)
+                    }
+                    if let user = try gateway.authenticate(
+                        mechanism: mechanism, response: response, principal: principal)
+                    {
                         await perform(state.authenticated(user: user))
                     } else {
                         await perform(

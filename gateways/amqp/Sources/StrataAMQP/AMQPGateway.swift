@@ -25,6 +25,9 @@ public final class AMQPGateway: Service {
         /// AMQPS on `tlsPort` (5671) when set, beside the plain listener.
         public var tls: NIOSSLContext?
         public var tlsPort = 5671
+        /// AMQPS requires client certificates signed by the configured CA and offers SASL
+        /// EXTERNAL: the certificate's common name is the user.
+        public var external = false
         /// Users (`strata scram-user` lines) checked for PLAIN and AMQPLAIN.
         public var users: SCRAMUsers?
         /// Any user name and password is taken (a development broker; `make run`).
@@ -47,14 +50,18 @@ public final class AMQPGateway: Service {
 
         /// Reads the users and permissions files when given.
         public mutating func loadAccessFiles(
-            users: String?, permissions: String?, tlsCertificate: String? = nil, tlsKey: String? = nil
+            users: String?, permissions: String?, tlsCertificate: String? = nil, tlsKey: String? = nil,
+            tlsClientCA: String? = nil
         ) throws {
             self.users = try users.map { try SCRAMUsers(contentsOfFile: $0) }
             self.permissions = try permissions.map { try AMQPPermissions(contentsOfFile: $0) }
             if let tlsCertificate, let tlsKey {
-                tls = try TLSFiles.serverContext(certificate: tlsCertificate, key: tlsKey)
+                tls = try TLSFiles.serverContext(certificate: tlsCertificate, key: tlsKey, clientCA: tlsClientCA)
+                external = tlsClientCA != nil
             } else if tlsCertificate != nil || tlsKey != nil {
                 throw ConfigFileError("AMQPS needs both a TLS certificate and its key")
+            } else if tlsClientCA != nil {
+                throw ConfigFileError("client certificates (EXTERNAL) need AMQPS: a TLS certificate and its key")
             }
             if self.users == nil && !allowAnonymous {
                 throw ConfigFileError("the AMQP gateway needs a users file, or anonymous access allowed")
@@ -100,6 +107,14 @@ public final class AMQPGateway: Service {
         self.group = eventLoopGroup
         self.onBound = onBound
         registry = TopicRegistry(journal: journal, logger: logger)
+    }
+
+    /// What a connection is offered: with `secure` (the AMQPS listener, client certificates
+    /// verified) SASL EXTERNAL first, as RabbitMQ's rabbitmq_auth_mechanism_ssl lists it.
+    func limits(secure: Bool) -> AMQPConnectionState.Limits {
+        var limits = self.limits
+        if secure, configuration.external { limits.mechanisms.insert("EXTERNAL", at: 0) }
+        return limits
     }
 
     var limits: AMQPConnectionState.Limits {
@@ -159,7 +174,8 @@ public final class AMQPGateway: Service {
                     for appender in self.appenders.withLock({ Array($0.values) }) { appender.finish() }
                 }
                 try await withThrowingDiscardingTaskGroup { listeners in
-                    for server in listening {
+                    for (index, server) in listening.enumerated() {
+                        let secure = index > 0
                         listeners.addTask {
                             try await withThrowingDiscardingTaskGroup { connections in
                                 try await server.accept(
@@ -167,7 +183,9 @@ public final class AMQPGateway: Service {
                                     spawn: { connections.addTask(operation: $0) }
                                 ) { channel in
                                     let number = self.nextConnection.wrappingAdd(1, ordering: .relaxed).newValue
-                                    await AMQPConnection(gateway: self, channel: channel, number: number).run()
+                                    await AMQPConnection(
+                                        gateway: self, channel: channel, number: number, secure: secure
+                                    ).run()
                                 }
                             }
                         }
@@ -183,7 +201,17 @@ public final class AMQPGateway: Service {
     // MARK: Access
 
     /// The user whose credentials these are; nil when they are wrong.
-    func authenticate(mechanism: String, response: [UInt8]) throws(AMQPError) -> String? {
+    /// The user a connection.start-ok names, nil when refused. EXTERNAL: the client
+    /// certificate's common name (`principal`), which must be a known user when there is a users
+    /// file (RabbitMQ's rule: the certificate replaces the password, not the user).
+    func authenticate(mechanism: String, response: [UInt8], principal: String? = nil) throws(AMQPError) -> String? {
+        if mechanism == "EXTERNAL" {
+            guard let principal else {
+                throw AMQPSASL.refused("EXTERNAL needs a verified client certificate with a common name")
+            }
+            if let users = configuration.users { return users[principal] != nil ? principal : nil }
+            return configuration.allowAnonymous ? principal : nil
+        }
         let credentials = try AMQPSASL.credentials(mechanism: mechanism, response: response)
         if let users = configuration.users, users[credentials.user] != nil {
             return users.verify(user: credentials.user, password: credentials.password) ? credentials.user : nil

@@ -28,6 +28,12 @@ struct AMQPGatewayCommand: AsyncParsableCommand {
     @Option(help: "TLS private key (PEM).")
     var tlsKey: String?
 
+    @Option(
+        help:
+            "CA (PEM) whose client certificates AMQPS requires; offers SASL EXTERNAL (user = the certificate's common name)."
+    )
+    var tlsClientCa: String?
+
     @Option(help: "Users file (`strata scram-user` lines): PLAIN and AMQPLAIN passwords.")
     var users: String?
 
@@ -66,7 +72,8 @@ struct AMQPGatewayCommand: AsyncParsableCommand {
             settings.virtualHosts = virtualHosts.split(separator: ",").map(String.init)
             do {
                 try settings.loadAccessFiles(
-                    users: users, permissions: permissions, tlsCertificate: tlsCert, tlsKey: tlsKey)
+                    users: users, permissions: permissions, tlsCertificate: tlsCert, tlsKey: tlsKey,
+                    tlsClientCA: tlsClientCa)
             } catch {
                 throw ValidationError("\(error)")
             }
