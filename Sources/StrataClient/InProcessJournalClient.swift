@@ -102,13 +102,12 @@ public struct InProcessJournalClient: JournalClient {
     }
 
     public func receive(
-        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32, resume: Bool,
-        wait: Duration
+        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32,
+        options: QueueReceiveOptions, wait: Duration
     ) async throws -> [QueueDelivery] {
         try await journal.receive(
             queue: queue, consumer: consumer, max: max, maxBytes: maxBytes,
-            visibilityMilliseconds: visibilityMilliseconds,
-            resume: resume, wait: wait)
+            visibilityMilliseconds: visibilityMilliseconds, options: options, wait: wait)
     }
 
     public func settle(queue: String, consumer: String, receipts: [QueueReceipt], as settlement: QueueSettlement)
@@ -117,7 +116,7 @@ public struct InProcessJournalClient: JournalClient {
         try await journal.settle(queue: queue, consumer: consumer, receipts: receipts, as: settlement)
     }
 
-    public func releaseConsumer(queue: String, consumer: String) async throws -> Int {
-        try await journal.releaseConsumer(queue: queue, consumer: consumer)
+    public func releaseConsumer(queue: String, consumer: String, keepingLeases: Bool) async throws -> Int {
+        try await journal.releaseConsumer(queue: queue, consumer: consumer, keepingLeases: keepingLeases)
     }
 }

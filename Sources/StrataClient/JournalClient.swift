@@ -43,12 +43,29 @@ public protocol JournalClient: Sendable {
     /// The queue's status; nil name: every queue the principal may read.
     func describeQueues(_ name: String?) async throws -> [QueueStatus]
     func receive(
-        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32, resume: Bool,
-        wait: Duration
+        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32,
+        options: QueueReceiveOptions, wait: Duration
     ) async throws -> [QueueDelivery]
     func settle(queue: String, consumer: String, receipts: [QueueReceipt], as settlement: QueueSettlement)
         async throws -> Int
-    func releaseConsumer(queue: String, consumer: String) async throws -> Int
+    /// The consumer's leases go back to the queue (not with `keepingLeases`: it stops taking
+    /// part, and a single active consumer hands over, but what it holds stays its own).
+    func releaseConsumer(queue: String, consumer: String, keepingLeases: Bool) async throws -> Int
+}
+
+extension JournalClient {
+    public func receive(
+        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32, resume: Bool,
+        wait: Duration
+    ) async throws -> [QueueDelivery] {
+        try await receive(
+            queue: queue, consumer: consumer, max: max, maxBytes: maxBytes,
+            visibilityMilliseconds: visibilityMilliseconds, options: resume ? .resume : [], wait: wait)
+    }
+
+    public func releaseConsumer(queue: String, consumer: String) async throws -> Int {
+        try await releaseConsumer(queue: queue, consumer: consumer, keepingLeases: false)
+    }
 }
 
 /// A subscription's reads, from either client. Iterating it keeps the subscription alive;

@@ -248,12 +248,12 @@ public final class RemoteJournalClient: JournalClient {
     }
 
     public func receive(
-        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32, resume: Bool,
-        wait: Duration
+        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32,
+        options: QueueReceiveOptions, wait: Duration
     ) async throws -> [QueueDelivery] {
         let request = JournalRequest.queueReceive(
             name: queue, consumer: consumer, max: UInt32(clamping: max), maxBytes: UInt32(clamping: maxBytes),
-            visibilityMilliseconds: visibilityMilliseconds, resume: resume,
+            visibilityMilliseconds: visibilityMilliseconds, options: options,
             waitMilliseconds: UInt32(clamping: wait.nanoseconds / 1_000_000))
         var payload = try await call(request, extraTime: wait)
         return try payload.readQueueDeliveries()
@@ -267,8 +267,8 @@ public final class RemoteJournalClient: JournalClient {
         return Int(try payload.readWireInteger(as: UInt32.self))
     }
 
-    public func releaseConsumer(queue: String, consumer: String) async throws -> Int {
-        var payload = try await call(.queueRelease(name: queue, consumer: consumer))
+    public func releaseConsumer(queue: String, consumer: String, keepingLeases: Bool) async throws -> Int {
+        var payload = try await call(.queueRelease(name: queue, consumer: consumer, keepLeases: keepingLeases))
         return Int(try payload.readWireInteger(as: UInt32.self))
     }
 

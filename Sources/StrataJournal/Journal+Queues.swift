@@ -72,6 +72,17 @@ extension Journal {
         queue name: String, consumer: String, max: Int, maxBytes: Int = 1 << 20, visibilityMilliseconds: UInt32,
         resume: Bool = false, wait: Duration = .zero
     ) async throws -> [QueueDelivery] {
+        try await receive(
+            queue: name, consumer: consumer, max: max, maxBytes: maxBytes,
+            visibilityMilliseconds: visibilityMilliseconds, options: resume ? .resume : [], wait: wait)
+    }
+
+    /// `receive` with its options: `.resume`, and `.oneOff` (AMQP basic.get: a receive that is
+    /// not a consumer of the queue, never held back by a single active consumer).
+    public func receive(
+        queue name: String, consumer: String, max: Int, maxBytes: Int = 1 << 20, visibilityMilliseconds: UInt32,
+        options: QueueReceiveOptions, wait: Duration = .zero
+    ) async throws -> [QueueDelivery] {
         try Self.checkQueueName(name)
         guard max >= 0, !consumer.isEmpty else {
             throw JournalError(
@@ -79,7 +90,7 @@ extension Journal {
         }
         let queue = try await queueActor(name, creating: nil)
         return try await queue.receive(
-            consumer: consumer, max: max, maxBytes: maxBytes, visibility: visibilityMilliseconds, resume: resume,
+            consumer: consumer, max: max, maxBytes: maxBytes, visibility: visibilityMilliseconds, options: options,
             wait: wait)
     }
 
@@ -94,12 +105,15 @@ extension Journal {
         return try await queue.settle(consumer: consumer, receipts: receipts, as: settlement)
     }
 
-    /// Every lease `consumer` holds goes back to the queue for others (its session ended).
+    /// Every lease `consumer` holds goes back to the queue for others (its session ended), and
+    /// it is no longer a consumer of the queue. `keepingLeases`: only the latter (a consumer
+    /// cancelled while its deliveries are unacknowledged: a single active consumer hands over,
+    /// and what it holds is still its own to settle).
     @discardableResult
-    public func releaseConsumer(queue name: String, consumer: String) async throws -> Int {
+    public func releaseConsumer(queue name: String, consumer: String, keepingLeases: Bool = false) async throws -> Int {
         try Self.checkQueueName(name)
         let queue = try await queueActor(name, creating: nil)
-        return try await queue.release(consumer: consumer)
+        return try await queue.release(consumer: consumer, keepingLeases: keepingLeases)
     }
 
     private static func checkQueueName(_ name: String) throws(JournalError) {
@@ -164,6 +178,14 @@ actor QueueActor {
     private var storeWaiters: [CheckedContinuation<Void, Never>] = []
     private let wakeup = QueueWakeup()
     private var closed = false
+    /// With a single active consumer: the consumers in the order they first received, the
+    /// first the active one, each with when it was last heard from and how long it may be silent.
+    private var consumers: [ActiveConsumer] = []
+    private struct ActiveConsumer {
+        let name: String
+        var heard: Int64
+        var patience: Int64
+    }
     /// For a queue with a length limit in bytes, each source's value sizes: of the records past the
     /// cursor (in offset order from `unreadSizesStart`, known up to `sizedUpTo`, summing to
     /// `unreadBytes`), and of the messages read once (so waiting ones are counted unread).
@@ -276,12 +298,13 @@ actor QueueActor {
             ready: ready, readyBytes: readyBytes,
             deadLettered: present.reduce(0) { $0 + $1.deadLettered },
             discarded: present.reduce(0) { $0 + $1.discarded },
-            lostToRetention: present.reduce(0) { $0 + $1.lostToRetention })
+            lostToRetention: present.reduce(0) { $0 + $1.lostToRetention },
+            activeConsumer: definition.singleActiveConsumer == true ? activeConsumer(now: now) : nil)
     }
 
-    func receive(consumer: String, max: Int, maxBytes: Int, visibility: UInt32, resume: Bool, wait: Duration)
-        async throws -> [QueueDelivery]
-    {
+    func receive(
+        consumer: String, max: Int, maxBytes: Int, visibility: UInt32, options: QueueReceiveOptions, wait: Duration
+    ) async throws -> [QueueDelivery] {
         if max == 0 {
             // Leases nothing: expires what is due at the head of each source.
             try await exclusive {
@@ -297,8 +320,16 @@ actor QueueActor {
         let limits = TakeLimits(count: max, bytes: maxBytes)
         while true {
             let generation = wakeup.generation
+            if !options.contains(.oneOff), !isActive(consumer, visibility: visibility) {
+                // Standing by: woken when the active consumer leaves, or at the end of the wait
+                // (when it may have gone silent).
+                if closed || ContinuousClock.now >= waitEnd { return [] }
+                try await standBy(after: generation, until: waitEnd)
+                continue
+            }
             let taken = try await exclusive {
-                try await take(consumer: consumer, limits: limits, visibility: visibility, resume: resume)
+                try await take(
+                    consumer: consumer, limits: limits, visibility: visibility, resume: options.contains(.resume))
             }
             try await storeChanges()
             if !taken.isEmpty || closed || ContinuousClock.now >= waitEnd { return taken }
@@ -310,6 +341,7 @@ actor QueueActor {
         let count = try await exclusive { () async throws -> Int in
             let now = WallClock.milliseconds()
             var count = 0
+            heard(consumer)
             for receipt in receipts {
                 let index = Int(receipt.source)
                 guard index < ledgers.count, let lease = ledgers[index]?.leases[receipt.offset],
@@ -335,7 +367,12 @@ actor QueueActor {
         return count
     }
 
-    func release(consumer: String) async throws -> Int {
+    func release(consumer: String, keepingLeases: Bool) async throws -> Int {
+        if let index = consumers.firstIndex(where: { $0.name == consumer }) {
+            consumers.remove(at: index)
+            if index == 0 { wakeup.fire() }
+        }
+        if keepingLeases { return 0 }
         let count = try await exclusive { () -> Int in
             let now = WallClock.milliseconds()
             var count = 0
@@ -349,6 +386,48 @@ actor QueueActor {
         try await storeChanges()
         if count > 0 { wakeup.fire() }
         return count
+    }
+
+    // MARK: A single active consumer
+
+    /// Whether `consumer` may take messages: in a queue with a single active consumer, only the
+    /// first of its consumers heard from recently enough; it becomes one (last) by receiving.
+    private func isActive(_ consumer: String, visibility: UInt32) -> Bool {
+        guard definition.singleActiveConsumer == true else { return true }
+        let now = WallClock.milliseconds()
+        let patience = Int64(visibility == 0 ? 60_000 : visibility)
+        consumers.removeAll { $0.name != consumer && now > $0.heard + $0.patience }
+        if let index = consumers.firstIndex(where: { $0.name == consumer }) {
+            consumers[index].heard = now
+            consumers[index].patience = patience
+        } else {
+            consumers.append(ActiveConsumer(name: consumer, heard: now, patience: patience))
+        }
+        return consumers.first?.name == consumer
+    }
+
+    /// The active consumer, if one was heard from recently enough.
+    private func activeConsumer(now: Int64) -> String? {
+        consumers.first { now <= $0.heard + $0.patience }?.name
+    }
+
+    /// A settle from a consumer counts as hearing from it (one that holds its prefetch and
+    /// renews its leases is alive).
+    private func heard(_ consumer: String) {
+        guard let index = consumers.firstIndex(where: { $0.name == consumer }) else { return }
+        consumers[index].heard = WallClock.milliseconds()
+    }
+
+    /// Waits for the queue's wake-up (an active consumer left) or `end`, not for new records.
+    private func standBy(after generation: UInt64, until end: ContinuousClock.Instant) async throws {
+        let wakeup = self.wakeup
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await wakeup.wait(after: generation) }
+            group.addTask { try? await Task.sleep(until: end) }
+            await group.next()
+            group.cancelAll()
+        }
+        try Task.checkCancellation()
     }
 
     // MARK: Taking messages

@@ -36,11 +36,16 @@ public struct QueueDefinition: Sendable, Hashable, Codable {
     /// Sources are priorities, the first the highest: a receive takes from a source only when
     /// every source before it has nothing ready. Nil or false: sources are taken in rotation.
     public var prioritized: Bool?
+    /// One consumer at a time: the first of the consumers that receive (in the order they
+    /// first did) gets messages; the others wait until it releases the queue or stays silent
+    /// (no receive and no settle) for the visibility of its last receive (RabbitMQ's
+    /// single-active-consumer). One-off receives take no part. Nil or false: every consumer.
+    public var singleActiveConsumer: Bool?
 
     public init(
         sources: [Source], filters: [SubjectPattern] = [], maxDeliveries: UInt32 = 0,
         deadLetterShard: String? = nil, orderedGroups: Bool = false, maxInFlight: UInt32 = 10_000,
-        lengthLimit: LengthLimit? = nil, prioritized: Bool = false
+        lengthLimit: LengthLimit? = nil, prioritized: Bool = false, singleActiveConsumer: Bool = false
     ) {
         self.sources = sources
         self.filters = filters
@@ -50,6 +55,7 @@ public struct QueueDefinition: Sendable, Hashable, Codable {
         self.maxInFlight = maxInFlight
         self.lengthLimit = lengthLimit
         self.prioritized = prioritized ? true : nil
+        self.singleActiveConsumer = singleActiveConsumer ? true : nil
     }
 
     /// A queue's most ready messages and value bytes.
@@ -148,4 +154,18 @@ public struct QueueStatus: Sendable, Hashable, Codable {
     public var discarded: UInt64
     /// Messages retention removed before they were settled.
     public var lostToRetention: UInt64
+    /// With a single active consumer: the one that gets messages now (nil: none yet).
+    public var activeConsumer: String? = nil
+}
+
+/// How a receive takes part in its queue.
+public struct QueueReceiveOptions: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// The consumer's own leases come first, delivered again (a session that came back).
+    public static let resume = QueueReceiveOptions(rawValue: 1)
+    /// A receive of its own (AMQP basic.get): not a consumer of the queue, so it takes no part
+    /// in choosing a single active consumer.
+    public static let oneOff = QueueReceiveOptions(rawValue: 2)
 }

@@ -456,16 +456,16 @@ final class JournalConnection: Sendable {
                 queues = queues.filter { access.allows(principal, .read, .queue($0.name)) }
             }
             return try JournalResponse.ok(id, json: queues)
-        case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let resume, let wait):
+        case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let options, let wait):
             let deliveries = try await journal.receive(
                 queue: name, consumer: consumer, max: Int(max), maxBytes: answerLimit(maxBytes),
-                visibilityMilliseconds: visibility, resume: resume, wait: .milliseconds(Int64(wait)))
+                visibilityMilliseconds: visibility, options: options, wait: .milliseconds(Int64(wait)))
             return JournalResponse.ok(id) { $0.writeQueueDeliveries(deliveries) }
         case .queueSettle(let name, let consumer, let settlement, let receipts):
             let count = try await journal.settle(queue: name, consumer: consumer, receipts: receipts, as: settlement)
             return JournalResponse.ok(id) { $0.writeInteger(UInt32(count)) }
-        case .queueRelease(let name, let consumer):
-            let count = try await journal.releaseConsumer(queue: name, consumer: consumer)
+        case .queueRelease(let name, let consumer, let keepLeases):
+            let count = try await journal.releaseConsumer(queue: name, consumer: consumer, keepingLeases: keepLeases)
             return JournalResponse.ok(id) { $0.writeInteger(UInt32(count)) }
         case .hello, .authenticate, .append, .subscribe, .unsubscribe, .credit:
             throw JournalError(.protocolError, "\(request.type) is not handled here")

@@ -77,16 +77,17 @@ extension JournalFuzzTarget {
                 _ = try? await journal.declareQueue(short(name), definition: definition)
             case .queueDelete(let name): try? await journal.deleteQueue(short(name))
             case .queueDescribe(let name): _ = try? await journal.describeQueue(short(name))
-            case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let resume, _):
+            case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let options, _):
                 _ = try? await journal.receive(
                     queue: short(name), consumer: consumer, max: Int(min(max, 100)),
                     maxBytes: Int(min(maxBytes, 1 << 20)),
-                    visibilityMilliseconds: visibility, resume: resume)
+                    visibilityMilliseconds: visibility, options: options)
             case .queueSettle(let name, let consumer, let settlement, let receipts):
                 _ = try? await journal.settle(
                     queue: short(name), consumer: consumer, receipts: receipts, as: settlement)
-            case .queueRelease(let name, let consumer):
-                _ = try? await journal.releaseConsumer(queue: short(name), consumer: consumer)
+            case .queueRelease(let name, let consumer, let keepLeases):
+                _ = try? await journal.releaseConsumer(
+                    queue: short(name), consumer: consumer, keepingLeases: keepLeases)
             case .hello, .authenticate, .subscribe, .unsubscribe, .credit, .status: continue
             }
         }

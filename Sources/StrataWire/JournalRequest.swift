@@ -34,10 +34,12 @@ public enum JournalRequest: Sendable {
     /// An empty name: every queue.
     case queueDescribe(name: String)
     case queueReceive(
-        name: String, consumer: String, max: UInt32, maxBytes: UInt32, visibilityMilliseconds: UInt32, resume: Bool,
-        waitMilliseconds: UInt32)
+        name: String, consumer: String, max: UInt32, maxBytes: UInt32, visibilityMilliseconds: UInt32,
+        options: QueueReceiveOptions, waitMilliseconds: UInt32)
     case queueSettle(name: String, consumer: String, settlement: QueueSettlement, receipts: [QueueReceipt])
-    case queueRelease(name: String, consumer: String)
+    /// `keepLeases`: the consumer stops taking part (a single active consumer hands over) and
+    /// keeps what it holds; otherwise its leases go back to the queue too.
+    case queueRelease(name: String, consumer: String, keepLeases: Bool)
 
     public static let magic: UInt32 = 0x5354_524A  // "STRJ"
 
@@ -148,13 +150,13 @@ public enum JournalRequest: Sendable {
             payload.writeWireBytes(Array((try? JSONEncoder().encode(definition)) ?? Data()))
         case .queueDelete(let name), .queueDescribe(let name):
             payload.writeWireString(name)
-        case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let resume, let wait):
+        case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let options, let wait):
             payload.writeWireString(name)
             payload.writeWireString(consumer)
             payload.writeInteger(max)
             payload.writeInteger(maxBytes)
             payload.writeInteger(visibility)
-            payload.writeInteger(resume ? UInt8(1) : 0)
+            payload.writeInteger(options.rawValue)
             payload.writeInteger(wait)
         case .queueSettle(let name, let consumer, let settlement, let receipts):
             payload.writeWireString(name)
@@ -162,9 +164,10 @@ public enum JournalRequest: Sendable {
             payload.writeQueueSettlement(settlement)
             payload.writeInteger(UInt32(receipts.count))
             for receipt in receipts { payload.writeQueueReceipt(receipt) }
-        case .queueRelease(let name, let consumer):
+        case .queueRelease(let name, let consumer, let keepLeases):
             payload.writeWireString(name)
             payload.writeWireString(consumer)
+            payload.writeInteger(keepLeases ? UInt8(1) : 0)
         }
         return JournalFrame(type: type, correlationID: correlationID, payload: payload)
     }
@@ -231,7 +234,7 @@ public enum JournalRequest: Sendable {
             request = .queueReceive(
                 name: try p.readWireString(), consumer: try p.readWireString(), max: try p.readWireInteger(),
                 maxBytes: try p.readWireInteger(), visibilityMilliseconds: try p.readWireInteger(),
-                resume: try p.readWireInteger(as: UInt8.self) != 0, waitMilliseconds: try p.readWireInteger())
+                options: try p.readQueueReceiveOptions(), waitMilliseconds: try p.readWireInteger())
         case .queueSettle:
             let name = try p.readWireString()
             let consumer = try p.readWireString()
@@ -244,7 +247,10 @@ public enum JournalRequest: Sendable {
             receipts.reserveCapacity(Int(count))
             for _ in 0..<count { receipts.append(try p.readQueueReceipt()) }
             request = .queueSettle(name: name, consumer: consumer, settlement: settlement, receipts: receipts)
-        case .queueRelease: request = .queueRelease(name: try p.readWireString(), consumer: try p.readWireString())
+        case .queueRelease:
+            request = .queueRelease(
+                name: try p.readWireString(), consumer: try p.readWireString(),
+                keepLeases: try p.readWireInteger(as: UInt8.self) != 0)
         case .ok, .error, .records, .subscriptionEnd:
             throw JournalError(.protocolError, "a client sent a \(frame.type) frame")
         }

@@ -272,6 +272,16 @@ extension ByteBuffer {
         }
     }
 
+    /// A receive's options: u8 bits (1 resume, 2 one-off); others are refused.
+    public mutating func readQueueReceiveOptions() throws(JournalError) -> QueueReceiveOptions {
+        let bits: UInt8 = try readWireInteger()
+        let options = QueueReceiveOptions(rawValue: bits)
+        guard options.isSubset(of: [.resume, .oneOff]) else {
+            throw JournalError(.protocolError, "receive options \(bits) name unknown bits")
+        }
+        return options
+    }
+
     /// Deliveries: count, then each receipt, resumed flag, shard, and record (timestamp, key,
     /// value, headers), absent key and value marked.
     public mutating func writeQueueDeliveries(_ deliveries: [QueueDelivery]) {

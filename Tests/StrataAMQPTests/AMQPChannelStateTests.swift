@@ -53,6 +53,20 @@ import Testing
         #expect(state.takeAllUnacked().map(\.handle) == ["1", "2", "3"] && state.unacknowledged == 0)
     }
 
+    @Test func aChannelsLaterConsumersOfASingleActiveQueueStandBy() throws {
+        var state = State()
+        let first = try state.consume(tag: "a", queue: "q", noAck: false, exclusive: false, singleActive: true)
+        let second = try state.consume(tag: "b", queue: "q", noAck: false, exclusive: false, singleActive: true)
+        let other = try state.consume(tag: "c", queue: "r", noAck: false, exclusive: false, singleActive: true)
+        #expect(state.credit(for: first.tag, cap: 10) == 10)
+        #expect(state.credit(for: second.tag, cap: 10) == 0 && !state.canDeliver(to: second.tag))
+        #expect(state.credit(for: other.tag, cap: 10) == 10)
+        _ = state.cancel(tag: first.tag)
+        #expect(state.credit(for: second.tag, cap: 10) == 10 && state.consumes(from: "q"))
+        _ = state.cancel(tag: second.tag)
+        #expect(!state.consumes(from: "q"))
+    }
+
     @Test func confirmsCoalesceAndNackAtOnce() throws {
         var state = State()
         #expect(state.published() == nil)

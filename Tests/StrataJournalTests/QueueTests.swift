@@ -309,7 +309,8 @@ import Testing
                 _ = try await journal.createShard("b")
                 _ = try await journal.declareQueue(
                     "bytes",
-                    definition: QueueDefinition(sources: [.init(shard: "b", fromStart: true)], lengthLimit: .init(bytes: 25, dropHead: true)))
+                    definition: QueueDefinition(
+                        sources: [.init(shard: "b", fromStart: true)], lengthLimit: .init(bytes: 25, dropHead: true)))
                 _ = try await journal.append(shard: "b", batch: records(["aaaaaaaaa0", "aaaaaaaaa1", "aaaaaaaaa2"]))
                 #expect(try await journal.describeQueue("bytes").readyBytes == 30)
                 let first = try await journal.receive(
@@ -363,6 +364,55 @@ import Testing
             _ = try await journal.append(shard: "p/1", batch: records(["mid-2"]))
             let next = try await journal.receive(queue: "q", consumer: "a", max: 10, visibilityMilliseconds: 0)
             #expect(next.map(value) == ["high-1", "mid-2", "low-1", "low-2"])
+        }
+    }
+
+    @Test func aSingleActiveConsumerHandsOverInOrder() async throws {
+        try await withQueueJournal { journal, _ in
+            _ = try await journal.createShard("s")
+            _ = try await journal.declareQueue(
+                "q",
+                definition: QueueDefinition(sources: [.init(shard: "s", fromStart: true)], singleActiveConsumer: true))
+            _ = try await journal.append(shard: "s", batch: records((1...6).map { "m\($0)" }))
+            func take(_ consumer: String, visibility: UInt32 = 60_000) async throws -> [String] {
+                try await journal.receive(queue: "q", consumer: consumer, max: 2, visibilityMilliseconds: visibility)
+                    .map(value)
+            }
+            let first = try await journal.receive(queue: "q", consumer: "a", max: 2, visibilityMilliseconds: 60_000)
+            #expect(first.map(value) == ["m1", "m2"])
+            // b and c stand by (in that order), even with a wait: nothing until a leaves.
+            let started = ContinuousClock.now
+            #expect(
+                try await journal.receive(
+                    queue: "q", consumer: "b", max: 2, visibilityMilliseconds: 60_000, wait: .milliseconds(150)
+                ).isEmpty)
+            #expect(ContinuousClock.now - started >= .milliseconds(140))
+            #expect(try await take("c").isEmpty)
+            #expect(try await journal.describeQueue("q").activeConsumer == "a")
+            // A one-off receive (basic.get) is not held back.
+            #expect(
+                try await journal.receive(
+                    queue: "q", consumer: "get", max: 1, visibilityMilliseconds: 60_000, options: .oneOff
+                ).map(value) == ["m3"])
+            // a stops consuming and keeps what it holds: b is next, and a may still settle.
+            try await journal.releaseConsumer(queue: "q", consumer: "a", keepingLeases: true)
+            #expect(try await take("b") == ["m4", "m5"])
+            #expect(try await take("a").isEmpty)  // back in line, behind c
+            #expect(try await journal.settle(queue: "q", consumer: "a", receipts: first.map(\.receipt), as: .ack) == 2)
+            #expect(try await journal.describeQueue("q").activeConsumer == "b")
+            // A standby waiting for its turn is woken when the active consumer leaves.
+            async let waited = journal.receive(
+                queue: "q", consumer: "c", max: 2, visibilityMilliseconds: 60_000, wait: .seconds(5))
+            try await Task.sleep(for: .milliseconds(100))
+            let released = try await journal.releaseConsumer(queue: "q", consumer: "b")
+            #expect(released == 2)
+            #expect(try await waited.map(value) == ["m4", "m5"])
+            // c falls silent beyond its last receive's visibility: a, next in line, takes over.
+            #expect(try await take("c", visibility: 100) == ["m6"])
+            #expect(try await take("a").isEmpty)
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try await take("a") == ["m6"])
+            #expect(try await journal.describeQueue("q").activeConsumer == "a")
         }
     }
 

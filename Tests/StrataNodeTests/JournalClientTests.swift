@@ -37,6 +37,30 @@ import Testing
     }
 
     @Test(arguments: ClientKind.allCases)
+    func aSingleActiveConsumerAndReceiveOptions(kind: ClientKind) async throws {
+        try await withJournalClient(kind) { client, _ in
+            _ = try await client.createShard("s")
+            _ = try await client.declareQueue(
+                "q",
+                definition: QueueDefinition(sources: [.init(shard: "s", fromStart: true)], singleActiveConsumer: true))
+            _ = try await client.append(shard: "s", batch: makeBatch("m", count: 3))
+            func take(_ consumer: String, _ options: QueueReceiveOptions = []) async throws -> Int {
+                try await client.receive(
+                    queue: "q", consumer: consumer, max: 1, maxBytes: 1 << 20, visibilityMilliseconds: 60_000,
+                    options: options, wait: .zero
+                ).count
+            }
+            #expect(try await take("a") == 1)
+            #expect(try await take("b") == 0)
+            #expect(try await take("get", .oneOff) == 1)
+            #expect(try await client.describeQueues("q").first?.activeConsumer == "a")
+            #expect(try await client.releaseConsumer(queue: "q", consumer: "a", keepingLeases: true) == 0)
+            #expect(try await take("b") == 1)
+            #expect(try await client.describeQueues("q").first?.activeConsumer == "b")
+        }
+    }
+
+    @Test(arguments: ClientKind.allCases)
     func appendReadAndTimestamps(kind: ClientKind) async throws {
         try await withJournalClient(kind) { client, _ in
             _ = try await client.createShard("s")

@@ -222,7 +222,7 @@ def test_queue_lifecycle_exclusive_auto_delete_purge_and_refusals(broker):
         (lambda ch: ch.queue_declare("plain", durable=False), 406),
         (lambda ch: ch.queue_declare("missing", passive=True), 404),
         (lambda ch: ch.queue_declare("amq.mine"), 403),
-        (lambda ch: ch.queue_declare("sac", arguments={"x-single-active-consumer": True}), 406),
+        (lambda ch: ch.queue_declare("sac", arguments={"x-single-active-consumer": "yes"}), 406),
         (lambda ch: ch.queue_declare("bad-arg", arguments={"x-unknown": 1}), 406),
         (lambda ch: ch.exchange_declare("amq.custom", "direct"), 403),
         (lambda ch: ch.exchange_delete("amq.direct"), 403),
@@ -331,6 +331,89 @@ def test_two_gateway_processes_share_a_queue_and_survive_a_gateway_sigkill(data_
         assert sorted(bodies) == sorted(b"m%d" % i for i in range(10))
         assert any(m.redelivered and body == held for m, _, body in got)
         b.close()
+    finally:
+        first.stop()
+        second.stop()
+        node.stop()
+
+
+def pump(connections, until, timeout=10):
+    """Serves the connections' callbacks until `until()` holds; false after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            return False
+        for connection in connections:
+            connection.process_data_events(time_limit=0.05)
+    return True
+
+
+def test_single_active_consumer_across_gateways_hands_over_in_order(data_dir):
+    node = Node(data_dir, listeners=2, gateways=())
+    first = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous", "--lease-ms", "2000"])
+    second = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous", "--lease-ms", "2000"])
+    try:
+        a, b = connect(port_of(first.address)), connect(port_of(second.address))
+        ca, cb = a.channel(), b.channel()
+        arguments = {"x-single-active-consumer": True}
+        ca.queue_declare("single", durable=True, arguments=arguments)
+        time.sleep(0.5)  # the other gateway loads the queue within a tick
+        cb.queue_declare("single", durable=True, arguments=arguments)
+        ca.confirm_delivery()
+
+        def publish(numbers):
+            for i in numbers:
+                ca.basic_publish("", "single", b"m%d" % i)
+
+        publish(range(20))
+        got = {"a": [], "b": [], "b2": []}
+
+        def keep(name, ack):
+            def callback(channel, method, properties, body):
+                got[name].append((method.delivery_tag, body))
+                if ack:
+                    channel.basic_ack(method.delivery_tag)
+            return callback
+
+        def bodies(name):
+            return [body for _, body in got[name]]
+
+        ca.basic_qos(prefetch_count=5)
+        tag_a = ca.basic_consume("single", keep("a", ack=False))
+        assert pump([a], lambda: len(got["a"]) == 5)
+        tag_b = cb.basic_consume("single", keep("b", ack=True))
+        cb.basic_consume("single", keep("b2", ack=True))  # stands by behind tag_b on its channel
+        # Only the first consumer gets messages, whichever gateway the others are on.
+        assert not pump([a, b], lambda: got["b"] or got["b2"] or len(got["a"]) > 5, timeout=1.5)
+        ca.basic_ack(got["a"][1][0], multiple=True)
+        assert pump([a], lambda: len(got["a"]) == 7)
+        assert bodies("a") == [b"m%d" % i for i in range(7)]
+        # Cancelled with five unacknowledged: the next consumer takes over after them, in
+        # order, and the cancelled one may still acknowledge what it holds (RabbitMQ's rule).
+        ca.basic_cancel(tag_a)
+        assert pump([b], lambda: len(got["b"]) == 13), bodies("b")
+        assert bodies("b") == [b"m%d" % i for i in range(7, 20)] and not got["b2"]
+        ca.basic_ack(got["a"][-1][0], multiple=True)
+        # The second consumer of that channel is next.
+        cb.basic_cancel(tag_b)
+        publish(range(20, 25))
+        assert pump([b], lambda: len(got["b2"]) == 5)
+        assert bodies("b2") == [b"m%d" % i for i in range(20, 25)] and len(got["b"]) == 13
+        # The active consumer's gateway is killed: a consumer on the other gateway takes over
+        # once the dead one has been silent for its lease (2 s here).
+        cc = a.channel()
+        got["c"] = []
+        cc.basic_consume("single", keep("c", ack=True))
+        assert not pump([a], lambda: got["c"], timeout=0.5)
+        second.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        publish(range(25, 30))
+        assert pump([a], lambda: len(got["c"]) == 5, timeout=15)
+        assert time.monotonic() - killed >= 1.5
+        assert bodies("c") == [b"m%d" % i for i in range(25, 30)]
+        # Nothing was lost or delivered twice on the way.
+        assert not a.channel().queue_declare("single", passive=True, arguments=arguments).method.message_count
+        a.close()
     finally:
         first.stop()
         second.stop()

@@ -16,6 +16,11 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
         public var exclusive: Bool
         /// basic.qos prefetch-count (global=false) in force when it was created; 0: unlimited.
         public var prefetch: UInt16
+        /// Its queue has a single active consumer: of this channel's consumers on the queue,
+        /// only the earliest is sent messages (the queue chooses among channels).
+        public var singleActive = false
+        /// The order consumers were created in.
+        public var sequence = 0
     }
 
     public struct Unacked: Sendable, Hashable {
@@ -41,6 +46,7 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
     private var unackedOrder: [UInt64] = []
     private var unackedByConsumer: [String: Int] = [:]
     private var generatedTags = 0
+    private var consumersCreated = 0
 
     // Confirms: the next sequence number, the ones not answered yet in order, and answers
     // held back until everything before them is answered (so acks coalesce).
@@ -63,9 +69,9 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
     }
 
     /// basic.consume: an empty tag gets a generated one; a tag in use is 530.
-    public mutating func consume(tag requested: String, queue: String, noAck: Bool, exclusive: Bool) throws(AMQPError)
-        -> Consumer
-    {
+    public mutating func consume(
+        tag requested: String, queue: String, noAck: Bool, exclusive: Bool, singleActive: Bool = false
+    ) throws(AMQPError) -> Consumer {
         var tag = requested
         if tag.isEmpty {
             repeat {
@@ -77,7 +83,10 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
             throw AMQPError(
                 AMQPError.notAllowed, "NOT_ALLOWED - attempt to reuse consumer tag '\(tag)'", classID: 60, methodID: 20)
         }
-        let consumer = Consumer(tag: tag, queue: queue, noAck: noAck, exclusive: exclusive, prefetch: consumerPrefetch)
+        consumersCreated += 1
+        let consumer = Consumer(
+            tag: tag, queue: queue, noAck: noAck, exclusive: exclusive, prefetch: consumerPrefetch,
+            singleActive: singleActive, sequence: consumersCreated)
         consumers[tag] = consumer
         return consumer
     }
@@ -89,7 +98,7 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
     /// Whether `consumer` may be sent another message now (prefetch-count per consumer and
     /// per channel; deliveries without acknowledgement count for neither).
     public func canDeliver(to tag: String) -> Bool {
-        guard let consumer = consumers[tag] else { return false }
+        guard let consumer = consumers[tag], !standsBy(consumer) else { return false }
         if consumer.noAck { return true }
         if consumer.prefetch > 0, unackedByConsumer[tag, default: 0] >= Int(consumer.prefetch) { return false }
         if channelPrefetch > 0, unacked.count >= Int(channelPrefetch) { return false }
@@ -100,13 +109,22 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
     /// channel's leave, at most `cap` (consumers without acknowledgements and unlimited ones get
     /// `cap`); 0 for a consumer that does not exist.
     public func credit(for tag: String, cap: Int) -> Int {
-        guard let consumer = consumers[tag] else { return 0 }
+        guard let consumer = consumers[tag], !standsBy(consumer) else { return 0 }
         if consumer.noAck { return cap }
         var credit = cap
         if consumer.prefetch > 0 { credit = min(credit, Int(consumer.prefetch) - unackedByConsumer[tag, default: 0]) }
         if channelPrefetch > 0 { credit = min(credit, Int(channelPrefetch) - unacked.count) }
         return max(0, credit)
     }
+
+    /// A consumer of a single-active-consumer queue behind an earlier one of this channel.
+    private func standsBy(_ consumer: Consumer) -> Bool {
+        consumer.singleActive
+            && consumers.values.contains { $0.queue == consumer.queue && $0.sequence < consumer.sequence }
+    }
+
+    /// Whether another consumer of this channel still consumes from `queue`.
+    public func consumes(from queue: String) -> Bool { consumers.values.contains { $0.queue == queue } }
 
     /// The handles of every unacknowledged delivery, in tag order (to keep their leases alive).
     public var unackedHandles: [Handle] { unackedOrder.map { unacked[$0]!.handle } }

@@ -451,6 +451,13 @@ actor AMQPConnection {
             if let consumer = channels[number]!.state.cancel(tag: tag) {
                 channels[number]!.consumers.removeValue(forKey: tag)?.cancel()
                 wake(number)
+                if consumer.singleActive, !channels[number]!.state.consumes(from: consumer.queue) {
+                    // The queue's next consumer becomes the active one; what this channel holds
+                    // stays its own to acknowledge, as in RabbitMQ.
+                    _ = try? await gateway.journal.releaseConsumer(
+                        queue: AMQPGateway.journalQueue(virtualHost: virtualHost, queue: consumer.queue),
+                        consumer: channels[number]?.leaseName ?? "", keepingLeases: true)
+                }
                 await consumerEnded(queue: consumer.queue)
             }
             if !noWait { send(.basicCancelOk(consumerTag: tag), on: number) }
@@ -569,7 +576,6 @@ actor AMQPConnection {
             let record = try AMQPQueueRecord(
                 durable: declare.durable, autoDelete: declare.autoDelete, owner: declare.exclusive ? self.name : nil,
                 arguments: declare.arguments)
-            try Self.checkImplemented(record.parsed)
             if await host.state.queues[name] == nil {
                 try await gateway.createStorage(virtualHost: vhost, queue: name, arguments: record.parsed)
             }
@@ -622,18 +628,6 @@ actor AMQPConnection {
         }
     }
 
-    /// Queue arguments Strata reads but does not carry out yet are refused, not ignored.
-    static func checkImplemented(_ arguments: AMQPQueueArguments) throws(AMQPError) {
-        var missing: [String] = []
-        if arguments.singleActiveConsumer { missing.append("x-single-active-consumer") }
-        guard missing.isEmpty else {
-            throw AMQPError(
-                AMQPError.preconditionFailed,
-                "PRECONDITION_FAILED - queue argument \(missing.joined(separator: ", ")) is not implemented by Strata yet",
-                classID: 50, methodID: 10)
-        }
-    }
-
     /// An exclusive queue of another connection is locked (405).
     private func checkOwner(_ queue: String, _ host: AMQPVirtualHost) async throws {
         guard let record = await host.state.queues[queue] else { return }
@@ -676,7 +670,7 @@ actor AMQPConnection {
         while true {
             let taken = try await gateway.journal.receive(
                 queue: journalQueue, consumer: purger, max: 1000, maxBytes: 16 << 20, visibilityMilliseconds: 30_000,
-                resume: false, wait: .zero)
+                options: .oneOff, wait: .zero)
             if taken.isEmpty { break }
             purged += try await gateway.journal.settle(
                 queue: journalQueue, consumer: purger, receipts: taken.map(\.receipt), as: .ack)
@@ -791,7 +785,7 @@ actor AMQPConnection {
     {
         try access.check(.read, "queue", consume.queue, classID: 60, methodID: 20)
         let generation = channels[number]!.leaseName
-        _ = try await requireQueue(consume.queue, host)
+        let record = try await requireQueue(consume.queue, host)
         try live(number, generation)
         // Consumer priorities and stream offsets change what a consumer gets: refused, not
         // ignored (RabbitMQ ignores arguments it does not know, and so does this).
@@ -802,7 +796,8 @@ actor AMQPConnection {
                 methodID: 20)
         }
         let consumer = try channels[number]!.state.consume(
-            tag: consume.consumerTag, queue: consume.queue, noAck: consume.noAck, exclusive: consume.exclusive)
+            tag: consume.consumerTag, queue: consume.queue, noAck: consume.noAck, exclusive: consume.exclusive,
+            singleActive: record.parsed.singleActiveConsumer)
         do {
             try gateway.addConsumer(virtualHost: virtualHost, queue: consume.queue, exclusive: consume.exclusive)
         } catch {
@@ -926,8 +921,7 @@ actor AMQPConnection {
         let leaseName = channels[number]!.leaseName
         let taken = try await gateway.journal.receive(
             queue: journalQueue, consumer: leaseName, max: 1, maxBytes: 1,
-            visibilityMilliseconds:
-                gateway.configuration.leaseMilliseconds, resume: false, wait: .zero)
+            visibilityMilliseconds: gateway.configuration.leaseMilliseconds, options: .oneOff, wait: .zero)
         guard let delivery = taken.first, channels[number] != nil else {
             send(.basicGetEmpty, on: number)
             return

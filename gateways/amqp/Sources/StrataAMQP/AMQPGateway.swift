@@ -320,7 +320,8 @@ public final class AMQPGateway: Service {
             sources: (0..<partitions).reversed().map {
                 .init(shard: TopicRegistry.shardName(topic, $0), fromStart: true)
             },
-            deadLetterShard: deadLetterShard, lengthLimit: limit, prioritized: partitions > 1)
+            deadLetterShard: deadLetterShard, lengthLimit: limit, prioritized: partitions > 1,
+            singleActiveConsumer: arguments.singleActiveConsumer)
     }
 
     /// Makes the queue's topic (a partition per priority) and journal queue (both idempotent),
