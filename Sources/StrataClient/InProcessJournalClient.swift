@@ -103,11 +103,11 @@ public struct InProcessJournalClient: JournalClient {
 
     public func receive(
         queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32,
-        options: QueueReceiveOptions, wait: Duration
+        options: QueueReceiveOptions, priority: Int32, wait: Duration
     ) async throws -> [QueueDelivery] {
         try await journal.receive(
             queue: queue, consumer: consumer, max: max, maxBytes: maxBytes,
-            visibilityMilliseconds: visibilityMilliseconds, options: options, wait: wait)
+            visibilityMilliseconds: visibilityMilliseconds, options: options, priority: priority, wait: wait)
     }
 
     public func settle(queue: String, consumer: String, receipts: [QueueReceipt], as settlement: QueueSettlement)

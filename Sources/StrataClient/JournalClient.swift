@@ -44,7 +44,7 @@ public protocol JournalClient: Sendable {
     func describeQueues(_ name: String?) async throws -> [QueueStatus]
     func receive(
         queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32,
-        options: QueueReceiveOptions, wait: Duration
+        options: QueueReceiveOptions, priority: Int32, wait: Duration
     ) async throws -> [QueueDelivery]
     func settle(queue: String, consumer: String, receipts: [QueueReceipt], as settlement: QueueSettlement)
         async throws -> Int
@@ -60,7 +60,16 @@ extension JournalClient {
     ) async throws -> [QueueDelivery] {
         try await receive(
             queue: queue, consumer: consumer, max: max, maxBytes: maxBytes,
-            visibilityMilliseconds: visibilityMilliseconds, options: resume ? .resume : [], wait: wait)
+            visibilityMilliseconds: visibilityMilliseconds, options: resume ? .resume : [], priority: 0, wait: wait)
+    }
+
+    public func receive(
+        queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32,
+        options: QueueReceiveOptions, wait: Duration
+    ) async throws -> [QueueDelivery] {
+        try await receive(
+            queue: queue, consumer: consumer, max: max, maxBytes: maxBytes,
+            visibilityMilliseconds: visibilityMilliseconds, options: options, priority: 0, wait: wait)
     }
 
     public func releaseConsumer(queue: String, consumer: String) async throws -> Int {

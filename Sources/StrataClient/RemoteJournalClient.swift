@@ -249,11 +249,11 @@ public final class RemoteJournalClient: JournalClient {
 
     public func receive(
         queue: String, consumer: String, max: Int, maxBytes: Int, visibilityMilliseconds: UInt32,
-        options: QueueReceiveOptions, wait: Duration
+        options: QueueReceiveOptions, priority: Int32, wait: Duration
     ) async throws -> [QueueDelivery] {
         let request = JournalRequest.queueReceive(
             name: queue, consumer: consumer, max: UInt32(clamping: max), maxBytes: UInt32(clamping: maxBytes),
-            visibilityMilliseconds: visibilityMilliseconds, options: options,
+            visibilityMilliseconds: visibilityMilliseconds, options: options, priority: priority,
             waitMilliseconds: UInt32(clamping: wait.nanoseconds / 1_000_000))
         var payload = try await call(request, extraTime: wait)
         return try payload.readQueueDeliveries()

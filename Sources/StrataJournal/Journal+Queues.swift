@@ -78,10 +78,12 @@ extension Journal {
     }
 
     /// `receive` with its options: `.resume`, and `.oneOff` (AMQP basic.get: a receive that is
-    /// not a consumer of the queue, never held back by a single active consumer).
+    /// not a consumer of the queue, never held back by a single active consumer or a priority);
+    /// and the consumer's `priority` (AMQP x-priority): while a consumer of a higher priority
+    /// could take messages, this one waits (see docs/queues.md).
     public func receive(
         queue name: String, consumer: String, max: Int, maxBytes: Int = 1 << 20, visibilityMilliseconds: UInt32,
-        options: QueueReceiveOptions, wait: Duration = .zero
+        options: QueueReceiveOptions, priority: Int32 = 0, wait: Duration = .zero
     ) async throws -> [QueueDelivery] {
         try Self.checkQueueName(name)
         guard max >= 0, !consumer.isEmpty else {
@@ -91,7 +93,7 @@ extension Journal {
         let queue = try await queueActor(name, creating: nil)
         return try await queue.receive(
             consumer: consumer, max: max, maxBytes: maxBytes, visibility: visibilityMilliseconds, options: options,
-            wait: wait)
+            priority: priority, wait: wait)
     }
 
     /// Settles the deliveries `receipts` name, when `consumer` still holds them. Returns how
@@ -181,6 +183,21 @@ actor QueueActor {
     /// With a single active consumer: the consumers in the order they first received, the
     /// first the active one, each with when it was last heard from and how long it may be silent.
     private var consumers: [ActiveConsumer] = []
+    /// Consumers by name and priority: how many of their receives are under way, and until when
+    /// they are taken to have room after taking fewer messages than they asked for.
+    private var appetites: [RankedConsumer: Appetite] = [:]
+    /// The receives under way, and those whose consumer was released since they began.
+    private var receivesUnderWay: [Int: String] = [:]
+    private var releasedReceives = Set<Int>()
+    private var nextReceive = 0
+    private struct RankedConsumer: Hashable {
+        let name: String
+        let priority: Int32
+    }
+    private struct Appetite {
+        var receiving = 0
+        var hungryUntil: Int64 = 0
+    }
     private struct ActiveConsumer {
         let name: String
         var heard: Int64
@@ -303,7 +320,8 @@ actor QueueActor {
     }
 
     func receive(
-        consumer: String, max: Int, maxBytes: Int, visibility: UInt32, options: QueueReceiveOptions, wait: Duration
+        consumer: String, max: Int, maxBytes: Int, visibility: UInt32, options: QueueReceiveOptions, priority: Int32,
+        wait: Duration
     ) async throws -> [QueueDelivery] {
         if max == 0 {
             // Leases nothing: expires what is due at the head of each source.
@@ -318,10 +336,24 @@ actor QueueActor {
         }
         let waitEnd = ContinuousClock.now + wait
         let limits = TakeLimits(count: max, bytes: maxBytes)
+        let ranked = options.contains(.oneOff) ? nil : RankedConsumer(name: consumer, priority: priority)
+        if let ranked { appetites[ranked, default: Appetite()].receiving += 1 }
+        nextReceive += 1
+        let token = nextReceive
+        receivesUnderWay[token] = consumer
+        defer {
+            if let ranked { appetites[ranked]?.receiving -= 1 }
+            receivesUnderWay[token] = nil
+            releasedReceives.remove(token)
+        }
         while true {
             let generation = wakeup.generation
-            if !options.contains(.oneOff), !isActive(consumer, visibility: visibility) {
-                // Standing by: woken when the active consumer leaves, or at the end of the wait
+            // Its consumer was released meanwhile: this receive ends, and neither takes nor puts
+            // the consumer back in line.
+            if releasedReceives.contains(token) { return [] }
+            if let ranked, !isActive(consumer, visibility: visibility) || outranked(ranked) {
+                // Standing by (behind the active consumer, or below a consumer of a higher
+                // priority with room): woken when it leaves or fills up, or at the end of the wait
                 // (when it may have gone silent).
                 if closed || ContinuousClock.now >= waitEnd { return [] }
                 try await standBy(after: generation, until: waitEnd)
@@ -331,6 +363,7 @@ actor QueueActor {
                 try await take(
                     consumer: consumer, limits: limits, visibility: visibility, resume: options.contains(.resume))
             }
+            if let ranked { took(ranked, full: taken.count >= max) }
             try await storeChanges()
             if !taken.isEmpty || closed || ContinuousClock.now >= waitEnd { return taken }
             try await waitForWork(after: generation, until: waitEnd)
@@ -371,6 +404,14 @@ actor QueueActor {
         if let index = consumers.firstIndex(where: { $0.name == consumer }) {
             consumers.remove(at: index)
             if index == 0 { wakeup.fire() }
+        }
+        for ranked in appetites.keys where ranked.name == consumer {
+            appetites[ranked]!.hungryUntil = 0
+            wakeup.fire()
+        }
+        for (token, name) in receivesUnderWay where name == consumer {
+            releasedReceives.insert(token)
+            wakeup.fire()
         }
         if keepingLeases { return 0 }
         let count = try await exclusive { () -> Int in
@@ -428,6 +469,32 @@ actor QueueActor {
             group.cancelAll()
         }
         try Task.checkCancellation()
+    }
+
+    // MARK: Consumer priorities
+
+    /// Whether a consumer of a higher priority could take messages now: it is in a receive, or
+    /// its last receive got fewer than it asked for (so it has room and is coming back) less
+    /// than a second ago. A consumer that got all it asked for is full until it asks again.
+    private func outranked(_ ranked: RankedConsumer) -> Bool {
+        let now = WallClock.milliseconds()
+        var outranked = false
+        for (other, appetite) in appetites {
+            if appetite.receiving <= 0 && appetite.hungryUntil < now {
+                appetites[other] = nil  // neither receiving nor hungry: forgotten
+                continue
+            }
+            if other.priority > ranked.priority { outranked = true }
+        }
+        return outranked
+    }
+
+    /// A receive took what it took: `full` (as many as it asked for) leaves room to the
+    /// consumers below it, which are woken to look again; fewer, and it will soon ask again.
+    private func took(_ ranked: RankedConsumer, full: Bool) {
+        guard appetites[ranked] != nil else { return }
+        appetites[ranked]!.hungryUntil = full ? 0 : WallClock.milliseconds() + 1000
+        if full, appetites.keys.contains(where: { $0.priority < ranked.priority }) { wakeup.fire() }
     }
 
     // MARK: Taking messages

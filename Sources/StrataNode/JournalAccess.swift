@@ -133,7 +133,8 @@ public struct JournalAccess: Sendable {
                 + (definition.deadLetterShard.map { [(.write, .shard($0))] } ?? [])
         case .queueDelete(let name): [(.all, .queue(name))]
         case .queueDescribe(let name): name.isEmpty ? [] : [(.read, .queue(name))]
-        case .queueReceive(let name, _, _, _, _, _, _), .queueSettle(let name, _, _, _), .queueRelease(let name, _, _):
+        case .queueReceive(let name, _, _, _, _, _, _, _), .queueSettle(let name, _, _, _),
+            .queueRelease(let name, _, _):
             [(.write, .queue(name))]
         case .hello, .authenticate, .listShards, .status, .unsubscribe, .credit: []
         }

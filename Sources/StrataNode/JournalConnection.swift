@@ -199,7 +199,7 @@ final class JournalConnection: Sendable {
         switch request {
         case .read(_, _, let maxBytes, _): return answerLimit(maxBytes) + 256
         case .listShards, .kvScan, .queueDescribe: return 1 << 20
-        case .queueReceive(_, _, _, let maxBytes, _, _, _): return answerLimit(maxBytes) + 64 << 10
+        case .queueReceive(_, _, _, let maxBytes, _, _, _, _): return answerLimit(maxBytes) + 64 << 10
         default: return 256
         }
     }
@@ -456,10 +456,12 @@ final class JournalConnection: Sendable {
                 queues = queues.filter { access.allows(principal, .read, .queue($0.name)) }
             }
             return try JournalResponse.ok(id, json: queues)
-        case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let options, let wait):
+        case .queueReceive(
+            let name, let consumer, let max, let maxBytes, let visibility, let options, let priority, let wait):
             let deliveries = try await journal.receive(
                 queue: name, consumer: consumer, max: Int(max), maxBytes: answerLimit(maxBytes),
-                visibilityMilliseconds: visibility, options: options, wait: .milliseconds(Int64(wait)))
+                visibilityMilliseconds: visibility, options: options, priority: priority,
+                wait: .milliseconds(Int64(wait)))
             return JournalResponse.ok(id) { $0.writeQueueDeliveries(deliveries) }
         case .queueSettle(let name, let consumer, let settlement, let receipts):
             let count = try await journal.settle(queue: name, consumer: consumer, receipts: receipts, as: settlement)

@@ -77,11 +77,12 @@ extension JournalFuzzTarget {
                 _ = try? await journal.declareQueue(short(name), definition: definition)
             case .queueDelete(let name): try? await journal.deleteQueue(short(name))
             case .queueDescribe(let name): _ = try? await journal.describeQueue(short(name))
-            case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let options, _):
+            case .queueReceive(
+                let name, let consumer, let max, let maxBytes, let visibility, let options, let priority, _):
                 _ = try? await journal.receive(
                     queue: short(name), consumer: consumer, max: Int(min(max, 100)),
                     maxBytes: Int(min(maxBytes, 1 << 20)),
-                    visibilityMilliseconds: visibility, options: options)
+                    visibilityMilliseconds: visibility, options: options, priority: priority)
             case .queueSettle(let name, let consumer, let settlement, let receipts):
                 _ = try? await journal.settle(
                     queue: short(name), consumer: consumer, receipts: receipts, as: settlement)

@@ -35,7 +35,7 @@ public enum JournalRequest: Sendable {
     case queueDescribe(name: String)
     case queueReceive(
         name: String, consumer: String, max: UInt32, maxBytes: UInt32, visibilityMilliseconds: UInt32,
-        options: QueueReceiveOptions, waitMilliseconds: UInt32)
+        options: QueueReceiveOptions, priority: Int32, waitMilliseconds: UInt32)
     case queueSettle(name: String, consumer: String, settlement: QueueSettlement, receipts: [QueueReceipt])
     /// `keepLeases`: the consumer stops taking part (a single active consumer hands over) and
     /// keeps what it holds; otherwise its leases go back to the queue too.
@@ -150,13 +150,15 @@ public enum JournalRequest: Sendable {
             payload.writeWireBytes(Array((try? JSONEncoder().encode(definition)) ?? Data()))
         case .queueDelete(let name), .queueDescribe(let name):
             payload.writeWireString(name)
-        case .queueReceive(let name, let consumer, let max, let maxBytes, let visibility, let options, let wait):
+        case .queueReceive(
+            let name, let consumer, let max, let maxBytes, let visibility, let options, let priority, let wait):
             payload.writeWireString(name)
             payload.writeWireString(consumer)
             payload.writeInteger(max)
             payload.writeInteger(maxBytes)
             payload.writeInteger(visibility)
             payload.writeInteger(options.rawValue)
+            payload.writeInteger(priority)
             payload.writeInteger(wait)
         case .queueSettle(let name, let consumer, let settlement, let receipts):
             payload.writeWireString(name)
@@ -234,7 +236,8 @@ public enum JournalRequest: Sendable {
             request = .queueReceive(
                 name: try p.readWireString(), consumer: try p.readWireString(), max: try p.readWireInteger(),
                 maxBytes: try p.readWireInteger(), visibilityMilliseconds: try p.readWireInteger(),
-                options: try p.readQueueReceiveOptions(), waitMilliseconds: try p.readWireInteger())
+                options: try p.readQueueReceiveOptions(), priority: try p.readWireInteger(),
+                waitMilliseconds: try p.readWireInteger())
         case .queueSettle:
             let name = try p.readWireString()
             let consumer = try p.readWireString()

@@ -413,6 +413,58 @@ import Testing
             try await Task.sleep(for: .milliseconds(200))
             #expect(try await take("a") == ["m6"])
             #expect(try await journal.describeQueue("q").activeConsumer == "a")
+            // A receive under way when its consumer is released ends, and does not put it back
+            // in line.
+            let began = ContinuousClock.now
+            async let ghost = journal.receive(
+                queue: "q", consumer: "z", max: 1, visibilityMilliseconds: 60_000, wait: .seconds(5))
+            try await Task.sleep(for: .milliseconds(100))
+            try await journal.releaseConsumer(queue: "q", consumer: "z")
+            #expect(try await ghost.isEmpty && ContinuousClock.now - began < .seconds(2))
+            try await journal.releaseConsumer(queue: "q", consumer: "a", keepingLeases: true)
+            #expect(try await journal.describeQueue("q").activeConsumer == nil)
+        }
+    }
+
+    @Test func aConsumerOfHigherPriorityWithRoomGoesFirst() async throws {
+        try await withQueueJournal { journal, _ in
+            _ = try await journal.createShard("s")
+            _ = try await journal.declareQueue("q", definition: QueueDefinition(sources: [.init(shard: "s")]))
+            func take(_ consumer: String, _ priority: Int32, max: Int, wait: Duration = .zero) async throws -> [String]
+            {
+                try await journal.receive(
+                    queue: "q", consumer: consumer, max: max, visibilityMilliseconds: 60_000, options: [],
+                    priority: priority, wait: wait
+                ).map(value)
+            }
+            _ = try await journal.append(shard: "s", batch: records(["m1", "m2"]))
+            // h got fewer than it asked for: it has room, and l (lower) waits.
+            #expect(try await take("h", 5, max: 10) == ["m1", "m2"])
+            _ = try await journal.append(shard: "s", batch: records(["m3", "m4"]))
+            #expect(try await take("l", 0, max: 10).isEmpty)
+            // h fills up (all it asked for): l may take.
+            #expect(try await take("h", 5, max: 1) == ["m3"])
+            #expect(try await take("l", 0, max: 10) == ["m4"])
+            // A waiting l is woken when h fills up.
+            #expect(try await take("h", 5, max: 10).isEmpty)
+            let started = ContinuousClock.now
+            async let waited = take("l", 0, max: 10, wait: .seconds(5))
+            try await Task.sleep(for: .milliseconds(100))
+            _ = try await journal.append(shard: "s", batch: records(["m5", "m6"]))
+            #expect(try await take("h", 5, max: 1) == ["m5"])
+            #expect(try await waited == ["m6"])
+            #expect(ContinuousClock.now - started < .milliseconds(900))
+            // h, silent for a second after it last had room, no longer holds l back; a one-off
+            // receive is never held back.
+            #expect(try await take("h", 5, max: 10).isEmpty)
+            _ = try await journal.append(shard: "s", batch: records(["m7", "m8"]))
+            #expect(try await take("l", 0, max: 1).isEmpty)
+            #expect(
+                try await journal.receive(
+                    queue: "q", consumer: "get", max: 1, visibilityMilliseconds: 60_000, options: .oneOff
+                ).map(value) == ["m7"])
+            try await Task.sleep(for: .milliseconds(1100))
+            #expect(try await take("l", 0, max: 10) == ["m8"])
         }
     }
 

@@ -420,6 +420,43 @@ def test_single_active_consumer_across_gateways_hands_over_in_order(data_dir):
         node.stop()
 
 
+def test_consumer_priorities_serve_the_highest_with_room_first(broker):
+    connection = connect(broker.amqp_port)
+    publisher, high, low = connection.channel(), connection.channel(), connection.channel()
+    publisher.queue_declare("ranked", durable=True)
+    publisher.confirm_delivery()
+    got = {"high": [], "low": []}
+    high.basic_qos(prefetch_count=3)
+    high.basic_consume("ranked", lambda ch, m, p, body: got["high"].append((m.delivery_tag, body)),
+                       arguments={"x-priority": 10})
+    low.basic_consume("ranked", lambda ch, m, p, body: got["low"].append(body), auto_ack=True)
+    connection.process_data_events(time_limit=0.3)
+
+    def publish(numbers):
+        for i in numbers:
+            publisher.basic_publish("", "ranked", b"m%d" % i)
+
+    # The higher consumer has room for three: it gets them, the lower one nothing.
+    publish(range(3))
+    assert pump([connection], lambda: len(got["high"]) == 3)
+    assert not pump([connection], lambda: got["low"], timeout=1)
+    # Its prefetch is full: the lower one gets the rest.
+    publish(range(3, 7))
+    assert pump([connection], lambda: len(got["low"]) == 4)
+    assert got["low"] == [b"m%d" % i for i in range(3, 7)] and len(got["high"]) == 3
+    # Room again: the higher consumer first.
+    high.basic_ack(got["high"][-1][0], multiple=True)
+    connection.process_data_events(time_limit=0.3)
+    publish(range(7, 10))
+    assert pump([connection], lambda: len(got["high"]) == 6)
+    assert not pump([connection], lambda: len(got["low"]) > 4, timeout=1)
+    assert [body for _, body in got["high"]] == [b"m%d" % i for i in [0, 1, 2, 7, 8, 9]]
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+        connection.channel().basic_consume("ranked", lambda *args: None, arguments={"x-priority": "high"})
+    assert refused.value.reply_code == 406
+    connection.close()
+
+
 def test_py_amqp_kombu_and_amqp_tools(broker):
     port = broker.amqp_port
     # py-amqp (AMQPLAIN login, as Celery's default transport sends it).

@@ -36,6 +36,10 @@ actor AMQPConnection {
         var pendingSettlements: [(settled: [AMQPChannelState<AMQPDelivery>.Settlement], as: QueueSettlement)] = []
         /// Consumers waiting for credit (an ack, a qos change, flow on).
         var waiters: [CheckedContinuation<Void, Never>] = []
+        /// Cancelled consumers of single-active-consumer queues whose task has not ended, by
+        /// queue: the channel's next consumer of the queue waits for them, so what their last
+        /// receive took goes back to the queue before it receives (and order is kept).
+        var draining: [String: Int] = [:]
         /// Appends of this channel's publishes not known to be stored yet: the channel's next
         /// method waits for them, so a message published on a channel is in its queues before
         /// anything after it on that channel is carried out (as in RabbitMQ).
@@ -340,6 +344,25 @@ actor AMQPConnection {
 
     // MARK: Methods
 
+    /// basic.consume's x-priority: an integer (RabbitMQ's default 0); a consumer of a lower
+    /// priority gets messages only while those above it have no room (prefetch full, flow off).
+    static func consumerPriority(_ arguments: AMQPTable, singleActive: Bool) throws(AMQPError) -> Int32 {
+        guard let value = arguments["x-priority"] else { return 0 }
+        guard let number = value.integerValue, let priority = Int32(exactly: number) else {
+            throw AMQPError(
+                AMQPError.preconditionFailed,
+                "PRECONDITION_FAILED - invalid arg 'x-priority': \(value), expected an integer",
+                classID: 60, methodID: 20)
+        }
+        if singleActive, priority != 0 {
+            throw AMQPError(
+                AMQPError.preconditionFailed,
+                "PRECONDITION_FAILED - consumer priorities on a single-active-consumer queue are not implemented by Strata yet",
+                classID: 60, methodID: 20)
+        }
+        return priority
+    }
+
     /// After a suspension: the channel (this generation of it, `lease`) is still open.
     private func live(_ number: UInt16, _ lease: String? = nil) throws {
         guard let channel = channels[number], lease == nil || channel.leaseName == lease else {
@@ -449,11 +472,21 @@ actor AMQPConnection {
             try await startConsumer(consume, on: number, host)
         case .basicCancel(let tag, let noWait):
             if let consumer = channels[number]!.state.cancel(tag: tag) {
-                channels[number]!.consumers.removeValue(forKey: tag)?.cancel()
+                let task = channels[number]!.consumers.removeValue(forKey: tag)
+                task?.cancel()
                 wake(number)
-                if consumer.singleActive, !channels[number]!.state.consumes(from: consumer.queue) {
-                    // The queue's next consumer becomes the active one; what this channel holds
-                    // stays its own to acknowledge, as in RabbitMQ.
+                if let task, consumer.singleActive, channels[number]!.state.consumes(from: consumer.queue) {
+                    channels[number]!.draining[consumer.queue, default: 0] += 1
+                    let lease = channels[number]!.leaseName
+                    Task {
+                        await task.value
+                        self.drained(consumer.queue, on: number, lease: lease)
+                    }
+                }
+                if !channels[number]!.state.consumes(from: consumer.queue) {
+                    // The channel no longer consumes from the queue: a single active consumer's
+                    // successor takes over, consumers of a lower priority need not wait for this
+                    // one; what the channel holds stays its own to acknowledge, as in RabbitMQ.
                     _ = try? await gateway.journal.releaseConsumer(
                         queue: AMQPGateway.journalQueue(virtualHost: virtualHost, queue: consumer.queue),
                         consumer: channels[number]?.leaseName ?? "", keepingLeases: true)
@@ -787,14 +820,15 @@ actor AMQPConnection {
         let generation = channels[number]!.leaseName
         let record = try await requireQueue(consume.queue, host)
         try live(number, generation)
-        // Consumer priorities and stream offsets change what a consumer gets: refused, not
-        // ignored (RabbitMQ ignores arguments it does not know, and so does this).
-        for name in ["x-priority", "x-stream-offset"] where consume.arguments[name] != nil {
+        // Stream offsets change what a consumer gets: refused, not ignored (RabbitMQ ignores
+        // arguments it does not know, and so does this).
+        if consume.arguments["x-stream-offset"] != nil {
             throw AMQPError(
                 AMQPError.preconditionFailed,
-                "PRECONDITION_FAILED - consumer argument '\(name)' is not implemented by Strata yet", classID: 60,
-                methodID: 20)
+                "PRECONDITION_FAILED - consumer argument 'x-stream-offset' is not implemented by Strata yet",
+                classID: 60, methodID: 20)
         }
+        let priority = try Self.consumerPriority(consume.arguments, singleActive: record.parsed.singleActiveConsumer)
         let consumer = try channels[number]!.state.consume(
             tag: consume.consumerTag, queue: consume.queue, noAck: consume.noAck, exclusive: consume.exclusive,
             singleActive: record.parsed.singleActiveConsumer)
@@ -826,7 +860,7 @@ actor AMQPConnection {
                 do {
                     deliveries = try await journal.receive(
                         queue: journalQueue, consumer: leaseName, max: credit, maxBytes: 4 << 20,
-                        visibilityMilliseconds: lease, resume: false, wait: .milliseconds(500))
+                        visibilityMilliseconds: lease, options: [], priority: priority, wait: .milliseconds(500))
                 } catch let error as JournalError where error.code == .unknownQueue {
                     await self.queueGone(number, tag)
                     return
@@ -849,9 +883,17 @@ actor AMQPConnection {
 
     /// What a consumer may be sent now; nil once it is gone.
     private func credit(_ number: UInt16, _ tag: String) -> Int? {
-        guard let channel = channels[number], channel.state.consumers[tag] != nil, !closed else { return nil }
+        guard let channel = channels[number], let consumer = channel.state.consumers[tag], !closed else { return nil }
         guard channel.flowActive, self.channel.channel.isWritable else { return 0 }
+        if consumer.singleActive, channel.draining[consumer.queue, default: 0] > 0 { return 0 }
         return channel.state.credit(for: tag, cap: 256)
+    }
+
+    private func drained(_ queue: String, on number: UInt16, lease: String) {
+        guard channels[number]?.leaseName == lease else { return }
+        channels[number]!.draining[queue, default: 1] -= 1
+        if channels[number]!.draining[queue] == 0 { channels[number]!.draining[queue] = nil }
+        wake(number)
     }
 
     private func waitForCredit(_ number: UInt16) async {

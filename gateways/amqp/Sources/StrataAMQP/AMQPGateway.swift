@@ -122,7 +122,7 @@ public final class AMQPGateway: Service {
             "publisher_confirms": .bool(true), "exchange_exchange_bindings": .bool(true), "basic.nack": .bool(true),
             "consumer_cancel_notify": .bool(true), "per_consumer_qos": .bool(true),
             "authentication_failure_close": .bool(true), "connection.blocked": .bool(true),
-            "consumer_priorities": .bool(false), "direct_reply_to": .bool(false),
+            "consumer_priorities": .bool(true), "direct_reply_to": .bool(false),
         ]
         return AMQPConnectionState.Limits(
             channelMax: configuration.channelMax, frameMax: configuration.frameMax, heartbeat: configuration.heartbeat,
