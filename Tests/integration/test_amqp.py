@@ -141,6 +141,51 @@ def test_every_exchange_type_and_mandatory_returns(broker):
     connection.close()
 
 
+def test_pika_select_connection_confirms_and_consumes(broker):
+    """pika's asynchronous SelectConnection: declare, confirmed publishes, a consumer with acks."""
+    events = {"confirmed": 0, "received": [], "error": None}
+    count = 50
+
+    def on_open(connection):
+        connection.channel(on_open_callback=on_channel)
+
+    def on_channel(channel):
+        channel.add_on_close_callback(lambda ch, reason: events.__setitem__("error", events["error"] or reason))
+        channel.queue_declare("select-q", durable=True, callback=lambda frame: on_declared(channel))
+
+    def on_declared(channel):
+        channel.confirm_delivery(lambda frame: on_confirm(channel, frame), callback=lambda frame: publish(channel))
+
+    def publish(channel):
+        for i in range(count):
+            channel.basic_publish("", "select-q", b"s%d" % i, pika.BasicProperties(delivery_mode=2))
+
+    def on_confirm(channel, frame):
+        assert isinstance(frame.method, pika.spec.Basic.Ack), frame
+        tag = frame.method.delivery_tag
+        events["confirmed"] = tag if frame.method.multiple else max(events["confirmed"], tag)
+        if events["confirmed"] == count:
+            channel.basic_qos(prefetch_count=10, callback=lambda f: channel.basic_consume("select-q", on_message))
+
+    def on_message(channel, method, properties, body):
+        events["received"].append(body)
+        channel.basic_ack(method.delivery_tag)
+        if len(events["received"]) == count:
+            channel.connection.close()
+
+    connection = pika.SelectConnection(
+        pika.ConnectionParameters(host="127.0.0.1", port=broker.amqp_port,
+                                  credentials=pika.PlainCredentials("guest", "guest")),
+        on_open_callback=on_open,
+        on_open_error_callback=lambda c, error: events.__setitem__("error", error),
+        on_close_callback=lambda c, reason: c.ioloop.stop())
+    timer = connection.ioloop.call_later(20, connection.ioloop.stop)
+    connection.ioloop.start()
+    connection.ioloop.remove_timeout(timer)
+    assert events["confirmed"] == count, events
+    assert events["received"] == [b"s%d" % i for i in range(count)], events["error"]
+
+
 def test_nack_reject_requeue_and_recover(broker):
     connection = connect(broker.amqp_port)
     channel = connection.channel()
