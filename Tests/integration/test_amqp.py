@@ -502,6 +502,34 @@ def test_consumer_priorities_serve_the_highest_with_room_first(broker):
     connection.close()
 
 
+def test_a_gateway_shutting_down_closes_connections_with_320_and_hands_back_leases(data_dir):
+    node = Node(data_dir, listeners=2, gateways=())
+    stopping = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
+    staying = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
+    try:
+        a = connect(port_of(stopping.address))
+        ca = a.channel()
+        ca.queue_declare("handed-back", durable=True)
+        ca.confirm_delivery()
+        ca.basic_publish("", "handed-back", b"held")
+        method, _, body = ca.basic_get("handed-back")  # held, unacknowledged, leased for 60 s
+        assert body == b"held"
+        stopping.process.send_signal(signal.SIGTERM)
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as closed:
+            a.process_data_events(time_limit=10)
+        assert closed.value.reply_code == 320 and "CONNECTION_FORCED" in closed.value.reply_text
+        assert stopping.process.wait(timeout=15) == 0
+        # The message it held is back in the queue at once, not after its lease.
+        b = connect(port_of(staying.address))
+        got = drain(b.channel(), "handed-back", 1, timeout=5)
+        assert got[0][2] == b"held" and got[0][0].redelivered
+        b.close()
+    finally:
+        stopping.stop()
+        staying.stop()
+        node.stop()
+
+
 def test_py_amqp_kombu_and_amqp_tools(broker):
     port = broker.amqp_port
     # py-amqp (AMQPLAIN login, as Celery's default transport sends it).

@@ -82,6 +82,8 @@ actor AMQPConnection {
     private var virtualHost: String { state.virtualHost ?? "/" }
 
     func run() async {
+        let registered = gateway.opened(number) { [weak self] in Task { await self?.shutDown() } }
+        if !registered { shutDown() }
         do {
             try await channel.executeThenClose { inbound, _ in
                 do {
@@ -326,7 +328,19 @@ actor AMQPConnection {
         }
     }
 
+    /// The gateway is shutting down: connection.close 320 (RabbitMQ's words), a moment for
+    /// close-ok, then the connection ends (its channels and leases released).
+    private func shutDown() {
+        guard !closed, state.phase != .closing, state.phase != .closed else { return }
+        let actions = state.close(
+            AMQPError(
+                AMQPError.connectionForced,
+                "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"))
+        Task { await self.perform(actions) }
+    }
+
     private func finish() async {
+        gateway.ended(number)
         gateway.unwatchAlarm(number)
         heartbeat?.cancel()
         closeTimeout?.cancel()

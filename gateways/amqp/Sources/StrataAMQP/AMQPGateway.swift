@@ -88,11 +88,13 @@ public final class AMQPGateway: Service {
     /// Running forwarders by journal queue (AMQPForwarding.swift).
     let forwarders = Mutex<[String: Task<Void, Never>]>([:])
     private let nextConnection = Atomic<UInt64>(0)
-    /// Consumers on this gateway per queue ("vhost NUL queue"): consumer counts, exclusive use
-    /// and auto-delete.
     /// The node's alarm now (nil: none), and the connections told of its changes.
     private let alarm = Mutex<(reason: String?, watchers: [UInt64: @Sendable (String?) -> Void])>((nil, [:]))
+    /// Consumers on this gateway per queue ("vhost NUL queue"): consumer counts, exclusive use
+    /// and auto-delete.
     private let consumers = Mutex<[String: (count: Int, exclusive: Bool, ever: Bool)]>([:])
+    /// How to close each open connection when the gateway shuts down (nil once it does).
+    private let closers = Mutex<[UInt64: @Sendable () -> Void]?>([:])
 
     public init(
         configuration: Configuration, journal: any JournalClient,
@@ -195,6 +197,12 @@ public final class AMQPGateway: Service {
             }
         } onGracefulShutdown: {
             for server in listening { server.close() }
+            // Every client hears connection.close 320, as RabbitMQ's clients do when it stops.
+            let open = self.closers.withLock { closers in
+                defer { closers = nil }
+                return Array((closers ?? [:]).values)
+            }
+            for close in open { close() }
         }
     }
 
@@ -267,6 +275,20 @@ public final class AMQPGateway: Service {
 
     func unwatchAlarm(_ connection: UInt64) {
         _ = alarm.withLock { $0.watchers.removeValue(forKey: connection) }
+    }
+
+    /// A connection opened: `close` ends it at shutdown. False when the gateway is shutting
+    /// down already (it is closed at once).
+    func opened(_ connection: UInt64, close: @escaping @Sendable () -> Void) -> Bool {
+        closers.withLock { closers in
+            guard closers != nil else { return false }
+            closers![connection] = close
+            return true
+        }
+    }
+
+    func ended(_ connection: UInt64) {
+        _ = closers.withLock { $0?.removeValue(forKey: connection) }
     }
 
     // MARK: Names
