@@ -302,11 +302,14 @@ actor AMQPConnection {
 
     /// The channel is gone: its consumers stop and every message it held goes back to its queue.
     private func closeChannel(_ number: UInt16) async {
+        guard let tasks = channels[number]?.consumers else { return }
+        // Nothing is delivered on the channel from here on (its close or close-ok follows).
+        channels[number]!.consumers = [:]
+        for task in tasks.values { task.cancel() }
         await writeAcks(number)
         guard let closing = channels.removeValue(forKey: number) else { return }
         for waiter in closing.waiters { waiter.resume() }
-        for (tag, task) in closing.consumers {
-            task.cancel()
+        for tag in tasks.keys {
             if let consumer = closing.state.consumers[tag] { await consumerEnded(queue: consumer.queue) }
         }
         for queue in closing.queues {
