@@ -303,7 +303,8 @@ actor AMQPConnection {
     /// The channel is gone: its consumers stop and every message it held goes back to its queue.
     private func closeChannel(_ number: UInt16) async {
         guard let tasks = channels[number]?.consumers else { return }
-        // Nothing is delivered on the channel from here on (its close or close-ok follows).
+        // Nothing is delivered on the channel from here on: this runs right after its close or
+        // close-ok was written, before anything else of the connection can run.
         channels[number]!.consumers = [:]
         for task in tasks.values { task.cancel() }
         await writeAcks(number)

@@ -115,7 +115,7 @@ public struct AMQPConnectionState: Sendable {
             // §2.3.5: after connection.close only close and close-ok count.
             if case .method(0, .connectionCloseOk) = frame { return finish() }
             if case .method(0, .connectionClose) = frame {
-                return finish(sending: .method(channel: 0, .connectionCloseOk))
+                return [.send(.method(channel: 0, .connectionCloseOk))] + finish()
             }
             return []
         case .awaitingHeader:
@@ -198,7 +198,7 @@ public struct AMQPConnectionState: Sendable {
         guard !error.closesConnection else { return fail(error) }
         guard channels[channel]?.phase == .open else { return [] }
         channels[channel] = Channel(phase: .closing)
-        return [.channelClosed(channel), .send(.method(channel: channel, .channelClose(.init(error))))]
+        return [.send(.method(channel: channel, .channelClose(.init(error)))), .channelClosed(channel)]
     }
 
     /// The server ends the connection (shutdown: 320 connection-forced).
@@ -260,7 +260,7 @@ public struct AMQPConnectionState: Sendable {
     private mutating func receiveConnectionMethod(_ method: AMQPMethod) -> [Action] {
         switch method {
         case .connectionClose:
-            return finish(sending: .method(channel: 0, .connectionCloseOk))
+            return [.send(.method(channel: 0, .connectionCloseOk))] + finish()
         case .connectionUpdateSecret:
             return fail(
                 AMQPError(
@@ -305,8 +305,7 @@ public struct AMQPConnectionState: Sendable {
         switch method {
         case .channelClose:
             channels[number] = nil
-            // The channel's consumers stop before close-ok: nothing is sent on it after that.
-            return [.channelClosed(number), .send(.method(channel: number, .channelCloseOk))]
+            return [.send(.method(channel: number, .channelCloseOk)), .channelClosed(number)]
         case .channelCloseOk:
             return fail(
                 AMQPError(AMQPError.commandInvalid, "channel.close-ok for a channel the server did not close"), method)
@@ -390,13 +389,11 @@ public struct AMQPConnectionState: Sendable {
         return closedChannels + [send]
     }
 
-    /// The connection ends: its channels close, then `last` (connection.close-ok) goes out, then
-    /// the socket closes.
-    private mutating func finish(sending last: AMQPFrame? = nil) -> [Action] {
+    private mutating func finish() -> [Action] {
         let closedChannels = channels.keys.sorted().map(Action.channelClosed)
         channels = [:]
         phase = .closed
-        return closedChannels + (last.map { [.send($0)] } ?? []) + [.closeConnection]
+        return closedChannels + [.closeConnection]
     }
 }
 
