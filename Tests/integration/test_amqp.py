@@ -530,6 +530,44 @@ def test_a_gateway_shutting_down_closes_connections_with_320_and_hands_back_leas
         node.stop()
 
 
+def test_exclusive_queues_of_a_killed_gateway_are_deleted(data_dir):
+    node = Node(data_dir, listeners=2, gateways=())
+    doomed = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
+    survivor = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
+    try:
+        a = connect(port_of(doomed.address))
+        a.channel().queue_declare("mine", exclusive=True)
+        b = connect(port_of(survivor.address))
+        time.sleep(1)  # the survivor loads the queue within a tick
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as locked:
+            b.channel().queue_declare("mine", passive=True)
+        assert locked.value.reply_code == 405
+        time.sleep(6)  # a live owner keeps its queue past the 5 s grace
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as locked:
+            b.channel().queue_declare("mine", passive=True)
+        assert locked.value.reply_code == 405
+        doomed.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        # Its connection is gone, so is its exclusive queue (RabbitMQ's rule), once its gateway
+        # has been silent for 5 s.
+        while True:
+            try:
+                b.channel().queue_declare("mine", passive=True)
+            except pika.exceptions.ChannelClosedByBroker as closed:
+                if closed.reply_code == 404:
+                    break
+                assert closed.reply_code == 405
+            assert time.monotonic() - killed < 15, "the exclusive queue of a killed gateway stayed"
+            time.sleep(0.5)
+        assert time.monotonic() - killed >= 4
+        b.channel().queue_declare("mine", exclusive=True)  # free to take
+        b.close()
+    finally:
+        doomed.stop()
+        survivor.stop()
+        node.stop()
+
+
 def test_py_amqp_kombu_and_amqp_tools(broker):
     port = broker.amqp_port
     # py-amqp (AMQPLAIN login, as Celery's default transport sends it).

@@ -138,6 +138,9 @@ public final class AMQPGateway: Service {
 
     public func run() async throws {
         let frameMax = configuration.frameMax
+        // Before the first connection: other gateways must see this one alive before any of
+        // its connections owns an exclusive queue (the tick writes it again if this fails).
+        try? await markAlive()
         let pipeline: @Sendable (any Channel) throws -> Void = { channel in
             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(AMQPFrameDecoder(frameMax: frameMax)))
         }
@@ -167,6 +170,10 @@ public final class AMQPGateway: Service {
                         for host in self.hosts.withLock({ Array($0.values) }) { try? await host.refresh() }
                         ticks += 1
                         if ticks % 5 == 0 {
+                            try? await self.markAlive()
+                            for host in self.hosts.withLock({ Array($0.values) }) {
+                                await self.dropOrphanedExclusiveQueues(in: host)
+                            }
                             await self.checkAlarm()
                             await self.superviseForwarders()
                             for host in self.hosts.withLock({ Array($0.values) }) { await self.expireQueues(in: host) }
@@ -195,6 +202,7 @@ public final class AMQPGateway: Service {
                 }
                 group.cancelAll()
             }
+            await markGone()
         } onGracefulShutdown: {
             for server in listening { server.close() }
             // Every client hears connection.close 320, as RabbitMQ's clients do when it stops.
@@ -290,6 +298,9 @@ public final class AMQPGateway: Service {
     func ended(_ connection: UInt64) {
         _ = closers.withLock { $0?.removeValue(forKey: connection) }
     }
+
+    /// Whether this gateway's connection `number` is open (false for all once it shuts down).
+    func isOpen(_ connection: UInt64) -> Bool { closers.withLock { $0?[connection] != nil } }
 
     // MARK: Names
 

@@ -11,9 +11,17 @@ import StrataJournal
 ///   (a gateway that died stops writing it).
 /// Each gateway's half-second tick deletes a queue it has no consumers of once `c` is stale and
 /// x-expires has passed since the later of the two.
+///
+/// Exclusive queues go with their connection. When the connection's gateway was killed, the
+/// others find out from key `g` (the gateway's heartbeat, ms), which each gateway writes when it
+/// starts and every half second: an exclusive queue whose owner's gateway has not written it for
+/// 5 s is deleted by whichever gateway's tick sees that first.
 extension AMQPGateway {
     static let lastUseKind: UInt8 = 0x75  // "u"
     static let consumersSeenKind: UInt8 = 0x63  // "c"
+    static let gatewayAliveKind: UInt8 = 0x67  // "g"
+    /// How long a gateway is taken to be alive after its last `g` write.
+    static let gatewayGraceMilliseconds: Int64 = 5_000
     /// How long a gateway's consumers count after its last `c` write.
     static let consumersGraceMilliseconds: Int64 = 2_000
 
@@ -73,16 +81,74 @@ extension AMQPGateway {
                 guard now - seen > Self.consumersGraceMilliseconds, now - max(lastUse, seen) >= Int64(expires) else {
                     continue
                 }
-                try await host.change { state throws(AMQPError) in
-                    state.queues[queue] = nil
-                    state.routing.deleteQueue(queue)
-                }
-                try await deleteStorage(virtualHost: host.name, queue: queue)
+                try await drop(queue, in: host)
                 logger.info(
                     "amqp queue expired",
                     metadata: ["amqp.vhost": "\(host.name)", "amqp.queue": "\(queue)", "amqp.expires": "\(expires)"])
             } catch {
                 logger.warning("amqp queue expiry failed", metadata: ["amqp.queue": "\(queue)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Deletes a queue nobody holds (its bindings, messages and keys).
+    private func drop(_ queue: String, in host: AMQPVirtualHost) async throws {
+        try await host.change { state throws(AMQPError) in
+            state.queues[queue] = nil
+            state.routing.deleteQueue(queue)
+        }
+        try await deleteStorage(virtualHost: host.name, queue: queue)
+    }
+
+    // MARK: Exclusive queues of connections that are gone
+
+    /// This gateway is alive: its connections' exclusive queues stay.
+    func markAlive() async throws {
+        try await journal.put(
+            namespace: AMQPVirtualHost.namespace,
+            key: AMQPVirtualHost.key(Self.gatewayAliveKind, [Array(instance.utf8)]),
+            value: Self.bytes(WallClock.milliseconds()))
+    }
+
+    /// Gone for good (a clean shutdown): its heartbeat key goes too.
+    func markGone() async {
+        try? await journal.delete(
+            namespace: AMQPVirtualHost.namespace,
+            key: AMQPVirtualHost.key(Self.gatewayAliveKind, [Array(instance.utf8)]))
+    }
+
+    /// Deletes the exclusive queues whose connection is gone: one of this gateway's that ended
+    /// (its own deletion failed), or any of a gateway that stopped writing its heartbeat.
+    func dropOrphanedExclusiveQueues(in host: AMQPVirtualHost) async {
+        let now = WallClock.milliseconds()
+        var alive: [String: Bool] = [:]
+        for (queue, record) in await host.state.queues {
+            guard let owner = record.owner else { continue }
+            let parts = owner.split(separator: "/", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { continue }
+            do {
+                let orphaned: Bool
+                if parts[0] == instance {
+                    orphaned = !isOpen(UInt64(parts[1]) ?? .max)
+                } else if let known = alive[parts[0]] {
+                    orphaned = !known
+                } else {
+                    let heard = Self.milliseconds(
+                        try await journal.get(
+                            namespace: AMQPVirtualHost.namespace,
+                            key: AMQPVirtualHost.key(Self.gatewayAliveKind, [Array(parts[0].utf8)])))
+                    let known = heard.map { now - $0 <= Self.gatewayGraceMilliseconds } ?? false
+                    alive[parts[0]] = known
+                    orphaned = !known
+                }
+                guard orphaned else { continue }
+                try await drop(queue, in: host)
+                logger.info(
+                    "amqp exclusive queue of a connection that is gone deleted",
+                    metadata: ["amqp.vhost": "\(host.name)", "amqp.queue": "\(queue)", "amqp.owner": "\(owner)"])
+            } catch {
+                logger.warning(
+                    "amqp exclusive queue cleanup failed", metadata: ["amqp.queue": "\(queue)", "error": "\(error)"])
             }
         }
     }
