@@ -126,7 +126,7 @@ import Testing
         let close = AMQPMethod.Close(replyCode: 200, replyText: "bye")
         #expect(
             state.receive(.method(channel: 2, .channelClose(close)))
-                == [.send(.method(channel: 2, .channelCloseOk)), .channelClosed(2)])
+                == [.channelClosed(2), .send(.method(channel: 2, .channelCloseOk))])
         #expect(!state.isOpen(channel: 2))
         // Methods for the gateway pass through.
         #expect(state.receive(.method(channel: 1, .txSelect)) == [.method(channel: 1, .txSelect)])
@@ -225,7 +225,7 @@ import Testing
         var client = Self.opened()
         #expect(
             client.receive(.method(channel: 0, .connectionClose(.init(replyCode: 200, replyText: "bye"))))
-                == [.send(.method(channel: 0, .connectionCloseOk)), .channelClosed(1), .closeConnection])
+                == [.channelClosed(1), .send(.method(channel: 0, .connectionCloseOk)), .closeConnection])
         #expect(client.receive(.method(channel: 1, .txSelect)) == [])
 
         var server = Self.opened()

@@ -568,6 +568,49 @@ def test_exclusive_queues_of_a_killed_gateway_are_deleted(data_dir):
         node.stop()
 
 
+def test_consumer_counts_exclusive_use_and_auto_delete_span_gateways(data_dir):
+    node = Node(data_dir, listeners=2, gateways=())
+    first = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
+    second = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
+    try:
+        a, b = connect(port_of(first.address)), connect(port_of(second.address))
+        ca, cb = a.channel(), b.channel()
+        ca.queue_declare("spanned", auto_delete=True)
+        time.sleep(0.5)  # the other gateway loads the queue within a tick
+        tag_a = ca.basic_consume("spanned", lambda *args: None)
+        cb.basic_consume("spanned", lambda *args: None)
+        assert cb.queue_declare("spanned", passive=True).method.consumer_count == 2
+        assert ca.queue_declare("spanned", passive=True).method.consumer_count == 2
+        # The other gateway's consumer keeps the queue when this one's last goes.
+        ca.basic_cancel(tag_a)
+        assert ca.queue_declare("spanned", passive=True).method.consumer_count == 1
+        for call, code in [
+            (lambda ch: ch.basic_consume("spanned", lambda *args: None, exclusive=True), 403),
+            (lambda ch: ch.queue_delete("spanned", if_unused=True), 406),
+        ]:
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+                call(a.channel())
+            assert refused.value.reply_code == code
+        # Its gateway is killed: once it is silent for 5 s, its consumer no longer counts and
+        # the auto-delete queue goes, as when its last consumer goes.
+        second.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        while True:
+            try:
+                a.channel().queue_declare("spanned", passive=True)
+            except pika.exceptions.ChannelClosedByBroker as closed:
+                assert closed.reply_code == 404
+                break
+            assert time.monotonic() - killed < 15, "the auto-delete queue stayed"
+            time.sleep(0.5)
+        assert time.monotonic() - killed >= 4
+        a.close()
+    finally:
+        first.stop()
+        second.stop()
+        node.stop()
+
+
 def test_py_amqp_kombu_and_amqp_tools(broker):
     port = broker.amqp_port
     # py-amqp (AMQPLAIN login, as Celery's default transport sends it).

@@ -303,10 +303,14 @@ actor AMQPConnection {
     /// The channel is gone: its consumers stop and every message it held goes back to its queue.
     private func closeChannel(_ number: UInt16) async {
         guard let tasks = channels[number]?.consumers else { return }
-        // Nothing is delivered on the channel from here on: this runs right after its close or
-        // close-ok was written, before anything else of the connection can run.
+        // Nothing is delivered on the channel from here on (this runs before anything else of
+        // the connection can, and before the client's close is answered), and its publishes are
+        // stored before it is.
         channels[number]!.consumers = [:]
         for task in tasks.values { task.cancel() }
+        let unstored = channels[number]!.unstored
+        channels[number]!.unstored = []
+        for storing in unstored { _ = await storing.stored }
         await writeAcks(number)
         guard let closing = channels.removeValue(forKey: number) else { return }
         for waiter in closing.waiters { waiter.resume() }
@@ -354,7 +358,7 @@ actor AMQPConnection {
     }
 
     private func consumerEnded(queue: String) async {
-        guard gateway.removeConsumer(virtualHost: virtualHost, queue: queue) else { return }
+        guard await gateway.removeConsumer(virtualHost: virtualHost, queue: queue) else { return }
         guard let host, let record = await host.state.queues[queue] else { return }
         try? await gateway.markUsed(virtualHost: virtualHost, queue: queue, arguments: record.parsed)
         if record.autoDelete { try? await deleteQueue(queue) }
@@ -467,7 +471,7 @@ actor AMQPConnection {
                 return
             }
             try await checkOwner(queue, host)
-            if ifUnused, gateway.consumerCount(virtualHost: virtualHost, queue: queue) > 0 {
+            if ifUnused, try await gateway.consumerCount(virtualHost: virtualHost, queue: queue) > 0 {
                 throw AMQPError(
                     AMQPError.preconditionFailed,
                     "PRECONDITION_FAILED - queue '\(queue)' in vhost '\(virtualHost)' in use")
@@ -664,7 +668,7 @@ actor AMQPConnection {
         let arguments = await host.state.queues[name]?.parsed ?? AMQPQueueArguments()
         try await gateway.markUsed(virtualHost: vhost, queue: name, arguments: arguments)
         let messages = try await gateway.messageCount(virtualHost: vhost, queue: name, trim: arguments.dropsHead)
-        return (name, messages, UInt32(gateway.consumerCount(virtualHost: vhost, queue: name)))
+        return (name, messages, UInt32(clamping: try await gateway.consumerCount(virtualHost: vhost, queue: name)))
     }
 
     /// A binding's arguments are part of its key in the journal: at most 16 KiB of them.
@@ -851,14 +855,23 @@ actor AMQPConnection {
             tag: consume.consumerTag, queue: consume.queue, noAck: consume.noAck, exclusive: consume.exclusive,
             singleActive: record.parsed.singleActiveConsumer)
         do {
-            try gateway.addConsumer(virtualHost: virtualHost, queue: consume.queue, exclusive: consume.exclusive)
+            try await gateway.addConsumer(virtualHost: virtualHost, queue: consume.queue, exclusive: consume.exclusive)
         } catch {
-            _ = channels[number]!.state.cancel(tag: consumer.tag)
+            if channels[number]?.leaseName == generation { _ = channels[number]!.state.cancel(tag: consumer.tag) }
             throw error
+        }
+        guard channels[number]?.leaseName == generation, channels[number]!.state.consumers[consumer.tag] != nil else {
+            // The channel closed (or the consumer was cancelled) meanwhile.
+            _ = await gateway.removeConsumer(virtualHost: virtualHost, queue: consume.queue)
+            throw AMQPChannelGone()
         }
         channels[number]!.queues.insert(consume.queue)
         if let record = await host.state.queues[consume.queue] {
-            try await gateway.markConsumed(virtualHost: virtualHost, queue: consume.queue, arguments: record.parsed)
+            try? await gateway.markConsumed(virtualHost: virtualHost, queue: consume.queue, arguments: record.parsed)
+        }
+        guard channels[number]?.leaseName == generation, channels[number]!.state.consumers[consumer.tag] != nil else {
+            _ = await gateway.removeConsumer(virtualHost: virtualHost, queue: consume.queue)
+            throw AMQPChannelGone()
         }
         if !consume.noWait { send(.basicConsumeOk(consumerTag: consumer.tag), on: number) }
         let journalQueue = AMQPGateway.journalQueue(virtualHost: virtualHost, queue: consume.queue)
@@ -966,7 +979,7 @@ actor AMQPConnection {
     private func queueGone(_ number: UInt16, _ tag: String) async {
         guard let consumer = channels[number]?.state.cancel(tag: tag) else { return }
         channels[number]!.consumers[tag] = nil
-        _ = gateway.removeConsumer(virtualHost: virtualHost, queue: consumer.queue)
+        _ = await gateway.removeConsumer(virtualHost: virtualHost, queue: consumer.queue)
         send(.basicCancel(consumerTag: tag, noWait: true), on: number)
     }
 

@@ -115,7 +115,7 @@ public struct AMQPConnectionState: Sendable {
             // §2.3.5: after connection.close only close and close-ok count.
             if case .method(0, .connectionCloseOk) = frame { return finish() }
             if case .method(0, .connectionClose) = frame {
-                return [.send(.method(channel: 0, .connectionCloseOk))] + finish()
+                return finish(sending: .method(channel: 0, .connectionCloseOk))
             }
             return []
         case .awaitingHeader:
@@ -260,7 +260,7 @@ public struct AMQPConnectionState: Sendable {
     private mutating func receiveConnectionMethod(_ method: AMQPMethod) -> [Action] {
         switch method {
         case .connectionClose:
-            return [.send(.method(channel: 0, .connectionCloseOk))] + finish()
+            return finish(sending: .method(channel: 0, .connectionCloseOk))
         case .connectionUpdateSecret:
             return fail(
                 AMQPError(
@@ -305,7 +305,9 @@ public struct AMQPConnectionState: Sendable {
         switch method {
         case .channelClose:
             channels[number] = nil
-            return [.send(.method(channel: number, .channelCloseOk)), .channelClosed(number)]
+            // The channel is closed (its publishes stored, what it held back in its queues)
+            // before close-ok, as a client that publishes and closes expects.
+            return [.channelClosed(number), .send(.method(channel: number, .channelCloseOk))]
         case .channelCloseOk:
             return fail(
                 AMQPError(AMQPError.commandInvalid, "channel.close-ok for a channel the server did not close"), method)
@@ -389,11 +391,13 @@ public struct AMQPConnectionState: Sendable {
         return closedChannels + [send]
     }
 
-    private mutating func finish() -> [Action] {
+    /// The connection ends: its channels close, then `last` (connection.close-ok) goes out, then
+    /// the socket closes.
+    private mutating func finish(sending last: AMQPFrame? = nil) -> [Action] {
         let closedChannels = channels.keys.sorted().map(Action.channelClosed)
         channels = [:]
         phase = .closed
-        return closedChannels + [.closeConnection]
+        return closedChannels + (last.map { [.send($0)] } ?? []) + [.closeConnection]
     }
 }
 

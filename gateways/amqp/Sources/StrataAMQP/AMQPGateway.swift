@@ -173,6 +173,7 @@ public final class AMQPGateway: Service {
                             try? await self.markAlive()
                             for host in self.hosts.withLock({ Array($0.values) }) {
                                 await self.dropOrphanedExclusiveQueues(in: host)
+                                await self.autoDeleteAbandoned(in: host)
                             }
                             await self.checkAlarm()
                             await self.superviseForwarders()
@@ -397,6 +398,7 @@ public final class AMQPGateway: Service {
             try await journal.deleteShard(deadLetters)
         } catch let error as JournalError where error.code == .unknownShard {}
         try await forgetUsage(virtualHost: virtualHost, queue: queue)
+        try await forgetConsumers(virtualHost: virtualHost, queue: queue)
         guard let topic = Self.topic(virtualHost: virtualHost, queue: queue) else { return }
         let partitions = (try? await registry.entry(topic))?.partitions ?? 1
         for partition in 0..<partitions { dropAppender(for: TopicRegistry.shardName(topic, partition)) }
@@ -433,19 +435,84 @@ public final class AMQPGateway: Service {
 
     // MARK: Consumers
 
+    // Each gateway counts its own consumers per queue and publishes the count in the journal
+    // (KV namespace `amqp`, key `n` [vhost, queue, gateway instance] → count u64, exclusive u8),
+    // written whenever it changes. A gateway's count holds while its heartbeat (key `g`) is
+    // fresh, so the consumers of a killed gateway stop counting 5 s after it died. Consumer
+    // counts, exclusive consumers, delete if-unused and auto-delete use the sum over gateways.
+
+    static let consumersKind: UInt8 = 0x6E  // "n"
+
     private static func consumerKey(_ virtualHost: String, _ queue: String) -> String { "\(virtualHost)\u{0}\(queue)" }
 
-    func consumerCount(virtualHost: String, queue: String) -> Int {
-        consumers.withLock { $0[Self.consumerKey(virtualHost, queue)]?.count ?? 0 }
+    private func presenceKey(_ virtualHost: String, _ queue: String, _ instance: String) -> [UInt8] {
+        AMQPVirtualHost.key(Self.consumersKind, [Array(virtualHost.utf8), Array(queue.utf8), Array(instance.utf8)])
+    }
+
+    /// This gateway's consumers of the queue, and whether one of them is exclusive.
+    func localConsumers(_ virtualHost: String, _ queue: String) -> (count: Int, exclusive: Bool) {
+        consumers.withLock { consumers in
+            let current = consumers[Self.consumerKey(virtualHost, queue)]
+            return (current?.count ?? 0, current?.exclusive ?? false)
+        }
+    }
+
+    /// The consumers of the queue on the other live gateways.
+    private func remoteConsumers(_ virtualHost: String, _ queue: String) async throws -> (
+        count: Int, exclusive: Bool, known: Bool
+    ) {
+        let prefix = AMQPVirtualHost.key(Self.consumersKind, [Array(virtualHost.utf8), Array(queue.utf8)])
+        var result = (count: 0, exclusive: false, known: false)
+        for pair in try await journal.scan(namespace: AMQPVirtualHost.namespace, prefix: prefix, limit: 1024) {
+            guard let fields = AMQPVirtualHost.fields(of: pair.key), fields.count == 3, pair.value.count == 9 else {
+                continue
+            }
+            let owner = String(decoding: fields[2], as: UTF8.self)
+            result.known = true
+            guard owner != instance, try await isAlive(gateway: owner) else { continue }
+            result.count += Int(pair.value[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+            result.exclusive = result.exclusive || pair.value[8] != 0
+        }
+        return result
+    }
+
+    /// Writes this gateway's count of the queue's consumers (deleted at 0), again until what it
+    /// wrote is what it counts (two changes racing may write in either order).
+    private func publishConsumers(_ virtualHost: String, _ queue: String) async throws {
+        var written: (count: Int, exclusive: Bool)?
+        while true {
+            let current = localConsumers(virtualHost, queue)
+            if let written, written == current { return }
+            let key = presenceKey(virtualHost, queue, instance)
+            if current.count == 0 {
+                try await journal.delete(namespace: AMQPVirtualHost.namespace, key: key)
+            } else {
+                let count = UInt64(current.count)
+                try await journal.put(
+                    namespace: AMQPVirtualHost.namespace, key: key,
+                    value: (0..<8).reversed().map { UInt8(truncatingIfNeeded: count >> ($0 * 8)) }
+                        + [current.exclusive ? 1 : 0])
+            }
+            written = current
+        }
+    }
+
+    /// The queue's consumers on every live gateway.
+    func consumerCount(virtualHost: String, queue: String) async throws -> Int {
+        localConsumers(virtualHost, queue).count + (try await remoteConsumers(virtualHost, queue).count)
     }
 
     /// A consumer starts; an exclusive one needs the queue to itself, and none may start on a
-    /// queue an exclusive one holds (403, as RabbitMQ answers).
-    func addConsumer(virtualHost: String, queue: String, exclusive: Bool) throws(AMQPError) {
+    /// queue an exclusive one holds (403, as RabbitMQ answers), on any gateway. Two exclusive
+    /// consumers starting at the same moment on two gateways can both succeed.
+    func addConsumer(virtualHost: String, queue: String, exclusive: Bool) async throws {
+        let others = try await remoteConsumers(virtualHost, queue)
         let key = Self.consumerKey(virtualHost, queue)
         let refused = consumers.withLock { consumers -> Bool in
             let current = consumers[key] ?? (0, false, false)
-            if current.exclusive || (exclusive && current.count > 0) { return true }
+            if current.exclusive || others.exclusive || (exclusive && current.count + others.count > 0) {
+                return true
+            }
             consumers[key] = (current.count + 1, exclusive, true)
             return false
         }
@@ -455,12 +522,13 @@ public final class AMQPGateway: Service {
                 "ACCESS_REFUSED - queue '\(queue)' in vhost '\(virtualHost)' in exclusive use", classID: 60,
                 methodID: 20)
         }
+        try await publishConsumers(virtualHost, queue)
     }
 
-    /// A consumer ended; true when it was the queue's last one.
-    func removeConsumer(virtualHost: String, queue: String) -> Bool {
+    /// A consumer ended; true when it was the queue's last one on every live gateway.
+    func removeConsumer(virtualHost: String, queue: String) async -> Bool {
         let key = Self.consumerKey(virtualHost, queue)
-        return consumers.withLock { consumers in
+        let lastHere = consumers.withLock { consumers -> Bool in
             guard var current = consumers[key] else { return false }
             current.count -= 1
             current.exclusive = false
@@ -470,6 +538,39 @@ public final class AMQPGateway: Service {
             }
             consumers[key] = current
             return false
+        }
+        try? await publishConsumers(virtualHost, queue)
+        guard lastHere else { return false }
+        return (try? await remoteConsumers(virtualHost, queue).count) == 0
+    }
+
+    /// Auto-delete queues whose last consumers were on gateways that died: counted once, none
+    /// left alive. (A queue whose last consumer went on a live gateway is deleted by it.)
+    func autoDeleteAbandoned(in host: AMQPVirtualHost) async {
+        for (queue, record) in await host.state.queues where record.autoDelete {
+            guard localConsumers(host.name, queue).count == 0,
+                let others = try? await remoteConsumers(host.name, queue), others.known, others.count == 0
+            else { continue }
+            do {
+                try await host.change { state throws(AMQPError) in
+                    state.queues[queue] = nil
+                    state.routing.deleteQueue(queue)
+                }
+                try await deleteStorage(virtualHost: host.name, queue: queue)
+                logger.info(
+                    "amqp auto-delete queue of consumers on a gateway that is gone deleted",
+                    metadata: ["amqp.vhost": "\(host.name)", "amqp.queue": "\(queue)"])
+            } catch {
+                logger.warning("amqp auto-delete failed", metadata: ["amqp.queue": "\(queue)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// The consumer counts of a deleted queue go with it.
+    func forgetConsumers(virtualHost: String, queue: String) async throws {
+        let prefix = AMQPVirtualHost.key(Self.consumersKind, [Array(virtualHost.utf8), Array(queue.utf8)])
+        for pair in try await journal.scan(namespace: AMQPVirtualHost.namespace, prefix: prefix, limit: 1024) {
+            try await journal.delete(namespace: AMQPVirtualHost.namespace, key: pair.key)
         }
     }
 }

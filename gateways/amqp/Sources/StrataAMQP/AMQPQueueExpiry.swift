@@ -61,7 +61,7 @@ extension AMQPGateway {
         for (queue, record) in await host.state.queues {
             guard let expires = record.parsed.expires else { continue }
             do {
-                if consumerCount(virtualHost: host.name, queue: queue) > 0 {
+                if localConsumers(host.name, queue).count > 0 {
                     try await markConsumed(virtualHost: host.name, queue: queue, arguments: record.parsed)
                     continue
                 }
@@ -117,11 +117,18 @@ extension AMQPGateway {
             key: AMQPVirtualHost.key(Self.gatewayAliveKind, [Array(instance.utf8)]))
     }
 
+    /// Whether the gateway process `instance` wrote its heartbeat within the grace period.
+    func isAlive(gateway instance: String) async throws -> Bool {
+        let heard = Self.milliseconds(
+            try await journal.get(
+                namespace: AMQPVirtualHost.namespace,
+                key: AMQPVirtualHost.key(Self.gatewayAliveKind, [Array(instance.utf8)])))
+        return heard.map { WallClock.milliseconds() - $0 <= Self.gatewayGraceMilliseconds } ?? false
+    }
+
     /// Deletes the exclusive queues whose connection is gone: one of this gateway's that ended
     /// (its own deletion failed), or any of a gateway that stopped writing its heartbeat.
     func dropOrphanedExclusiveQueues(in host: AMQPVirtualHost) async {
-        let now = WallClock.milliseconds()
-        var alive: [String: Bool] = [:]
         for (queue, record) in await host.state.queues {
             guard let owner = record.owner else { continue }
             let parts = owner.split(separator: "/", maxSplits: 1).map(String.init)
@@ -130,16 +137,8 @@ extension AMQPGateway {
                 let orphaned: Bool
                 if parts[0] == instance {
                     orphaned = !isOpen(UInt64(parts[1]) ?? .max)
-                } else if let known = alive[parts[0]] {
-                    orphaned = !known
                 } else {
-                    let heard = Self.milliseconds(
-                        try await journal.get(
-                            namespace: AMQPVirtualHost.namespace,
-                            key: AMQPVirtualHost.key(Self.gatewayAliveKind, [Array(parts[0].utf8)])))
-                    let known = heard.map { now - $0 <= Self.gatewayGraceMilliseconds } ?? false
-                    alive[parts[0]] = known
-                    orphaned = !known
+                    orphaned = !(try await isAlive(gateway: parts[0]))
                 }
                 guard orphaned else { continue }
                 try await drop(queue, in: host)
