@@ -186,6 +186,28 @@ def test_pika_select_connection_confirms_and_consumes(broker):
     assert events["received"] == [b"s%d" % i for i in range(count)], events["error"]
 
 
+def test_a_global_prefetch_holds_for_every_consumer_of_the_channel_together(broker):
+    connection = connect(broker.amqp_port)
+    publisher = connection.channel()
+    publisher.confirm_delivery()
+    for queue in ["left", "right"]:
+        publisher.queue_declare(queue)
+        for i in range(20):
+            publisher.basic_publish("", queue, b"%s-%d" % (queue.encode(), i))
+    channel = connection.channel()
+    channel.basic_qos(prefetch_count=5, global_qos=True)
+    got = []
+    for queue in ["left", "right"]:
+        channel.basic_consume(queue, lambda ch, m, p, body: got.append((m.delivery_tag, body)))
+    assert pump([connection], lambda: len(got) >= 5)
+    assert not pump([connection], lambda: len(got) > 5, timeout=1.5), len(got)
+    # Room for two more: two more come, whichever queue they are from.
+    channel.basic_ack(got[1][0], multiple=True)
+    assert pump([connection], lambda: len(got) == 7)
+    assert not pump([connection], lambda: len(got) > 7, timeout=1)
+    connection.close()
+
+
 def test_nack_reject_requeue_and_recover(broker):
     connection = connect(broker.amqp_port)
     channel = connection.channel()

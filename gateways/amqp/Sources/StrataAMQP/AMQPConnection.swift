@@ -40,6 +40,9 @@ actor AMQPConnection {
         /// queue: the channel's next consumer of the queue waits for them, so what their last
         /// receive took goes back to the queue before it receives (and order is kept).
         var draining: [String: Int] = [:]
+        /// Messages its consumers' receives under way may bring (the channel's prefetch counts
+        /// them, so two consumers cannot together pass a global prefetch-count).
+        var reserved = 0
         /// Appends of this channel's publishes not known to be stored yet: the channel's next
         /// method waits for them, so a message published on a channel is in its queues before
         /// anything after it on that channel is carried out (as in RabbitMQ).
@@ -881,7 +884,7 @@ actor AMQPConnection {
         let tag = consumer.tag
         channels[number]!.consumers[tag] = Task { [self] in
             while !Task.isCancelled {
-                let credit = self.credit(number, tag)
+                let credit = self.reserveCredit(number, tag)
                 guard let credit else { return }
                 if credit == 0 {
                     await self.waitForCredit(number)
@@ -893,15 +896,22 @@ actor AMQPConnection {
                         queue: journalQueue, consumer: leaseName, max: credit, maxBytes: 4 << 20,
                         visibilityMilliseconds: lease, options: [], priority: priority, wait: .milliseconds(500))
                 } catch let error as JournalError where error.code == .unknownQueue {
+                    self.release(credit, on: number, lease: leaseName)
                     await self.queueGone(number, tag)
                     return
                 } catch {
+                    self.release(credit, on: number, lease: leaseName)
                     if Task.isCancelled { return }
                     try? await Task.sleep(for: .milliseconds(200))
                     continue
                 }
-                guard !deliveries.isEmpty else { continue }
-                if !(await self.deliver(deliveries, to: tag, on: number, lease: leaseName)) {
+                var delivered = true
+                if !deliveries.isEmpty {
+                    delivered = await self.deliver(deliveries, to: tag, on: number, lease: leaseName)
+                }
+                // Delivered messages count as unacknowledged now: the reservation goes.
+                self.release(credit, on: number, lease: leaseName)
+                if !delivered {
                     // The consumer or its channel went while the messages were on their way.
                     _ = try? await journal.settle(
                         queue: journalQueue, consumer: leaseName, receipts: deliveries.map(\.receipt),
@@ -912,12 +922,29 @@ actor AMQPConnection {
         }
     }
 
-    /// What a consumer may be sent now; nil once it is gone.
-    private func credit(_ number: UInt16, _ tag: String) -> Int? {
+    /// What a consumer may be sent now, reserved on its channel until `release`; nil once it is
+    /// gone. Under a global prefetch-count the channel's free room is shared among its
+    /// consumers (each gets at least one while there is room), so an idle consumer's receive
+    /// does not hold all of it.
+    private func reserveCredit(_ number: UInt16, _ tag: String) -> Int? {
         guard let channel = channels[number], let consumer = channel.state.consumers[tag], !closed else { return nil }
         guard channel.flowActive, self.channel.channel.isWritable else { return 0 }
         if consumer.singleActive, channel.draining[consumer.queue, default: 0] > 0 { return 0 }
-        return channel.state.credit(for: tag, cap: 256)
+        var credit = channel.state.credit(for: tag, cap: 256)
+        let limit = Int(channel.state.channelPrefetch)
+        if limit > 0, !consumer.noAck {
+            let free = max(0, limit - channel.state.unacknowledged - channel.reserved)
+            let sharing = max(1, channel.state.consumers.values.filter { !$0.noAck }.count)
+            credit = min(credit, free, max(1, free / sharing))
+        }
+        channels[number]!.reserved += credit
+        return credit
+    }
+
+    private func release(_ reserved: Int, on number: UInt16, lease: String) {
+        guard reserved > 0, channels[number]?.leaseName == lease else { return }
+        channels[number]!.reserved -= reserved
+        wake(number)
     }
 
     private func drained(_ queue: String, on number: UInt16, lease: String) {
