@@ -71,6 +71,9 @@ actor AMQPConnection {
     private var wantsBlocked = false
     /// connection.blocked was sent and not yet followed by unblocked.
     private var blockedSent = false
+    /// The node's alarm as last heard (nil: none), and the publish held until it ends.
+    private var alarm: String?
+    private var heldPublisher: CheckedContinuation<Void, Never>?
 
     init(gateway: AMQPGateway, channel: NIOAsyncChannel<AMQPFrame, ByteBuffer>, number: UInt64, secure: Bool) {
         self.gateway = gateway
@@ -87,6 +90,8 @@ actor AMQPConnection {
     func run() async {
         let registered = gateway.opened(number) { [weak self] in Task { await self?.shutDown() } }
         if !registered { shutDown() }
+        // A publish held by the alarm must not outlive the socket.
+        channel.channel.closeFuture.whenComplete { [weak self] _ in Task { await self?.socketClosed() } }
         do {
             try await channel.executeThenClose { inbound, _ in
                 do {
@@ -153,10 +158,8 @@ actor AMQPConnection {
                             gateway.configuration.permissions?.rule(virtualHost: name, user: user), user: user,
                             virtualHost: name)
                         await perform(state.virtualHostOpened(name))
-                        if wantsBlocked {
-                            gateway.watchAlarm(number) { [weak self] reason in
-                                Task { await self?.alarmChanged(reason) }
-                            }
+                        gateway.watchAlarm(number) { [weak self] reason in
+                            Task { await self?.alarmChanged(reason) }
                         }
                     } else {
                         await perform(
@@ -181,6 +184,14 @@ actor AMQPConnection {
                             AMQPError(AMQPError.internalError, "INTERNAL_ERROR - \(error)").on(method)))
                 }
             case .publish(let number, let publication):
+                if alarm != nil {
+                    // RabbitMQ's resource alarm: a publishing connection is not read from until
+                    // the alarm ends (TCP pushes back on the client); its heartbeats are not
+                    // judged meanwhile.
+                    await withCheckedContinuation { heldPublisher = $0 }
+                    lastReceived = .now
+                    if closed { return }
+                }
                 do {
                     try await publish(publication, on: number)
                 } catch is AMQPChannelGone {
@@ -261,7 +272,7 @@ actor AMQPConnection {
     /// Sends a heartbeat; a client silent for two heartbeat periods is gone.
     private func beat(seconds: UInt16) async {
         guard !closed else { return }
-        if ContinuousClock.now - lastReceived > .seconds(2 * Int(seconds)) {
+        if heldPublisher == nil, ContinuousClock.now - lastReceived > .seconds(2 * Int(seconds)) {
             logger.info("amqp client missed its heartbeats", metadata: ["amqp.connection": "\(name)"])
             closed = true
             channel.channel.close(promise: nil)
@@ -329,7 +340,12 @@ actor AMQPConnection {
     /// The node's alarm (disk reserve reached, fail-stop) began or ended: connection.blocked or
     /// unblocked, for clients that announced the capability (RabbitMQ's resource alarms).
     func alarmChanged(_ reason: String?) {
-        guard !closed, state.phase == .open else { return }
+        alarm = reason
+        if reason == nil, let held = heldPublisher {
+            heldPublisher = nil
+            held.resume()
+        }
+        guard wantsBlocked, !closed, state.phase == .open else { return }
         if let reason, !blockedSent {
             blockedSent = true
             send(.connectionBlocked(reason: String(reason.utf8.prefix(250)) ?? "low on disk"), on: 0)
@@ -350,9 +366,17 @@ actor AMQPConnection {
         Task { await self.perform(actions) }
     }
 
+    private func socketClosed() {
+        closed = true
+        heldPublisher?.resume()
+        heldPublisher = nil
+    }
+
     private func finish() async {
         gateway.ended(number)
         gateway.unwatchAlarm(number)
+        heldPublisher?.resume()
+        heldPublisher = nil
         heartbeat?.cancel()
         closeTimeout?.cancel()
         for number in Array(channels.keys) { await closeChannel(number) }
