@@ -154,20 +154,39 @@ public final class Journal: Sendable {
     public var indexMemory: IndexMemory { db.memoryUsage }
 
     /// Failed after a WAL or index I/O error (fail-stop, until a restart), degraded while the
-    /// disk reserve refuses appends, else ok.
+    /// disk reserve refuses appends or the process is above its memory high watermark, else ok.
     public var health: JournalHealth {
         if let failure = core.withLock({ $0.failure }) {
             return JournalHealth(status: .failed, problems: [failure.message])
         }
+        var problems: [String] = []
         if configuration.minFreeDiskBytes > 0, let free = freeDiskBytes(), free < configuration.minFreeDiskBytes {
-            return JournalHealth(
-                status: .degraded,
-                problems: [
-                    "disk reserve reached: \(free) bytes free in \(configuration.dataDirectory), reserve "
-                        + "\(configuration.minFreeDiskBytes); appends are refused"
-                ])
+            problems.append(
+                "disk reserve reached: \(free) bytes free in \(configuration.dataDirectory), reserve "
+                    + "\(configuration.minFreeDiskBytes); appends are refused")
         }
-        return JournalHealth(status: .ok, problems: [])
+        let watermark = memoryHighWatermark
+        if watermark > 0, let resident = Self.residentBytes(), resident >= watermark {
+            problems.append(
+                "memory high watermark reached: \(resident) bytes resident, watermark \(watermark); publishers are held"
+            )
+        }
+        return JournalHealth(status: problems.isEmpty ? .ok : .degraded, problems: problems)
+    }
+
+    /// The memory high watermark in force (0: none).
+    public var memoryHighWatermark: Int64 {
+        if let configured = configuration.memoryHighWatermarkBytes { return max(0, configured) }
+        let physical = Int64(sysconf(Int32(_SC_PHYS_PAGES))) * Int64(sysconf(Int32(_SC_PAGESIZE)))
+        return physical > 0 ? physical / 10 * 4 : 0
+    }
+
+    /// This process's resident set size (/proc/self/statm), nil where it cannot be read.
+    static func residentBytes() -> Int64? {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return nil }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = Int64(fields[1]) else { return nil }
+        return pages * Int64(sysconf(Int32(_SC_PAGESIZE)))
     }
 
     /// The WAL segments on disk, oldest first.

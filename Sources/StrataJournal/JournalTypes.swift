@@ -220,6 +220,11 @@ public struct JournalConfiguration: Sendable {
     /// meet a full disk itself).
     public var minFreeDiskBytes: Int64 = 128 << 20
 
+    /// The process's resident memory at which the node reports itself short of memory (health
+    /// degraded; gateways hold publishers, as RabbitMQ's vm_memory_high_watermark). Nil: 40% of
+    /// the machine's physical memory, RabbitMQ's default; 0: never.
+    public var memoryHighWatermarkBytes: Int64?
+
     /// When recovery finds a damaged frame in the last segment with valid later data after it
     /// (which a torn write cannot explain), copy the range from the damage on aside
     /// (`<segment>.wal.damaged-<position>`) and cut it, instead of refusing to open.

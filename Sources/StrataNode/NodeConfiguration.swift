@@ -20,6 +20,7 @@ public struct NodeConfiguration: Sendable {
     /// never without), so quiet shards reach the object tier.
     public var segmentMilliseconds: Int64?
     public var minFreeDiskBytes: Int64?
+    public var memoryHighWatermarkBytes: Int64?
     /// Open even when the last WAL segment has a damaged frame with valid data after it, moving
     /// the damaged range aside (`JournalConfiguration.quarantineDamagedWAL`).
     public var quarantineDamagedWAL = false
@@ -203,6 +204,7 @@ public struct NodeConfiguration: Sendable {
             case ("journal.max_batch_bytes", .integer(let v)): maxBatchBytes = Int(v)
             case ("journal.segment_ms", .integer(let v)) where v >= 100: segmentMilliseconds = v
             case ("journal.min_free_disk_bytes", .integer(let v)): minFreeDiskBytes = v
+            case ("journal.memory_high_watermark_bytes", .integer(let v)) where v >= 0: memoryHighWatermarkBytes = v
             case ("journal.quarantine_damaged_wal", .bool(let v)): quarantineDamagedWAL = v
             case ("journal.slow_log_ms", .integer(let v)) where v >= 1: slowLogMilliseconds = v
             case ("journal.max_frame_bytes", .integer(let v)):
@@ -314,6 +316,7 @@ public struct NodeConfiguration: Sendable {
             configuration.segmentMaxAge = .milliseconds(milliseconds)
         }
         if let minFreeDiskBytes { configuration.minFreeDiskBytes = minFreeDiskBytes }
+        configuration.memoryHighWatermarkBytes = memoryHighWatermarkBytes
         configuration.quarantineDamagedWAL = quarantineDamagedWAL
         if let slowLogMilliseconds { configuration.slowOperationLog = .milliseconds(slowLogMilliseconds) }
         return configuration
@@ -327,6 +330,8 @@ public struct NodeConfiguration: Sendable {
             "journal.segment_bytes": "\(journalConfiguration.segmentBytes)",
             "journal.max_batch_bytes": "\(journalConfiguration.maxBatchBytes)",
             "journal.min_free_disk_bytes": "\(journalConfiguration.minFreeDiskBytes)",
+            "journal.memory_high_watermark_bytes": journalConfiguration.memoryHighWatermarkBytes.map { "\($0)" }
+                ?? "40% of physical memory",
             "journal.max_frame_bytes": "\(maxFrameBytes)",
             "journal.slow_log_ms": "\(Int(journalConfiguration.slowOperationLog.seconds * 1000))",
             "mqtt.listen": mqttListen.description, "mqtt.allow_anonymous": "\(mqttAllowAnonymous)",

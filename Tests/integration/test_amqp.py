@@ -1020,6 +1020,30 @@ def test_connection_blocked_while_the_disk_reserve_is_reached(data_dir):
         node.stop()
 
 
+def test_connection_blocked_above_the_memory_high_watermark(data_dir):
+    os.makedirs(data_dir, exist_ok=True)
+    config = os.path.join(data_dir, "node.toml")
+    with open(config, "w") as f:
+        f.write("[journal]\nmemory_high_watermark_bytes = 1\n")  # always above it
+    node = Node(os.path.join(data_dir, "node"), ["--config", config, "--amqp-allow-anonymous"], gateways=("amqp",))
+    try:
+        connection = connect(port_of(node.listeners["amqp"]), blocked_connection_timeout=2)
+        events = []
+        connection.add_on_connection_blocked_callback(lambda _, frame: events.append(frame.method.reason))
+        channel = connection.channel()
+        channel.queue_declare("memory")  # everything but publishing goes on
+        deadline = time.monotonic() + 10
+        while not events and time.monotonic() < deadline:
+            connection.process_data_events(time_limit=0.2)
+        assert events and "memory high watermark" in events[0], events
+        # A publish is held; pika gives up after its blocked_connection_timeout.
+        channel.confirm_delivery()
+        with pytest.raises(pika.exceptions.ConnectionBlockedTimeout):
+            channel.basic_publish("", "memory", b"held")
+    finally:
+        node.stop()
+
+
 def make_certificates(directory):
     """A CA, a server certificate for 127.0.0.1 and client certificates it signed (CN device-1 and
     stranger), with openssl."""

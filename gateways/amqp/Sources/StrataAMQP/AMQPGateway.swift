@@ -261,7 +261,7 @@ public final class AMQPGateway: Service {
     func checkAlarm() async {
         guard let status = try? await journal.status() else { return }
         let reason: String? =
-            status.health.status == .ok ? nil : "low on disk: " + status.health.problems.joined(separator: "; ")
+            status.health.status == .ok ? nil : status.health.problems.joined(separator: "; ")
         let notify = alarm.withLock { alarm -> [@Sendable (String?) -> Void] in
             guard (alarm.reason == nil) != (reason == nil) else { return [] }
             alarm.reason = reason
