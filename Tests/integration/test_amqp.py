@@ -1,6 +1,7 @@
 """The AMQP 0-9-1 gateway with stock RabbitMQ clients: pika, py-amqp, kombu and Debian's
 amqp-tools, against journal-node's in-process gateway and the amqp-gateway executable
 (docs/amqp.md)."""
+import contextlib
 import os
 import signal
 import socket
@@ -374,11 +375,35 @@ def test_durable_messages_survive_sigkill_of_journal_node(data_dir):
         node.stop()
 
 
-def test_two_gateway_processes_share_a_queue_and_survive_a_gateway_sigkill(data_dir):
+@contextlib.contextmanager
+def two_gateways(data_dir, extra=()):
+    """A journal-node without gateways and two amqp-gateway processes on it."""
     node = Node(data_dir, listeners=2, gateways=())
-    first = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous", "--lease-ms", "2000"])
-    second = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous", "--lease-ms", "2000"])
+    gateways = [GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous", *extra])
+                for _ in range(2)]
     try:
+        yield gateways
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        node.stop()
+
+
+def wait_until_deleted(connection, queue, since, timeout=15):
+    """Waits until `queue` is gone (404; 405 while still locked); seconds since `since`."""
+    while True:
+        try:
+            connection.channel().queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as closed:
+            if closed.reply_code == 404:
+                return time.monotonic() - since
+            assert closed.reply_code == 405
+        assert time.monotonic() - since < timeout, f"queue {queue} stayed"
+        time.sleep(0.5)
+
+
+def test_two_gateway_processes_share_a_queue_and_survive_a_gateway_sigkill(data_dir):
+    with two_gateways(data_dir, ["--lease-ms", "2000"]) as (first, second):
         a = connect(port_of(first.address))
         b = connect(port_of(second.address))
         ca, cb = a.channel(), b.channel()
@@ -399,10 +424,6 @@ def test_two_gateway_processes_share_a_queue_and_survive_a_gateway_sigkill(data_
         assert sorted(bodies) == sorted(b"m%d" % i for i in range(10))
         assert any(m.redelivered and body == held for m, _, body in got)
         b.close()
-    finally:
-        first.stop()
-        second.stop()
-        node.stop()
 
 
 def pump(connections, until, timeout=10):
@@ -417,10 +438,7 @@ def pump(connections, until, timeout=10):
 
 
 def test_single_active_consumer_across_gateways_hands_over_in_order(data_dir):
-    node = Node(data_dir, listeners=2, gateways=())
-    first = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous", "--lease-ms", "2000"])
-    second = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous", "--lease-ms", "2000"])
-    try:
+    with two_gateways(data_dir, ["--lease-ms", "2000"]) as (first, second):
         a, b = connect(port_of(first.address)), connect(port_of(second.address))
         ca, cb = a.channel(), b.channel()
         arguments = {"x-single-active-consumer": True}
@@ -482,10 +500,6 @@ def test_single_active_consumer_across_gateways_hands_over_in_order(data_dir):
         # Nothing was lost or delivered twice on the way.
         assert not a.channel().queue_declare("single", passive=True, arguments=arguments).method.message_count
         a.close()
-    finally:
-        first.stop()
-        second.stop()
-        node.stop()
 
 
 def test_consumer_priorities_serve_the_highest_with_room_first(broker):
@@ -526,10 +540,7 @@ def test_consumer_priorities_serve_the_highest_with_room_first(broker):
 
 
 def test_a_gateway_shutting_down_closes_connections_with_320_and_hands_back_leases(data_dir):
-    node = Node(data_dir, listeners=2, gateways=())
-    stopping = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
-    staying = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
-    try:
+    with two_gateways(data_dir) as (stopping, staying):
         a = connect(port_of(stopping.address))
         ca = a.channel()
         ca.queue_declare("handed-back", durable=True)
@@ -547,17 +558,10 @@ def test_a_gateway_shutting_down_closes_connections_with_320_and_hands_back_leas
         got = drain(b.channel(), "handed-back", 1, timeout=5)
         assert got[0][2] == b"held" and got[0][0].redelivered
         b.close()
-    finally:
-        stopping.stop()
-        staying.stop()
-        node.stop()
 
 
 def test_exclusive_queues_of_a_killed_gateway_are_deleted(data_dir):
-    node = Node(data_dir, listeners=2, gateways=())
-    doomed = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
-    survivor = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
-    try:
+    with two_gateways(data_dir) as (doomed, survivor):
         a = connect(port_of(doomed.address))
         a.channel().queue_declare("mine", exclusive=True)
         b = connect(port_of(survivor.address))
@@ -570,32 +574,15 @@ def test_exclusive_queues_of_a_killed_gateway_are_deleted(data_dir):
             b.channel().queue_declare("mine", passive=True)
         assert locked.value.reply_code == 405
         doomed.stop(signal.SIGKILL)
-        killed = time.monotonic()
         # Its connection is gone, so is its exclusive queue (RabbitMQ's rule), once its gateway
         # has been silent for 5 s.
-        while True:
-            try:
-                b.channel().queue_declare("mine", passive=True)
-            except pika.exceptions.ChannelClosedByBroker as closed:
-                if closed.reply_code == 404:
-                    break
-                assert closed.reply_code == 405
-            assert time.monotonic() - killed < 15, "the exclusive queue of a killed gateway stayed"
-            time.sleep(0.5)
-        assert time.monotonic() - killed >= 4
+        assert wait_until_deleted(b, "mine", since=time.monotonic()) >= 4
         b.channel().queue_declare("mine", exclusive=True)  # free to take
         b.close()
-    finally:
-        doomed.stop()
-        survivor.stop()
-        node.stop()
 
 
 def test_consumer_counts_exclusive_use_and_auto_delete_span_gateways(data_dir):
-    node = Node(data_dir, listeners=2, gateways=())
-    first = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
-    second = GatewayProcess("amqp-gateway", "amqp", node.journal, ["--allow-anonymous"])
-    try:
+    with two_gateways(data_dir) as (first, second):
         a, b = connect(port_of(first.address)), connect(port_of(second.address))
         ca, cb = a.channel(), b.channel()
         ca.queue_declare("spanned", auto_delete=True)
@@ -617,21 +604,8 @@ def test_consumer_counts_exclusive_use_and_auto_delete_span_gateways(data_dir):
         # Its gateway is killed: once it is silent for 5 s, its consumer no longer counts and
         # the auto-delete queue goes, as when its last consumer goes.
         second.stop(signal.SIGKILL)
-        killed = time.monotonic()
-        while True:
-            try:
-                a.channel().queue_declare("spanned", passive=True)
-            except pika.exceptions.ChannelClosedByBroker as closed:
-                assert closed.reply_code == 404
-                break
-            assert time.monotonic() - killed < 15, "the auto-delete queue stayed"
-            time.sleep(0.5)
-        assert time.monotonic() - killed >= 4
+        assert wait_until_deleted(a, "spanned", since=time.monotonic()) >= 4
         a.close()
-    finally:
-        first.stop()
-        second.stop()
-        node.stop()
 
 
 def test_py_amqp_kombu_and_amqp_tools(broker):
