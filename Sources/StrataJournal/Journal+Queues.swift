@@ -338,11 +338,12 @@ actor QueueActor {
         let limits = TakeLimits(count: max, bytes: maxBytes)
         let ranked = options.contains(.oneOff) ? nil : RankedConsumer(name: consumer, priority: priority)
         if let ranked { appetites[ranked, default: Appetite()].receiving += 1 }
+        var receiving = ranked != nil
         nextReceive += 1
         let token = nextReceive
         receivesUnderWay[token] = consumer
         defer {
-            if let ranked { appetites[ranked]?.receiving -= 1 }
+            if let ranked, receiving { appetites[ranked]?.receiving -= 1 }
             receivesUnderWay[token] = nil
             releasedReceives.remove(token)
         }
@@ -363,7 +364,16 @@ actor QueueActor {
                 try await take(
                     consumer: consumer, limits: limits, visibility: visibility, resume: options.contains(.resume))
             }
-            if let ranked { took(ranked, full: taken.count >= max) }
+            if let ranked {
+                if !taken.isEmpty, receiving {
+                    // Returning with messages: no longer in a receive from here on (the store
+                    // below may let others run, and a consumer that filled up must not hold
+                    // back those it woke).
+                    appetites[ranked]?.receiving -= 1
+                    receiving = false
+                }
+                took(ranked, full: taken.count >= max)
+            }
             try await storeChanges()
             if !taken.isEmpty || closed || ContinuousClock.now >= waitEnd { return taken }
             try await waitForWork(after: generation, until: waitEnd)
@@ -493,7 +503,8 @@ actor QueueActor {
     /// consumers below it, which are woken to look again; fewer, and it will soon ask again.
     private func took(_ ranked: RankedConsumer, full: Bool) {
         guard appetites[ranked] != nil else { return }
-        appetites[ranked]!.hungryUntil = full ? 0 : WallClock.milliseconds() + 1000
+        appetites[ranked]!.hungryUntil =
+            full ? 0 : WallClock.milliseconds() + journal.configuration.queueRoomMilliseconds
         if full, appetites.keys.contains(where: { $0.priority < ranked.priority }) { wakeup.fire() }
     }
 

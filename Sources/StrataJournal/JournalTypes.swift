@@ -225,6 +225,10 @@ public struct JournalConfiguration: Sendable {
     /// the machine's physical memory, RabbitMQ's default; 0: never.
     public var memoryHighWatermarkBytes: Int64?
 
+    /// How long a queue consumer whose receive got fewer messages than it asked for counts as
+    /// having room, holding back consumers of a lower priority (docs/queues.md).
+    public var queueRoomMilliseconds: Int64 = 1000
+
     /// When recovery finds a damaged frame in the last segment with valid later data after it
     /// (which a torn write cannot explain), copy the range from the damage on aside
     /// (`<segment>.wal.damaged-<position>`) and cut it, instead of refusing to open.
