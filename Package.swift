@@ -187,6 +187,7 @@ let package = Package(
             name: "StrataAMQP",
             dependencies: [
                 "StrataJournal", "StrataTopics", "StrataClient", "StrataKit", "StrataAuth", "StrataWire",
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -1,3 +1,5 @@
+import DequeModule
+
 /// One channel's delivery and publishing bookkeeping, as a value (no I/O): consumers, delivery
 /// tags and what is unacknowledged, prefetch limits, publisher-confirm sequence numbers with
 /// coalesced acks, and whether the channel is transactional. `Handle` is
@@ -43,7 +45,7 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
     private var nextTag: UInt64 = 1
     /// Unacknowledged deliveries by tag, in tag order.
     private var unacked: [UInt64: Unacked] = [:]
-    private var unackedOrder: [UInt64] = []
+    private var unackedOrder = Deque<UInt64>()
     private var unackedByConsumer: [String: Int] = [:]
     private var generatedTags = 0
     private var consumersCreated = 0
@@ -51,7 +53,7 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
     // Confirms: the next sequence number, the ones not answered yet in order, and answers
     // held back until everything before them is answered (so acks coalesce).
     private var nextSequence: UInt64 = 1
-    private var outstanding: [UInt64] = []
+    private var outstanding = Deque<UInt64>()
     private var answered: [UInt64: Bool] = [:]
 
     public init() {}
@@ -151,17 +153,19 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
     public mutating func settle(tag: UInt64, multiple: Bool, methodID: UInt16) throws(AMQPError) -> [Settlement] {
         if multiple {
             let upTo = tag == 0 ? UInt64.max : tag
-            guard tag == 0 || unacked[tag] != nil || unackedOrder.contains(where: { $0 < tag }) else {
+            guard tag == 0 || unacked[tag] != nil || (unackedOrder.first ?? .max) < tag else {
                 throw unknown(tag, methodID)
             }
-            let taken = unackedOrder.prefix { $0 <= upTo }
+            let taken = Array(unackedOrder.prefix { $0 <= upTo })
             unackedOrder.removeFirst(taken.count)
             var settled: [Settlement] = []
             for tag in taken { settled.append(take(tag)) }
             return settled
         }
-        guard unacked[tag] != nil else { throw unknown(tag, methodID) }
-        unackedOrder.removeAll { $0 == tag }
+        guard unacked[tag] != nil, let index = Self.position(of: tag, in: unackedOrder) else {
+            throw unknown(tag, methodID)
+        }
+        unackedOrder.remove(at: index)
         return [take(tag)]
     }
 
@@ -220,25 +224,42 @@ public struct AMQPChannelState<Handle: Sendable & Hashable>: Sendable {
     /// A confirm-mode publish is stored (`ok`) or could not be: the basic.ack / basic.nack
     /// methods to send now. Acks wait for every earlier publish and go as one `multiple` ack;
     /// a nack goes at once for its own message.
-    public mutating func answered(_ sequence: UInt64, ok: Bool) -> [AMQPMethod] {
-        guard outstanding.contains(sequence), answered[sequence] == nil else { return [] }
+    public mutating func answered(_ sequence: UInt64, ok: Bool) -> [AMQPMethod] { answered([(sequence, ok)]) }
+
+    /// Several answers at once (in any order): the nacks among them, then one ack for every
+    /// publish they let through.
+    public mutating func answered(_ answers: [(sequence: UInt64, ok: Bool)]) -> [AMQPMethod] {
         var methods: [AMQPMethod] = []
-        if !ok {
-            outstanding.removeAll { $0 == sequence }
-            methods.append(.basicNack(deliveryTag: sequence, multiple: false, requeue: false))
-        } else {
-            answered[sequence] = true
-        }
         var acked = 0
         var last: UInt64 = 0
-        while let first = outstanding.first, answered[first] == true {
-            outstanding.removeFirst()
-            answered[first] = nil
-            acked += 1
-            last = first
+        for (sequence, ok) in answers {
+            guard let index = Self.position(of: sequence, in: outstanding), answered[sequence] == nil else { continue }
+            if !ok {
+                outstanding.remove(at: index)
+                methods.append(.basicNack(deliveryTag: sequence, multiple: false, requeue: false))
+            } else {
+                answered[sequence] = true
+            }
+            while let first = outstanding.first, answered[first] == true {
+                outstanding.removeFirst()
+                answered[first] = nil
+                acked += 1
+                last = first
+            }
         }
         if acked > 0 { methods.append(.basicAck(deliveryTag: last, multiple: acked > 1)) }
         return methods
+    }
+
+    /// Where `value` is in the ascending `values`, nil when it is not there.
+    private static func position(of value: UInt64, in values: Deque<UInt64>) -> Int? {
+        var low = values.startIndex
+        var high = values.endIndex
+        while low < high {
+            let middle = (low + high) / 2
+            if values[middle] < value { low = middle + 1 } else { high = middle }
+        }
+        return low < values.endIndex && values[low] == value ? low : nil
     }
 
     /// Publishes still waiting for their confirm.

@@ -5,7 +5,9 @@ import NIOSSL
 import StrataAuth
 import StrataClient
 import StrataJournal
+import StrataKit
 import StrataTopics
+import Synchronization
 
 /// The channel closed (the connection failed) while one of its methods waited: nothing is left
 /// to answer.
@@ -22,7 +24,7 @@ struct AMQPDelivery: Sendable, Hashable {
 /// the channel in the order they are made; each message (method, header, body frames) is one
 /// write, so other channels' frames never come between its frames.
 actor AMQPConnection {
-    struct Channel {
+    final class Channel {
         var state = AMQPChannelState<AMQPDelivery>()
         /// Running consumers by tag.
         var consumers: [String: Task<Void, Never>] = [:]
@@ -43,19 +45,36 @@ actor AMQPConnection {
         /// Messages its consumers' receives under way may bring (the channel's prefetch counts
         /// them, so two consumers cannot together pass a global prefetch-count).
         var reserved = 0
-        /// Appends of this channel's publishes not known to be stored yet: the channel's next
-        /// method waits for them, so a message published on a channel is in its queues before
-        /// anything after it on that channel is carried out (as in RabbitMQ).
-        var unstored: [AMQPStoring] = []
+        /// This channel's publishes whose appends are not answered yet, and the methods waiting
+        /// for them: the channel's next method waits, so a message published on a channel is in
+        /// its queues before anything after it on that channel is carried out (as in RabbitMQ).
+        var unstored = 0
+        var storedWaiters: [CheckedContinuation<Void, Never>] = []
         /// basic.ack's settlements not written yet, and the task writing them: acknowledgements
         /// have no answer, so they are written behind the client's next frames, all that came
         /// in meanwhile in one settle per queue.
         var pendingAcks: [AMQPDelivery] = []
         var ackWriter: Task<Void, Never>?
+
+        init(leaseName: String) { self.leaseName = leaseName }
     }
+
+    /// A publish whose appends were answered: confirmed (or its failure handled) by
+    /// `takeAnswers`, which takes every answer that came in meanwhile in one turn of the actor.
+    private struct Answer {
+        var number: UInt16
+        var lease: String
+        var sequence: UInt64?
+        /// Every append succeeded.
+        var stored: Bool
+        /// No full reject-publish queue refused the message.
+        var accepted: Bool
+    }
+    private let answers = Mutex<(waiting: [Answer], scheduled: Bool)>(([], false))
 
     private let gateway: AMQPGateway
     private let channel: NIOAsyncChannel<AMQPFrame, ByteBuffer>
+    private let writer: CoalescingWriter
     private let number: UInt64
     private let logger: Logger
     private var state: AMQPConnectionState
@@ -78,6 +97,7 @@ actor AMQPConnection {
     init(gateway: AMQPGateway, channel: NIOAsyncChannel<AMQPFrame, ByteBuffer>, number: UInt64, secure: Bool) {
         self.gateway = gateway
         self.channel = channel
+        writer = CoalescingWriter(channel.channel)
         self.number = number
         logger = gateway.logger
         state = AMQPConnectionState(limits: gateway.limits(secure: secure))
@@ -104,7 +124,8 @@ actor AMQPConnection {
                     // §4.2.2: answer with the header this server speaks, then close.
                     var buffer = ByteBuffer()
                     AMQPFrameEncoder.write(.protocolHeader, into: &buffer)
-                    try? await channel.channel.writeAndFlush(buffer)
+                    write(buffer)
+                    await writer.flushed()
                 } catch let error as AMQPError {
                     await perform(state.close(error))
                     await flushThenWait()
@@ -235,19 +256,15 @@ actor AMQPConnection {
     private func write(_ frame: AMQPFrame) {
         var buffer = channel.channel.allocator.buffer(capacity: 64)
         AMQPFrameEncoder.write(frame, into: &buffer)
-        channel.channel.writeAndFlush(buffer, promise: nil)
+        writer.write(buffer)
     }
 
-    private func write(_ buffer: ByteBuffer) {
-        channel.channel.writeAndFlush(buffer, promise: nil)
-    }
+    private func write(_ buffer: ByteBuffer) { writer.write(buffer) }
 
     private func send(_ method: AMQPMethod, on number: UInt16) { write(.method(channel: number, method)) }
 
     /// Waits until what was written is on its way (before closing).
-    private func flushThenWait() async {
-        try? await channel.channel.writeAndFlush(ByteBuffer()).get()
-    }
+    private func flushThenWait() async { await writer.flushed() }
 
     // MARK: Heartbeats and leases
 
@@ -322,9 +339,7 @@ actor AMQPConnection {
         // stored before it is.
         channels[number]!.consumers = [:]
         for task in tasks.values { task.cancel() }
-        let unstored = channels[number]!.unstored
-        channels[number]!.unstored = []
-        for storing in unstored { _ = await storing.stored }
+        await publishesStored(number)
         await writeAcks(number)
         guard let closing = channels.removeValue(forKey: number) else { return }
         for waiter in closing.waiters { waiter.resume() }
@@ -425,11 +440,8 @@ actor AMQPConnection {
     }
 
     private func carryOut(_ method: AMQPMethod, on number: UInt16) async throws {
-        _ = openedChannel(number)
-        let unstored = channels[number]!.unstored
-        channels[number]!.unstored = []
-        let lease = channels[number]!.leaseName
-        for storing in unstored { _ = await storing.stored }
+        let lease = openedChannel(number).leaseName
+        await publishesStored(number)
         try live(number, lease)
         let host = try requireHost()
         switch method {
@@ -803,25 +815,71 @@ actor AMQPConnection {
             channels[number]!.pendingPublishes += stores
             return
         }
-        let storing = gateway.submit(stores)
-        channels[number]?.unstored.append(storing)
-        Task { await self.stored(sequence, ok: await storing.stored, accepted: accepted, on: number, lease: lease) }
+        channels[number]!.unstored += 1
+        gateway.submit(stores) { [weak self] ok in
+            self?.answered(Answer(number: number, lease: lease, sequence: sequence, stored: ok, accepted: accepted))
+        }
     }
 
-    private func stored(_ sequence: UInt64?, ok: Bool, accepted: Bool, on number: UInt16, lease: String) async {
-        // A confirm belongs to the channel that published, not to one opened later on its number.
-        guard channels[number]?.leaseName == lease else { return }
-        if let sequence {
-            confirmed(sequence, ok: ok && accepted, on: number)
-        } else if !ok {
-            // Without confirms the client cannot be told which message was lost: the channel
-            // is closed, so it knows something was.
+    private nonisolated func answered(_ answer: Answer) {
+        let schedule = answers.withLock { answers -> Bool in
+            answers.waiting.append(answer)
+            defer { answers.scheduled = true }
+            return !answers.scheduled
+        }
+        if schedule { Task { await self.takeAnswers() } }
+    }
+
+    /// Confirms every publish answered since the last turn: per channel, its nacks and one ack.
+    private func takeAnswers() async {
+        let taken = answers.withLock { answers in
+            defer {
+                answers.waiting = []
+                answers.scheduled = false
+            }
+            return answers.waiting
+        }
+        var confirms: [UInt16: [(sequence: UInt64, ok: Bool)]] = [:]
+        var order: [UInt16] = []
+        var failed: [UInt16] = []
+        for answer in taken {
+            // A confirm belongs to the channel that published, not to one opened later on its
+            // number.
+            guard let channel = channels[answer.number], channel.leaseName == answer.lease else { continue }
+            channel.unstored -= 1
+            if channel.unstored == 0 {
+                let waiters = channel.storedWaiters
+                channel.storedWaiters = []
+                for waiter in waiters { waiter.resume() }
+            }
+            if let sequence = answer.sequence {
+                if confirms[answer.number] == nil { order.append(answer.number) }
+                confirms[answer.number, default: []].append((sequence, answer.stored && answer.accepted))
+            } else if !answer.stored, !failed.contains(answer.number) {
+                failed.append(answer.number)
+            }
+        }
+        for number in order {
+            guard let channel = channels[number] else { continue }
+            for method in channel.state.answered(confirms[number]!) { send(method, on: number) }
+        }
+        // Without confirms the client cannot be told which message was lost: the channel is
+        // closed, so it knows something was (after every answer above is counted: the close
+        // waits for the channel's publishes).
+        for number in failed {
             await perform(
                 state.failed(
                     channel: number,
                     AMQPError(
                         AMQPError.internalError, "INTERNAL_ERROR - a published message could not be stored",
                         classID: 60, methodID: 40)))
+        }
+    }
+
+    /// Waits until every publish of the channel so far is answered.
+    private func publishesStored(_ number: UInt16) async {
+        while let channel = channels[number], channel.unstored > 0 {
+            await withCheckedContinuation { channel.storedWaiters.append($0) }
         }
     }
 

@@ -129,8 +129,9 @@ extension AMQPGateway {
 
     /// Hands the records to their shards' appenders (batched with everything else published
     /// to those shards meanwhile); the answer tells when all are stored.
-    func submit(_ stores: [AMQPStore]) -> AMQPStoring {
-        let storing = AMQPStoring(count: stores.count, logger: logger)
+    @discardableResult
+    func submit(_ stores: [AMQPStore], whenDone: @escaping @Sendable (Bool) -> Void = { _ in }) -> AMQPStoring {
+        let storing = AMQPStoring(count: stores.count, logger: logger, whenDone: whenDone)
         for store in stores { appender(for: store.shard).submit(store.record, completion: storing.completed) }
         return storing
     }
@@ -396,24 +397,29 @@ final class AMQPStoring: Sendable {
 
     private let state: Mutex<State>
     private let logger: Logger
+    private let whenDone: @Sendable (Bool) -> Void
 
-    init(count: Int, logger: Logger) {
+    /// `whenDone` runs once every record is answered, with whether all were stored.
+    init(count: Int, logger: Logger, whenDone: @escaping @Sendable (Bool) -> Void = { _ in }) {
         state = Mutex(State(remaining: count))
         self.logger = logger
+        self.whenDone = whenDone
     }
 
     func completed(_ result: Result<Void, any Error>) {
         if case .failure(let error) = result {
             logger.warning("amqp message not stored", metadata: ["error": "\(error)"])
         }
-        let (waiters, ok) = state.withLock { state -> ([CheckedContinuation<Bool, Never>], Bool) in
+        let done = state.withLock { state -> (waiters: [CheckedContinuation<Bool, Never>], ok: Bool)? in
             if case .failure = result { state.ok = false }
             state.remaining -= 1
-            guard state.remaining == 0 else { return ([], state.ok) }
+            guard state.remaining == 0 else { return nil }
             defer { state.waiters = [] }
             return (state.waiters, state.ok)
         }
-        for waiter in waiters { waiter.resume(returning: ok) }
+        guard let done else { return }
+        for waiter in done.waiters { waiter.resume(returning: done.ok) }
+        whenDone(done.ok)
     }
 
     /// Whether every record was stored, once all are answered.
