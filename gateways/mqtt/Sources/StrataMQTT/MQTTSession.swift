@@ -1,5 +1,6 @@
 import NIOCore
 import StrataJournal
+import StrataKit
 import Synchronization
 
 /// One connected client: its subscriptions, the packets waiting to be written to it, and the
@@ -91,6 +92,8 @@ final class MQTTSession: Sendable {
     private let state = Mutex(State())
     /// Where packets for the client go (nil: nowhere, for tests of the session logic).
     private let channel: (any Channel)?
+    /// The channel's writes: those made before the event loop gets to them share one flush.
+    private let writer: CoalescingWriter?
     /// Called when the client fell too far behind (the connection is then closed).
     private let overflow: @Sendable () -> Void
 
@@ -110,13 +113,14 @@ final class MQTTSession: Sendable {
         self.clientMaxPacketSize = clientMaxPacketSize
         self.overflow = overflow
         self.channel = channel
+        writer = channel.map(CoalescingWriter.init)
     }
 
     /// Writes a packet to the client. Packets go to the channel in the order of these calls
     /// (handed over under the session's lock) — no writer task or queue of its own per
     /// connection; what the socket has not taken yet counts as unwritten.
     func send(_ packet: MQTTPacket) {
-        guard let channel else { return }
+        guard let channel, let writer else { return }
         if case .publish(let publish) = packet {
             MQTTMetrics.messagesOut.increment()
             MQTTMetrics.bytesOut.increment(by: publish.payload.readableBytes)
@@ -127,10 +131,10 @@ final class MQTTSession: Sendable {
             packet.write(version: version, into: &encoded)
             let buffer = encoded
             state.unwritten += 1
-            // Handed to the event loop, even from the loop itself: a write there could complete
-            // earlier writes at once, whose callbacks take this lock.
+            // Handed to the event loop, even from the loop itself (the writer always is): a write
+            // there could complete earlier writes at once, whose callbacks take this lock.
             let promise = channel.eventLoop.makePromise(of: Void.self)
-            channel.eventLoop.execute { channel.writeAndFlush(buffer, promise: promise) }
+            writer.write(buffer, promise: promise)
             state.lastWrite = promise.futureResult
             return promise.futureResult
         }
