@@ -25,7 +25,7 @@ import Testing
                         queue: "mqtt/default/$share/g/jobs/+", receipt: .init(source: 3, offset: 99, delivery: 2))),
                 count: 10),
             waiting: [MQTTSessionRecord.encode(publish)], inboundQoS2: [1, 65_535], nextPacketID: 10,
-            expiryInterval: 3600, disconnectedAt: 1_700_000_000_000)
+            expiryInterval: 3600, disconnectedAt: 1_700_000_000_000, owner: .init(user: "alice"))
     }
 
     @Test func binaryRoundTripsAndIsSmallerThanJSON() throws {
@@ -38,6 +38,7 @@ import Testing
         #expect(back.inflight.map(\.share) == record.inflight.map(\.share))
         #expect(back.waiting == record.waiting && back.inboundQoS2 == record.inboundQoS2)
         #expect(back.nextPacketID == 10 && back.expiryInterval == 3600 && back.disconnectedAt == record.disconnectedAt)
+        #expect(back.owner == .init(user: "alice"))
         let json = try JSONEncoder().encode(record)
         #expect(bytes.count * 2 < json.count, "binary \(bytes.count) bytes, JSON \(json.count)")
     }
@@ -46,6 +47,46 @@ import Testing
         let json = Array(try JSONEncoder().encode(Self.record()))
         let back = try MQTTSessionRecord(stored: json)
         #expect(back.subscriptions.count == 2 && back.inflight.count == 10)
+    }
+
+    @Test func ownersRoundTripAndVersionOneRecordsHaveNone() throws {
+        var anonymous = Self.record()
+        anonymous.owner = .init(user: nil)
+        #expect(try MQTTSessionRecord(stored: anonymous.kvBytes).owner == .init(user: nil))
+        // Version 1 is version 2 without the owner field (one absent-flag byte at the end).
+        var unowned = Self.record()
+        unowned.owner = nil
+        let version1 = [1] + unowned.kvBytes.dropFirst().dropLast()
+        let back = try MQTTSessionRecord(stored: Array(version1))
+        #expect(back.owner == nil && back.subscriptions.count == 2)
+    }
+
+    @Test func aRestoredSessionSendsNothingItsUserMayNoLongerRead() throws {
+        let acl = try MQTTACL(parsing: "user alice\ntopic read sensors/#\ntopic deny sensors/secret\n")
+        let session = MQTTSession(
+            clientID: "c", user: "alice", acl: acl, version: .v5, persistent: true, receiveMaximum: 10, maxQueued: 10,
+            clientMaxPacketSize: nil, overflow: {})
+        func stored(_ topic: String, _ id: UInt16) -> MQTTSessionRecord.StoredPublish {
+            .init(
+                packet: MQTTSessionRecord.encode(
+                    .init(topic: topic, qos: 1, packetID: id, payload: ByteBuffer(string: topic))),
+                released: false, share: nil)
+        }
+        var record = Self.record()
+        record.inflight = [stored("sensors/1", 1), stored("sensors/secret", 2), stored("admin/x", 3)]
+        record.waiting = [
+            MQTTSessionRecord.encode(.init(topic: "sensors/secret", qos: 0, payload: ByteBuffer(string: "w"))),
+            MQTTSessionRecord.encode(.init(topic: "sensors/2", qos: 0, payload: ByteBuffer(string: "w"))),
+        ]
+        let resent = session.restore(record)
+        let topics = resent.compactMap { packet -> String? in
+            if case .publish(let publish) = packet { return publish.topic }
+            return nil
+        }
+        #expect(topics == ["sensors/1"])
+        #expect(
+            session.record(positions: [:], expiryInterval: nil).waiting.compactMap(MQTTSessionRecord.decode).map(
+                \.topic) == ["sensors/2"])
     }
 
     @Test func damagedRecordsAreRefusedNotReadAsEmpty() {

@@ -593,6 +593,51 @@ def test_acl_refusals(secured):
     close(alice, bob, bob3)
 
 
+def test_a_session_belongs_to_its_user(secured):
+    """Another user cannot resume, end or take over a session by its client id (issue 17): bob's
+    CONNECT with alice's client id is refused (5.0 0x87, 3.1.1 code 5) while her session is
+    connected and while it is stored, and what waits in it stays hers."""
+    cid = f"owned-{uuid.uuid4().hex[:6]}"
+    alice = persistent_client(secured, cid, mqtt.MQTTv5)
+    alice.username_pw_set("alice", "wonderland")
+    flags, reason = connect_persistent(alice, secured, mqtt.MQTTv5)
+    assert not reason.is_failure
+    subscribe(alice, "sensors/#", qos=1)
+
+    def bob_takes_over(version, clean):
+        bob = client(secured, version, client_id=cid, **({} if version == mqtt.MQTTv5 else {"clean_session": clean}))
+        bob.username_pw_set("bob", "builder")
+        connected = queue.Queue()
+        bob.on_connect = lambda _c, _u, _flags, reason, _p: connected.put(reason)
+        if version == mqtt.MQTTv5:
+            bob.connect("127.0.0.1", secured.mqtt_port, keepalive=30, clean_start=clean)
+        else:
+            bob.connect("127.0.0.1", secured.mqtt_port, keepalive=30)
+        bob.loop_start()
+        reason = connected.get(timeout=TIMEOUT)
+        bob.loop_stop()
+        return reason
+
+    # While alice is connected: refused, and her connection is not taken over.
+    assert str(bob_takes_over(mqtt.MQTTv5, False)) == "Not authorized"
+    assert str(bob_takes_over(mqtt.MQTTv311, True)) == "Not authorized"
+    close(alice)
+    time.sleep(0.5)
+    publisher, _ = login(secured, "alice", "wonderland")
+    publisher.publish("sensors/waiting", "for alice", qos=1).wait_for_publish(TIMEOUT)
+    # While her session is stored: refused with clean start 0 (resume) and 1 (discard).
+    assert str(bob_takes_over(mqtt.MQTTv5, False)) == "Not authorized"
+    assert str(bob_takes_over(mqtt.MQTTv5, True)) == "Not authorized"
+    assert str(bob_takes_over(mqtt.MQTTv311, False)) == "Not authorized"
+    # alice resumes: her session is there, with the message that waited in it.
+    again = persistent_client(secured, cid, mqtt.MQTTv5)
+    again.username_pw_set("alice", "wonderland")
+    flags, reason = connect_persistent(again, secured, mqtt.MQTTv5)
+    assert flags.session_present and not reason.is_failure
+    assert again.inbox.get(timeout=TIMEOUT).payload == b"for alice"
+    close(again, publisher)
+
+
 def test_v5_connack_properties_and_shutdown_reason(data_dir):
     started = Node(data_dir, ["--mqtt-allow-anonymous"])
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)

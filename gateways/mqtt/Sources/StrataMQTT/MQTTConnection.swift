@@ -425,6 +425,18 @@ struct MQTTConnection {
             accepted = taken
         }
         let (clientID, expiry, persistent) = (accepted.clientID, accepted.expiry, accepted.persistent)
+        // A session belongs to the user who made it: another user's CONNECT with its client id
+        // is refused (not authorized), so it cannot resume it, read what waits in it, end it or
+        // take its connection over. Checked before the claim below ends it elsewhere.
+        let user = enhanced?.user ?? connect.username
+        if let owner = try await gateway.sessionOwner(clientID), owner.user != user {
+            logger.info(
+                "mqtt client id refused: its session belongs to another user",
+                metadata: ["mqtt.client": "\(clientID)", "mqtt.user": "\(user ?? "(anonymous)")"])
+            try await outbound.write(
+                Self.bytes(.connack(.init(sessionPresent: false, reasonCode: version == .v5 ? 0x87 : 5)), version))
+            return nil
+        }
         // A session another gateway process holds is ended there first (its record stored).
         try await gateway.claimSession(clientID)
         var stored: MQTTSessionRecord?
@@ -448,7 +460,7 @@ struct MQTTConnection {
             try await gateway.forgetSession(clientID)
         }
         let session = MQTTSession(
-            clientID: clientID, user: enhanced?.user ?? connect.username, acl: configuration.acl, version: version,
+            clientID: clientID, user: user, acl: configuration.acl, version: version,
             persistent: persistent, expiryInterval: expiry,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? 65_535),
             maxQueued: configuration.maxQueuedMessages,

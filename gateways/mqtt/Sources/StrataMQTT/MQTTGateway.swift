@@ -736,6 +736,15 @@ public final class MQTTGateway: Service {
         registry.withLock { registry in registry.sessions[clientID].map { ($0, registry.dispatched) } }
     }
 
+    /// Whose session `clientID` names: the connected one's user here, else the stored record's
+    /// (a session connected through another gateway process has one once its checkpointer
+    /// ran); nil when there is none, it expired, or its record predates owners.
+    func sessionOwner(_ clientID: String) async throws -> MQTTSessionRecord.Owner? {
+        if let (live, _) = connectedSession(clientID) { return .init(user: live.user) }
+        guard let record = try await storedSession(clientID), !record.isExpired else { return nil }
+        return record.owner
+    }
+
     func storedSession(_ clientID: String) async throws -> MQTTSessionRecord? {
         guard let bytes = try await journal.get(namespace: Self.sessionNamespace, key: Array(clientID.utf8)) else {
             return nil

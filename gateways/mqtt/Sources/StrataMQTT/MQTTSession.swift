@@ -579,7 +579,7 @@ final class MQTTSession: Sendable {
                 // queue, which hands them over again when it resumes.
                 waiting: state.waiting.compactMap { $0.lease == nil ? MQTTSessionRecord.encode($0.publish) : nil },
                 inboundQoS2: Array(state.inboundQoS2), nextPacketID: state.nextPacketID,
-                expiryInterval: expiryInterval, disconnectedAt: WallClock.milliseconds())
+                expiryInterval: expiryInterval, disconnectedAt: WallClock.milliseconds(), owner: .init(user: user))
         }
     }
 
@@ -591,10 +591,14 @@ final class MQTTSession: Sendable {
             for subscription in record.subscriptions { state.subscriptions[subscription.filter] = subscription }
             state.nextPacketID = max(1, record.nextPacketID)
             state.inboundQoS2 = Set(record.inboundQoS2)
-            state.waiting = record.waiting.compactMap(MQTTSessionRecord.decode).map { ($0, nil) }
+            // The ACL is checked again: what the user may no longer read is not sent (the ACL
+            // file may have changed while the session was away).
+            state.waiting = record.waiting.compactMap(MQTTSessionRecord.decode).filter { permits(.read, $0.topic) }
+                .map { ($0, nil) }
             var packets: [MQTTPacket] = []
             for stored in record.inflight {
                 guard var publish = MQTTSessionRecord.decode(stored.packet), let id = publish.packetID else { continue }
+                if !stored.released, stored.share == nil, !permits(.read, publish.topic) { continue }
                 if version != .v5 { publish.properties = [] }
                 state.inflight[id] = publish
                 state.inflightOrder.append(id)

@@ -30,6 +30,14 @@ struct MQTTSessionRecord: Codable, Sendable {
     /// Seconds after the disconnect that the session lives (nil: forever, the 3.1.1 way).
     var expiryInterval: UInt32?
     var disconnectedAt: Int64
+    /// Who the session belongs to: only that user (nil: an anonymous client) may resume it,
+    /// end it or take its client id over. Nil for records stored before sessions had owners
+    /// (version 1 and JSON), which any user may resume, as before.
+    var owner: Owner?
+
+    struct Owner: Codable, Sendable, Hashable {
+        var user: String?
+    }
 
     var isExpired: Bool {
         guard let expiryInterval, expiryInterval != .max else { return false }
@@ -50,9 +58,10 @@ struct MQTTSessionRecord: Codable, Sendable {
     }
 }
 
-/// The binary record (`KVRecord`), version 1. JSON records of earlier gateways are still read.
+/// The binary record (`KVRecord`), version 2 (version 1 had no owner). JSON records of earlier
+/// gateways are still read.
 extension MQTTSessionRecord: KVRecord {
-    static let recordVersion: UInt8 = 1
+    static let recordVersion: UInt8 = 2
 
     func write(to buffer: inout ByteBuffer) {
         buffer.writeWireList(subscriptions) { buffer, subscription in
@@ -82,6 +91,9 @@ extension MQTTSessionRecord: KVRecord {
         buffer.writeInteger(nextPacketID)
         buffer.writeWireOptional(expiryInterval) { $0.writeInteger($1) }
         buffer.writeInteger(disconnectedAt)
+        buffer.writeWireOptional(owner) { buffer, owner in
+            buffer.writeWireOptional(owner.user) { $0.writeWireString($1) }
+        }
     }
 
     init(reading buffer: inout ByteBuffer, version: UInt8) throws(JournalError) {
@@ -112,5 +124,10 @@ extension MQTTSessionRecord: KVRecord {
         nextPacketID = try buffer.readWireInteger()
         expiryInterval = try buffer.readWireOptional { buffer throws(JournalError) in try buffer.readWireInteger() }
         disconnectedAt = try buffer.readWireInteger()
+        owner =
+            version >= 2
+            ? try buffer.readWireOptional { buffer throws(JournalError) in
+                Owner(user: try buffer.readWireOptional { buffer throws(JournalError) in try buffer.readWireString() })
+            } : nil
     }
 }
