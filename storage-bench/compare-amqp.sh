@@ -46,6 +46,8 @@ for _ in $(seq 100); do grep -q '^amqp ' "$work/strata.out" 2>/dev/null && break
 sleep 2
 rabbit_pid="$(pgrep -n beam.smp || pgrep -n beam)"
 written() { awk '/^write_bytes/ {print $2}' "/proc/$1/io"; }
+# CPU seconds a process used so far (user + system, /proc/PID/stat).
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
 echo "machine: $(nproc) cores, $(lscpu | sed -n 's/Model name: *//p'), kernel $(uname -r), rabbitmq $(dpkg-query -W -f '${Version}' rabbitmq-server)"
 for workload in "--confirms --persistent" ""; do
     for broker in rabbitmq strata; do
@@ -53,12 +55,22 @@ for workload in "--confirms --persistent" ""; do
         pid=$([ "$broker" = rabbitmq ] && echo "$rabbit_pid" || echo "$strata_pid")
         echo "### $broker: storage-bench amqp --url amqp://127.0.0.1:$port --publishers 4 --consumers 4 --queues 4 --size 1024 $workload --seconds $seconds --json"
         before="$(written "$pid")"
-        line="$("$bin/storage-bench" amqp --url "amqp://127.0.0.1:$port" --publishers 4 --consumers 4 --queues 4 \
-            --size 1024 $workload --seconds "$seconds" --json 2>/dev/null)"
+        cpu_before="$(cpu "$pid")"
+        # The bench client's own CPU time (getrusage of the child) goes to stderr's last line.
+        line="$(python3 -c 'import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.stdout.strip().splitlines()[-1], u.ru_utime + u.ru_stime, sep="\t")' \
+            "$bin/storage-bench" amqp --url "amqp://127.0.0.1:$port" --publishers 4 --consumers 4 --queues 4 \
+            --size 1024 $workload --seconds "$seconds" --json)"
+        cpu_after="$(cpu "$pid")"
         after="$(written "$pid")"
+        client_cpu="${line##*$'\t'}"
+        line="${line%$'\t'*}"
         echo "$line"
         # Write amplification: bytes the broker process wrote (/proc/PID/io write_bytes) per
-        # body byte published.
-        python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(json.dumps({'mode':'amqp-write-amplification','broker':'$broker','written_bytes':$after-$before,'body_bytes':r['published']*r['size'],'write_amplification':round(($after-$before)/max(1,r['published']*r['size']),2)}))" "$line"
+        # body byte published; CPU: microseconds of broker and client CPU per delivered message
+        # (both share the machine's cores).
+        python3 -c "import json,sys; r=json.loads(sys.argv[1]); n=max(1,r['delivered']); print(json.dumps({'mode':'amqp-write-amplification','broker':'$broker','written_bytes':$after-$before,'body_bytes':r['published']*r['size'],'write_amplification':round(($after-$before)/max(1,r['published']*r['size']),2),'broker_cpu_s':round($cpu_after-$cpu_before,2),'client_cpu_s':round($client_cpu,2),'broker_cpu_us_per_msg':round(($cpu_after-$cpu_before)*1e6/n,1),'client_cpu_us_per_msg':round($client_cpu*1e6/n,1)}))" "$line"
     done
 done
