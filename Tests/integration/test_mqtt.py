@@ -638,6 +638,108 @@ def test_a_session_belongs_to_its_user(secured):
     close(again, publisher)
 
 
+def test_no_suback_for_a_subscription_whose_session_record_is_not_stored(data_dir):
+    """SUBACK (and UNSUBACK) only after the persistent session's record is stored (issue 17):
+    when the journal refuses the record (its metadata reserve is reached) the client gets
+    DISCONNECT 0x80 instead, and the subscription is not part of the session it resumes."""
+    os.makedirs(data_dir, exist_ok=True)
+    stat = os.statvfs(data_dir)
+    # Key-value writes are refused below a quarter of the reserve: once 512 MiB more are used.
+    reserve = 4 * (stat.f_bavail * stat.f_frsize - (512 << 20))
+    config = os.path.join(data_dir, "node.toml")
+    with open(config, "w") as f:
+        f.write(f"[journal]\nmin_free_disk_bytes = {reserve}\n")
+    started = Node(os.path.join(data_dir, "node"), ["--config", config, "--mqtt-allow-anonymous"])
+    ballast = os.path.join(data_dir, "ballast")
+    cid = f"unstored-{uuid.uuid4().hex[:6]}"
+    try:
+        c = persistent_client(started, cid, mqtt.MQTTv5)
+        flags, reason = connect_persistent(c, started, mqtt.MQTTv5)
+        assert not reason.is_failure
+        assert [code.value for code in subscribe(c, "kept/#")] == [1]
+        ended = queue.Queue()
+        c.on_disconnect = lambda _c, _u, _flags, reason, _p: ended.put(reason)
+        acked = queue.Queue()
+        c.on_subscribe = lambda _c, _u, mid, codes, props: acked.put(codes)
+        subprocess.run(["fallocate", "-l", str(1 << 30), ballast], check=True)
+        c.subscribe("lost/#", qos=1)
+        assert ended.get(timeout=TIMEOUT).value == 0x80
+        assert acked.empty()
+        c.loop_stop()
+        os.remove(ballast)
+        # The node again without the reserve (which refuses appends here), on the same data.
+        started.stop()
+        started = Node(os.path.join(data_dir, "node"), ["--mqtt-allow-anonymous"])
+        again = persistent_client(started, cid, mqtt.MQTTv5)
+        flags, reason = connect_persistent(again, started, mqtt.MQTTv5)
+        assert flags.session_present
+        pub = client(started)
+        connect(pub, started)
+        pub.publish("lost/1", "no", qos=1).wait_for_publish(TIMEOUT)
+        pub.publish("kept/1", "yes", qos=1).wait_for_publish(TIMEOUT)
+        assert again.inbox.get(timeout=TIMEOUT).payload == b"yes"
+        with pytest.raises(queue.Empty):
+            again.inbox.get(timeout=1)
+        close(again, pub)
+    finally:
+        if os.path.exists(ballast):
+            os.remove(ballast)
+        started.stop()
+
+
+def test_a_subscription_made_during_a_replay_is_stored_before_its_suback(data_dir):
+    """A SUBSCRIBE while a resumed session's replay runs: its SUBACK comes only after the
+    stored record has the subscription (issue 17), so a SIGKILLed gateway's session has it."""
+    node = Node(data_dir, [], listeners=2)
+    gateway = Gateway(node.journal, ["--allow-anonymous", "--max-queued-messages", "4"])
+    cid = f"replaying-{uuid.uuid4().hex[:6]}"
+    try:
+        first = persistent_client(gateway, cid, mqtt.MQTTv5)
+        connect_persistent(first, gateway, mqtt.MQTTv5)
+        subscribe(first, "backlog/#", qos=1)
+        close(first)
+        pub = client(gateway)
+        connect(pub, gateway)
+        for i in range(40):
+            pub.publish(f"backlog/{i}", f"b{i}", qos=1).wait_for_publish(TIMEOUT)
+        with socket.create_connection(("127.0.0.1", gateway.mqtt_port), timeout=TIMEOUT) as raw:
+            # 5.0 CONNECT, clean start 0, session expiry 3600, receive maximum 1: with no PUBACK
+            # from here the replay stops after a few messages and stays under way.
+            props = bytes([0x11, 0, 0, 0x0E, 0x10, 0x21, 0, 1])
+            body = bytes([0, 4]) + b"MQTT" + bytes([5, 0x00, 0, 30, len(props)]) + props
+            body += len(cid).to_bytes(2, "big") + cid.encode()
+            raw.sendall(bytes([0x10, len(body)]) + body)
+            first_byte, connack = read_packet(raw)
+            assert first_byte == 0x20 and connack[0] == 1  # session present
+            topic = b"extra/#"
+            sub = bytes([0, 7, 0]) + len(topic).to_bytes(2, "big") + topic + bytes([0x01])
+            raw.sendall(bytes([0x82, len(sub)]) + sub)
+            while True:
+                first_byte, packet = read_packet(raw)
+                if first_byte >> 4 == 9:
+                    assert packet[:2] == bytes([0, 7]) and packet[-1] == 1
+                    break
+                assert first_byte >> 4 == 3  # the replay's PUBLISHes, not acknowledged
+            gateway.stop(signal.SIGKILL)
+        pub.loop_stop()
+        gateway = Gateway(node.journal, ["--allow-anonymous"])
+        again = persistent_client(gateway, cid, mqtt.MQTTv5)
+        flags, _ = connect_persistent(again, gateway, mqtt.MQTTv5)
+        assert flags.session_present
+        pub = client(gateway)
+        connect(pub, gateway)
+        pub.publish("extra/1", "subscribed", qos=1).wait_for_publish(TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        topics = []
+        while "extra/1" not in topics and time.monotonic() < deadline:
+            topics.append(again.inbox.get(timeout=TIMEOUT).topic)
+        assert "extra/1" in topics, topics
+        close(again, pub)
+    finally:
+        gateway.stop()
+        node.stop()
+
+
 def test_v5_connack_properties_and_shutdown_reason(data_dir):
     started = Node(data_dir, ["--mqtt-allow-anonymous"])
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)

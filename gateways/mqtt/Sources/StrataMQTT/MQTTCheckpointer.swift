@@ -7,8 +7,8 @@ import Logging
 final class MQTTCheckpointer: Sendable {
     private let gateway: MQTTGateway
     private let session: MQTTSession
-    private let requests: AsyncStream<CheckedContinuation<Void, Never>?>
-    private let continuation: AsyncStream<CheckedContinuation<Void, Never>?>.Continuation
+    private let requests: AsyncStream<CheckedContinuation<Bool, Never>?>
+    private let continuation: AsyncStream<CheckedContinuation<Bool, Never>?>.Continuation
 
     init(gateway: MQTTGateway, session: MQTTSession) {
         self.gateway = gateway
@@ -21,18 +21,35 @@ final class MQTTCheckpointer: Sendable {
         var stored: UInt64?
         for await request in requests {
             let changes = session.changeCount
-            if request != nil || changes != stored, let record = gateway.checkpointRecord(session) {
-                do {
+            var done = false
+            do {
+                if request != nil || changes != stored, let record = gateway.checkpointRecord(session) {
                     try await gateway.storeSession(session.clientID, record)
                     stored = changes
-                } catch {
-                    gateway.logger.warning(
-                        "mqtt session checkpoint not stored",
-                        metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
+                    done = true
+                } else if request != nil, session.isReplaying {
+                    // While a replay runs the offline queue still starts where the stored record
+                    // says: that record gets the session's subscriptions as they are now, the
+                    // rest of it unchanged (a crash replays the same range again).
+                    done = try await storeSubscriptionsDuringReplay()
+                } else {
+                    done = true
                 }
+            } catch {
+                gateway.logger.warning(
+                    "mqtt session checkpoint not stored",
+                    metadata: ["mqtt.client": "\(session.clientID)", "error": "\(error)"])
             }
-            request?.resume()
+            request?.resume(returning: done)
         }
+    }
+
+    private func storeSubscriptionsDuringReplay() async throws -> Bool {
+        guard var record = try await gateway.storedSession(session.clientID) else { return false }
+        record.subscriptions = session.subscriptions
+        record.owner = .init(user: session.user)
+        try await gateway.storeSession(session.clientID, record)
+        return true
     }
 
     /// A periodic nudge: store if anything changed.
@@ -40,10 +57,12 @@ final class MQTTCheckpointer: Sendable {
         continuation.yield(nil)
     }
 
-    /// Stores now and returns once stored (or once the checkpointer has finished).
-    func storeNow() async {
-        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
-            if case .terminated = continuation.yield(waiter) { waiter.resume() }
+    /// Stores now; true once stored, false when it could not be (the journal refused it, or a
+    /// replay runs and no record is stored to add the subscriptions to) or the checkpointer has
+    /// finished.
+    func storeNow() async -> Bool {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Bool, Never>) in
+            if case .terminated = continuation.yield(waiter) { waiter.resume(returning: false) }
         }
     }
 

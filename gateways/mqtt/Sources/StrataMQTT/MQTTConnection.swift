@@ -225,6 +225,14 @@ struct MQTTConnection {
         return ending
     }
 
+    /// Stores a persistent session's record before a SUBACK or UNSUBACK says its subscriptions
+    /// changed; when it cannot be stored no acknowledgement goes out: the connection ends with
+    /// 0x80 (unspecified error) and the client subscribes again when it reconnects.
+    private func stored(_ checkpointer: MQTTCheckpointer?) async throws {
+        guard let checkpointer, !(await checkpointer.storeNow()) else { return }
+        throw MQTTProtocolError(0x80, "the session record could not be stored")
+    }
+
     /// Carries out what the protocol rules made of one packet; true when the conversation ends
     /// (DISCONNECT). A violation is thrown: the caller tells a 5.0 client and closes.
     @inline(never)
@@ -261,7 +269,7 @@ struct MQTTConnection {
                     await gateway.leaveShare(queue, clientID: session.clientID)
                 }
             }
-            await checkpointer?.storeNow()
+            try await stored(checkpointer)
             session.send(.unsuback(.init(packetID: packetID, reasonCodes: codes)))
         case .send(let packet):
             session.send(packet)
@@ -616,7 +624,7 @@ struct MQTTConnection {
             codes.append(granted)
             if !shared { retainedToSend.append((subscription, existed)) }  // none for shared ones (4.8.2)
         }
-        await checkpointer?.storeNow()  // a granted subscription survives a gateway crash
+        try await stored(checkpointer)  // a granted subscription survives a gateway crash
         for filter in sharedFilters where session.subscription(filter) != nil {
             shares.start(filter, resume: false)
         }
