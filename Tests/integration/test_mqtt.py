@@ -740,6 +740,84 @@ def test_a_subscription_made_during_a_replay_is_stored_before_its_suback(data_di
         node.stop()
 
 
+def raw_persistent_connect(port, cid):
+    """A raw 5.0 CONNECT with clean start 0 and a session expiry of an hour; returns the socket
+    and whether the session was present."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    props = bytes([0x11, 0, 0, 0x0E, 0x10])
+    body = bytes([0, 4]) + b"MQTT" + bytes([5, 0x00, 0, 30, len(props)]) + props
+    body += len(cid).to_bytes(2, "big") + cid.encode()
+    raw.sendall(bytes([0x10, len(body)]) + body)
+    first_byte, connack = read_packet(raw)
+    assert first_byte == 0x20 and connack[1] == 0, connack
+    return raw, connack[0] == 1
+
+
+def test_qos2_exactly_once_across_a_gateway_sigkill(data_dir):
+    """QoS 2 across a SIGKILLed gateway (issue 17): an inbound packet id is stored before
+    PUBREC, so the DUP the client resends to the restarted gateway is not stored twice; an
+    outbound message the client acknowledged with PUBREC is stored as released before PUBREL,
+    so the restarted gateway sends PUBREL again, not the message as new."""
+    node = Node(data_dir, [], listeners=2)
+    gateway = Gateway(node.journal, ["--allow-anonymous"])
+    try:
+        watcher = client(gateway)
+        connect(watcher, gateway)
+        subscribe(watcher, "once/#", qos=2)
+        # Inbound: PUBLISH QoS 2 id 5, PUBREC, SIGKILL at once (before the 1 s checkpoint).
+        sender = f"sender-{uuid.uuid4().hex[:6]}"
+        raw, _ = raw_persistent_connect(gateway.mqtt_port, sender)
+        topic = b"once/in"
+        publish = len(topic).to_bytes(2, "big") + topic + bytes([0, 5, 0]) + b"exactly"
+        raw.sendall(bytes([0x34, len(publish)]) + publish)
+        assert read_packet(raw) == (0x50, bytes([0, 5]))
+        # Outbound: a QoS 2 subscriber's PUBREC, then PUBREL from the gateway, SIGKILL at once.
+        receiver = f"receiver-{uuid.uuid4().hex[:6]}"
+        sub_raw, _ = raw_persistent_connect(gateway.mqtt_port, receiver)
+        filt = b"out/#"
+        sub = bytes([0, 1, 0]) + len(filt).to_bytes(2, "big") + filt + bytes([0x02])
+        sub_raw.sendall(bytes([0x82, len(sub)]) + sub)
+        assert read_packet(sub_raw)[0] == 0x90
+        watcher.publish("out/1", "to receiver", qos=2).wait_for_publish(TIMEOUT)
+        first_byte, packet = read_packet(sub_raw)
+        assert first_byte >> 4 == 3 and (first_byte >> 1) & 3 == 2
+        out_id = packet[2 + int.from_bytes(packet[:2], "big"):][:2]
+        sub_raw.sendall(bytes([0x50, 2]) + out_id)  # PUBREC
+        assert read_packet(sub_raw) == (0x62, out_id)  # PUBREL
+        gateway.stop(signal.SIGKILL)
+        raw.close()
+        sub_raw.close()
+        watcher.loop_stop()
+        gateway = Gateway(node.journal, ["--allow-anonymous"])
+        watcher = client(gateway)
+        connect(watcher, gateway)
+        subscribe(watcher, "once/#", qos=2)
+        raw, present = raw_persistent_connect(gateway.mqtt_port, sender)
+        assert present
+        raw.sendall(bytes([0x3C, len(publish)]) + publish)  # the same PUBLISH, DUP set
+        assert read_packet(raw) == (0x50, bytes([0, 5]))
+        raw.sendall(bytes([0x62, 2, 0, 5]))  # PUBREL
+        assert read_packet(raw) == (0x70, bytes([0, 5]))  # PUBCOMP
+        sub_raw, present = raw_persistent_connect(gateway.mqtt_port, receiver)
+        assert present
+        assert read_packet(sub_raw) == (0x62, out_id)  # PUBREL again, not the PUBLISH
+        sub_raw.sendall(bytes([0x70, 2]) + out_id)  # PUBCOMP
+        # The message stored before the crash is the only one: a later one comes next.
+        probe = client(gateway)
+        connect(probe, gateway)
+        probe.publish("once/probe", "after", qos=1).wait_for_publish(TIMEOUT)
+        seen = []
+        while not seen or seen[-1] != "once/probe":
+            seen.append(watcher.inbox.get(timeout=TIMEOUT).topic)
+        assert seen == ["once/probe"], seen
+        raw.close()
+        sub_raw.close()
+        close(watcher, probe)
+    finally:
+        gateway.stop()
+        node.stop()
+
+
 def test_v5_connack_properties_and_shutdown_reason(data_dir):
     started = Node(data_dir, ["--mqtt-allow-anonymous"])
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)

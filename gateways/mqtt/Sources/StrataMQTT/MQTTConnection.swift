@@ -243,12 +243,26 @@ struct MQTTConnection {
         switch action {
         case .store(let topic, let publish):
             await acks.waitForRoom()
-            handlePublish(publish, topic: topic, session: session, acks: acks)
+            handlePublish(publish, topic: topic, session: session, acks: acks, checkpointer: checkpointer)
         case .completed(let packetID):
             if let lease = session.acknowledged(packetID) { shares.settler.settle([lease], as: .ack) }
         case .received(let packetID):
             let known = session.received(packetID)
-            session.send(.pubrel(.init(packetID: packetID, reasonCode: known ? 0 : 0x92)))
+            guard known, let checkpointer else {
+                session.send(.pubrel(.init(packetID: packetID, reasonCode: known ? 0 : 0x92)))
+                return false
+            }
+            // The client has the message: that is in the stored record before PUBREL, so a
+            // restarted gateway sends PUBREL again, not the message as new (PUBRELs keep the
+            // order of their PUBRECs: the checkpointer answers in order).
+            checkpointer.storeThen { stored in
+                if stored {
+                    session.send(.pubrel(.init(packetID: packetID)))
+                } else {
+                    if session.version == .v5 { session.send(.disconnect(.init(reasonCode: 0x80))) }
+                    session.close()
+                }
+            }
         case .release(let packetID):
             let known = session.inboundQoS2Released(packetID)
             session.send(.pubcomp(.init(packetID: packetID, reasonCode: known ? 0 : 0x92)))
@@ -518,7 +532,8 @@ struct MQTTConnection {
     /// Validates a PUBLISH and submits it to its bucket's appender without waiting: the
     /// acknowledgement (PUBACK / PUBREC) goes out through `acks`, in order, once stored.
     private func handlePublish(
-        _ publish: MQTTPacket.Publish, topic: String, session: MQTTSession, acks: MQTTAckSequencer
+        _ publish: MQTTPacket.Publish, topic: String, session: MQTTSession, acks: MQTTAckSequencer,
+        checkpointer: MQTTCheckpointer?
     ) {
         let id = publish.packetID ?? 0
         guard session.permits(.write, topic) else {
@@ -578,7 +593,25 @@ struct MQTTConnection {
         }
         gateway.submit(message) { result in
             if qos > 0 { MQTTMetrics.publishAck.record(duration: ContinuousClock.now - arrived) }
-            acks.complete(ticket, result)
+            guard qos == 2, case .success = result, let checkpointer else {
+                acks.complete(ticket, result)
+                return
+            }
+            // Exactly once across a gateway crash: the packet id is in the stored session
+            // record before PUBREC, so a DUP resent to a restarted gateway is not stored again.
+            // A record that cannot be stored ends the connection without PUBREC (the message is
+            // stored; the client resends it, and this gateway still knows the id).
+            checkpointer.storeThen { stored in
+                if stored {
+                    acks.complete(ticket, result)
+                } else {
+                    logger.error(
+                        "mqtt session record not stored before PUBREC: closing the connection",
+                        metadata: ["mqtt.client": "\(session.clientID)"])
+                    if v5 { session.send(.disconnect(.init(reasonCode: 0x80))) }
+                    session.close()
+                }
+            }
         }
     }
 

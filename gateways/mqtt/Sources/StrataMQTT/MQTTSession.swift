@@ -618,6 +618,9 @@ final class MQTTSession: Sendable {
 
     // MARK: Inbound QoS 2
 
+    /// The inbound QoS 2 packet ids accepted and not yet released.
+    var inboundQoS2IDs: [UInt16] { state.withLock { Array($0.inboundQoS2) } }
+
     /// Whether this QoS 2 packet id was already accepted (a resend: do not store it again).
     func inboundQoS2Seen(_ packetID: UInt16) -> Bool {
         state.withLock { $0.inboundQoS2.contains(packetID) }
