@@ -166,18 +166,35 @@ import Testing
         #expect(decodeError([0x00, 0x00])?.reasonCode == 0x81)  // type 0
         #expect(decodeError([0xF0, 0x00], version: .v311)?.reasonCode == 0x81)  // AUTH in 3.1.1
         #expect(decodeError([0xC0, 0x00], version: nil)?.reasonCode == 0x82)  // no CONNECT first
-        // CONNECT: reserved flag; protocol level 3 (3.1) → unsupported version.
+        // CONNECT: reserved flag; level 3 named MQTT, and MQIsdp (3.1's name) at level 4 → an
+        // unsupported version.
         #expect(
             decodeError([0x10, 0x0C, 0, 4, 0x4D, 0x51, 0x54, 0x54, 4, 0x03, 0, 60, 0, 0], version: nil)?.reasonCode
                 == 0x81)
         #expect(
             decodeError([0x10, 0x0C, 0, 4, 0x4D, 0x51, 0x54, 0x54, 3, 0x02, 0, 60, 0, 0], version: nil)?.reasonCode
                 == 0x84)
+        let mqisdp: [UInt8] = [0, 6, 0x4D, 0x51, 0x49, 0x73, 0x64, 0x70]
+        #expect(decodeError([0x10, 0x0F] + mqisdp + [4, 0x02, 0, 60, 0, 1, 0x61], version: nil)?.reasonCode == 0x84)
         // Properties: duplicate message expiry, and a CONNACK-only property in PUBLISH.
         #expect(decodeError([0x30, 0x0E, 0, 1, 0x61, 0x0A, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2])?.reasonCode == 0x82)
         #expect(decodeError([0x30, 0x06, 0, 1, 0x61, 0x02, 0x24, 0x01])?.reasonCode == 0x81)
         // Property length past the end.
         #expect(decodeError([0x30, 0x04, 0, 1, 0x61, 0x09])?.reasonCode == 0x81)
+    }
+
+    @Test func mqtt31ConnectsAreReadAndItsConnackHasNoSessionFlag() throws {
+        var decoder = MQTTDecoder(version: nil)
+        var buffer = ByteBuffer(bytes: [
+            0x10, 0x0F, 0, 6, 0x4D, 0x51, 0x49, 0x73, 0x64, 0x70, 3, 0x02, 0, 60, 0, 1, 0x61,
+        ])
+        guard case .connect(let connect)? = try decoder.decode(buffer: &buffer) else {
+            Issue.record("no CONNECT")
+            return
+        }
+        #expect(connect.version == .v31 && connect.clientID == "a" && connect.cleanStart)
+        let connack = Array(Self.bytes(.connack(.init(sessionPresent: true, reasonCode: 0)), .v31).readableBytesView)
+        #expect(connack == [0x20, 0x02, 0x00, 0x00])
     }
 
     @Test func partialPacketsWaitForMoreBytes() throws {

@@ -50,7 +50,7 @@ def subscribe(c, topic, qos=1, **kwargs):
     return done.get(timeout=TIMEOUT)
 
 
-@pytest.mark.parametrize("version", [mqtt.MQTTv311, mqtt.MQTTv5])
+@pytest.mark.parametrize("version", [mqtt.MQTTv31, mqtt.MQTTv311, mqtt.MQTTv5])
 @pytest.mark.parametrize("qos", [0, 1, 2])
 def test_publish_subscribe_each_qos(node, version, qos):
     sub, pub = client(node, version), client(node, version)
@@ -148,6 +148,38 @@ def test_mosquitto_clients(node):
                        check=True, timeout=TIMEOUT)
     out, _ = sub.communicate(timeout=TIMEOUT)
     assert out.splitlines() == ["m/0 v0", "m/1 v1", "m/2 v2"]
+
+
+def test_mqtt_31_sessions_client_ids_and_mosquitto_clients(node):
+    """MQTT 3.1 (protocol name MQIsdp, level 3), as old devices speak it: a persistent session
+    resumes (3.1's CONNACK has no session present flag), a client id must be 1 to 23
+    characters (else CONNACK 2), and mosquitto_pub/sub -V mqttv31 work."""
+    cid = f"v31-{uuid.uuid4().hex[:6]}"
+    first = persistent_client(node, cid, mqtt.MQTTv31)
+    connect_persistent(first, node, mqtt.MQTTv31)
+    subscribe(first, "old/#", qos=1)
+    close(first)
+    pub = client(node, mqtt.MQTTv31)
+    connect(pub, node)
+    pub.publish("old/1", "kept", qos=1).wait_for_publish(TIMEOUT)
+    again = persistent_client(node, cid, mqtt.MQTTv31)
+    flags, reason = connect_persistent(again, node, mqtt.MQTTv31)
+    assert not reason.is_failure and not flags.session_present  # reserved in 3.1
+    assert again.inbox.get(timeout=TIMEOUT).payload == b"kept"
+    close(again, pub)
+    for bad in ("x" * 24, ""):
+        body = bytes([0, 6]) + b"MQIsdp" + bytes([3, 0x02, 0, 30]) + len(bad).to_bytes(2, "big") + bad.encode()
+        with socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=TIMEOUT) as raw:
+            raw.sendall(bytes([0x10, len(body)]) + body)
+            assert read_packet(raw) == (0x20, bytes([0, 2]))  # identifier rejected
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(node.mqtt_port), "-t", "m31/#", "-q", "1", "-C", "2", "-v",
+                            "-V", "mqttv31", "-i", "sub31"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    for i in range(2):
+        subprocess.run(["mosquitto_pub", "-p", str(node.mqtt_port), "-t", f"m31/{i}", "-m", f"v{i}", "-q", "1",
+                        "-V", "mqttv31", "-i", f"pub31-{i}"], check=True, timeout=TIMEOUT)
+    out, _ = sub.communicate(timeout=TIMEOUT)
+    assert out.splitlines() == ["m31/0 v0", "m31/1 v1"]
 
 
 def test_anonymous_refused_unless_allowed(data_dir):

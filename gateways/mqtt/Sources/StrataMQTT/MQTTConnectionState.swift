@@ -98,6 +98,10 @@ struct MQTTConnectionState: Sendable {
         let v5 = version == .v5
         var clientID = connect.clientID
         var assigned = false
+        if version == .v31, clientID.isEmpty || clientID.utf8.count > 23 {
+            // 3.1: a client id of 1 to 23 characters, else CONNACK 2 (identifier rejected).
+            return refuse(v5: 0x85, v311: 2)
+        }
         if clientID.isEmpty {
             // 3.1.1: an empty client id needs clean session 1 (MQTT-3.1.3-8), refused with 2.
             guard v5 || connect.cleanStart else { return refuse(v5: 0x85, v311: 2) }

@@ -170,7 +170,8 @@ public struct MQTTDecoder: NIOSingleStepByteToMessageDecoder {
         let name = try body.readMQTTString()
         let level: UInt8 = try body.readMQTTInteger()
         guard name == "MQTT" || name == "MQIsdp" else { throw .protocolError("protocol name \(name)") }
-        guard name == "MQTT", let version = MQTTProtocolVersion(rawValue: level) else {
+        // MQIsdp is 3.1's name (level 3); MQTT names 3.1.1 (4) and 5.0 (5).
+        guard let version = MQTTProtocolVersion(rawValue: level), (name == "MQIsdp") == (version == .v31) else {
             throw MQTTProtocolError(0x84, "unsupported protocol \(name) level \(level)")
         }
         let connectFlags: UInt8 = try body.readMQTTInteger()
@@ -183,7 +184,7 @@ public struct MQTTDecoder: NIOSingleStepByteToMessageDecoder {
         guard willQoS < 3, willFlag || (willQoS == 0 && !willRetain) else {
             throw .malformed("CONNECT will flags \(connectFlags)")
         }
-        if version == .v311 && hasPassword && !hasUsername {
+        if version != .v5 && hasPassword && !hasUsername {
             throw .malformed("CONNECT with a password but no user name")
         }
         let keepAlive: UInt16 = try body.readMQTTInteger()

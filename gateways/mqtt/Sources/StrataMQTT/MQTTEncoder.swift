@@ -12,7 +12,7 @@ extension MQTTPacket {
         var flags: UInt8 = 0
         switch self {
         case .connect(let c):
-            body.writeMQTTString("MQTT")
+            body.writeMQTTString(c.version == .v31 ? "MQIsdp" : "MQTT")
             body.writeInteger(c.version.rawValue)
             var connectFlags: UInt8 = c.cleanStart ? 0x02 : 0
             if let will = c.will {
@@ -32,7 +32,8 @@ extension MQTTPacket {
             if let username = c.username { body.writeMQTTString(username) }
             if let password = c.password { body.writeMQTTBinary(password) }
         case .connack(let c):
-            body.writeInteger(c.sessionPresent ? UInt8(1) : 0)
+            // 3.1's first CONNACK byte is reserved (it has no session present flag).
+            body.writeInteger(c.sessionPresent && version != .v31 ? UInt8(1) : 0)
             body.writeInteger(c.reasonCode)
             if v5 { c.properties.write(to: &body) }
         case .publish:

@@ -2,6 +2,8 @@ import NIOCore
 
 /// MQTT protocol levels the gateway speaks (CONNECT's protocol level byte).
 public enum MQTTProtocolVersion: UInt8, Sendable, Hashable {
+    /// MQTT 3.1 (protocol name MQIsdp): 3.1.1's packets, with 3.1's CONNECT and CONNACK rules.
+    case v31 = 3
     case v311 = 4
     case v5 = 5
 }
