@@ -71,6 +71,7 @@ public enum JournalNode {
             mqtt.sharedTopics = configuration.mqttSharedTopics
             mqtt.sharedRedispatch = configuration.mqttSharedRedispatch
             mqtt.topicPartitions = configuration.mqttTopicPartitions
+            mqtt.maxKeepAlive = configuration.mqttMaxKeepAlive
             mqtt.webSocketHost = configuration.mqttWebSocketListen?.host
             mqtt.webSocketPort = configuration.mqttWebSocketListen?.port ?? 0
             try configuring(journal) {

@@ -40,6 +40,8 @@ public struct NodeConfiguration: Sendable {
     public var mqttTopicPartitions: Int32 = 1
     /// `MQTTGateway.Configuration.sharedRedispatch`.
     public var mqttSharedRedispatch = false
+    /// `MQTTGateway.Configuration.maxKeepAlive` (65535: no limit).
+    public var mqttMaxKeepAlive: UInt16 = .max
     /// MQTT over WebSocket listener of the in-process gateway (nil: none).
     public var mqttWebSocketListen: HostPort?
     /// The users file of every gateway (SCRAM-SHA-256 lines, `strata scram-user`): MQTT CONNECT
@@ -137,6 +139,9 @@ public struct NodeConfiguration: Sendable {
                 throw JournalError(.invalidArgument, "config file: \(key) is a number of at least 0 or \"none\"")
             case ("mqtt.shared_topics", .bool(let v)): mqttSharedTopics = v
             case ("mqtt.shared_redispatch", .bool(let v)): mqttSharedRedispatch = v
+            case ("mqtt.max_keepalive", .integer(let v)) where 1...65_535 ~= v: mqttMaxKeepAlive = UInt16(v)
+            case ("mqtt.max_keepalive", _):
+                throw JournalError(.invalidArgument, "config file: mqtt.max_keepalive is 1...65535 seconds")
             case ("mqtt.topic_partitions", .integer(let v)):
                 guard 1...10_000 ~= v else {
                     throw JournalError(.invalidArgument, "config file: mqtt.topic_partitions is 1...10000")
@@ -337,7 +342,7 @@ public struct NodeConfiguration: Sendable {
             "mqtt.listen": mqttListen.description, "mqtt.allow_anonymous": "\(mqttAllowAnonymous)",
             "mqtt.retention": mqttRetention.map { "\($0)" } ?? "as stored in the journal (7 days if never set)",
             "mqtt.shared_topics": "\(mqttSharedTopics)", "mqtt.topic_partitions": "\(mqttTopicPartitions)",
-            "mqtt.shared_redispatch": "\(mqttSharedRedispatch)",
+            "mqtt.shared_redispatch": "\(mqttSharedRedispatch)", "mqtt.max_keepalive": "\(mqttMaxKeepAlive)",
             "kafka.listen": kafkaListen.description, "kafka.advertised": kafkaAdvertised?.description ?? "",
             "kafka.default_partitions": "\(kafkaDefaultPartitions)", "kafka.node_id": "\(kafkaNodeID)",
             "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",

@@ -69,6 +69,12 @@ struct JournalNodeCommand: AsyncParsableCommand {
     @Option(help: "Partitions of a registry topic the MQTT gateway creates for a topic's first level (default: 1).")
     var mqttTopicPartitions: Int32?
 
+    @Option(
+        help:
+            "The most keep-alive (seconds) an MQTT client may ask for: more (or none, 0) gets this as a 5.0 server keep alive and refuses a 3.1/3.1.1 client (default: 65535, no limit)."
+    )
+    var mqttMaxKeepalive: UInt16?
+
     @Flag(
         help:
             "MQTT shared subscriptions: what a member has not acknowledged goes to another member as soon as its connection ends, QoS 2 too (docs/mqtt.md)."
@@ -203,6 +209,10 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
             if let mqttSharedTopics { settings.mqttSharedTopics = mqttSharedTopics }
+            if let mqttMaxKeepalive {
+                guard mqttMaxKeepalive >= 1 else { throw ValidationError("--mqtt-max-keepalive must be at least 1") }
+                settings.mqttMaxKeepAlive = mqttMaxKeepalive
+            }
             if mqttSharedRedispatch { settings.mqttSharedRedispatch = true }
             if let mqttTopicPartitions {
                 guard 1...10_000 ~= mqttTopicPartitions else {

@@ -63,7 +63,8 @@ import Testing
                         clientID: "c", assigned: false, persistent: false, expiry: 0, keepAlive: 30,
                         serverKeepAlive: nil))
             ),
-            // A 5.0 keep-alive above the maximum is lowered and announced; 3.1.1 has no way to.
+            // A 5.0 keep-alive above the maximum, or none (0), is lowered and announced; 3.1 and
+            // 3.1.1 have no way to be told, so they are refused (mosquitto's max_keepalive).
             (
                 Self.connect(.v5, keepAlive: 600), .password(valid: true),
                 .accept(
@@ -72,12 +73,25 @@ import Testing
                         serverKeepAlive: 60))
             ),
             (
-                Self.connect(.v311, keepAlive: 600), .password(valid: true),
+                Self.connect(.v5, keepAlive: 0), .password(valid: true),
                 .accept(
                     .init(
-                        clientID: "c", assigned: false, persistent: false, expiry: nil, keepAlive: 600,
+                        clientID: "c", assigned: false, persistent: false, expiry: 0, keepAlive: 60,
+                        serverKeepAlive: 60))
+            ),
+            (Self.connect(.v311, keepAlive: 600), .password(valid: true), .refuse(code: 2)),
+            (Self.connect(.v311, keepAlive: 0), .password(valid: true), .refuse(code: 2)),
+            (Self.connect(.v31, keepAlive: 61), .password(valid: true), .refuse(code: 2)),
+            (
+                Self.connect(.v311, keepAlive: 60), .password(valid: true),
+                .accept(
+                    .init(
+                        clientID: "c", assigned: false, persistent: false, expiry: nil, keepAlive: 60,
                         serverKeepAlive: nil))
             ),
+            // 3.1: client ids of 1 to 23 characters.
+            (Self.connect(.v31, id: String(repeating: "x", count: 24)), .password(valid: true), .refuse(code: 2)),
+            (Self.connect(.v31, id: ""), .password(valid: true), .refuse(code: 2)),
         ]
         for (packet, credentials, expected) in cases {
             var state = State(limits: Self.limits)
@@ -85,6 +99,18 @@ import Testing
             #expect(action == expected, "\(packet.version) \(credentials)")
             let accepted: Bool = if case .accept = expected { true } else { false }
             #expect(state.phase == (accepted ? .connected : .ended))
+        }
+        // Without a maximum (65535) every keep-alive is taken as asked, none (0) included.
+        for version in [MQTTProtocolVersion.v31, .v311, .v5] {
+            var unlimited = State(limits: .init(topicAliasMaximum: 4, maxKeepAlive: .max, allowAnonymous: false))
+            guard
+                case .accept(let accepted) = unlimited.connect(
+                    Self.connect(version, keepAlive: 0), credentials: .password(valid: true), assignedID: "x")
+            else {
+                Issue.record("\(version) refused")
+                continue
+            }
+            #expect(accepted.keepAlive == 0 && accepted.serverKeepAlive == nil)
         }
         var anonymous = State(limits: .init(topicAliasMaximum: 4, maxKeepAlive: 60, allowAnonymous: true))
         let allowed = anonymous.connect(Self.connect(.v5), credentials: .none, assignedID: "x")

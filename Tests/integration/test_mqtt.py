@@ -182,6 +182,34 @@ def test_mqtt_31_sessions_client_ids_and_mosquitto_clients(node):
     assert out.splitlines() == ["m31/0 v0", "m31/1 v1"]
 
 
+def test_max_keepalive_is_announced_to_v5_and_refused_to_v311(data_dir):
+    """The operator's maximum keep-alive (journal-node --mqtt-max-keepalive, mqtt-gateway
+    --max-keepalive): a 5.0 client asking for more, or for none, gets it as Server Keep Alive
+    in CONNACK [MQTT-3.2.2-21]; a 3.1.1 client asking for more is refused (CONNACK 2)."""
+    node = Node(data_dir, ["--mqtt-allow-anonymous", "--mqtt-max-keepalive", "20"])
+    gateway = Gateway(node.journal, ["--allow-anonymous", "--max-keepalive", "20"])
+    try:
+        for served in (node, gateway):
+            for asked in (60, 0):
+                c = client(served, mqtt.MQTTv5)
+                reason, props = connect(c, served, keepalive=asked)
+                assert not reason.is_failure and props.ServerKeepAlive == 20, (asked, props)
+                close(c)
+            c = client(served, mqtt.MQTTv5)
+            reason, props = connect(c, served, keepalive=15)
+            assert not hasattr(props, "ServerKeepAlive")
+            close(c)
+            old = client(served, mqtt.MQTTv311)
+            assert str(connect(old, served, keepalive=60)[0]) == "Client identifier not valid"  # CONNACK 2
+            old.loop_stop()
+            ok = client(served, mqtt.MQTTv311)
+            assert not connect(ok, served, keepalive=20)[0].is_failure
+            close(ok)
+    finally:
+        gateway.stop()
+        node.stop()
+
+
 def test_anonymous_refused_unless_allowed(data_dir):
     closed = Node(data_dir)
     try:

@@ -115,13 +115,19 @@ struct MQTTConnectionState: Sendable {
         }
         let expiry: UInt32? = v5 ? (connect.properties.sessionExpiryInterval ?? 0) : nil
         expiryAtConnect = expiry
-        let keepAlive = v5 ? min(connect.keepAlive, limits.maxKeepAlive) : connect.keepAlive
+        // More than the operator's maximum (0 is no keep-alive at all, more than any): a 5.0
+        // client is told the maximum as server keep alive and must use it [MQTT-3.2.2-21]; 3.1
+        // and 3.1.1 cannot be told, so the client is refused (mosquitto's rule).
+        let tooLong =
+            limits.maxKeepAlive != .max && (connect.keepAlive == 0 || connect.keepAlive > limits.maxKeepAlive)
+        if tooLong, !v5 { return refuse(v5: 0x82, v311: 2) }
+        let keepAlive = tooLong ? limits.maxKeepAlive : connect.keepAlive
         phase = .connected
         return .accept(
             Accepted(
                 clientID: clientID, assigned: assigned, persistent: v5 ? expiry! > 0 : !connect.cleanStart,
                 expiry: expiry, keepAlive: keepAlive,
-                serverKeepAlive: v5 && connect.keepAlive > limits.maxKeepAlive ? limits.maxKeepAlive : nil))
+                serverKeepAlive: tooLong ? limits.maxKeepAlive : nil))
     }
 
     private mutating func refuse(v5: UInt8, v311: UInt8) -> ConnectAction {

@@ -49,8 +49,11 @@ public final class MQTTGateway: Service {
         public var maxQueuedMessages = 10_000
         /// Topic aliases a 5.0 client may use toward the gateway.
         public var topicAliasMaximum: UInt16 = 64
-        /// The most keep-alive a 5.0 client may ask for (seconds); above it the gateway says so.
-        public var maxKeepAlive: UInt16 = 3600
+        /// The most keep-alive a client may ask for (seconds; a keep-alive of 0, none, asks for
+        /// more than any): a 5.0 client asking for more is told this one as the server keep
+        /// alive, a 3.1/3.1.1 client is refused (CONNACK 2), as mosquitto's max_keepalive does.
+        /// 65535, the default, is no limit.
+        public var maxKeepAlive: UInt16 = .max
         /// Clients without credentials are let in only when this is set.
         public var allowAnonymous = false
         /// Users and their password hashes (mosquitto's format); when given, CONNECT passwords are

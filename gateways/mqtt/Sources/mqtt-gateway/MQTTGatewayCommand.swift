@@ -38,6 +38,12 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     var maxQueuedMessages: Int = 10_000
 
     @Option(
+        help:
+            "The most keep-alive (seconds) a client may ask for: a 5.0 client asking for more (or for none, 0) gets this as server keep alive, a 3.1/3.1.1 client is refused (default: 65535, no limit)."
+    )
+    var maxKeepalive: UInt16 = .max
+
+    @Option(
         name: [.customLong("users"), .customLong("scram-users")],
         help:
             "Users file (`strata scram-user` lines, the one Kafka takes too): CONNECT passwords (unless --passwords is given) and MQTT 5 enhanced authentication with SCRAM-SHA-256."
@@ -100,6 +106,8 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
             settings.topicPartitions = topicPartitions
             guard maxQueuedMessages >= 2 else { throw ValidationError("--max-queued-messages must be at least 2") }
             settings.maxQueuedMessages = maxQueuedMessages
+            guard maxKeepalive >= 1 else { throw ValidationError("--max-keepalive must be at least 1") }
+            settings.maxKeepAlive = maxKeepalive
             if let wsListen {
                 guard let address = try? HostPort(parsing: wsListen) else {
                     throw ValidationError("--ws-listen must be HOST:PORT")
