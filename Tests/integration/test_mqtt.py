@@ -291,6 +291,42 @@ def read_packet(sock):
     return first, exactly(length)
 
 
+def test_receive_maximum_exceeded_gets_disconnect_0x93(node):
+    """MQTT 4.9: a 5.0 client with more unacknowledged QoS 1/2 publishes than the receive
+    maximum the gateway announced (1024; a QoS 2 one counts until PUBCOMP) gets DISCONNECT 0x93;
+    QoS 0 publishes do not count."""
+    watcher = client(node)
+    connect(watcher, node)
+    subscribe(watcher, "flow/zero", qos=0)
+    with socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=TIMEOUT) as raw:
+        raw.sendall(bytes([0x10, 0x10, 0, 4]) + b"MQTT" + bytes([5, 2, 0, 30, 0, 0, 3]) + b"flw")
+        first_byte, connack = read_packet(raw)
+        assert first_byte == 0x20
+        topic = b"flow/q2"
+
+        def publish(first, packet_id, payload, topic=topic):
+            body = len(topic).to_bytes(2, "big") + topic
+            if packet_id is not None:
+                body += packet_id.to_bytes(2, "big")
+            body += bytes([0]) + payload
+            length = len(body)
+            encoded = bytes([length]) if length < 128 else bytes([length & 0x7F | 0x80, length >> 7])
+            return bytes([first]) + encoded + body
+
+        # 1024 QoS 2 publishes never released (no PUBREL): all in flight.
+        raw.sendall(b"".join(publish(0x34, i, b"q2") for i in range(1, 1025)))
+        for i in range(1, 1025):
+            assert read_packet(raw) == (0x50, i.to_bytes(2, "big"))  # PUBREC
+        # QoS 0 still goes through, and takes no slot.
+        raw.sendall(publish(0x30, None, b"zero", b"flow/zero"))
+        assert watcher.inbox.get(timeout=TIMEOUT).payload == b"zero"
+        # One more QoS 1 publish is one too many.
+        raw.sendall(publish(0x32, 2000, b"one too many"))
+        first_byte, packet = read_packet(raw)
+        assert first_byte == 0xE0 and packet[0] == 0x93, (first_byte, packet)
+    close(watcher)
+
+
 def test_a_pubrec_with_a_failure_reason_ends_the_flow_without_pubrel(node):
     """MQTT 5 4.3.3: a PUBREC with reason 0x80 or above releases the packet id; the server
     sends no PUBREL for it and the connection goes on."""

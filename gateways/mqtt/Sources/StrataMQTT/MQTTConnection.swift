@@ -242,7 +242,15 @@ struct MQTTConnection {
     ) async throws -> Bool {
         switch action {
         case .store(let topic, let publish):
-            await acks.waitForRoom()
+            if publish.qos > 0, session.version == .v5,
+                !(publish.qos == 2 && session.inboundQoS2Seen(publish.packetID ?? 0)),
+                acks.qos1InFlight + session.inboundQoS2Count >= Int(Self.receiveMaximum)
+            {
+                // MQTT 4.9: more unacknowledged QoS 1/2 publishes than the receive maximum this
+                // gateway announced (QoS 2 ones count until PUBCOMP).
+                throw MQTTProtocolError(0x93, "receive maximum \(Self.receiveMaximum) exceeded")
+            }
+            await acks.waitForRoom(qos: publish.qos)
             handlePublish(publish, topic: topic, session: session, acks: acks, checkpointer: checkpointer)
         case .completed(let packetID):
             if let lease = session.acknowledged(packetID) { shares.settler.settle([lease], as: .ack) }
@@ -550,8 +558,10 @@ struct MQTTConnection {
                 case 2: .pubrec(.init(packetID: id, reasonCode: code))
                 default: nil
                 }
-            let ticket = acks.enqueue(onSuccess: ack, onFailure: { _ in nil })
-            acks.complete(ticket, .success(()))
+            if publish.qos > 0 {
+                let ticket = acks.enqueue(onSuccess: ack, qos1: publish.qos == 1, onFailure: { _ in nil })
+                acks.complete(ticket, .success(()))
+            }
             return
         }
         let properties = publish.properties  // without its topic alias (MQTTConnectionState)
@@ -580,7 +590,21 @@ struct MQTTConnection {
         MQTTMetrics.messagesIn.increment()
         MQTTMetrics.bytesIn.increment(by: publish.payload.readableBytes)
         let arrived = ContinuousClock.now
-        let ticket = acks.enqueue(onSuccess: success) { error in
+        if qos == 0 {
+            // No acknowledgement, so no place in the acknowledgement order (MQTT 4.9: QoS 0
+            // publishes are not in flight); counted only to bound what is not stored yet.
+            acks.qos0Started()
+            gateway.submit(message) { result in
+                if case .failure(let error) = result {
+                    MQTTMetrics.notStored.increment()
+                    logger.error(
+                        "mqtt publish not stored", metadata: ["mqtt.topic": "\(storedTopic)", "error": "\(error)"])
+                }
+                acks.qos0Stored()
+            }
+            return
+        }
+        let ticket = acks.enqueue(onSuccess: success, qos1: qos == 1) { error in
             MQTTMetrics.notStored.increment()
             logger.error("mqtt publish not stored", metadata: ["mqtt.topic": "\(storedTopic)", "error": "\(error)"])
             if qos == 2 { _ = session.inboundQoS2Released(id) }

@@ -620,6 +620,7 @@ final class MQTTSession: Sendable {
 
     /// The inbound QoS 2 packet ids accepted and not yet released.
     var inboundQoS2IDs: [UInt16] { state.withLock { Array($0.inboundQoS2) } }
+    var inboundQoS2Count: Int { state.withLock { $0.inboundQoS2.count } }
 
     /// Whether this QoS 2 packet id was already accepted (a resend: do not store it again).
     func inboundQoS2Seen(_ packetID: UInt16) -> Bool {
