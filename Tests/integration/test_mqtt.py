@@ -375,6 +375,28 @@ def test_acknowledged_publishes_survive_node_sigkill(data_dir):
         second.stop()
 
 
+def resumed(served, cid):
+    """The 5.0 persistent session `cid` connected again; it must have been there."""
+    again = persistent_client(served, cid, mqtt.MQTTv5)
+    flags, _ = connect_persistent(again, served, mqtt.MQTTv5)
+    assert flags.session_present
+    return again
+
+
+def leave_backlog(served, cid, subscription, topics):
+    """A 5.0 persistent session subscribed to `subscription` and disconnected, then one QoS 1
+    message per topic in `topics` (payloads m0, m1, …) for it to find: returns the publisher,
+    its publishes in `sent`."""
+    first = persistent_client(served, cid, mqtt.MQTTv5)
+    connect_persistent(first, served, mqtt.MQTTv5)
+    subscribe(first, subscription, qos=1)
+    close(first)
+    pub = client(served)
+    connect(pub, served)
+    pub.sent = [pub.publish(topic, f"m{i}", qos=1) for i, topic in enumerate(topics)]
+    return pub
+
+
 def persistent_client(node, client_id, version=mqtt.MQTTv311):
     if version == mqtt.MQTTv5:
         return client(node, version, client_id=client_id)
@@ -766,9 +788,7 @@ def test_no_suback_for_a_subscription_whose_session_record_is_not_stored(data_di
         # The node again without the reserve (which refuses appends here), on the same data.
         started.stop()
         started = Node(os.path.join(data_dir, "node"), ["--mqtt-allow-anonymous"])
-        again = persistent_client(started, cid, mqtt.MQTTv5)
-        flags, reason = connect_persistent(again, started, mqtt.MQTTv5)
-        assert flags.session_present
+        again = resumed(started, cid)
         pub = client(started)
         connect(pub, started)
         pub.publish("lost/1", "no", qos=1).wait_for_publish(TIMEOUT)
@@ -790,23 +810,14 @@ def test_a_subscription_made_during_a_replay_is_stored_before_its_suback(data_di
     gateway = Gateway(node.journal, ["--allow-anonymous", "--max-queued-messages", "4"])
     cid = f"replaying-{uuid.uuid4().hex[:6]}"
     try:
-        first = persistent_client(gateway, cid, mqtt.MQTTv5)
-        connect_persistent(first, gateway, mqtt.MQTTv5)
-        subscribe(first, "backlog/#", qos=1)
-        close(first)
-        pub = client(gateway)
-        connect(pub, gateway)
-        for i in range(40):
-            pub.publish(f"backlog/{i}", f"b{i}", qos=1).wait_for_publish(TIMEOUT)
-        with socket.create_connection(("127.0.0.1", gateway.mqtt_port), timeout=TIMEOUT) as raw:
-            # 5.0 CONNECT, clean start 0, session expiry 3600, receive maximum 1: with no PUBACK
-            # from here the replay stops after a few messages and stays under way.
-            props = bytes([0x11, 0, 0, 0x0E, 0x10, 0x21, 0, 1])
-            body = bytes([0, 4]) + b"MQTT" + bytes([5, 0x00, 0, 30, len(props)]) + props
-            body += len(cid).to_bytes(2, "big") + cid.encode()
-            raw.sendall(bytes([0x10, len(body)]) + body)
-            first_byte, connack = read_packet(raw)
-            assert first_byte == 0x20 and connack[0] == 1  # session present
+        pub = leave_backlog(gateway, cid, "backlog/#", [f"backlog/{i}" for i in range(40)])
+        for message in pub.sent:
+            message.wait_for_publish(TIMEOUT)
+        # Receive maximum 1: with no PUBACK from here the replay stops after a few messages
+        # and stays under way.
+        raw, present = raw_persistent_connect(gateway.mqtt_port, cid, receive_maximum=1)
+        with raw:
+            assert present
             topic = b"extra/#"
             sub = bytes([0, 7, 0]) + len(topic).to_bytes(2, "big") + topic + bytes([0x01])
             raw.sendall(bytes([0x82, len(sub)]) + sub)
@@ -819,9 +830,7 @@ def test_a_subscription_made_during_a_replay_is_stored_before_its_suback(data_di
             gateway.stop(signal.SIGKILL)
         pub.loop_stop()
         gateway = Gateway(node.journal, ["--allow-anonymous"])
-        again = persistent_client(gateway, cid, mqtt.MQTTv5)
-        flags, _ = connect_persistent(again, gateway, mqtt.MQTTv5)
-        assert flags.session_present
+        again = resumed(gateway, cid)
         pub = client(gateway)
         connect(pub, gateway)
         pub.publish("extra/1", "subscribed", qos=1).wait_for_publish(TIMEOUT)
@@ -836,11 +845,13 @@ def test_a_subscription_made_during_a_replay_is_stored_before_its_suback(data_di
         node.stop()
 
 
-def raw_persistent_connect(port, cid):
-    """A raw 5.0 CONNECT with clean start 0 and a session expiry of an hour; returns the socket
-    and whether the session was present."""
+def raw_persistent_connect(port, cid, receive_maximum=None):
+    """A raw 5.0 CONNECT with clean start 0 and a session expiry of an hour (and the receive
+    maximum, if given); returns the socket and whether the session was present."""
     raw = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     props = bytes([0x11, 0, 0, 0x0E, 0x10])
+    if receive_maximum is not None:
+        props += bytes([0x21]) + receive_maximum.to_bytes(2, "big")
     body = bytes([0, 4]) + b"MQTT" + bytes([5, 0x00, 0, 30, len(props)]) + props
     body += len(cid).to_bytes(2, "big") + cid.encode()
     raw.sendall(bytes([0x10, len(body)]) + body)
@@ -1157,15 +1168,8 @@ def test_large_offline_backlog_is_replayed_in_order_with_bounded_queues(data_dir
     gateway = Gateway(node.journal, ["--allow-anonymous", "--max-queued-messages", "20"])
     try:
         cid = "backlog-" + uuid.uuid4().hex[:6]
-        sub = persistent_client(gateway, cid, mqtt.MQTTv5)
-        connect_persistent(sub, gateway, mqtt.MQTTv5)
-        subscribe(sub, "backlog/t", qos=1)
-        close(sub)
-        pub = client(gateway)
-        connect(pub, gateway)
-        for i in range(300):
-            pub.publish("backlog/t", f"m{i}", qos=1)
-        pub.publish("backlog/t", "m300", qos=1).wait_for_publish(TIMEOUT)
+        pub = leave_backlog(gateway, cid, "backlog/t", ["backlog/t"] * 301)
+        pub.sent[-1].wait_for_publish(TIMEOUT)
         again = persistent_client(gateway, cid, mqtt.MQTTv5)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
