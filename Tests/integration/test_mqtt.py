@@ -291,6 +291,28 @@ def read_packet(sock):
     return first, exactly(length)
 
 
+def test_a_disconnect_that_breaks_the_rules_does_not_suppress_the_will(node):
+    """MQTT 3.14.4: only a valid DISCONNECT with reason 0 discards the will. One that sets a
+    session expiry after 0 at CONNECT (3.14.2.2.2) is a protocol error: DISCONNECT 0x82, and the
+    will is published."""
+    watcher = client(node)
+    connect(watcher, node)
+    subscribe(watcher, "wills/#", qos=1)
+    with socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=TIMEOUT) as raw:
+        will_topic, will_payload = b"wills/bad-disconnect", b"gone"
+        body = bytes([0, 4]) + b"MQTT" + bytes([5, 0x0E, 0, 30, 0])  # clean start, will QoS 1
+        body += bytes([0, 3]) + b"wil" + bytes([0])  # client id, will properties (none)
+        body += len(will_topic).to_bytes(2, "big") + will_topic + len(will_payload).to_bytes(2, "big") + will_payload
+        raw.sendall(bytes([0x10, len(body)]) + body)
+        assert read_packet(raw)[0] == 0x20
+        raw.sendall(bytes([0xE0, 7, 0x00, 5, 0x11, 0, 0, 0, 10]))  # DISCONNECT 0, session expiry 10
+        first_byte, packet = read_packet(raw)
+        assert first_byte == 0xE0 and packet[0] == 0x82, (first_byte, packet)
+    message = watcher.inbox.get(timeout=TIMEOUT)
+    assert (message.topic, message.payload) == ("wills/bad-disconnect", b"gone")
+    close(watcher)
+
+
 def test_receive_maximum_exceeded_gets_disconnect_0x93(node):
     """MQTT 4.9: a 5.0 client with more unacknowledged QoS 1/2 publishes than the receive
     maximum the gateway announced (1024; a QoS 2 one counts until PUBCOMP) gets DISCONNECT 0x93;
