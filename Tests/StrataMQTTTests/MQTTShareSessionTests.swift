@@ -24,6 +24,16 @@ import Testing
         MQTTShareLease(queue: "q", receipt: QueueReceipt(source: 0, offset: offset, delivery: delivery))
     }
 
+    @Test func aRecordWhoseKeyIsNoTopicNameIsNotDelivered() {
+        let session = Self.session()
+        for key in [Array(repeating: UInt8(ascii: "a"), count: 70_000), Array("a/+".utf8), [0x61, 0x00], []] {
+            let record = Record(timestamp: WallClock.milliseconds(), key: key, value: Array("v".utf8))
+            let outcome = session.deliverNow(MQTTMessage(record: record), qos: 1, retain: false, identifiers: [])
+            #expect(outcome == .done)
+        }
+        #expect(session.record(positions: [:], expiryInterval: nil).inflight.isEmpty)
+    }
+
     @Test func leasesAreHeldUntilAcknowledgedAndCountAgainstTheWindow() async {
         let session = Self.session()
         #expect(await session.waitForShareRoom("q", window: 4) == 4)

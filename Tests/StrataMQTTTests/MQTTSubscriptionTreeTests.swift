@@ -11,7 +11,8 @@ import Testing
     static let topics = ["a", "a/b", "a/b/c", "a/x/c", "a//c", "/a", "b", "x/b/y", "$SYS/load", "$SYS", "a/b/c/d", ""]
 
     static func session(_ id: String) -> MQTTSession {
-        MQTTSession(clientID: id, version: .v5, receiveMaximum: 10, maxQueued: 10, clientMaxPacketSize: nil, overflow: {})
+        MQTTSession(
+            clientID: id, version: .v5, receiveMaximum: 10, maxQueued: 10, clientMaxPacketSize: nil, overflow: {})
     }
 
     static func subscription(_ filter: String) -> MQTTSession.Subscription {

@@ -21,6 +21,9 @@ enum MQTTMetrics {
     /// Headers of records another protocol wrote that MQTT cannot carry (a name or value that is
     /// no MQTT UTF-8 string), left out of the PUBLISH (docs/topics.md).
     static let unmappedHeaders = Counter(label: "strata_mqtt_unmapped_headers_total")
+    /// Records whose key is no MQTT topic name (written by another protocol: longer than 65,535
+    /// bytes, U+0000, wildcards), not delivered.
+    static let undeliverable = Counter(label: "strata_mqtt_undeliverable_records_total")
     /// Batches the router could not decode (docs/topics.md), whose records it did not deliver.
     static let unreadableBatches = Counter(label: "strata_mqtt_unreadable_batches_total")
 

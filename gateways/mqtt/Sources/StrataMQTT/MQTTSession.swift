@@ -461,6 +461,12 @@ final class MQTTSession: Sendable {
         _ message: MQTTMessage, qos: UInt8, retain: Bool, identifiers: [UInt32], bounded: Bool = true,
         lease: MQTTShareLease? = nil, dup: Bool = false
     ) -> ShareOutcome {
+        // A record another protocol wrote can carry a key that is no MQTT topic name (longer
+        // than 65,535 bytes, U+0000, wildcards): not deliverable, and never encoded.
+        guard MQTTTopic.isValidName(message.topic), !message.topic.utf8.contains(0) else {
+            MQTTMetrics.undeliverable.increment()
+            return .done
+        }
         guard permits(.read, message.topic) else { return .done }
         var properties = message.forwardedProperties
         for id in identifiers { properties.append(.subscriptionIdentifier(id)) }
