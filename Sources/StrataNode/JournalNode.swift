@@ -72,6 +72,7 @@ public enum JournalNode {
             mqtt.sharedRedispatch = configuration.mqttSharedRedispatch
             mqtt.topicPartitions = configuration.mqttTopicPartitions
             mqtt.maxKeepAlive = configuration.mqttMaxKeepAlive
+            mqtt.sysInterval = configuration.mqttSysInterval
             mqtt.webSocketHost = configuration.mqttWebSocketListen?.host
             mqtt.webSocketPort = configuration.mqttWebSocketListen?.port ?? 0
             try configuring(journal) {

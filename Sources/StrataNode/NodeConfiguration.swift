@@ -42,6 +42,8 @@ public struct NodeConfiguration: Sendable {
     public var mqttSharedRedispatch = false
     /// `MQTTGateway.Configuration.maxKeepAlive` (65535: no limit).
     public var mqttMaxKeepAlive: UInt16 = .max
+    /// `MQTTGateway.Configuration.sysInterval` (seconds; 0: no $SYS topics).
+    public var mqttSysInterval = 10
     /// MQTT over WebSocket listener of the in-process gateway (nil: none).
     public var mqttWebSocketListen: HostPort?
     /// The users file of every gateway (SCRAM-SHA-256 lines, `strata scram-user`): MQTT CONNECT
@@ -140,6 +142,10 @@ public struct NodeConfiguration: Sendable {
             case ("mqtt.shared_topics", .bool(let v)): mqttSharedTopics = v
             case ("mqtt.shared_redispatch", .bool(let v)): mqttSharedRedispatch = v
             case ("mqtt.max_keepalive", .integer(let v)) where 1...65_535 ~= v: mqttMaxKeepAlive = UInt16(v)
+            case ("mqtt.sys_interval", .integer(let v)) where v >= 0: mqttSysInterval = Int(v)
+            case ("mqtt.sys_interval", _):
+                throw JournalError(
+                    .invalidArgument, "config file: mqtt.sys_interval is a number of seconds, at least 0")
             case ("mqtt.max_keepalive", _):
                 throw JournalError(.invalidArgument, "config file: mqtt.max_keepalive is 1...65535 seconds")
             case ("mqtt.topic_partitions", .integer(let v)):
@@ -343,6 +349,7 @@ public struct NodeConfiguration: Sendable {
             "mqtt.retention": mqttRetention.map { "\($0)" } ?? "as stored in the journal (7 days if never set)",
             "mqtt.shared_topics": "\(mqttSharedTopics)", "mqtt.topic_partitions": "\(mqttTopicPartitions)",
             "mqtt.shared_redispatch": "\(mqttSharedRedispatch)", "mqtt.max_keepalive": "\(mqttMaxKeepAlive)",
+            "mqtt.sys_interval": "\(mqttSysInterval)",
             "kafka.listen": kafkaListen.description, "kafka.advertised": kafkaAdvertised?.description ?? "",
             "kafka.default_partitions": "\(kafkaDefaultPartitions)", "kafka.node_id": "\(kafkaNodeID)",
             "kafka.auto_create_topics": "\(kafkaAutoCreateTopics)",

@@ -75,6 +75,9 @@ struct JournalNodeCommand: AsyncParsableCommand {
     )
     var mqttMaxKeepalive: UInt16?
 
+    @Option(help: "Seconds between updates of the MQTT $SYS/broker/... topics; 0 publishes none (default: 10).")
+    var mqttSysInterval: Int?
+
     @Flag(
         help:
             "MQTT shared subscriptions: what a member has not acknowledged goes to another member as soon as its connection ends, QoS 2 too (docs/mqtt.md)."
@@ -209,6 +212,10 @@ struct JournalNodeCommand: AsyncParsableCommand {
             if let mqttListen { settings.mqttListen = try .init(parsing: mqttListen) }
             if mqttAllowAnonymous { settings.mqttAllowAnonymous = true }
             if let mqttSharedTopics { settings.mqttSharedTopics = mqttSharedTopics }
+            if let mqttSysInterval {
+                guard mqttSysInterval >= 0 else { throw ValidationError("--mqtt-sys-interval must be at least 0") }
+                settings.mqttSysInterval = mqttSysInterval
+            }
             if let mqttMaxKeepalive {
                 guard mqttMaxKeepalive >= 1 else { throw ValidationError("--mqtt-max-keepalive must be at least 1") }
                 settings.mqttMaxKeepAlive = mqttMaxKeepalive

@@ -210,6 +210,48 @@ def test_max_keepalive_is_announced_to_v5_and_refused_to_v311(data_dir):
         node.stop()
 
 
+def test_sys_topics_as_mosquitto_publishes_them(data_dir):
+    """$SYS/broker/... (mosquitto's names): retained for a new subscriber, updated every
+    --mqtt-sys-interval seconds, counting this gateway's clients and publishes; not matched by a
+    leading wildcard."""
+    node = Node(data_dir, ["--mqtt-allow-anonymous", "--mqtt-sys-interval", "1"])
+    try:
+        pub = client(node)
+        connect(pub, node)
+        for i in range(3):
+            pub.publish(f"sys-test/{i}", "x", qos=1).wait_for_publish(TIMEOUT)
+        time.sleep(1.5)
+        out = subprocess.run(["mosquitto_sub", "-p", str(node.mqtt_port), "-t", "$SYS/broker/#", "-v", "-W", "3"],
+                             capture_output=True, text=True, timeout=TIMEOUT).stdout
+        values = {}
+        for line in out.splitlines():
+            topic, _, value = line.partition(" ")
+            values[topic] = value
+        assert values["$SYS/broker/version"].startswith("Strata")
+        assert values["$SYS/broker/uptime"].endswith(" seconds")
+        assert int(values["$SYS/broker/clients/connected"]) >= 1
+        assert int(values["$SYS/broker/publish/messages/received"]) >= 3
+        assert int(values["$SYS/broker/publish/bytes/received"]) >= 3
+        assert float(values["$SYS/broker/load/publish/received/1min"]) >= 0
+        # Retained: a new subscriber has every value at once, flagged retained; live updates follow.
+        sub = client(node)
+        connect(sub, node)
+        subscribe(sub, "$SYS/broker/uptime", qos=0)
+        first = sub.inbox.get(timeout=TIMEOUT)
+        assert first.retain and first.payload.endswith(b" seconds")
+        second = sub.inbox.get(timeout=TIMEOUT)
+        assert not second.retain
+        # "#" alone does not match $ topics [MQTT-4.7.2-1].
+        everything = client(node)
+        connect(everything, node)
+        subscribe(everything, "#", qos=0)
+        time.sleep(1.5)
+        assert all(not m.topic.startswith("$") for m in list(everything.inbox.queue))
+        close(pub, sub, everything)
+    finally:
+        node.stop()
+
+
 def test_anonymous_refused_unless_allowed(data_dir):
     closed = Node(data_dir)
     try:

@@ -587,8 +587,7 @@ struct MQTTConnection {
         let qos = publish.qos
         let logger = self.logger
         let storedTopic = topic
-        MQTTMetrics.messagesIn.increment()
-        MQTTMetrics.bytesIn.increment(by: publish.payload.readableBytes)
+        MQTTTraffic.received(bytes: publish.payload.readableBytes)
         let arrived = ContinuousClock.now
         if qos == 0 {
             // No acknowledgement, so no place in the acknowledgement order (MQTT 4.9: QoS 0

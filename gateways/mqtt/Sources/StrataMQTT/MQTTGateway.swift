@@ -54,6 +54,9 @@ public final class MQTTGateway: Service {
         /// alive, a 3.1/3.1.1 client is refused (CONNACK 2), as mosquitto's max_keepalive does.
         /// 65535, the default, is no limit.
         public var maxKeepAlive: UInt16 = .max
+        /// Seconds between updates of the `$SYS/broker/…` topics (mosquitto's sys_interval;
+        /// 0: none are published).
+        public var sysInterval = 10
         /// Clients without credentials are let in only when this is set.
         public var allowAnonymous = false
         /// Users and their password hashes (mosquitto's format); when given, CONNECT passwords are
@@ -115,6 +118,8 @@ public final class MQTTGateway: Service {
     }
 
     let registry = Mutex(Registry())
+    /// The latest `$SYS` messages by topic, retained for new subscriptions.
+    let sysRetained = Mutex<[String: MQTTMessage]>([:])
 
     /// The shards messages are appended to and routed from, with their appenders.
     struct Streams {
@@ -285,6 +290,7 @@ public final class MQTTGateway: Service {
                 group.addTask { await membership.run() }
                 group.addTask { await self.answerTakeovers() }
                 group.addTask { await self.sweepExpiredSessions() }
+                if configuration.sysInterval > 0 { group.addTask { await self.publishSysTopics() } }
                 self.streams.withLock { streams in
                     streams.running = true
                     for bucket in 0..<self.configuration.buckets {
@@ -518,17 +524,36 @@ public final class MQTTGateway: Service {
     /// by replay, never both or neither. (Shared subscriptions take theirs from their queues.)
     func dispatch(_ message: MQTTMessage, shard: String, offset: UInt64) {
         registry.withLock { registry in
-            var direct: [ObjectIdentifier: (MQTTSession, [MQTTSession.Subscription])] = [:]
-            for entry in registry.subscriptions.matches(message.topic) {
-                direct[ObjectIdentifier(entry.session), default: (entry.session, [])].1.append(entry.subscription)
-            }
-            for (session, subscriptions) in direct.values {
-                guard let match = session.combine(subscriptions, publisher: message.publisher) else { continue }
-                session.deliver(
-                    message, qos: min(message.qos, match.qos), retain: match.retainAsPublished && message.retain,
-                    identifiers: match.identifiers)
-            }
+            Self.deliver(message, in: registry)
             registry.dispatched[shard] = max(registry.dispatched[shard] ?? 0, offset + 1)
+        }
+    }
+
+    /// Hands a message to every connected session with a subscription that matches it.
+    private static func deliver(_ message: MQTTMessage, in registry: Registry) {
+        var direct: [ObjectIdentifier: (MQTTSession, [MQTTSession.Subscription])] = [:]
+        for entry in registry.subscriptions.matches(message.topic) {
+            direct[ObjectIdentifier(entry.session), default: (entry.session, [])].1.append(entry.subscription)
+        }
+        for (session, subscriptions) in direct.values {
+            guard let match = session.combine(subscriptions, publisher: message.publisher) else { continue }
+            session.deliver(
+                message, qos: min(message.qos, match.qos), retain: match.retainAsPublished && message.retain,
+                identifiers: match.identifiers)
+        }
+    }
+
+    /// Publishes the `$SYS` topics every `sysInterval` seconds to the subscribers of this
+    /// gateway (not to the journal), and keeps the latest as retained for new subscriptions.
+    func publishSysTopics() async {
+        var sys = MQTTSysTopics()
+        while !Task.isCancelled {
+            let messages = registry.withLock { registry in
+                sys.values(connected: registry.sessions.count).map { MQTTSysTopics.message($0, $1) }
+            }
+            sysRetained.withLock { retained in for message in messages { retained[message.topic] = message } }
+            registry.withLock { registry in for message in messages { Self.deliver(message, in: registry) } }
+            try? await Task.sleep(for: .seconds(configuration.sysInterval))
         }
     }
 
@@ -1000,11 +1025,14 @@ public final class MQTTGateway: Service {
 
     /// Retained messages whose topic matches `filter`.
     func retained(matching filter: String) async throws -> [MQTTMessage] {
-        try await journal.scan(namespace: Self.retainedNamespace).compactMap { pair in
+        let sys = sysRetained.withLock { retained in
+            retained.values.filter { MQTTTopic.matches(filter: filter, topic: $0.topic) }.sorted { $0.topic < $1.topic }
+        }
+        return try await journal.scan(namespace: Self.retainedNamespace).compactMap { pair in
             guard MQTTTopic.matches(filter: filter, topic: String(decoding: pair.key, as: UTF8.self)) else {
                 return nil
             }
             return MQTTMessage(retainedValue: pair.value)
-        }
+        } + sys
     }
 }

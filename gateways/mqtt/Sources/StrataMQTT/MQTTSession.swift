@@ -122,8 +122,7 @@ final class MQTTSession: Sendable {
     func send(_ packet: MQTTPacket) {
         guard let channel, let writer else { return }
         if case .publish(let publish) = packet {
-            MQTTMetrics.messagesOut.increment()
-            MQTTMetrics.bytesOut.increment(by: publish.payload.readableBytes)
+            MQTTTraffic.sent(bytes: publish.payload.readableBytes)
         }
         let written = state.withLock { state -> EventLoopFuture<Void>? in
             guard !state.closed else { return nil }

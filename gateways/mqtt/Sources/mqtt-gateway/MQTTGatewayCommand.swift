@@ -43,6 +43,9 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
     )
     var maxKeepalive: UInt16 = .max
 
+    @Option(help: "Seconds between updates of the $SYS/broker/... topics; 0 publishes none (default: 10).")
+    var sysInterval: Int = 10
+
     @Option(
         name: [.customLong("users"), .customLong("scram-users")],
         help:
@@ -108,6 +111,8 @@ struct MQTTGatewayCommand: AsyncParsableCommand {
             settings.maxQueuedMessages = maxQueuedMessages
             guard maxKeepalive >= 1 else { throw ValidationError("--max-keepalive must be at least 1") }
             settings.maxKeepAlive = maxKeepalive
+            guard sysInterval >= 0 else { throw ValidationError("--sys-interval must be at least 0") }
+            settings.sysInterval = sysInterval
             if let wsListen {
                 guard let address = try? HostPort(parsing: wsListen) else {
                     throw ValidationError("--ws-listen must be HOST:PORT")
