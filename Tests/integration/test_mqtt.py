@@ -355,6 +355,52 @@ def test_a_disconnect_that_breaks_the_rules_does_not_suppress_the_will(node):
     close(watcher)
 
 
+def read_varint(data, at):
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte & 0x80 == 0:
+            return value, at
+
+
+def test_outbound_topic_aliases_honour_the_clients_maximum(node):
+    """MQTT 3.3.2.3.4: a 5.0 client that announced Topic Alias Maximum 2 gets a topic's first
+    PUBLISH with its name and an alias, later ones with the alias alone (an empty topic), and a
+    third topic with its name and no alias."""
+    with socket.create_connection(("127.0.0.1", node.mqtt_port), timeout=TIMEOUT) as raw:
+        props = bytes([0x22, 0, 2])  # Topic Alias Maximum 2
+        body = bytes([0, 4]) + b"MQTT" + bytes([5, 0x02, 0, 30, len(props)]) + props + bytes([0, 3]) + b"als"
+        raw.sendall(bytes([0x10, len(body)]) + body)
+        assert read_packet(raw)[0] == 0x20
+        filt = b"alias/#"
+        sub = bytes([0, 1, 0]) + len(filt).to_bytes(2, "big") + filt + bytes([0x00])
+        raw.sendall(bytes([0x82, len(sub)]) + sub)
+        assert read_packet(raw)[0] == 0x90
+        pub = client(node)
+        connect(pub, node)
+        sent = ["alias/a", "alias/b", "alias/a", "alias/c", "alias/b", "alias/c"]
+        for topic in sent:
+            pub.publish(topic, topic, qos=0)
+        received = []
+        for _ in sent:
+            first_byte, packet = read_packet(raw)
+            assert first_byte >> 4 == 3
+            length = int.from_bytes(packet[:2], "big")
+            topic = packet[2:2 + length].decode()
+            props_length, at = read_varint(packet, 2 + length)
+            props_bytes = packet[at:at + props_length]
+            alias = int.from_bytes(props_bytes[1:3], "big") if props_bytes[:1] == b"\x23" else None
+            received.append((topic, alias, packet[at + props_length:].decode()))
+        close(pub)
+    assert received == [
+        ("alias/a", 1, "alias/a"), ("alias/b", 2, "alias/b"), ("", 1, "alias/a"),
+        ("alias/c", None, "alias/c"), ("", 2, "alias/b"), ("alias/c", None, "alias/c"),
+    ], received
+
+
 def test_receive_maximum_exceeded_gets_disconnect_0x93(node):
     """MQTT 4.9: a 5.0 client with more unacknowledged QoS 1/2 publishes than the receive
     maximum the gateway announced (1024; a QoS 2 one counts until PUBCOMP) gets DISCONNECT 0x93;

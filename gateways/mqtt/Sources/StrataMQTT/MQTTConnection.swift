@@ -494,7 +494,8 @@ struct MQTTConnection {
             persistent: persistent, expiryInterval: expiry,
             receiveMaximum: Int(connect.properties.receiveMaximum ?? 65_535),
             maxQueued: configuration.maxQueuedMessages,
-            clientMaxPacketSize: connect.properties.maximumPacketSize.map(Int.init), channel: channel.channel,
+            clientMaxPacketSize: connect.properties.maximumPacketSize.map(Int.init),
+            clientTopicAliasMaximum: connect.properties.topicAliasMaximum ?? 0, channel: channel.channel,
             overflow: { [channel = channel.channel] in channel.close(promise: nil) })
         gateway.cancelWill(of: clientID)  // the client is back before its will's delay ran out
         let resend = stored.map { session.restore($0) } ?? []

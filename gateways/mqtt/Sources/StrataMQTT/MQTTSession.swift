@@ -52,6 +52,9 @@ final class MQTTSession: Sendable {
         var closed = false
         /// The last write handed to the channel (the socket closes after it).
         var lastWrite: EventLoopFuture<Void>?
+        /// Topic aliases this connection gave the client, by topic (MQTT 3.3.2.3.4; they live as
+        /// long as the connection).
+        var outboundAliases: [String: UInt16] = [:]
         /// Counts changes worth a new session record (deliveries, acknowledgements, subscriptions).
         var changes: UInt64 = 0
         /// A replay from the journal waiting for the client to take what it was sent.
@@ -96,12 +99,18 @@ final class MQTTSession: Sendable {
     private let writer: CoalescingWriter?
     /// Called when the client fell too far behind (the connection is then closed).
     private let overflow: @Sendable () -> Void
+    /// Topic aliases the gateway gives a 5.0 client for the topics it sends it: the client's
+    /// Topic Alias Maximum, at most `maxOutboundAliases` (0: none).
+    private let outboundAliasLimit: Int
+    static let maxOutboundAliases = 64
 
     init(
         clientID: String, user: String? = nil, acl: MQTTACL? = nil, version: MQTTProtocolVersion,
         persistent: Bool = false, expiryInterval: UInt32? = nil, receiveMaximum: Int, maxQueued: Int,
-        clientMaxPacketSize: Int?, channel: (any Channel)? = nil, overflow: @escaping @Sendable () -> Void
+        clientMaxPacketSize: Int?, clientTopicAliasMaximum: UInt16 = 0, channel: (any Channel)? = nil,
+        overflow: @escaping @Sendable () -> Void
     ) {
+        outboundAliasLimit = version == .v5 ? min(Int(clientTopicAliasMaximum), Self.maxOutboundAliases) : 0
         self.clientID = clientID
         self.user = user
         self.acl = acl
@@ -126,6 +135,20 @@ final class MQTTSession: Sendable {
         }
         let written = state.withLock { state -> EventLoopFuture<Void>? in
             guard !state.closed else { return nil }
+            var packet = packet
+            if outboundAliasLimit > 0, case .publish(var publish) = packet {
+                // Aliases are given in the order packets are written (under this lock): a topic's
+                // first PUBLISH names it with its new alias, later ones carry the alias alone.
+                if let alias = state.outboundAliases[publish.topic] {
+                    publish.properties.append(.topicAlias(alias))
+                    publish.topic = ""
+                } else if state.outboundAliases.count < outboundAliasLimit {
+                    let alias = UInt16(state.outboundAliases.count + 1)
+                    state.outboundAliases[publish.topic] = alias
+                    publish.properties.append(.topicAlias(alias))
+                }
+                packet = .publish(publish)
+            }
             var encoded = channel.allocator.buffer(capacity: 64)
             packet.write(version: version, into: &encoded)
             let buffer = encoded
