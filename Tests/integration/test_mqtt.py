@@ -401,6 +401,38 @@ def test_outbound_topic_aliases_honour_the_clients_maximum(node):
     ], received
 
 
+def test_no_reason_strings_for_a_client_that_asked_for_no_problem_information(data_dir):
+    """[MQTT-3.1.2-29]: a 5.0 client whose CONNECT says Request Problem Information 0 gets no
+    Reason String (or User Property) on a PUBACK; one that did not gets the reason. The journal
+    refuses every append here (its disk reserve is above what is free), so PUBACK is 0x80."""
+    os.makedirs(data_dir, exist_ok=True)
+    stat = os.statvfs(data_dir)
+    config = os.path.join(data_dir, "node.toml")
+    with open(config, "w") as f:
+        f.write(f"[journal]\nmin_free_disk_bytes = {2 * stat.f_bavail * stat.f_frsize}\n")
+    started = Node(os.path.join(data_dir, "node"), ["--config", config, "--mqtt-allow-anonymous"])
+    try:
+        for problem_information, expect_reason in ((b"", True), (bytes([0x17, 0]), False)):
+            with socket.create_connection(("127.0.0.1", started.mqtt_port), timeout=TIMEOUT) as raw:
+                props = problem_information
+                body = bytes([0, 4]) + b"MQTT" + bytes([5, 0x02, 0, 30, len(props)]) + props + bytes([0, 3]) + b"rpi"
+                raw.sendall(bytes([0x10, len(body)]) + body)
+                assert read_packet(raw)[0] == 0x20
+                topic = b"refused/1"
+                publish = len(topic).to_bytes(2, "big") + topic + bytes([0, 9, 0]) + b"x"
+                raw.sendall(bytes([0x32, len(publish)]) + publish)
+                first_byte, ack = read_packet(raw)
+                assert first_byte == 0x40 and ack[:2] == bytes([0, 9]) and ack[2] == 0x80, ack
+                properties = b""
+                if len(ack) > 3:
+                    length, at = read_varint(ack, 3)
+                    properties = ack[at:at + length]
+                has_reason = properties[:1] == bytes([0x1F])
+                assert has_reason == expect_reason, ack
+    finally:
+        started.stop()
+
+
 def test_receive_maximum_exceeded_gets_disconnect_0x93(node):
     """MQTT 4.9: a 5.0 client with more unacknowledged QoS 1/2 publishes than the receive
     maximum the gateway announced (1024; a QoS 2 one counts until PUBCOMP) gets DISCONNECT 0x93;

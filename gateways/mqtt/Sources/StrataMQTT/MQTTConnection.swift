@@ -495,7 +495,9 @@ struct MQTTConnection {
             receiveMaximum: Int(connect.properties.receiveMaximum ?? 65_535),
             maxQueued: configuration.maxQueuedMessages,
             clientMaxPacketSize: connect.properties.maximumPacketSize.map(Int.init),
-            clientTopicAliasMaximum: connect.properties.topicAliasMaximum ?? 0, channel: channel.channel,
+            clientTopicAliasMaximum: connect.properties.topicAliasMaximum ?? 0,
+            problemInformation: !connect.properties.items.contains(.requestProblemInformation(0)),
+            channel: channel.channel,
             overflow: { [channel = channel.channel] in channel.close(promise: nil) })
         gateway.cancelWill(of: clientID)  // the client is back before its will's delay ran out
         let resend = stored.map { session.restore($0) } ?? []

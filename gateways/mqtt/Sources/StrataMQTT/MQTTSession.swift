@@ -103,13 +103,18 @@ final class MQTTSession: Sendable {
     /// Topic Alias Maximum, at most `maxOutboundAliases` (0: none).
     private let outboundAliasLimit: Int
     static let maxOutboundAliases = 64
+    /// The 5.0 client's Request Problem Information (false: it sent 0): without it no Reason
+    /// String or User Property goes out on anything but PUBLISH, CONNACK and DISCONNECT
+    /// [MQTT-3.1.2-29].
+    private let problemInformation: Bool
 
     init(
         clientID: String, user: String? = nil, acl: MQTTACL? = nil, version: MQTTProtocolVersion,
         persistent: Bool = false, expiryInterval: UInt32? = nil, receiveMaximum: Int, maxQueued: Int,
-        clientMaxPacketSize: Int?, clientTopicAliasMaximum: UInt16 = 0, channel: (any Channel)? = nil,
-        overflow: @escaping @Sendable () -> Void
+        clientMaxPacketSize: Int?, clientTopicAliasMaximum: UInt16 = 0, problemInformation: Bool = true,
+        channel: (any Channel)? = nil, overflow: @escaping @Sendable () -> Void
     ) {
+        self.problemInformation = problemInformation
         outboundAliasLimit = version == .v5 ? min(Int(clientTopicAliasMaximum), Self.maxOutboundAliases) : 0
         self.clientID = clientID
         self.user = user
@@ -149,6 +154,7 @@ final class MQTTSession: Sendable {
                 }
                 packet = .publish(publish)
             }
+            if !problemInformation { packet = Self.withoutProblemInformation(packet) }
             var encoded = channel.allocator.buffer(capacity: 64)
             packet.write(version: version, into: &encoded)
             let buffer = encoded
@@ -161,6 +167,45 @@ final class MQTTSession: Sendable {
             return promise.futureResult
         }
         written?.whenComplete { _ in self.didWrite() }
+    }
+
+    /// `packet` without Reason Strings and User Properties where a client that asked for no
+    /// problem information must not get them (all but PUBLISH, CONNACK and DISCONNECT).
+    static func withoutProblemInformation(_ packet: MQTTPacket) -> MQTTPacket {
+        func stripped(_ properties: MQTTProperties) -> MQTTProperties {
+            MQTTProperties(
+                properties.items.filter {
+                    switch $0 {
+                    case .reasonString, .userProperty: false
+                    default: true
+                    }
+                })
+        }
+        switch packet {
+        case .puback(var ack):
+            ack.properties = stripped(ack.properties)
+            return .puback(ack)
+        case .pubrec(var ack):
+            ack.properties = stripped(ack.properties)
+            return .pubrec(ack)
+        case .pubrel(var ack):
+            ack.properties = stripped(ack.properties)
+            return .pubrel(ack)
+        case .pubcomp(var ack):
+            ack.properties = stripped(ack.properties)
+            return .pubcomp(ack)
+        case .suback(var ack):
+            ack.properties = stripped(ack.properties)
+            return .suback(ack)
+        case .unsuback(var ack):
+            ack.properties = stripped(ack.properties)
+            return .unsuback(ack)
+        case .auth(var auth):
+            auth.properties = stripped(auth.properties)
+            return .auth(auth)
+        default:
+            return packet
+        }
     }
 
     /// The writer wrote one packet.
