@@ -7,7 +7,6 @@ import StrataClient
 import StrataJournal
 import StrataKit
 import StrataTopics
-import Synchronization
 
 /// The channel closed (the connection failed) while one of its methods waited: nothing is left
 /// to answer.
@@ -70,7 +69,7 @@ actor AMQPConnection {
         /// No full reject-publish queue refused the message.
         var accepted: Bool
     }
-    private let answers = Mutex<(waiting: [Answer], scheduled: Bool)>(([], false))
+    private let answers = PendingBatch<Answer>()
 
     private let gateway: AMQPGateway
     private let channel: NIOAsyncChannel<AMQPFrame, ByteBuffer>
@@ -822,23 +821,12 @@ actor AMQPConnection {
     }
 
     private nonisolated func answered(_ answer: Answer) {
-        let schedule = answers.withLock { answers -> Bool in
-            answers.waiting.append(answer)
-            defer { answers.scheduled = true }
-            return !answers.scheduled
-        }
-        if schedule { Task { await self.takeAnswers() } }
+        if answers.add(answer) { Task { await self.takeAnswers() } }
     }
 
     /// Confirms every publish answered since the last turn: per channel, its nacks and one ack.
     private func takeAnswers() async {
-        let taken = answers.withLock { answers in
-            defer {
-                answers.waiting = []
-                answers.scheduled = false
-            }
-            return answers.waiting
-        }
+        let taken = answers.take()
         var confirms: [UInt16: [(sequence: UInt64, ok: Bool)]] = [:]
         var order: [UInt16] = []
         var failed: [UInt16] = []

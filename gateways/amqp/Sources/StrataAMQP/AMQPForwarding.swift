@@ -128,12 +128,12 @@ extension AMQPGateway {
     }
 
     /// Hands the records to their shards' appenders (batched with everything else published
-    /// to those shards meanwhile); the answer tells when all are stored.
-    @discardableResult
-    func submit(_ stores: [AMQPStore], whenDone: @escaping @Sendable (Bool) -> Void = { _ in }) -> AMQPStoring {
+    /// to those shards meanwhile); `whenDone` runs once all are answered, with whether all were
+    /// stored.
+    func submit(_ stores: [AMQPStore], whenDone: @escaping @Sendable (Bool) -> Void) {
+        guard !stores.isEmpty else { return whenDone(true) }
         let storing = AMQPStoring(count: stores.count, logger: logger, whenDone: whenDone)
         for store in stores { appender(for: store.shard).submit(store.record, completion: storing.completed) }
-        return storing
     }
 
     /// The appender of a shard, started on first use.
@@ -154,7 +154,8 @@ extension AMQPGateway {
 
     /// Appends the records and waits until every one is stored.
     func storeAll(_ stores: [AMQPStore]) async throws {
-        guard await submit(stores).stored else {
+        let stored = await withCheckedContinuation { done in submit(stores) { done.resume(returning: $0) } }
+        guard stored else {
             throw JournalError(.unavailable, "records for AMQP queues could not be stored")
         }
     }
@@ -389,19 +390,13 @@ extension AMQPGateway {
 
 /// The stores of one published message: done once each of its records is stored, or one failed.
 final class AMQPStoring: Sendable {
-    private struct State {
-        var remaining: Int
-        var ok = true
-        var waiters: [CheckedContinuation<Bool, Never>] = []
-    }
-
-    private let state: Mutex<State>
+    private let state: Mutex<(remaining: Int, ok: Bool)>
     private let logger: Logger
     private let whenDone: @Sendable (Bool) -> Void
 
     /// `whenDone` runs once every record is answered, with whether all were stored.
-    init(count: Int, logger: Logger, whenDone: @escaping @Sendable (Bool) -> Void = { _ in }) {
-        state = Mutex(State(remaining: count))
+    init(count: Int, logger: Logger, whenDone: @escaping @Sendable (Bool) -> Void) {
+        state = Mutex((count, true))
         self.logger = logger
         self.whenDone = whenDone
     }
@@ -410,29 +405,11 @@ final class AMQPStoring: Sendable {
         if case .failure(let error) = result {
             logger.warning("amqp message not stored", metadata: ["error": "\(error)"])
         }
-        let done = state.withLock { state -> (waiters: [CheckedContinuation<Bool, Never>], ok: Bool)? in
+        let done = state.withLock { state -> Bool? in
             if case .failure = result { state.ok = false }
             state.remaining -= 1
-            guard state.remaining == 0 else { return nil }
-            defer { state.waiters = [] }
-            return (state.waiters, state.ok)
+            return state.remaining == 0 ? state.ok : nil
         }
-        guard let done else { return }
-        for waiter in done.waiters { waiter.resume(returning: done.ok) }
-        whenDone(done.ok)
-    }
-
-    /// Whether every record was stored, once all are answered.
-    var stored: Bool {
-        get async {
-            await withCheckedContinuation { waiter in
-                let done = state.withLock { state -> Bool? in
-                    guard state.remaining > 0 else { return state.ok }
-                    state.waiters.append(waiter)
-                    return nil
-                }
-                if let done { waiter.resume(returning: done) }
-            }
-        }
+        if let done { whenDone(done) }
     }
 }

@@ -264,12 +264,7 @@ struct MQTTConnection {
             // restarted gateway sends PUBREL again, not the message as new (PUBRELs keep the
             // order of their PUBRECs: the checkpointer answers in order).
             checkpointer.storeThen { stored in
-                if stored {
-                    session.send(.pubrel(.init(packetID: packetID)))
-                } else {
-                    if session.version == .v5 { session.send(.disconnect(.init(reasonCode: 0x80))) }
-                    session.close()
-                }
+                if stored { session.send(.pubrel(.init(packetID: packetID))) } else { session.endForUnstoredRecord() }
             }
         case .release(let packetID):
             let known = session.inboundQoS2Released(packetID)
@@ -592,25 +587,23 @@ struct MQTTConnection {
         let storedTopic = topic
         MQTTTraffic.received(bytes: publish.payload.readableBytes)
         let arrived = ContinuousClock.now
+        let notStored: @Sendable (any Error) -> Void = { error in
+            MQTTMetrics.notStored.increment()
+            logger.error("mqtt publish not stored", metadata: ["mqtt.topic": "\(storedTopic)", "error": "\(error)"])
+        }
         if qos == 0 {
             // No acknowledgement, so no place in the acknowledgement order (MQTT 4.9: QoS 0
             // publishes are not in flight); counted only to bound what is not stored yet.
             acks.qos0Started()
             gateway.submit(message) { result in
-                if case .failure(let error) = result {
-                    MQTTMetrics.notStored.increment()
-                    logger.error(
-                        "mqtt publish not stored", metadata: ["mqtt.topic": "\(storedTopic)", "error": "\(error)"])
-                }
+                if case .failure(let error) = result { notStored(error) }
                 acks.qos0Stored()
             }
             return
         }
         let ticket = acks.enqueue(onSuccess: success, qos1: qos == 1) { error in
-            MQTTMetrics.notStored.increment()
-            logger.error("mqtt publish not stored", metadata: ["mqtt.topic": "\(storedTopic)", "error": "\(error)"])
+            notStored(error)
             if qos == 2 { _ = session.inboundQoS2Released(id) }
-            guard qos > 0 else { return nil }
             // A 5.0 client learns it from the reason code; a 3.1.1 client gets a closed
             // connection (and resends the unacknowledged publish).
             guard v5 else { return .disconnect(.init(reasonCode: 0x80)) }
@@ -628,15 +621,7 @@ struct MQTTConnection {
             // A record that cannot be stored ends the connection without PUBREC (the message is
             // stored; the client resends it, and this gateway still knows the id).
             checkpointer.storeThen { stored in
-                if stored {
-                    acks.complete(ticket, result)
-                } else {
-                    logger.error(
-                        "mqtt session record not stored before PUBREC: closing the connection",
-                        metadata: ["mqtt.client": "\(session.clientID)"])
-                    if v5 { session.send(.disconnect(.init(reasonCode: 0x80))) }
-                    session.close()
-                }
+                if stored { acks.complete(ticket, result) } else { session.endForUnstoredRecord() }
             }
         }
     }

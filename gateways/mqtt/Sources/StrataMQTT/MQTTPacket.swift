@@ -1,5 +1,14 @@
 import NIOCore
 
+/// A packet part with properties (acknowledgements, AUTH), for what applies to all of them.
+protocol MQTTPropertyCarrier {
+    var properties: MQTTProperties { get set }
+}
+
+extension MQTTPacket.Ack: MQTTPropertyCarrier {}
+extension MQTTPacket.SubscribeAck: MQTTPropertyCarrier {}
+extension MQTTPacket.Auth: MQTTPropertyCarrier {}
+
 /// MQTT protocol levels the gateway speaks (CONNECT's protocol level byte).
 public enum MQTTProtocolVersion: UInt8, Sendable, Hashable {
     /// MQTT 3.1 (protocol name MQIsdp): 3.1.1's packets, with 3.1's CONNECT and CONNACK rules.

@@ -172,40 +172,33 @@ final class MQTTSession: Sendable {
     /// `packet` without Reason Strings and User Properties where a client that asked for no
     /// problem information must not get them (all but PUBLISH, CONNACK and DISCONNECT).
     static func withoutProblemInformation(_ packet: MQTTPacket) -> MQTTPacket {
-        func stripped(_ properties: MQTTProperties) -> MQTTProperties {
-            MQTTProperties(
-                properties.items.filter {
-                    switch $0 {
-                    case .reasonString, .userProperty: false
-                    default: true
-                    }
-                })
+        func stripped<Carrier: MQTTPropertyCarrier>(_ carrier: Carrier) -> Carrier {
+            var carrier = carrier
+            carrier.properties.items.removeAll {
+                switch $0 {
+                case .reasonString, .userProperty: true
+                default: false
+                }
+            }
+            return carrier
         }
-        switch packet {
-        case .puback(var ack):
-            ack.properties = stripped(ack.properties)
-            return .puback(ack)
-        case .pubrec(var ack):
-            ack.properties = stripped(ack.properties)
-            return .pubrec(ack)
-        case .pubrel(var ack):
-            ack.properties = stripped(ack.properties)
-            return .pubrel(ack)
-        case .pubcomp(var ack):
-            ack.properties = stripped(ack.properties)
-            return .pubcomp(ack)
-        case .suback(var ack):
-            ack.properties = stripped(ack.properties)
-            return .suback(ack)
-        case .unsuback(var ack):
-            ack.properties = stripped(ack.properties)
-            return .unsuback(ack)
-        case .auth(var auth):
-            auth.properties = stripped(auth.properties)
-            return .auth(auth)
-        default:
-            return packet
+        return switch packet {
+        case .puback(let ack): .puback(stripped(ack))
+        case .pubrec(let ack): .pubrec(stripped(ack))
+        case .pubrel(let ack): .pubrel(stripped(ack))
+        case .pubcomp(let ack): .pubcomp(stripped(ack))
+        case .suback(let ack): .suback(stripped(ack))
+        case .unsuback(let ack): .unsuback(stripped(ack))
+        case .auth(let auth): .auth(stripped(auth))
+        default: packet
         }
+    }
+
+    /// The session record that an acknowledgement waits for could not be stored: the
+    /// connection ends instead (DISCONNECT 0x80 for 5.0), and the client sends again.
+    func endForUnstoredRecord() {
+        if version == .v5 { send(.disconnect(.init(reasonCode: 0x80))) }
+        close()
     }
 
     /// The writer wrote one packet.
